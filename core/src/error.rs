@@ -1,0 +1,210 @@
+//! Error types, one per area. Each says what failed, where, and what to do.
+
+use crate::identity::IdentityError;
+use crate::schema::{SchemaError, ValidationError};
+pub use crate::store::StoreError;
+
+/// A replica could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The identity key file is missing, unreadable or unsafe.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// The SQLite store could not be opened or migrated.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The directory for the replica could not be created.
+    #[error("cannot create the replica directory {path}: {reason}")]
+    Directory {
+        /// The directory.
+        path: String,
+        /// The system's reason.
+        reason: String,
+    },
+}
+
+/// A registry could not be found by the name or id given.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LookupError {
+    /// No registry has this name or id here.
+    #[error(
+        "no registry named '{name}' in this replica; `chittysync registry ls` lists them, `import` brings one from a bundle"
+    )]
+    NotFound {
+        /// What was looked up.
+        name: String,
+    },
+    /// Several registries share the name.
+    #[error("several registries are named '{name}' ({}); use the id instead", ids.join(", "))]
+    Ambiguous {
+        /// What was looked up.
+        name: String,
+        /// The ids of the registries with that name.
+        ids: Vec<String>,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A local write was refused; nothing was written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteError {
+    /// A value breaks the schema.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// A schema is inconsistent, or a change to it is not allowed.
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    /// The record does not exist.
+    #[error("registry '{registry}': no record {record}")]
+    NotFound {
+        /// The registry's name.
+        registry: String,
+        /// The record id.
+        record: String,
+    },
+    /// The record was deleted; deleted records are not written.
+    #[error("registry '{registry}': record {record} is deleted; create a new record instead")]
+    Deleted {
+        /// The registry's name.
+        registry: String,
+        /// The record id.
+        record: String,
+    },
+    /// A record id the caller chose is not usable.
+    #[error(
+        "'{id}' is not a usable record id: use 1–128 characters without spaces, not starting with '_'"
+    )]
+    BadRecordId {
+        /// The id.
+        id: String,
+    },
+    /// This replica's key lacks the role the write needs.
+    #[error("registry '{registry}': key {key} is {} but this needs {needed}; ask an admin to run `chittysync members add {registry} {key} --role {needed}`", role.as_deref().unwrap_or("not a member"))]
+    NotPermitted {
+        /// The registry's name.
+        registry: String,
+        /// This replica's key.
+        key: String,
+        /// Its role, if any.
+        role: Option<String>,
+        /// The role needed.
+        needed: String,
+    },
+    /// The write would leave the registry without an admin.
+    #[error(
+        "registry '{registry}': that would remove its last admin; make another member admin first"
+    )]
+    LastAdmin {
+        /// The registry's name.
+        registry: String,
+    },
+    /// The store failed; the write did not happen.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A bug: the document refused an operation the library built.
+    #[error("internal error, please report it: {0}")]
+    Internal(String),
+}
+
+/// A bundle was refused whole; nothing from it became visible.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImportError {
+    /// The bundle's bytes do not decode.
+    #[error("the bundle is malformed: {reason}; export it again")]
+    Malformed {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A signature does not verify.
+    #[error(
+        "change {change} has a bad signature for key {author}; the bundle was altered or forged and is refused whole"
+    )]
+    BadSignature {
+        /// The change's hash.
+        change: String,
+        /// The key it claims.
+        author: String,
+    },
+    /// A change is signed by a key other than its actor's.
+    #[error(
+        "change {change} is by actor {actor} but signed by key {author}; forged changes are refused with their whole bundle"
+    )]
+    ForgedActor {
+        /// The change's hash.
+        change: String,
+        /// Its actor id.
+        actor: String,
+        /// The signing key.
+        author: String,
+    },
+    /// The author lacked the role the change needs.
+    #[error("change {change} by {author} is not authorised: {reason}; the bundle is refused whole")]
+    NotAuthorised {
+        /// The change's hash.
+        change: String,
+        /// Its author's key.
+        author: String,
+        /// Why.
+        reason: String,
+    },
+    /// Changes depend on history neither the bundle nor this replica has.
+    #[error("registry {registry}: the bundle depends on {} change(s) this replica lacks (first: {}); export again from those heads or with all changes", missing.len(), missing.first().map(String::as_str).unwrap_or("?"))]
+    MissingDependencies {
+        /// The registry id.
+        registry: String,
+        /// Hashes of the missing changes.
+        missing: Vec<String>,
+    },
+    /// The bundle is for a registry this replica lacks, without its genesis.
+    #[error(
+        "registry {registry} is not in this replica and the bundle lacks its genesis; export it with all changes"
+    )]
+    UnknownRegistry {
+        /// The registry id.
+        registry: String,
+    },
+    /// The bundle file could not be read.
+    #[error("bundle file {path}: {reason}")]
+    File {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The store failed; nothing was imported.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Changes could not be exported.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExportError {
+    /// A change has no stored signature (the store is damaged).
+    #[error(
+        "registry {registry}: change {change} has no stored signature; run `chittysync verify`"
+    )]
+    MissingSignature {
+        /// The registry id.
+        registry: String,
+        /// The change's hash.
+        change: String,
+    },
+    /// The bundle file could not be written.
+    #[error("bundle file {path}: {reason}")]
+    File {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

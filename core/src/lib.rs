@@ -1,0 +1,57 @@
+//! ChittySync keeps **registries** — tables of canonical records such as a
+//! service registry, a project list or an incident log — identical
+//! everywhere they live.
+//!
+//! Each registry is an Automerge document whose every change is signed with
+//! its author's ed25519 key. A [`Replica`] is one SQLite file holding many
+//! registries; replicas work offline and converge when they exchange signed
+//! changes, here as [`Bundle`] files. Nothing unverified becomes visible: a
+//! bundle with any bad signature, forged author or unauthorised change is
+//! refused whole.
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use chittysync::{FieldDef, FieldType, Replica, Role, Schema};
+//! let dir = tempfile::tempdir()?;
+//! let alice = Replica::open(dir.path().join("alice.db"))?;
+//! let bob = Replica::open(dir.path().join("bob.db"))?;
+//!
+//! let schema = Schema::new().field(FieldDef::new("name", FieldType::Text).required());
+//! let services = alice.create_registry("services", schema)?;
+//! services.set_member(bob.public_key(), Role::Writer)?;
+//! services.put(None, [("name", "billing")])?;
+//!
+//! // Carry the changes to Bob (as a file, or any other way).
+//! bob.import(services.export(&[])?)?;
+//! let bobs = bob.registry("services")?;
+//! bobs.put(None, [("name", "search")])?;
+//! alice.import(bobs.export(&services.heads())?)?;
+//!
+//! assert_eq!(services.heads(), bobs.heads());
+//! assert_eq!(services.state_digest(), bobs.state_digest());
+//! assert_eq!(services.len(), 2);
+//! # Ok(()) }
+//! ```
+
+mod error;
+mod exchange;
+mod identity;
+mod registry;
+mod replica;
+mod schema;
+mod store;
+mod trust;
+mod value;
+
+pub use automerge::ChangeHash;
+pub use error::{ExportError, ImportError, LookupError, OpenError, StoreError, WriteError};
+pub use exchange::{Bundle, ImportReport};
+pub use identity::{Identity, IdentityError, PublicKey};
+pub use registry::{
+    Candidate, Conflict, Member, Query, Record, Registry, RegistryId, RegistryInfo, Role,
+    Tombstone, Writer,
+};
+pub use replica::Replica;
+pub use schema::{ConflictPolicy, FieldDef, FieldType, Rule, Schema, SchemaError, ValidationError};
+pub use trust::SignedChange;
+pub use value::Value;

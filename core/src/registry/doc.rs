@@ -1,0 +1,422 @@
+//! The registry document's layout on Automerge, and typed reads and writes of it.
+//!
+//! ```text
+//! ROOT
+//! ├─ meta     { name, created_at, format, creator, nonce }
+//! ├─ schema   { fields: { NAME: "<FieldDef as JSON>" }, display_field, conflict_policy }
+//! ├─ members  { PUBLIC_KEY_HEX: "admin" | "writer" | "reader" }
+//! └─ records  { RECORD_ID: { FIELD: value, …, _deleted: { by, at } } }
+//! ```
+//!
+//! Field definitions are stored whole as JSON strings so that a definition
+//! changes atomically; concurrent edits of *different* fields still merge.
+
+use std::collections::BTreeSet;
+
+use automerge::transaction::Transactable;
+use automerge::{AutoCommit, ChangeHash, ObjId, ObjType, ROOT, ReadDoc, ScalarValue};
+
+use crate::identity::PublicKey;
+use crate::schema::{ConflictPolicy, FieldDef, FieldType, Schema};
+use crate::value::Value;
+
+/// The document format this version writes.
+pub(crate) const FORMAT_VERSION: i64 = 1;
+/// Key of a record's tombstone.
+pub(crate) const DELETED: &str = "_deleted";
+
+/// Object ids of the document's fixed parts, looked up once per load.
+#[derive(Clone, Debug)]
+pub(crate) struct Layout {
+    pub(crate) meta: ObjId,
+    pub(crate) schema: ObjId,
+    pub(crate) fields: ObjId,
+    pub(crate) members: ObjId,
+    pub(crate) records: ObjId,
+}
+
+fn obj_at(doc: &AutoCommit, parent: &ObjId, key: &str) -> Option<ObjId> {
+    match doc.get(parent, key).ok()?? {
+        (automerge::Value::Object(_), id) => Some(id),
+        _ => None,
+    }
+}
+
+impl Layout {
+    /// Finds the fixed objects; `None` if the document is not a registry.
+    pub(crate) fn find(doc: &AutoCommit) -> Option<Layout> {
+        let schema = obj_at(doc, &ROOT, "schema")?;
+        Some(Layout {
+            meta: obj_at(doc, &ROOT, "meta")?,
+            fields: obj_at(doc, &schema, "fields")?,
+            schema,
+            members: obj_at(doc, &ROOT, "members")?,
+            records: obj_at(doc, &ROOT, "records")?,
+        })
+    }
+
+    /// Writes the genesis content of a new registry into `doc` (uncommitted).
+    pub(crate) fn create(
+        doc: &mut AutoCommit,
+        name: &str,
+        schema: &Schema,
+        creator: &PublicKey,
+        now_ms: i64,
+    ) -> Result<Layout, automerge::AutomergeError> {
+        let meta = doc.put_object(ROOT, "meta", ObjType::Map)?;
+        doc.put(&meta, "name", name)?;
+        doc.put(&meta, "created_at", ScalarValue::Timestamp(now_ms))?;
+        doc.put(&meta, "format", FORMAT_VERSION)?;
+        doc.put(&meta, "creator", creator.to_string())?;
+        // Makes every genesis — and so every registry id — unique.
+        doc.put(&meta, "nonce", uuid::Uuid::now_v7().to_string())?;
+        let schema_obj = doc.put_object(ROOT, "schema", ObjType::Map)?;
+        let fields = doc.put_object(&schema_obj, "fields", ObjType::Map)?;
+        let members = doc.put_object(ROOT, "members", ObjType::Map)?;
+        doc.put(&members, creator.to_string(), Role::Admin.name())?;
+        let records = doc.put_object(ROOT, "records", ObjType::Map)?;
+        let layout = Layout {
+            meta,
+            schema: schema_obj,
+            fields,
+            members,
+            records,
+        };
+        layout.write_schema(doc, &Schema::default(), schema)?;
+        Ok(layout)
+    }
+
+    pub(crate) fn name(&self, doc: &AutoCommit) -> String {
+        str_at(doc, &self.meta, "name").unwrap_or_default()
+    }
+
+    pub(crate) fn created_at(&self, doc: &AutoCommit) -> i64 {
+        match doc.get(&self.meta, "created_at") {
+            Ok(Some((automerge::Value::Scalar(s), _))) => match s.as_ref() {
+                ScalarValue::Timestamp(t) | ScalarValue::Int(t) => *t,
+                _ => 0,
+            },
+            _ => 0,
+        }
+    }
+
+    /// Reads the schema. Unparseable field definitions (from a newer
+    /// version) are skipped rather than failing the whole registry.
+    pub(crate) fn read_schema(&self, doc: &AutoCommit) -> Schema {
+        // map_range is ordered by name; restore the schema's own order.
+        let mut positioned: Vec<(i64, FieldDef)> = doc
+            .map_range(&self.fields, ..)
+            .filter_map(|item| {
+                let text = scalar_str(&item.value)?;
+                let stored = serde_json::from_str::<StoredField>(&text).ok()?;
+                Some((stored.position, stored.def))
+            })
+            .collect();
+        positioned.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.name.cmp(&b.1.name)));
+        let fields = positioned.into_iter().map(|(_, d)| d).collect();
+        let display_field = str_at(doc, &self.schema, "display_field");
+        let conflict_policy = str_at(doc, &self.schema, "conflict_policy")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(ConflictPolicy::Automerge);
+        Schema {
+            fields,
+            display_field,
+            conflict_policy,
+        }
+    }
+
+    /// Writes only what differs between `old` and `new`, so concurrent schema
+    /// edits of different fields merge.
+    pub(crate) fn write_schema(
+        &self,
+        doc: &mut AutoCommit,
+        old: &Schema,
+        new: &Schema,
+    ) -> Result<(), automerge::AutomergeError> {
+        for (position, def) in new.fields.iter().enumerate() {
+            let old_position = old.fields.iter().position(|f| f.name == def.name);
+            if old_position == Some(position) && old.get(&def.name) == Some(def) {
+                continue;
+            }
+            let stored = StoredField {
+                position: position as i64,
+                def: def.clone(),
+            };
+            let json = serde_json::to_string(&stored).expect("field definitions serialize");
+            doc.put(&self.fields, def.name.as_str(), json)?;
+        }
+        for def in &old.fields {
+            if new.get(&def.name).is_none() {
+                doc.delete(&self.fields, def.name.as_str())?;
+            }
+        }
+        if old.display_field != new.display_field
+            || doc.get(&self.schema, "display_field")?.is_none()
+        {
+            match &new.display_field {
+                Some(d) => doc.put(&self.schema, "display_field", d.as_str())?,
+                None => doc.delete(&self.schema, "display_field")?,
+            }
+        }
+        if old.conflict_policy != new.conflict_policy
+            || doc.get(&self.schema, "conflict_policy")?.is_none()
+        {
+            doc.put(&self.schema, "conflict_policy", new.conflict_policy.name())?;
+        }
+        Ok(())
+    }
+
+    /// Members and their roles at `heads` (`None`: now).
+    pub(crate) fn members(
+        &self,
+        doc: &AutoCommit,
+        heads: Option<&[ChangeHash]>,
+    ) -> Vec<(PublicKey, Role)> {
+        let items: Vec<(String, Option<String>)> = match heads {
+            None => doc
+                .map_range(&self.members, ..)
+                .map(|i| (i.key.into_owned(), scalar_str(&i.value)))
+                .collect(),
+            Some(h) => doc
+                .map_range_at(&self.members, .., h)
+                .map(|i| (i.key.into_owned(), scalar_str(&i.value)))
+                .collect(),
+        };
+        items
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.parse().ok()?, v?.parse().ok()?)))
+            .collect()
+    }
+
+    /// The role of `key` at `heads`.
+    pub(crate) fn role_at(
+        &self,
+        doc: &AutoCommit,
+        key: &PublicKey,
+        heads: &[ChangeHash],
+    ) -> Option<Role> {
+        match doc.get_at(&self.members, key.to_string(), heads).ok()?? {
+            (automerge::Value::Scalar(s), _) => s.as_str()?.parse().ok(),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn record(&self, doc: &AutoCommit, id: &str) -> Option<ObjId> {
+        obj_at(doc, &self.records, id)
+    }
+}
+
+/// A field definition as stored in the document, with its display position.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredField {
+    position: i64,
+    #[serde(flatten)]
+    def: FieldDef,
+}
+
+fn scalar_str(value: &automerge::ValueRef<'_>) -> Option<String> {
+    match value {
+        automerge::ValueRef::Scalar(automerge::ScalarValueRef::Str(s)) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+fn str_at(doc: &AutoCommit, obj: &ObjId, key: &str) -> Option<String> {
+    match doc.get(obj, key).ok()?? {
+        (automerge::Value::Scalar(s), _) => s.as_str().map(str::to_owned),
+        _ => None,
+    }
+}
+
+/// What a member may do in a registry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Role {
+    /// Reads only.
+    Reader,
+    /// Reads and writes records.
+    Writer,
+    /// Also changes the schema and the members.
+    Admin,
+}
+
+impl Role {
+    /// The role's name as stored and shown.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Reader => "reader",
+            Role::Writer => "writer",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// Whether the role may write records.
+    pub fn can_write(self) -> bool {
+        matches!(self, Role::Writer | Role::Admin)
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "reader" => Ok(Role::Reader),
+            "writer" => Ok(Role::Writer),
+            "admin" => Ok(Role::Admin),
+            other => Err(format!(
+                "unknown role '{other}'; use admin, writer or reader"
+            )),
+        }
+    }
+}
+
+/// Reads one stored value of a field as a [`Value`] of `ty` (or, for fields
+/// no longer in the schema, of whatever it holds).
+pub(crate) fn read_value(
+    doc: &AutoCommit,
+    value: &automerge::Value<'_>,
+    id: &ObjId,
+    ty: Option<FieldType>,
+) -> Option<Value> {
+    match value {
+        automerge::Value::Object(ObjType::Text) => doc.text(id).ok().map(Value::Text),
+        automerge::Value::Object(ObjType::Map) => Some(Value::Set(
+            doc.map_range(id, ..)
+                .filter(|i| {
+                    matches!(
+                        i.value,
+                        automerge::ValueRef::Scalar(automerge::ScalarValueRef::Boolean(true))
+                    )
+                })
+                .map(|i| i.key.into_owned())
+                .collect(),
+        )),
+        automerge::Value::Object(_) => None,
+        automerge::Value::Scalar(s) => Some(match (s.as_ref(), ty) {
+            (ScalarValue::Str(t), Some(FieldType::Decimal)) => Value::Decimal(t.to_string()),
+            (ScalarValue::Str(t), Some(FieldType::Json)) => Value::Json(t.to_string()),
+            (ScalarValue::Str(t), _) => Value::Text(t.to_string()),
+            (ScalarValue::Int(i), _) => Value::Integer(*i),
+            (ScalarValue::Uint(u), _) => Value::Integer(*u as i64),
+            (ScalarValue::Boolean(b), _) => Value::Bool(*b),
+            (ScalarValue::F64(f), _) => Value::Decimal(f.to_string()),
+            (ScalarValue::Timestamp(t), _) => Value::Integer(*t),
+            (ScalarValue::Null, _) => return None,
+            _ => return None,
+        }),
+    }
+}
+
+/// Writes one field of a record (inside the open transaction of `doc`).
+///
+/// Long text is updated character-wise in its text object and multi-select
+/// option by option in its map, so concurrent edits merge instead of
+/// replacing each other.
+pub(crate) fn write_value(
+    doc: &mut AutoCommit,
+    record: &ObjId,
+    field: &str,
+    ty: FieldType,
+    value: &Value,
+) -> Result<(), automerge::AutomergeError> {
+    let existing = doc.get(record, field)?.map(|(v, id)| (v.to_owned(), id));
+    match (ty, value) {
+        (FieldType::LongText, Value::Text(text)) => {
+            let obj = match existing {
+                Some((automerge::Value::Object(ObjType::Text), id)) => id,
+                _ => doc.put_object(record, field, ObjType::Text)?,
+            };
+            doc.update_text(&obj, text)?;
+        }
+        (FieldType::MultiSelect, Value::Set(wanted)) => {
+            let obj = match existing {
+                Some((automerge::Value::Object(ObjType::Map), id)) => id,
+                _ => doc.put_object(record, field, ObjType::Map)?,
+            };
+            let current: BTreeSet<String> = doc.keys(&obj).collect();
+            for gone in current.difference(wanted) {
+                doc.delete(&obj, gone.as_str())?;
+            }
+            for added in wanted.difference(&current) {
+                doc.put(&obj, added.as_str(), true)?;
+            }
+        }
+        (_, v) => {
+            let scalar = match v {
+                Value::Text(t) | Value::Decimal(t) | Value::Json(t) => ScalarValue::Str(t.into()),
+                Value::Integer(i) => ScalarValue::Int(*i),
+                Value::Bool(b) => ScalarValue::Boolean(*b),
+                Value::Set(s) => {
+                    ScalarValue::Str(s.iter().cloned().collect::<Vec<_>>().join(",").into())
+                }
+            };
+            doc.put(record, field, scalar)?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates the containers of merge-friendly fields when a record is created,
+/// so later concurrent edits land in one shared object.
+pub(crate) fn create_containers(
+    doc: &mut AutoCommit,
+    record: &ObjId,
+    schema: &Schema,
+) -> Result<(), automerge::AutomergeError> {
+    for def in &schema.fields {
+        match def.field_type {
+            FieldType::LongText => {
+                doc.put_object(record, def.name.as_str(), ObjType::Text)?;
+            }
+            FieldType::MultiSelect => {
+                doc.put_object(record, def.name.as_str(), ObjType::Map)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The whole document as canonical JSON (maps sorted by key, conflicts
+/// settled by Automerge's deterministic winner): the input of state digests.
+pub(crate) fn canonical_json(doc: &AutoCommit, obj: &ObjId) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    for item in doc.map_range(obj, ..) {
+        let key = item.key.to_string();
+        let value = match &item.value {
+            automerge::ValueRef::Object(ObjType::Map) => canonical_json(doc, &item.id()),
+            automerge::ValueRef::Object(ObjType::Text) => {
+                serde_json::Value::String(doc.text(item.id()).unwrap_or_default())
+            }
+            automerge::ValueRef::Object(_) => serde_json::Value::Null,
+            automerge::ValueRef::Scalar(s) => scalar_json(s),
+        };
+        map.insert(key, value);
+    }
+    serde_json::Value::Object(map)
+}
+
+fn scalar_json(s: &automerge::ScalarValueRef<'_>) -> serde_json::Value {
+    use automerge::ScalarValueRef as S;
+    match s {
+        S::Str(t) => serde_json::json!({ "s": t }),
+        S::Int(i) => serde_json::json!({ "i": i }),
+        S::Uint(u) => serde_json::json!({ "u": u }),
+        S::F64(f) => serde_json::json!({ "f": f }),
+        S::Counter(c) => serde_json::json!({ "c": c }),
+        S::Timestamp(t) => serde_json::json!({ "t": t }),
+        S::Boolean(b) => serde_json::json!({ "b": b }),
+        S::Bytes(b) => serde_json::json!({ "x": hex::encode(b) }),
+        S::Unknown { type_code, bytes } => {
+            serde_json::json!({ "?": type_code, "x": hex::encode(bytes) })
+        }
+        S::Null => serde_json::Value::Null,
+    }
+}

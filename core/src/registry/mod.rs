@@ -1,0 +1,422 @@
+//! Registries: records, fields, members and conflicts over one signed
+//! Automerge document.
+
+pub(crate) mod doc;
+mod state;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use automerge::ChangeHash;
+
+pub use doc::Role;
+pub(crate) use state::{DocState, import_new};
+
+use crate::error::{ExportError, WriteError};
+use crate::exchange::Bundle;
+use crate::identity::PublicKey;
+use crate::replica::Shared;
+use crate::schema::{ConflictPolicy, Schema};
+use crate::value::Value;
+
+/// A registry's id: the first 16 bytes of the hash of its genesis change.
+///
+/// Because the id is derived from the signed genesis, no one can make a
+/// second, different genesis for the same registry.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RegistryId([u8; 16]);
+
+impl RegistryId {
+    pub(crate) fn from_genesis(hash: &ChangeHash) -> Self {
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&hash.0[..16]);
+        RegistryId(id)
+    }
+
+    /// Whether `hash` is the genesis of this registry.
+    pub(crate) fn is_genesis(&self, hash: &ChangeHash) -> bool {
+        hash.0[..16] == self.0
+    }
+
+    /// The 16 id bytes.
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+
+    /// Builds an id from 16 bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Some(RegistryId(bytes.try_into().ok()?))
+    }
+}
+
+impl fmt::Display for RegistryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for RegistryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RegistryId({self})")
+    }
+}
+
+impl FromStr for RegistryId {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        hex::decode(s)
+            .ok()
+            .and_then(|b| RegistryId::from_bytes(&b))
+            .ok_or_else(|| format!("'{s}' is not a registry id (32 hex digits)"))
+    }
+}
+
+/// A record: its id, its field values under the registry's conflict policy,
+/// and which fields hold concurrent values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    /// The record's stable id (a UUIDv7 unless the writer chose one).
+    pub id: String,
+    /// Field values, by field name.
+    pub fields: BTreeMap<String, Value>,
+    /// Set when the record was deleted.
+    pub deleted: Option<Tombstone>,
+    /// Fields with concurrent values (see [`Registry::conflicts`]).
+    pub conflicted: BTreeSet<String>,
+}
+
+impl Record {
+    /// A field's value.
+    pub fn get(&self, field: &str) -> Option<&Value> {
+        self.fields.get(field)
+    }
+
+    /// The record as a JSON object (fields plus `_id`, and `_deleted` if so).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut map = serde_json::Map::new();
+        map.insert("_id".into(), self.id.clone().into());
+        for (k, v) in &self.fields {
+            map.insert(k.clone(), v.to_json());
+        }
+        if let Some(t) = &self.deleted {
+            map.insert(
+                "_deleted".into(),
+                serde_json::json!({ "by": t.by.to_string(), "at": t.at }),
+            );
+        }
+        serde_json::Value::Object(map)
+    }
+}
+
+/// Who deleted a record, and when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tombstone {
+    /// The deleting member's key.
+    pub by: String,
+    /// When, in ms since the epoch (the writer's clock).
+    pub at: i64,
+}
+
+/// Concurrent values of one field of one record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conflict {
+    /// The record.
+    pub record: String,
+    /// The field.
+    pub field: String,
+    /// The policy that applies to the field.
+    pub policy: ConflictPolicy,
+    /// Every concurrent value, oldest operation first.
+    pub candidates: Vec<Candidate>,
+    /// Index into `candidates` of the value the policy picks; `None` for
+    /// `manual`, which leaves the conflict open until resolved.
+    pub chosen: Option<usize>,
+}
+
+/// One of several concurrent values of a field.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Candidate {
+    /// The value.
+    pub value: Value,
+    /// The member who wrote it.
+    pub author: Option<PublicKey>,
+    /// The hybrid logical clock of the write (ms).
+    pub time: i64,
+    /// The change that wrote it.
+    pub change: ChangeHash,
+}
+
+/// A member of a registry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// Their key.
+    pub key: PublicKey,
+    /// Their role.
+    pub role: Role,
+}
+
+/// A registry as listed by a replica.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistryInfo {
+    /// Its id.
+    pub id: RegistryId,
+    /// Its name.
+    pub name: String,
+    /// When it was created (ms since the epoch).
+    pub created_at: i64,
+}
+
+/// Which records [`Registry::list`] returns.
+#[derive(Clone, Debug, Default)]
+pub struct Query {
+    /// Only records whose field equals the value (compared as text).
+    pub filters: Vec<(String, String)>,
+    /// Include deleted records.
+    pub include_deleted: bool,
+    /// At most this many.
+    pub limit: Option<usize>,
+}
+
+impl Query {
+    /// Every live record.
+    pub fn all() -> Self {
+        Query::default()
+    }
+
+    /// Adds a `field = value` filter.
+    pub fn filter(mut self, field: impl Into<String>, value: impl Into<String>) -> Self {
+        self.filters.push((field.into(), value.into()));
+        self
+    }
+}
+
+/// Changes from one write batch, made with [`Registry::write`].
+pub struct Writer<'a> {
+    state: &'a mut DocState,
+    author: PublicKey,
+}
+
+impl Writer<'_> {
+    /// Creates a record (with `id`, or a new UUIDv7 if `None`) or updates
+    /// one. Returns the record's id.
+    pub fn put<I, K, V>(&mut self, id: Option<&str>, fields: I) -> Result<String, WriteError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<Value>,
+    {
+        let fields = fields
+            .into_iter()
+            .map(|(k, v)| (k.into(), Some(v.into())))
+            .collect();
+        self.state.write_record(id, fields, &self.author)
+    }
+
+    /// Removes fields' values from a record.
+    pub fn unset<I, K>(&mut self, id: &str, fields: I) -> Result<(), WriteError>
+    where
+        I: IntoIterator<Item = K>,
+        K: Into<String>,
+    {
+        let fields = fields.into_iter().map(|k| (k.into(), None)).collect();
+        self.state
+            .write_record(Some(id), fields, &self.author)
+            .map(drop)
+    }
+
+    /// Deletes a record (leaves a tombstone naming who and when).
+    pub fn delete(&mut self, id: &str) -> Result<(), WriteError> {
+        self.state.delete_record(id, &self.author)
+    }
+}
+
+/// A registry in a replica: read and write its records, members and schema.
+///
+/// Cheap to clone; clones share the same in-memory document. All methods
+/// are safe to call from many threads.
+#[derive(Clone)]
+pub struct Registry {
+    shared: Arc<Shared>,
+    state: Arc<Mutex<DocState>>,
+    id: RegistryId,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    pub(crate) fn new(shared: Arc<Shared>, state: Arc<Mutex<DocState>>, id: RegistryId) -> Self {
+        Registry { shared, state, id }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, DocState> {
+        // A panic while holding the lock cannot leave a half-applied write
+        // (writes commit or roll back whole), so poisoning is safe to ignore.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The registry's id.
+    pub fn id(&self) -> RegistryId {
+        self.id
+    }
+
+    /// The registry's name.
+    pub fn name(&self) -> String {
+        self.lock().name.clone()
+    }
+
+    /// The current schema.
+    pub fn schema(&self) -> Schema {
+        self.lock().schema.schema.clone()
+    }
+
+    /// Runs `f` as one signed change in one durable transaction: all of its
+    /// writes land, or none do.
+    pub fn write<T>(
+        &self,
+        f: impl FnOnce(&mut Writer<'_>) -> Result<T, WriteError>,
+    ) -> Result<T, WriteError> {
+        let mut state = self.lock();
+        let author = self.shared.identity.public_key();
+        state.transact(&self.shared, "write", |state| {
+            state.require_role(&author, Role::Writer)?;
+            f(&mut Writer { state, author })
+        })
+    }
+
+    /// Creates or updates one record; see [`Writer::put`].
+    pub fn put<I, K, V>(&self, id: Option<&str>, fields: I) -> Result<String, WriteError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<Value>,
+    {
+        self.write(|w| w.put(id, fields))
+    }
+
+    /// Removes fields' values from a record.
+    pub fn unset<I, K>(&self, id: &str, fields: I) -> Result<(), WriteError>
+    where
+        I: IntoIterator<Item = K>,
+        K: Into<String>,
+    {
+        self.write(|w| w.unset(id, fields))
+    }
+
+    /// Deletes a record, leaving a tombstone.
+    pub fn delete(&self, id: &str) -> Result<(), WriteError> {
+        self.write(|w| w.delete(id))
+    }
+
+    /// Settles a conflict by writing the chosen value as a new change.
+    pub fn resolve(
+        &self,
+        record: &str,
+        field: &str,
+        value: impl Into<Value>,
+    ) -> Result<(), WriteError> {
+        let value = value.into();
+        self.write(|w| w.put(Some(record), [(field.to_owned(), value)]).map(drop))
+    }
+
+    /// One record, including a deleted one (see [`Record::deleted`]).
+    pub fn get(&self, id: &str) -> Option<Record> {
+        self.lock().read_record(id)
+    }
+
+    /// Records matching `query`, ordered by id (so by creation time for UUIDv7).
+    pub fn list(&self, query: &Query) -> Vec<Record> {
+        self.lock().list(query)
+    }
+
+    /// Number of live records.
+    pub fn len(&self) -> usize {
+        self.lock().live_count()
+    }
+
+    /// Whether there are no live records.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every field that holds concurrent values, with the policy's choice.
+    pub fn conflicts(&self) -> Vec<Conflict> {
+        self.lock().conflicts()
+    }
+
+    /// The members and their roles.
+    pub fn members(&self) -> Vec<Member> {
+        self.lock().members()
+    }
+
+    /// Adds a member or changes their role. Needs the admin role.
+    pub fn set_member(&self, key: PublicKey, role: Role) -> Result<(), WriteError> {
+        let mut state = self.lock();
+        let author = self.shared.identity.public_key();
+        state.transact(&self.shared, "change members", |state| {
+            state.require_role(&author, Role::Admin)?;
+            state.set_member(key, Some(role))
+        })
+    }
+
+    /// Removes a member. Needs the admin role; the last admin cannot be removed.
+    pub fn remove_member(&self, key: PublicKey) -> Result<(), WriteError> {
+        let mut state = self.lock();
+        let author = self.shared.identity.public_key();
+        state.transact(&self.shared, "change members", |state| {
+            state.require_role(&author, Role::Admin)?;
+            state.set_member(key, None)
+        })
+    }
+
+    /// Replaces the schema (add fields, change options, …). Needs the admin
+    /// role. Refused if a live record would break the new schema.
+    pub fn set_schema(&self, schema: Schema) -> Result<(), WriteError> {
+        let mut state = self.lock();
+        let author = self.shared.identity.public_key();
+        state.transact(&self.shared, "change schema", |state| {
+            state.require_role(&author, Role::Admin)?;
+            state.set_schema(schema)
+        })
+    }
+
+    /// The current heads: the hashes of the latest changes.
+    pub fn heads(&self) -> Vec<ChangeHash> {
+        self.lock().heads()
+    }
+
+    /// SHA-256 over the canonical form of meta, schema, members and records.
+    /// Two replicas with equal heads have equal digests.
+    pub fn state_digest(&self) -> String {
+        self.lock().state_digest()
+    }
+
+    /// Number of changes in the history.
+    pub fn change_count(&self) -> usize {
+        self.lock().change_count()
+    }
+
+    /// Signed changes the holder of `their_heads` lacks (all if empty), as a
+    /// bundle for [`Replica::import`](crate::Replica::import).
+    pub fn export(&self, their_heads: &[ChangeHash]) -> Result<Bundle, ExportError> {
+        let mut state = self.lock();
+        let store = self.shared.store();
+        state.export(&store, their_heads)
+    }
+
+    /// Folds the history into one compact snapshot, so the registry opens
+    /// fast. Signatures stay stored and verifiable.
+    pub fn compact(&self) -> Result<(), WriteError> {
+        let mut state = self.lock();
+        let mut store = self.shared.store();
+        state.compact(&mut store).map_err(WriteError::Store)
+    }
+}

@@ -1,0 +1,1070 @@
+//! The in-memory state of one open registry and every operation on it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use automerge::transaction::{CommitOptions, Transactable};
+use automerge::{ActorId, AutoCommit, Change, ChangeHash, ObjId, ObjType, ROOT, ReadDoc};
+use sha2::{Digest, Sha256};
+
+use super::doc::{self, DELETED, Layout, Role};
+use super::{Candidate, Conflict, Member, Query, Record, RegistryId, Tombstone};
+use crate::error::{ExportError, ImportError, WriteError};
+use crate::exchange::{Bundle, ImportReport};
+use crate::identity::{Identity, PublicKey};
+use crate::replica::Shared;
+use crate::schema::{CompiledSchema, ConflictPolicy, FieldType, Rule, Schema, ValidationError};
+use crate::store::{CatchUp, ChangeRow, Store, StoreError, StoreTx, now_ms};
+use crate::trust::{self, Distrust, SignedChange};
+use crate::value::Value;
+
+/// Compact when this many changes are stored outside the snapshot …
+const COMPACT_TAIL_MAX: i64 = 2000;
+/// … or when the tail is at least this long and a quarter of the history.
+const COMPACT_TAIL_MIN: i64 = 128;
+
+pub(crate) struct DocState {
+    pub(crate) id: RegistryId,
+    pub(crate) name: String,
+    pub(crate) doc: AutoCommit,
+    layout: Layout,
+    pub(crate) schema: Arc<CompiledSchema>,
+    /// Highest store position reflected in `doc`.
+    loaded_pos: i64,
+    /// Hybrid logical clock: the highest change time seen.
+    clock: i64,
+    /// Changes stored outside the snapshot, and in all.
+    tail_len: i64,
+    total: i64,
+    /// Unique-field index, built on first need and dropped whenever the
+    /// document changes other than through a local write.
+    unique: Option<UniqueIndex>,
+}
+
+#[derive(Default)]
+struct UniqueIndex {
+    by_value: HashMap<(String, String), String>,
+    by_record: HashMap<(String, String), String>,
+}
+
+impl UniqueIndex {
+    fn set(&mut self, field: &str, record: &str, value: Option<String>) {
+        if let Some(old) = self
+            .by_record
+            .remove(&(field.to_owned(), record.to_owned()))
+        {
+            self.by_value.remove(&(field.to_owned(), old));
+        }
+        if let Some(v) = value {
+            self.by_value
+                .insert((field.to_owned(), v.clone()), record.to_owned());
+            self.by_record
+                .insert((field.to_owned(), record.to_owned()), v);
+        }
+    }
+}
+
+fn internal(e: automerge::AutomergeError) -> WriteError {
+    WriteError::Internal(e.to_string())
+}
+
+fn actor_of(key: &PublicKey) -> ActorId {
+    ActorId::from(&key.as_bytes()[..])
+}
+
+impl DocState {
+    /// Loads a registry from its snapshot and later changes.
+    pub(crate) fn load(
+        conn: &rusqlite::Connection,
+        store_path: &str,
+        id: RegistryId,
+        me: &PublicKey,
+    ) -> Result<DocState, StoreError> {
+        let stored = crate::store::load(conn, store_path, &id)?;
+        let corrupt =
+            |what: String| StoreError::corrupt(store_path, format!("registry {id}: {what}"));
+        let mut doc = match &stored.snapshot {
+            Some(data) => AutoCommit::load(data).map_err(|e| corrupt(format!("snapshot: {e}")))?,
+            None => AutoCommit::new(),
+        };
+        let tail = stored
+            .tail
+            .iter()
+            .map(|(pos, bytes)| {
+                Change::from_bytes(bytes.clone())
+                    .map_err(|e| corrupt(format!("change at position {pos}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        doc.apply_changes(tail)
+            .map_err(|e| corrupt(format!("applying stored changes: {e}")))?;
+        doc.set_actor(actor_of(me));
+        let layout =
+            Layout::find(&doc).ok_or_else(|| corrupt("the document is not a registry".into()))?;
+        let schema = Arc::new(CompiledSchema::new(layout.read_schema(&doc)));
+        Ok(DocState {
+            id,
+            name: layout.name(&doc),
+            layout,
+            schema,
+            doc,
+            loaded_pos: stored.max_pos,
+            clock: stored.max_time,
+            tail_len: stored.tail.len() as i64,
+            total: stored.total,
+            unique: None,
+        })
+    }
+
+    /// Creates a new registry: its signed genesis change and its state.
+    pub(crate) fn create(
+        identity: &Identity,
+        name: &str,
+        schema: &Schema,
+    ) -> Result<(DocState, ChangeRow), WriteError> {
+        schema.check().map_err(WriteError::Schema)?;
+        let me = identity.public_key();
+        let mut doc = AutoCommit::new().with_actor(actor_of(&me));
+        let now = now_ms();
+        let layout = Layout::create(&mut doc, name, schema, &me, now).map_err(internal)?;
+        let hash = doc
+            .commit_with(
+                CommitOptions::default()
+                    .with_time(now)
+                    .with_message("create registry"),
+            )
+            .ok_or_else(|| WriteError::Internal("genesis had no operations".into()))?;
+        let id = RegistryId::from_genesis(&hash);
+        let mut state = DocState {
+            id,
+            name: name.to_owned(),
+            doc,
+            layout,
+            schema: Arc::new(CompiledSchema::new(schema.clone())),
+            loaded_pos: 0,
+            clock: now,
+            tail_len: 0,
+            total: 0,
+            unique: None,
+        };
+        let row = state.signed_row(identity, hash)?;
+        Ok((state, row))
+    }
+
+    pub(crate) fn created_at(&self) -> i64 {
+        self.layout.created_at(&self.doc)
+    }
+
+    pub(crate) fn set_loaded(&mut self, pos: i64) {
+        self.loaded_pos = pos;
+        self.tail_len += 1;
+        self.total += 1;
+    }
+
+    fn reload(&mut self, conn: &rusqlite::Connection, store_path: &str) -> Result<(), StoreError> {
+        let me = PublicKey::from_bytes(&self.doc.get_actor().to_bytes())
+            .expect("the actor is always our own key");
+        *self = DocState::load(conn, store_path, self.id, &me)?;
+        Ok(())
+    }
+
+    /// Applies what other processes stored since this state was loaded.
+    fn catch_up(&mut self, tx: &StoreTx<'_>) -> Result<(), StoreError> {
+        match tx.catch_up(&self.id, self.loaded_pos)? {
+            CatchUp::UpToDate => Ok(()),
+            CatchUp::Reload => self.reload(tx.conn(), tx.path()),
+            CatchUp::Apply(rows) => {
+                let mut changes = Vec::with_capacity(rows.len());
+                for (pos, bytes) in &rows {
+                    changes.push(Change::from_bytes(bytes.clone()).map_err(|e| {
+                        StoreError::corrupt(tx.path(), format!("change at position {pos}: {e}"))
+                    })?);
+                }
+                self.clock = self
+                    .clock
+                    .max(changes.iter().map(Change::timestamp).max().unwrap_or(0));
+                self.doc.apply_changes(changes).map_err(|e| {
+                    StoreError::corrupt(tx.path(), format!("applying stored changes: {e}"))
+                })?;
+                self.loaded_pos = rows.last().map_or(self.loaded_pos, |r| r.0);
+                self.tail_len += rows.len() as i64;
+                self.total += rows.len() as i64;
+                self.refresh_derived();
+                Ok(())
+            }
+        }
+    }
+
+    /// Recomputes what is derived from the document after it changed other
+    /// than through a local record write.
+    fn refresh_derived(&mut self) {
+        self.schema = Arc::new(CompiledSchema::new(self.layout.read_schema(&self.doc)));
+        self.name = self.layout.name(&self.doc);
+        self.unique = None;
+    }
+
+    /// Runs `f` and persists what it wrote as one signed change in one
+    /// transaction. On any failure nothing is written and the in-memory
+    /// document is as before.
+    pub(crate) fn transact<T>(
+        &mut self,
+        shared: &Shared,
+        message: &str,
+        f: impl FnOnce(&mut DocState) -> Result<T, WriteError>,
+    ) -> Result<T, WriteError> {
+        let mut store = shared.store();
+        let tx = store.begin()?;
+        self.catch_up(&tx)?;
+        let out = match f(self) {
+            Ok(out) => out,
+            Err(e) => {
+                self.doc.rollback();
+                self.unique = None;
+                return Err(e);
+            }
+        };
+        let time = self.tick();
+        let Some(hash) = self.doc.commit_with(
+            CommitOptions::default()
+                .with_time(time)
+                .with_message(message),
+        ) else {
+            return Ok(out); // nothing changed: nothing to sign or store
+        };
+        let persisted = (|| -> Result<i64, WriteError> {
+            let row = self.signed_row(&shared.identity, hash)?;
+            let pos = tx.insert_changes(&self.id, &[row])?;
+            tx.commit()?;
+            Ok(pos)
+        })();
+        match persisted {
+            Ok(pos) => {
+                self.set_loaded(pos);
+                if self.wants_compaction() {
+                    // Best effort: a failed compaction loses nothing.
+                    if let Err(e) = self.compact(&mut store) {
+                        tracing::warn!(registry = %self.id, error = %e, "compaction failed");
+                    }
+                }
+                Ok(out)
+            }
+            Err(e) => {
+                // The change is in memory but not on disk: drop it.
+                let path = store.path().to_owned();
+                self.reload(store.conn(), &path)?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Next hybrid-logical-clock time: wall clock, but never behind any
+    /// change seen, so causally later writes always have later times.
+    fn tick(&mut self) -> i64 {
+        self.clock = now_ms().max(self.clock + 1);
+        self.clock
+    }
+
+    fn signed_row(
+        &mut self,
+        identity: &Identity,
+        hash: ChangeHash,
+    ) -> Result<ChangeRow, WriteError> {
+        let mut change = self
+            .doc
+            .get_change_by_hash(&hash)
+            .ok_or_else(|| WriteError::Internal("committed change not found".into()))?;
+        let signature = trust::sign_change(identity, &self.id, &hash);
+        Ok(row_of(&mut change, identity.public_key(), signature))
+    }
+
+    pub(crate) fn require_role(&self, who: &PublicKey, needed: Role) -> Result<(), WriteError> {
+        let role = self
+            .layout
+            .members(&self.doc, None)
+            .into_iter()
+            .find(|(k, _)| k == who)
+            .map(|(_, r)| r);
+        let enough = match needed {
+            Role::Admin => role == Some(Role::Admin),
+            _ => role.is_some_and(Role::can_write),
+        };
+        if enough {
+            Ok(())
+        } else {
+            Err(WriteError::NotPermitted {
+                registry: self.name.clone(),
+                key: who.to_string(),
+                role: role.map(|r| r.name().to_owned()),
+                needed: needed.name().to_owned(),
+            })
+        }
+    }
+
+    fn invalid(&self, record: &str, field: &str, value: String, rule: Rule) -> WriteError {
+        WriteError::Invalid(ValidationError {
+            registry: self.name.clone(),
+            record: record.to_owned(),
+            field: field.to_owned(),
+            value,
+            rule,
+        })
+    }
+
+    fn tombstone(&self, obj: &ObjId) -> Option<Tombstone> {
+        let (_, t) = self.doc.get(obj, DELETED).ok()??;
+        let by = match self.doc.get(&t, "by").ok()?? {
+            (automerge::Value::Scalar(s), _) => s.as_str().unwrap_or_default().to_owned(),
+            _ => String::new(),
+        };
+        let at = match self.doc.get(&t, "at").ok()?? {
+            (automerge::Value::Scalar(s), _) => match s.as_ref() {
+                automerge::ScalarValue::Timestamp(t) | automerge::ScalarValue::Int(t) => *t,
+                _ => 0,
+            },
+            _ => 0,
+        };
+        Some(Tombstone { by, at })
+    }
+
+    pub(crate) fn write_record(
+        &mut self,
+        id: Option<&str>,
+        fields: Vec<(String, Option<Value>)>,
+        _author: &PublicKey,
+    ) -> Result<String, WriteError> {
+        let schema = self.schema.clone();
+        let id = match id {
+            Some(id) => check_record_id(id)?,
+            None => uuid::Uuid::now_v7().to_string(),
+        };
+        let existing = self.layout.record(&self.doc, &id);
+        if let Some(obj) = &existing {
+            if self.tombstone(obj).is_some() {
+                return Err(WriteError::Deleted {
+                    registry: self.name.clone(),
+                    record: id,
+                });
+            }
+        }
+        let mut checked = Vec::with_capacity(fields.len());
+        for (field, value) in fields {
+            let def = schema.schema.get(&field);
+            match value {
+                Some(v) => {
+                    let shown = v.to_string();
+                    let v = schema
+                        .check_value(&field, v)
+                        .map_err(|rule| self.invalid(&id, &field, shown, rule))?;
+                    checked.push((field, Some(v)));
+                }
+                None if def.is_some_and(|d| d.required) => {
+                    return Err(self.invalid(&id, &field, String::new(), Rule::Required));
+                }
+                None => checked.push((field, None)),
+            }
+        }
+        if existing.is_none() {
+            for def in schema.schema.fields.iter().filter(|d| d.required) {
+                if !checked.iter().any(|(f, v)| *f == def.name && v.is_some()) {
+                    return Err(self.invalid(&id, &def.name, String::new(), Rule::Required));
+                }
+            }
+        }
+        self.ensure_unique_index();
+        for (field, value) in &checked {
+            let Some(v) = value
+                .as_ref()
+                .filter(|_| schema.schema.get(field).is_some_and(|d| d.unique))
+            else {
+                continue;
+            };
+            let index = self.unique.as_ref().expect("built above");
+            if let Some(other) = index.by_value.get(&(field.clone(), v.to_string())) {
+                if *other != id {
+                    let rule = Rule::Unique {
+                        other_record: other.clone(),
+                    };
+                    return Err(self.invalid(&id, field, v.to_string(), rule));
+                }
+            }
+        }
+        let obj = match existing {
+            Some(obj) => obj,
+            None => {
+                let obj = self
+                    .doc
+                    .put_object(&self.layout.records, id.as_str(), ObjType::Map)
+                    .map_err(internal)?;
+                doc::create_containers(&mut self.doc, &obj, &schema.schema).map_err(internal)?;
+                obj
+            }
+        };
+        for (field, value) in checked {
+            let def = schema.schema.get(&field);
+            match &value {
+                Some(v) => {
+                    let ty = def.map_or(FieldType::Json, |d| d.field_type);
+                    doc::write_value(&mut self.doc, &obj, &field, ty, v).map_err(internal)?;
+                }
+                None => self.doc.delete(&obj, field.as_str()).map_err(internal)?,
+            }
+            if def.is_some_and(|d| d.unique) {
+                if let Some(index) = self.unique.as_mut() {
+                    index.set(&field, &id, value.map(|v| v.to_string()));
+                }
+            }
+        }
+        Ok(id)
+    }
+
+    pub(crate) fn delete_record(&mut self, id: &str, author: &PublicKey) -> Result<(), WriteError> {
+        let Some(obj) = self.layout.record(&self.doc, id) else {
+            return Err(WriteError::NotFound {
+                registry: self.name.clone(),
+                record: id.to_owned(),
+            });
+        };
+        if self.tombstone(&obj).is_some() {
+            return Ok(()); // already deleted
+        }
+        let t = self
+            .doc
+            .put_object(&obj, DELETED, ObjType::Map)
+            .map_err(internal)?;
+        self.doc
+            .put(&t, "by", author.to_string())
+            .map_err(internal)?;
+        self.doc
+            .put(&t, "at", automerge::ScalarValue::Timestamp(now_ms()))
+            .map_err(internal)?;
+        if let Some(index) = self.unique.as_mut() {
+            for def in self.schema.schema.fields.iter().filter(|d| d.unique) {
+                index.set(&def.name, id, None);
+            }
+        }
+        Ok(())
+    }
+
+    fn ensure_unique_index(&mut self) {
+        if self.unique.is_some() {
+            return;
+        }
+        let unique_fields: Vec<String> = self
+            .schema
+            .schema
+            .fields
+            .iter()
+            .filter(|d| d.unique)
+            .map(|d| d.name.clone())
+            .collect();
+        let mut index = UniqueIndex::default();
+        if !unique_fields.is_empty() {
+            let records: Vec<(String, ObjId)> = self
+                .doc
+                .map_range(&self.layout.records, ..)
+                .map(|i| (i.key.to_string(), i.id()))
+                .collect();
+            for (id, obj) in records {
+                if self.tombstone(&obj).is_some() {
+                    continue;
+                }
+                for field in &unique_fields {
+                    if let Ok(Some((v, vid))) = self.doc.get(&obj, field.as_str()) {
+                        let ty = self.schema.schema.get(field).map(|d| d.field_type);
+                        if let Some(v) = doc::read_value(&self.doc, &v, &vid, ty) {
+                            index.set(field, &id, Some(v.to_string()));
+                        }
+                    }
+                }
+            }
+        }
+        self.unique = Some(index);
+    }
+
+    pub(crate) fn set_member(
+        &mut self,
+        key: PublicKey,
+        role: Option<Role>,
+    ) -> Result<(), WriteError> {
+        let members = self.layout.members(&self.doc, None);
+        let admins = members.iter().filter(|(_, r)| *r == Role::Admin).count();
+        let was_admin = members.iter().any(|(k, r)| *k == key && *r == Role::Admin);
+        if was_admin && role != Some(Role::Admin) && admins == 1 {
+            return Err(WriteError::LastAdmin {
+                registry: self.name.clone(),
+            });
+        }
+        match role {
+            Some(r) => self
+                .doc
+                .put(&self.layout.members, key.to_string(), r.name()),
+            None => self.doc.delete(&self.layout.members, key.to_string()),
+        }
+        .map_err(internal)
+    }
+
+    pub(crate) fn set_schema(&mut self, new: Schema) -> Result<(), WriteError> {
+        new.check().map_err(WriteError::Schema)?;
+        let old = self.schema.schema.clone();
+        for def in &new.fields {
+            if let Some(o) = old.get(&def.name) {
+                if o.field_type != def.field_type {
+                    return Err(WriteError::Schema(crate::schema::SchemaError::Invalid(
+                        format!(
+                            "field '{}' is {}; its type cannot change to {} — add a new field and copy the values",
+                            def.name, o.field_type, def.field_type
+                        ),
+                    )));
+                }
+            }
+        }
+        // Every live record must satisfy the new schema before it is adopted.
+        let compiled = CompiledSchema::new(new.clone());
+        let mut seen: HashMap<(String, String), String> = HashMap::new();
+        for record in self.list(&Query::all()) {
+            for def in &new.fields {
+                match record.fields.get(&def.name) {
+                    None if def.required => {
+                        return Err(self.invalid(
+                            &record.id,
+                            &def.name,
+                            String::new(),
+                            Rule::Required,
+                        ));
+                    }
+                    None => {}
+                    Some(v) => {
+                        compiled.check_value(&def.name, v.clone()).map_err(|rule| {
+                            self.invalid(&record.id, &def.name, v.to_string(), rule)
+                        })?;
+                        if def.unique {
+                            let key = (def.name.clone(), v.to_string());
+                            if let Some(other) = seen.insert(key, record.id.clone()) {
+                                let rule = Rule::Unique {
+                                    other_record: other,
+                                };
+                                return Err(self.invalid(
+                                    &record.id,
+                                    &def.name,
+                                    v.to_string(),
+                                    rule,
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.layout
+            .write_schema(&mut self.doc, &old, &new)
+            .map_err(internal)?;
+        self.schema = Arc::new(compiled);
+        self.unique = None;
+        Ok(())
+    }
+
+    /// Every concurrent value of a field, oldest operation first.
+    fn candidates(&mut self, obj: &ObjId, field: &str, ty: Option<FieldType>) -> Vec<Candidate> {
+        let all: Vec<(automerge::Value<'static>, ObjId)> = match self.doc.get_all(obj, field) {
+            Ok(all) => all
+                .into_iter()
+                .map(|(v, id)| (v.into_owned(), id))
+                .collect(),
+            Err(_) => return Vec::new(),
+        };
+        let mut out = Vec::with_capacity(all.len());
+        for (v, id) in all {
+            let Some(value) = doc::read_value(&self.doc, &v, &id, ty) else {
+                continue;
+            };
+            let author = match &id {
+                ObjId::Id(_, actor, _) => PublicKey::from_bytes(&actor.to_bytes()).ok(),
+                ObjId::Root => None,
+            };
+            let change = self.doc.hash_for_opid(&id).unwrap_or(ChangeHash([0; 32]));
+            let time = self
+                .doc
+                .get_change_meta_by_hash(&change)
+                .map_or(0, |m| m.timestamp);
+            out.push(Candidate {
+                value,
+                author,
+                time,
+                change,
+            });
+        }
+        out
+    }
+
+    /// Which candidate the policy picks (`None` for manual).
+    fn choose(
+        &self,
+        obj: &ObjId,
+        field: &str,
+        policy: ConflictPolicy,
+        c: &[Candidate],
+    ) -> Option<usize> {
+        match policy {
+            ConflictPolicy::Manual => None,
+            ConflictPolicy::Automerge => {
+                let winner = self.doc.get(obj, field).ok()??.1;
+                let hash = self.doc.hash_for_opid(&winner)?;
+                c.iter().position(|x| x.change == hash)
+            }
+            ConflictPolicy::LastWriteWins => (0..c.len()).max_by_key(|&i| (c[i].time, c[i].author)),
+            ConflictPolicy::Hash => (0..c.len()).min_by_key(|&i| value_hash(&c[i].value)),
+        }
+    }
+
+    pub(crate) fn read_record(&mut self, id: &str) -> Option<Record> {
+        let obj = self.layout.record(&self.doc, id)?;
+        Some(self.read_record_at(id, &obj))
+    }
+
+    fn read_record_at(&mut self, id: &str, obj: &ObjId) -> Record {
+        let schema = self.schema.clone();
+        let mut record = Record {
+            id: id.to_owned(),
+            fields: Default::default(),
+            deleted: self.tombstone(obj),
+            conflicted: Default::default(),
+        };
+        let items: Vec<(String, bool, automerge::Value<'static>, ObjId)> = self
+            .doc
+            .map_range(obj, ..)
+            .map(|i| {
+                let (key, conflict, id) = (i.key.to_string(), i.conflict, i.id());
+                let value = match i.value {
+                    automerge::ValueRef::Object(t) => automerge::Value::Object(t),
+                    automerge::ValueRef::Scalar(s) => {
+                        automerge::Value::Scalar(std::borrow::Cow::Owned(s.into()))
+                    }
+                };
+                (key, conflict, value, id)
+            })
+            .collect();
+        for (field, conflict, value, vid) in items {
+            if field == DELETED {
+                continue;
+            }
+            let ty = schema.schema.get(&field).map(|d| d.field_type);
+            let chosen = if conflict {
+                record.conflicted.insert(field.clone());
+                let candidates = self.candidates(obj, &field, ty);
+                let policy = schema.schema.policy_for(&field);
+                // Manual conflicts show Automerge's pick until resolved.
+                let pick = self
+                    .choose(obj, &field, policy, &candidates)
+                    .or_else(|| self.choose(obj, &field, ConflictPolicy::Automerge, &candidates));
+                pick.and_then(|i| candidates.get(i))
+                    .map(|c| c.value.clone())
+            } else {
+                doc::read_value(&self.doc, &value, &vid, ty)
+            };
+            if let Some(v) = chosen {
+                // An emptied container reads as no value.
+                let empty = matches!(&v, Value::Set(s) if s.is_empty())
+                    || (ty == Some(FieldType::LongText) && v == Value::Text(String::new()));
+                if !empty {
+                    record.fields.insert(field, v);
+                }
+            }
+        }
+        record
+    }
+
+    fn record_objs(&self) -> Vec<(String, ObjId)> {
+        self.doc
+            .map_range(&self.layout.records, ..)
+            .filter(|i| matches!(i.value, automerge::ValueRef::Object(ObjType::Map)))
+            .map(|i| (i.key.to_string(), i.id()))
+            .collect()
+    }
+
+    pub(crate) fn list(&mut self, query: &Query) -> Vec<Record> {
+        let mut out = Vec::new();
+        for (id, obj) in self.record_objs() {
+            if query.limit.is_some_and(|l| out.len() >= l) {
+                break;
+            }
+            if !query.include_deleted && self.doc.get(&obj, DELETED).ok().flatten().is_some() {
+                continue;
+            }
+            let record = self.read_record_at(&id, &obj);
+            let keep = query.filters.iter().all(|(f, want)| {
+                record.fields.get(f).is_some_and(|v| match v {
+                    Value::Set(s) => s.contains(want),
+                    v => v.to_string() == *want,
+                })
+            });
+            if keep {
+                out.push(record);
+            }
+        }
+        out
+    }
+
+    pub(crate) fn live_count(&self) -> usize {
+        self.record_objs()
+            .iter()
+            .filter(|(_, obj)| self.doc.get(obj, DELETED).ok().flatten().is_none())
+            .count()
+    }
+
+    pub(crate) fn conflicts(&mut self) -> Vec<Conflict> {
+        let schema = self.schema.clone();
+        let mut out = Vec::new();
+        for (id, obj) in self.record_objs() {
+            let fields: Vec<String> = self
+                .doc
+                .map_range(&obj, ..)
+                .filter(|i| i.conflict && i.key != DELETED)
+                .map(|i| i.key.to_string())
+                .collect();
+            for field in fields {
+                let ty = schema.schema.get(&field).map(|d| d.field_type);
+                let candidates = self.candidates(&obj, &field, ty);
+                let policy = schema.schema.policy_for(&field);
+                let chosen = self.choose(&obj, &field, policy, &candidates);
+                out.push(Conflict {
+                    record: id.clone(),
+                    field,
+                    policy,
+                    candidates,
+                    chosen,
+                });
+            }
+        }
+        out
+    }
+
+    pub(crate) fn members(&self) -> Vec<Member> {
+        self.layout
+            .members(&self.doc, None)
+            .into_iter()
+            .map(|(key, role)| Member { key, role })
+            .collect()
+    }
+
+    pub(crate) fn heads(&mut self) -> Vec<ChangeHash> {
+        self.doc.get_heads()
+    }
+
+    pub(crate) fn change_count(&self) -> usize {
+        self.doc.stats().num_changes as usize
+    }
+
+    pub(crate) fn state_digest(&self) -> String {
+        let json = doc::canonical_json(&self.doc, &ROOT);
+        hex::encode(Sha256::digest(json.to_string().as_bytes()))
+    }
+
+    fn knows(&self, hash: &ChangeHash) -> bool {
+        self.doc
+            .get_missing_deps(std::slice::from_ref(hash))
+            .is_empty()
+    }
+
+    pub(crate) fn export(
+        &mut self,
+        store: &Store,
+        their_heads: &[ChangeHash],
+    ) -> Result<Bundle, ExportError> {
+        // Heads we do not know are changes they have and we lack: irrelevant
+        // to what they need from us.
+        let have: Vec<ChangeHash> = their_heads
+            .iter()
+            .copied()
+            .filter(|h| self.knows(h))
+            .collect();
+        let mut changes = self.doc.get_changes(&have);
+        let hashes: Vec<[u8; 32]> = changes.iter().map(|c| c.hash().0).collect();
+        let sigs = store.signatures(&self.id, &hashes)?;
+        let mut out = Vec::with_capacity(changes.len());
+        for change in changes.drain(..) {
+            let hash = change.hash();
+            let (key, signature) =
+                sigs.get(&hash.0)
+                    .ok_or_else(|| ExportError::MissingSignature {
+                        registry: self.id.to_string(),
+                        change: hash.to_string(),
+                    })?;
+            let author = PublicKey::from_bytes(key).map_err(|_| ExportError::MissingSignature {
+                registry: self.id.to_string(),
+                change: hash.to_string(),
+            })?;
+            out.push(SignedChange::new(change, author, *signature));
+        }
+        Ok(Bundle::new(self.id, out))
+    }
+
+    /// Verifies and applies signed changes from elsewhere in one transaction.
+    /// Any bad change refuses the whole batch and leaves everything as before.
+    pub(crate) fn import(
+        &mut self,
+        tx: &StoreTx<'_>,
+        changes: Vec<SignedChange>,
+    ) -> Result<ImportReport, ImportError> {
+        self.catch_up(tx)?;
+        let offered = changes.len();
+        let fresh: Vec<SignedChange> = changes
+            .into_iter()
+            .filter(|c| !self.knows(&c.hash()))
+            .collect();
+        let report = ImportReport {
+            registry: self.id,
+            name: self.name.clone(),
+            applied: fresh.len(),
+            already_known: offered - fresh.len(),
+            created: false,
+        };
+        if fresh.is_empty() {
+            return Ok(report);
+        }
+        verify(&self.id, &fresh)?;
+        let in_batch: HashSet<ChangeHash> = fresh.iter().map(SignedChange::hash).collect();
+        let mut missing: Vec<String> = fresh
+            .iter()
+            .flat_map(|c| c.change.deps().iter().copied())
+            .filter(|d| !in_batch.contains(d) && !self.knows(d))
+            .map(|d| d.to_string())
+            .collect();
+        if let Some(root) = fresh.iter().find(|c| c.change.deps().is_empty()) {
+            return Err(ImportError::NotAuthorised {
+                change: root.hash().to_string(),
+                author: root.author.to_string(),
+                reason: "a second root change: only the registry's genesis has no dependencies"
+                    .into(),
+            });
+        }
+        if !missing.is_empty() {
+            missing.sort();
+            missing.dedup();
+            return Err(ImportError::MissingDependencies {
+                registry: self.id.to_string(),
+                missing,
+            });
+        }
+        let applied = self
+            .doc
+            .apply_changes(fresh.iter().map(|c| c.change.clone()))
+            .map_err(|e| ImportError::Malformed {
+                reason: format!("a change does not apply: {e}"),
+            })
+            .and_then(|_| fresh.iter().try_for_each(|c| self.authorise(c)));
+        if let Err(e) = applied {
+            // Nothing was stored; rebuild the document as it was.
+            self.reload(tx.conn(), tx.path())?;
+            return Err(e);
+        }
+        let mut rows: Vec<ChangeRow> = fresh
+            .into_iter()
+            .map(|mut c| row_of(&mut c.change, c.author, c.signature))
+            .collect();
+        self.clock = self
+            .clock
+            .max(rows.iter().map(|r| r.time).max().unwrap_or(0));
+        let pos = match tx.insert_changes(&self.id, &rows) {
+            Ok(pos) => pos,
+            Err(e) => {
+                self.reload(tx.conn(), tx.path())?;
+                return Err(e.into());
+            }
+        };
+        self.loaded_pos = pos;
+        self.tail_len += rows.len() as i64;
+        self.total += rows.len() as i64;
+        rows.clear();
+        self.refresh_derived();
+        Ok(report)
+    }
+
+    /// Checks that a change's author held a role allowing it, as of the
+    /// change's own dependencies (so a later promotion or removal does not
+    /// change the verdict).
+    fn authorise(&self, c: &SignedChange) -> Result<(), ImportError> {
+        let refuse = |reason: String| ImportError::NotAuthorised {
+            change: c.hash().to_string(),
+            author: c.author.to_string(),
+            reason,
+        };
+        match self.layout.role_at(&self.doc, &c.author, c.change.deps()) {
+            Some(Role::Admin) => Ok(()),
+            Some(Role::Writer) => {
+                let guarded = admin_objects(&self.layout);
+                for op in c.change.decode().operations {
+                    if guarded.contains(&op.obj) {
+                        return Err(refuse("only admins change the schema and members".into()));
+                    }
+                    if op.obj == legacy_obj(&self.layout.records)
+                        && matches!(op.action, automerge::legacy::OpType::Delete)
+                    {
+                        return Err(refuse(
+                            "records are deleted with tombstones, never removed".into(),
+                        ));
+                    }
+                }
+                Ok(())
+            }
+            Some(Role::Reader) => Err(refuse("readers cannot write".into())),
+            None => Err(refuse("not a member of the registry".into())),
+        }
+    }
+
+    pub(crate) fn wants_compaction(&self) -> bool {
+        self.tail_len >= COMPACT_TAIL_MAX
+            || (self.tail_len >= COMPACT_TAIL_MIN && self.tail_len * 4 >= self.total)
+    }
+
+    /// Saves the whole document as the snapshot covering every stored change.
+    pub(crate) fn compact(&mut self, store: &mut Store) -> Result<(), StoreError> {
+        let tx = store.begin()?;
+        self.catch_up(&tx)?;
+        let data = self.doc.save();
+        tx.save_snapshot(&self.id, self.loaded_pos, &data)?;
+        tx.commit()?;
+        self.tail_len = 0;
+        Ok(())
+    }
+}
+
+/// Verifies signatures and actor bindings of a batch, naming the first bad one.
+pub(crate) fn verify(id: &RegistryId, changes: &[SignedChange]) -> Result<(), ImportError> {
+    trust::verify_all(id, changes).map_err(|(i, why)| {
+        let c = &changes[i];
+        match why {
+            Distrust::BadSignature => ImportError::BadSignature {
+                change: c.hash().to_string(),
+                author: c.author.to_string(),
+            },
+            Distrust::ForgedActor => ImportError::ForgedActor {
+                change: c.hash().to_string(),
+                actor: c.change.actor_id().to_hex_string(),
+                author: c.author.to_string(),
+            },
+        }
+    })
+}
+
+/// Builds the state of a registry this replica does not have yet from a
+/// batch that starts at its genesis.
+pub(crate) fn import_new(
+    tx: &StoreTx<'_>,
+    id: RegistryId,
+    me: &PublicKey,
+    changes: Vec<SignedChange>,
+) -> Result<(DocState, ImportReport), ImportError> {
+    let genesis = changes
+        .iter()
+        .find(|c| id.is_genesis(&c.hash()) && c.change.deps().is_empty())
+        .ok_or_else(|| ImportError::UnknownRegistry {
+            registry: id.to_string(),
+        })?;
+    verify(&id, &changes)?;
+    let creator = genesis.author;
+    let mut doc = AutoCommit::new().with_actor(actor_of(me));
+    doc.apply_changes([genesis.change.clone()])
+        .map_err(|e| ImportError::Malformed {
+            reason: format!("the genesis does not apply: {e}"),
+        })?;
+    let bad_genesis = |reason: &str| ImportError::NotAuthorised {
+        change: genesis.hash().to_string(),
+        author: creator.to_string(),
+        reason: format!("not a valid genesis: {reason}"),
+    };
+    let layout = Layout::find(&doc).ok_or_else(|| bad_genesis("it does not create a registry"))?;
+    let members = layout.members(&doc, None);
+    if members != [(creator, Role::Admin)] {
+        return Err(bad_genesis("its only member must be its author, as admin"));
+    }
+    let name = layout.name(&doc);
+    let created_at = layout.created_at(&doc);
+    let schema = layout.read_schema(&doc);
+    tx.insert_registry(&id, &name, created_at)?;
+    let mut genesis_row = {
+        let mut g = genesis.clone();
+        row_of(&mut g.change, g.author, g.signature)
+    };
+    let pos = tx.insert_changes(&id, std::slice::from_mut(&mut genesis_row))?;
+    let mut state = DocState {
+        id,
+        name,
+        doc,
+        schema: Arc::new(CompiledSchema::new(schema)),
+        layout,
+        loaded_pos: pos,
+        clock: genesis_row.time,
+        tail_len: 1,
+        total: 1,
+        unique: None,
+    };
+    state.refresh_derived();
+    let rest: Vec<SignedChange> = changes
+        .into_iter()
+        .filter(|c| c.hash().0 != genesis_row.hash)
+        .collect();
+    let mut report = state.import(tx, rest)?;
+    report.applied += 1;
+    report.created = true;
+    Ok((state, report))
+}
+
+fn row_of(change: &mut Change, author: PublicKey, signature: [u8; 64]) -> ChangeRow {
+    ChangeRow {
+        hash: change.hash().0,
+        actor: change.actor_id().to_bytes().to_vec(),
+        seq: change.seq(),
+        start_op: change.start_op().get(),
+        time: change.timestamp(),
+        author: *author.as_bytes(),
+        signature,
+        bytes: change.bytes().into_owned(),
+    }
+}
+
+fn legacy_obj(id: &ObjId) -> automerge::legacy::ObjectId {
+    match id {
+        ObjId::Root => automerge::legacy::ObjectId::Root,
+        ObjId::Id(counter, actor, _) => {
+            automerge::legacy::ObjectId::Id(automerge::legacy::OpId(*counter, actor.clone()))
+        }
+    }
+}
+
+/// The objects only admins may change.
+fn admin_objects(layout: &Layout) -> Vec<automerge::legacy::ObjectId> {
+    [
+        &ROOT,
+        &layout.meta,
+        &layout.schema,
+        &layout.fields,
+        &layout.members,
+    ]
+    .into_iter()
+    .map(legacy_obj)
+    .collect()
+}
+
+/// Content hash of a value for the `hash` policy: type tag and canonical JSON.
+fn value_hash(v: &Value) -> [u8; 32] {
+    let tag = match v {
+        Value::Text(_) => "text",
+        Value::Integer(_) => "integer",
+        Value::Decimal(_) => "decimal",
+        Value::Bool(_) => "bool",
+        Value::Set(_) => "set",
+        Value::Json(_) => "json",
+    };
+    Sha256::digest(format!("{tag}:{}", v.to_json()).as_bytes()).into()
+}
+
+fn check_record_id(id: &str) -> Result<String, WriteError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with('_')
+        && id.chars().all(|c| !c.is_control() && !c.is_whitespace());
+    if ok {
+        Ok(id.to_owned())
+    } else {
+        Err(WriteError::BadRecordId { id: id.to_owned() })
+    }
+}

@@ -1,0 +1,43 @@
+//! Numbered schema migrations. Append new ones; never edit a released one.
+
+/// Migration `i` brings the store from `user_version` i to i + 1.
+pub(super) const MIGRATIONS: &[&str] = &[
+    // 1: registries, signed changes, compacted snapshots.
+    r#"
+    CREATE TABLE registries (
+        id          BLOB PRIMARY KEY,       -- 16 bytes: prefix of the genesis change hash
+        name        TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,       -- ms since the epoch, from the genesis
+        added_at    INTEGER NOT NULL        -- when this replica first stored it
+    ) STRICT;
+    CREATE INDEX registries_name ON registries(name);
+
+    -- Every change this replica accepted, in acceptance order (pos).
+    -- `bytes` is NULL once the change is folded into a snapshot; the
+    -- signature, author and hash stay, so it remains verifiable.
+    CREATE TABLE changes (
+        pos         INTEGER PRIMARY KEY AUTOINCREMENT,
+        registry_id BLOB NOT NULL REFERENCES registries(id),
+        hash        BLOB NOT NULL,
+        bytes       BLOB,
+        actor       BLOB NOT NULL,
+        seq         INTEGER NOT NULL,
+        start_op    INTEGER NOT NULL,
+        time        INTEGER NOT NULL,       -- the change's hybrid logical clock (ms)
+        author_key  BLOB NOT NULL,
+        signature   BLOB NOT NULL,
+        received_at INTEGER NOT NULL
+    ) STRICT;
+    CREATE UNIQUE INDEX changes_hash ON changes(registry_id, hash);
+    CREATE INDEX changes_registry_pos ON changes(registry_id, pos);
+
+    -- The latest compacted document per registry, covering every change of
+    -- it with pos <= upto_pos.
+    CREATE TABLE snapshots (
+        registry_id BLOB PRIMARY KEY REFERENCES registries(id),
+        upto_pos    INTEGER NOT NULL,
+        data        BLOB NOT NULL,
+        created_at  INTEGER NOT NULL
+    ) STRICT;
+    "#,
+];

@@ -1,0 +1,429 @@
+//! The replica's SQLite file: registries, signed changes and snapshots.
+//!
+//! Every acknowledged write is one `IMMEDIATE` transaction with
+//! `synchronous = FULL` in WAL mode, so a crash at any point loses nothing
+//! that was acknowledged.
+
+mod migrations;
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+
+use crate::registry::RegistryId;
+
+/// The replica's store could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// SQLite refused an operation.
+    #[error(
+        "replica store {path}: {action} failed: {source}; check the file and the disk, then retry"
+    )]
+    Sql {
+        /// The store file.
+        path: String,
+        /// What was being done.
+        action: &'static str,
+        /// SQLite's error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// Stored data does not decode.
+    #[error(
+        "replica store {path} is damaged: {what}; restore it from a backup or re-import from a peer"
+    )]
+    Corrupt {
+        /// The store file.
+        path: String,
+        /// What is damaged.
+        what: String,
+    },
+    /// The file was written by a newer version.
+    #[error(
+        "replica store {path} has format version {found}, newer than this ChittySync knows ({known}); upgrade ChittySync to open it"
+    )]
+    TooNew {
+        /// The store file.
+        path: String,
+        /// The file's version.
+        found: i64,
+        /// The newest version this build knows.
+        known: i64,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn corrupt(path: &str, what: String) -> Self {
+        StoreError::Corrupt {
+            path: path.to_owned(),
+            what,
+        }
+    }
+}
+
+fn sql<'a>(path: &'a str, action: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + 'a {
+    move |source| StoreError::Sql {
+        path: path.to_owned(),
+        action,
+        source,
+    }
+}
+
+pub(crate) type Result<T> = std::result::Result<T, StoreError>;
+
+/// A change row as stored.
+#[derive(Clone, Debug)]
+pub(crate) struct ChangeRow {
+    pub(crate) hash: [u8; 32],
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) actor: Vec<u8>,
+    pub(crate) seq: u64,
+    pub(crate) start_op: u64,
+    pub(crate) time: i64,
+    pub(crate) author: [u8; 32],
+    pub(crate) signature: [u8; 64],
+}
+
+/// A registry as listed in the store.
+#[derive(Clone, Debug)]
+pub(crate) struct RegistryRow {
+    pub(crate) id: RegistryId,
+    pub(crate) name: String,
+    pub(crate) created_at: i64,
+}
+
+/// What is needed to rebuild a registry's document.
+pub(crate) struct Stored {
+    pub(crate) snapshot: Option<Vec<u8>>,
+    pub(crate) tail: Vec<(i64, Vec<u8>)>,
+    pub(crate) max_pos: i64,
+    pub(crate) max_time: i64,
+    pub(crate) total: i64,
+}
+
+pub(crate) struct Store {
+    conn: Connection,
+    path: String,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Store {
+    pub(crate) fn open(path: &Path) -> Result<Store> {
+        let shown = path.display().to_string();
+        let conn = Connection::open(path).map_err(sql(&shown, "open"))?;
+        let mut store = Store { conn, path: shown };
+        store.configure()?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn err(&self, action: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+        sql(&self.path, action)
+    }
+
+    pub(crate) fn path(&self) -> &str {
+        &self.path
+    }
+
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Every PRAGMA the store relies on, in one place.
+    fn configure(&mut self) -> Result<()> {
+        self.conn
+            .busy_timeout(Duration::from_secs(10))
+            .map_err(self.err("set busy timeout"))?;
+        self.conn
+            .execute_batch(
+                "PRAGMA journal_mode = WAL;
+                 PRAGMA synchronous = FULL;
+                 PRAGMA foreign_keys = ON;",
+            )
+            .map_err(self.err("configure"))
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(self.err("read schema version"))?;
+        let known = migrations::MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError::TooNew {
+                path: self.path.clone(),
+                found: version,
+                known,
+            });
+        }
+        for (i, sql_text) in migrations::MIGRATIONS
+            .iter()
+            .enumerate()
+            .skip(version as usize)
+        {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sql(&self.path, "begin migration"))?;
+            tx.execute_batch(sql_text)
+                .and_then(|_| tx.pragma_update(None, "user_version", i as i64 + 1))
+                .and_then(|_| tx.commit())
+                .map_err(sql(&self.path, "migrate"))?;
+        }
+        Ok(())
+    }
+
+    /// Starts a write transaction; take it before reading what the write
+    /// depends on, so two processes never interleave.
+    pub(crate) fn begin(&mut self) -> Result<StoreTx<'_>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql(&self.path, "begin transaction"))?;
+        Ok(StoreTx {
+            tx,
+            path: &self.path,
+        })
+    }
+
+    pub(crate) fn registries(&self) -> Result<Vec<RegistryRow>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, name, created_at FROM registries ORDER BY name, id")
+            .map_err(self.err("list registries"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                let id: Vec<u8> = r.get(0)?;
+                Ok((id, r.get(1)?, r.get(2)?))
+            })
+            .map_err(self.err("list registries"))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(self.err("list registries"))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, name, created_at)| {
+                Some(RegistryRow {
+                    id: RegistryId::from_bytes(&id)?,
+                    name,
+                    created_at,
+                })
+            })
+            .collect())
+    }
+
+    /// Author key and signature of each of `hashes` (missing ones are absent).
+    pub(crate) fn signatures(
+        &self,
+        id: &RegistryId,
+        hashes: &[[u8; 32]],
+    ) -> Result<std::collections::HashMap<[u8; 32], ([u8; 32], [u8; 64])>> {
+        let mut out = std::collections::HashMap::with_capacity(hashes.len());
+        let mut read = |row: &rusqlite::Row<'_>| -> rusqlite::Result<()> {
+            let hash: Vec<u8> = row.get(0)?;
+            let key: Vec<u8> = row.get(1)?;
+            let sig: Vec<u8> = row.get(2)?;
+            if let (Ok(h), Ok(k), Ok(s)) = (hash.try_into(), key.try_into(), sig.try_into()) {
+                out.insert(h, (k, s));
+            }
+            Ok(())
+        };
+        // Many hashes: one scan beats many lookups.
+        if hashes.len() > 64 {
+            let mut stmt = self
+                .conn
+                .prepare_cached(
+                    "SELECT hash, author_key, signature FROM changes WHERE registry_id = ?1",
+                )
+                .map_err(self.err("read signatures"))?;
+            let mut rows = stmt
+                .query([id.as_bytes()])
+                .map_err(self.err("read signatures"))?;
+            while let Some(row) = rows.next().map_err(self.err("read signatures"))? {
+                read(row).map_err(self.err("read signatures"))?;
+            }
+        } else {
+            let mut stmt = self
+                .conn
+                .prepare_cached(
+                    "SELECT hash, author_key, signature FROM changes
+                     WHERE registry_id = ?1 AND hash = ?2",
+                )
+                .map_err(self.err("read signatures"))?;
+            for h in hashes {
+                let mut rows = stmt
+                    .query(params![id.as_bytes(), &h[..]])
+                    .map_err(self.err("read signatures"))?;
+                if let Some(row) = rows.next().map_err(self.err("read signatures"))? {
+                    read(row).map_err(self.err("read signatures"))?;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Reads what is needed to rebuild a registry's document.
+pub(crate) fn load(conn: &Connection, path: &str, id: &RegistryId) -> Result<Stored> {
+    let snapshot: Option<(i64, Vec<u8>)> = conn
+        .query_row(
+            "SELECT upto_pos, data FROM snapshots WHERE registry_id = ?1",
+            [id.as_bytes()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(sql(path, "read snapshot"))?;
+    let upto = snapshot.as_ref().map_or(0, |s| s.0);
+    let tail = tail_since(conn, id, upto).map_err(sql(path, "read changes"))?;
+    let (max_pos, max_time, total): (Option<i64>, Option<i64>, i64) = conn
+        .query_row(
+            "SELECT MAX(pos), MAX(time), COUNT(*) FROM changes WHERE registry_id = ?1",
+            [id.as_bytes()],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .map_err(sql(path, "read change positions"))?;
+    Ok(Stored {
+        snapshot: snapshot.map(|s| s.1),
+        tail,
+        max_pos: max_pos.unwrap_or(0),
+        max_time: max_time.unwrap_or(0),
+        total,
+    })
+}
+
+fn tail_since(
+    conn: &Connection,
+    id: &RegistryId,
+    pos: i64,
+) -> rusqlite::Result<Vec<(i64, Vec<u8>)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT pos, bytes FROM changes
+         WHERE registry_id = ?1 AND pos > ?2 AND bytes IS NOT NULL ORDER BY pos",
+    )?;
+    stmt.query_map(params![id.as_bytes(), pos], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect()
+}
+
+/// How to bring an in-memory document up to date with the store.
+pub(crate) enum CatchUp {
+    UpToDate,
+    /// Apply these (pos, change bytes) in order.
+    Apply(Vec<(i64, Vec<u8>)>),
+    /// Load the registry again from its snapshot.
+    Reload,
+}
+
+/// An open write transaction. Dropping it without [`StoreTx::commit`] rolls back.
+pub(crate) struct StoreTx<'a> {
+    tx: Transaction<'a>,
+    path: &'a str,
+}
+
+impl<'a> StoreTx<'a> {
+    fn err(&self, action: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + use<'a> {
+        sql(self.path, action)
+    }
+
+    pub(crate) fn path(&self) -> &'a str {
+        self.path
+    }
+
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.tx
+    }
+
+    pub(crate) fn commit(self) -> Result<()> {
+        let path = self.path;
+        self.tx.commit().map_err(sql(path, "commit"))
+    }
+
+    /// What another process stored for `id` after `pos`, which this one has
+    /// not loaded yet.
+    pub(crate) fn catch_up(&self, id: &RegistryId, pos: i64) -> Result<CatchUp> {
+        let (newer, folded): (i64, i64) = self
+            .tx
+            .query_row(
+                "SELECT COUNT(*), COUNT(*) - COUNT(bytes) FROM changes WHERE registry_id = ?1 AND pos > ?2",
+                params![id.as_bytes(), pos],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(self.err("look for new changes"))?;
+        Ok(if newer == 0 {
+            CatchUp::UpToDate
+        } else if folded > 0 {
+            // Another process compacted changes this one never loaded.
+            CatchUp::Reload
+        } else {
+            CatchUp::Apply(tail_since(&self.tx, id, pos).map_err(self.err("read new changes"))?)
+        })
+    }
+
+    pub(crate) fn insert_registry(
+        &self,
+        id: &RegistryId,
+        name: &str,
+        created_at: i64,
+    ) -> Result<()> {
+        self.tx
+            .execute(
+                "INSERT INTO registries (id, name, created_at, added_at) VALUES (?1, ?2, ?3, ?4)",
+                params![id.as_bytes(), name, created_at, now_ms()],
+            )
+            .map(drop)
+            .map_err(self.err("add registry"))
+    }
+
+    /// Appends changes in order; returns the position of the last one.
+    pub(crate) fn insert_changes(&self, id: &RegistryId, rows: &[ChangeRow]) -> Result<i64> {
+        let mut stmt = self
+            .tx
+            .prepare_cached(
+                "INSERT INTO changes
+                 (registry_id, hash, bytes, actor, seq, start_op, time, author_key, signature, received_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )
+            .map_err(self.err("store changes"))?;
+        let now = now_ms();
+        for row in rows {
+            stmt.execute(params![
+                id.as_bytes(),
+                &row.hash[..],
+                row.bytes,
+                row.actor,
+                row.seq as i64,
+                row.start_op as i64,
+                row.time,
+                &row.author[..],
+                &row.signature[..],
+                now,
+            ])
+            .map_err(self.err("store changes"))?;
+        }
+        Ok(self.tx.last_insert_rowid())
+    }
+
+    /// Replaces the snapshot and drops the raw bytes of the changes it covers.
+    pub(crate) fn save_snapshot(&self, id: &RegistryId, upto_pos: i64, data: &[u8]) -> Result<()> {
+        self.tx
+            .execute(
+                "INSERT INTO snapshots (registry_id, upto_pos, data, created_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(registry_id) DO UPDATE SET upto_pos = ?2, data = ?3, created_at = ?4",
+                params![id.as_bytes(), upto_pos, data, now_ms()],
+            )
+            .map_err(self.err("save snapshot"))?;
+        self.tx
+            .execute(
+                "UPDATE changes SET bytes = NULL WHERE registry_id = ?1 AND pos <= ?2 AND bytes IS NOT NULL",
+                params![id.as_bytes(), upto_pos],
+            )
+            .map(drop)
+            .map_err(self.err("compact changes"))
+    }
+}
