@@ -1,1 +1,710 @@
-fn main() {}
+//! `chittysync`: create, edit, inspect and exchange signed registries from a shell.
+
+mod demo;
+mod output;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow, bail};
+use chittysync::{
+    ChangeHash, ConflictPolicy, ImportError, LookupError, PublicKey, Query, Registry, Replica,
+    Role, Schema, Value, WriteError,
+};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+
+/// Keep registries identical everywhere they live, with proof of who changed what.
+#[derive(Parser)]
+#[command(name = "chittysync", version, about)]
+struct Cli {
+    /// The replica's SQLite file [default: the per-user data directory's chittysync/replica.db]
+    #[arg(long, global = true, env = "CHITTYSYNC_REPLICA")]
+    replica: Option<PathBuf>,
+    /// Print JSON instead of tables, for scripts.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the replica and its identity key (or show them if they exist).
+    Init,
+    /// Print this replica's public key.
+    Whoami,
+    /// Create, list and inspect registries.
+    #[command(subcommand)]
+    Registry(RegistryCmd),
+    /// List and change a registry's members.
+    #[command(subcommand)]
+    Members(MembersCmd),
+    /// Create or update a record: `put REG [ID] field=value…` (`field=` clears a field).
+    Put {
+        /// Registry name or id.
+        registry: String,
+        /// Record id (omit to create a record with a new id), then field=value pairs.
+        #[arg(required = true, num_args = 1..)]
+        args: Vec<String>,
+    },
+    /// Show one record.
+    Get {
+        /// Registry name or id.
+        registry: String,
+        /// Record id.
+        id: String,
+    },
+    /// List records.
+    Ls {
+        /// Registry name or id.
+        registry: String,
+        /// Only records where field=value (repeatable; multi-select matches an option).
+        #[arg(long = "where", value_name = "FIELD=VALUE")]
+        filters: Vec<String>,
+        /// Include deleted records.
+        #[arg(long)]
+        deleted: bool,
+        /// At most this many records.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Delete a record (it leaves a signed tombstone).
+    Rm {
+        /// Registry name or id.
+        registry: String,
+        /// Record id.
+        id: String,
+    },
+    /// List fields with concurrent values and what the conflict policy picks.
+    Conflicts {
+        /// Registry name or id.
+        registry: String,
+    },
+    /// Settle a conflict by writing the chosen value.
+    Resolve {
+        /// Registry name or id.
+        registry: String,
+        /// Record id.
+        id: String,
+        /// Field name.
+        field: String,
+        /// The value to keep (or use --pick).
+        value: Option<String>,
+        /// Keep candidate number N as listed by `conflicts` (1-based).
+        #[arg(long, conflicts_with = "value")]
+        pick: Option<usize>,
+    },
+    /// Print the registry's heads (give them to `export --since` on another replica).
+    Heads {
+        /// Registry name or id.
+        registry: String,
+    },
+    /// Write the signed changes another replica lacks to a bundle file.
+    Export {
+        /// Registry name or id.
+        registry: String,
+        /// The bundle file to write.
+        #[arg(long, short)]
+        out: PathBuf,
+        /// The other replica's heads (from its `heads`); omit to export every change.
+        #[arg(long, value_delimiter = ',', num_args = 0..)]
+        since: Vec<String>,
+    },
+    /// Verify and apply bundle files; a bundle with any bad change is refused whole.
+    Import {
+        /// Bundle files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Fold a registry's history into a snapshot so it opens fast.
+    Compact {
+        /// Registry name or id.
+        registry: String,
+    },
+    /// Run a demonstration: two replicas, offline edits, exchange, convergence.
+    Demo {
+        /// Keep the demo's replicas in this directory instead of a temporary one.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RegistryCmd {
+    /// Create a registry from a schema file (TOML, or JSON if it ends in .json).
+    Create {
+        /// The registry's name.
+        name: String,
+        /// The schema file.
+        #[arg(long)]
+        schema: PathBuf,
+        /// Override the schema file's conflict policy.
+        #[arg(long)]
+        policy: Option<ConflictPolicy>,
+    },
+    /// List registries.
+    Ls,
+    /// Show a registry: id, members, schema, heads, digest.
+    Show {
+        /// Registry name or id.
+        registry: String,
+    },
+    /// Replace a registry's schema (add fields, change options…). Admins only.
+    SetSchema {
+        /// Registry name or id.
+        registry: String,
+        /// The schema file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum MembersCmd {
+    /// List members and roles.
+    Ls {
+        /// Registry name or id.
+        registry: String,
+    },
+    /// Add a member or change their role. Admins only.
+    Add {
+        /// Registry name or id.
+        registry: String,
+        /// The member's public key (from their `chittysync whoami`).
+        key: String,
+        /// admin, writer or reader.
+        #[arg(long, default_value = "writer")]
+        role: String,
+    },
+    /// Remove a member. Admins only.
+    Rm {
+        /// Registry name or id.
+        registry: String,
+        /// The member's public key.
+        key: String,
+    },
+}
+
+/// Exit codes: 1 any failure, 2 bad usage (clap), 3 a write refused by the
+/// schema or roles, 4 a bundle refused as untrusted or malformed.
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            let code = if e.downcast_ref::<WriteError>().is_some_and(|w| {
+                matches!(
+                    w,
+                    WriteError::Invalid(_)
+                        | WriteError::NotPermitted { .. }
+                        | WriteError::LastAdmin { .. }
+                )
+            }) {
+                3
+            } else if e
+                .downcast_ref::<ImportError>()
+                .is_some_and(|i| !matches!(i, ImportError::Store(_) | ImportError::File { .. }))
+            {
+                4
+            } else {
+                1
+            };
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn default_replica_path() -> Result<PathBuf> {
+    let base = dirs::data_dir().ok_or_else(|| {
+        anyhow!("no per-user data directory here; pass --replica PATH or set CHITTYSYNC_REPLICA")
+    })?;
+    Ok(base.join("chittysync").join("replica.db"))
+}
+
+fn open(cli: &Cli) -> Result<Replica> {
+    let path = match &cli.replica {
+        Some(p) => p.clone(),
+        None => default_replica_path()?,
+    };
+    Replica::open(&path).with_context(|| format!("opening replica {}", path.display()))
+}
+
+fn registry(replica: &Replica, name: &str) -> Result<Registry> {
+    replica.registry(name).map_err(|e: LookupError| anyhow!(e))
+}
+
+fn run(cli: Cli) -> Result<()> {
+    if let Command::Demo { dir } = &cli.command {
+        return demo::run(dir.as_deref());
+    }
+    let replica = open(&cli)?;
+    let as_json = cli.json;
+    match cli.command {
+        Command::Init => {
+            if as_json {
+                output::json(&json!({
+                    "replica": replica.path(),
+                    "key_file": Replica::key_path(replica.path()),
+                    "public_key": replica.public_key().to_string(),
+                }));
+            } else {
+                println!("replica     {}", replica.path().display());
+                println!(
+                    "key file    {} (mode 0600)",
+                    Replica::key_path(replica.path()).display()
+                );
+                println!("public key  {}", replica.public_key());
+            }
+        }
+        Command::Whoami => println!("{}", replica.public_key()),
+        Command::Registry(cmd) => registry_cmd(&replica, cmd, as_json)?,
+        Command::Members(cmd) => members_cmd(&replica, cmd, as_json)?,
+        Command::Put {
+            registry: name,
+            args,
+        } => {
+            let reg = registry(&replica, &name)?;
+            let (id, pairs) = match args.first() {
+                Some(first) if !first.contains('=') => (Some(first.clone()), &args[1..]),
+                _ => (None, &args[..]),
+            };
+            let mut set = Vec::new();
+            let mut unset = Vec::new();
+            for pair in pairs {
+                let (field, value) = pair
+                    .split_once('=')
+                    .ok_or_else(|| anyhow!("'{pair}' is not field=value"))?;
+                if value.is_empty() {
+                    unset.push(field.to_owned());
+                } else {
+                    set.push((field.to_owned(), Value::Text(value.to_owned())));
+                }
+            }
+            if set.is_empty() && unset.is_empty() {
+                bail!("nothing to write: give field=value pairs");
+            }
+            let id = reg.write(|w| {
+                let id = if set.is_empty() && id.is_some() {
+                    id.clone().expect("checked")
+                } else {
+                    w.put(id.as_deref(), set)?
+                };
+                if !unset.is_empty() {
+                    w.unset(&id, unset)?;
+                }
+                Ok(id)
+            })?;
+            if as_json {
+                output::json(&json!({ "id": id }));
+            } else {
+                println!("{id}");
+            }
+        }
+        Command::Get { registry: name, id } => {
+            let reg = registry(&replica, &name)?;
+            let record = reg.get(&id).ok_or_else(|| {
+                anyhow!("registry '{name}' has no record {id}; `chittysync ls {name}` lists them")
+            })?;
+            if as_json {
+                output::json(&record.to_json());
+            } else {
+                let schema = reg.schema();
+                let mut rows = vec![vec!["id".to_owned(), record.id.clone()]];
+                for f in &schema.fields {
+                    let mut v = record
+                        .get(&f.name)
+                        .map(ToString::to_string)
+                        .unwrap_or_default();
+                    if record.conflicted.contains(&f.name) {
+                        v.push_str("  ⚠ conflict (see `chittysync conflicts`)");
+                    }
+                    rows.push(vec![f.name.clone(), v]);
+                }
+                if let Some(t) = &record.deleted {
+                    rows.push(vec![
+                        "deleted".into(),
+                        format!("by {} at {}", short(&t.by), t.at),
+                    ]);
+                }
+                output::table(&["field", "value"], &rows);
+            }
+        }
+        Command::Ls {
+            registry: name,
+            filters,
+            deleted,
+            limit,
+        } => {
+            let reg = registry(&replica, &name)?;
+            let schema = reg.schema();
+            let mut query = Query {
+                include_deleted: deleted,
+                limit,
+                ..Query::default()
+            };
+            for f in filters {
+                let (field, value) = f
+                    .split_once('=')
+                    .ok_or_else(|| anyhow!("--where '{f}' is not field=value"))?;
+                if schema.get(field).is_none() {
+                    bail!("--where: registry '{name}' has no field '{field}'");
+                }
+                query = query.filter(field, value);
+            }
+            let records = reg.list(&query);
+            if as_json {
+                output::json(
+                    &records
+                        .iter()
+                        .map(|r| r.to_json())
+                        .collect::<Vec<_>>()
+                        .into(),
+                );
+            } else {
+                output::records(&schema, &records);
+                println!("{} record(s)", records.len());
+            }
+        }
+        Command::Rm { registry: name, id } => {
+            registry(&replica, &name)?.delete(&id)?;
+            if as_json {
+                output::json(&json!({ "deleted": id }));
+            } else {
+                println!("deleted {id}");
+            }
+        }
+        Command::Conflicts { registry: name } => {
+            let reg = registry(&replica, &name)?;
+            let conflicts = reg.conflicts();
+            if as_json {
+                let items: Vec<_> = conflicts
+                    .iter()
+                    .map(|c| {
+                        json!({
+                            "record": c.record, "field": c.field, "policy": c.policy.name(),
+                            "chosen": c.chosen,
+                            "candidates": c.candidates.iter().map(|k| json!({
+                                "value": k.value.to_json(),
+                                "author": k.author.map(|a| a.to_string()),
+                                "time": k.time, "change": k.change.to_string(),
+                            })).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect();
+                output::json(&items.into());
+            } else {
+                let mut rows = Vec::new();
+                for c in &conflicts {
+                    for (i, k) in c.candidates.iter().enumerate() {
+                        let status = match c.chosen {
+                            Some(w) if w == i => format!("chosen by {}", c.policy),
+                            Some(_) => String::new(),
+                            None => "open (manual)".into(),
+                        };
+                        rows.push(vec![
+                            c.record.clone(),
+                            c.field.clone(),
+                            (i + 1).to_string(),
+                            output::clip(&k.value.to_string(), 30),
+                            k.author.map(|a| a.short()).unwrap_or_default(),
+                            k.time.to_string(),
+                            status,
+                        ]);
+                    }
+                }
+                output::table(
+                    &["record", "field", "#", "value", "author", "time", "status"],
+                    &rows,
+                );
+                println!("{} conflicting field(s)", conflicts.len());
+            }
+        }
+        Command::Resolve {
+            registry: name,
+            id,
+            field,
+            value,
+            pick,
+        } => {
+            let reg = registry(&replica, &name)?;
+            let value = match (value, pick) {
+                (Some(v), _) => Value::Text(v),
+                (None, Some(n)) => {
+                    let conflict = reg
+                        .conflicts()
+                        .into_iter()
+                        .find(|c| c.record == id && c.field == field)
+                        .ok_or_else(|| anyhow!("record {id} field '{field}' has no conflict"))?;
+                    conflict
+                        .candidates
+                        .get(n.wrapping_sub(1))
+                        .map(|c| c.value.clone())
+                        .ok_or_else(|| {
+                            anyhow!(
+                                "--pick {n}: there are {} candidates",
+                                conflict.candidates.len()
+                            )
+                        })?
+                }
+                (None, None) => bail!("give the value to keep, or --pick N"),
+            };
+            reg.resolve(&id, &field, value)?;
+            if !as_json {
+                println!("resolved {id}.{field}");
+            }
+        }
+        Command::Heads { registry: name } => {
+            let heads: Vec<String> = registry(&replica, &name)?
+                .heads()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            if as_json {
+                output::json(&heads.into());
+            } else {
+                println!("{}", heads.join(","));
+            }
+        }
+        Command::Export {
+            registry: name,
+            out,
+            since,
+        } => {
+            let reg = registry(&replica, &name)?;
+            let since: Vec<ChangeHash> = since
+                .iter()
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| {
+                    s.trim()
+                        .parse()
+                        .map_err(|_| anyhow!("--since: '{s}' is not a change hash"))
+                })
+                .collect::<Result<_>>()?;
+            let bundle = reg.export(&since)?;
+            bundle.write_file(&out)?;
+            if as_json {
+                output::json(
+                    &json!({ "registry": reg.id().to_string(), "changes": bundle.len(), "file": out }),
+                );
+            } else {
+                println!(
+                    "exported {} change(s) of '{}' to {}",
+                    bundle.len(),
+                    reg.name(),
+                    out.display()
+                );
+            }
+        }
+        Command::Import { files } => {
+            let mut reports = Vec::new();
+            for file in &files {
+                let report = replica
+                    .import_file(file)
+                    .with_context(|| format!("importing {}", file.display()))?;
+                reports.push((file, report));
+            }
+            if as_json {
+                let items: Vec<_> = reports
+                    .iter()
+                    .map(|(f, r)| {
+                        json!({ "file": f, "registry": r.registry.to_string(), "name": r.name,
+                                "applied": r.applied, "already_known": r.already_known, "created": r.created })
+                    })
+                    .collect();
+                output::json(&items.into());
+            } else {
+                for (f, r) in reports {
+                    println!(
+                        "{}: '{}' {} change(s) verified and applied, {} already known{}",
+                        f.display(),
+                        r.name,
+                        r.applied,
+                        r.already_known,
+                        if r.created { " (new registry)" } else { "" }
+                    );
+                }
+            }
+        }
+        Command::Compact { registry: name } => {
+            registry(&replica, &name)?.compact()?;
+            if !as_json {
+                println!("compacted '{name}'");
+            }
+        }
+        Command::Demo { .. } => unreachable!("handled above"),
+    }
+    Ok(())
+}
+
+fn short(key: &str) -> String {
+    key.chars().take(8).collect()
+}
+
+fn read_schema(file: &Path) -> Result<Schema> {
+    Ok(Schema::from_file(file)?)
+}
+
+fn registry_cmd(replica: &Replica, cmd: RegistryCmd, as_json: bool) -> Result<()> {
+    match cmd {
+        RegistryCmd::Create {
+            name,
+            schema,
+            policy,
+        } => {
+            let mut schema = read_schema(&schema)?;
+            if let Some(p) = policy {
+                schema.conflict_policy = p;
+            }
+            let reg = replica.create_registry(&name, schema)?;
+            if as_json {
+                output::json(&json!({ "id": reg.id().to_string(), "name": reg.name() }));
+            } else {
+                println!("created registry '{}' ({})", reg.name(), reg.id());
+            }
+        }
+        RegistryCmd::Ls => {
+            let all = replica.registries()?;
+            let mut rows = Vec::new();
+            let mut items = Vec::new();
+            for info in all {
+                let reg = replica.registry_by_id(info.id)?;
+                let (records, changes) = (reg.len(), reg.change_count());
+                items.push(json!({ "id": info.id.to_string(), "name": info.name, "records": records, "changes": changes }));
+                rows.push(vec![
+                    info.name,
+                    info.id.to_string(),
+                    records.to_string(),
+                    changes.to_string(),
+                ]);
+            }
+            if as_json {
+                output::json(&items.into());
+            } else {
+                output::table(&["name", "id", "records", "changes"], &rows);
+            }
+        }
+        RegistryCmd::Show { registry: name } => {
+            let reg = registry(replica, &name)?;
+            let schema = reg.schema();
+            let members = reg.members();
+            let heads: Vec<String> = reg.heads().iter().map(ToString::to_string).collect();
+            if as_json {
+                output::json(&json!({
+                    "id": reg.id().to_string(), "name": reg.name(),
+                    "schema": serde_json::to_value(&schema)?,
+                    "members": members.iter().map(|m| json!({"key": m.key.to_string(), "role": m.role.name()})).collect::<Vec<_>>(),
+                    "records": reg.len(), "changes": reg.change_count(),
+                    "conflicts": reg.conflicts().len(),
+                    "heads": heads, "state_digest": reg.state_digest(),
+                }));
+            } else {
+                println!("registry   {} ({})", reg.name(), reg.id());
+                println!("records    {}", reg.len());
+                println!("changes    {}", reg.change_count());
+                println!("conflicts  {}", reg.conflicts().len());
+                println!("policy     {}", schema.conflict_policy);
+                println!("digest     {}", reg.state_digest());
+                println!("heads      {}", heads.join(","));
+                println!();
+                let rows: Vec<Vec<String>> = schema
+                    .fields
+                    .iter()
+                    .map(|f| {
+                        let mut rules = Vec::new();
+                        if f.required {
+                            rules.push("required".to_owned());
+                        }
+                        if f.unique {
+                            rules.push("unique".to_owned());
+                        }
+                        if !f.options.is_empty() {
+                            rules.push(format!("options: {}", f.options.join("|")));
+                        }
+                        if let Some(p) = &f.pattern {
+                            rules.push(format!("pattern /{p}/"));
+                        }
+                        if let Some(m) = f.min {
+                            rules.push(format!("min {m}"));
+                        }
+                        if let Some(m) = f.max {
+                            rules.push(format!("max {m}"));
+                        }
+                        if let Some(p) = f.conflict_policy {
+                            rules.push(format!("policy {p}"));
+                        }
+                        vec![f.name.clone(), f.field_type.to_string(), rules.join(", ")]
+                    })
+                    .collect();
+                output::table(&["field", "type", "rules"], &rows);
+                println!();
+                let rows: Vec<Vec<String>> = members
+                    .iter()
+                    .map(|m| vec![m.key.to_string(), m.role.to_string()])
+                    .collect();
+                output::table(&["member", "role"], &rows);
+            }
+        }
+        RegistryCmd::SetSchema {
+            registry: name,
+            file,
+        } => {
+            let reg = registry(replica, &name)?;
+            reg.set_schema(read_schema(&file)?)?;
+            if !as_json {
+                println!("schema of '{}' updated", reg.name());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn members_cmd(replica: &Replica, cmd: MembersCmd, as_json: bool) -> Result<()> {
+    match cmd {
+        MembersCmd::Ls { registry: name } => {
+            let members = registry(replica, &name)?.members();
+            if as_json {
+                output::json(
+                    &members
+                        .iter()
+                        .map(|m| json!({"key": m.key.to_string(), "role": m.role.name()}))
+                        .collect::<Vec<_>>()
+                        .into(),
+                );
+            } else {
+                let me = replica.public_key();
+                let rows: Vec<Vec<String>> = members
+                    .iter()
+                    .map(|m| {
+                        let you = if m.key == me { " (this replica)" } else { "" };
+                        vec![format!("{}{you}", m.key), m.role.to_string()]
+                    })
+                    .collect();
+                output::table(&["member", "role"], &rows);
+            }
+        }
+        MembersCmd::Add {
+            registry: name,
+            key,
+            role,
+        } => {
+            let key: PublicKey = key.parse()?;
+            let role: Role = role.parse().map_err(|e: String| anyhow!(e))?;
+            registry(replica, &name)?.set_member(key, role)?;
+            if !as_json {
+                println!("{key} is now {role} of '{name}'");
+            }
+        }
+        MembersCmd::Rm {
+            registry: name,
+            key,
+        } => {
+            let key: PublicKey = key.parse()?;
+            registry(replica, &name)?.remove_member(key)?;
+            if !as_json {
+                println!("{key} removed from '{name}'");
+            }
+        }
+    }
+    Ok(())
+}

@@ -345,6 +345,13 @@ impl DocState {
                 });
             }
         }
+        if existing.is_none() && fields.iter().all(|(_, v)| v.is_none()) {
+            // Clearing fields of a record that does not exist.
+            return Err(WriteError::NotFound {
+                registry: self.name.clone(),
+                record: id,
+            });
+        }
         let mut checked = Vec::with_capacity(fields.len());
         for (field, value) in fields {
             let def = schema.schema.get(&field);
