@@ -55,7 +55,7 @@ pub enum LookupError {
 pub enum WriteError {
     /// A value breaks the schema.
     #[error(transparent)]
-    Invalid(#[from] ValidationError),
+    Invalid(Box<ValidationError>),
     /// A schema is inconsistent, or a change to it is not allowed.
     #[error(transparent)]
     Schema(#[from] SchemaError),
@@ -109,6 +109,12 @@ pub enum WriteError {
     /// A bug: the document refused an operation the library built.
     #[error("internal error, please report it: {0}")]
     Internal(String),
+}
+
+impl From<ValidationError> for WriteError {
+    fn from(e: ValidationError) -> Self {
+        WriteError::Invalid(Box::new(e))
+    }
 }
 
 /// A bundle was refused whole; nothing from it became visible.

@@ -330,21 +330,21 @@ impl Schema {
                 Regex::new(&anchored(p))
                     .map_err(|e| bad(format!("pattern '{p}' is not a valid regex: {e}")))?;
             }
-            if let (Some(min), Some(max)) = (f.min, f.max) {
-                if min > max {
-                    return Err(bad(format!("min {min} is greater than max {max}")));
-                }
+            if let (Some(min), Some(max)) = (f.min, f.max)
+                && min > max
+            {
+                return Err(bad(format!("min {min} is greater than max {max}")));
             }
             if f.unique && matches!(f.field_type, FieldType::LongText | FieldType::MultiSelect) {
                 return Err(bad(format!("a {} field cannot be unique", f.field_type)));
             }
         }
-        if let Some(d) = &self.display_field {
-            if self.get(d).is_none() {
-                return Err(SchemaError::Invalid(format!(
-                    "display_field '{d}' is not a field of the schema"
-                )));
-            }
+        if let Some(d) = &self.display_field
+            && self.get(d).is_none()
+        {
+            return Err(SchemaError::Invalid(format!(
+                "display_field '{d}' is not a field of the schema"
+            )));
         }
         Ok(())
     }
@@ -499,26 +499,24 @@ impl CompiledSchema {
             }
         }
         match value {
-            Value::Text(t) if def.field_type == FieldType::Select => {
-                if !def.options.iter().any(|o| o == t) {
-                    return Err(Rule::Options {
-                        allowed: def.options.clone(),
-                    });
-                }
+            Value::Text(t)
+                if def.field_type == FieldType::Select && !def.options.iter().any(|o| o == t) =>
+            {
+                return Err(Rule::Options {
+                    allowed: def.options.clone(),
+                });
             }
-            Value::Set(set) => {
-                if set.iter().any(|v| !def.options.contains(v)) {
-                    return Err(Rule::Options {
-                        allowed: def.options.clone(),
-                    });
-                }
+            Value::Set(set) if set.iter().any(|v| !def.options.contains(v)) => {
+                return Err(Rule::Options {
+                    allowed: def.options.clone(),
+                });
             }
             _ => {}
         }
-        if let (Some(re), Value::Text(t)) = (self.patterns.get(&def.name), value) {
-            if !re.is_match(t) {
-                return Err(Rule::Pattern(def.pattern.clone().unwrap_or_default()));
-            }
+        if let (Some(re), Value::Text(t)) = (self.patterns.get(&def.name), value)
+            && !re.is_match(t)
+        {
+            return Err(Rule::Pattern(def.pattern.clone().unwrap_or_default()));
         }
         Ok(())
     }

@@ -161,7 +161,7 @@ impl DocState {
     }
 
     fn reload(&mut self, conn: &rusqlite::Connection, store_path: &str) -> Result<(), StoreError> {
-        let me = PublicKey::from_bytes(&self.doc.get_actor().to_bytes())
+        let me = PublicKey::from_bytes(self.doc.get_actor().to_bytes())
             .expect("the actor is always our own key");
         *self = DocState::load(conn, store_path, self.id, &me)?;
         Ok(())
@@ -300,13 +300,13 @@ impl DocState {
     }
 
     fn invalid(&self, record: &str, field: &str, value: String, rule: Rule) -> WriteError {
-        WriteError::Invalid(ValidationError {
+        WriteError::Invalid(Box::new(ValidationError {
             registry: self.name.clone(),
             record: record.to_owned(),
             field: field.to_owned(),
             value,
             rule,
-        })
+        }))
     }
 
     fn tombstone(&self, obj: &ObjId) -> Option<Tombstone> {
@@ -337,13 +337,13 @@ impl DocState {
             None => uuid::Uuid::now_v7().to_string(),
         };
         let existing = self.layout.record(&self.doc, &id);
-        if let Some(obj) = &existing {
-            if self.tombstone(obj).is_some() {
-                return Err(WriteError::Deleted {
-                    registry: self.name.clone(),
-                    record: id,
-                });
-            }
+        if let Some(obj) = &existing
+            && self.tombstone(obj).is_some()
+        {
+            return Err(WriteError::Deleted {
+                registry: self.name.clone(),
+                record: id,
+            });
         }
         if existing.is_none() && fields.iter().all(|(_, v)| v.is_none()) {
             // Clearing fields of a record that does not exist.
@@ -385,13 +385,13 @@ impl DocState {
                 continue;
             };
             let index = self.unique.as_ref().expect("built above");
-            if let Some(other) = index.by_value.get(&(field.clone(), v.to_string())) {
-                if *other != id {
-                    let rule = Rule::Unique {
-                        other_record: other.clone(),
-                    };
-                    return Err(self.invalid(&id, field, v.to_string(), rule));
-                }
+            if let Some(other) = index.by_value.get(&(field.clone(), v.to_string()))
+                && *other != id
+            {
+                let rule = Rule::Unique {
+                    other_record: other.clone(),
+                };
+                return Err(self.invalid(&id, field, v.to_string(), rule));
             }
         }
         let obj = match existing {
@@ -414,10 +414,10 @@ impl DocState {
                 }
                 None => self.doc.delete(&obj, field.as_str()).map_err(internal)?,
             }
-            if def.is_some_and(|d| d.unique) {
-                if let Some(index) = self.unique.as_mut() {
-                    index.set(&field, &id, value.map(|v| v.to_string()));
-                }
+            if def.is_some_and(|d| d.unique)
+                && let Some(index) = self.unique.as_mut()
+            {
+                index.set(&field, &id, value.map(|v| v.to_string()));
             }
         }
         Ok(id)
@@ -513,15 +513,15 @@ impl DocState {
         new.check().map_err(WriteError::Schema)?;
         let old = self.schema.schema.clone();
         for def in &new.fields {
-            if let Some(o) = old.get(&def.name) {
-                if o.field_type != def.field_type {
-                    return Err(WriteError::Schema(crate::schema::SchemaError::Invalid(
-                        format!(
-                            "field '{}' is {}; its type cannot change to {} — add a new field and copy the values",
-                            def.name, o.field_type, def.field_type
-                        ),
-                    )));
-                }
+            if let Some(o) = old.get(&def.name)
+                && o.field_type != def.field_type
+            {
+                return Err(WriteError::Schema(crate::schema::SchemaError::Invalid(
+                    format!(
+                        "field '{}' is {}; its type cannot change to {} — add a new field and copy the values",
+                        def.name, o.field_type, def.field_type
+                    ),
+                )));
             }
         }
         // Every live record must satisfy the new schema before it is adopted.
@@ -584,7 +584,7 @@ impl DocState {
                 continue;
             };
             let author = match &id {
-                ObjId::Id(_, actor, _) => PublicKey::from_bytes(&actor.to_bytes()).ok(),
+                ObjId::Id(_, actor, _) => PublicKey::from_bytes(actor.to_bytes()).ok(),
                 ObjId::Root => None,
             };
             let change = self.doc.hash_for_opid(&id).unwrap_or(ChangeHash([0; 32]));

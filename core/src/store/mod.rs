@@ -6,6 +6,7 @@
 
 mod migrations;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -72,6 +73,9 @@ fn sql<'a>(path: &'a str, action: &'static str) -> impl Fn(rusqlite::Error) -> S
 }
 
 pub(crate) type Result<T> = std::result::Result<T, StoreError>;
+
+/// A change's author key and signature, by change hash.
+pub(crate) type Signed = ([u8; 32], [u8; 64]);
 
 /// A change row as stored.
 #[derive(Clone, Debug)]
@@ -224,8 +228,8 @@ impl Store {
         &self,
         id: &RegistryId,
         hashes: &[[u8; 32]],
-    ) -> Result<std::collections::HashMap<[u8; 32], ([u8; 32], [u8; 64])>> {
-        let mut out = std::collections::HashMap::with_capacity(hashes.len());
+    ) -> Result<HashMap<[u8; 32], Signed>> {
+        let mut out = HashMap::with_capacity(hashes.len());
         let mut read = |row: &rusqlite::Row<'_>| -> rusqlite::Result<()> {
             let hash: Vec<u8> = row.get(0)?;
             let key: Vec<u8> = row.get(1)?;
