@@ -263,6 +263,11 @@ impl DocState {
         self.clock
     }
 
+    #[cfg(test)]
+    pub(crate) fn skew_clock(&mut self, ms: i64) {
+        self.clock = now_ms() + ms;
+    }
+
     fn signed_row(
         &mut self,
         identity: &Identity,
