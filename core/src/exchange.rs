@@ -205,6 +205,17 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = Bundle::from_bytes(&bytes);
+            let mut framed = MAGIC.to_vec();
+            framed.push(VERSION);
+            framed.extend_from_slice(&bytes);
+            let _ = Bundle::from_bytes(&framed);
+        }
+    }
+
     #[test]
     fn empty_bundle_round_trips() {
         let b = Bundle::new(RegistryId::from_bytes(&[3; 16]).unwrap(), vec![]);

@@ -417,7 +417,27 @@ impl DocState {
                     let ty = def.map_or(FieldType::Json, |d| d.field_type);
                     doc::write_value(&mut self.doc, &obj, &field, ty, v).map_err(internal)?;
                 }
-                None => self.doc.delete(&obj, field.as_str()).map_err(internal)?,
+                // Containers are emptied, not removed, so concurrent edits
+                // keep landing in the one shared object.
+                None => match def.map(|d| d.field_type) {
+                    Some(ty @ FieldType::LongText) => doc::write_value(
+                        &mut self.doc,
+                        &obj,
+                        &field,
+                        ty,
+                        &Value::Text(String::new()),
+                    )
+                    .map_err(internal)?,
+                    Some(ty @ FieldType::MultiSelect) => doc::write_value(
+                        &mut self.doc,
+                        &obj,
+                        &field,
+                        ty,
+                        &Value::Set(Default::default()),
+                    )
+                    .map_err(internal)?,
+                    _ => self.doc.delete(&obj, field.as_str()).map_err(internal)?,
+                },
             }
             if def.is_some_and(|d| d.unique)
                 && let Some(index) = self.unique.as_mut()
