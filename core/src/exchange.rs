@@ -122,8 +122,15 @@ impl Bundle {
                     "change {i} is larger than {MAX_CHANGE_LEN} bytes"
                 )));
             }
-            let change = Change::try_from(r.take(len)?)
+            let raw = r.take(len)?;
+            let change = Change::try_from(raw)
                 .map_err(|e| malformed(&format!("change {i} does not decode: {e}")))?;
+            // Automerge does not check a change's checksum (the first bytes
+            // of its hash, after the 4-byte magic) when decoding: without
+            // this, a damaged change would be stored and passed on as is.
+            if raw.get(4..8) != Some(&change.hash().0[..4]) {
+                return Err(malformed(&format!("change {i} fails its checksum")));
+            }
             changes.push(SignedChange::new(change, author, signature));
         }
         if r.remaining() != 0 {

@@ -412,6 +412,23 @@ impl DocState {
         };
         for (field, value) in checked {
             let def = schema.schema.get(&field);
+            // Containers made concurrently (say, for a field added to the
+            // schema after the record was created) conflict, and editing
+            // inside one would leave the others standing for good: replace
+            // them all, as a write does a scalar's concurrent values.
+            let container = def.is_some_and(|d| {
+                matches!(d.field_type, FieldType::LongText | FieldType::MultiSelect)
+            });
+            if container
+                && self
+                    .doc
+                    .get_all(&obj, field.as_str())
+                    .map_err(internal)?
+                    .len()
+                    > 1
+            {
+                self.doc.delete(&obj, field.as_str()).map_err(internal)?;
+            }
             match &value {
                 Some(v) => {
                     let ty = def.map_or(FieldType::Json, |d| d.field_type);
@@ -842,6 +859,15 @@ impl DocState {
             .into_iter()
             .filter(|c| !self.knows(&c.hash()))
             .collect();
+        if !fresh.is_empty() {
+            verify(&self.id, &fresh)?;
+        }
+        // A change listed twice is one change: store it once.
+        let mut seen = HashSet::new();
+        let fresh: Vec<SignedChange> = fresh
+            .into_iter()
+            .filter(|c| seen.insert(c.hash()))
+            .collect();
         let report = ImportReport {
             registry: self.id,
             name: self.name.clone(),
@@ -852,7 +878,6 @@ impl DocState {
         if fresh.is_empty() {
             return Ok(report);
         }
-        verify(&self.id, &fresh)?;
         let in_batch: HashSet<ChangeHash> = fresh.iter().map(SignedChange::hash).collect();
         let mut missing: Vec<String> = fresh
             .iter()
