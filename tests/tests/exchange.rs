@@ -713,7 +713,6 @@ fn conflicting_long_text_and_multi_select_values_are_cleared_by_resolve() {
 }
 
 #[test]
-#[ignore = "known bug: concurrent creation of one caller-chosen record id keeps only one side's fields, with no conflict reported"]
 fn concurrent_creation_of_the_same_record_id_keeps_both_sides_fields() {
     let p = pair(services_schema());
     p.ra.put(
@@ -725,10 +724,21 @@ fn concurrent_creation_of_the_same_record_id_keeps_both_sides_fields() {
         .unwrap();
     p.exchange();
     p.assert_converged();
-    let r = p.ra.get("svc").unwrap();
-    // Either both fields survive, or the loss is at least reported.
-    let both = r.get("port").is_some() && r.get("owner").is_some();
-    assert!(both || !p.ra.conflicts().is_empty(), "{r:?}");
+    for reg in [&p.ra, &p.rb] {
+        let r = reg.get("svc").unwrap();
+        // Both sides' fields survive; the equal names are no conflict.
+        assert_eq!(r.get("port"), Some(&Value::Integer(80)), "{r:?}");
+        assert_eq!(r.get("owner"), text("bob@example.com").as_ref(), "{r:?}");
+        assert!(reg.conflicts().is_empty());
+        assert_eq!(reg.len(), 1);
+    }
+    // A later write and a delete reach the merged record as a whole.
+    p.ra.put(Some("svc"), [("port", Value::Integer(81))]).unwrap();
+    assert_eq!(p.ra.get("svc").unwrap().get("port"), Some(&Value::Integer(81)));
+    assert!(p.ra.get("svc").unwrap().conflicted.is_empty());
+    p.ra.delete("svc").unwrap();
+    assert_eq!(p.ra.len(), 0);
+    assert!(p.ra.get("svc").unwrap().deleted.is_some());
 }
 
 #[test]

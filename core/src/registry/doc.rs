@@ -200,10 +200,6 @@ impl Layout {
             _ => None,
         }
     }
-
-    pub(crate) fn record(&self, doc: &AutoCommit, id: &str) -> Option<ObjId> {
-        obj_at(doc, &self.records, id)
-    }
 }
 
 /// A field definition as stored in the document, with its display position.
@@ -326,19 +322,18 @@ pub(crate) fn write_value(
     ty: FieldType,
     value: &Value,
 ) -> Result<(), automerge::AutomergeError> {
-    let existing = doc.get(record, field)?.map(|(v, id)| (v.to_owned(), id));
     match (ty, value) {
         (FieldType::LongText, Value::Text(text)) => {
-            let obj = match existing {
-                Some((automerge::Value::Object(ObjType::Text), id)) => id,
-                _ => doc.put_object(record, field, ObjType::Text)?,
+            let obj = match container(doc, record, field, ObjType::Text)? {
+                Some(id) => id,
+                None => doc.put_object(record, field, ObjType::Text)?,
             };
             doc.update_text(&obj, text)?;
         }
         (FieldType::MultiSelect, Value::Set(wanted)) => {
-            let obj = match existing {
-                Some((automerge::Value::Object(ObjType::Map), id)) => id,
-                _ => doc.put_object(record, field, ObjType::Map)?,
+            let obj = match container(doc, record, field, ObjType::Map)? {
+                Some(id) => id,
+                None => doc.put_object(record, field, ObjType::Map)?,
             };
             let current: BTreeSet<String> = doc.keys(&obj).collect();
             for gone in current.difference(wanted) {
@@ -361,6 +356,21 @@ pub(crate) fn write_value(
         }
     }
     Ok(())
+}
+
+/// The object `field` holds, if it is a container of type `ty`. Only
+/// container fields need this look-up; scalar writes skip it, which matters
+/// in batches of thousands of records.
+fn container(
+    doc: &AutoCommit,
+    record: &ObjId,
+    field: &str,
+    ty: ObjType,
+) -> Result<Option<ObjId>, automerge::AutomergeError> {
+    Ok(match doc.get(record, field)? {
+        Some((automerge::Value::Object(t), id)) if t == ty => Some(id),
+        _ => None,
+    })
 }
 
 /// Creates the containers of merge-friendly fields when a record is created,

@@ -314,7 +314,27 @@ impl DocState {
         }))
     }
 
-    fn tombstone(&self, obj: &ObjId) -> Option<Tombstone> {
+    /// Every concurrent copy of a record, latest operation first. Almost
+    /// always one; two replicas that create the same record id concurrently
+    /// each make a copy, and the record is read as the merge of them all.
+    fn copies(&self, id: &str) -> Vec<ObjId> {
+        let mut copies: Vec<ObjId> = self
+            .doc
+            .get_all(&self.layout.records, id)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(v, _)| matches!(v, automerge::Value::Object(ObjType::Map)))
+            .map(|(_, obj)| obj)
+            .collect();
+        copies.reverse();
+        copies
+    }
+
+    fn tombstone(&self, copies: &[ObjId]) -> Option<Tombstone> {
+        copies.iter().find_map(|obj| self.tombstone_of(obj))
+    }
+
+    fn tombstone_of(&self, obj: &ObjId) -> Option<Tombstone> {
         let (_, t) = self.doc.get(obj, DELETED).ok()??;
         let by = match self.doc.get(&t, "by").ok()?? {
             (automerge::Value::Scalar(s), _) => s.as_str().unwrap_or_default().to_owned(),
@@ -330,6 +350,12 @@ impl DocState {
         Some(Tombstone { by, at })
     }
 
+    fn is_deleted(&self, copies: &[ObjId]) -> bool {
+        copies
+            .iter()
+            .any(|obj| self.doc.get(obj, DELETED).ok().flatten().is_some())
+    }
+
     pub(crate) fn write_record(
         &mut self,
         id: Option<&str>,
@@ -341,16 +367,14 @@ impl DocState {
             Some(id) => check_record_id(id)?,
             None => uuid::Uuid::now_v7().to_string(),
         };
-        let existing = self.layout.record(&self.doc, &id);
-        if let Some(obj) = &existing
-            && self.tombstone(obj).is_some()
-        {
+        let existing = self.copies(&id);
+        if self.is_deleted(&existing) {
             return Err(WriteError::Deleted {
                 registry: self.name.clone(),
                 record: id,
             });
         }
-        if existing.is_none() && fields.iter().all(|(_, v)| v.is_none()) {
+        if existing.is_empty() && fields.iter().all(|(_, v)| v.is_none()) {
             // Clearing fields of a record that does not exist.
             return Err(WriteError::NotFound {
                 registry: self.name.clone(),
@@ -374,7 +398,7 @@ impl DocState {
                 None => checked.push((field, None)),
             }
         }
-        if existing.is_none() {
+        if existing.is_empty() {
             for def in schema.schema.fields.iter().filter(|d| d.required) {
                 if !checked.iter().any(|(f, v)| *f == def.name && v.is_some()) {
                     return Err(self.invalid(&id, &def.name, String::new(), Rule::Required));
@@ -399,62 +423,21 @@ impl DocState {
                 return Err(self.invalid(&id, field, v.to_string(), rule));
             }
         }
-        let obj = match existing {
-            Some(obj) => obj,
-            None => {
-                let obj = self
-                    .doc
-                    .put_object(&self.layout.records, id.as_str(), ObjType::Map)
-                    .map_err(internal)?;
-                doc::create_containers(&mut self.doc, &obj, &schema.schema).map_err(internal)?;
-                obj
-            }
+        let copies = if existing.is_empty() {
+            let obj = self
+                .doc
+                .put_object(&self.layout.records, id.as_str(), ObjType::Map)
+                .map_err(internal)?;
+            doc::create_containers(&mut self.doc, &obj, &schema.schema).map_err(internal)?;
+            vec![obj]
+        } else {
+            existing
         };
         for (field, value) in checked {
             let def = schema.schema.get(&field);
-            // Containers made concurrently (say, for a field added to the
-            // schema after the record was created) conflict, and editing
-            // inside one would leave the others standing for good: replace
-            // them all, as a write does a scalar's concurrent values.
-            let container = def.is_some_and(|d| {
-                matches!(d.field_type, FieldType::LongText | FieldType::MultiSelect)
-            });
-            if container
-                && self
-                    .doc
-                    .get_all(&obj, field.as_str())
-                    .map_err(internal)?
-                    .len()
-                    > 1
-            {
-                self.doc.delete(&obj, field.as_str()).map_err(internal)?;
-            }
-            match &value {
-                Some(v) => {
-                    let ty = def.map_or(FieldType::Json, |d| d.field_type);
-                    doc::write_value(&mut self.doc, &obj, &field, ty, v).map_err(internal)?;
-                }
-                // Containers are emptied, not removed, so concurrent edits
-                // keep landing in the one shared object.
-                None => match def.map(|d| d.field_type) {
-                    Some(ty @ FieldType::LongText) => doc::write_value(
-                        &mut self.doc,
-                        &obj,
-                        &field,
-                        ty,
-                        &Value::Text(String::new()),
-                    )
-                    .map_err(internal)?,
-                    Some(ty @ FieldType::MultiSelect) => doc::write_value(
-                        &mut self.doc,
-                        &obj,
-                        &field,
-                        ty,
-                        &Value::Set(Default::default()),
-                    )
-                    .map_err(internal)?,
-                    _ => self.doc.delete(&obj, field.as_str()).map_err(internal)?,
-                },
+            // Every copy gets the write, so the merged record reads it.
+            for obj in &copies {
+                self.write_field(obj, &field, def, value.as_ref())?;
             }
             if def.is_some_and(|d| d.unique)
                 && let Some(index) = self.unique.as_mut()
@@ -465,26 +448,72 @@ impl DocState {
         Ok(id)
     }
 
+    /// Writes (or clears) one field of one copy of a record.
+    fn write_field(
+        &mut self,
+        obj: &ObjId,
+        field: &str,
+        def: Option<&crate::schema::FieldDef>,
+        value: Option<&Value>,
+    ) -> Result<(), WriteError> {
+        // Containers made concurrently (say, for a field added to the
+        // schema after the record was created) conflict, and editing
+        // inside one would leave the others standing for good: replace
+        // them all, as a write does a scalar's concurrent values.
+        let container = def
+            .is_some_and(|d| matches!(d.field_type, FieldType::LongText | FieldType::MultiSelect));
+        if container && self.doc.get_all(obj, field).map_err(internal)?.len() > 1 {
+            self.doc.delete(obj, field).map_err(internal)?;
+        }
+        match value {
+            Some(v) => {
+                let ty = def.map_or(FieldType::Json, |d| d.field_type);
+                doc::write_value(&mut self.doc, obj, field, ty, v).map_err(internal)?;
+            }
+            // Containers are emptied, not removed, so concurrent edits
+            // keep landing in the one shared object.
+            None => match def.map(|d| d.field_type) {
+                Some(ty @ FieldType::LongText) => {
+                    doc::write_value(&mut self.doc, obj, field, ty, &Value::Text(String::new()))
+                        .map_err(internal)?
+                }
+                Some(ty @ FieldType::MultiSelect) => doc::write_value(
+                    &mut self.doc,
+                    obj,
+                    field,
+                    ty,
+                    &Value::Set(Default::default()),
+                )
+                .map_err(internal)?,
+                _ => self.doc.delete(obj, field).map_err(internal)?,
+            },
+        }
+        Ok(())
+    }
+
     pub(crate) fn delete_record(&mut self, id: &str, author: &PublicKey) -> Result<(), WriteError> {
-        let Some(obj) = self.layout.record(&self.doc, id) else {
+        let copies = self.copies(id);
+        if copies.is_empty() {
             return Err(WriteError::NotFound {
                 registry: self.name.clone(),
                 record: id.to_owned(),
             });
-        };
-        if self.tombstone(&obj).is_some() {
+        }
+        if self.is_deleted(&copies) {
             return Ok(()); // already deleted
         }
-        let t = self
-            .doc
-            .put_object(&obj, DELETED, ObjType::Map)
-            .map_err(internal)?;
-        self.doc
-            .put(&t, "by", author.to_string())
-            .map_err(internal)?;
-        self.doc
-            .put(&t, "at", automerge::ScalarValue::Timestamp(now_ms()))
-            .map_err(internal)?;
+        for obj in &copies {
+            let t = self
+                .doc
+                .put_object(obj, DELETED, ObjType::Map)
+                .map_err(internal)?;
+            self.doc
+                .put(&t, "by", author.to_string())
+                .map_err(internal)?;
+            self.doc
+                .put(&t, "at", automerge::ScalarValue::Timestamp(now_ms()))
+                .map_err(internal)?;
+        }
         if let Some(index) = self.unique.as_mut() {
             for def in self.schema.schema.fields.iter().filter(|d| d.unique) {
                 index.set(&def.name, id, None);
@@ -507,21 +536,14 @@ impl DocState {
             .collect();
         let mut index = UniqueIndex::default();
         if !unique_fields.is_empty() {
-            let records: Vec<(String, ObjId)> = self
-                .doc
-                .map_range(&self.layout.records, ..)
-                .map(|i| (i.key.to_string(), i.id()))
-                .collect();
-            for (id, obj) in records {
-                if self.tombstone(&obj).is_some() {
+            for (id, copies) in self.record_objs() {
+                if self.is_deleted(&copies) {
                     continue;
                 }
+                let record = self.read_record_at(&id, &copies);
                 for field in &unique_fields {
-                    if let Ok(Some((v, vid))) = self.doc.get(&obj, field.as_str()) {
-                        let ty = self.schema.schema.get(field).map(|d| d.field_type);
-                        if let Some(v) = doc::read_value(&self.doc, &v, &vid, ty) {
-                            index.set(field, &id, Some(v.to_string()));
-                        }
+                    if let Some(v) = record.fields.get(field) {
+                        index.set(field, &id, Some(v.to_string()));
                     }
                 }
             }
@@ -611,20 +633,29 @@ impl DocState {
         Ok(())
     }
 
-    /// Every concurrent value of a field, oldest operation first.
-    fn candidates(&mut self, obj: &ObjId, field: &str, ty: Option<FieldType>) -> Vec<Candidate> {
-        let all: Vec<(automerge::Value<'static>, ObjId)> = match self.doc.get_all(obj, field) {
-            Ok(all) => all
-                .into_iter()
-                .map(|(v, id)| (v.into_owned(), id))
-                .collect(),
-            Err(_) => return Vec::new(),
-        };
+    /// Every concurrent value of a field across a record's copies. Emptied
+    /// containers (a copy's untouched long text or multi-select) are not
+    /// values and are left out.
+    fn candidates(
+        &mut self,
+        copies: &[ObjId],
+        field: &str,
+        ty: Option<FieldType>,
+    ) -> Vec<Candidate> {
+        let mut all: Vec<(automerge::Value<'static>, ObjId)> = Vec::new();
+        for obj in copies {
+            if let Ok(values) = self.doc.get_all(obj, field) {
+                all.extend(values.into_iter().map(|(v, id)| (v.into_owned(), id)));
+            }
+        }
         let mut out = Vec::with_capacity(all.len());
         for (v, id) in all {
             let Some(value) = doc::read_value(&self.doc, &v, &id, ty) else {
                 continue;
             };
+            if is_empty_container(&value, ty) {
+                continue;
+            }
             let author = match &id {
                 ObjId::Id(_, actor, _) => PublicKey::from_bytes(actor.to_bytes()).ok(),
                 ObjId::Root => None,
@@ -647,7 +678,7 @@ impl DocState {
     /// Which candidate the policy picks (`None` for manual).
     fn choose(
         &self,
-        obj: &ObjId,
+        copies: &[ObjId],
         field: &str,
         policy: ConflictPolicy,
         c: &[Candidate],
@@ -655,9 +686,18 @@ impl DocState {
         match policy {
             ConflictPolicy::Manual => None,
             ConflictPolicy::Automerge => {
-                let winner = self.doc.get(obj, field).ok()??.1;
+                // Automerge's winner in the first copy that has the field;
+                // the copies' order is the same on every replica.
+                let winner = copies
+                    .iter()
+                    .find_map(|obj| self.doc.get(obj, field).ok().flatten())?
+                    .1;
                 let hash = self.doc.hash_for_opid(&winner)?;
-                c.iter().position(|x| x.change == hash)
+                c.iter().position(|x| x.change == hash).or(if c.is_empty() {
+                    None
+                } else {
+                    Some(c.len() - 1)
+                })
             }
             ConflictPolicy::LastWriteWins => (0..c.len()).max_by_key(|&i| (c[i].time, c[i].author)),
             ConflictPolicy::Hash => (0..c.len()).min_by_key(|&i| value_hash(&c[i].value)),
@@ -665,22 +705,25 @@ impl DocState {
     }
 
     pub(crate) fn read_record(&mut self, id: &str) -> Option<Record> {
-        let obj = self.layout.record(&self.doc, id)?;
-        Some(self.read_record_at(id, &obj))
+        let copies = self.copies(id);
+        if copies.is_empty() {
+            return None;
+        }
+        Some(self.read_record_at(id, &copies))
     }
 
-    fn read_record_at(&mut self, id: &str, obj: &ObjId) -> Record {
+    fn read_record_at(&mut self, id: &str, copies: &[ObjId]) -> Record {
         let schema = self.schema.clone();
         let mut record = Record {
             id: id.to_owned(),
             fields: Default::default(),
-            deleted: self.tombstone(obj),
+            deleted: self.tombstone(copies),
             conflicted: Default::default(),
         };
-        let items: Vec<(String, bool, automerge::Value<'static>, ObjId)> = self
-            .doc
-            .map_range(obj, ..)
-            .map(|i| {
+        // (field, has concurrent values in one copy, value, value's id)
+        let mut items: Vec<(String, bool, automerge::Value<'static>, ObjId)> = Vec::new();
+        for obj in copies {
+            items.extend(self.doc.map_range(obj, ..).map(|i| {
                 let (key, conflict, id) = (i.key.to_string(), i.conflict, i.id());
                 let value = match i.value {
                     automerge::ValueRef::Object(t) => automerge::Value::Object(t),
@@ -689,56 +732,71 @@ impl DocState {
                     }
                 };
                 (key, conflict, value, id)
-            })
-            .collect();
+            }));
+        }
+        let mut done = std::collections::BTreeSet::new();
         for (field, conflict, value, vid) in items {
-            if field == DELETED {
+            if field == DELETED || !done.insert(field.clone()) {
                 continue;
             }
             let ty = schema.schema.get(&field).map(|d| d.field_type);
-            let chosen = if conflict {
-                record.conflicted.insert(field.clone());
-                let candidates = self.candidates(obj, &field, ty);
-                let policy = schema.schema.policy_for(&field);
-                // Manual conflicts show Automerge's pick until resolved.
-                let pick = self
-                    .choose(obj, &field, policy, &candidates)
-                    .or_else(|| self.choose(obj, &field, ConflictPolicy::Automerge, &candidates));
-                pick.and_then(|i| candidates.get(i))
-                    .map(|c| c.value.clone())
+            let chosen = if conflict || copies.len() > 1 {
+                let candidates = self.candidates(copies, &field, ty);
+                if distinct_values(&candidates) > 1 {
+                    record.conflicted.insert(field.clone());
+                    let policy = schema.schema.policy_for(&field);
+                    // Manual conflicts show Automerge's pick until resolved.
+                    let pick = self
+                        .choose(copies, &field, policy, &candidates)
+                        .or_else(|| {
+                            self.choose(copies, &field, ConflictPolicy::Automerge, &candidates)
+                        });
+                    pick.and_then(|i| candidates.get(i))
+                        .map(|c| c.value.clone())
+                } else {
+                    candidates.into_iter().next().map(|c| c.value)
+                }
             } else {
                 doc::read_value(&self.doc, &value, &vid, ty)
             };
-            if let Some(v) = chosen {
-                // An emptied container reads as no value.
-                let empty = matches!(&v, Value::Set(s) if s.is_empty())
-                    || (ty == Some(FieldType::LongText) && v == Value::Text(String::new()));
-                if !empty {
-                    record.fields.insert(field, v);
-                }
+            if let Some(v) = chosen.filter(|v| !is_empty_container(v, ty)) {
+                record.fields.insert(field, v);
             }
         }
         record
     }
 
-    fn record_objs(&self) -> Vec<(String, ObjId)> {
-        self.doc
+    /// Every record id with its copies.
+    fn record_objs(&self) -> Vec<(String, Vec<ObjId>)> {
+        let items: Vec<(String, bool, ObjId)> = self
+            .doc
             .map_range(&self.layout.records, ..)
             .filter(|i| matches!(i.value, automerge::ValueRef::Object(ObjType::Map)))
-            .map(|i| (i.key.to_string(), i.id()))
+            .map(|i| (i.key.to_string(), i.conflict, i.id()))
+            .collect();
+        items
+            .into_iter()
+            .map(|(id, conflict, obj)| {
+                let copies = if conflict {
+                    self.copies(&id)
+                } else {
+                    vec![obj]
+                };
+                (id, copies)
+            })
             .collect()
     }
 
     pub(crate) fn list(&mut self, query: &Query) -> Vec<Record> {
         let mut out = Vec::new();
-        for (id, obj) in self.record_objs() {
+        for (id, copies) in self.record_objs() {
             if query.limit.is_some_and(|l| out.len() >= l) {
                 break;
             }
-            if !query.include_deleted && self.doc.get(&obj, DELETED).ok().flatten().is_some() {
+            if !query.include_deleted && self.is_deleted(&copies) {
                 continue;
             }
-            let record = self.read_record_at(&id, &obj);
+            let record = self.read_record_at(&id, &copies);
             let keep = query.filters.iter().all(|(f, want)| {
                 record.fields.get(f).is_some_and(|v| match v {
                     Value::Set(s) => s.contains(want),
@@ -755,25 +813,31 @@ impl DocState {
     pub(crate) fn live_count(&self) -> usize {
         self.record_objs()
             .iter()
-            .filter(|(_, obj)| self.doc.get(obj, DELETED).ok().flatten().is_none())
+            .filter(|(_, copies)| !self.is_deleted(copies))
             .count()
     }
 
     pub(crate) fn conflicts(&mut self) -> Vec<Conflict> {
         let schema = self.schema.clone();
         let mut out = Vec::new();
-        for (id, obj) in self.record_objs() {
-            let fields: Vec<String> = self
-                .doc
-                .map_range(&obj, ..)
-                .filter(|i| i.conflict && i.key != DELETED)
-                .map(|i| i.key.to_string())
-                .collect();
+        for (id, copies) in self.record_objs() {
+            let mut fields = std::collections::BTreeSet::new();
+            for obj in &copies {
+                fields.extend(
+                    self.doc
+                        .map_range(obj, ..)
+                        .filter(|i| (i.conflict || copies.len() > 1) && i.key != DELETED)
+                        .map(|i| i.key.to_string()),
+                );
+            }
             for field in fields {
                 let ty = schema.schema.get(&field).map(|d| d.field_type);
-                let candidates = self.candidates(&obj, &field, ty);
+                let candidates = self.candidates(&copies, &field, ty);
+                if distinct_values(&candidates) < 2 {
+                    continue;
+                }
                 let policy = schema.schema.policy_for(&field);
-                let chosen = self.choose(&obj, &field, policy, &candidates);
+                let chosen = self.choose(&copies, &field, policy, &candidates);
                 out.push(Conflict {
                     record: id.clone(),
                     field,
@@ -1099,6 +1163,19 @@ fn admin_objects(layout: &Layout) -> Vec<automerge::legacy::ObjectId> {
     .into_iter()
     .map(legacy_obj)
     .collect()
+}
+
+/// An emptied long text or multi-select: reads as no value.
+fn is_empty_container(v: &Value, ty: Option<FieldType>) -> bool {
+    matches!(v, Value::Set(s) if s.is_empty())
+        || (ty == Some(FieldType::LongText) && *v == Value::Text(String::new()))
+}
+
+fn distinct_values(candidates: &[Candidate]) -> usize {
+    let mut values: Vec<&Value> = candidates.iter().map(|c| &c.value).collect();
+    values.sort();
+    values.dedup();
+    values.len()
 }
 
 /// Content hash of a value for the `hash` policy: type tag and canonical JSON.
