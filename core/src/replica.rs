@@ -225,7 +225,11 @@ impl Replica {
                 let mut store = self.shared.store();
                 let tx = store.begin()?;
                 let report = state.import(&tx, bundle.into_changes())?;
-                tx.commit()?;
+                if let Err(e) = tx.commit() {
+                    // The changes are in memory but not on disk: drop them.
+                    state.reload_from(&store)?;
+                    return Err(e.into());
+                }
                 Ok(report)
             }
             None => {

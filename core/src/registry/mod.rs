@@ -263,6 +263,17 @@ impl Registry {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The state, first brought up to date with what other processes or
+    /// handles stored (one indexed query when nothing is new). If the store
+    /// cannot be read, the last loaded state is served and the failure logged.
+    fn fresh(&self) -> MutexGuard<'_, DocState> {
+        let mut state = self.lock();
+        if let Err(e) = state.refresh(&self.shared.store()) {
+            tracing::warn!(registry = %self.id, error = %e, "serving the last loaded state");
+        }
+        state
+    }
+
     /// The registry's id.
     pub fn id(&self) -> RegistryId {
         self.id
@@ -270,12 +281,12 @@ impl Registry {
 
     /// The registry's name.
     pub fn name(&self) -> String {
-        self.lock().name.clone()
+        self.fresh().name.clone()
     }
 
     /// The current schema.
     pub fn schema(&self) -> Schema {
-        self.lock().schema.schema.clone()
+        self.fresh().schema.schema.clone()
     }
 
     /// Runs `f` as one signed change in one durable transaction: all of its
@@ -329,17 +340,17 @@ impl Registry {
 
     /// One record, including a deleted one (see [`Record::deleted`]).
     pub fn get(&self, id: &str) -> Option<Record> {
-        self.lock().read_record(id)
+        self.fresh().read_record(id)
     }
 
     /// Records matching `query`, ordered by id (so by creation time for UUIDv7).
     pub fn list(&self, query: &Query) -> Vec<Record> {
-        self.lock().list(query)
+        self.fresh().list(query)
     }
 
     /// Number of live records.
     pub fn len(&self) -> usize {
-        self.lock().live_count()
+        self.fresh().live_count()
     }
 
     /// Whether there are no live records.
@@ -349,12 +360,12 @@ impl Registry {
 
     /// Every field that holds concurrent values, with the policy's choice.
     pub fn conflicts(&self) -> Vec<Conflict> {
-        self.lock().conflicts()
+        self.fresh().conflicts()
     }
 
     /// The members and their roles.
     pub fn members(&self) -> Vec<Member> {
-        self.lock().members()
+        self.fresh().members()
     }
 
     /// Adds a member or changes their role. Needs the admin role.
@@ -390,18 +401,18 @@ impl Registry {
 
     /// The current heads: the hashes of the latest changes.
     pub fn heads(&self) -> Vec<ChangeHash> {
-        self.lock().heads()
+        self.fresh().heads()
     }
 
     /// SHA-256 over the canonical form of meta, schema, members and records.
     /// Two replicas with equal heads have equal digests.
     pub fn state_digest(&self) -> String {
-        self.lock().state_digest()
+        self.fresh().state_digest()
     }
 
     /// Number of changes in the history.
     pub fn change_count(&self) -> usize {
-        self.lock().change_count()
+        self.fresh().change_count()
     }
 
     /// Signed changes the holder of `their_heads` lacks (all if empty), as a
@@ -409,6 +420,7 @@ impl Registry {
     pub fn export(&self, their_heads: &[ChangeHash]) -> Result<Bundle, ExportError> {
         let mut state = self.lock();
         let store = self.shared.store();
+        state.refresh(&store)?;
         state.export(&store, their_heads)
     }
 
@@ -546,5 +558,25 @@ mod tests {
         assert!(err.to_string().contains("members add"), "{err}");
         let last = ra.remove_member(a.public_key()).unwrap_err();
         assert!(matches!(last, WriteError::LastAdmin { .. }));
+    }
+
+    #[test]
+    fn a_second_process_sees_writes_on_its_next_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shared.db");
+        // Two handles on one file behave like two processes.
+        let first = Replica::open(&path).unwrap();
+        let reg1 = first.create_registry("r", schema()).unwrap();
+        let second = Replica::open(&path).unwrap();
+        let reg2 = second.registry("r").unwrap();
+        let id = reg1.put(None, [("name", "x")]).unwrap();
+        assert_eq!(reg2.get(&id).unwrap().get("name"), Some(&Value::from("x")));
+        reg1.compact().unwrap();
+        reg1.put(Some(&id), [("name", "y")]).unwrap();
+        assert_eq!(
+            reg2.list(&Query::all())[0].get("name"),
+            Some(&Value::from("y"))
+        );
+        assert_eq!(reg2.heads(), reg1.heads());
     }
 }

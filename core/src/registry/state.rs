@@ -167,23 +167,38 @@ impl DocState {
         Ok(())
     }
 
+    /// Rebuilds the state from the store, dropping anything not stored.
+    pub(crate) fn reload_from(&mut self, store: &Store) -> Result<(), StoreError> {
+        self.reload(store.conn(), store.path())
+    }
+
+    /// Brings the document up to date with what other processes (or other
+    /// handles) stored, before a read.
+    pub(crate) fn refresh(&mut self, store: &Store) -> Result<(), StoreError> {
+        self.catch_up_with(store.conn(), store.path())
+    }
+
     /// Applies what other processes stored since this state was loaded.
     fn catch_up(&mut self, tx: &StoreTx<'_>) -> Result<(), StoreError> {
-        match tx.catch_up(&self.id, self.loaded_pos)? {
+        self.catch_up_with(tx.conn(), tx.path())
+    }
+
+    fn catch_up_with(&mut self, conn: &rusqlite::Connection, path: &str) -> Result<(), StoreError> {
+        match crate::store::catch_up(conn, path, &self.id, self.loaded_pos)? {
             CatchUp::UpToDate => Ok(()),
-            CatchUp::Reload => self.reload(tx.conn(), tx.path()),
+            CatchUp::Reload => self.reload(conn, path),
             CatchUp::Apply(rows) => {
                 let mut changes = Vec::with_capacity(rows.len());
                 for (pos, bytes) in &rows {
                     changes.push(Change::from_bytes(bytes.clone()).map_err(|e| {
-                        StoreError::corrupt(tx.path(), format!("change at position {pos}: {e}"))
+                        StoreError::corrupt(path, format!("change at position {pos}: {e}"))
                     })?);
                 }
                 self.clock = self
                     .clock
                     .max(changes.iter().map(Change::timestamp).max().unwrap_or(0));
                 self.doc.apply_changes(changes).map_err(|e| {
-                    StoreError::corrupt(tx.path(), format!("applying stored changes: {e}"))
+                    StoreError::corrupt(path, format!("applying stored changes: {e}"))
                 })?;
                 self.loaded_pos = rows.last().map_or(self.loaded_pos, |r| r.0);
                 self.tail_len += rows.len() as i64;
@@ -882,8 +897,10 @@ impl DocState {
         store: &Store,
         their_heads: &[ChangeHash],
     ) -> Result<Bundle, ExportError> {
-        // Heads we do not know are changes they have and we lack: irrelevant
-        // to what they need from us.
+        // Heads we do not know are their changes we lack; we cannot tell what
+        // lies beneath them, so the bundle may carry changes they already
+        // have. Import skips those (`already_known`), so this costs bytes,
+        // never correctness.
         let have: Vec<ChangeHash> = their_heads
             .iter()
             .copied()

@@ -274,6 +274,31 @@ impl Store {
     }
 }
 
+/// What another process stored for `id` after `pos`, which this one has
+/// not loaded yet.
+pub(crate) fn catch_up(
+    conn: &Connection,
+    path: &str,
+    id: &RegistryId,
+    pos: i64,
+) -> Result<CatchUp> {
+    let (newer, folded): (i64, i64) = conn
+        .query_row(
+            "SELECT COUNT(*), COUNT(*) - COUNT(bytes) FROM changes WHERE registry_id = ?1 AND pos > ?2",
+            params![id.as_bytes(), pos],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(sql(path, "look for new changes"))?;
+    Ok(if newer == 0 {
+        CatchUp::UpToDate
+    } else if folded > 0 {
+        // Another process compacted changes this one never loaded.
+        CatchUp::Reload
+    } else {
+        CatchUp::Apply(tail_since(conn, id, pos).map_err(sql(path, "read new changes"))?)
+    })
+}
+
 /// Reads what is needed to rebuild a registry's document.
 pub(crate) fn load(conn: &Connection, path: &str, id: &RegistryId) -> Result<Stored> {
     let snapshot: Option<(i64, Vec<u8>)> = conn
@@ -346,27 +371,6 @@ impl<'a> StoreTx<'a> {
     pub(crate) fn commit(self) -> Result<()> {
         let path = self.path;
         self.tx.commit().map_err(sql(path, "commit"))
-    }
-
-    /// What another process stored for `id` after `pos`, which this one has
-    /// not loaded yet.
-    pub(crate) fn catch_up(&self, id: &RegistryId, pos: i64) -> Result<CatchUp> {
-        let (newer, folded): (i64, i64) = self
-            .tx
-            .query_row(
-                "SELECT COUNT(*), COUNT(*) - COUNT(bytes) FROM changes WHERE registry_id = ?1 AND pos > ?2",
-                params![id.as_bytes(), pos],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .map_err(self.err("look for new changes"))?;
-        Ok(if newer == 0 {
-            CatchUp::UpToDate
-        } else if folded > 0 {
-            // Another process compacted changes this one never loaded.
-            CatchUp::Reload
-        } else {
-            CatchUp::Apply(tail_since(&self.tx, id, pos).map_err(self.err("read new changes"))?)
-        })
     }
 
     pub(crate) fn insert_registry(
