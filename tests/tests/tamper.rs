@@ -251,6 +251,19 @@ fn flipped_bytes_in_a_whole_history_are_refused_by_a_fresh_replica() {
         for at in [0, 5, 8, 9, 12, 40, len / 2, len - 1] {
             let mut bytes = f.full.clone();
             bytes[raw.change_offset(i) + at] ^= 0x04;
+            // A flip in a compressed change's DEFLATE padding bits decodes
+            // to the very same signed change: accepting it is right, as
+            // long as the result is exactly the genuine one.
+            let decodes_the_same = Bundle::from_bytes(&bytes).is_ok_and(|b| {
+                b.changes()[i].hash() == Bundle::from_bytes(&f.full).unwrap().changes()[i].hash()
+            });
+            if decodes_the_same {
+                let n = FRESH.fetch_add(1, Ordering::Relaxed);
+                let fresh = common::replica(f.dir.path(), &format!("fresh-{n}"));
+                fresh.import(Bundle::from_bytes(&bytes).unwrap()).unwrap();
+                assert_eq!(observe(&fresh.registry("services").unwrap()), f.expected);
+                continue;
+            }
             let err = f.refused_by_fresh(&bytes);
             assert!(allowed.contains(kind(&err)), "change {i} byte {at}: {err}");
         }
