@@ -6,6 +6,8 @@
 //! the registry. A change's Automerge actor id *is* its author's public key,
 //! so an actor can never be claimed by another key.
 
+use std::collections::HashMap;
+
 use automerge::{Change, ChangeHash};
 use ed25519_dalek::Signature;
 
@@ -111,7 +113,16 @@ pub(crate) fn verify_all(
             .iter()
             .map(|c| Signature::from_bytes(&c.signature))
             .collect();
-        let keys: Vec<_> = changes.iter().map(|c| c.author.verifying_key()).collect();
+        // A bundle has few authors: decompress each key once, not per change.
+        let mut decoded = HashMap::new();
+        let keys: Vec<_> = changes
+            .iter()
+            .map(|c| {
+                *decoded
+                    .entry(c.author)
+                    .or_insert_with(|| c.author.verifying_key())
+            })
+            .collect();
         if ed25519_dalek::verify_batch(&refs, &sigs, &keys).is_ok() {
             return Ok(());
         }
