@@ -131,15 +131,6 @@ impl Bundle {
             if raw.get(4..8) != Some(&change.hash().0[..4]) {
                 return Err(malformed(&format!("change {i} fails its checksum")));
             }
-            // DEFLATE ignores padding bits, so one compressed change has
-            // several encodings. Keep the canonical uncompressed form, so
-            // what is stored and passed on is exactly what was signed.
-            let change = if change.raw_bytes() != raw {
-                Change::from_bytes(change.raw_bytes().to_vec())
-                    .map_err(|e| malformed(&format!("change {i} does not decode: {e}")))?
-            } else {
-                change
-            };
             changes.push(SignedChange::new(change, author, signature));
         }
         if r.remaining() != 0 {

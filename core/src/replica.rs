@@ -128,11 +128,11 @@ impl Replica {
             let mut store = self.shared.store();
             let tx = store.begin()?;
             tx.insert_registry(&state.id, name, state.created_at())?;
-            let pos = tx.insert_changes(&state.id, &[row])?;
+            let pos = tx.insert_changes(&state.id, std::slice::from_ref(&row))?;
             tx.commit()?;
             pos
         };
-        state.set_loaded(pos);
+        state.set_loaded(pos, row.bytes.len());
         let id = state.id;
         let state = Arc::new(Mutex::new(state));
         open.insert(id, state.clone());

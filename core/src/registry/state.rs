@@ -18,6 +18,42 @@ use crate::store::{CatchUp, ChangeRow, Store, StoreError, StoreTx, now_ms};
 use crate::trust::{self, Distrust, SignedChange};
 use crate::value::Value;
 
+/// Compact when the uncompressed changes outside the snapshot reach this
+/// size and twice the snapshot's (bulk writes make few, large changes).
+const COMPACT_TAIL_BYTES: i64 = 1 << 20;
+
+/// Changes stored outside the snapshot, which a load must replay.
+#[derive(Default)]
+struct History {
+    tail_len: i64,
+    tail_bytes: i64,
+    total: i64,
+    snapshot_bytes: i64,
+}
+
+impl History {
+    fn added(&mut self, changes: i64, bytes: i64) {
+        self.tail_len += changes;
+        self.tail_bytes += bytes;
+        self.total += changes;
+    }
+
+    fn compacted(&mut self, snapshot_bytes: i64) {
+        self.tail_len = 0;
+        self.tail_bytes = 0;
+        self.snapshot_bytes = snapshot_bytes;
+    }
+
+    fn wants_compaction(&self) -> bool {
+        self.tail_len >= COMPACT_TAIL_MAX
+            || (self.tail_len >= COMPACT_TAIL_MIN && self.tail_len * 4 >= self.total)
+            || self.tail_bytes >= COMPACT_TAIL_BYTES.max(2 * self.snapshot_bytes)
+    }
+}
+
+/// From this many new changes in one import, signatures are checked on a
+/// second thread while the document applies them.
+const PARALLEL_CHECKS_FROM: usize = 8;
 /// Compact when this many changes are stored outside the snapshot …
 const COMPACT_TAIL_MAX: i64 = 2000;
 /// … or when the tail is at least this long and a quarter of the history.
@@ -31,11 +67,13 @@ pub(crate) struct DocState {
     pub(crate) schema: Arc<CompiledSchema>,
     /// Highest store position reflected in `doc`.
     loaded_pos: i64,
+    /// SQLite's `data_version` when `doc` was last brought up to date; it
+    /// changes only when another connection commits.
+    seen_version: i64,
     /// Hybrid logical clock: the highest change time seen.
     clock: i64,
-    /// Changes stored outside the snapshot, and in all.
-    tail_len: i64,
-    total: i64,
+    /// What is stored outside the snapshot: decides when to compact.
+    history: History,
     /// Unique-field index, built on first need and dropped whenever the
     /// document changes other than through a local write.
     unique: Option<UniqueIndex>,
@@ -80,6 +118,7 @@ impl DocState {
         id: RegistryId,
         me: &PublicKey,
     ) -> Result<DocState, StoreError> {
+        let seen_version = crate::store::data_version(conn, store_path)?;
         let stored = crate::store::load(conn, store_path, &id)?;
         let corrupt =
             |what: String| StoreError::corrupt(store_path, format!("registry {id}: {what}"));
@@ -108,9 +147,14 @@ impl DocState {
             schema,
             doc,
             loaded_pos: stored.max_pos,
+            seen_version,
             clock: stored.max_time,
-            tail_len: stored.tail.len() as i64,
-            total: stored.total,
+            history: History {
+                tail_len: stored.tail.len() as i64,
+                tail_bytes: stored.tail.iter().map(|(_, b)| b.len() as i64).sum(),
+                total: stored.total,
+                snapshot_bytes: stored.snapshot.as_ref().map_or(0, |d| d.len() as i64),
+            },
             unique: None,
         })
     }
@@ -141,9 +185,9 @@ impl DocState {
             layout,
             schema: Arc::new(CompiledSchema::new(schema.clone())),
             loaded_pos: 0,
+            seen_version: 0,
             clock: now,
-            tail_len: 0,
-            total: 0,
+            history: History::default(),
             unique: None,
         };
         let row = state.signed_row(identity, hash)?;
@@ -154,10 +198,10 @@ impl DocState {
         self.layout.created_at(&self.doc)
     }
 
-    pub(crate) fn set_loaded(&mut self, pos: i64) {
+    /// Records that one change of `bytes` bytes is stored at `pos`.
+    pub(crate) fn set_loaded(&mut self, pos: i64, bytes: usize) {
         self.loaded_pos = pos;
-        self.tail_len += 1;
-        self.total += 1;
+        self.history.added(1, bytes as i64);
     }
 
     fn reload(&mut self, conn: &rusqlite::Connection, store_path: &str) -> Result<(), StoreError> {
@@ -175,7 +219,12 @@ impl DocState {
     /// Brings the document up to date with what other processes (or other
     /// handles) stored, before a read.
     pub(crate) fn refresh(&mut self, store: &Store) -> Result<(), StoreError> {
-        self.catch_up_with(store.conn(), store.path())
+        let version = crate::store::data_version(store.conn(), store.path())?;
+        if version != self.seen_version {
+            self.catch_up_with(store.conn(), store.path())?;
+            self.seen_version = version;
+        }
+        Ok(())
     }
 
     /// Applies what other processes stored since this state was loaded.
@@ -201,8 +250,8 @@ impl DocState {
                     StoreError::corrupt(path, format!("applying stored changes: {e}"))
                 })?;
                 self.loaded_pos = rows.last().map_or(self.loaded_pos, |r| r.0);
-                self.tail_len += rows.len() as i64;
-                self.total += rows.len() as i64;
+                let bytes = rows.iter().map(|(_, b)| b.len() as i64).sum();
+                self.history.added(rows.len() as i64, bytes);
                 self.refresh_derived();
                 Ok(())
             }
@@ -245,15 +294,15 @@ impl DocState {
         ) else {
             return Ok(out); // nothing changed: nothing to sign or store
         };
-        let persisted = (|| -> Result<i64, WriteError> {
+        let persisted = (|| -> Result<(i64, usize), WriteError> {
             let row = self.signed_row(&shared.identity, hash)?;
-            let pos = tx.insert_changes(&self.id, &[row])?;
+            let pos = tx.insert_changes(&self.id, std::slice::from_ref(&row))?;
             tx.commit()?;
-            Ok(pos)
+            Ok((pos, row.bytes.len()))
         })();
         match persisted {
-            Ok(pos) => {
-                self.set_loaded(pos);
+            Ok((pos, bytes)) => {
+                self.set_loaded(pos, bytes);
                 if self.wants_compaction() {
                     // Best effort: a failed compaction loses nothing.
                     if let Err(e) = self.compact(&mut store) {
@@ -288,12 +337,12 @@ impl DocState {
         identity: &Identity,
         hash: ChangeHash,
     ) -> Result<ChangeRow, WriteError> {
-        let mut change = self
+        let change = self
             .doc
             .get_change_by_hash(&hash)
             .ok_or_else(|| WriteError::Internal("committed change not found".into()))?;
         let signature = trust::sign_change(identity, &self.id, &hash);
-        Ok(row_of(&mut change, identity.public_key(), signature))
+        Ok(row_of(&change, identity.public_key(), signature))
     }
 
     pub(crate) fn require_role(&self, who: &PublicKey, needed: Role) -> Result<(), WriteError> {
@@ -936,18 +985,11 @@ impl DocState {
     ) -> Result<ImportReport, ImportError> {
         self.catch_up(tx)?;
         let offered = changes.len();
+        // A change listed twice is one change: keep it once.
+        let mut seen = HashSet::new();
         let fresh: Vec<SignedChange> = changes
             .into_iter()
-            .filter(|c| !self.knows(&c.hash()))
-            .collect();
-        if !fresh.is_empty() {
-            verify(&self.id, &fresh)?;
-        }
-        // A change listed twice is one change: store it once.
-        let mut seen = HashSet::new();
-        let fresh: Vec<SignedChange> = fresh
-            .into_iter()
-            .filter(|c| seen.insert(c.hash()))
+            .filter(|c| !self.knows(&c.hash()) && seen.insert(c.hash()))
             .collect();
         let report = ImportReport {
             registry: self.id,
@@ -959,14 +1001,8 @@ impl DocState {
         if fresh.is_empty() {
             return Ok(report);
         }
-        let in_batch: HashSet<ChangeHash> = fresh.iter().map(SignedChange::hash).collect();
-        let mut missing: Vec<String> = fresh
-            .iter()
-            .flat_map(|c| c.change.deps().iter().copied())
-            .filter(|d| !in_batch.contains(d) && !self.knows(d))
-            .map(|d| d.to_string())
-            .collect();
         if let Some(root) = fresh.iter().find(|c| c.change.deps().is_empty()) {
+            verify(&self.id, std::slice::from_ref(root))?;
             return Err(ImportError::NotAuthorised {
                 change: root.hash().to_string(),
                 author: root.author.to_string(),
@@ -974,7 +1010,14 @@ impl DocState {
                     .into(),
             });
         }
+        let mut missing: Vec<String> = fresh
+            .iter()
+            .flat_map(|c| c.change.deps().iter().copied())
+            .filter(|d| !seen.contains(d) && !self.knows(d))
+            .map(|d| d.to_string())
+            .collect();
         if !missing.is_empty() {
+            verify(&self.id, &fresh)?;
             missing.sort();
             missing.dedup();
             return Err(ImportError::MissingDependencies {
@@ -982,21 +1025,54 @@ impl DocState {
                 missing,
             });
         }
-        let applied = self
-            .doc
-            .apply_changes(fresh.iter().map(|c| c.change.clone()))
-            .map_err(|e| ImportError::Malformed {
-                reason: format!("a change does not apply: {e}"),
+        // Signatures and the ops' targets need no document: check them on a
+        // second thread while this one applies the batch to the document.
+        // The registry stays locked meanwhile, so nothing unverified is ever
+        // visible; on any failure the document is rebuilt from the store.
+        let guard = Guard::new(&self.layout);
+        let id = self.id;
+        let checks = || -> Result<Vec<Option<&'static str>>, ImportError> {
+            verify(&id, &fresh)?;
+            Ok(fresh.iter().map(|c| guard.admin_only(&c.change)).collect())
+        };
+        let apply = |doc: &mut AutoCommit| {
+            doc.apply_changes(fresh.iter().map(|c| c.change.clone()))
+                .map_err(|e| ImportError::Malformed {
+                    reason: format!("a change does not apply: {e}"),
+                })
+        };
+        let (checked, applied) = if fresh.len() >= PARALLEL_CHECKS_FROM {
+            std::thread::scope(|scope| {
+                let checking = scope.spawn(checks);
+                let applied = apply(&mut self.doc);
+                let checked = checking.join().unwrap_or_else(|_| {
+                    Err(ImportError::Malformed {
+                        reason: "checking the bundle failed unexpectedly".into(),
+                    })
+                });
+                (checked, applied)
             })
-            .and_then(|_| fresh.iter().try_for_each(|c| self.authorise(c)));
-        if let Err(e) = applied {
+        } else {
+            match checks() {
+                Ok(checked) => (Ok(checked), apply(&mut self.doc)),
+                Err(e) => return Err(e),
+            }
+        };
+        let outcome = checked.and_then(|checked| {
+            applied?;
+            fresh
+                .iter()
+                .zip(checked)
+                .try_for_each(|(c, admin_only)| self.authorise(c, admin_only))
+        });
+        if let Err(e) = outcome {
             // Nothing was stored; rebuild the document as it was.
             self.reload(tx.conn(), tx.path())?;
             return Err(e);
         }
         let mut rows: Vec<ChangeRow> = fresh
             .into_iter()
-            .map(|mut c| row_of(&mut c.change, c.author, c.signature))
+            .map(|c| row_of(&c.change, c.author, c.signature))
             .collect();
         self.clock = self
             .clock
@@ -1009,8 +1085,8 @@ impl DocState {
             }
         };
         self.loaded_pos = pos;
-        self.tail_len += rows.len() as i64;
-        self.total += rows.len() as i64;
+        let bytes = rows.iter().map(|r| r.bytes.len() as i64).sum();
+        self.history.added(rows.len() as i64, bytes);
         rows.clear();
         self.refresh_derived();
         Ok(report)
@@ -1018,8 +1094,9 @@ impl DocState {
 
     /// Checks that a change's author held a role allowing it, as of the
     /// change's own dependencies (so a later promotion or removal does not
-    /// change the verdict).
-    fn authorise(&self, c: &SignedChange) -> Result<(), ImportError> {
+    /// change the verdict). `admin_only` says why the change needs an admin,
+    /// if it does (see [`Guard::admin_only`]).
+    fn authorise(&self, c: &SignedChange, admin_only: Option<&str>) -> Result<(), ImportError> {
         let refuse = |reason: String| ImportError::NotAuthorised {
             change: c.hash().to_string(),
             author: c.author.to_string(),
@@ -1027,30 +1104,17 @@ impl DocState {
         };
         match self.layout.role_at(&self.doc, &c.author, c.change.deps()) {
             Some(Role::Admin) => Ok(()),
-            Some(Role::Writer) => {
-                let guarded = admin_objects(&self.layout);
-                for op in c.change.decode().operations {
-                    if guarded.contains(&op.obj) {
-                        return Err(refuse("only admins change the schema and members".into()));
-                    }
-                    if op.obj == legacy_obj(&self.layout.records)
-                        && matches!(op.action, automerge::legacy::OpType::Delete)
-                    {
-                        return Err(refuse(
-                            "records are deleted with tombstones, never removed".into(),
-                        ));
-                    }
-                }
-                Ok(())
-            }
+            Some(Role::Writer) => match admin_only {
+                Some(why) => Err(refuse(why.into())),
+                None => Ok(()),
+            },
             Some(Role::Reader) => Err(refuse("readers cannot write".into())),
             None => Err(refuse("not a member of the registry".into())),
         }
     }
 
     pub(crate) fn wants_compaction(&self) -> bool {
-        self.tail_len >= COMPACT_TAIL_MAX
-            || (self.tail_len >= COMPACT_TAIL_MIN && self.tail_len * 4 >= self.total)
+        self.history.wants_compaction()
     }
 
     /// Saves the whole document as the snapshot covering every stored change.
@@ -1060,7 +1124,7 @@ impl DocState {
         let data = self.doc.save();
         tx.save_snapshot(&self.id, self.loaded_pos, &data)?;
         tx.commit()?;
-        self.tail_len = 0;
+        self.history.compacted(data.len() as i64);
         Ok(())
     }
 }
@@ -1118,11 +1182,8 @@ pub(crate) fn import_new(
     let created_at = layout.created_at(&doc);
     let schema = layout.read_schema(&doc);
     tx.insert_registry(&id, &name, created_at)?;
-    let mut genesis_row = {
-        let mut g = genesis.clone();
-        row_of(&mut g.change, g.author, g.signature)
-    };
-    let pos = tx.insert_changes(&id, std::slice::from_mut(&mut genesis_row))?;
+    let genesis_row = row_of(&genesis.change, genesis.author, genesis.signature);
+    let pos = tx.insert_changes(&id, std::slice::from_ref(&genesis_row))?;
     let mut state = DocState {
         id,
         name,
@@ -1130,11 +1191,12 @@ pub(crate) fn import_new(
         schema: Arc::new(CompiledSchema::new(schema)),
         layout,
         loaded_pos: pos,
+        seen_version: crate::store::data_version(tx.conn(), tx.path())?,
         clock: genesis_row.time,
-        tail_len: 1,
-        total: 1,
+        history: History::default(),
         unique: None,
     };
+    state.history.added(1, genesis_row.bytes.len() as i64);
     state.refresh_derived();
     let rest: Vec<SignedChange> = changes
         .into_iter()
@@ -1146,7 +1208,7 @@ pub(crate) fn import_new(
     Ok((state, report))
 }
 
-fn row_of(change: &mut Change, author: PublicKey, signature: [u8; 64]) -> ChangeRow {
+fn row_of(change: &Change, author: PublicKey, signature: [u8; 64]) -> ChangeRow {
     ChangeRow {
         hash: change.hash().0,
         actor: change.actor_id().to_bytes().to_vec(),
@@ -1155,7 +1217,9 @@ fn row_of(change: &mut Change, author: PublicKey, signature: [u8; 64]) -> Change
         time: change.timestamp(),
         author: *author.as_bytes(),
         signature,
-        bytes: change.bytes().into_owned(),
+        // Uncompressed: storing must not pay for DEFLATE on every write;
+        // compaction folds these into the compressed snapshot.
+        bytes: change.raw_bytes().to_vec(),
     }
 }
 
@@ -1168,18 +1232,44 @@ fn legacy_obj(id: &ObjId) -> automerge::legacy::ObjectId {
     }
 }
 
-/// The objects only admins may change.
-fn admin_objects(layout: &Layout) -> Vec<automerge::legacy::ObjectId> {
-    [
-        &ROOT,
-        &layout.meta,
-        &layout.schema,
-        &layout.fields,
-        &layout.members,
-    ]
-    .into_iter()
-    .map(legacy_obj)
-    .collect()
+/// What only admins may touch: the root, meta, schema and members; and no
+/// one may remove a record's key (records are deleted with tombstones).
+struct Guard {
+    admin_objects: Vec<automerge::legacy::ObjectId>,
+    records: automerge::legacy::ObjectId,
+}
+
+impl Guard {
+    fn new(layout: &Layout) -> Self {
+        Guard {
+            admin_objects: [
+                &ROOT,
+                &layout.meta,
+                &layout.schema,
+                &layout.fields,
+                &layout.members,
+            ]
+            .into_iter()
+            .map(legacy_obj)
+            .collect(),
+            records: legacy_obj(&layout.records),
+        }
+    }
+
+    /// Why `change` needs the admin role, if it does.
+    fn admin_only(&self, change: &Change) -> Option<&'static str> {
+        change.decode().operations.iter().find_map(|op| {
+            if self.admin_objects.contains(&op.obj) {
+                Some("only admins change the schema and members")
+            } else if op.obj == self.records
+                && matches!(op.action, automerge::legacy::OpType::Delete)
+            {
+                Some("records are deleted with tombstones, never removed")
+            } else {
+                None
+            }
+        })
+    }
 }
 
 /// An emptied long text or multi-select: reads as no value.

@@ -274,6 +274,12 @@ impl Store {
     }
 }
 
+/// Changes whenever another connection commits to the file; cheap to read.
+pub(crate) fn data_version(conn: &Connection, path: &str) -> Result<i64> {
+    conn.query_row("PRAGMA data_version", [], |r| r.get(0))
+        .map_err(sql(path, "read data version"))
+}
+
 /// What another process stored for `id` after `pos`, which this one has
 /// not loaded yet.
 pub(crate) fn catch_up(
