@@ -487,16 +487,30 @@ impl DocState {
                 return Err(self.invalid(&id, field, v.to_string(), rule));
             }
         }
-        let copies = if existing.is_empty() {
-            let obj = self
-                .doc
-                .put_object(&self.layout.records, id.as_str(), ObjType::Map)
-                .map_err(internal)?;
-            doc::create_containers(&mut self.doc, &obj, &schema.schema).map_err(internal)?;
-            vec![obj]
-        } else {
-            existing
-        };
+        if existing.is_empty() {
+            // A new record is created whole, in one batch operation.
+            let fields: Vec<(String, Value)> = checked
+                .into_iter()
+                .filter_map(|(f, v)| Some((f, v?)))
+                .collect();
+            doc::create_record(
+                &mut self.doc,
+                &self.layout.records,
+                &id,
+                &schema.schema,
+                &fields,
+            )
+            .map_err(internal)?;
+            if let Some(index) = self.unique.as_mut() {
+                for (field, value) in &fields {
+                    if schema.schema.get(field).is_some_and(|d| d.unique) {
+                        index.set(field, &id, Some(value.to_string()));
+                    }
+                }
+            }
+            return Ok(id);
+        }
+        let copies = existing;
         for (field, value) in checked {
             let def = schema.schema.get(&field);
             // Every copy gets the write, so the merged record reads it.
