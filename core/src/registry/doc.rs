@@ -5,6 +5,7 @@
 //! ├─ meta     { name, created_at, format, creator, nonce }
 //! ├─ schema   { fields: { NAME: "<FieldDef as JSON>" }, display_field, conflict_policy }
 //! ├─ members  { PUBLIC_KEY_HEX: "admin" | "writer" | "reader" }
+//! ├─ aliases  { PUBLIC_KEY_HEX: "a human name" }
 //! └─ records  { RECORD_ID: { FIELD: value, …, _deleted: { by, at } } }
 //! ```
 //!
@@ -32,6 +33,8 @@ pub(crate) struct Layout {
     pub(crate) schema: ObjId,
     pub(crate) fields: ObjId,
     pub(crate) members: ObjId,
+    /// Human names of members' keys (absent in registries made before it).
+    pub(crate) aliases: Option<ObjId>,
     pub(crate) records: ObjId,
 }
 
@@ -51,6 +54,7 @@ impl Layout {
             fields: obj_at(doc, &schema, "fields")?,
             schema,
             members: obj_at(doc, &ROOT, "members")?,
+            aliases: obj_at(doc, &ROOT, "aliases"),
             records: obj_at(doc, &ROOT, "records")?,
         })
     }
@@ -74,12 +78,14 @@ impl Layout {
         let fields = doc.put_object(&schema_obj, "fields", ObjType::Map)?;
         let members = doc.put_object(ROOT, "members", ObjType::Map)?;
         doc.put(&members, creator.to_string(), Role::Admin.name())?;
+        let aliases = doc.put_object(ROOT, "aliases", ObjType::Map)?;
         let records = doc.put_object(ROOT, "records", ObjType::Map)?;
         let layout = Layout {
             meta,
             schema: schema_obj,
             fields,
             members,
+            aliases: Some(aliases),
             records,
         };
         layout.write_schema(doc, &Schema::default(), schema)?;
@@ -185,6 +191,16 @@ impl Layout {
         items
             .into_iter()
             .filter_map(|(k, v)| Some((k.parse().ok()?, v?.parse().ok()?)))
+            .collect()
+    }
+
+    /// Human names of members' keys.
+    pub(crate) fn aliases(&self, doc: &AutoCommit) -> std::collections::HashMap<String, String> {
+        let Some(aliases) = &self.aliases else {
+            return Default::default();
+        };
+        doc.map_range(aliases, ..)
+            .filter_map(|i| Some((i.key.to_string(), scalar_str(&i.value)?)))
             .collect()
     }
 

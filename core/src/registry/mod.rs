@@ -156,6 +156,8 @@ pub struct Member {
     pub key: PublicKey,
     /// Their role.
     pub role: Role,
+    /// A human name for the key, if an admin gave one.
+    pub alias: Option<String>,
 }
 
 /// A registry as listed by a replica.
@@ -375,6 +377,17 @@ impl Registry {
         state.transact(&self.shared, "change members", |state| {
             state.require_role(&author, Role::Admin)?;
             state.set_member(key, Some(role))
+        })
+    }
+
+    /// Gives a member's key a human name shown in the audit log (`None`
+    /// removes it). Needs the admin role.
+    pub fn set_alias(&self, key: PublicKey, alias: Option<&str>) -> Result<(), WriteError> {
+        let mut state = self.lock();
+        let author = self.shared.identity.public_key();
+        state.transact(&self.shared, "change aliases", |state| {
+            state.require_role(&author, Role::Admin)?;
+            state.set_alias(key, alias)
         })
     }
 

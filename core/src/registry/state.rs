@@ -929,11 +929,36 @@ impl DocState {
     }
 
     pub(crate) fn members(&self) -> Vec<Member> {
+        let aliases = self.layout.aliases(&self.doc);
         self.layout
             .members(&self.doc, None)
             .into_iter()
-            .map(|(key, role)| Member { key, role })
+            .map(|(key, role)| Member {
+                alias: aliases.get(&key.to_string()).cloned(),
+                key,
+                role,
+            })
             .collect()
+    }
+
+    pub(crate) fn set_alias(
+        &mut self,
+        key: PublicKey,
+        alias: Option<&str>,
+    ) -> Result<(), WriteError> {
+        let aliases = match &self.layout.aliases {
+            Some(a) => a.clone(),
+            None => {
+                return Err(WriteError::Schema(crate::schema::SchemaError::Invalid(
+                    "this registry predates member aliases".into(),
+                )));
+            }
+        };
+        match alias.map(str::trim).filter(|a| !a.is_empty()) {
+            Some(a) => self.doc.put(&aliases, key.to_string(), a),
+            None => self.doc.delete(&aliases, key.to_string()),
+        }
+        .map_err(internal)
     }
 
     pub(crate) fn heads(&mut self) -> Vec<ChangeHash> {
@@ -1257,13 +1282,15 @@ impl Guard {
     fn new(layout: &Layout) -> Self {
         Guard {
             admin_objects: [
-                &ROOT,
-                &layout.meta,
-                &layout.schema,
-                &layout.fields,
-                &layout.members,
+                Some(&ROOT),
+                Some(&layout.meta),
+                Some(&layout.schema),
+                Some(&layout.fields),
+                Some(&layout.members),
+                layout.aliases.as_ref(),
             ]
             .into_iter()
+            .flatten()
             .map(legacy_obj)
             .collect(),
             records: legacy_obj(&layout.records),
