@@ -176,6 +176,15 @@ enum MembersCmd {
         #[arg(long, default_value = "writer")]
         role: String,
     },
+    /// Give a member's key a human name, shown in the audit log (omit NAME to clear). Admins only.
+    Alias {
+        /// Registry name or id.
+        registry: String,
+        /// The member's public key.
+        key: String,
+        /// The name.
+        name: Option<String>,
+    },
     /// Remove a member. Admins only.
     Rm {
         /// Registry name or id.
@@ -593,7 +602,7 @@ fn registry_cmd(replica: &Replica, cmd: RegistryCmd, as_json: bool) -> Result<()
                 output::json(&json!({
                     "id": reg.id().to_string(), "name": reg.name(),
                     "schema": serde_json::to_value(&schema)?,
-                    "members": members.iter().map(|m| json!({"key": m.key.to_string(), "role": m.role.name()})).collect::<Vec<_>>(),
+                    "members": members.iter().map(|m| json!({"key": m.key.to_string(), "role": m.role.name(), "alias": m.alias})).collect::<Vec<_>>(),
                     "records": reg.len(), "changes": reg.change_count(),
                     "conflicts": reg.conflicts().len(),
                     "heads": heads, "state_digest": reg.state_digest(),
@@ -677,10 +686,14 @@ fn members_cmd(replica: &Replica, cmd: MembersCmd, as_json: bool) -> Result<()> 
                     .iter()
                     .map(|m| {
                         let you = if m.key == me { " (this replica)" } else { "" };
-                        vec![format!("{}{you}", m.key), m.role.to_string()]
+                        vec![
+                            format!("{}{you}", m.key),
+                            m.role.to_string(),
+                            m.alias.clone().unwrap_or_default(),
+                        ]
                     })
                     .collect();
-                output::table(&["member", "role"], &rows);
+                output::table(&["member", "role", "alias"], &rows);
             }
         }
         MembersCmd::Add {
@@ -693,6 +706,20 @@ fn members_cmd(replica: &Replica, cmd: MembersCmd, as_json: bool) -> Result<()> 
             registry(replica, &name)?.set_member(key, role)?;
             if !as_json {
                 println!("{key} is now {role} of '{name}'");
+            }
+        }
+        MembersCmd::Alias {
+            registry: name,
+            key,
+            name: alias,
+        } => {
+            let key: PublicKey = key.parse()?;
+            registry(replica, &name)?.set_alias(key, alias.as_deref())?;
+            if !as_json {
+                match alias {
+                    Some(a) => println!("{key} is now known as '{a}' in '{name}'"),
+                    None => println!("alias of {key} cleared in '{name}'"),
+                }
             }
         }
         MembersCmd::Rm {
