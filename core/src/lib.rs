@@ -54,4 +54,5 @@ pub use registry::{
 pub use replica::Replica;
 pub use schema::{ConflictPolicy, FieldDef, FieldType, Rule, Schema, SchemaError, ValidationError};
 pub use trust::SignedChange;
+pub use trust::verify::{RegistryReport, VerifyError, VerifyReport};
 pub use value::Value;

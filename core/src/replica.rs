@@ -11,6 +11,7 @@ use crate::identity::{Identity, PublicKey};
 use crate::registry::{DocState, Registry, RegistryId, RegistryInfo};
 use crate::schema::{Schema, SchemaError};
 use crate::store::{Store, StoreError};
+use crate::trust::verify::{self, VerifyError, VerifyReport};
 
 /// What every handle of one replica shares.
 pub(crate) struct Shared {
@@ -129,6 +130,8 @@ impl Replica {
             let tx = store.begin()?;
             tx.insert_registry(&state.id, name, state.created_at())?;
             let pos = tx.insert_changes(&state.id, std::slice::from_ref(&row))?;
+            let detail = serde_json::json!({ "name": name, "change": hex::encode(row.hash) });
+            tx.journal(Some(&state.id), "created", &detail)?;
             tx.commit()?;
             pos
         };
@@ -203,6 +206,28 @@ impl Replica {
     /// nothing from it becomes visible.
     pub fn import(&self, bundle: Bundle) -> Result<ImportReport, ImportError> {
         let id = bundle.registry();
+        let offered = bundle.len();
+        let result = self.import_unjournaled(bundle);
+        if let Err(e) = &result {
+            if !matches!(e, ImportError::Store(_) | ImportError::File { .. }) {
+                tracing::warn!(registry = %id, error = %e, "bundle refused");
+                let detail = serde_json::json!({ "changes": offered, "reason": e.to_string() });
+                let mut store = self.shared.store();
+                // Best effort: the refusal stands even if it cannot be journaled.
+                let journaled = store.begin().and_then(|tx| {
+                    tx.journal(Some(&id), "refused", &detail)
+                        .and_then(|_| tx.commit())
+                });
+                if let Err(j) = journaled {
+                    tracing::warn!(registry = %id, error = %j, "could not journal a refusal");
+                }
+            }
+        }
+        result
+    }
+
+    fn import_unjournaled(&self, bundle: Bundle) -> Result<ImportReport, ImportError> {
+        let id = bundle.registry();
         let mut open = self.shared.open_map();
         let existing = match open.get(&id) {
             Some(state) => Some(state.clone()),
@@ -218,6 +243,13 @@ impl Replica {
                 }
             }
         };
+        let accepted = |report: &ImportReport| {
+            serde_json::json!({
+                "applied": report.applied,
+                "already_known": report.already_known,
+                "created": report.created,
+            })
+        };
         match existing {
             Some(state) => {
                 drop(open);
@@ -225,7 +257,13 @@ impl Replica {
                 let mut store = self.shared.store();
                 let tx = store.begin()?;
                 let report = state.import(&tx, bundle.into_changes())?;
-                if let Err(e) = tx.commit() {
+                if report.applied == 0 {
+                    return Ok(report);
+                }
+                let committed = tx
+                    .journal(Some(&id), "accepted", &accepted(&report))
+                    .and_then(|_| tx.commit());
+                if let Err(e) = committed {
                     // The changes are in memory but not on disk: drop them.
                     state.reload_from(&store)?;
                     return Err(e.into());
@@ -241,11 +279,35 @@ impl Replica {
                     &self.public_key(),
                     bundle.into_changes(),
                 )?;
+                tx.journal(Some(&id), "accepted", &accepted(&report))?;
                 tx.commit()?;
                 open.insert(id, Arc::new(Mutex::new(state)));
                 Ok(report)
             }
         }
+    }
+
+    /// Re-checks the replica from scratch: for each registry (or only the
+    /// one named) every stored change's hash, every signature (in batch),
+    /// actor↔key bindings, the single genesis, every author's role as of
+    /// each change, and the schema (reported); then the journal's hash
+    /// chain and SQLite's own structure check. Returns the first problem,
+    /// naming it.
+    pub fn verify(&self, registry: Option<&str>) -> Result<VerifyReport, VerifyError> {
+        let ids = match registry {
+            Some(name) => vec![self.registry(name)?.id()],
+            None => self.registries()?.into_iter().map(|r| r.id).collect(),
+        };
+        let store = self.shared.store();
+        crate::store::quick_check(store.conn(), store.path())?;
+        let mut report = VerifyReport::default();
+        for id in ids {
+            report
+                .registries
+                .push(verify::verify_registry(store.conn(), store.path(), id)?);
+        }
+        report.journal_rows = verify::verify_journal(store.conn(), store.path())?;
+        Ok(report)
     }
 
     /// Reads a bundle file and imports it; see [`Replica::import`].

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use automerge::ChangeHash;
 
 pub use doc::Role;
-pub(crate) use state::{DocState, import_new};
+pub(crate) use state::{DocState, Guard, import_new};
 
 use crate::error::{ExportError, WriteError};
 use crate::exchange::Bundle;

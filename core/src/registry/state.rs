@@ -297,6 +297,8 @@ impl DocState {
         let persisted = (|| -> Result<(i64, usize), WriteError> {
             let row = self.signed_row(&shared.identity, hash)?;
             let pos = tx.insert_changes(&self.id, std::slice::from_ref(&row))?;
+            let detail = serde_json::json!({ "change": hash.to_string(), "message": message });
+            tx.journal(Some(&self.id), "wrote", &detail)?;
             tx.commit()?;
             Ok((pos, row.bytes.len()))
         })();
@@ -1273,13 +1275,13 @@ fn legacy_obj(id: &ObjId) -> automerge::legacy::ObjectId {
 
 /// What only admins may touch: the root, meta, schema and members; and no
 /// one may remove a record's key (records are deleted with tombstones).
-struct Guard {
+pub(crate) struct Guard {
     admin_objects: Vec<automerge::legacy::ObjectId>,
     records: automerge::legacy::ObjectId,
 }
 
 impl Guard {
-    fn new(layout: &Layout) -> Self {
+    pub(crate) fn new(layout: &Layout) -> Self {
         Guard {
             admin_objects: [
                 Some(&ROOT),
@@ -1298,7 +1300,7 @@ impl Guard {
     }
 
     /// Why `change` needs the admin role, if it does.
-    fn admin_only(&self, change: &Change) -> Option<&'static str> {
+    pub(crate) fn admin_only(&self, change: &Change) -> Option<&'static str> {
         change.decode().operations.iter().find_map(|op| {
             if self.admin_objects.contains(&op.obj) {
                 Some("only admins change the schema and members")

@@ -40,4 +40,27 @@ pub(super) const MIGRATIONS: &[&str] = &[
         created_at  INTEGER NOT NULL
     ) STRICT;
     "#,
+    // 2: the local journal (hash-chained record of what this replica
+    //    accepted, refused and wrote) and signed transparency-log checkpoints.
+    r#"
+    CREATE TABLE journal (
+        seq         INTEGER PRIMARY KEY,    -- 1, 2, 3, … with no gaps
+        at          INTEGER NOT NULL,       -- ms since the epoch
+        registry_id BLOB,                   -- NULL for replica-wide events
+        kind        TEXT NOT NULL,          -- created | wrote | accepted | refused | …
+        detail      TEXT NOT NULL,          -- JSON
+        prev        BLOB NOT NULL,          -- hash of the previous row (zeros for the first)
+        hash        BLOB NOT NULL
+    ) STRICT;
+    CREATE INDEX journal_registry ON journal(registry_id, seq);
+
+    -- Checkpoints this replica signed over its log of accepted changes
+    -- (leaf i = the change at the i-th position of `changes`).
+    CREATE TABLE checkpoints (
+        size        INTEGER PRIMARY KEY,
+        root        BLOB NOT NULL,
+        note        TEXT NOT NULL,
+        created_at  INTEGER NOT NULL
+    ) STRICT;
+    "#,
 ];

@@ -64,7 +64,7 @@ impl StoreError {
     }
 }
 
-fn sql<'a>(path: &'a str, action: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + 'a {
+pub(crate) fn sql<'a>(path: &'a str, action: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + 'a {
     move |source| StoreError::Sql {
         path: path.to_owned(),
         action,
@@ -274,6 +274,33 @@ impl Store {
     }
 }
 
+/// The registry's compacted snapshot, if any.
+pub(crate) fn snapshot(conn: &Connection, path: &str, id: &RegistryId) -> Result<Option<Vec<u8>>> {
+    conn.query_row(
+        "SELECT data FROM snapshots WHERE registry_id = ?1",
+        [id.as_bytes()],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(sql(path, "read snapshot"))
+}
+
+/// SQLite's own check of the file's structure.
+pub(crate) fn quick_check(conn: &Connection, path: &str) -> Result<()> {
+    let problems: Vec<String> = conn
+        .prepare("PRAGMA quick_check")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .map_err(sql(path, "check the file"))?;
+    if problems.iter().all(|p| p == "ok") {
+        Ok(())
+    } else {
+        Err(StoreError::corrupt(
+            path,
+            format!("SQLite found damage: {}", problems.join("; ")),
+        ))
+    }
+}
+
 /// Changes whenever another connection commits to the file; cheap to read.
 pub(crate) fn data_version(conn: &Connection, path: &str) -> Result<i64> {
     conn.query_row("PRAGMA data_version", [], |r| r.get(0))
@@ -346,6 +373,61 @@ fn tail_since(
         .collect()
 }
 
+/// Domain tag of journal row hashes.
+const JOURNAL_DOMAIN: &[u8] = b"chittysync/journal/v1\n";
+
+/// One row of the local journal.
+#[derive(Clone, Debug)]
+pub(crate) struct JournalRow {
+    pub(crate) seq: i64,
+    pub(crate) at: i64,
+    pub(crate) registry: Option<Vec<u8>>,
+    pub(crate) kind: String,
+    pub(crate) detail: String,
+    pub(crate) prev: Vec<u8>,
+    pub(crate) hash: Vec<u8>,
+}
+
+impl JournalRow {
+    /// The hash this row must have, from its content and its predecessor's hash.
+    pub(crate) fn expected_hash(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(JOURNAL_DOMAIN);
+        h.update(&self.prev);
+        h.update(self.seq.to_be_bytes());
+        h.update(self.at.to_be_bytes());
+        let registry = self.registry.as_deref().unwrap_or_default();
+        for part in [registry, self.kind.as_bytes(), self.detail.as_bytes()] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+        h.finalize().into()
+    }
+}
+
+/// Every journal row, in order.
+pub(crate) fn journal(conn: &Connection, path: &str) -> Result<Vec<JournalRow>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT seq, at, registry_id, kind, detail, prev, hash FROM journal ORDER BY seq",
+        )
+        .map_err(sql(path, "read journal"))?;
+    stmt.query_map([], |r| {
+        Ok(JournalRow {
+            seq: r.get(0)?,
+            at: r.get(1)?,
+            registry: r.get(2)?,
+            kind: r.get(3)?,
+            detail: r.get(4)?,
+            prev: r.get(5)?,
+            hash: r.get(6)?,
+        })
+    })
+    .and_then(|rows| rows.collect())
+    .map_err(sql(path, "read journal"))
+}
+
 /// How to bring an in-memory document up to date with the store.
 pub(crate) enum CatchUp {
     UpToDate,
@@ -377,6 +459,51 @@ impl<'a> StoreTx<'a> {
     pub(crate) fn commit(self) -> Result<()> {
         let path = self.path;
         self.tx.commit().map_err(sql(path, "commit"))
+    }
+
+    /// Appends an event to the hash-chained journal.
+    pub(crate) fn journal(
+        &self,
+        registry: Option<&RegistryId>,
+        kind: &str,
+        detail: &serde_json::Value,
+    ) -> Result<()> {
+        let last: Option<(i64, Vec<u8>)> = self
+            .tx
+            .query_row(
+                "SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(self.err("read journal"))?;
+        let (seq, prev) = last.map_or((1, vec![0; 32]), |(s, h)| (s + 1, h));
+        let mut row = JournalRow {
+            seq,
+            at: now_ms(),
+            registry: registry.map(|r| r.as_bytes().to_vec()),
+            kind: kind.to_owned(),
+            detail: detail.to_string(),
+            prev,
+            hash: Vec::new(),
+        };
+        row.hash = row.expected_hash().to_vec();
+        self.tx
+            .execute(
+                "INSERT INTO journal (seq, at, registry_id, kind, detail, prev, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    row.seq,
+                    row.at,
+                    row.registry,
+                    row.kind,
+                    row.detail,
+                    row.prev,
+                    row.hash
+                ],
+            )
+            .map(drop)
+            .map_err(self.err("append to journal"))
     }
 
     pub(crate) fn insert_registry(

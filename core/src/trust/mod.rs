@@ -8,6 +8,8 @@
 
 use std::collections::HashMap;
 
+pub(crate) mod verify;
+
 use automerge::{Change, ChangeHash};
 use ed25519_dalek::Signature;
 
