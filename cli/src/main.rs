@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow, bail};
 use chittysync::{
     ChangeHash, ConflictPolicy, ImportError, LookupError, PublicKey, Query, Registry, Replica,
-    Role, Schema, Value, WriteError,
+    Role, Schema, Value, VerifyError, WriteError,
 };
 use clap::{Parser, Subcommand};
 use serde_json::json;
@@ -117,6 +117,19 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Re-check everything from genesis: hashes, signatures, authors, roles, schema, journal.
+    Verify {
+        /// Only this registry (name or id).
+        registry: Option<String>,
+    },
+    /// Show the local journal: what this replica created, wrote, accepted and refused.
+    Journal {
+        /// Only events of this registry (name or id).
+        registry: Option<String>,
+        /// Only the last N events.
+        #[arg(long)]
+        last: Option<usize>,
+    },
     /// Fold a registry's history into a snapshot so it opens fast.
     Compact {
         /// Registry name or id.
@@ -195,7 +208,8 @@ enum MembersCmd {
 }
 
 /// Exit codes: 1 any failure, 2 bad usage (clap), 3 a write refused by the
-/// schema or roles, 4 a bundle refused as untrusted or malformed.
+/// schema or roles, 4 a bundle refused as untrusted or malformed, 5 `verify`
+/// found a problem.
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -216,6 +230,11 @@ fn main() -> ExitCode {
                 .is_some_and(|i| !matches!(i, ImportError::Store(_) | ImportError::File { .. }))
             {
                 4
+            } else if e
+                .downcast_ref::<VerifyError>()
+                .is_some_and(|v| !matches!(v, VerifyError::Lookup(_)))
+            {
+                5
             } else {
                 1
             };
@@ -533,6 +552,99 @@ fn run(cli: Cli) -> Result<()> {
                         if r.created { " (new registry)" } else { "" }
                     );
                 }
+            }
+        }
+        Command::Verify { registry: name } => {
+            let report = replica.verify(name.as_deref())?;
+            if as_json {
+                let items: Vec<_> = report
+                    .registries
+                    .iter()
+                    .map(|r| {
+                        json!({
+                            "id": r.id.to_string(), "name": r.name, "changes": r.changes,
+                            "authors": r.authors, "records": r.records,
+                            "invalid_records": r.invalid_records.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect();
+                output::json(
+                    &json!({ "ok": true, "registries": items, "journal_rows": report.journal_rows }),
+                );
+            } else {
+                let rows: Vec<Vec<String>> = report
+                    .registries
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            r.name.clone(),
+                            r.changes.to_string(),
+                            r.authors.to_string(),
+                            r.records.to_string(),
+                            r.invalid_records.len().to_string(),
+                        ]
+                    })
+                    .collect();
+                output::table(
+                    &[
+                        "registry",
+                        "changes ✓",
+                        "authors",
+                        "records",
+                        "invalid records",
+                    ],
+                    &rows,
+                );
+                for r in &report.registries {
+                    for e in &r.invalid_records {
+                        println!("note: {e}");
+                    }
+                }
+                println!(
+                    "verified: every change hash, signature, author and role; journal chain of {} entries intact",
+                    report.journal_rows
+                );
+            }
+        }
+        Command::Journal {
+            registry: name,
+            last,
+        } => {
+            let only = name
+                .map(|n| registry(&replica, &n).map(|r| r.id()))
+                .transpose()?;
+            let mut entries: Vec<_> = replica
+                .journal()?
+                .into_iter()
+                .filter(|e| only.is_none() || e.registry == only)
+                .collect();
+            if let Some(n) = last {
+                entries.drain(..entries.len().saturating_sub(n));
+            }
+            if as_json {
+                for e in &entries {
+                    println!(
+                        "{}",
+                        json!({ "seq": e.seq, "at": e.at, "registry": e.registry.map(|r| r.to_string()),
+                                "kind": e.kind, "detail": e.detail, "hash": e.hash })
+                    );
+                }
+            } else {
+                let rows: Vec<Vec<String>> = entries
+                    .iter()
+                    .map(|e| {
+                        vec![
+                            e.seq.to_string(),
+                            e.at.to_string(),
+                            e.registry
+                                .map(|r| r.to_string()[..8].to_owned())
+                                .unwrap_or_default(),
+                            e.kind.clone(),
+                            output::clip(&e.detail.to_string(), 90),
+                        ]
+                    })
+                    .collect();
+                output::table(&["#", "at", "registry", "event", "detail"], &rows);
             }
         }
         Command::Compact { registry: name } => {

@@ -51,7 +51,7 @@ pub use registry::{
     Candidate, Conflict, Member, Query, Record, Registry, RegistryId, RegistryInfo, Role,
     Tombstone, Writer,
 };
-pub use replica::Replica;
+pub use replica::{JournalEntry, Replica};
 pub use schema::{ConflictPolicy, FieldDef, FieldType, Rule, Schema, SchemaError, ValidationError};
 pub use trust::SignedChange;
 pub use trust::verify::{RegistryReport, VerifyError, VerifyReport};

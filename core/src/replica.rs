@@ -13,6 +13,23 @@ use crate::schema::{Schema, SchemaError};
 use crate::store::{Store, StoreError};
 use crate::trust::verify::{self, VerifyError, VerifyReport};
 
+/// One event of the local journal.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JournalEntry {
+    /// 1, 2, 3, … with no gaps.
+    pub seq: i64,
+    /// When (ms since the epoch).
+    pub at: i64,
+    /// The registry concerned.
+    pub registry: Option<RegistryId>,
+    /// `created`, `wrote`, `accepted` or `refused`.
+    pub kind: String,
+    /// What happened: change hashes, counts, or the reason for a refusal.
+    pub detail: serde_json::Value,
+    /// This entry's hash (hex), which the next entry links to.
+    pub hash: String,
+}
+
 /// What every handle of one replica shares.
 pub(crate) struct Shared {
     pub(crate) identity: Identity,
@@ -209,21 +226,26 @@ impl Replica {
         let offered = bundle.len();
         let result = self.import_unjournaled(bundle);
         if let Err(e) = &result {
-            if !matches!(e, ImportError::Store(_) | ImportError::File { .. }) {
-                tracing::warn!(registry = %id, error = %e, "bundle refused");
-                let detail = serde_json::json!({ "changes": offered, "reason": e.to_string() });
-                let mut store = self.shared.store();
-                // Best effort: the refusal stands even if it cannot be journaled.
-                let journaled = store.begin().and_then(|tx| {
-                    tx.journal(Some(&id), "refused", &detail)
-                        .and_then(|_| tx.commit())
-                });
-                if let Err(j) = journaled {
-                    tracing::warn!(registry = %id, error = %j, "could not journal a refusal");
-                }
-            }
+            self.journal_refusal(Some(&id), Some(offered), e);
         }
         result
+    }
+
+    /// Journals a refused bundle with the reason. Best effort: the refusal
+    /// stands even if it cannot be journaled.
+    fn journal_refusal(&self, id: Option<&RegistryId>, offered: Option<usize>, e: &ImportError) {
+        if matches!(e, ImportError::Store(_) | ImportError::File { .. }) {
+            return;
+        }
+        tracing::warn!(registry = ?id, error = %e, "bundle refused");
+        let detail = serde_json::json!({ "changes": offered, "reason": e.to_string() });
+        let mut store = self.shared.store();
+        let journaled = store
+            .begin()
+            .and_then(|tx| tx.journal(id, "refused", &detail).and_then(|_| tx.commit()));
+        if let Err(j) = journaled {
+            tracing::warn!(error = %j, "could not journal a refusal");
+        }
     }
 
     fn import_unjournaled(&self, bundle: Bundle) -> Result<ImportReport, ImportError> {
@@ -310,8 +332,32 @@ impl Replica {
         Ok(report)
     }
 
+    /// The local journal, oldest first: what this replica created, wrote,
+    /// accepted and refused (with the reason), each entry hash-chained to
+    /// the one before (checked by [`Replica::verify`]).
+    pub fn journal(&self) -> Result<Vec<JournalEntry>, StoreError> {
+        let store = self.shared.store();
+        Ok(crate::store::journal(store.conn(), store.path())?
+            .into_iter()
+            .map(|row| JournalEntry {
+                seq: row.seq,
+                at: row.at,
+                registry: row.registry.as_deref().and_then(RegistryId::from_bytes),
+                kind: row.kind,
+                detail: serde_json::from_str(&row.detail).unwrap_or(serde_json::Value::Null),
+                hash: hex::encode(&row.hash),
+            })
+            .collect())
+    }
+
     /// Reads a bundle file and imports it; see [`Replica::import`].
     pub fn import_file(&self, path: impl AsRef<Path>) -> Result<ImportReport, ImportError> {
-        self.import(Bundle::read_file(path.as_ref())?)
+        match Bundle::read_file(path.as_ref()) {
+            Ok(bundle) => self.import(bundle),
+            Err(e) => {
+                self.journal_refusal(None, None, &e);
+                Err(e)
+            }
+        }
     }
 }

@@ -64,7 +64,10 @@ impl StoreError {
     }
 }
 
-pub(crate) fn sql<'a>(path: &'a str, action: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + 'a {
+pub(crate) fn sql<'a>(
+    path: &'a str,
+    action: &'static str,
+) -> impl Fn(rusqlite::Error) -> StoreError + 'a {
     move |source| StoreError::Sql {
         path: path.to_owned(),
         action,

@@ -238,6 +238,14 @@ pub(crate) fn verify_registry(
             reason: format!("stored changes do not apply: {e}"),
         })?;
 
+    // A stored change whose dependency is not stored: that row was deleted.
+    if let Some(missing) = doc.get_missing_deps(&[]).first() {
+        return Err(VerifyError::Unsigned {
+            registry,
+            change: missing.to_string(),
+        });
+    }
+
     // 2. The history and the stored rows are the same set of changes.
     let metas: Vec<(ChangeHash, Vec<u8>, Vec<ChangeHash>)> = doc
         .get_changes_meta(&[])

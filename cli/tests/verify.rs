@@ -1,0 +1,112 @@
+//! `chittysync verify` and `chittysync journal` as an operator runs them.
+
+use std::path::Path;
+use std::process::Command;
+
+fn run(replica: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_chittysync"))
+        .arg("--replica")
+        .arg(replica)
+        .args(args)
+        .env_remove("CHITTYSYNC_REPLICA")
+        .output()
+        .expect("the binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ok(replica: &Path, args: &[&str]) -> String {
+    let (code, out, err) = run(replica, args);
+    assert_eq!(code, 0, "chittysync {args:?}: {err}");
+    out
+}
+
+fn setup(dir: &Path) -> std::path::PathBuf {
+    let db = dir.join("a.db");
+    let schema = dir.join("s.toml");
+    std::fs::write(&schema, "[[fields]]\nname = \"name\"\ntype = \"text\"\n").unwrap();
+    ok(
+        &db,
+        &[
+            "registry",
+            "create",
+            "r",
+            "--schema",
+            schema.to_str().unwrap(),
+        ],
+    );
+    for i in 0..3 {
+        ok(&db, &["put", "r", &format!("id{i}"), &format!("name=n{i}")]);
+    }
+    db
+}
+
+#[test]
+fn verify_passes_with_counts_then_names_a_deleted_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = setup(dir.path());
+    let out = ok(&db, &["verify"]);
+    assert!(out.contains("verified"), "{out}");
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&db, &["--json", "verify", "r"])).unwrap();
+    assert_eq!(json["registries"][0]["changes"], 4);
+    assert_eq!(json["journal_rows"], 4);
+
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let hash: Vec<u8> = conn
+        .query_row("SELECT hash FROM changes WHERE pos = 2", [], |r| r.get(0))
+        .unwrap();
+    conn.execute("DELETE FROM changes WHERE pos = 2", [])
+        .unwrap();
+    drop(conn);
+    let (code, _, err) = run(&db, &["verify"]);
+    assert_eq!(code, 5, "{err}");
+    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    assert!(err.contains(&hex), "the error names the change: {err}");
+}
+
+#[test]
+fn verify_names_a_tampered_journal_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = setup(dir.path());
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute("UPDATE journal SET kind = 'accepted' WHERE seq = 3", [])
+        .unwrap();
+    drop(conn);
+    let (code, _, err) = run(&db, &["verify"]);
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("journal row 3"), "{err}");
+}
+
+#[test]
+fn journal_records_refusals_with_their_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = setup(dir.path());
+    let other = dir.path().join("b.db");
+    let bundle = dir.path().join("x.bundle");
+    ok(&db, &["export", "r", "--out", bundle.to_str().unwrap()]);
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    let at = bytes.len() - 2;
+    bytes[at] ^= 0x10;
+    std::fs::write(&bundle, bytes).unwrap();
+    let (code, _, _) = run(&other, &["import", bundle.to_str().unwrap()]);
+    assert_eq!(code, 4);
+    let lines = ok(&other, &["--json", "journal"]);
+    let last: serde_json::Value = serde_json::from_str(lines.lines().last().unwrap()).unwrap();
+    assert_eq!(last["kind"], "refused");
+    assert!(
+        last["detail"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("refused")
+            || last["detail"]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("malformed")
+    );
+    // The refusal itself is part of the verified chain.
+    assert!(ok(&other, &["verify"]).contains("verified"));
+}
