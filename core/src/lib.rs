@@ -54,5 +54,6 @@ pub use registry::{
 pub use replica::{JournalEntry, Replica};
 pub use schema::{ConflictPolicy, FieldDef, FieldType, Rule, Schema, SchemaError, ValidationError};
 pub use trust::SignedChange;
+pub use trust::tlog::{Checkpoint, ConsistencyProof, InclusionProof, LogError};
 pub use trust::verify::{RegistryReport, VerifyError, VerifyReport};
 pub use value::Value;

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 
+pub(crate) mod tlog;
 pub(crate) mod verify;
 
 use automerge::{Change, ChangeHash};
