@@ -221,6 +221,7 @@ fn main() -> ExitCode {
                     w,
                     WriteError::Invalid(_)
                         | WriteError::NotPermitted { .. }
+                        | WriteError::NotOwner { .. }
                         | WriteError::LastAdmin { .. }
                 )
             }) {

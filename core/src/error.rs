@@ -95,6 +95,18 @@ pub enum WriteError {
         /// The role needed.
         needed: String,
     },
+    /// Under the registry's `creator-or-admin` rule, the record is someone else's.
+    #[error(
+        "registry '{registry}': record {record} was created by {creator}; only its creator or an admin may change it"
+    )]
+    NotOwner {
+        /// The registry's name.
+        registry: String,
+        /// The record id.
+        record: String,
+        /// The record's creator.
+        creator: String,
+    },
     /// The write would leave the registry without an admin.
     #[error(
         "registry '{registry}': that would remove its last admin; make another member admin first"
@@ -184,6 +196,36 @@ pub enum ImportError {
         reason: String,
     },
     /// The store failed; nothing was imported.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A checkpoint or proof could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProveError {
+    /// The change is not in this replica's log.
+    #[error(
+        "change {change} is not in this replica's log; `chittysync audit` lists the changes it holds"
+    )]
+    UnknownChange {
+        /// The change's hash.
+        change: String,
+    },
+    /// The requested tree size is beyond the log, or no checkpoint exists.
+    #[error(
+        "the log has {log} entries, so there is no tree of size {size}; run `chittysync checkpoint` first"
+    )]
+    BadSize {
+        /// The size asked for.
+        size: u64,
+        /// The log's length.
+        log: u64,
+    },
+    /// Building or signing the proof failed.
+    #[error(transparent)]
+    Log(#[from] crate::trust::tlog::LogError),
+    /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }

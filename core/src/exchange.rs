@@ -18,9 +18,12 @@ use crate::error::{ExportError, ImportError};
 use crate::identity::PublicKey;
 use crate::registry::RegistryId;
 use crate::trust::SignedChange;
+use crate::trust::attest::Attestation;
 
 const MAGIC: &[u8] = b"CHITTYSYNC-BUNDLE";
+/// Version 1: changes only. Version 2: changes, then attestations.
 const VERSION: u8 = 1;
+const VERSION_WITH_ATTESTATIONS: u8 = 2;
 /// Largest single change accepted (bytes).
 const MAX_CHANGE_LEN: usize = 256 << 20;
 
@@ -29,6 +32,7 @@ const MAX_CHANGE_LEN: usize = 256 << 20;
 pub struct Bundle {
     registry: RegistryId,
     changes: Vec<SignedChange>,
+    attestations: Vec<Attestation>,
 }
 
 /// What an import did.
@@ -47,8 +51,21 @@ pub struct ImportReport {
 }
 
 impl Bundle {
-    pub(crate) fn new(registry: RegistryId, changes: Vec<SignedChange>) -> Self {
-        Bundle { registry, changes }
+    pub(crate) fn new(
+        registry: RegistryId,
+        changes: Vec<SignedChange>,
+        attestations: Vec<Attestation>,
+    ) -> Self {
+        Bundle {
+            registry,
+            changes,
+            attestations,
+        }
+    }
+
+    /// Members' attestations of states of the registry, carried along.
+    pub fn attestations(&self) -> &[Attestation] {
+        &self.attestations
     }
 
     /// The registry the changes belong to.
@@ -71,15 +88,21 @@ impl Bundle {
         &self.changes
     }
 
-    pub(crate) fn into_changes(self) -> Vec<SignedChange> {
-        self.changes
+    pub(crate) fn into_parts(self) -> (Vec<SignedChange>, Vec<Attestation>) {
+        (self.changes, self.attestations)
     }
 
     /// Encodes the bundle.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64 + self.changes.len() * 200);
         out.extend_from_slice(MAGIC);
-        out.push(VERSION);
+        // Written as version 1 when there is nothing to attest, so readers of
+        // version 1 keep reading what they can.
+        out.push(if self.attestations.is_empty() {
+            VERSION
+        } else {
+            VERSION_WITH_ATTESTATIONS
+        });
         out.extend_from_slice(self.registry.as_bytes());
         out.extend_from_slice(&(self.changes.len() as u32).to_be_bytes());
         for c in &self.changes {
@@ -89,6 +112,17 @@ impl Bundle {
             out.extend_from_slice(&c.signature);
             out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
             out.extend_from_slice(&bytes);
+        }
+        if !self.attestations.is_empty() {
+            out.extend_from_slice(&(self.attestations.len() as u32).to_be_bytes());
+            for a in &self.attestations {
+                out.extend_from_slice(a.member.as_bytes());
+                out.extend_from_slice(&a.signature);
+                out.extend_from_slice(&a.change_count.to_be_bytes());
+                out.extend_from_slice(&a.digest);
+                out.extend_from_slice(&(a.heads.len() as u32).to_be_bytes());
+                out.extend_from_slice(&a.heads_bytes());
+            }
         }
         out
     }
@@ -100,9 +134,9 @@ impl Bundle {
             return Err(malformed("not a ChittySync bundle (bad magic)"));
         }
         let version = r.take(1)?[0];
-        if version != VERSION {
+        if version != VERSION && version != VERSION_WITH_ATTESTATIONS {
             return Err(malformed(&format!(
-                "bundle version {version} is not supported (this build reads {VERSION}); upgrade ChittySync"
+                "bundle version {version} is not supported (this build reads 1 and 2); upgrade ChittySync"
             )));
         }
         let registry = RegistryId::from_bytes(r.take(16)?).expect("16 bytes");
@@ -133,10 +167,44 @@ impl Bundle {
             }
             changes.push(SignedChange::new(change, author, signature));
         }
+        let mut attestations = Vec::new();
+        if version == VERSION_WITH_ATTESTATIONS {
+            let count = r.u32()? as usize;
+            // Each attestation takes at least 140 bytes.
+            if count > r.remaining() / 140 {
+                return Err(malformed("attestation count exceeds the bundle's size"));
+            }
+            for i in 0..count {
+                let member = PublicKey::from_bytes(r.take(32)?)
+                    .map_err(|e| malformed(&format!("attestation {i}: {e}")))?;
+                let signature: [u8; 64] = r.take(64)?.try_into().expect("64 bytes");
+                let change_count = u64::from_be_bytes(r.take(8)?.try_into().expect("8 bytes"));
+                let digest: [u8; 32] = r.take(32)?.try_into().expect("32 bytes");
+                let n = r.u32()? as usize;
+                if n > r.remaining() / 32 {
+                    return Err(malformed(&format!(
+                        "attestation {i}: head count exceeds the bundle's size"
+                    )));
+                }
+                let heads = Attestation::heads_from_bytes(r.take(32 * n)?).expect("multiple of 32");
+                attestations.push(Attestation {
+                    registry,
+                    member,
+                    heads,
+                    digest,
+                    change_count,
+                    signature,
+                });
+            }
+        }
         if r.remaining() != 0 {
             return Err(malformed("trailing bytes after the last change"));
         }
-        Ok(Bundle { registry, changes })
+        Ok(Bundle {
+            registry,
+            changes,
+            attestations,
+        })
     }
 
     /// Writes the bundle to a file (atomically: a reader never sees half).
@@ -225,7 +293,7 @@ mod tests {
 
     #[test]
     fn empty_bundle_round_trips() {
-        let b = Bundle::new(RegistryId::from_bytes(&[3; 16]).unwrap(), vec![]);
+        let b = Bundle::new(RegistryId::from_bytes(&[3; 16]).unwrap(), vec![], vec![]);
         let back = Bundle::from_bytes(&b.to_bytes()).unwrap();
         assert_eq!(back.registry(), b.registry());
         assert!(back.is_empty());

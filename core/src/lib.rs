@@ -33,6 +33,7 @@
 //! # Ok(()) }
 //! ```
 
+mod audit;
 mod error;
 mod exchange;
 mod identity;
@@ -43,8 +44,11 @@ mod store;
 mod trust;
 mod value;
 
+pub use audit::{AuditEntry, AuditQuery, Effect, SignatureStatus, export_jsonl};
 pub use automerge::ChangeHash;
-pub use error::{ExportError, ImportError, LookupError, OpenError, StoreError, WriteError};
+pub use error::{
+    ExportError, ImportError, LookupError, OpenError, ProveError, StoreError, WriteError,
+};
 pub use exchange::{Bundle, ImportReport};
 pub use identity::{Identity, IdentityError, PublicKey};
 pub use registry::{
@@ -52,8 +56,11 @@ pub use registry::{
     Tombstone, Writer,
 };
 pub use replica::{JournalEntry, Replica};
-pub use schema::{ConflictPolicy, FieldDef, FieldType, Rule, Schema, SchemaError, ValidationError};
+pub use schema::{
+    ConflictPolicy, FieldDef, FieldType, RecordRule, Rule, Schema, SchemaError, ValidationError,
+};
 pub use trust::SignedChange;
+pub use trust::attest::{Attestation, Status};
 pub use trust::tlog::{Checkpoint, ConsistencyProof, InclusionProof, LogError};
 pub use trust::verify::{RegistryReport, VerifyError, VerifyReport};
 pub use value::Value;

@@ -5,13 +5,16 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::error::ProveError;
 use crate::error::{ImportError, LookupError, OpenError, WriteError};
 use crate::exchange::{Bundle, ImportReport};
 use crate::identity::{Identity, PublicKey};
 use crate::registry::{DocState, Registry, RegistryId, RegistryInfo};
 use crate::schema::{Schema, SchemaError};
 use crate::store::{Store, StoreError};
+use crate::trust::tlog::{self, Checkpoint, ConsistencyProof, InclusionProof};
 use crate::trust::verify::{self, VerifyError, VerifyReport};
+use automerge::ChangeHash;
 
 /// One event of the local journal.
 #[derive(Clone, Debug, PartialEq)]
@@ -278,8 +281,17 @@ impl Replica {
                 let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
                 let mut store = self.shared.store();
                 let tx = store.begin()?;
-                let report = state.import(&tx, bundle.into_changes())?;
+                let (changes, attestations) = bundle.into_parts();
+                let report = state.import(&tx, changes)?;
+                if let Err(e) = state.import_attestations(&tx, &attestations) {
+                    if report.applied > 0 {
+                        drop(tx);
+                        state.reload_from(&store)?;
+                    }
+                    return Err(e);
+                }
                 if report.applied == 0 {
+                    tx.commit()?;
                     return Ok(report);
                 }
                 let committed = tx
@@ -295,12 +307,10 @@ impl Replica {
             None => {
                 let mut store = self.shared.store();
                 let tx = store.begin()?;
-                let (state, report) = crate::registry::import_new(
-                    &tx,
-                    id,
-                    &self.public_key(),
-                    bundle.into_changes(),
-                )?;
+                let (changes, attestations) = bundle.into_parts();
+                let (state, report) =
+                    crate::registry::import_new(&tx, id, &self.public_key(), changes)?;
+                state.import_attestations(&tx, &attestations)?;
                 tx.journal(Some(&id), "accepted", &accepted(&report))?;
                 tx.commit()?;
                 open.insert(id, Arc::new(Mutex::new(state)));
@@ -329,6 +339,12 @@ impl Replica {
                 .push(verify::verify_registry(store.conn(), store.path(), id)?);
         }
         report.journal_rows = verify::verify_journal(store.conn(), store.path())?;
+        let leaves: Vec<[u8; 32]> = Replica::log_leaves(&store)?
+            .into_iter()
+            .map(|l| l.2)
+            .collect();
+        report.checkpoints =
+            verify::verify_checkpoints(store.conn(), store.path(), &leaves, &self.public_key())?;
         Ok(report)
     }
 
@@ -350,6 +366,107 @@ impl Replica {
             .collect())
     }
 
+    /// The leaf hashes of this replica's log (every accepted change, in
+    /// acceptance order), with the (registry, change) of each.
+    fn log_leaves(store: &Store) -> Result<Vec<(RegistryId, ChangeHash, [u8; 32])>, StoreError> {
+        Ok(crate::store::log(store.conn(), store.path())?
+            .into_iter()
+            .filter_map(|(reg, hash)| {
+                let reg = RegistryId::from_bytes(&reg)?;
+                let hash = ChangeHash(hash.try_into().ok()?);
+                Some((reg, hash, tlog::change_leaf_hash(&reg, &hash)))
+            })
+            .collect())
+    }
+
+    /// Signs a checkpoint of this replica's log as it is now (a C2SP
+    /// signed note), stores it and returns the note.
+    pub fn checkpoint(&self) -> Result<String, ProveError> {
+        let mut store = self.shared.store();
+        let leaves: Vec<[u8; 32]> = Replica::log_leaves(&store)?
+            .into_iter()
+            .map(|l| l.2)
+            .collect();
+        let root = tlog::tree_root(&leaves);
+        let checkpoint = Checkpoint::new(&self.public_key(), leaves.len() as u64, root);
+        let note = checkpoint.sign(&self.shared.identity)?;
+        let tx = store.begin()?;
+        tx.insert_checkpoint(leaves.len() as u64, &root, &note)?;
+        let detail = serde_json::json!({ "size": leaves.len(), "root": hex::encode(root) });
+        tx.journal(None, "checkpoint", &detail)?;
+        tx.commit()?;
+        Ok(note)
+    }
+
+    /// The checkpoints this replica signed, oldest first.
+    pub fn checkpoints(&self) -> Result<Vec<String>, StoreError> {
+        let store = self.shared.store();
+        Ok(crate::store::checkpoints(store.conn(), store.path())?
+            .into_iter()
+            .map(|(_, _, note)| note)
+            .collect())
+    }
+
+    /// Proof that `change` is in this replica's log under the checkpoint
+    /// of tree size `size` (default: the latest checkpoint).
+    pub fn prove_inclusion(
+        &self,
+        change: ChangeHash,
+        size: Option<u64>,
+    ) -> Result<InclusionProof, ProveError> {
+        let store = self.shared.store();
+        let log = Replica::log_leaves(&store)?;
+        let size = match size {
+            Some(s) => s,
+            None => crate::store::checkpoints(store.conn(), store.path())?
+                .last()
+                .map(|c| c.0 as u64)
+                .ok_or(ProveError::BadSize {
+                    size: 0,
+                    log: log.len() as u64,
+                })?,
+        };
+        if size > log.len() as u64 {
+            return Err(ProveError::BadSize {
+                size,
+                log: log.len() as u64,
+            });
+        }
+        let log = &log[..size as usize];
+        let index =
+            log.iter()
+                .position(|l| l.1 == change)
+                .ok_or_else(|| ProveError::UnknownChange {
+                    change: change.to_string(),
+                })?;
+        let leaves: Vec<[u8; 32]> = log.iter().map(|l| l.2).collect();
+        Ok(InclusionProof::new(
+            &leaves,
+            index as u64,
+            log[index].0,
+            change,
+        )?)
+    }
+
+    /// Proof that this replica's log at size `new_size` extends its log at
+    /// size `old_size` (nothing rewritten or dropped in between).
+    pub fn prove_consistency(
+        &self,
+        old_size: u64,
+        new_size: u64,
+    ) -> Result<ConsistencyProof, ProveError> {
+        let store = self.shared.store();
+        let log = Replica::log_leaves(&store)?;
+        if new_size > log.len() as u64 || old_size > new_size {
+            return Err(ProveError::BadSize {
+                size: new_size.max(old_size),
+                log: log.len() as u64,
+            });
+        }
+        let leaves: Vec<[u8; 32]> = log[..new_size as usize].iter().map(|l| l.2).collect();
+        Ok(ConsistencyProof::new(&leaves, old_size)?)
+    }
+
     /// Reads a bundle file and imports it; see [`Replica::import`].
     pub fn import_file(&self, path: impl AsRef<Path>) -> Result<ImportReport, ImportError> {
         match Bundle::read_file(path.as_ref()) {
@@ -359,5 +476,72 @@ impl Replica {
                 Err(e)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{FieldDef, FieldType};
+
+    fn replica_with_writes(dir: &Path, n: usize) -> (Replica, Registry) {
+        let replica = Replica::open(dir.join("r.db")).unwrap();
+        let schema = Schema::new().field(FieldDef::new("name", FieldType::Text));
+        let reg = replica.create_registry("r", schema).unwrap();
+        for i in 0..n {
+            reg.put(None, [("name", format!("n{i}"))]).unwrap();
+        }
+        (replica, reg)
+    }
+
+    #[test]
+    fn checkpoints_and_proofs_verify_with_only_the_public_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (replica, reg) = replica_with_writes(dir.path(), 6);
+        let first_change = reg.export(&[]).unwrap().changes()[2].hash();
+        let c1 = replica.checkpoint().unwrap();
+        let key = replica.public_key();
+
+        let proof = replica.prove_inclusion(first_change, None).unwrap();
+        let proof = InclusionProof::from_json(&proof.to_json()).unwrap();
+        assert_eq!(proof.change(), first_change);
+        assert_eq!(proof.verify_signed(&c1, &key).unwrap().size(), 7);
+
+        for i in 0..5 {
+            reg.put(None, [("name", format!("m{i}"))]).unwrap();
+        }
+        let c2 = replica.checkpoint().unwrap();
+        let consistency = replica.prove_consistency(7, 12).unwrap();
+        consistency.verify_signed(&c1, &c2, &key).unwrap();
+        // Old changes are still proven under the newer checkpoint.
+        replica
+            .prove_inclusion(first_change, Some(12))
+            .unwrap()
+            .verify_signed(&c2, &key)
+            .unwrap();
+        // Another key cannot vouch for this log.
+        let other = Identity::generate().unwrap().public_key();
+        assert!(proof.verify_signed(&c1, &other).is_err());
+        assert_eq!(replica.verify(None).unwrap().checkpoints, 2);
+    }
+
+    #[test]
+    fn a_rewritten_log_order_is_caught_by_the_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let (replica, _reg) = replica_with_writes(dir.path(), 4);
+        replica.checkpoint().unwrap();
+        drop(replica);
+        // Swap the positions of two accepted changes: the history is the
+        // same set, but the log this replica showed is not.
+        let conn = rusqlite::Connection::open(dir.path().join("r.db")).unwrap();
+        conn.execute_batch(
+            "UPDATE changes SET pos = 1000 WHERE pos = 2;
+             UPDATE changes SET pos = 2 WHERE pos = 3;
+             UPDATE changes SET pos = 3 WHERE pos = 1000;",
+        )
+        .unwrap();
+        drop(conn);
+        let err = Replica::open(dir.path().join("r.db")).unwrap().verify(None).unwrap_err();
+        assert!(matches!(err, VerifyError::Checkpoint { size: 5, .. }), "{err}");
     }
 }

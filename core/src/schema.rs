@@ -235,6 +235,36 @@ pub struct Schema {
     /// The registry-wide conflict policy.
     #[serde(default)]
     pub conflict_policy: ConflictPolicy,
+    /// Who may change a record: any writer (default), or only its creator
+    /// and admins. Enforced on local writes and on every import.
+    #[serde(default)]
+    pub record_rule: RecordRule,
+    /// How many members must attest a state for it to count as attested
+    /// (k of n); `None` means no threshold is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<u32>,
+}
+
+/// Who may change a record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum RecordRule {
+    /// Any writer may change any record.
+    #[default]
+    AnyWriter,
+    /// A record may be changed only by the member who created it, or an admin.
+    CreatorOrAdmin,
+}
+
+impl RecordRule {
+    /// The name used in schema files.
+    pub fn name(self) -> &'static str {
+        match self {
+            RecordRule::AnyWriter => "any-writer",
+            RecordRule::CreatorOrAdmin => "creator-or-admin",
+        }
+    }
 }
 
 impl Schema {
@@ -258,6 +288,18 @@ impl Schema {
     /// Sets the registry-wide conflict policy.
     pub fn conflict_policy(mut self, policy: ConflictPolicy) -> Self {
         self.conflict_policy = policy;
+        self
+    }
+
+    /// Sets who may change a record.
+    pub fn record_rule(mut self, rule: RecordRule) -> Self {
+        self.record_rule = rule;
+        self
+    }
+
+    /// Sets the attestation threshold k.
+    pub fn quorum(mut self, k: u32) -> Self {
+        self.quorum = Some(k);
         self
     }
 
@@ -338,6 +380,9 @@ impl Schema {
             if f.unique && matches!(f.field_type, FieldType::LongText | FieldType::MultiSelect) {
                 return Err(bad(format!("a {} field cannot be unique", f.field_type)));
             }
+        }
+        if self.quorum == Some(0) {
+            return Err(SchemaError::Invalid("quorum must be at least 1".into()));
         }
         if let Some(d) = &self.display_field
             && self.get(d).is_none()

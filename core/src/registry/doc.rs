@@ -3,7 +3,8 @@
 //! ```text
 //! ROOT
 //! ├─ meta     { name, created_at, format, creator, nonce }
-//! ├─ schema   { fields: { NAME: "<FieldDef as JSON>" }, display_field, conflict_policy }
+//! ├─ schema   { fields: { NAME: "<FieldDef as JSON>" }, display_field, conflict_policy,
+//! │             record_rule, quorum }
 //! ├─ members  { PUBLIC_KEY_HEX: "admin" | "writer" | "reader" }
 //! ├─ aliases  { PUBLIC_KEY_HEX: "a human name" }
 //! └─ records  { RECORD_ID: { FIELD: value, …, _deleted: { by, at } } }
@@ -18,7 +19,7 @@ use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ChangeHash, ObjId, ObjType, ROOT, ReadDoc, ScalarValue};
 
 use crate::identity::PublicKey;
-use crate::schema::{ConflictPolicy, FieldDef, FieldType, Schema};
+use crate::schema::{ConflictPolicy, FieldDef, FieldType, RecordRule, Schema};
 use crate::value::Value;
 
 /// The document format this version writes.
@@ -124,10 +125,23 @@ impl Layout {
         let conflict_policy = str_at(doc, &self.schema, "conflict_policy")
             .and_then(|p| p.parse().ok())
             .unwrap_or(ConflictPolicy::Automerge);
+        let record_rule = match str_at(doc, &self.schema, "record_rule").as_deref() {
+            Some("creator-or-admin") => RecordRule::CreatorOrAdmin,
+            _ => RecordRule::AnyWriter,
+        };
+        let quorum = match doc.get(&self.schema, "quorum") {
+            Ok(Some((automerge::Value::Scalar(s), _))) => match s.as_ref() {
+                ScalarValue::Int(k) if *k > 0 => u32::try_from(*k).ok(),
+                _ => None,
+            },
+            _ => None,
+        };
         Schema {
             fields,
             display_field,
             conflict_policy,
+            record_rule,
+            quorum,
         }
     }
 
@@ -168,6 +182,17 @@ impl Layout {
             || doc.get(&self.schema, "conflict_policy")?.is_none()
         {
             doc.put(&self.schema, "conflict_policy", new.conflict_policy.name())?;
+        }
+        if old.record_rule != new.record_rule || doc.get(&self.schema, "record_rule")?.is_none() {
+            doc.put(&self.schema, "record_rule", new.record_rule.name())?;
+        }
+        if old.quorum != new.quorum {
+            match new.quorum {
+                Some(k) => doc.put(&self.schema, "quorum", i64::from(k))?,
+                None => doc.delete(&self.schema, "quorum")?,
+            }
+        } else if let (Some(k), Ok(None)) = (new.quorum, doc.get(&self.schema, "quorum")) {
+            doc.put(&self.schema, "quorum", i64::from(k))?;
         }
         Ok(())
     }

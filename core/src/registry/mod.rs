@@ -12,9 +12,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use automerge::ChangeHash;
 
 pub use doc::Role;
-pub(crate) use state::{DocState, Guard, import_new};
+pub(crate) use state::{DocState, Guard, foreign_record, import_new};
 
-use crate::error::{ExportError, WriteError};
+use crate::audit::{AuditEntry, AuditQuery};
+use crate::error::{ExportError, StoreError, WriteError};
 use crate::exchange::Bundle;
 use crate::identity::PublicKey;
 use crate::replica::Shared;
@@ -423,6 +424,29 @@ impl Registry {
         self.fresh().state_digest()
     }
 
+    /// Signs this replica's attestation of the current state (heads, state
+    /// digest, change count) and stores it; it travels with later exports.
+    /// Any member may attest.
+    pub fn attest(&self) -> Result<crate::Attestation, WriteError> {
+        let mut state = self.lock();
+        state.attest(&self.shared)
+    }
+
+    /// Every stored attestation of this registry, by any member, of any state.
+    pub fn attestations(&self) -> Result<Vec<crate::Attestation>, crate::StoreError> {
+        let _state = self.fresh();
+        let store = self.shared.store();
+        crate::store::attestations(store.conn(), store.path(), &self.id)
+    }
+
+    /// Which members attest the current state, and whether the registry's
+    /// quorum (k of n) is met.
+    pub fn status(&self) -> Result<crate::Status, crate::StoreError> {
+        let mut state = self.fresh();
+        let store = self.shared.store();
+        state.status(&store)
+    }
+
     /// Number of changes in the history.
     pub fn change_count(&self) -> usize {
         self.fresh().change_count()
@@ -443,6 +467,33 @@ impl Registry {
         let mut state = self.lock();
         let mut store = self.shared.store();
         state.compact(&mut store).map_err(WriteError::Store)
+    }
+
+    /// The audit log: every change of the history matching `query`, in
+    /// this replica's acceptance order, with its author, signature status
+    /// and what it did to records, fields, members and the schema.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use chittysync::{AuditQuery, Effect, FieldDef, FieldType, Replica, Schema};
+    /// let dir = tempfile::tempdir()?;
+    /// let replica = Replica::open(dir.path().join("r.db"))?;
+    /// let schema = Schema::new().field(FieldDef::new("port", FieldType::Integer));
+    /// let services = replica.create_registry("services", schema)?;
+    /// services.put(Some("svc"), [("port", 80)])?;
+    /// services.put(Some("svc"), [("port", 81)])?;
+    ///
+    /// let log = services.audit(&AuditQuery::all().record("svc"))?;
+    /// assert_eq!(log.len(), 2);
+    /// assert!(log.iter().all(|e| e.signature.is_valid()));
+    /// assert_eq!(log[1].effects[0].to_string(), "svc.port 80 → 81");
+    /// # Ok(()) }
+    /// ```
+    pub fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut state = self.lock();
+        let store = self.shared.store();
+        state.refresh(&store)?;
+        crate::audit::audit(&mut state, &store, query)
     }
 }
 
@@ -591,5 +642,116 @@ mod tests {
             Some(&Value::from("y"))
         );
         assert_eq!(reg2.heads(), reg1.heads());
+    }
+
+    #[test]
+    fn a_quorum_of_members_attests_a_state_and_attestations_travel() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Replica::open(dir.path().join("a.db")).unwrap();
+        let b = Replica::open(dir.path().join("b.db")).unwrap();
+        let ra = a.create_registry("r", schema().quorum(2)).unwrap();
+        ra.set_member(b.public_key(), Role::Reader).unwrap();
+        ra.put(None, [("name", "x")]).unwrap();
+        let (heads, digest) = (ra.heads(), ra.state_digest());
+
+        ra.attest().unwrap();
+        // Attesting changes neither the heads nor the digest it attests.
+        assert_eq!(
+            (ra.heads(), ra.state_digest()),
+            (heads.clone(), digest.clone())
+        );
+        let status = ra.status().unwrap();
+        assert_eq!(status.attested_by, vec![a.public_key()]);
+        assert_eq!((status.members, status.quorum), (2, Some(2)));
+        assert!(!status.attested());
+
+        b.import(ra.export(&[]).unwrap()).unwrap();
+        let rb = b.registry("r").unwrap();
+        assert_eq!(rb.attestations().unwrap().len(), 1);
+        rb.attest().unwrap(); // readers attest too
+        a.import(rb.export(&ra.heads()).unwrap()).unwrap();
+        let status = ra.status().unwrap();
+        assert_eq!(status.attested_by.len(), 2);
+        assert!(status.attested());
+
+        // A new state is not attested until members sign it again.
+        ra.put(None, [("name", "y")]).unwrap();
+        let status = ra.status().unwrap();
+        assert!(status.attested_by.is_empty() && !status.attested());
+    }
+
+    #[test]
+    fn a_forged_attestation_refuses_the_bundle() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Replica::open(dir.path().join("a.db")).unwrap();
+        let b = Replica::open(dir.path().join("b.db")).unwrap();
+        let ra = a.create_registry("r", schema()).unwrap();
+        ra.attest().unwrap();
+        let mut bytes = ra.export(&[]).unwrap().to_bytes();
+        // The attestation section ends the bundle; its last bytes are a head.
+        let at = bytes.len() - 40;
+        bytes[at] ^= 1;
+        let bundle = crate::Bundle::from_bytes(&bytes).unwrap();
+        let err = b.import(bundle).unwrap_err();
+        assert!(
+            matches!(err, crate::ImportError::BadSignature { .. }),
+            "{err}"
+        );
+        assert!(b.registries().unwrap().is_empty());
+    }
+
+    #[test]
+    fn under_creator_or_admin_only_the_creator_or_an_admin_changes_a_record() {
+        use crate::schema::RecordRule;
+        let dir = tempfile::tempdir().unwrap();
+        let a = Replica::open(dir.path().join("a.db")).unwrap();
+        let b = Replica::open(dir.path().join("b.db")).unwrap();
+        let c_seed = [42u8; 32];
+        let c = Replica::open_with_identity(
+            dir.path().join("c.db"),
+            Identity::from_secret_bytes(c_seed),
+        )
+        .unwrap();
+        let ra = a
+            .create_registry("r", schema().record_rule(RecordRule::CreatorOrAdmin))
+            .unwrap();
+        ra.set_member(b.public_key(), Role::Writer).unwrap();
+        ra.set_member(c.public_key(), Role::Writer).unwrap();
+        b.import(ra.export(&[]).unwrap()).unwrap();
+        let rb = b.registry("r").unwrap();
+        let id = rb.put(Some("mine"), [("name", "b's")]).unwrap();
+        rb.put(Some(&id), [("name", "b's, edited")]).unwrap();
+        a.import(rb.export(&ra.heads()).unwrap()).unwrap();
+        c.import(ra.export(&[]).unwrap()).unwrap();
+        let rc = c.registry("r").unwrap();
+
+        // Locally: C may not, the admin may.
+        let err = rc.put(Some(&id), [("name", "c's")]).unwrap_err();
+        assert!(matches!(err, WriteError::NotOwner { .. }), "{err}");
+        assert!(rc.delete(&id).is_err());
+        ra.put(Some(&id), [("name", "fixed by admin")]).unwrap();
+
+        // A change C made by going around the API is refused on import.
+        let forged = {
+            let mut state = rc.lock();
+            let mut doc = state.doc.fork();
+            doc.set_actor(automerge::ActorId::from(&c.public_key().as_bytes()[..]));
+            let obj = state.copies(&id)[0].clone();
+            automerge::transaction::Transactable::put(&mut doc, &obj, "name", "c's").unwrap();
+            let hash = doc.commit().unwrap();
+            let change = doc.get_change_by_hash(&hash).unwrap();
+            let sig =
+                crate::trust::sign_change(&Identity::from_secret_bytes(c_seed), &rc.id(), &hash);
+            crate::Bundle::new(
+                rc.id(),
+                vec![crate::SignedChange::new(change, c.public_key(), sig)],
+                vec![],
+            )
+        };
+        let before = ra.heads();
+        let err = a.import(forged).unwrap_err();
+        assert!(err.to_string().contains("only by its creator"), "{err}");
+        assert_eq!(ra.heads(), before);
+        assert!(a.verify(None).is_ok());
     }
 }

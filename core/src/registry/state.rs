@@ -13,7 +13,9 @@ use crate::error::{ExportError, ImportError, WriteError};
 use crate::exchange::{Bundle, ImportReport};
 use crate::identity::{Identity, PublicKey};
 use crate::replica::Shared;
-use crate::schema::{CompiledSchema, ConflictPolicy, FieldType, Rule, Schema, ValidationError};
+use crate::schema::{
+    CompiledSchema, ConflictPolicy, FieldType, RecordRule, Rule, Schema, ValidationError,
+};
 use crate::store::{CatchUp, ChangeRow, Store, StoreError, StoreTx, now_ms};
 use crate::trust::{self, Distrust, SignedChange};
 use crate::value::Value;
@@ -198,6 +200,11 @@ impl DocState {
         self.layout.created_at(&self.doc)
     }
 
+    /// The document's fixed objects (for reads at past heads).
+    pub(crate) fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
     /// Records that one change of `bytes` bytes is stored at `pos`.
     pub(crate) fn set_loaded(&mut self, pos: i64, bytes: usize) {
         self.loaded_pos = pos;
@@ -347,6 +354,39 @@ impl DocState {
         Ok(row_of(&change, identity.public_key(), signature))
     }
 
+    /// Under the `creator-or-admin` record rule, only a record's creator
+    /// and admins may change it.
+    fn require_owner(
+        &self,
+        id: &str,
+        copies: &[ObjId],
+        author: &PublicKey,
+    ) -> Result<(), WriteError> {
+        if self.schema.schema.record_rule != RecordRule::CreatorOrAdmin || copies.is_empty() {
+            return Ok(());
+        }
+        let creators: Vec<PublicKey> = copies.iter().filter_map(creator_of).collect();
+        if creators.contains(author) {
+            return Ok(());
+        }
+        let admin = self
+            .layout
+            .members(&self.doc, None)
+            .iter()
+            .any(|(k, r)| k == author && *r == Role::Admin);
+        if admin {
+            return Ok(());
+        }
+        Err(WriteError::NotOwner {
+            registry: self.name.clone(),
+            record: id.to_owned(),
+            creator: creators
+                .first()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+        })
+    }
+
     pub(crate) fn require_role(&self, who: &PublicKey, needed: Role) -> Result<(), WriteError> {
         let role = self
             .layout
@@ -383,7 +423,7 @@ impl DocState {
     /// Every concurrent copy of a record, latest operation first. Almost
     /// always one; two replicas that create the same record id concurrently
     /// each make a copy, and the record is read as the merge of them all.
-    fn copies(&self, id: &str) -> Vec<ObjId> {
+    pub(crate) fn copies(&self, id: &str) -> Vec<ObjId> {
         let mut copies: Vec<ObjId> = self
             .doc
             .get_all(&self.layout.records, id)
@@ -426,7 +466,7 @@ impl DocState {
         &mut self,
         id: Option<&str>,
         fields: Vec<(String, Option<Value>)>,
-        _author: &PublicKey,
+        author: &PublicKey,
     ) -> Result<String, WriteError> {
         let schema = self.schema.clone();
         let id = match id {
@@ -434,6 +474,7 @@ impl DocState {
             None => uuid::Uuid::now_v7().to_string(),
         };
         let existing = self.copies(&id);
+        self.require_owner(&id, &existing, author)?;
         if self.is_deleted(&existing) {
             return Err(WriteError::Deleted {
                 registry: self.name.clone(),
@@ -573,6 +614,7 @@ impl DocState {
 
     pub(crate) fn delete_record(&mut self, id: &str, author: &PublicKey) -> Result<(), WriteError> {
         let copies = self.copies(id);
+        self.require_owner(id, &copies, author)?;
         if copies.is_empty() {
             return Err(WriteError::NotFound {
                 registry: self.name.clone(),
@@ -972,8 +1014,112 @@ impl DocState {
     }
 
     pub(crate) fn state_digest(&self) -> String {
-        let json = doc::canonical_json(&self.doc, &ROOT);
-        hex::encode(Sha256::digest(json.to_string().as_bytes()))
+        hex::encode(self.state_digest_bytes())
+    }
+
+    /// SHA-256 over the canonical JSON of meta, schema, members and records
+    /// — not aliases, and not attestations (which live outside the document),
+    /// so attesting a state never changes it.
+    pub(crate) fn state_digest_bytes(&self) -> [u8; 32] {
+        let part = |obj: &ObjId| doc::canonical_json(&self.doc, obj);
+        let json = serde_json::json!({
+            "meta": part(&self.layout.meta),
+            "schema": part(&self.layout.schema),
+            "members": part(&self.layout.members),
+            "records": part(&self.layout.records),
+        });
+        Sha256::digest(json.to_string().as_bytes()).into()
+    }
+
+    /// Signs and stores this replica's attestation of the current state.
+    pub(crate) fn attest(
+        &mut self,
+        shared: &Shared,
+    ) -> Result<crate::trust::attest::Attestation, WriteError> {
+        let me = shared.identity.public_key();
+        if !self
+            .layout
+            .members(&self.doc, None)
+            .iter()
+            .any(|(k, _)| *k == me)
+        {
+            return Err(WriteError::NotPermitted {
+                registry: self.name.clone(),
+                key: me.to_string(),
+                role: None,
+                needed: Role::Reader.name().to_owned(),
+            });
+        }
+        let mut store = shared.store();
+        let tx = store.begin()?;
+        self.catch_up(&tx)?;
+        let attestation = crate::trust::attest::Attestation::sign(
+            &shared.identity,
+            self.id,
+            self.doc.get_heads(),
+            self.state_digest_bytes(),
+            self.change_count() as u64,
+        );
+        if tx.insert_attestation(&attestation)? {
+            let detail = serde_json::json!({
+                "digest": hex::encode(attestation.digest),
+                "changes": attestation.change_count,
+            });
+            tx.journal(Some(&self.id), "attested", &detail)?;
+        }
+        tx.commit()?;
+        Ok(attestation)
+    }
+
+    /// Who attests the current state, against the configured quorum.
+    pub(crate) fn status(
+        &mut self,
+        store: &Store,
+    ) -> Result<crate::trust::attest::Status, StoreError> {
+        let heads = self.doc.get_heads();
+        let digest = self.state_digest_bytes();
+        let members = self.layout.members(&self.doc, None);
+        let mut attested_by: Vec<PublicKey> =
+            crate::store::attestations(store.conn(), store.path(), &self.id)?
+                .into_iter()
+                .filter(|a| a.attests(&heads, &digest) && a.verify())
+                .map(|a| a.member)
+                .filter(|m| members.iter().any(|(k, _)| k == m))
+                .collect();
+        attested_by.sort();
+        attested_by.dedup();
+        Ok(crate::trust::attest::Status {
+            heads,
+            digest: hex::encode(digest),
+            change_count: self.change_count() as u64,
+            attested_by,
+            members: members.len(),
+            quorum: self.schema.schema.quorum,
+        })
+    }
+
+    /// Verifies and stores attestations that came with a bundle. Those by
+    /// keys that are not members are skipped; a bad signature refuses the
+    /// whole bundle.
+    pub(crate) fn import_attestations(
+        &self,
+        tx: &StoreTx<'_>,
+        attestations: &[crate::trust::attest::Attestation],
+    ) -> Result<usize, ImportError> {
+        let members = self.layout.members(&self.doc, None);
+        let mut stored = 0;
+        for a in attestations {
+            if a.registry != self.id || !a.verify() {
+                return Err(ImportError::BadSignature {
+                    change: format!("attestation of {} changes", a.change_count),
+                    author: a.member.to_string(),
+                });
+            }
+            if members.iter().any(|(k, _)| *k == a.member) && tx.insert_attestation(a)? {
+                stored += 1;
+            }
+        }
+        Ok(stored)
     }
 
     fn knows(&self, hash: &ChangeHash) -> bool {
@@ -1014,7 +1160,8 @@ impl DocState {
             })?;
             out.push(SignedChange::new(change, author, *signature));
         }
-        Ok(Bundle::new(self.id, out))
+        let attestations = crate::store::attestations(store.conn(), store.path(), &self.id)?;
+        Ok(Bundle::new(self.id, out, attestations))
     }
 
     /// Verifies and applies signed changes from elsewhere in one transaction.
@@ -1147,7 +1294,12 @@ impl DocState {
             Some(Role::Admin) => Ok(()),
             Some(Role::Writer) => match admin_only {
                 Some(why) => Err(refuse(why.into())),
-                None => Ok(()),
+                None => match foreign_record(&self.doc, &self.layout, &c.change, &c.author) {
+                    Some(record) => Err(refuse(format!(
+                        "record {record} may be changed only by its creator or an admin"
+                    ))),
+                    None => Ok(()),
+                },
             },
             Some(Role::Reader) => Err(refuse("readers cannot write".into())),
             None => Err(refuse("not a member of the registry".into())),
@@ -1262,6 +1414,82 @@ fn row_of(change: &Change, author: PublicKey, signature: [u8; 64]) -> ChangeRow 
         // compaction folds these into the compressed snapshot.
         bytes: change.raw_bytes().to_vec(),
     }
+}
+
+/// The member who created an object (its operation's actor).
+fn creator_of(obj: &ObjId) -> Option<PublicKey> {
+    match obj {
+        ObjId::Id(_, actor, _) => PublicKey::from_bytes(actor.to_bytes()).ok(),
+        ObjId::Root => None,
+    }
+}
+
+/// Under the `creator-or-admin` rule (as of the change's dependencies), the
+/// first record a writer's change touches that someone else created.
+/// `doc` must already contain the change.
+pub(crate) fn foreign_record(
+    doc: &AutoCommit,
+    layout: &Layout,
+    change: &Change,
+    author: &PublicKey,
+) -> Option<String> {
+    let deps = change.deps();
+    let rule = match doc.get_at(&layout.schema, "record_rule", deps) {
+        Ok(Some((automerge::Value::Scalar(s), _))) => s.as_str() == Some("creator-or-admin"),
+        _ => false,
+    };
+    if !rule {
+        return None;
+    }
+    let records = legacy_obj(&layout.records);
+    for op in change.decode().operations {
+        if op.obj == records {
+            // Creating (or re-creating) a record: fine unless it already
+            // exists, as of the change's dependencies, made by someone else.
+            let automerge::legacy::Key::Map(key) = &op.key else {
+                continue;
+            };
+            let existing: Vec<ObjId> = doc
+                .get_all_at(&layout.records, key.as_str(), deps)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(_, id)| id)
+                .collect();
+            if !existing.is_empty()
+                && !existing
+                    .iter()
+                    .any(|o| creator_of(o).as_ref() == Some(author))
+            {
+                return Some(key.to_string());
+            }
+            continue;
+        }
+        let automerge::legacy::ObjectId::Id(op_id) = &op.obj else {
+            continue;
+        };
+        let Ok(obj) = doc.import_obj(&format!("{}@{}", op_id.0, op_id.1.to_hex_string())) else {
+            continue;
+        };
+        // Walk up to the record that holds the object.
+        let mut current = obj;
+        let Ok(parents) = doc.parents(&current) else {
+            continue;
+        };
+        for parent in parents {
+            if parent.obj == layout.records {
+                if creator_of(&current).as_ref() != Some(author) {
+                    let record = match parent.prop {
+                        automerge::Prop::Map(k) => k,
+                        automerge::Prop::Seq(i) => i.to_string(),
+                    };
+                    return Some(record);
+                }
+                break;
+            }
+            current = parent.obj;
+        }
+    }
+    None
 }
 
 fn legacy_obj(id: &ObjId) -> automerge::legacy::ObjectId {

@@ -63,4 +63,18 @@ pub(super) const MIGRATIONS: &[&str] = &[
         created_at  INTEGER NOT NULL
     ) STRICT;
     "#,
+    // 3: members' signed attestations of registry states (they travel in
+    //    bundles beside the changes and live outside the document).
+    r#"
+    CREATE TABLE attestations (
+        registry_id  BLOB NOT NULL REFERENCES registries(id),
+        member       BLOB NOT NULL,
+        heads        BLOB NOT NULL,         -- sorted change hashes, 32 bytes each
+        digest       BLOB NOT NULL,
+        change_count INTEGER NOT NULL,
+        signature    BLOB NOT NULL,
+        received_at  INTEGER NOT NULL,
+        PRIMARY KEY (registry_id, member, digest, heads)
+    ) STRICT;
+    "#,
 ];

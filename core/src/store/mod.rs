@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
+use crate::identity::PublicKey;
 use crate::registry::RegistryId;
+use crate::trust::attest::Attestation;
 
 /// The replica's store could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -304,6 +306,65 @@ pub(crate) fn quick_check(conn: &Connection, path: &str) -> Result<()> {
     }
 }
 
+/// The stored attestations of a registry.
+pub(crate) fn attestations(
+    conn: &Connection,
+    path: &str,
+    id: &RegistryId,
+) -> Result<Vec<Attestation>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT member, heads, digest, change_count, signature FROM attestations
+             WHERE registry_id = ?1 ORDER BY received_at, member",
+        )
+        .map_err(sql(path, "read attestations"))?;
+    let rows: Vec<(Vec<u8>, Vec<u8>, Vec<u8>, i64, Vec<u8>)> = stmt
+        .query_map([id.as_bytes()], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(sql(path, "read attestations"))?;
+    rows.into_iter()
+        .map(|(member, heads, digest, count, signature)| {
+            let bad = || {
+                StoreError::corrupt(
+                    path,
+                    format!("registry {id}: a stored attestation does not decode"),
+                )
+            };
+            Ok(Attestation {
+                registry: *id,
+                member: PublicKey::from_bytes(&member).map_err(|_| bad())?,
+                heads: Attestation::heads_from_bytes(&heads).ok_or_else(bad)?,
+                digest: digest.try_into().map_err(|_| bad())?,
+                change_count: count as u64,
+                signature: signature.try_into().map_err(|_| bad())?,
+            })
+        })
+        .collect()
+}
+
+/// This replica's transparency log: every accepted change as (registry id,
+/// change hash), in acceptance order.
+pub(crate) fn log(conn: &Connection, path: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT registry_id, hash FROM changes ORDER BY pos")
+        .map_err(sql(path, "read the log"))?;
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .and_then(|rows| rows.collect())
+        .map_err(sql(path, "read the log"))
+}
+
+/// Stored checkpoint notes, by tree size.
+pub(crate) fn checkpoints(conn: &Connection, path: &str) -> Result<Vec<(i64, Vec<u8>, String)>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT size, root, note FROM checkpoints ORDER BY size")
+        .map_err(sql(path, "read checkpoints"))?;
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .and_then(|rows| rows.collect())
+        .map_err(sql(path, "read checkpoints"))
+}
+
 /// Changes whenever another connection commits to the file; cheap to read.
 pub(crate) fn data_version(conn: &Connection, path: &str) -> Result<i64> {
     conn.query_row("PRAGMA data_version", [], |r| r.get(0))
@@ -507,6 +568,38 @@ impl<'a> StoreTx<'a> {
             )
             .map(drop)
             .map_err(self.err("append to journal"))
+    }
+
+    /// Stores an attestation; `false` if it was already stored.
+    pub(crate) fn insert_attestation(&self, a: &Attestation) -> Result<bool> {
+        self.tx
+            .execute(
+                "INSERT OR IGNORE INTO attestations
+                 (registry_id, member, heads, digest, change_count, signature, received_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    a.registry.as_bytes(),
+                    a.member.as_bytes(),
+                    a.heads_bytes(),
+                    &a.digest[..],
+                    a.change_count as i64,
+                    &a.signature[..],
+                    now_ms()
+                ],
+            )
+            .map(|n| n == 1)
+            .map_err(self.err("store attestation"))
+    }
+
+    /// Stores a signed checkpoint (one per tree size).
+    pub(crate) fn insert_checkpoint(&self, size: u64, root: &[u8; 32], note: &str) -> Result<()> {
+        self.tx
+            .execute(
+                "INSERT OR REPLACE INTO checkpoints (size, root, note, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![size as i64, &root[..], note, now_ms()],
+            )
+            .map(drop)
+            .map_err(self.err("store checkpoint"))
     }
 
     pub(crate) fn insert_registry(

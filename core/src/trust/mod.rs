@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 
+pub(crate) mod attest;
 pub(crate) mod tlog;
 pub(crate) mod verify;
 

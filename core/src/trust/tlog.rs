@@ -21,16 +21,6 @@
 //! [c2sp.org/tlog-checkpoint]: https://c2sp.org/tlog-checkpoint
 //! [c2sp.org/signed-note]: https://c2sp.org/signed-note
 
-// The store builds proofs and checkpoints from its log in a later change;
-// until then the builders are used by tests only.
-#![cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "proof builders are wired into the store separately"
-    )
-)]
-
 use automerge::ChangeHash;
 use ed25519_dalek::Signature;
 use serde::Deserialize;
@@ -88,11 +78,10 @@ pub(crate) fn node_hash(left: &Hash, right: &Hash) -> Hash {
 
 /// The leaf hash of one accepted change: `H(0x00 ‖ registry id ‖ change hash)`.
 pub(crate) fn change_leaf_hash(registry: &RegistryId, change: &ChangeHash) -> Hash {
-    let mut h = Sha256::new();
-    h.update([0x00]);
-    h.update(registry.as_bytes());
-    h.update(change.0);
-    h.finalize().into()
+    let mut data = [0u8; 48];
+    data[..16].copy_from_slice(registry.as_bytes());
+    data[16..].copy_from_slice(&change.0);
+    leaf_hash(&data)
 }
 
 /// The largest power of two strictly below `n` (`n >= 2`): RFC 6962's `k`.

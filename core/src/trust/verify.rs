@@ -21,6 +21,8 @@ pub struct VerifyReport {
     pub registries: Vec<RegistryReport>,
     /// Journal rows whose hash chain was checked.
     pub journal_rows: usize,
+    /// Signed checkpoints checked against the log.
+    pub checkpoints: usize,
 }
 
 /// What was checked in one registry.
@@ -153,6 +155,15 @@ pub enum VerifyError {
     Journal {
         /// The first bad row.
         seq: i64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A signed checkpoint does not match the log: history this replica
+    /// once showed was rewritten or dropped.
+    #[error("checkpoint of size {size}: {reason}")]
+    Checkpoint {
+        /// The checkpoint's tree size.
+        size: i64,
         /// What is wrong.
         reason: String,
     },
@@ -364,6 +375,11 @@ pub(crate) fn verify_registry(
                 if let Some(why) = guard.admin_only(&change) {
                     return Err(refuse(why));
                 }
+                if let Some(record) = crate::registry::foreign_record(&doc, &layout, &change, key) {
+                    return Err(refuse(&format!(
+                        "record {record} may be changed only by its creator or an admin"
+                    )));
+                }
             }
             Some(Role::Reader) => return Err(refuse("readers cannot write")),
             None => return Err(refuse("not a member of the registry")),
@@ -482,6 +498,38 @@ fn verify_signatures(
         change: "(batch)".into(),
         author: "(several)".into(),
     })
+}
+
+/// Checks every stored checkpoint: signed by this replica, and its root is
+/// the root of the log's first `size` leaves now. Returns how many.
+pub(crate) fn verify_checkpoints(
+    conn: &Connection,
+    path: &str,
+    leaves: &[[u8; 32]],
+    me: &PublicKey,
+) -> Result<usize, VerifyError> {
+    let stored = store::checkpoints(conn, path)?;
+    for (size, _, note) in &stored {
+        let bad = |reason: String| VerifyError::Checkpoint {
+            size: *size,
+            reason,
+        };
+        let checkpoint =
+            crate::trust::tlog::Checkpoint::verify(note, me).map_err(|e| bad(e.to_string()))?;
+        if checkpoint.size() as i64 != *size || *size as usize > leaves.len() {
+            return Err(bad(format!(
+                "the log now has only {} entries",
+                leaves.len()
+            )));
+        }
+        if *checkpoint.root() != crate::trust::tlog::tree_root(&leaves[..*size as usize]) {
+            return Err(bad(
+                "its root is not the root of the log's first entries now: history was rewritten"
+                    .into(),
+            ));
+        }
+    }
+    Ok(stored.len())
 }
 
 /// Re-checks the journal's hash chain; returns its length.
