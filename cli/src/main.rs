@@ -130,6 +130,54 @@ enum Command {
         #[arg(long)]
         last: Option<usize>,
     },
+    /// Sign this replica's attestation of a registry's current state.
+    Attest {
+        /// Registry name or id.
+        registry: String,
+    },
+    /// Show a registry's state and which members attest it (quorum k of n).
+    Status {
+        /// Registry name or id.
+        registry: String,
+    },
+    /// Sign a checkpoint of this replica's log of accepted changes (a C2SP signed note).
+    Checkpoint {
+        /// Also write the note to this file.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+    /// Prove a change is in the log (--change), or that a checkpoint extends another (--from/--to).
+    Prove {
+        /// The change to prove (its hash).
+        #[arg(long, conflicts_with_all = ["from", "to"])]
+        change: Option<String>,
+        /// Under the checkpoint of this tree size [default: the latest].
+        #[arg(long, requires = "change")]
+        size: Option<u64>,
+        /// The older checkpoint note file.
+        #[arg(long, requires = "to")]
+        from: Option<PathBuf>,
+        /// The newer checkpoint note file.
+        #[arg(long, requires = "from")]
+        to: Option<PathBuf>,
+        /// Write the proof here instead of printing it.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+    /// Check a proof with only the replica's public key (no replica needed).
+    VerifyProof {
+        /// The proof file (from `prove`).
+        proof: PathBuf,
+        /// The checkpoint note file the proof is under (the newer one for consistency).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// For a consistency proof: the older checkpoint note file.
+        #[arg(long)]
+        old_checkpoint: Option<PathBuf>,
+        /// The replica's public key.
+        #[arg(long)]
+        key: String,
+    },
     /// Fold a registry's history into a snapshot so it opens fast.
     Compact {
         /// Registry name or id.
@@ -209,7 +257,7 @@ enum MembersCmd {
 
 /// Exit codes: 1 any failure, 2 bad usage (clap), 3 a write refused by the
 /// schema or roles, 4 a bundle refused as untrusted or malformed, 5 `verify`
-/// found a problem.
+/// or `verify-proof` found a problem.
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -234,6 +282,7 @@ fn main() -> ExitCode {
             } else if e
                 .downcast_ref::<VerifyError>()
                 .is_some_and(|v| !matches!(v, VerifyError::Lookup(_)))
+                || e.downcast_ref::<chittysync::LogError>().is_some()
             {
                 5
             } else {
@@ -266,6 +315,15 @@ fn registry(replica: &Replica, name: &str) -> Result<Registry> {
 fn run(cli: Cli) -> Result<()> {
     if let Command::Demo { dir } = &cli.command {
         return demo::run(dir.as_deref());
+    }
+    if let Command::VerifyProof {
+        proof,
+        checkpoint,
+        old_checkpoint,
+        key,
+    } = &cli.command
+    {
+        return verify_proof(proof, checkpoint, old_checkpoint.as_deref(), key, cli.json);
     }
     let replica = open(&cli)?;
     let as_json = cli.json;
@@ -648,6 +706,122 @@ fn run(cli: Cli) -> Result<()> {
                 output::table(&["#", "at", "registry", "event", "detail"], &rows);
             }
         }
+        Command::Attest { registry: name } => {
+            let a = registry(&replica, &name)?.attest()?;
+            if as_json {
+                output::json(
+                    &json!({ "digest": hex(&a.digest), "change_count": a.change_count,
+                    "heads": a.heads.iter().map(ToString::to_string).collect::<Vec<_>>() }),
+                );
+            } else {
+                println!(
+                    "attested '{name}': digest {} over {} changes",
+                    hex(&a.digest),
+                    a.change_count
+                );
+            }
+        }
+        Command::Status { registry: name } => {
+            let reg = registry(&replica, &name)?;
+            let status = reg.status()?;
+            let aliases: std::collections::HashMap<_, _> = reg
+                .members()
+                .into_iter()
+                .map(|m| (m.key, m.alias))
+                .collect();
+            let who: Vec<String> = status
+                .attested_by
+                .iter()
+                .map(|k| {
+                    aliases
+                        .get(k)
+                        .cloned()
+                        .flatten()
+                        .unwrap_or_else(|| k.short())
+                })
+                .collect();
+            if as_json {
+                output::json(&json!({
+                    "digest": status.digest, "change_count": status.change_count,
+                    "heads": status.heads.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "attested_by": status.attested_by.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "members": status.members, "quorum": status.quorum, "attested": status.attested(),
+                }));
+            } else {
+                println!("registry     {} ({})", reg.name(), reg.id());
+                println!("changes      {}", status.change_count);
+                println!("digest       {}", status.digest);
+                println!(
+                    "heads        {}",
+                    status
+                        .heads
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                );
+                println!(
+                    "attested by  {} of {} members: {}",
+                    who.len(),
+                    status.members,
+                    who.join(", ")
+                );
+                match status.quorum {
+                    Some(k) if status.attested() => {
+                        println!("quorum       {k} of {}: met ✓", status.members)
+                    }
+                    Some(k) => println!("quorum       {k} of {}: not met", status.members),
+                    None => {
+                        println!("quorum       none configured (set `quorum = k` in the schema)")
+                    }
+                }
+            }
+        }
+        Command::Checkpoint { out } => {
+            let note = replica.checkpoint()?;
+            if let Some(path) = &out {
+                std::fs::write(path, &note)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            if as_json {
+                output::json(&json!({ "note": note }));
+            } else {
+                print!("{note}");
+            }
+        }
+        Command::Prove {
+            change,
+            size,
+            from,
+            to,
+            out,
+        } => {
+            let json = match (change, from, to) {
+                (Some(change), _, _) => {
+                    let hash: ChangeHash = change
+                        .parse()
+                        .map_err(|_| anyhow!("--change: '{change}' is not a change hash"))?;
+                    replica.prove_inclusion(hash, size)?.to_json()
+                }
+                (None, Some(from), Some(to)) => {
+                    let key = replica.public_key();
+                    let read = |p: &PathBuf| -> Result<chittysync::Checkpoint> {
+                        let note = std::fs::read_to_string(p)
+                            .with_context(|| format!("reading {}", p.display()))?;
+                        Ok(chittysync::Checkpoint::verify(&note, &key)?)
+                    };
+                    let (old, new) = (read(&from)?, read(&to)?);
+                    replica.prove_consistency(old.size(), new.size())?.to_json()
+                }
+                _ => bail!("give --change HASH, or --from OLD_CHECKPOINT --to NEW_CHECKPOINT"),
+            };
+            match out {
+                Some(path) => std::fs::write(&path, &json)
+                    .with_context(|| format!("writing {}", path.display()))?,
+                None => println!("{json}"),
+            }
+        }
+        Command::VerifyProof { .. } => unreachable!("handled above"),
         Command::Compact { registry: name } => {
             registry(&replica, &name)?.compact()?;
             if !as_json {
@@ -655,6 +829,56 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Demo { .. } => unreachable!("handled above"),
+    }
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Checks a proof file against checkpoint notes with only a public key.
+fn verify_proof(
+    proof: &Path,
+    checkpoint: &Path,
+    old: Option<&Path>,
+    key: &str,
+    as_json: bool,
+) -> Result<()> {
+    let key: PublicKey = key.parse()?;
+    let read =
+        |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+    let text = read(proof)?;
+    let note = read(checkpoint)?;
+    let kind: serde_json::Value =
+        serde_json::from_str(&text).context("the proof file is not JSON")?;
+    let message = if kind["format"]
+        .as_str()
+        .is_some_and(|f| f.contains("consistency"))
+    {
+        let old = old.ok_or_else(|| anyhow!("a consistency proof needs --old-checkpoint"))?;
+        let p = chittysync::ConsistencyProof::from_json(&text)?;
+        let (a, b) = p.verify_signed(&read(old)?, &note, &key)?;
+        format!(
+            "consistent: the log of size {} extends the log of size {}",
+            b.size(),
+            a.size()
+        )
+    } else {
+        let p = chittysync::InclusionProof::from_json(&text)?;
+        let c = p.verify_signed(&note, &key)?;
+        format!(
+            "included: change {} of registry {} is entry {} of the log of size {}",
+            p.change(),
+            p.registry(),
+            p.index(),
+            c.size()
+        )
+    };
+    if as_json {
+        output::json(&json!({ "ok": true, "result": message }));
+    } else {
+        println!("{message}");
     }
     Ok(())
 }
