@@ -230,15 +230,57 @@ impl Layout {
     }
 
     /// The role of `key` at `heads`.
+    ///
+    /// The registry's creator is the admin of last resort: if concurrent
+    /// removals (two admins removing each other) left no admin, the creator
+    /// acts as admin, on every replica alike, so the registry can always be
+    /// governed.
     pub(crate) fn role_at(
         &self,
         doc: &AutoCommit,
         key: &PublicKey,
         heads: &[ChangeHash],
     ) -> Option<Role> {
-        match doc.get_at(&self.members, key.to_string(), heads).ok()?? {
-            (automerge::Value::Scalar(s), _) => s.as_str()?.parse().ok(),
+        let role = match doc.get_at(&self.members, key.to_string(), heads).ok()? {
+            Some((automerge::Value::Scalar(s), _)) => s.as_str().and_then(|r| r.parse().ok()),
             _ => None,
+        };
+        self.with_last_resort(doc, key, role, Some(heads))
+    }
+
+    /// The role of `key` now (see [`Layout::role_at`]).
+    pub(crate) fn role_now(&self, doc: &AutoCommit, key: &PublicKey) -> Option<Role> {
+        let role = self
+            .members(doc, None)
+            .into_iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, r)| r);
+        self.with_last_resort(doc, key, role, None)
+    }
+
+    fn with_last_resort(
+        &self,
+        doc: &AutoCommit,
+        key: &PublicKey,
+        role: Option<Role>,
+        heads: Option<&[ChangeHash]>,
+    ) -> Option<Role> {
+        if role == Some(Role::Admin) || self.creator().as_ref() != Some(key) {
+            return role;
+        }
+        let admins = self
+            .members(doc, heads)
+            .iter()
+            .filter(|(_, r)| *r == Role::Admin)
+            .count();
+        if admins == 0 { Some(Role::Admin) } else { role }
+    }
+
+    /// The registry's creator: the author of the genesis, which made `meta`.
+    pub(crate) fn creator(&self) -> Option<PublicKey> {
+        match &self.meta {
+            ObjId::Id(_, actor, _) => PublicKey::from_bytes(actor.to_bytes()).ok(),
+            ObjId::Root => None,
         }
     }
 }

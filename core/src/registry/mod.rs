@@ -732,26 +732,145 @@ mod tests {
         ra.put(Some(&id), [("name", "fixed by admin")]).unwrap();
 
         // A change C made by going around the API is refused on import.
-        let forged = {
-            let mut state = rc.lock();
-            let mut doc = state.doc.fork();
-            doc.set_actor(automerge::ActorId::from(&c.public_key().as_bytes()[..]));
-            let obj = state.copies(&id)[0].clone();
-            automerge::transaction::Transactable::put(&mut doc, &obj, "name", "c's").unwrap();
-            let hash = doc.commit().unwrap();
-            let change = doc.get_change_by_hash(&hash).unwrap();
-            let sig =
-                crate::trust::sign_change(&Identity::from_secret_bytes(c_seed), &rc.id(), &hash);
-            crate::Bundle::new(
-                rc.id(),
-                vec![crate::SignedChange::new(change, c.public_key(), sig)],
-                vec![],
-            )
-        };
+        let forged = forge(&rc, c_seed, |doc, layout| {
+            let (_, obj) = automerge::ReadDoc::get(doc, &layout.records, id.as_str())
+                .unwrap()
+                .unwrap();
+            automerge::transaction::Transactable::put(doc, &obj, "name", "c's").unwrap();
+        });
         let before = ra.heads();
         let err = a.import(forged).unwrap_err();
         assert!(err.to_string().contains("only by its creator"), "{err}");
         assert_eq!(ra.heads(), before);
         assert!(a.verify(None).is_ok());
+    }
+
+    /// A change made with `seed`'s key on a copy of `reg`'s document,
+    /// signed but never checked locally: what a misbehaving peer could send.
+    fn forge(
+        reg: &Registry,
+        seed: [u8; 32],
+        f: impl FnOnce(&mut automerge::AutoCommit, &doc::Layout),
+    ) -> crate::Bundle {
+        let identity = Identity::from_secret_bytes(seed);
+        let mut state = reg.lock();
+        let mut doc = state.doc.fork();
+        doc.set_actor(automerge::ActorId::from(
+            &identity.public_key().as_bytes()[..],
+        ));
+        let layout = doc::Layout::find(&doc).unwrap();
+        f(&mut doc, &layout);
+        let hash = doc.commit().unwrap();
+        let change = doc.get_change_by_hash(&hash).unwrap();
+        let sig = crate::trust::sign_change(&identity, &state.id, &hash);
+        crate::Bundle::new(
+            state.id,
+            vec![crate::SignedChange::new(change, identity.public_key(), sig)],
+            vec![],
+        )
+    }
+
+    fn sync_all(replicas: &[(&Replica, &Registry)]) {
+        for _ in 0..2 {
+            for (from_r, from) in replicas {
+                for (to_r, to) in replicas {
+                    if from_r.public_key() != to_r.public_key() {
+                        to_r.import(from.export(&to.heads()).unwrap()).unwrap();
+                    }
+                }
+            }
+        }
+        let _ = replicas.iter().map(|(r, _)| r).count();
+    }
+
+    #[test]
+    fn a_removed_writers_concurrent_edit_stays_and_later_ones_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let w_seed = [7u8; 32];
+        let a = Replica::open(dir.path().join("a.db")).unwrap();
+        let w = Replica::open_with_identity(
+            dir.path().join("w.db"),
+            Identity::from_secret_bytes(w_seed),
+        )
+        .unwrap();
+        let c = Replica::open(dir.path().join("c.db")).unwrap();
+        let ra = a.create_registry("r", schema()).unwrap();
+        ra.set_member(w.public_key(), Role::Writer).unwrap();
+        ra.set_member(c.public_key(), Role::Writer).unwrap();
+        w.import(ra.export(&[]).unwrap()).unwrap();
+        c.import(ra.export(&[]).unwrap()).unwrap();
+        let (rw, rc) = (w.registry("r").unwrap(), c.registry("r").unwrap());
+
+        // Concurrently: A removes W; W, not knowing, writes.
+        ra.remove_member(w.public_key()).unwrap();
+        rw.put(Some("w1"), [("name", "by w")]).unwrap();
+        rc.put(Some("c1"), [("name", "by c")]).unwrap();
+        // C hears of W's edit before the removal, A after: same result.
+        c.import(rw.export(&rc.heads()).unwrap()).unwrap();
+        sync_all(&[(&a, &ra), (&w, &rw), (&c, &rc)]);
+        for reg in [&ra, &rw, &rc] {
+            assert_eq!(reg.heads(), ra.heads());
+            assert_eq!(reg.state_digest(), ra.state_digest());
+            // Causal removal: an edit made before W could know is kept.
+            assert!(reg.get("w1").is_some());
+            assert!(!reg.members().iter().any(|m| m.key == w.public_key()));
+        }
+        // After the removal reached W, W cannot write …
+        assert!(matches!(
+            rw.put(None, [("name", "late")]),
+            Err(WriteError::NotPermitted { .. })
+        ));
+        // … and a change forged on top of the removal is refused everywhere.
+        let forged = forge(&rw, w_seed, |doc, layout| {
+            let obj = automerge::transaction::Transactable::put_object(
+                doc,
+                &layout.records,
+                "w2",
+                automerge::ObjType::Map,
+            )
+            .unwrap();
+            automerge::transaction::Transactable::put(doc, &obj, "name", "sneaky").unwrap();
+        });
+        let err = a.import(forged).unwrap_err();
+        assert!(err.to_string().contains("not a member"), "{err}");
+        assert!(a.verify(None).is_ok() && c.verify(None).is_ok());
+    }
+
+    #[test]
+    fn admins_removing_each_other_concurrently_leave_the_creator_as_admin_of_last_resort() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Replica::open(dir.path().join("a.db")).unwrap();
+        let b = Replica::open(dir.path().join("b.db")).unwrap();
+        let c = Replica::open(dir.path().join("c.db")).unwrap();
+        let ra = a.create_registry("r", schema()).unwrap();
+        ra.set_member(b.public_key(), Role::Admin).unwrap();
+        ra.set_member(c.public_key(), Role::Writer).unwrap();
+        b.import(ra.export(&[]).unwrap()).unwrap();
+        c.import(ra.export(&[]).unwrap()).unwrap();
+        let (rb, rc) = (b.registry("r").unwrap(), c.registry("r").unwrap());
+
+        // Each is not the last admin locally, so each removal is allowed.
+        ra.remove_member(b.public_key()).unwrap();
+        rb.remove_member(a.public_key()).unwrap();
+        sync_all(&[(&a, &ra), (&b, &rb), (&c, &rc)]);
+        for reg in [&ra, &rb, &rc] {
+            assert_eq!(reg.state_digest(), ra.state_digest());
+            assert!(reg.members().iter().all(|m| m.role != Role::Admin));
+        }
+        // Nobody is admin by membership; the creator still governs.
+        assert!(matches!(
+            rb.set_member(c.public_key(), Role::Admin),
+            Err(WriteError::NotPermitted { .. })
+        ));
+        ra.set_member(c.public_key(), Role::Admin).unwrap();
+        sync_all(&[(&a, &ra), (&b, &rb), (&c, &rc)]);
+        assert!(
+            rc.members()
+                .iter()
+                .any(|m| m.key == c.public_key() && m.role == Role::Admin)
+        );
+        for r in [&a, &b, &c] {
+            r.verify(None).unwrap();
+        }
     }
 }

@@ -369,12 +369,7 @@ impl DocState {
         if creators.contains(author) {
             return Ok(());
         }
-        let admin = self
-            .layout
-            .members(&self.doc, None)
-            .iter()
-            .any(|(k, r)| k == author && *r == Role::Admin);
-        if admin {
+        if self.layout.role_now(&self.doc, author) == Some(Role::Admin) {
             return Ok(());
         }
         Err(WriteError::NotOwner {
@@ -388,12 +383,7 @@ impl DocState {
     }
 
     pub(crate) fn require_role(&self, who: &PublicKey, needed: Role) -> Result<(), WriteError> {
-        let role = self
-            .layout
-            .members(&self.doc, None)
-            .into_iter()
-            .find(|(k, _)| k == who)
-            .map(|(_, r)| r);
+        let role = self.layout.role_now(&self.doc, who);
         let enough = match needed {
             Role::Admin => role == Some(Role::Admin),
             _ => role.is_some_and(Role::can_write),
