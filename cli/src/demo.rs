@@ -209,6 +209,30 @@ pub(crate) fn run(dir: Option<&Path>) -> Result<()> {
         bail!("a refused bundle changed the replica — this is a bug");
     }
     println!("bob's replica is unchanged ✓");
+
+    step(
+        9,
+        "Both replicas verify end to end, and attest the state they share",
+    );
+    bob.import(a.export(&b.heads())?)?; // the genuine version of step 8's change
+    for (name, replica) in [("alice", &alice), ("bob", &bob)] {
+        let report = replica.verify(None)?;
+        let r = &report.registries[0];
+        println!(
+            "{name}: {} changes by {} authors verified, journal of {} entries intact",
+            r.changes, r.authors, report.journal_rows
+        );
+    }
+    a.attest()?;
+    b.attest()?;
+    alice.import(b.export(&a.heads())?)?;
+    let status = a.status()?;
+    println!(
+        "attested by {} of {} members (digest {})",
+        status.attested_by.len(),
+        status.members,
+        &status.digest[..16]
+    );
     println!(
         "\nThe demo's replicas are in {} (gone when it ends unless you pass --dir).",
         dir.display()
