@@ -1,5 +1,6 @@
 //! `chittysync`: create, edit, inspect and exchange signed registries from a shell.
 
+mod audit;
 mod demo;
 mod output;
 
@@ -178,6 +179,8 @@ enum Command {
         #[arg(long)]
         key: String,
     },
+    /// Show the signed change history: who changed which record, field or member, when, from what to what.
+    Audit(audit::AuditArgs),
     /// Fold a registry's history into a snapshot so it opens fast.
     Compact {
         /// Registry name or id.
@@ -822,6 +825,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::VerifyProof { .. } => unreachable!("handled above"),
+        Command::Audit(args) => audit::run(&replica, args, as_json)?,
         Command::Compact { registry: name } => {
             registry(&replica, &name)?.compact()?;
             if !as_json {

@@ -9,11 +9,11 @@
 //! state at the change's dependencies against the state just after it, so
 //! concurrent changes never blur each other's effects.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::io::{self, Write};
 
-use automerge::{AutoCommit, ChangeHash, ObjId, ObjType, PatchAction, Prop, ReadDoc};
+use automerge::{AutoCommit, ChangeHash, ObjId, ObjType, ReadDoc, legacy};
 use ed25519_dalek::Signature;
 
 use crate::identity::PublicKey;
@@ -477,12 +477,17 @@ pub(crate) fn audit(
     }
 
     check_signatures(&id, &mut pending);
+    let wanted: HashSet<ChangeHash> = pending.iter().map(|p| p.entry.change).collect();
+    let mut ops = Ops::read(doc, &wanted);
+    let doc: &AutoCommit = doc;
     let mut entries = Vec::with_capacity(pending.len());
     for Pending {
         mut entry, meta, ..
     } in pending
     {
-        entry.effects = effects(doc, &layout, &schema, &meta, query.record.as_deref());
+        let record = query.record.as_deref();
+        let touched = ops.touched(&meta, record);
+        entry.effects = effects(doc, &layout, &schema, &meta, touched, record);
         if query.record.is_none() || !entry.effects.is_empty() {
             entries.push(entry);
         }
@@ -575,41 +580,19 @@ enum Part {
     Tombstone,
 }
 
-/// What a change did: its patches from its dependencies to itself, read
-/// back as before/after values of what they touched.
+/// What a change did: the before and after values (at the change's
+/// dependencies, and just after it) of everything it touched.
 fn effects(
-    doc: &mut AutoCommit,
+    doc: &AutoCommit,
     layout: &Layout,
     schema: &CompiledSchema,
     meta: &Meta,
+    touched: BTreeSet<Touch>,
     record: Option<&str>,
 ) -> Vec<Effect> {
     let before = meta.deps.as_slice();
     let after = [meta.hash];
     let genesis = before.is_empty();
-    let touched: BTreeSet<Touch> = doc
-        .diff(before, &after)
-        .iter()
-        .filter_map(|patch| {
-            let mut path: Vec<String> = patch.path.iter().map(|(_, p)| prop(p)).collect();
-            match &patch.action {
-                PatchAction::PutMap { key, .. } | PatchAction::DeleteMap { key } => {
-                    path.push(key.clone())
-                }
-                PatchAction::Increment { prop: p, .. } | PatchAction::Conflict { prop: p } => {
-                    path.push(prop(p))
-                }
-                _ => {}
-            }
-            classify(&path, genesis)
-        })
-        .filter(|t| match (record, t) {
-            (None, _) => true,
-            (Some(want), Touch::Record(id, _)) => want == id,
-            (Some(_), _) => false,
-        })
-        .collect();
-    let doc: &AutoCommit = doc;
     let mut out = Vec::new();
     if genesis && record.is_none() {
         out.push(Effect::RegistryCreated {
@@ -620,7 +603,7 @@ fn effects(
         let effect = match touch {
             Touch::Record(id, part) => record_effect(doc, layout, schema, id, part, before, &after),
             Touch::FieldDef(name) => {
-                let old = str_at(doc, &layout.fields, &name, before);
+                let old = was(genesis, || str_at(doc, &layout.fields, &name, before));
                 let new = str_at(doc, &layout.fields, &name, &after);
                 field_def_detail(old.as_deref(), new.as_deref()).map(|detail| {
                     Effect::SchemaChanged {
@@ -630,7 +613,7 @@ fn effects(
                 })
             }
             Touch::SchemaSetting(key) => {
-                let old = setting_at(doc, &layout.schema, &key, before);
+                let old = was(genesis, || setting_at(doc, &layout.schema, &key, before));
                 let new = setting_at(doc, &layout.schema, &key, &after);
                 let label = key.replace('_', " ");
                 let detail = match (old, new) {
@@ -647,7 +630,7 @@ fn effects(
             }
             Touch::Member(key) => match key.parse::<PublicKey>() {
                 Ok(k) => {
-                    let old = layout.role_at(doc, &k, before);
+                    let old = was(genesis, || layout.role_at(doc, &k, before));
                     let new = layout.role_at(doc, &k, &after);
                     (old != new).then_some(Effect::MemberChanged { key: k, old, new })
                 }
@@ -655,7 +638,7 @@ fn effects(
             },
             Touch::Alias(key) => match (key.parse::<PublicKey>(), &layout.aliases) {
                 (Ok(k), Some(aliases)) => {
-                    let old = str_at(doc, aliases, &key, before);
+                    let old = was(genesis, || str_at(doc, aliases, &key, before));
                     let new = str_at(doc, aliases, &key, &after);
                     (old != new).then_some(Effect::AliasChanged { key: k, old, new })
                 }
@@ -668,6 +651,12 @@ fn effects(
     out
 }
 
+/// A value before the change. Before the genesis there is nothing (and
+/// Automerge's reads at empty heads return present values, so never ask).
+fn was<T>(genesis: bool, read: impl FnOnce() -> Option<T>) -> Option<T> {
+    if genesis { None } else { read() }
+}
+
 fn other(path: String) -> Effect {
     Effect::Other {
         path,
@@ -675,31 +664,176 @@ fn other(path: String) -> Effect {
     }
 }
 
-fn prop(p: &Prop) -> String {
-    match p {
-        Prop::Map(k) => k.clone(),
-        Prop::Seq(i) => i.to_string(),
+/// Where an object of the document sits in the registry layout.
+#[derive(Clone, Debug)]
+enum Place {
+    Root,
+    Meta,
+    Schema,
+    Fields,
+    Members,
+    Aliases,
+    Records,
+    /// A copy of a record (almost always its only one).
+    Copy(String),
+    /// A record's long text or multi-select value.
+    Container(String, String),
+    Tombstone(String),
+    /// Outside the layout, at this path.
+    Other(String),
+}
+
+impl Place {
+    fn path(&self) -> String {
+        match self {
+            Place::Root => String::new(),
+            Place::Meta => "meta".into(),
+            Place::Schema => "schema".into(),
+            Place::Fields => "schema.fields".into(),
+            Place::Members => "members".into(),
+            Place::Aliases => "aliases".into(),
+            Place::Records => "records".into(),
+            Place::Copy(id) => format!("records.{id}"),
+            Place::Container(id, f) => format!("records.{id}.{f}"),
+            Place::Tombstone(id) => format!("records.{id}.{DELETED}"),
+            Place::Other(p) => p.clone(),
+        }
+    }
+
+    /// The place of an object made at `key` in this one.
+    fn child(&self, key: Option<&str>) -> Place {
+        let k = key.unwrap_or_default();
+        match (self, k) {
+            (Place::Root, "meta") => Place::Meta,
+            (Place::Root, "schema") => Place::Schema,
+            (Place::Root, "members") => Place::Members,
+            (Place::Root, "aliases") => Place::Aliases,
+            (Place::Root, "records") => Place::Records,
+            (Place::Schema, "fields") => Place::Fields,
+            (Place::Records, _) => Place::Copy(k.to_owned()),
+            (Place::Copy(id), DELETED) => Place::Tombstone(id.clone()),
+            (Place::Copy(id), _) => Place::Container(id.clone(), k.to_owned()),
+            (Place::Container(..) | Place::Tombstone(_), _) => self.clone(),
+            _ => Place::Other(join(&self.path(), key)),
+        }
+    }
+
+    /// What an operation at `key` of an object here touched.
+    fn touch(&self, key: Option<&str>, genesis: bool) -> Option<Touch> {
+        let k = || key.unwrap_or_default().to_owned();
+        Some(match (self, key) {
+            // The genesis makes the root's maps and meta: that is the creation.
+            (Place::Root | Place::Meta, _) if genesis => return None,
+            (Place::Schema, Some("fields")) if genesis => return None,
+            (Place::Schema, Some(k)) if k != "fields" => Touch::SchemaSetting(k.to_owned()),
+            (Place::Fields, Some(_)) => Touch::FieldDef(k()),
+            (Place::Members, Some(_)) => Touch::Member(k()),
+            (Place::Aliases, Some(_)) => Touch::Alias(k()),
+            (Place::Records, Some(_)) => Touch::Record(k(), Part::Existence),
+            (Place::Copy(id), Some(DELETED)) | (Place::Tombstone(id), _) => {
+                Touch::Record(id.clone(), Part::Tombstone)
+            }
+            (Place::Copy(id), Some(f)) => Touch::Record(id.clone(), Part::Field(f.to_owned())),
+            (Place::Container(id, f), _) => Touch::Record(id.clone(), Part::Field(f.clone())),
+            _ => Touch::Other(join(&self.path(), key)),
+        })
     }
 }
 
-/// What a patch at `path` (keys from the root) touched.
-fn classify(path: &[String], genesis: bool) -> Option<Touch> {
-    let s = |v: &String| v.clone();
-    Some(match path {
-        [] => return None,
-        [r, id] if r == "records" => Touch::Record(s(id), Part::Existence),
-        [r, id, d, ..] if r == "records" && d == DELETED => Touch::Record(s(id), Part::Tombstone),
-        [r, id, f, ..] if r == "records" => Touch::Record(s(id), Part::Field(s(f))),
-        [sc, f, name, ..] if sc == "schema" && f == "fields" => Touch::FieldDef(s(name)),
-        [sc, f] if sc == "schema" && f == "fields" && genesis => return None,
-        [sc, key] if sc == "schema" && key != "fields" => Touch::SchemaSetting(s(key)),
-        [m, key] if m == "members" => Touch::Member(s(key)),
-        [a, key] if a == "aliases" => Touch::Alias(s(key)),
-        // The genesis makes the root's maps and meta: that is the creation.
-        [m, ..] if m == "meta" && genesis => return None,
-        [_] if genesis => return None,
-        _ => Touch::Other(path.join(".")),
-    })
+fn join(path: &str, key: Option<&str>) -> String {
+    match (path, key) {
+        ("", Some(k)) => k.to_owned(),
+        (p, Some(k)) => format!("{p}.{k}"),
+        (p, None) => p.to_owned(),
+    }
+}
+
+type OpTarget = (legacy::ObjectId, Option<String>);
+
+/// The operations of the history, read once: which object each `Make`
+/// made where, and what each audited change operated on.
+///
+/// Reading a change's own operations costs as much as the change; a diff
+/// between its dependencies and itself would scan the whole document for
+/// every change.
+struct Ops {
+    made: HashMap<legacy::OpId, OpTarget>,
+    targets: HashMap<ChangeHash, Vec<OpTarget>>,
+    places: HashMap<legacy::OpId, Place>,
+}
+
+impl Ops {
+    fn read(doc: &mut AutoCommit, wanted: &HashSet<ChangeHash>) -> Ops {
+        let mut ops = Ops {
+            made: HashMap::new(),
+            targets: HashMap::new(),
+            places: HashMap::new(),
+        };
+        // Compacted changes are rebuilt from the document, so every change
+        // of the history is here whether or not the store kept its bytes.
+        for change in doc.get_changes(&[]) {
+            let hash = change.hash();
+            let keep = wanted.contains(&hash);
+            let expanded = change.decode();
+            let start = expanded.start_op.get();
+            let mut targets = Vec::new();
+            for (i, op) in expanded.operations.into_iter().enumerate() {
+                let key = match &op.key {
+                    legacy::Key::Map(k) => Some(k.to_string()),
+                    legacy::Key::Seq(_) => None,
+                };
+                if matches!(op.action, legacy::OpType::Make(_)) {
+                    let id = legacy::OpId(start + i as u64, expanded.actor_id.clone());
+                    ops.made.insert(id, (op.obj.clone(), key.clone()));
+                }
+                if keep {
+                    targets.push((op.obj, key));
+                }
+            }
+            if keep {
+                ops.targets.insert(hash, targets);
+            }
+        }
+        ops
+    }
+
+    fn place(&mut self, obj: &legacy::ObjectId, depth: usize) -> Place {
+        let legacy::ObjectId::Id(id) = obj else {
+            return Place::Root;
+        };
+        if let Some(p) = self.places.get(id) {
+            return p.clone();
+        }
+        let place = match self.made.get(id).cloned() {
+            Some((parent, key)) if depth < 64 => {
+                self.place(&parent, depth + 1).child(key.as_deref())
+            }
+            _ => Place::Other(format!("object {}@{}", id.0, id.1)),
+        };
+        self.places.insert(id.clone(), place.clone());
+        place
+    }
+
+    /// What `meta`'s change touched (only record `record`'s parts if given).
+    fn touched(&mut self, meta: &Meta, record: Option<&str>) -> BTreeSet<Touch> {
+        let genesis = meta.deps.is_empty();
+        let targets = self.targets.remove(&meta.hash).unwrap_or_default();
+        let mut out = BTreeSet::new();
+        for (obj, key) in targets {
+            let Some(touch) = self.place(&obj, 0).touch(key.as_deref(), genesis) else {
+                continue;
+            };
+            let wanted = match (record, &touch) {
+                (None, _) => true,
+                (Some(want), Touch::Record(id, _)) => want == id,
+                (Some(_), _) => false,
+            };
+            if wanted {
+                out.insert(touch);
+            }
+        }
+        out
+    }
 }
 
 fn record_effect(
@@ -711,7 +845,11 @@ fn record_effect(
     before: &[ChangeHash],
     after: &[ChangeHash],
 ) -> Option<Effect> {
-    let copies_before = copies_at(doc, &layout.records, &id, before);
+    let copies_before = if before.is_empty() {
+        Vec::new()
+    } else {
+        copies_at(doc, &layout.records, &id, before)
+    };
     let copies_after = copies_at(doc, &layout.records, &id, after);
     match part {
         Part::Existence => match (copies_before.is_empty(), copies_after.is_empty()) {
@@ -1220,26 +1358,5 @@ mod tests {
         assert!(port["at"].as_str().unwrap().ends_with('Z'));
         assert_eq!(lines[2]["effects"][0]["new"], "hello world");
         assert_eq!(lines[3]["effects"][0]["new"], serde_json::json!(["a", "b"]));
-    }
-}
-#[cfg(test)]
-mod scratch_perf {
-    use super::*;
-    use crate::schema::{FieldDef, Schema};
-    #[test]
-    #[ignore]
-    fn perf() {
-        let n: usize = std::env::var("N").map(|v| v.parse().unwrap()).unwrap_or(300);
-        let dir = tempfile::tempdir().unwrap();
-        let a = crate::Replica::open(dir.path().join("a.db")).unwrap();
-        let r = a.create_registry("r", Schema::new().field(FieldDef::new("name", FieldType::Text)).field(FieldDef::new("port", FieldType::Integer))).unwrap();
-        for i in 0..n { r.put(Some(&format!("r{i}")), [("name", Value::from(format!("n{i}"))), ("port", (i as i64).into())]).unwrap(); }
-        for i in 0..n { r.put(Some(&format!("r{i}")), [("port", i as i64 + 1)]).unwrap(); }
-        let t = std::time::Instant::now();
-        let log = r.audit(&AuditQuery::all()).unwrap();
-        eprintln!("{} entries in {:?}", log.len(), t.elapsed());
-        let t = std::time::Instant::now();
-        let log = r.audit(&AuditQuery::all().record("r5")).unwrap();
-        eprintln!("{} entries (record) in {:?}", log.len(), t.elapsed());
     }
 }
