@@ -541,7 +541,13 @@ mod tests {
         )
         .unwrap();
         drop(conn);
-        let err = Replica::open(dir.path().join("r.db")).unwrap().verify(None).unwrap_err();
-        assert!(matches!(err, VerifyError::Checkpoint { size: 5, .. }), "{err}");
+        let err = Replica::open(dir.path().join("r.db"))
+            .unwrap()
+            .verify(None)
+            .unwrap_err();
+        assert!(
+            matches!(err, VerifyError::Checkpoint { size: 5, .. }),
+            "{err}"
+        );
     }
 }

@@ -733,8 +733,12 @@ fn concurrent_creation_of_the_same_record_id_keeps_both_sides_fields() {
         assert_eq!(reg.len(), 1);
     }
     // A later write and a delete reach the merged record as a whole.
-    p.ra.put(Some("svc"), [("port", Value::Integer(81))]).unwrap();
-    assert_eq!(p.ra.get("svc").unwrap().get("port"), Some(&Value::Integer(81)));
+    p.ra.put(Some("svc"), [("port", Value::Integer(81))])
+        .unwrap();
+    assert_eq!(
+        p.ra.get("svc").unwrap().get("port"),
+        Some(&Value::Integer(81))
+    );
     assert!(p.ra.get("svc").unwrap().conflicted.is_empty());
     p.ra.delete("svc").unwrap();
     assert_eq!(p.ra.len(), 0);

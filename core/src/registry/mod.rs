@@ -780,7 +780,6 @@ mod tests {
                 }
             }
         }
-        let _ = replicas.iter().map(|(r, _)| r).count();
     }
 
     #[test]

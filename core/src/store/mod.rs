@@ -318,7 +318,9 @@ pub(crate) fn attestations(
              WHERE registry_id = ?1 ORDER BY received_at, member",
         )
         .map_err(sql(path, "read attestations"))?;
-    let rows: Vec<(Vec<u8>, Vec<u8>, Vec<u8>, i64, Vec<u8>)> = stmt
+    // member, heads, digest, change count, signature
+    type Row = (Vec<u8>, Vec<u8>, Vec<u8>, i64, Vec<u8>);
+    let rows: Vec<Row> = stmt
         .query_map([id.as_bytes()], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
         })
