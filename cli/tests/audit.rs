@@ -1,35 +1,11 @@
 //! `chittysync audit` as an operator uses it: two replicas, a history with
 //! edits by both, filters, JSON Lines, and a tampered signature.
 
+mod common;
+
 use std::path::Path;
-use std::process::Command;
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn chittysync(replica: &Path, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_chittysync"))
-        .arg("--replica")
-        .arg(replica)
-        .args(args)
-        .env_remove("CHITTYSYNC_REPLICA")
-        .output()
-        .expect("the binary runs");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn ok(replica: &Path, args: &[&str]) -> String {
-    let run = chittysync(replica, args);
-    assert_eq!(run.code, 0, "chittysync {args:?} failed: {}", run.stderr);
-    run.stdout
-}
+use common::{chittysync, ok};
 
 /// `--json audit …`: one JSON object a line.
 fn audit(replica: &Path, args: &[&str]) -> Vec<serde_json::Value> {

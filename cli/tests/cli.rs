@@ -1,40 +1,11 @@
 //! Drives the `chittysync` binary as an operator would.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn chittysync(replica: &Path, args: &[&str]) -> Run {
-    let out: Output = Command::new(env!("CARGO_BIN_EXE_chittysync"))
-        .arg("--replica")
-        .arg(replica)
-        .args(args)
-        .env_remove("CHITTYSYNC_REPLICA")
-        .output()
-        .expect("the binary runs");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn ok(replica: &Path, args: &[&str]) -> String {
-    let run = chittysync(replica, args);
-    assert_eq!(run.code, 0, "chittysync {args:?} failed: {}", run.stderr);
-    run.stdout
-}
-
-fn json(replica: &Path, args: &[&str]) -> serde_json::Value {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    serde_json::from_str(&ok(replica, &all)).expect("--json prints JSON")
-}
+use common::{chittysync, json, ok};
 
 const SCHEMA: &str = r#"
 display_field = "name"

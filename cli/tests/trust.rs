@@ -1,33 +1,14 @@
 //! Attestations, checkpoints and proofs from the command line.
 
+mod common;
+
 use std::path::Path;
-use std::process::Command;
+
+use common::{json, ok};
 
 fn run(replica: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_chittysync"))
-        .arg("--replica")
-        .arg(replica)
-        .args(args)
-        .env_remove("CHITTYSYNC_REPLICA")
-        .output()
-        .expect("the binary runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn ok(replica: &Path, args: &[&str]) -> String {
-    let (code, out, err) = run(replica, args);
-    assert_eq!(code, 0, "chittysync {args:?}: {err}");
-    out
-}
-
-fn json(replica: &Path, args: &[&str]) -> serde_json::Value {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    serde_json::from_str(&ok(replica, &all)).unwrap()
+    let run = common::chittysync(replica, args);
+    (run.code, run.stdout, run.stderr)
 }
 
 #[test]

@@ -1,27 +1,14 @@
 //! `chittysync verify` and `chittysync journal` as an operator runs them.
 
+mod common;
+
 use std::path::Path;
-use std::process::Command;
+
+use common::ok;
 
 fn run(replica: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_chittysync"))
-        .arg("--replica")
-        .arg(replica)
-        .args(args)
-        .env_remove("CHITTYSYNC_REPLICA")
-        .output()
-        .expect("the binary runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn ok(replica: &Path, args: &[&str]) -> String {
-    let (code, out, err) = run(replica, args);
-    assert_eq!(code, 0, "chittysync {args:?}: {err}");
-    out
+    let run = common::chittysync(replica, args);
+    (run.code, run.stdout, run.stderr)
 }
 
 fn setup(dir: &Path) -> std::path::PathBuf {

@@ -1,0 +1,44 @@
+//! Running the `chittysync` binary from tests.
+
+// Each test file uses its own subset of these helpers.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::Command;
+
+/// What one run of the binary did.
+pub(crate) struct Run {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+}
+
+/// Runs `chittysync --replica REPLICA ARGS…` with no replica from the environment.
+pub(crate) fn chittysync(replica: &Path, args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_chittysync"))
+        .arg("--replica")
+        .arg(replica)
+        .args(args)
+        .env_remove("CHITTYSYNC_REPLICA")
+        .output()
+        .expect("the binary runs");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs and asserts success; returns stdout.
+pub(crate) fn ok(replica: &Path, args: &[&str]) -> String {
+    let run = chittysync(replica, args);
+    assert_eq!(run.code, 0, "chittysync {args:?} failed: {}", run.stderr);
+    run.stdout
+}
+
+/// Runs with `--json` and parses the output.
+pub(crate) fn json(replica: &Path, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    serde_json::from_str(&ok(replica, &all)).expect("--json prints JSON")
+}
