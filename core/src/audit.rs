@@ -848,9 +848,9 @@ fn record_effect(
     let copies_before = if before.is_empty() {
         Vec::new()
     } else {
-        copies_at(doc, &layout.records, &id, before)
+        layout.copies(doc, &id, Some(before))
     };
-    let copies_after = copies_at(doc, &layout.records, &id, after);
+    let copies_after = layout.copies(doc, &id, Some(after));
     match part {
         Part::Existence => match (copies_before.is_empty(), copies_after.is_empty()) {
             (true, false) => Some(Effect::RecordCreated { record: id }),
@@ -887,19 +887,6 @@ fn record_effect(
             })
         }
     }
-}
-
-/// A record's copies at `heads`, latest operation first (as reads order them).
-fn copies_at(doc: &AutoCommit, records: &ObjId, id: &str, heads: &[ChangeHash]) -> Vec<ObjId> {
-    let mut copies: Vec<ObjId> = doc
-        .get_all_at(records, id, heads)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|(v, _)| matches!(v, automerge::Value::Object(ObjType::Map)))
-        .map(|(_, obj)| obj)
-        .collect();
-    copies.reverse();
-    copies
 }
 
 /// A field's value at `heads`: Automerge's pick in the first copy that has

@@ -219,6 +219,30 @@ impl Layout {
             .collect()
     }
 
+    /// Every concurrent copy of a record at `heads` (`None`: now), latest
+    /// operation first. Almost always one; two replicas that create the
+    /// same record id concurrently each make a copy, and the record is read
+    /// as the merge of them all.
+    pub(crate) fn copies(
+        &self,
+        doc: &AutoCommit,
+        id: &str,
+        heads: Option<&[ChangeHash]>,
+    ) -> Vec<ObjId> {
+        let all = match heads {
+            None => doc.get_all(&self.records, id),
+            Some(h) => doc.get_all_at(&self.records, id, h),
+        };
+        let mut copies: Vec<ObjId> = all
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(v, _)| matches!(v, automerge::Value::Object(ObjType::Map)))
+            .map(|(_, obj)| obj)
+            .collect();
+        copies.reverse();
+        copies
+    }
+
     /// Human names of members' keys.
     pub(crate) fn aliases(&self, doc: &AutoCommit) -> std::collections::HashMap<String, String> {
         let Some(aliases) = &self.aliases else {

@@ -410,20 +410,9 @@ impl DocState {
         }))
     }
 
-    /// Every concurrent copy of a record, latest operation first. Almost
-    /// always one; two replicas that create the same record id concurrently
-    /// each make a copy, and the record is read as the merge of them all.
+    /// A record's copies now (see [`Layout::copies`]).
     pub(crate) fn copies(&self, id: &str) -> Vec<ObjId> {
-        let mut copies: Vec<ObjId> = self
-            .doc
-            .get_all(&self.layout.records, id)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|(v, _)| matches!(v, automerge::Value::Object(ObjType::Map)))
-            .map(|(_, obj)| obj)
-            .collect();
-        copies.reverse();
-        copies
+        self.layout.copies(&self.doc, id, None)
     }
 
     fn tombstone(&self, copies: &[ObjId]) -> Option<Tombstone> {
