@@ -11,6 +11,7 @@
 //! cargo run -p chittysync-bench --release -- --quick      # CI smoke run
 //! cargo run -p chittysync-bench --release -- --records 1000000
 //! cargo run -p chittysync-bench --release -- --only merge  # one benchmark
+//! cargo run -p chittysync-bench --release -- --only verify --changes 20000
 //! ```
 //!
 //! Ratios are the figures to track: both sides of a pair run back to back on
@@ -25,6 +26,7 @@ mod merge;
 mod open;
 mod report;
 mod scale;
+mod verify;
 mod writes;
 
 use std::process::ExitCode;
@@ -43,23 +45,29 @@ struct Options {
     json: bool,
     /// Records for the large-scale figures.
     records: usize,
+    /// Record writes (signed changes) in the verified registry (`None`: the
+    /// default size).
+    changes: Option<usize>,
     /// Run only the benchmark with this key.
     only: Option<String>,
 }
 
 const USAGE: &str = "\
-usage: chittysync-bench [--quick] [--json] [--records N] [--only NAME]
+usage: chittysync-bench [--quick] [--json] [--records N] [--changes N] [--only NAME]
 
   --quick      few iterations and small sizes (CI smoke run; N defaults to 5000)
   --json       print only the JSON report (default: table, then JSON)
   --records N  records for the large-scale figures (default 100000)
-  --only NAME  run only merge, open, batched, single or scale";
+  --changes N  record writes, one signed change each, in the verified registry
+               (default 100000; quick 2000)
+  --only NAME  run only merge, open, batched, single, scale or verify";
 
 impl Options {
     fn parse(args: impl IntoIterator<Item = String>) -> std::result::Result<Options, String> {
         let mut quick = false;
         let mut json = false;
         let mut records = None;
+        let mut changes = None;
         let mut only = None;
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
@@ -76,6 +84,16 @@ impl Options {
                     }
                     records = Some(n);
                 }
+                "--changes" => {
+                    let n = args.next().ok_or("--changes needs a number")?;
+                    let n: usize = n
+                        .parse()
+                        .map_err(|_| format!("--changes: '{n}' is not a number"))?;
+                    if n < 2 {
+                        return Err("--changes must be at least 2".into());
+                    }
+                    changes = Some(n);
+                }
                 "--only" => {
                     let name = args.next().ok_or("--only needs a benchmark name")?;
                     if !BENCHES.iter().any(|(key, _, _)| *key == name) {
@@ -91,6 +109,7 @@ impl Options {
             quick,
             json,
             records: records.unwrap_or(if quick { 5_000 } else { 100_000 }),
+            changes,
             only,
         })
     }
@@ -119,6 +138,7 @@ const BENCHES: &[Bench] = &[
         writes::single,
     ),
     ("scale", "absolute figures at N records", scale::run),
+    ("verify", "verify vs raw ed25519 verify_batch", verify::run),
 ];
 
 fn run(options: &Options) -> Result<Vec<Figure>> {

@@ -14,6 +14,8 @@ pub(crate) enum Unit {
     Seconds,
     /// Records per second; higher is better.
     RecordsPerSecond,
+    /// Signed changes per second; higher is better.
+    ChangesPerSecond,
     /// Bytes on disk.
     Bytes,
 }
@@ -23,6 +25,7 @@ impl Unit {
         match self {
             Unit::Seconds => "s",
             Unit::RecordsPerSecond => "records/s",
+            Unit::ChangesPerSecond => "changes/s",
             Unit::Bytes => "bytes",
         }
     }
@@ -33,7 +36,8 @@ impl Unit {
         }
         match self {
             Unit::Seconds => show_duration(v),
-            Unit::RecordsPerSecond => show_rate(v),
+            Unit::RecordsPerSecond => show_rate(v, "rec/s"),
+            Unit::ChangesPerSecond => show_rate(v, "changes/s"),
             Unit::Bytes => show_bytes(v),
         }
     }
@@ -78,7 +82,7 @@ pub(crate) struct Figure {
     /// The baseline's median, when there is a baseline.
     pub(crate) baseline: Option<f64>,
     /// Median of per-pair ratios ours / baseline (of times, or of
-    /// throughputs for [`Unit::RecordsPerSecond`]).
+    /// throughputs for [`Unit::RecordsPerSecond`] and [`Unit::ChangesPerSecond`]).
     pub(crate) ratio: Option<f64>,
     /// The target for `ratio`.
     pub(crate) goal: Option<Goal>,
@@ -169,6 +173,14 @@ impl Figure {
         Figure::absolute(bench, case, Unit::Seconds, f64::NAN, 0, why)
     }
 
+    /// The same figure counted in signed changes rather than records.
+    pub(crate) fn in_changes(mut self) -> Figure {
+        if self.unit == Unit::RecordsPerSecond {
+            self.unit = Unit::ChangesPerSecond;
+        }
+        self
+    }
+
     /// Adds extra JSON fields.
     pub(crate) fn with_extra(mut self, extra: serde_json::Value) -> Figure {
         if let (Some(into), serde_json::Value::Object(from)) = (self.extra.as_object_mut(), extra) {
@@ -231,7 +243,7 @@ pub(crate) fn table(figures: &[Figure]) -> String {
     out.push(String::new());
     out.push(
         "ratio = median over pairs of ours/baseline (time ratios: lower is better; \
-         records/s ratios: higher is better)"
+         records/s and changes/s ratios: higher is better)"
             .to_owned(),
     );
     out.join("\n")
@@ -244,7 +256,7 @@ pub(crate) fn json(figures: &[Figure], options: &Options, elapsed: Duration) -> 
         .map(|f| {
             let ratio_of = match (f.ratio, f.unit) {
                 (None, _) => None,
-                (Some(_), Unit::RecordsPerSecond) => Some("throughput"),
+                (Some(_), Unit::RecordsPerSecond | Unit::ChangesPerSecond) => Some("throughput"),
                 (Some(_), _) => Some("time"),
             };
             json!({
@@ -286,13 +298,13 @@ fn show_duration(s: f64) -> String {
     }
 }
 
-fn show_rate(r: f64) -> String {
+fn show_rate(r: f64, per_second: &str) -> String {
     if r >= 1e6 {
-        format!("{:.2} M rec/s", r / 1e6)
+        format!("{:.2} M {per_second}", r / 1e6)
     } else if r >= 1e3 {
-        format!("{:.1} k rec/s", r / 1e3)
+        format!("{:.1} k {per_second}", r / 1e3)
     } else {
-        format!("{r:.0} rec/s")
+        format!("{r:.0} {per_second}")
     }
 }
 

@@ -2,9 +2,10 @@
 //! genesis, and the local journal's hash chain.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use automerge::{AutoCommit, Change, ChangeHash, ReadDoc};
-use ed25519_dalek::Signature;
+use automerge::{AutoCommit, Change, ChangeHash, ObjId, ReadDoc, legacy};
+use ed25519_dalek::{Signature, VerifyingKey};
 use rusqlite::Connection;
 
 use crate::identity::PublicKey;
@@ -205,7 +206,144 @@ fn rows(conn: &Connection, path: &str, id: &RegistryId) -> Result<Vec<Row>, Stor
     .map_err(store::sql(path, "read changes"))
 }
 
+/// A change of the history, as the document records it.
+struct Meta {
+    hash: ChangeHash,
+    actor: Vec<u8>,
+    deps: Vec<ChangeHash>,
+    seq: u64,
+    max_op: u64,
+}
+
+/// From this many stored changes on, signatures are verified on a second
+/// thread while this one checks the rest.
+/// (Tiny under test, so that the tests run the parallel, chunked path.)
+const PARALLEL_FROM: usize = if cfg!(test) { 2 } else { 512 };
+
+/// Signatures per ed25519 batch: large enough that a batch costs about what
+/// one batch of everything would, small enough for threads to share. Chunks
+/// shrink towards [`MIN_CHUNK`] near the end, so the threads finish together.
+const CHUNK: usize = if cfg!(test) { 3 } else { 4096 };
+const MIN_CHUNK: usize = if cfg!(test) { 1 } else { 1024 };
+
+/// The signature check of every stored row, in chunks that any thread may
+/// take: each chunk is one ed25519 batch over (signing message of the row's
+/// hash, the row's signature, the row's author key).
+///
+/// Once the history and the rows are shown to be the same set of changes,
+/// each with its actor as its recorded author, this is the very set of
+/// signatures the history needs. When any chunk fails, [`verify_signatures`]
+/// runs over the history to name the first bad signature.
+struct Batch<'a> {
+    id: &'a RegistryId,
+    rows: &'a [Row],
+    next: AtomicUsize,
+    failed: AtomicBool,
+    stopped: AtomicBool,
+}
+
+impl<'a> Batch<'a> {
+    fn new(id: &'a RegistryId, rows: &'a [Row]) -> Self {
+        Batch {
+            id,
+            rows,
+            next: AtomicUsize::new(0),
+            failed: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+        }
+    }
+
+    /// Verifies chunks until none is left, one fails, or the check stops.
+    fn run(&self) {
+        while !self.failed.load(Ordering::Relaxed) && !self.stopped.load(Ordering::Relaxed) {
+            let Some(chunk) = self.claim() else {
+                return;
+            };
+            if !verify_chunk(self.id, &self.rows[chunk]) {
+                self.failed.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The next chunk no thread has taken: a quarter of what is left,
+    /// within [`MIN_CHUNK`]..=[`CHUNK`].
+    fn claim(&self) -> Option<std::ops::Range<usize>> {
+        let len = self.rows.len();
+        let mut start = self.next.load(Ordering::Relaxed);
+        loop {
+            if start >= len {
+                return None;
+            }
+            let end = len.min(start + ((len - start) / 4).clamp(MIN_CHUNK, CHUNK));
+            match self
+                .next
+                .compare_exchange_weak(start, end, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return Some(start..end),
+                Err(now) => start = now,
+            }
+        }
+    }
+
+    /// Abandons the chunks not started: the check already failed.
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
+    }
+
+    /// After every `run` returned: whether every chunk verified.
+    fn verified(&self) -> bool {
+        !self.failed.load(Ordering::Relaxed) && !self.stopped.load(Ordering::Relaxed)
+    }
+}
+
+/// One batch verification of `rows`' signatures; false if any does not
+/// verify, or a key or signature is malformed.
+fn verify_chunk(id: &RegistryId, rows: &[Row]) -> bool {
+    let mut keys: HashMap<&[u8], VerifyingKey> = HashMap::new();
+    let mut messages = Vec::with_capacity(rows.len());
+    let mut signatures = Vec::with_capacity(rows.len());
+    let mut verifying = Vec::with_capacity(rows.len());
+    for row in rows {
+        let Ok(signature) = <[u8; 64]>::try_from(row.signature.as_slice()) else {
+            return false;
+        };
+        let key = match keys.get(row.author.as_slice()) {
+            Some(k) => *k,
+            None => {
+                let Ok(k) = PublicKey::from_bytes(&row.author) else {
+                    return false;
+                };
+                let k = k.verifying_key();
+                keys.insert(&row.author, k);
+                k
+            }
+        };
+        messages.push(signing_message(id, &ChangeHash(row.hash)));
+        signatures.push(Signature::from_bytes(&signature));
+        verifying.push(key);
+    }
+    let refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+    ed25519_dalek::verify_batch(&refs, &signatures, &verifying).is_ok()
+}
+
+/// The history as checked before the signatures.
+struct History<'r> {
+    /// Its changes, in causal order.
+    metas: Vec<Meta>,
+    /// The stored row of each.
+    stored: HashMap<[u8; 32], &'r Row>,
+    /// The author of each change of `metas`.
+    keys: Vec<PublicKey>,
+    /// Distinct authors.
+    authors: usize,
+}
+
 /// Re-checks one registry from its genesis.
+///
+/// The signatures are verified on a second thread (and on this one, once
+/// its own checks are done) while this thread checks everything else; the
+/// first problem reported is the one the checks would meet in this order:
+/// stored bytes, history against rows, actors, signatures, genesis, roles.
 pub(crate) fn verify_registry(
     conn: &Connection,
     path: &str,
@@ -214,6 +352,44 @@ pub(crate) fn verify_registry(
     let registry = id.to_string();
     let rows = rows(conn, path, &id)?;
     let snapshot = store::snapshot(conn, path, &id)?;
+    let batch = Batch::new(&id, &rows);
+    let parallel = rows.len() >= PARALLEL_FROM
+        && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+    std::thread::scope(|scope| {
+        let helper = parallel.then(|| scope.spawn(|| batch.run()));
+        let checked = check(&registry, id, &rows, snapshot);
+        match &checked {
+            Ok(_) => batch.run(),
+            Err(_) => batch.stop(),
+        }
+        if let Some(helper) = helper
+            && let Err(panic) = helper.join()
+        {
+            std::panic::resume_unwind(panic);
+        }
+        let (history, rest) = checked?;
+        if !batch.verified() {
+            verify_signatures(
+                &registry,
+                &id,
+                &history.metas,
+                &history.stored,
+                &history.keys,
+            )?;
+        }
+        rest
+    })
+}
+
+/// Every check of a registry but the signatures': those that come before
+/// them fail this; the outcome of those after comes with the history.
+fn check<'r>(
+    registry: &str,
+    id: RegistryId,
+    rows: &'r [Row],
+    snapshot: Option<Vec<u8>>,
+) -> Result<(History<'r>, Result<RegistryReport, VerifyError>), VerifyError> {
+    let registry = registry.to_owned();
     let mut doc = match snapshot {
         Some(data) => AutoCommit::load(&data).map_err(|e| VerifyError::Undecodable {
             registry: registry.clone(),
@@ -225,17 +401,16 @@ pub(crate) fn verify_registry(
 
     // 1. Stored bytes decode and hash to their recorded hashes.
     let mut tail = Vec::new();
-    for row in rows.iter().filter(|r| r.bytes.is_some()) {
-        let bytes = row.bytes.clone().unwrap_or_default();
-        let change = Change::from_bytes(bytes).map_err(|e| VerifyError::Undecodable {
+    for row in rows.iter() {
+        let Some(bytes) = &row.bytes else { continue };
+        let change = Change::from_bytes(bytes.clone()).map_err(|e| VerifyError::Undecodable {
             registry: registry.clone(),
             pos: row.pos,
             reason: e.to_string(),
         })?;
         // Automerge does not check a change's checksum (the hash's first
         // bytes, after the magic) when decoding; the hash does not cover it.
-        let checksum_ok =
-            row.bytes.as_deref().and_then(|b| b.get(4..8)) == Some(&change.hash().0[..4]);
+        let checksum_ok = bytes.get(4..8) == Some(&change.hash().0[..4]);
         if change.hash().0 != row.hash || !checksum_ok {
             return Err(VerifyError::ChangeHash {
                 registry: registry.clone(),
@@ -246,6 +421,11 @@ pub(crate) fn verify_registry(
         }
         tail.push(change);
     }
+    // Every change, to read writers' operations from: the snapshot's
+    // rebuilt from the document in one pass (one by one, each would cost a
+    // pass), the others as stored.
+    let mut changes = doc.get_changes(&[]);
+    changes.extend(tail.iter().cloned());
     doc.apply_changes(tail)
         .map_err(|e| VerifyError::Undecodable {
             registry: registry.clone(),
@@ -262,19 +442,25 @@ pub(crate) fn verify_registry(
     }
 
     // 2. The history and the stored rows are the same set of changes.
-    let metas: Vec<(ChangeHash, Vec<u8>, Vec<ChangeHash>)> = doc
+    let metas: Vec<Meta> = doc
         .get_changes_meta(&[])
         .into_iter()
-        .map(|m| (m.hash, m.actor.to_bytes().to_vec(), m.deps))
+        .map(|m| Meta {
+            hash: m.hash,
+            actor: m.actor.to_bytes().to_vec(),
+            deps: m.deps,
+            seq: m.seq,
+            max_op: m.max_op,
+        })
         .collect();
     let stored: HashMap<[u8; 32], &Row> = rows.iter().map(|r| (r.hash, r)).collect();
-    if let Some(missing) = metas.iter().find(|(h, _, _)| !stored.contains_key(&h.0)) {
+    if let Some(missing) = metas.iter().find(|m| !stored.contains_key(&m.hash.0)) {
         return Err(VerifyError::Unsigned {
             registry,
-            change: missing.0.to_string(),
+            change: missing.hash.to_string(),
         });
     }
-    let in_doc: HashSet<[u8; 32]> = metas.iter().map(|(h, _, _)| h.0).collect();
+    let in_doc: HashSet<[u8; 32]> = metas.iter().map(|m| m.hash.0).collect();
     if let Some(row) = rows.iter().find(|r| !in_doc.contains(&r.hash)) {
         return Err(VerifyError::Missing {
             registry,
@@ -283,49 +469,72 @@ pub(crate) fn verify_registry(
         });
     }
 
-    // 3. Actor = author, and every signature (one batch).
+    // 3. Actor = author (the signatures are checked by the caller).
     let mut keys = Vec::with_capacity(metas.len());
-    let mut decoded: HashMap<Vec<u8>, PublicKey> = HashMap::new();
-    for (hash, actor, _) in &metas {
-        let row = stored[&hash.0];
-        if *actor != row.author {
+    let mut decoded: HashMap<&[u8], PublicKey> = HashMap::new();
+    for meta in &metas {
+        let row = stored[&meta.hash.0];
+        if meta.actor != row.author {
             return Err(VerifyError::ForgedActor {
                 registry,
                 pos: row.pos,
-                change: hash.to_string(),
-                actor: hex::encode(actor),
+                change: meta.hash.to_string(),
+                actor: hex::encode(&meta.actor),
                 author: hex::encode(&row.author),
             });
         }
-        let key = match decoded.get(&row.author) {
+        let key = match decoded.get(row.author.as_slice()) {
             Some(k) => *k,
             None => {
                 let k =
                     PublicKey::from_bytes(&row.author).map_err(|_| VerifyError::BadSignature {
                         registry: registry.clone(),
                         pos: row.pos,
-                        change: hash.to_string(),
+                        change: meta.hash.to_string(),
                         author: hex::encode(&row.author),
                     })?;
-                decoded.insert(row.author.clone(), k);
+                decoded.insert(&row.author, k);
                 k
             }
         };
         keys.push(key);
     }
-    verify_signatures(&registry, &id, &metas, &stored, &keys)?;
+    let history = History {
+        authors: decoded.len(),
+        metas,
+        stored,
+        keys,
+    };
+    let rest = check_rest(&registry, id, &mut doc, &history, changes);
+    Ok((history, rest))
+}
 
+/// The checks after the signatures: genesis, roles, writers' operations,
+/// and the schema report.
+fn check_rest(
+    registry: &str,
+    id: RegistryId,
+    doc: &mut AutoCommit,
+    history: &History<'_>,
+    changes: Vec<Change>,
+) -> Result<RegistryReport, VerifyError> {
+    let registry = registry.to_owned();
+    let History {
+        metas,
+        stored,
+        keys,
+        authors,
+    } = history;
+    let heads = doc.get_heads();
+    let doc = &*doc;
     // 4. One genesis, matching the id, whose only member is its author.
-    let roots: Vec<&(ChangeHash, Vec<u8>, Vec<ChangeHash>)> = metas
-        .iter()
-        .filter(|(_, _, deps)| deps.is_empty())
-        .collect();
+    let roots: Vec<&Meta> = metas.iter().filter(|m| m.deps.is_empty()).collect();
     let genesis = match roots.as_slice() {
-        [g] if id.is_genesis(&g.0) => g,
+        [g] if id.is_genesis(&g.hash) => g,
         [g] => {
             return Err(VerifyError::Genesis {
                 registry,
-                reason: format!("its root change {} does not match the registry id", g.0),
+                reason: format!("its root change {} does not match the registry id", g.hash),
             });
         }
         [] => {
@@ -344,12 +553,12 @@ pub(crate) fn verify_registry(
             });
         }
     };
-    let layout = Layout::find(&doc).ok_or_else(|| VerifyError::Genesis {
+    let layout = Layout::find(doc).ok_or_else(|| VerifyError::Genesis {
         registry: registry.clone(),
         reason: "the document is not a registry".into(),
     })?;
-    let creator = PublicKey::from_bytes(&genesis.1).ok();
-    let founding = layout.members(&doc, Some(std::slice::from_ref(&genesis.0)));
+    let creator = PublicKey::from_bytes(&genesis.actor).ok();
+    let founding = layout.members(doc, Some(std::slice::from_ref(&genesis.hash)));
     if creator.is_none_or(|c| founding != [(c, Role::Admin)]) {
         return Err(VerifyError::Genesis {
             registry,
@@ -358,28 +567,67 @@ pub(crate) fn verify_registry(
     }
 
     // 5. Roles as of each change's dependencies.
+    let by_hash: HashMap<ChangeHash, usize> = changes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.hash(), i))
+        .collect();
+    let complete = metas.iter().all(|m| by_hash.contains_key(&m.hash));
+    let ops = Ops::new(&layout);
+    let mut at_deps = AtDeps::new(&heads, &ops, metas, &changes, complete);
+    let mut roles: HashMap<(usize, PublicKey), Option<Role>> = HashMap::new();
+    let mut rules: HashMap<usize, bool> = HashMap::new();
+    let mut holders = HashMap::new();
     let guard = Guard::new(&layout);
-    for ((hash, _, deps), key) in metas.iter().zip(&keys) {
+    for (i, (meta, key)) in metas.iter().zip(keys).enumerate() {
+        let state = at_deps.next(i, meta);
+        let deps = &meta.deps;
         if deps.is_empty() {
             continue;
         }
         let refuse = |reason: &str| VerifyError::NotAuthorised {
             registry: registry.clone(),
-            pos: stored[&hash.0].pos,
-            change: hash.to_string(),
+            pos: stored[&meta.hash.0].pos,
+            change: meta.hash.to_string(),
             author: key.to_string(),
             reason: reason.to_owned(),
         };
-        match layout.role_at(&doc, key, deps) {
+        let role = match state {
+            Some(s) => *roles
+                .entry((s, *key))
+                .or_insert_with(|| layout.role_at(doc, key, deps)),
+            None => layout.role_at(doc, key, deps),
+        };
+        debug_assert_eq!(role, layout.role_at(doc, key, deps));
+        match role {
             Some(Role::Admin) => {}
             Some(Role::Writer) => {
-                let change = doc
-                    .get_change_by_hash(hash)
+                let change = by_hash
+                    .get(&meta.hash)
+                    .map(|&i| &changes[i])
                     .ok_or_else(|| refuse("the change cannot be read back"))?;
-                if let Some(why) = guard.admin_only(&change) {
+                let operations = change.decode().operations;
+                let admin_only = ops.admin_only(&operations);
+                debug_assert_eq!(admin_only, guard.admin_only(change));
+                if let Some(why) = admin_only {
                     return Err(refuse(why));
                 }
-                if let Some(record) = crate::registry::foreign_record(&doc, &layout, &change, key) {
+                let rule = match state {
+                    Some(s) => *rules
+                        .entry(s)
+                        .or_insert_with(|| creator_or_admin_at(doc, &layout, deps)),
+                    None => creator_or_admin_at(doc, &layout, deps),
+                };
+                let foreign = if rule {
+                    foreign_record(doc, &layout, &ops, &operations, deps, key, &mut holders)
+                } else {
+                    None
+                };
+                debug_assert_eq!(
+                    foreign,
+                    crate::registry::foreign_record(doc, &layout, change, key)
+                );
+                if let Some(record) = foreign {
                     return Err(refuse(&format!(
                         "record {record} may be changed only by its creator or an admin"
                     )));
@@ -389,33 +637,50 @@ pub(crate) fn verify_registry(
             None => return Err(refuse("not a member of the registry")),
         }
     }
+    drop(changes);
 
     // 6. The schema, reported.
-    let compiled = CompiledSchema::new(layout.read_schema(&doc));
-    let name = layout.name(&doc);
+    let compiled = CompiledSchema::new(layout.read_schema(doc));
+    let name = layout.name(doc);
     let mut invalid_records = Vec::new();
     let mut records = 0;
-    let ids: Vec<String> = doc.keys(&layout.records).collect();
-    for record in &ids {
-        let Ok(Some((_, obj))) = doc.get(&layout.records, record.as_str()) else {
-            continue;
-        };
-        if doc
-            .get(&obj, crate::registry::doc::DELETED)
-            .ok()
-            .flatten()
-            .is_some()
-        {
+    // Each record and each record's fields read in one pass (a `get` per
+    // record and per field costs a look-up each).
+    for item in doc.map_range(&layout.records, ..) {
+        let obj = item.id();
+        let record = item.key.into_owned();
+        let fields: HashMap<String, (automerge::Value<'_>, ObjId)> = doc
+            .map_range(&obj, ..)
+            .map(|f| {
+                let id = f.id();
+                (f.key.into_owned(), (f.value.into_value(), id))
+            })
+            .collect();
+        let deleted = fields.contains_key(crate::registry::doc::DELETED);
+        debug_assert_eq!(
+            deleted,
+            doc.get(&obj, crate::registry::doc::DELETED)
+                .ok()
+                .flatten()
+                .is_some()
+        );
+        if deleted {
             continue;
         }
         records += 1;
         for def in &compiled.schema.fields {
-            let value = match doc.get(&obj, def.name.as_str()) {
-                Ok(Some((v, vid))) => {
-                    crate::registry::doc::read_value(&doc, &v, &vid, Some(def.field_type))
+            let value = fields.get(def.name.as_str()).and_then(|(v, vid)| {
+                crate::registry::doc::read_value(doc, v, vid, Some(def.field_type))
+            });
+            debug_assert_eq!(
+                value,
+                match doc.get(&obj, def.name.as_str()) {
+                    Ok(Some((v, vid))) => {
+                        crate::registry::doc::read_value(doc, &v, &vid, Some(def.field_type))
+                    }
+                    _ => None,
                 }
-                _ => None,
-            };
+            );
             let broken = match value {
                 None if def.required => Some((String::new(), Rule::Required)),
                 None => None,
@@ -440,26 +705,298 @@ pub(crate) fn verify_registry(
         id,
         name,
         changes: metas.len(),
-        authors: decoded.len(),
+        authors: *authors,
         records,
         invalid_records,
     })
 }
 
+/// The document's fixed objects as operations name them.
+struct Ops {
+    /// What only admins may touch (see `Guard::admin_only`).
+    admin_objects: Vec<legacy::ObjectId>,
+    /// What roles and the record rule are read from.
+    read_at_deps: [legacy::ObjectId; 2],
+    records: legacy::ObjectId,
+}
+
+impl Ops {
+    fn new(layout: &Layout) -> Self {
+        Ops {
+            admin_objects: [
+                Some(&automerge::ROOT),
+                Some(&layout.meta),
+                Some(&layout.schema),
+                Some(&layout.fields),
+                Some(&layout.members),
+                layout.aliases.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            .map(legacy_obj)
+            .collect(),
+            read_at_deps: [legacy_obj(&layout.members), legacy_obj(&layout.schema)],
+            records: legacy_obj(&layout.records),
+        }
+    }
+
+    /// Why a change of these operations needs the admin role, if it does:
+    /// `Guard::admin_only` on operations already decoded.
+    fn admin_only(&self, operations: &[legacy::Op]) -> Option<&'static str> {
+        operations.iter().find_map(|op| {
+            if self.admin_objects.contains(&op.obj) {
+                Some("only admins change the schema and members")
+            } else if op.obj == self.records && matches!(op.action, legacy::OpType::Delete) {
+                Some("records are deleted with tombstones, never removed")
+            } else {
+                None
+            }
+        })
+    }
+}
+
+fn legacy_obj(id: &ObjId) -> legacy::ObjectId {
+    match id {
+        ObjId::Root => legacy::ObjectId::Root,
+        ObjId::Id(counter, actor, _) => legacy::ObjectId::Id(legacy::OpId(*counter, actor.clone())),
+    }
+}
+
+/// Whether the record rule is `creator-or-admin` as of `deps`.
+fn creator_or_admin_at(doc: &AutoCommit, layout: &Layout, deps: &[ChangeHash]) -> bool {
+    match doc.get_at(&layout.schema, "record_rule", deps) {
+        Ok(Some((automerge::Value::Scalar(s), _))) => s.as_str() == Some("creator-or-admin"),
+        _ => false,
+    }
+}
+
+/// The record holding an object, and the record's creator: `None` if the
+/// object is not inside a record.
+type Holder = Option<(Option<PublicKey>, String)>;
+
+/// `registry::foreign_record` under the `creator-or-admin` rule, on
+/// operations already decoded, with the record holding each object looked
+/// up once per object (`holders`) rather than once per operation.
+fn foreign_record(
+    doc: &AutoCommit,
+    layout: &Layout,
+    ops: &Ops,
+    operations: &[legacy::Op],
+    deps: &[ChangeHash],
+    author: &PublicKey,
+    holders: &mut HashMap<legacy::OpId, Holder>,
+) -> Option<String> {
+    for op in operations {
+        if op.obj == ops.records {
+            // Creating (or re-creating) a record: fine unless it already
+            // exists, as of the change's dependencies, made by someone else.
+            let legacy::Key::Map(key) = &op.key else {
+                continue;
+            };
+            let existing: Vec<ObjId> = doc
+                .get_all_at(&layout.records, key.as_str(), deps)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(_, id)| id)
+                .collect();
+            if !existing.is_empty()
+                && !existing
+                    .iter()
+                    .any(|o| creator_of(o).as_ref() == Some(author))
+            {
+                return Some(key.to_string());
+            }
+            continue;
+        }
+        let legacy::ObjectId::Id(op_id) = &op.obj else {
+            continue;
+        };
+        let holder = holders
+            .entry(op_id.clone())
+            .or_insert_with(|| holder(doc, layout, op_id));
+        if let Some((creator, record)) = holder
+            && creator.as_ref() != Some(author)
+        {
+            return Some(record.clone());
+        }
+    }
+    None
+}
+
+/// Walks up from an object to the record that holds it.
+fn holder(doc: &AutoCommit, layout: &Layout, op_id: &legacy::OpId) -> Holder {
+    let obj = doc
+        .import_obj(&format!("{}@{}", op_id.0, op_id.1.to_hex_string()))
+        .ok()?;
+    let mut current = obj;
+    let parents = doc.parents(&current).ok()?;
+    for parent in parents {
+        if parent.obj == layout.records {
+            let record = match parent.prop {
+                automerge::Prop::Map(k) => k,
+                automerge::Prop::Seq(i) => i.to_string(),
+            };
+            return Some((creator_of(&current), record));
+        }
+        current = parent.obj;
+    }
+    None
+}
+
+/// The member who created an object (its operation's actor).
+fn creator_of(obj: &ObjId) -> Option<PublicKey> {
+    match obj {
+        ObjId::Id(_, actor, _) => PublicKey::from_bytes(actor.to_bytes()).ok(),
+        ObjId::Root => None,
+    }
+}
+
+/// Which state of the members and schema maps each change's dependencies
+/// see, so that reads there (`Layout::role_at`, the record rule) are made
+/// once per state rather than once per change.
+///
+/// A read at `deps` (`get_at`, `map_range_at`) computes the vector clock of
+/// `deps` — per actor, the highest sequence number among `deps` and their
+/// ancestors, mapped to that change's max op — and sees an op on the map iff
+/// the clock covers its id and none of its successors (ops on the same map).
+/// So what it reads depends only on which of the maps' ops the clock covers.
+/// In one pass over the history in causal order, this computes each
+/// change's clock exactly so, restricted to the actors who wrote those maps,
+/// and numbers the distinct sets of covered ops: equal numbers, equal reads.
+struct AtDeps {
+    /// Whether the states are known; if not, every read is made.
+    enabled: bool,
+    /// Each watched op: its actor's slot and its counter.
+    ops: Vec<(usize, u64)>,
+    /// Slots of the actors who wrote watched ops.
+    slots: HashMap<Vec<u8>, usize>,
+    /// Per slot, the max op of each of its changes by sequence number.
+    max_ops: Vec<Vec<u64>>,
+    /// Position of each change in the history.
+    index: HashMap<ChangeHash, usize>,
+    /// Per change, its own clock (itself included) over the slots; `None`
+    /// when not computed.
+    clocks: Vec<Option<Box<[u64]>>>,
+    /// The current heads: reads there use no clock.
+    heads: HashSet<ChangeHash>,
+    /// The distinct sets of covered ops seen, numbered.
+    states: HashMap<Vec<u64>, usize>,
+}
+
+/// More actors than this wrote the members or schema maps: the clocks are
+/// not worth keeping, every read is made.
+const MAX_SLOTS: usize = 64;
+
+impl AtDeps {
+    /// `changes` must include every change of `metas` (`complete`), or
+    /// every read is made.
+    fn new(
+        heads: &[ChangeHash],
+        ops: &Ops,
+        metas: &[Meta],
+        changes: &[Change],
+        complete: bool,
+    ) -> Self {
+        let mut at = AtDeps {
+            enabled: complete,
+            ops: Vec::new(),
+            slots: HashMap::new(),
+            max_ops: Vec::new(),
+            index: metas.iter().enumerate().map(|(i, m)| (m.hash, i)).collect(),
+            clocks: vec![None; metas.len()],
+            heads: heads.iter().copied().collect(),
+            states: HashMap::new(),
+        };
+        for change in changes {
+            let operations = change.decode().operations;
+            if operations.len() != change.len() {
+                at.enabled = false;
+            }
+            let actor = change.actor_id().to_bytes();
+            for (k, op) in operations.iter().enumerate() {
+                if ops.read_at_deps.contains(&op.obj) {
+                    let next = at.slots.len();
+                    let slot = *at.slots.entry(actor.to_vec()).or_insert(next);
+                    at.ops.push((slot, change.start_op().get() + k as u64));
+                }
+            }
+        }
+        at.max_ops = vec![Vec::new(); at.slots.len()];
+        for meta in metas {
+            if let Some(&slot) = at.slots.get(&meta.actor) {
+                let seqs = &mut at.max_ops[slot];
+                // Sequence numbers run 1, 2, 3, … per actor, in causal order.
+                if meta.seq != seqs.len() as u64 + 1 {
+                    at.enabled = false;
+                }
+                seqs.push(meta.max_op);
+            }
+        }
+        if at.slots.len() > MAX_SLOTS {
+            at.enabled = false;
+        }
+        at
+    }
+
+    /// The state change `i` of the history (`meta`) reads at its
+    /// dependencies, if known. Call for every change, in history order.
+    fn next(&mut self, i: usize, meta: &Meta) -> Option<usize> {
+        if !self.enabled {
+            return None;
+        }
+        let mut clock = vec![0u64; self.slots.len()].into_boxed_slice();
+        let mut known = true;
+        for dep in &meta.deps {
+            match self.index.get(dep).and_then(|&j| self.clocks[j].as_ref()) {
+                Some(theirs) => {
+                    for (mine, theirs) in clock.iter_mut().zip(theirs.iter()) {
+                        *mine = (*mine).max(*theirs);
+                    }
+                }
+                None => known = false,
+            }
+        }
+        let current = !meta.deps.is_empty()
+            && meta.deps.len() >= self.heads.len()
+            && meta.deps.iter().collect::<HashSet<_>>() == self.heads.iter().collect();
+        let state = (known && !current).then(|| {
+            let mut covered = vec![0u64; self.ops.len().div_ceil(64)];
+            for (k, &(slot, counter)) in self.ops.iter().enumerate() {
+                let seq = clock[slot];
+                let max_op = match seq {
+                    0 => 0,
+                    s => self.max_ops[slot].get(s as usize - 1).copied().unwrap_or(0),
+                };
+                if max_op >= counter {
+                    covered[k / 64] |= 1 << (k % 64);
+                }
+            }
+            let next = self.states.len();
+            *self.states.entry(covered).or_insert(next)
+        });
+        if known {
+            if let Some(&slot) = self.slots.get(&meta.actor) {
+                clock[slot] = clock[slot].max(meta.seq);
+            }
+            self.clocks[i] = Some(clock);
+        }
+        state
+    }
+}
+
+/// Verifies every signature of the history, in its order, and names the
+/// first bad one.
 fn verify_signatures(
     registry: &str,
     id: &RegistryId,
-    metas: &[(ChangeHash, Vec<u8>, Vec<ChangeHash>)],
+    metas: &[Meta],
     stored: &HashMap<[u8; 32], &Row>,
     keys: &[PublicKey],
 ) -> Result<(), VerifyError> {
-    let messages: Vec<Vec<u8>> = metas
-        .iter()
-        .map(|(h, _, _)| signing_message(id, h))
-        .collect();
+    let messages: Vec<Vec<u8>> = metas.iter().map(|m| signing_message(id, &m.hash)).collect();
     let mut signatures = Vec::with_capacity(metas.len());
-    for (hash, _, _) in metas {
-        let row = stored[&hash.0];
+    for meta in metas {
+        let row = stored[&meta.hash.0];
         let bytes: [u8; 64] =
             row.signature
                 .as_slice()
@@ -467,7 +1004,7 @@ fn verify_signatures(
                 .map_err(|_| VerifyError::BadSignature {
                     registry: registry.to_owned(),
                     pos: row.pos,
-                    change: hash.to_string(),
+                    change: meta.hash.to_string(),
                     author: hex::encode(&row.author),
                 })?;
         signatures.push(Signature::from_bytes(&bytes));
@@ -482,16 +1019,16 @@ fn verify_signatures(
     if ed25519_dalek::verify_batch(&refs, &signatures, &verifying).is_ok() {
         return Ok(());
     }
-    for (i, (hash, _, _)) in metas.iter().enumerate() {
+    for (i, meta) in metas.iter().enumerate() {
         if verifying[i]
             .verify_strict(&messages[i], &signatures[i])
             .is_err()
         {
-            let row = stored[&hash.0];
+            let row = stored[&meta.hash.0];
             return Err(VerifyError::BadSignature {
                 registry: registry.to_owned(),
                 pos: row.pos,
-                change: hash.to_string(),
+                change: meta.hash.to_string(),
                 author: hex::encode(&row.author),
             });
         }
@@ -731,5 +1268,143 @@ mod tests {
             _ => false,
         };
         assert!(named, "{err}");
+    }
+
+    /// Stores, in `db`, a change `identity` signs on top of `registry` as
+    /// `db` holds it, as if it had been accepted: what a store altered to
+    /// slip in a change that import would have refused looks like.
+    fn slip_in(
+        db: &std::path::Path,
+        registry: &str,
+        identity: &crate::Identity,
+        edit: impl FnOnce(&mut AutoCommit, &Layout),
+    ) {
+        let replica = Replica::open(db).unwrap();
+        let bundle = replica.registry(registry).unwrap().export(&[]).unwrap();
+        let id = bundle.registry();
+        let mut doc = AutoCommit::new().with_actor(automerge::ActorId::from(
+            &identity.public_key().as_bytes()[..],
+        ));
+        doc.apply_changes(bundle.changes().iter().map(|c| c.change.clone()))
+            .unwrap();
+        let layout = Layout::find(&doc).unwrap();
+        edit(&mut doc, &layout);
+        let hash = doc.commit().unwrap();
+        let change = doc.get_change_by_hash(&hash).unwrap();
+        let signature = crate::trust::sign_change(identity, &id, &hash);
+        drop(replica);
+        let conn = Connection::open(db).unwrap();
+        conn.execute(
+            "INSERT INTO changes (registry_id, hash, bytes, actor, seq, start_op, time,
+                                  author_key, signature, received_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0)",
+            rusqlite::params![
+                id.as_bytes(),
+                hash.0,
+                change.raw_bytes(),
+                change.actor_id().to_bytes(),
+                change.seq() as i64,
+                change.start_op().get() as i64,
+                change.timestamp(),
+                identity.public_key().as_bytes(),
+                signature,
+            ],
+        )
+        .unwrap();
+    }
+
+    fn not_authorised(err: VerifyError, why: &str) {
+        assert!(
+            matches!(&err, VerifyError::NotAuthorised { reason, .. } if reason.contains(why)),
+            "{err}"
+        );
+    }
+
+    /// A writer's changes before and after its removal: the same author, read
+    /// as of different dependencies, has different roles.
+    #[test]
+    fn a_change_by_a_removed_writer_is_refused_and_its_earlier_ones_are_not() {
+        use automerge::transaction::Transactable;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("a.db");
+        let a = Replica::open(&db).unwrap();
+        let w_identity = crate::Identity::from_secret_bytes([9; 32]);
+        let w = Replica::open_with_identity(
+            dir.path().join("w.db"),
+            crate::Identity::from_secret_bytes([9; 32]),
+        )
+        .unwrap();
+        let schema = Schema::new().field(FieldDef::new("name", FieldType::Text));
+        let ra = a.create_registry("r", schema).unwrap();
+        ra.set_member(w.public_key(), Role::Writer).unwrap();
+        w.import(ra.export(&[]).unwrap()).unwrap();
+        let rw = w.registry("r").unwrap();
+        for i in 0..4 {
+            rw.put(None, [("name", format!("w{i}"))]).unwrap();
+            ra.put(None, [("name", format!("a{i}"))]).unwrap();
+        }
+        a.import(rw.export(&[]).unwrap()).unwrap();
+        ra.remove_member(w.public_key()).unwrap();
+        ra.set_member(w.public_key(), Role::Reader).unwrap();
+        ra.remove_member(w.public_key()).unwrap();
+        ra.put(None, [("name", "after")]).unwrap();
+        let report = verify(&db).unwrap();
+        assert_eq!(report.registries[0].authors, 2);
+
+        slip_in(&db, "r", &w_identity, |doc, layout| {
+            let obj = doc
+                .put_object(&layout.records, "late", automerge::ObjType::Map)
+                .unwrap();
+            doc.put(&obj, "name", "after removal").unwrap();
+        });
+        not_authorised(verify(&db).unwrap_err(), "not a member");
+    }
+
+    /// A registry under the creator-or-admin rule with a record of its
+    /// admin's, and a writer's identity.
+    fn guarded() -> (
+        tempfile::TempDir,
+        std::path::PathBuf,
+        crate::Identity,
+        String,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("a.db");
+        let a = Replica::open(&db).unwrap();
+        let writer = crate::Identity::from_secret_bytes([5; 32]);
+        let schema = Schema::new()
+            .field(FieldDef::new("name", FieldType::Text))
+            .record_rule(crate::RecordRule::CreatorOrAdmin);
+        let ra = a.create_registry("r", schema).unwrap();
+        ra.set_member(writer.public_key(), Role::Writer).unwrap();
+        let theirs = ra.put(Some("theirs"), [("name", "the admin's")]).unwrap();
+        for i in 0..3 {
+            ra.put(Some(&theirs), [("name", format!("edit {i}"))])
+                .unwrap();
+        }
+        drop(a);
+        verify(&db).unwrap();
+        (dir, db, writer, theirs)
+    }
+
+    #[test]
+    fn a_writers_stored_edit_of_anothers_record_or_of_the_members_is_refused() {
+        use automerge::transaction::Transactable;
+        let (_dir, db, writer, theirs) = guarded();
+        slip_in(&db, "r", &writer, |doc, layout| {
+            let (_, obj) = doc.get(&layout.records, theirs.as_str()).unwrap().unwrap();
+            doc.put(&obj, "name", "the writer's").unwrap();
+        });
+        not_authorised(
+            verify(&db).unwrap_err(),
+            "may be changed only by its creator",
+        );
+
+        let (_dir, db, writer, _) = guarded();
+        slip_in(&db, "r", &writer, |doc, layout| {
+            let me = writer.public_key().to_string();
+            doc.put(&layout.members, me, "admin").unwrap();
+        });
+        not_authorised(verify(&db).unwrap_err(), "only admins");
     }
 }
