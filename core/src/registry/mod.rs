@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use automerge::ChangeHash;
 
 pub use doc::Role;
-pub(crate) use state::{DocState, Guard, foreign_record, import_new};
+pub(crate) use state::{
+    DocState, Guard, creator_or_admin_at, foreign_record, foreign_record_in, import_new, legacy_obj,
+};
 
 use crate::audit::{AuditEntry, AuditQuery};
 use crate::error::{ExportError, StoreError, WriteError};

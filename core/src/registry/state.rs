@@ -1396,10 +1396,18 @@ fn row_of(change: &Change, author: PublicKey, signature: [u8; 64]) -> ChangeRow 
 }
 
 /// The member who created an object (its operation's actor).
-fn creator_of(obj: &ObjId) -> Option<PublicKey> {
+pub(crate) fn creator_of(obj: &ObjId) -> Option<PublicKey> {
     match obj {
         ObjId::Id(_, actor, _) => PublicKey::from_bytes(actor.to_bytes()).ok(),
         ObjId::Root => None,
+    }
+}
+
+/// Whether the record rule is `creator-or-admin` as of `deps`.
+pub(crate) fn creator_or_admin_at(doc: &AutoCommit, layout: &Layout, deps: &[ChangeHash]) -> bool {
+    match doc.get_at(&layout.schema, "record_rule", deps) {
+        Ok(Some((automerge::Value::Scalar(s), _))) => s.as_str() == Some("creator-or-admin"),
+        _ => false,
     }
 }
 
@@ -1412,28 +1420,44 @@ pub(crate) fn foreign_record(
     change: &Change,
     author: &PublicKey,
 ) -> Option<String> {
-    let deps = change.deps();
-    let rule = match doc.get_at(&layout.schema, "record_rule", deps) {
-        Ok(Some((automerge::Value::Scalar(s), _))) => s.as_str() == Some("creator-or-admin"),
-        _ => false,
-    };
-    if !rule {
+    if !creator_or_admin_at(doc, layout, change.deps()) {
         return None;
     }
+    let operations = change.decode().operations;
+    foreign_record_in(
+        doc,
+        layout,
+        &operations,
+        change.deps(),
+        author,
+        &mut HashMap::new(),
+    )
+}
+
+/// The record holding an object, and the record's creator: `None` if the
+/// object is not inside a record.
+pub(crate) type Holder = Option<(Option<PublicKey>, String)>;
+
+/// [`foreign_record`] on operations already decoded, with the record
+/// holding each object looked up once per object (`holders`, which may be
+/// shared across changes) rather than once per operation.
+pub(crate) fn foreign_record_in(
+    doc: &AutoCommit,
+    layout: &Layout,
+    operations: &[automerge::legacy::Op],
+    deps: &[ChangeHash],
+    author: &PublicKey,
+    holders: &mut HashMap<automerge::legacy::OpId, Holder>,
+) -> Option<String> {
     let records = legacy_obj(&layout.records);
-    for op in change.decode().operations {
+    for op in operations {
         if op.obj == records {
             // Creating (or re-creating) a record: fine unless it already
             // exists, as of the change's dependencies, made by someone else.
             let automerge::legacy::Key::Map(key) = &op.key else {
                 continue;
             };
-            let existing: Vec<ObjId> = doc
-                .get_all_at(&layout.records, key.as_str(), deps)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(_, id)| id)
-                .collect();
+            let existing = layout.copies(doc, key.as_str(), Some(deps));
             if !existing.is_empty()
                 && !existing
                     .iter()
@@ -1446,32 +1470,37 @@ pub(crate) fn foreign_record(
         let automerge::legacy::ObjectId::Id(op_id) = &op.obj else {
             continue;
         };
-        let Ok(obj) = doc.import_obj(&format!("{}@{}", op_id.0, op_id.1.to_hex_string())) else {
-            continue;
-        };
-        // Walk up to the record that holds the object.
-        let mut current = obj;
-        let Ok(parents) = doc.parents(&current) else {
-            continue;
-        };
-        for parent in parents {
-            if parent.obj == layout.records {
-                if creator_of(&current).as_ref() != Some(author) {
-                    let record = match parent.prop {
-                        automerge::Prop::Map(k) => k,
-                        automerge::Prop::Seq(i) => i.to_string(),
-                    };
-                    return Some(record);
-                }
-                break;
-            }
-            current = parent.obj;
+        let holder = holders
+            .entry(op_id.clone())
+            .or_insert_with(|| record_holder(doc, layout, op_id));
+        if let Some((creator, record)) = holder
+            && creator.as_ref() != Some(author)
+        {
+            return Some(record.clone());
         }
     }
     None
 }
 
-fn legacy_obj(id: &ObjId) -> automerge::legacy::ObjectId {
+/// Walks up from an object to the record that holds it.
+fn record_holder(doc: &AutoCommit, layout: &Layout, op_id: &automerge::legacy::OpId) -> Holder {
+    let mut current = doc
+        .import_obj(&format!("{}@{}", op_id.0, op_id.1.to_hex_string()))
+        .ok()?;
+    for parent in doc.parents(&current).ok()? {
+        if parent.obj == layout.records {
+            let record = match parent.prop {
+                automerge::Prop::Map(k) => k,
+                automerge::Prop::Seq(i) => i.to_string(),
+            };
+            return Some((creator_of(&current), record));
+        }
+        current = parent.obj;
+    }
+    None
+}
+
+pub(crate) fn legacy_obj(id: &ObjId) -> automerge::legacy::ObjectId {
     match id {
         ObjId::Root => automerge::legacy::ObjectId::Root,
         ObjId::Id(counter, actor, _) => {

@@ -10,7 +10,7 @@ use rusqlite::Connection;
 
 use crate::identity::PublicKey;
 use crate::registry::doc::{Layout, Role};
-use crate::registry::{Guard, RegistryId};
+use crate::registry::{Guard, RegistryId, creator_or_admin_at, legacy_obj};
 use crate::schema::{CompiledSchema, Rule, ValidationError};
 use crate::store::{self, StoreError};
 use crate::trust::signing_message;
@@ -619,7 +619,14 @@ fn check_rest(
                     None => creator_or_admin_at(doc, &layout, deps),
                 };
                 let foreign = if rule {
-                    foreign_record(doc, &layout, &ops, &operations, deps, key, &mut holders)
+                    crate::registry::foreign_record_in(
+                        doc,
+                        &layout,
+                        &operations,
+                        deps,
+                        key,
+                        &mut holders,
+                    )
                 } else {
                     None
                 };
@@ -752,102 +759,6 @@ impl Ops {
                 None
             }
         })
-    }
-}
-
-fn legacy_obj(id: &ObjId) -> legacy::ObjectId {
-    match id {
-        ObjId::Root => legacy::ObjectId::Root,
-        ObjId::Id(counter, actor, _) => legacy::ObjectId::Id(legacy::OpId(*counter, actor.clone())),
-    }
-}
-
-/// Whether the record rule is `creator-or-admin` as of `deps`.
-fn creator_or_admin_at(doc: &AutoCommit, layout: &Layout, deps: &[ChangeHash]) -> bool {
-    match doc.get_at(&layout.schema, "record_rule", deps) {
-        Ok(Some((automerge::Value::Scalar(s), _))) => s.as_str() == Some("creator-or-admin"),
-        _ => false,
-    }
-}
-
-/// The record holding an object, and the record's creator: `None` if the
-/// object is not inside a record.
-type Holder = Option<(Option<PublicKey>, String)>;
-
-/// `registry::foreign_record` under the `creator-or-admin` rule, on
-/// operations already decoded, with the record holding each object looked
-/// up once per object (`holders`) rather than once per operation.
-fn foreign_record(
-    doc: &AutoCommit,
-    layout: &Layout,
-    ops: &Ops,
-    operations: &[legacy::Op],
-    deps: &[ChangeHash],
-    author: &PublicKey,
-    holders: &mut HashMap<legacy::OpId, Holder>,
-) -> Option<String> {
-    for op in operations {
-        if op.obj == ops.records {
-            // Creating (or re-creating) a record: fine unless it already
-            // exists, as of the change's dependencies, made by someone else.
-            let legacy::Key::Map(key) = &op.key else {
-                continue;
-            };
-            let existing: Vec<ObjId> = doc
-                .get_all_at(&layout.records, key.as_str(), deps)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(_, id)| id)
-                .collect();
-            if !existing.is_empty()
-                && !existing
-                    .iter()
-                    .any(|o| creator_of(o).as_ref() == Some(author))
-            {
-                return Some(key.to_string());
-            }
-            continue;
-        }
-        let legacy::ObjectId::Id(op_id) = &op.obj else {
-            continue;
-        };
-        let holder = holders
-            .entry(op_id.clone())
-            .or_insert_with(|| holder(doc, layout, op_id));
-        if let Some((creator, record)) = holder
-            && creator.as_ref() != Some(author)
-        {
-            return Some(record.clone());
-        }
-    }
-    None
-}
-
-/// Walks up from an object to the record that holds it.
-fn holder(doc: &AutoCommit, layout: &Layout, op_id: &legacy::OpId) -> Holder {
-    let obj = doc
-        .import_obj(&format!("{}@{}", op_id.0, op_id.1.to_hex_string()))
-        .ok()?;
-    let mut current = obj;
-    let parents = doc.parents(&current).ok()?;
-    for parent in parents {
-        if parent.obj == layout.records {
-            let record = match parent.prop {
-                automerge::Prop::Map(k) => k,
-                automerge::Prop::Seq(i) => i.to_string(),
-            };
-            return Some((creator_of(&current), record));
-        }
-        current = parent.obj;
-    }
-    None
-}
-
-/// The member who created an object (its operation's actor).
-fn creator_of(obj: &ObjId) -> Option<PublicKey> {
-    match obj {
-        ObjId::Id(_, actor, _) => PublicKey::from_bytes(actor.to_bytes()).ok(),
-        ObjId::Root => None,
     }
 }
 
