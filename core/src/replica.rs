@@ -337,6 +337,7 @@ impl Replica {
             report
                 .registries
                 .push(verify::verify_registry(store.conn(), store.path(), id)?);
+            verify::verify_attestations(store.conn(), store.path(), &id)?;
         }
         report.journal_rows = verify::verify_journal(store.conn(), store.path())?;
         let leaves: Vec<[u8; 32]> = Replica::log_leaves(&store)?

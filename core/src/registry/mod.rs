@@ -436,7 +436,6 @@ impl Registry {
 
     /// Every stored attestation of this registry, by any member, of any state.
     pub fn attestations(&self) -> Result<Vec<crate::Attestation>, crate::StoreError> {
-        let _state = self.fresh();
         let store = self.shared.store();
         crate::store::attestations(store.conn(), store.path(), &self.id)
     }
@@ -873,5 +872,26 @@ mod tests {
         for r in [&a, &b, &c] {
             r.verify(None).unwrap();
         }
+    }
+
+    #[test]
+    fn verify_finds_a_tampered_attestation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let a = Replica::open(&path).unwrap();
+        let reg = a.create_registry("r", schema()).unwrap();
+        reg.attest().unwrap();
+        assert!(a.verify(None).is_ok());
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute(
+            "UPDATE attestations SET change_count = change_count + 1",
+            [],
+        )
+        .unwrap();
+        let err = a.verify(None).unwrap_err();
+        assert!(
+            matches!(err, crate::VerifyError::Attestation { .. }),
+            "{err}"
+        );
     }
 }

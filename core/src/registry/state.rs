@@ -1537,7 +1537,15 @@ impl Guard {
 
     /// Why `change` needs the admin role, if it does.
     pub(crate) fn admin_only(&self, change: &Change) -> Option<&'static str> {
-        change.decode().operations.iter().find_map(|op| {
+        self.admin_only_ops(&change.decode().operations)
+    }
+
+    /// [`Guard::admin_only`] on operations already decoded.
+    pub(crate) fn admin_only_ops(
+        &self,
+        operations: &[automerge::legacy::Op],
+    ) -> Option<&'static str> {
+        operations.iter().find_map(|op| {
             if self.admin_objects.contains(&op.obj) {
                 Some("only admins change the schema and members")
             } else if op.obj == self.records

@@ -168,6 +168,18 @@ pub enum VerifyError {
         /// What is wrong.
         reason: String,
     },
+    /// A stored attestation's signature does not verify.
+    #[error(
+        "registry {registry}: the stored attestation by {member} of a state of {changes} changes has a bad signature; the store was altered"
+    )]
+    Attestation {
+        /// The registry.
+        registry: String,
+        /// The attesting member.
+        member: String,
+        /// The attested change count.
+        changes: u64,
+    },
     /// The registry named is not in this replica.
     #[error(transparent)]
     Lookup(#[from] crate::error::LookupError),
@@ -607,9 +619,7 @@ fn check_rest(
                     .map(|&i| &changes[i])
                     .ok_or_else(|| refuse("the change cannot be read back"))?;
                 let operations = change.decode().operations;
-                let admin_only = ops.admin_only(&operations);
-                debug_assert_eq!(admin_only, guard.admin_only(change));
-                if let Some(why) = admin_only {
+                if let Some(why) = guard.admin_only_ops(&operations) {
                     return Err(refuse(why));
                 }
                 let rule = match state {
@@ -720,45 +730,15 @@ fn check_rest(
 
 /// The document's fixed objects as operations name them.
 struct Ops {
-    /// What only admins may touch (see `Guard::admin_only`).
-    admin_objects: Vec<legacy::ObjectId>,
     /// What roles and the record rule are read from.
     read_at_deps: [legacy::ObjectId; 2],
-    records: legacy::ObjectId,
 }
 
 impl Ops {
     fn new(layout: &Layout) -> Self {
         Ops {
-            admin_objects: [
-                Some(&automerge::ROOT),
-                Some(&layout.meta),
-                Some(&layout.schema),
-                Some(&layout.fields),
-                Some(&layout.members),
-                layout.aliases.as_ref(),
-            ]
-            .into_iter()
-            .flatten()
-            .map(legacy_obj)
-            .collect(),
             read_at_deps: [legacy_obj(&layout.members), legacy_obj(&layout.schema)],
-            records: legacy_obj(&layout.records),
         }
-    }
-
-    /// Why a change of these operations needs the admin role, if it does:
-    /// `Guard::admin_only` on operations already decoded.
-    fn admin_only(&self, operations: &[legacy::Op]) -> Option<&'static str> {
-        operations.iter().find_map(|op| {
-            if self.admin_objects.contains(&op.obj) {
-                Some("only admins change the schema and members")
-            } else if op.obj == self.records && matches!(op.action, legacy::OpType::Delete) {
-                Some("records are deleted with tombstones, never removed")
-            } else {
-                None
-            }
-        })
     }
 }
 
@@ -982,6 +962,25 @@ pub(crate) fn verify_checkpoints(
         }
     }
     Ok(stored.len())
+}
+
+/// Checks the signature of every stored attestation of a registry.
+pub(crate) fn verify_attestations(
+    conn: &Connection,
+    path: &str,
+    id: &RegistryId,
+) -> Result<(), VerifyError> {
+    match store::attestations(conn, path, id)?
+        .into_iter()
+        .find(|a| !a.verify())
+    {
+        Some(bad) => Err(VerifyError::Attestation {
+            registry: id.to_string(),
+            member: bad.member.to_string(),
+            changes: bad.change_count,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Re-checks the journal's hash chain; returns its length.
