@@ -85,6 +85,16 @@ fn table(entries: &[AuditEntry]) {
         if what.is_empty() {
             what.push("(no change)".into());
         }
+        if let Some(by) = e.revoked_by {
+            let by = by.to_string();
+            what.insert(
+                0,
+                format!(
+                    "REVOKED (author removed concurrently by change {})",
+                    &by[..12]
+                ),
+            );
+        }
         for (i, w) in what.into_iter().enumerate() {
             rows.push(if i == 0 {
                 vec![

@@ -625,7 +625,7 @@ fn run(cli: Cli) -> Result<()> {
                     .map(|r| {
                         json!({
                             "id": r.id.to_string(), "name": r.name, "changes": r.changes,
-                            "authors": r.authors, "records": r.records,
+                            "authors": r.authors, "records": r.records, "revoked": r.revoked,
                             "invalid_records": r.invalid_records.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
                         })
                     })
@@ -643,6 +643,7 @@ fn run(cli: Cli) -> Result<()> {
                             r.changes.to_string(),
                             r.authors.to_string(),
                             r.records.to_string(),
+                            r.revoked.to_string(),
                             r.invalid_records.len().to_string(),
                         ]
                     })
@@ -653,6 +654,7 @@ fn run(cli: Cli) -> Result<()> {
                         "changes ✓",
                         "authors",
                         "records",
+                        "revoked",
                         "invalid records",
                     ],
                     &rows,

@@ -167,3 +167,32 @@ fn proofs_verify_with_only_the_public_key_and_tampering_fails() {
     );
     assert_eq!(code, 5, "{err}");
 }
+
+#[test]
+fn a_concurrent_edit_by_a_removed_member_shows_as_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
+    let schema = dir.path().join("s.toml");
+    std::fs::write(&schema, "[[fields]]\nname = \"name\"\ntype = \"text\"\n").unwrap();
+    let schema = schema.to_str().unwrap();
+    ok(&a, &["registry", "create", "r", "--schema", schema]);
+    let bob = ok(&b, &["whoami"]).trim().to_owned();
+    ok(&a, &["members", "add", "r", &bob, "--role", "writer"]);
+    ok(&a, &["put", "r", "x", "name=original"]);
+    let bundle = dir.path().join("r.bundle");
+    let bundle = bundle.to_str().unwrap();
+    ok(&a, &["export", "r", "--out", bundle]);
+    ok(&b, &["import", bundle]);
+
+    // A removes B while B, offline, edits x.
+    ok(&a, &["members", "rm", "r", &bob]);
+    ok(&b, &["put", "r", "x", "name=edited by b"]);
+    ok(&b, &["export", "r", "--out", bundle]);
+    ok(&a, &["import", bundle]);
+
+    assert_eq!(json(&a, &["get", "r", "x"])["name"], "original");
+    let audit = ok(&a, &["audit", "r"]);
+    assert!(audit.contains("REVOKED"), "{audit}");
+    let verified = json(&a, &["verify", "r"]);
+    assert_eq!(verified["registries"][0]["revoked"], 1, "{verified}");
+}

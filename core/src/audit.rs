@@ -259,12 +259,17 @@ pub struct AuditEntry {
     /// What the change did. Empty for a change that wrote values as they
     /// already were.
     pub effects: Vec<Effect>,
+    /// The removal that revoked this change, if its author was removed
+    /// concurrently with it (strong removal): the change stays in the
+    /// history, but its effects are masked from the registry.
+    pub revoked_by: Option<ChangeHash>,
 }
 
 impl AuditEntry {
     /// The entry as one JSON object: `position`, `change`, `time` (ms),
-    /// `at` (RFC 3339, UTC), `author`, `alias`, `signature`, `message` and
-    /// `effects` (see [`Effect::to_json`]).
+    /// `at` (RFC 3339, UTC), `author`, `alias`, `signature`, `message`,
+    /// `effects` (see [`Effect::to_json`]) and `revoked_by` (a change hash
+    /// or null).
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "position": self.position,
@@ -276,6 +281,7 @@ impl AuditEntry {
             "signature": self.signature.name(),
             "message": self.message,
             "effects": self.effects.iter().map(Effect::to_json).collect::<Vec<_>>(),
+            "revoked_by": self.revoked_by.map(|h| h.to_string()),
         })
     }
 }
@@ -408,6 +414,7 @@ pub(crate) fn audit(
     let layout = state.layout().clone();
     let schema = state.schema.clone();
     let aliases = layout.aliases(&state.doc);
+    let revocations = state.revocations();
     let doc = &mut state.doc;
     let mut metas: HashMap<ChangeHash, Meta> = doc
         .get_changes_meta(&[])
@@ -488,6 +495,7 @@ pub(crate) fn audit(
         let record = query.record.as_deref();
         let touched = ops.touched(&meta, record);
         entry.effects = effects(doc, &layout, &schema, &meta, touched, record);
+        entry.revoked_by = revocations.revoked_by(&entry.change);
         if query.record.is_none() || !entry.effects.is_empty() {
             entries.push(entry);
         }
@@ -512,6 +520,7 @@ fn entry(
         signature,
         message: meta.message.clone(),
         effects: Vec::new(),
+        revoked_by: None,
     }
 }
 

@@ -150,6 +150,7 @@ impl Replica {
             let tx = store.begin()?;
             tx.insert_registry(&state.id, name, state.created_at())?;
             let pos = tx.insert_changes(&state.id, std::slice::from_ref(&row))?;
+            tx.insert_admin_changes(&state.id, &[automerge::ChangeHash(row.hash)])?;
             let detail = serde_json::json!({ "name": name, "change": hex::encode(row.hash) });
             tx.journal(Some(&state.id), "created", &detail)?;
             tx.commit()?;

@@ -2,6 +2,7 @@
 //! Automerge document.
 
 pub(crate) mod doc;
+mod revoke;
 mod state;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,6 +13,18 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use automerge::ChangeHash;
 
 pub use doc::Role;
+
+/// How many changes of `doc` are revoked, and the view with them undone
+/// (`None` when none is).
+pub(crate) fn revocations(
+    doc: &mut automerge::AutoCommit,
+    layout: &doc::Layout,
+    admin_changes: &BTreeSet<ChangeHash>,
+) -> (usize, Option<automerge::AutoCommit>) {
+    let revoked = revoke::compute(doc, layout, admin_changes);
+    let view = (!revoked.is_empty()).then(|| revoke::view(doc, layout, &revoked));
+    (revoked.changes.len(), view)
+}
 pub(crate) use state::{
     DocState, Guard, creator_or_admin_at, foreign_record, foreign_record_in, import_new, legacy_obj,
 };
@@ -784,7 +797,7 @@ mod tests {
     }
 
     #[test]
-    fn a_removed_writers_concurrent_edit_stays_and_later_ones_are_refused() {
+    fn a_removed_writers_concurrent_edits_are_revoked_on_every_replica() {
         let dir = tempfile::tempdir().unwrap();
         let w_seed = [7u8; 32];
         let a = Replica::open(dir.path().join("a.db")).unwrap();
@@ -797,24 +810,79 @@ mod tests {
         let ra = a.create_registry("r", schema()).unwrap();
         ra.set_member(w.public_key(), Role::Writer).unwrap();
         ra.set_member(c.public_key(), Role::Writer).unwrap();
+        ra.put(
+            Some("x1"),
+            [("name", Value::from("orig")), ("tags", Value::from(["a"]))],
+        )
+        .unwrap();
+        ra.put(Some("x2"), [("name", "keep me")]).unwrap();
+        ra.put(Some("x3"), [("name", "x3"), ("notes", "hello")])
+            .unwrap();
         w.import(ra.export(&[]).unwrap()).unwrap();
         c.import(ra.export(&[]).unwrap()).unwrap();
         let (rw, rc) = (w.registry("r").unwrap(), c.registry("r").unwrap());
+        let honest = ra.state_digest();
 
-        // Concurrently: A removes W; W, not knowing, writes.
+        // Concurrently: A removes W; W, not knowing, writes every kind of
+        // change; C makes an honest edit.
         ra.remove_member(w.public_key()).unwrap();
         rw.put(Some("w1"), [("name", "by w")]).unwrap();
+        rw.put(Some("x1"), [("name", "w was here")]).unwrap();
+        rw.put(Some("x1"), [("tags", Value::from(["a", "b"]))])
+            .unwrap();
+        rw.put(Some("x3"), [("notes", "hello, world")]).unwrap();
+        rw.delete("x2").unwrap();
         rc.put(Some("c1"), [("name", "by c")]).unwrap();
-        // C hears of W's edit before the removal, A after: same result.
+        // C hears of W's edits before the removal, A after: same result.
         c.import(rw.export(&rc.heads()).unwrap()).unwrap();
+        assert_eq!(
+            rc.get("x1").unwrap().get("name"),
+            Some(&Value::from("w was here"))
+        );
         sync_all(&[(&a, &ra), (&w, &rw), (&c, &rc)]);
         for reg in [&ra, &rw, &rc] {
             assert_eq!(reg.heads(), ra.heads());
             assert_eq!(reg.state_digest(), ra.state_digest());
-            // Causal removal: an edit made before W could know is kept.
-            assert!(reg.get("w1").is_some());
+            assert!(reg.get("w1").is_none(), "a record W created is revoked");
+            let x1 = reg.get("x1").unwrap();
+            assert_eq!(x1.get("name"), Some(&Value::from("orig")));
+            assert_eq!(x1.get("tags"), Some(&Value::from(["a"])));
+            assert_eq!(
+                reg.get("x3").unwrap().get("notes"),
+                Some(&Value::from("hello"))
+            );
+            assert!(
+                reg.get("x2").unwrap().deleted.is_none(),
+                "W's delete is revoked"
+            );
+            assert_eq!(
+                reg.get("c1").unwrap().get("name"),
+                Some(&Value::from("by c"))
+            );
             assert!(!reg.members().iter().any(|m| m.key == w.public_key()));
+            assert!(reg.conflicts().is_empty());
         }
+        assert_ne!(ra.state_digest(), honest, "C's honest edit stands");
+        // The history keeps W's changes, marked revoked by the removal.
+        let audit = ra.audit(&AuditQuery::all()).unwrap();
+        let revoked: Vec<_> = audit.iter().filter(|e| e.revoked_by.is_some()).collect();
+        assert_eq!(revoked.len(), 5);
+        assert!(revoked.iter().all(|e| e.author == w.public_key()));
+        for r in [&a, &w, &c] {
+            let report = r.verify(None).unwrap();
+            assert_eq!(report.registries[0].revoked, 5);
+        }
+        // Honest writes keep working on top, and the revoked values stay
+        // masked after a reopen.
+        ra.put(Some("x1"), [("name", "after")]).unwrap();
+        drop(ra);
+        let ra = a.registry("r").unwrap();
+        assert_eq!(
+            ra.get("x1").unwrap().get("name"),
+            Some(&Value::from("after"))
+        );
+        assert!(ra.get("w1").is_none());
+
         // After the removal reached W, W cannot write …
         assert!(matches!(
             rw.put(None, [("name", "late")]),
@@ -834,6 +902,62 @@ mod tests {
         let err = a.import(forged).unwrap_err();
         assert!(err.to_string().contains("not a member"), "{err}");
         assert!(a.verify(None).is_ok() && c.verify(None).is_ok());
+    }
+
+    #[test]
+    fn members_added_by_a_revoked_admin_lose_their_changes_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Replica::open(dir.path().join("a.db")).unwrap();
+        let k = Replica::open(dir.path().join("k.db")).unwrap();
+        let s = Replica::open(dir.path().join("s.db")).unwrap();
+        let ra = a.create_registry("r", schema()).unwrap();
+        ra.set_member(k.public_key(), Role::Admin).unwrap();
+        k.import(ra.export(&[]).unwrap()).unwrap();
+        let rk = k.registry("r").unwrap();
+
+        // A demotes K to writer; concurrently K makes S a writer, who writes.
+        ra.set_member(k.public_key(), Role::Writer).unwrap();
+        rk.set_member(s.public_key(), Role::Writer).unwrap();
+        rk.put(Some("k1"), [("name", "k's record")]).unwrap();
+        s.import(rk.export(&[]).unwrap()).unwrap();
+        let rs = s.registry("r").unwrap();
+        rs.put(Some("s1"), [("name", "by s")]).unwrap();
+        sync_all(&[(&a, &ra), (&k, &rk), (&s, &rs)]);
+        for reg in [&ra, &rk, &rs] {
+            assert_eq!(reg.state_digest(), ra.state_digest());
+            // K kept the writer role, so K's record write stands …
+            assert!(reg.get("k1").is_some());
+            // … but not the admin act, nor what it enabled.
+            assert!(!reg.members().iter().any(|m| m.key == s.public_key()));
+            assert!(reg.get("s1").is_none());
+        }
+        assert!(matches!(
+            rs.put(None, [("name", "more")]),
+            Err(WriteError::NotPermitted { .. })
+        ));
+        assert_eq!(a.verify(None).unwrap().registries[0].revoked, 2);
+    }
+
+    #[test]
+    fn verify_finds_an_altered_index_of_membership_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let a = Replica::open(&path).unwrap();
+        let reg = a.create_registry("r", schema()).unwrap();
+        reg.set_member(Identity::generate().unwrap().public_key(), Role::Writer)
+            .unwrap();
+        assert!(a.verify(None).is_ok());
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute(
+            "DELETE FROM admin_changes WHERE hash = (SELECT max(hash) FROM admin_changes)",
+            [],
+        )
+        .unwrap();
+        let err = a.verify(None).unwrap_err();
+        assert!(
+            matches!(err, crate::VerifyError::AdminIndex { .. }),
+            "{err}"
+        );
     }
 
     #[test]
@@ -870,7 +994,9 @@ mod tests {
                 .any(|m| m.key == c.public_key() && m.role == Role::Admin)
         );
         for r in [&a, &b, &c] {
-            r.verify(None).unwrap();
+            // Both removals were made by an admin being removed: revoked
+            // (listed in the audit), yet removals always stand.
+            assert_eq!(r.verify(None).unwrap().registries[0].revoked, 2);
         }
     }
 

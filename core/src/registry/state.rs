@@ -1,6 +1,6 @@
 //! The in-memory state of one open registry and every operation on it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use automerge::transaction::{CommitOptions, Transactable};
@@ -8,6 +8,7 @@ use automerge::{ActorId, AutoCommit, Change, ChangeHash, ObjId, ObjType, ROOT, R
 use sha2::{Digest, Sha256};
 
 use super::doc::{self, DELETED, Layout, Role};
+use super::revoke::{self, Revocations};
 use super::{Candidate, Conflict, Member, Query, Record, RegistryId, Tombstone};
 use crate::error::{ExportError, ImportError, WriteError};
 use crate::exchange::{Bundle, ImportReport};
@@ -79,6 +80,16 @@ pub(crate) struct DocState {
     /// Unique-field index, built on first need and dropped whenever the
     /// document changes other than through a local write.
     unique: Option<UniqueIndex>,
+    /// Changes that touched members, schema or meta: the only ones that
+    /// can remove anyone (see [`super::revoke`]).
+    admin_changes: BTreeSet<ChangeHash>,
+    /// Set by a local write of members or schema, until it is stored.
+    admin_write: bool,
+    /// Changes revoked by a concurrent removal of their author.
+    revoked: Arc<Revocations>,
+    /// The document with revoked operations undone; `None` when nothing
+    /// is revoked (then the document is the view).
+    view: Option<AutoCommit>,
 }
 
 #[derive(Default)]
@@ -142,6 +153,18 @@ impl DocState {
         let layout =
             Layout::find(&doc).ok_or_else(|| corrupt("the document is not a registry".into()))?;
         let schema = Arc::new(CompiledSchema::new(layout.read_schema(&doc)));
+        let mut admin_changes: BTreeSet<ChangeHash> =
+            crate::store::admin_changes(conn, store_path, &id)?;
+        if admin_changes.is_empty() {
+            // Stored before admin changes were recorded: find them once.
+            let guard = Guard::new(&layout);
+            admin_changes = doc
+                .get_changes(&[])
+                .iter()
+                .filter(|c| guard.admin_only(c).is_some())
+                .map(Change::hash)
+                .collect();
+        }
         Ok(DocState {
             id,
             name: layout.name(&doc),
@@ -158,7 +181,12 @@ impl DocState {
                 snapshot_bytes: stored.snapshot.as_ref().map_or(0, |d| d.len() as i64),
             },
             unique: None,
-        })
+            admin_changes,
+            admin_write: false,
+            revoked: Arc::default(),
+            view: None,
+        }
+        .with_revocations())
     }
 
     /// Creates a new registry: its signed genesis change and its state.
@@ -191,13 +219,17 @@ impl DocState {
             clock: now,
             history: History::default(),
             unique: None,
+            admin_changes: BTreeSet::from([hash]),
+            admin_write: false,
+            revoked: Arc::default(),
+            view: None,
         };
         let row = state.signed_row(identity, hash)?;
         Ok((state, row))
     }
 
     pub(crate) fn created_at(&self) -> i64 {
-        self.layout.created_at(&self.doc)
+        self.layout.created_at(self.view())
     }
 
     /// The document's fixed objects (for reads at past heads).
@@ -259,17 +291,50 @@ impl DocState {
                 self.loaded_pos = rows.last().map_or(self.loaded_pos, |r| r.0);
                 let bytes = rows.iter().map(|(_, b)| b.len() as i64).sum();
                 self.history.added(rows.len() as i64, bytes);
+                self.admin_changes = crate::store::admin_changes(conn, path, &self.id)?;
                 self.refresh_derived();
                 Ok(())
             }
         }
     }
 
+    /// The registry as users see it: the document with revoked operations
+    /// undone. Within a write that has not been committed yet, the document
+    /// itself, so the write reads what it wrote.
+    fn view(&self) -> &AutoCommit {
+        match &self.view {
+            Some(view) if self.doc.pending_ops() == 0 => view,
+            _ => &self.doc,
+        }
+    }
+
+    /// The changes revoked by a concurrent removal of their author.
+    pub(crate) fn revocations(&self) -> Arc<Revocations> {
+        self.revoked.clone()
+    }
+
+    /// Recomputes which changes are revoked, and the view without them.
+    fn refresh_revocations(&mut self) {
+        let revoked = revoke::compute(&mut self.doc, &self.layout, &self.admin_changes);
+        self.view =
+            (!revoked.is_empty()).then(|| revoke::view(&mut self.doc, &self.layout, &revoked));
+        self.revoked = Arc::new(revoked);
+    }
+
+    fn with_revocations(mut self) -> Self {
+        self.refresh_revocations();
+        if self.view.is_some() {
+            self.refresh_derived();
+        }
+        self
+    }
+
     /// Recomputes what is derived from the document after it changed other
     /// than through a local record write.
     fn refresh_derived(&mut self) {
-        self.schema = Arc::new(CompiledSchema::new(self.layout.read_schema(&self.doc)));
-        self.name = self.layout.name(&self.doc);
+        self.refresh_revocations();
+        self.schema = Arc::new(CompiledSchema::new(self.layout.read_schema(self.view())));
+        self.name = self.layout.name(self.view());
         self.unique = None;
     }
 
@@ -290,9 +355,11 @@ impl DocState {
             Err(e) => {
                 self.doc.rollback();
                 self.unique = None;
+                self.admin_write = false;
                 return Err(e);
             }
         };
+        let admin_write = std::mem::take(&mut self.admin_write);
         let time = self.tick();
         let Some(hash) = self.doc.commit_with(
             CommitOptions::default()
@@ -304,6 +371,9 @@ impl DocState {
         let persisted = (|| -> Result<(i64, usize), WriteError> {
             let row = self.signed_row(&shared.identity, hash)?;
             let pos = tx.insert_changes(&self.id, std::slice::from_ref(&row))?;
+            if admin_write {
+                tx.insert_admin_changes(&self.id, &[hash])?;
+            }
             let detail = serde_json::json!({ "change": hash.to_string(), "message": message });
             tx.journal(Some(&self.id), "wrote", &detail)?;
             tx.commit()?;
@@ -312,6 +382,12 @@ impl DocState {
         match persisted {
             Ok((pos, bytes)) => {
                 self.set_loaded(pos, bytes);
+                if admin_write {
+                    self.admin_changes.insert(hash);
+                    self.refresh_derived();
+                } else if !self.revoked.is_empty() {
+                    self.refresh_revocations();
+                }
                 if self.wants_compaction() {
                     // Best effort: a failed compaction loses nothing.
                     if let Err(e) = self.compact(&mut store) {
@@ -369,7 +445,7 @@ impl DocState {
         if creators.contains(author) {
             return Ok(());
         }
-        if self.layout.role_now(&self.doc, author) == Some(Role::Admin) {
+        if self.layout.role_now(self.view(), author) == Some(Role::Admin) {
             return Ok(());
         }
         Err(WriteError::NotOwner {
@@ -383,7 +459,7 @@ impl DocState {
     }
 
     pub(crate) fn require_role(&self, who: &PublicKey, needed: Role) -> Result<(), WriteError> {
-        let role = self.layout.role_now(&self.doc, who);
+        let role = self.layout.role_now(self.view(), who);
         let enough = match needed {
             Role::Admin => role == Some(Role::Admin),
             _ => role.is_some_and(Role::can_write),
@@ -412,7 +488,7 @@ impl DocState {
 
     /// A record's copies now (see [`Layout::copies`]).
     pub(crate) fn copies(&self, id: &str) -> Vec<ObjId> {
-        self.layout.copies(&self.doc, id, None)
+        self.layout.copies(self.view(), id, None)
     }
 
     fn tombstone(&self, copies: &[ObjId]) -> Option<Tombstone> {
@@ -420,12 +496,12 @@ impl DocState {
     }
 
     fn tombstone_of(&self, obj: &ObjId) -> Option<Tombstone> {
-        let (_, t) = self.doc.get(obj, DELETED).ok()??;
-        let by = match self.doc.get(&t, "by").ok()?? {
+        let (_, t) = self.view().get(obj, DELETED).ok()??;
+        let by = match self.view().get(&t, "by").ok()?? {
             (automerge::Value::Scalar(s), _) => s.as_str().unwrap_or_default().to_owned(),
             _ => String::new(),
         };
-        let at = match self.doc.get(&t, "at").ok()?? {
+        let at = match self.view().get(&t, "at").ok()?? {
             (automerge::Value::Scalar(s), _) => match s.as_ref() {
                 automerge::ScalarValue::Timestamp(t) | automerge::ScalarValue::Int(t) => *t,
                 _ => 0,
@@ -438,7 +514,7 @@ impl DocState {
     fn is_deleted(&self, copies: &[ObjId]) -> bool {
         copies
             .iter()
-            .any(|obj| self.doc.get(obj, DELETED).ok().flatten().is_some())
+            .any(|obj| self.view().get(obj, DELETED).ok().flatten().is_some())
     }
 
     pub(crate) fn write_record(
@@ -657,7 +733,7 @@ impl DocState {
         key: PublicKey,
         role: Option<Role>,
     ) -> Result<(), WriteError> {
-        let members = self.layout.members(&self.doc, None);
+        let members = self.layout.members(self.view(), None);
         let admins = members.iter().filter(|(_, r)| *r == Role::Admin).count();
         let was_admin = members.iter().any(|(k, r)| *k == key && *r == Role::Admin);
         if was_admin && role != Some(Role::Admin) && admins == 1 {
@@ -665,6 +741,7 @@ impl DocState {
                 registry: self.name.clone(),
             });
         }
+        self.admin_write = true;
         match role {
             Some(r) => self
                 .doc
@@ -726,6 +803,7 @@ impl DocState {
                 }
             }
         }
+        self.admin_write = true;
         self.layout
             .write_schema(&mut self.doc, &old, &new)
             .map_err(internal)?;
@@ -745,13 +823,13 @@ impl DocState {
     ) -> Vec<Candidate> {
         let mut all: Vec<(automerge::Value<'static>, ObjId)> = Vec::new();
         for obj in copies {
-            if let Ok(values) = self.doc.get_all(obj, field) {
+            if let Ok(values) = self.view().get_all(obj, field) {
                 all.extend(values.into_iter().map(|(v, id)| (v.into_owned(), id)));
             }
         }
         let mut out = Vec::with_capacity(all.len());
         for (v, id) in all {
-            let Some(value) = doc::read_value(&self.doc, &v, &id, ty) else {
+            let Some(value) = doc::read_value(self.view(), &v, &id, ty) else {
                 continue;
             };
             if is_empty_container(&value, ty) {
@@ -761,7 +839,10 @@ impl DocState {
                 ObjId::Id(_, actor, _) => PublicKey::from_bytes(actor.to_bytes()).ok(),
                 ObjId::Root => None,
             };
-            let change = self.doc.hash_for_opid(&id).unwrap_or(ChangeHash([0; 32]));
+            let change = self
+                .view()
+                .hash_for_opid(&id)
+                .unwrap_or(ChangeHash([0; 32]));
             let time = self
                 .doc
                 .get_change_meta_by_hash(&change)
@@ -791,9 +872,9 @@ impl DocState {
                 // the copies' order is the same on every replica.
                 let winner = copies
                     .iter()
-                    .find_map(|obj| self.doc.get(obj, field).ok().flatten())?
+                    .find_map(|obj| self.view().get(obj, field).ok().flatten())?
                     .1;
-                let hash = self.doc.hash_for_opid(&winner)?;
+                let hash = self.view().hash_for_opid(&winner)?;
                 c.iter().position(|x| x.change == hash).or(if c.is_empty() {
                     None
                 } else {
@@ -824,7 +905,7 @@ impl DocState {
         // (field, has concurrent values in one copy, value, value's id)
         let mut items: Vec<(String, bool, automerge::Value<'static>, ObjId)> = Vec::new();
         for obj in copies {
-            items.extend(self.doc.map_range(obj, ..).map(|i| {
+            items.extend(self.view().map_range(obj, ..).map(|i| {
                 let (key, conflict, id) = (i.key.to_string(), i.conflict, i.id());
                 let value = match i.value {
                     automerge::ValueRef::Object(t) => automerge::Value::Object(t),
@@ -858,7 +939,7 @@ impl DocState {
                     candidates.into_iter().next().map(|c| c.value)
                 }
             } else {
-                doc::read_value(&self.doc, &value, &vid, ty)
+                doc::read_value(self.view(), &value, &vid, ty)
             };
             if let Some(v) = chosen.filter(|v| !is_empty_container(v, ty)) {
                 record.fields.insert(field, v);
@@ -870,7 +951,7 @@ impl DocState {
     /// Every record id with its copies.
     fn record_objs(&self) -> Vec<(String, Vec<ObjId>)> {
         let items: Vec<(String, bool, ObjId)> = self
-            .doc
+            .view()
             .map_range(&self.layout.records, ..)
             .filter(|i| matches!(i.value, automerge::ValueRef::Object(ObjType::Map)))
             .map(|i| (i.key.to_string(), i.conflict, i.id()))
@@ -925,7 +1006,7 @@ impl DocState {
             let mut fields = std::collections::BTreeSet::new();
             for obj in &copies {
                 fields.extend(
-                    self.doc
+                    self.view()
                         .map_range(obj, ..)
                         .filter(|i| (i.conflict || copies.len() > 1) && i.key != DELETED)
                         .map(|i| i.key.to_string()),
@@ -952,9 +1033,9 @@ impl DocState {
     }
 
     pub(crate) fn members(&self) -> Vec<Member> {
-        let aliases = self.layout.aliases(&self.doc);
+        let aliases = self.layout.aliases(self.view());
         self.layout
-            .members(&self.doc, None)
+            .members(self.view(), None)
             .into_iter()
             .map(|(key, role)| Member {
                 alias: aliases.get(&key.to_string()).cloned(),
@@ -977,6 +1058,7 @@ impl DocState {
                 )));
             }
         };
+        self.admin_write = true;
         match alias.map(str::trim).filter(|a| !a.is_empty()) {
             Some(a) => self.doc.put(&aliases, key.to_string(), a),
             None => self.doc.delete(&aliases, key.to_string()),
@@ -1000,7 +1082,7 @@ impl DocState {
     /// — not aliases, and not attestations (which live outside the document),
     /// so attesting a state never changes it.
     pub(crate) fn state_digest_bytes(&self) -> [u8; 32] {
-        let part = |obj: &ObjId| doc::canonical_json(&self.doc, obj);
+        let part = |obj: &ObjId| doc::canonical_json(self.view(), obj);
         let json = serde_json::json!({
             "meta": part(&self.layout.meta),
             "schema": part(&self.layout.schema),
@@ -1018,7 +1100,7 @@ impl DocState {
         let me = shared.identity.public_key();
         if !self
             .layout
-            .members(&self.doc, None)
+            .members(self.view(), None)
             .iter()
             .any(|(k, _)| *k == me)
         {
@@ -1057,7 +1139,7 @@ impl DocState {
     ) -> Result<crate::trust::attest::Status, StoreError> {
         let heads = self.doc.get_heads();
         let digest = self.state_digest_bytes();
-        let members = self.layout.members(&self.doc, None);
+        let members = self.layout.members(self.view(), None);
         let mut attested_by: Vec<PublicKey> =
             crate::store::attestations(store.conn(), store.path(), &self.id)?
                 .into_iter()
@@ -1085,7 +1167,7 @@ impl DocState {
         tx: &StoreTx<'_>,
         attestations: &[crate::trust::attest::Attestation],
     ) -> Result<usize, ImportError> {
-        let members = self.layout.members(&self.doc, None);
+        let members = self.layout.members(self.view(), None);
         let mut stored = 0;
         for a in attestations {
             if a.registry != self.id || !a.verify() {
@@ -1225,12 +1307,15 @@ impl DocState {
                 Err(e) => return Err(e),
             }
         };
+        let mut admin_changes = Vec::new();
         let outcome = checked.and_then(|checked| {
             applied?;
-            fresh
-                .iter()
-                .zip(checked)
-                .try_for_each(|(c, admin_only)| self.authorise(c, admin_only))
+            fresh.iter().zip(checked).try_for_each(|(c, admin_only)| {
+                if admin_only.is_some() {
+                    admin_changes.push(c.hash());
+                }
+                self.authorise(c, admin_only)
+            })
         });
         if let Err(e) = outcome {
             // Nothing was stored; rebuild the document as it was.
@@ -1244,7 +1329,11 @@ impl DocState {
         self.clock = self
             .clock
             .max(rows.iter().map(|r| r.time).max().unwrap_or(0));
-        let pos = match tx.insert_changes(&self.id, &rows) {
+        let stored = tx.insert_changes(&self.id, &rows).and_then(|pos| {
+            tx.insert_admin_changes(&self.id, &admin_changes)
+                .map(|()| pos)
+        });
+        let pos = match stored {
             Ok(pos) => pos,
             Err(e) => {
                 self.reload(tx.conn(), tx.path())?;
@@ -1255,6 +1344,7 @@ impl DocState {
         let bytes = rows.iter().map(|r| r.bytes.len() as i64).sum();
         self.history.added(rows.len() as i64, bytes);
         rows.clear();
+        self.admin_changes.extend(admin_changes);
         self.refresh_derived();
         Ok(report)
     }
@@ -1367,7 +1457,12 @@ pub(crate) fn import_new(
         clock: genesis_row.time,
         history: History::default(),
         unique: None,
+        admin_changes: BTreeSet::from([genesis.hash()]),
+        admin_write: false,
+        revoked: Arc::default(),
+        view: None,
     };
+    tx.insert_admin_changes(&id, &[genesis.hash()])?;
     state.history.added(1, genesis_row.bytes.len() as i64);
     state.refresh_derived();
     let rest: Vec<SignedChange> = changes

@@ -77,4 +77,14 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (registry_id, member, digest, heads)
     ) STRICT;
     "#,
+    // 4: the changes that touched a registry's members, schema or meta —
+    //    the only ones that can remove a member — so revocations are found
+    //    without decoding the whole history on every load.
+    r#"
+    CREATE TABLE admin_changes (
+        registry_id BLOB NOT NULL REFERENCES registries(id),
+        hash        BLOB NOT NULL,
+        PRIMARY KEY (registry_id, hash)
+    ) STRICT, WITHOUT ROWID;
+    "#,
 ];

@@ -306,6 +306,28 @@ pub(crate) fn quick_check(conn: &Connection, path: &str) -> Result<()> {
     }
 }
 
+/// The changes of a registry that touched its members, schema or meta.
+pub(crate) fn admin_changes(
+    conn: &Connection,
+    path: &str,
+    id: &RegistryId,
+) -> Result<std::collections::BTreeSet<automerge::ChangeHash>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT hash FROM admin_changes WHERE registry_id = ?1")
+        .map_err(sql(path, "read admin changes"))?;
+    let rows: Vec<Vec<u8>> = stmt
+        .query_map([id.as_bytes()], |r| r.get(0))
+        .and_then(|rows| rows.collect())
+        .map_err(sql(path, "read admin changes"))?;
+    rows.into_iter()
+        .map(|h| {
+            automerge::ChangeHash::try_from(h.as_slice()).map_err(|_| {
+                StoreError::corrupt(path, format!("registry {id}: a bad admin change hash"))
+            })
+        })
+        .collect()
+}
+
 /// The stored attestations of a registry.
 pub(crate) fn attestations(
     conn: &Connection,
@@ -646,6 +668,25 @@ impl<'a> StoreTx<'a> {
             .map_err(self.err("store changes"))?;
         }
         Ok(self.tx.last_insert_rowid())
+    }
+
+    /// Records changes that touched members, schema or meta.
+    pub(crate) fn insert_admin_changes(
+        &self,
+        id: &RegistryId,
+        hashes: &[automerge::ChangeHash],
+    ) -> Result<()> {
+        let mut stmt = self
+            .tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO admin_changes (registry_id, hash) VALUES (?1, ?2)",
+            )
+            .map_err(self.err("store admin changes"))?;
+        for hash in hashes {
+            stmt.execute(params![id.as_bytes(), &hash.0[..]])
+                .map_err(self.err("store admin changes"))?;
+        }
+        Ok(())
     }
 
     /// Replaces the snapshot and drops the raw bytes of the changes it covers.

@@ -43,6 +43,13 @@ pub struct RegistryReport {
     /// concurrent schema change can cause this), so they are reported, not
     /// failures.
     pub invalid_records: Vec<ValidationError>,
+    /// Changes revoked because their author was removed concurrently
+    /// (strong removal): validly signed and kept in the history, but
+    /// masked from the registry's state. Reported, not failures.
+    pub revoked: usize,
+    /// The changes that touched members, schema or meta, found from the
+    /// history (checked against the store's index of them).
+    admin_changes: std::collections::BTreeSet<ChangeHash>,
 }
 
 /// The first problem `verify` found. Every variant names the item.
@@ -149,6 +156,16 @@ pub enum VerifyError {
         /// The registry.
         registry: String,
         /// What is wrong.
+        reason: String,
+    },
+    /// The store's index of membership and schema changes was altered.
+    #[error(
+        "registry {registry}: the store's index of membership and schema changes does not match the history ({reason}); the store was altered — restore it from a backup or re-import the registry"
+    )]
+    AdminIndex {
+        /// The registry.
+        registry: String,
+        /// What differs.
         reason: String,
     },
     /// The journal's hash chain is broken.
@@ -380,6 +397,20 @@ pub(crate) fn verify_registry(
             std::panic::resume_unwind(panic);
         }
         let (history, rest) = checked?;
+        let rest = rest.and_then(|report| {
+            let stored = store::admin_changes(conn, path, &id)?;
+            let (missing, extra) = (
+                report.admin_changes.difference(&stored).count(),
+                stored.difference(&report.admin_changes).count(),
+            );
+            if missing + extra > 0 {
+                return Err(VerifyError::AdminIndex {
+                    registry: registry.clone(),
+                    reason: format!("{missing} missing, {extra} unknown"),
+                });
+            }
+            Ok(report)
+        });
         if !batch.verified() {
             verify_signatures(
                 &registry,
@@ -538,7 +569,8 @@ fn check_rest(
         authors,
     } = history;
     let heads = doc.get_heads();
-    let doc = &*doc;
+    let doc_mut = doc;
+    let doc = &*doc_mut;
     // 4. One genesis, matching the id, whose only member is its author.
     let roots: Vec<&Meta> = metas.iter().filter(|m| m.deps.is_empty()).collect();
     let genesis = match roots.as_slice() {
@@ -591,10 +623,12 @@ fn check_rest(
     let mut rules: HashMap<usize, bool> = HashMap::new();
     let mut holders = HashMap::new();
     let guard = Guard::new(&layout);
+    let mut admin_changes = std::collections::BTreeSet::new();
     for (i, (meta, key)) in metas.iter().zip(keys).enumerate() {
         let state = at_deps.next(i, meta);
         let deps = &meta.deps;
         if deps.is_empty() {
+            admin_changes.insert(meta.hash);
             continue;
         }
         let refuse = |reason: &str| VerifyError::NotAuthorised {
@@ -612,7 +646,14 @@ fn check_rest(
         };
         debug_assert_eq!(role, layout.role_at(doc, key, deps));
         match role {
-            Some(Role::Admin) => {}
+            Some(Role::Admin) => {
+                let touches_admin = by_hash
+                    .get(&meta.hash)
+                    .is_some_and(|&i| guard.admin_only(&changes[i]).is_some());
+                if touches_admin {
+                    admin_changes.insert(meta.hash);
+                }
+            }
             Some(Role::Writer) => {
                 let change = by_hash
                     .get(&meta.hash)
@@ -656,7 +697,16 @@ fn check_rest(
     }
     drop(changes);
 
-    // 6. The schema, reported.
+    // 6. Revocations (strong removal), reported; the state is read with
+    //    the revoked operations undone, as the registry reads it.
+    let revocations = crate::registry::revocations(doc_mut, &layout, &admin_changes);
+    let view = revocations.1;
+    let doc: &AutoCommit = match &view {
+        Some(view) => view,
+        None => doc_mut,
+    };
+
+    // 7. The schema, reported.
     let compiled = CompiledSchema::new(layout.read_schema(doc));
     let name = layout.name(doc);
     let mut invalid_records = Vec::new();
@@ -725,6 +775,8 @@ fn check_rest(
         authors: *authors,
         records,
         invalid_records,
+        revoked: revocations.0,
+        admin_changes,
     })
 }
 
