@@ -1,0 +1,18 @@
+//! The UniFFI facade over ChittySync: what the Python and Node packages
+//! call.
+//!
+//! It is thin on purpose: every operation is one call into the `chittysync`
+//! crate, with values converted at the boundary. The core knows nothing of
+//! UniFFI; errors are mapped in one place ([`ChittyError`]).
+
+mod error;
+mod registry;
+mod replica;
+mod types;
+
+pub use error::ChittyError;
+pub use registry::Registry;
+pub use replica::Replica;
+pub use types::*;
+
+uniffi::setup_scaffolding!();
