@@ -1,0 +1,443 @@
+// ChittySync for Node: registries of canonical records kept identical
+// everywhere — signed, offline-first, verifiable.
+//
+// The classes here take and return plain JavaScript values; the generated
+// low-level API (UniFFI) is exported as `native`.
+
+import * as native from "./generated/index";
+import {
+  AuditFilter,
+  ChittyError as NativeError,
+  FieldKind,
+  FieldSpec,
+  FieldValue,
+  RecordInput,
+  Role,
+} from "./generated/index";
+import type {
+  AttestationStatus,
+  AuditEntry,
+  Candidate as NativeCandidate,
+  Conflict as NativeConflict,
+  ImportSummary,
+  Member,
+  Record as NativeRecord,
+  RegistryInfo,
+  RegistryLike,
+  ReplicaLike,
+  VerifySummary,
+} from "./generated/index";
+
+export { native, FieldKind, Role };
+export type {
+  AttestationStatus,
+  AuditEntry,
+  ImportSummary,
+  Member,
+  RegistryInfo,
+  VerifySummary,
+};
+
+/** A decimal number, kept exact as text: `decimal("19.99")`. */
+export class Decimal {
+  constructor(readonly value: string) {}
+  toString(): string {
+    return this.value;
+  }
+}
+
+/** A decimal number, kept exact as text. */
+export function decimal(value: string | number): Decimal {
+  return new Decimal(String(value));
+}
+
+/** What a field holds, as JavaScript sees it. */
+export type Value =
+  | string
+  | number
+  | bigint
+  | boolean
+  | Decimal
+  | Set<string>
+  | string[]
+  | { [key: string]: unknown };
+
+/** The kinds of ChittySync errors (see the Rust `ChittyError`). */
+export type ErrorKind =
+  | "Invalid"
+  | "Schema"
+  | "NotFound"
+  | "NotPermitted"
+  | "Refused"
+  | "Verify"
+  | "Argument"
+  | "Store";
+
+/**
+ * A ChittySync failure. `kind` says which; the message names what failed
+ * and what to do. Schema violations (`kind === "Invalid"`) also carry
+ * `registry`, `record`, `field`, `value` and `rule`.
+ */
+export class ChittySyncError extends Error {
+  readonly kind: ErrorKind;
+  readonly registry?: string;
+  readonly record?: string;
+  readonly field?: string;
+  readonly value?: string;
+  readonly rule?: string;
+
+  constructor(kind: ErrorKind, fields: { message: string } & Record<string, string>) {
+    super(fields.message);
+    this.name = `ChittySyncError(${kind})`;
+    this.kind = kind;
+    Object.assign(this, { ...fields, message: fields.message });
+  }
+}
+
+type Record<K extends string, V> = { [P in K]: V };
+
+function call<T>(f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    if (NativeError.instanceOf(e)) {
+      const err = e as unknown as { tag: string; inner: { message: string } & Record<string, string> };
+      throw new ChittySyncError(err.tag as ErrorKind, err.inner);
+    }
+    throw e;
+  }
+}
+
+/** Converts a JavaScript value to a field value. */
+export function toNative(value: Value): FieldValue {
+  if (value instanceof Decimal) return FieldValue.Decimal.new({ value: value.value });
+  if (typeof value === "boolean") return FieldValue.Bool.new({ value });
+  if (typeof value === "bigint") return FieldValue.Integer.new({ value });
+  if (typeof value === "number") {
+    return Number.isInteger(value)
+      ? FieldValue.Integer.new({ value: BigInt(value) })
+      : FieldValue.Decimal.new({ value: String(value) });
+  }
+  if (typeof value === "string") return FieldValue.Text.new({ value });
+  if (value instanceof Set || Array.isArray(value)) {
+    return FieldValue.Set.new({ values: [...value].map(String).sort() });
+  }
+  if (value !== null && typeof value === "object") {
+    return FieldValue.Json.new({ value: JSON.stringify(value) });
+  }
+  throw new TypeError(
+    `cannot store ${value === null ? "null" : typeof value} in a field; use a string, number, bigint, boolean, decimal(), a Set of options, or an object for JSON`,
+  );
+}
+
+/** Converts a field value to JavaScript: integers as numbers (bigint beyond 2^53), decimals as `Decimal`, multi-selects as `Set`. */
+export function fromNative(value: FieldValue): unknown {
+  const v = value as unknown as { tag: string; inner: { value?: unknown; values?: string[] } };
+  switch (v.tag) {
+    case "Integer": {
+      const n = v.inner.value as bigint;
+      return n >= BigInt(Number.MIN_SAFE_INTEGER) && n <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(n) : n;
+    }
+    case "Decimal":
+      return new Decimal(v.inner.value as string);
+    case "Set":
+      return new Set(v.inner.values);
+    case "Json":
+      return JSON.parse(v.inner.value as string);
+    default:
+      return v.inner.value;
+  }
+}
+
+function fieldsOf(values: { [name: string]: Value }): Map<string, FieldValue> {
+  return new Map(Object.entries(values).map(([k, v]) => [k, toNative(v)]));
+}
+
+/** A record: its id, field values, and whether it is deleted or has conflicting fields. */
+export interface Record_ {
+  id: string;
+  fields: { [name: string]: unknown };
+  deleted: boolean;
+  conflicted: string[];
+}
+export type { Record_ as Record };
+
+function record(r: NativeRecord): Record_ {
+  const fields: { [name: string]: unknown } = {};
+  for (const [k, v] of r.fields) fields[k] = fromNative(v);
+  return { id: r.id, fields, deleted: r.deleted, conflicted: [...r.conflicted] };
+}
+
+/** One of several concurrent values of a field. */
+export interface Candidate {
+  value: unknown;
+  author?: string;
+  time: number;
+  change: string;
+}
+
+/** A field with concurrent values; `chosen` indexes the policy's pick (undefined under `manual`). */
+export interface Conflict {
+  record: string;
+  field: string;
+  policy: string;
+  candidates: Candidate[];
+  chosen?: number;
+}
+
+function conflict(c: NativeConflict): Conflict {
+  return {
+    record: c.record,
+    field: c.field,
+    policy: c.policy,
+    candidates: c.candidates.map((x: NativeCandidate) => ({
+      value: fromNative(x.value),
+      author: x.author,
+      time: Number(x.time),
+      change: x.change,
+    })),
+    chosen: c.chosen,
+  };
+}
+
+/** One field of a schema. */
+export interface FieldOptions {
+  required?: boolean;
+  unique?: boolean;
+  options?: string[];
+  pattern?: string;
+  min?: number;
+  max?: number;
+  description?: string;
+}
+
+const KINDS: { [name: string]: FieldKind } = {
+  text: FieldKind.Text,
+  long_text: FieldKind.LongText,
+  integer: FieldKind.Integer,
+  decimal: FieldKind.Decimal,
+  bool: FieldKind.Bool,
+  date: FieldKind.Date,
+  datetime: FieldKind.Datetime,
+  select: FieldKind.Select,
+  multi_select: FieldKind.MultiSelect,
+  url: FieldKind.Url,
+  email: FieldKind.Email,
+  reference: FieldKind.Reference,
+  json: FieldKind.Json,
+};
+
+/** A schema field: `field("name", "text", { required: true })`. */
+export function field(name: string, kind: string | FieldKind = "text", opts: FieldOptions = {}): FieldSpec {
+  let k: FieldKind;
+  if (typeof kind === "string") {
+    const found = KINDS[kind.toLowerCase().replace("-", "_")];
+    if (found === undefined) {
+      throw new TypeError(`unknown field type '${kind}'; use one of ${Object.keys(KINDS).join(", ")}`);
+    }
+    k = found;
+  } else {
+    k = kind;
+  }
+  return FieldSpec.create({
+    name,
+    kind: k,
+    required: opts.required ?? false,
+    unique: opts.unique ?? false,
+    options: opts.options ?? [],
+    pattern: opts.pattern,
+    min: opts.min,
+    max: opts.max,
+    description: opts.description,
+  });
+}
+
+function role(r: string | Role): Role {
+  if (typeof r !== "string") return r;
+  switch (r) {
+    case "admin":
+      return Role.Admin;
+    case "writer":
+      return Role.Writer;
+    case "reader":
+      return Role.Reader;
+    default:
+      throw new TypeError(`unknown role '${r}'; use 'admin', 'writer' or 'reader'`);
+  }
+}
+
+/** Which changes `audit` lists. */
+export interface AuditOptions {
+  record?: string;
+  author?: string;
+  since?: number;
+  until?: number;
+}
+
+/** A registry in a replica. Every write is one signed change, durable when the call returns. */
+export class Registry {
+  /** The generated low-level object. */
+  readonly native: RegistryLike;
+
+  constructor(inner: RegistryLike) {
+    this.native = inner;
+  }
+
+  get id(): string {
+    return this.native.id();
+  }
+
+  get name(): string {
+    return this.native.name();
+  }
+
+  /** The schema, as the JSON object of schema files. */
+  get schema(): { fields: Array<{ name: string; type: string }> } & { [k: string]: unknown } {
+    return JSON.parse(this.native.schemaJson());
+  }
+
+  /** How many live records there are. */
+  get size(): number {
+    return Number(this.native.len());
+  }
+
+  /** Creates a record (no id: a new one) or updates the given fields of an existing one; returns its id. */
+  put(fields: { [name: string]: Value }, id?: string): string {
+    return call(() => this.native.put(id, fieldsOf(fields)));
+  }
+
+  /** Writes many records as one signed change: all land, or none do. */
+  putMany(records: Array<{ id?: string; fields: { [name: string]: Value } }>): string[] {
+    return call(() =>
+      this.native.putMany(records.map((r) => RecordInput.create({ id: r.id, fields: fieldsOf(r.fields) }))),
+    );
+  }
+
+  /** A record by id (deleted ones too, with `deleted` set). */
+  get(id: string): Record_ | undefined {
+    const r = this.native.get(id);
+    return r === undefined ? undefined : record(r);
+  }
+
+  /** Live records whose fields equal every filter (a multi-select matches when it holds the value). */
+  list(filters: { [field: string]: string | number | boolean } = {}): Record_[] {
+    const m = new Map(Object.entries(filters).map(([k, v]) => [k, String(v)]));
+    return this.native.list(m).map(record);
+  }
+
+  /** Clears fields of a record. */
+  unset(id: string, ...fields: string[]): void {
+    call(() => this.native.unset(id, fields));
+  }
+
+  /** Deletes a record (a tombstone). */
+  delete(id: string): void {
+    call(() => this.native.delete_(id));
+  }
+
+  /** Every field with concurrent values, and the policy's pick. */
+  conflicts(): Conflict[] {
+    return this.native.conflicts().map(conflict);
+  }
+
+  /** Settles a conflict by writing the chosen value as a new change. */
+  resolve(recordId: string, fieldName: string, value: Value): void {
+    call(() => this.native.resolve(recordId, fieldName, toNative(value)));
+  }
+
+  members(): Member[] {
+    return this.native.members();
+  }
+
+  /** Adds a member or changes their role (admins only). */
+  setMember(key: string, r: string | Role): void {
+    const parsed = role(r);
+    call(() => this.native.setMember(key, parsed));
+  }
+
+  /** Removes a member (admins only); their concurrent changes are revoked. */
+  removeMember(key: string): void {
+    call(() => this.native.removeMember(key));
+  }
+
+  heads(): string[] {
+    return this.native.heads();
+  }
+
+  stateDigest(): string {
+    return this.native.stateDigest();
+  }
+
+  /** The signed changes the other side lacks, given its heads. */
+  exportBundle(theirHeads: string[] = []): Uint8Array {
+    return new Uint8Array(call(() => this.native.exportBundle(theirHeads)));
+  }
+
+  /** Every change with author, signature status and what it did. */
+  audit(opts: AuditOptions = {}): AuditEntry[] {
+    const filter = AuditFilter.create({
+      record: opts.record,
+      author: opts.author,
+      since: opts.since === undefined ? undefined : BigInt(opts.since),
+      until: opts.until === undefined ? undefined : BigInt(opts.until),
+    });
+    return call(() => this.native.audit(filter));
+  }
+
+  /** Signs this replica's attestation of the current state. */
+  attest(): void {
+    call(() => this.native.attest());
+  }
+
+  attestationStatus(): AttestationStatus {
+    return call(() => this.native.attestationStatus());
+  }
+}
+
+/** A local replica: one file holding many registries, with this replica's signing key beside it. */
+export class Replica {
+  /** The generated low-level object. */
+  readonly native: ReplicaLike;
+
+  private constructor(inner: ReplicaLike) {
+    this.native = inner;
+  }
+
+  /** Opens (or creates) the replica at `path`. */
+  static open(path: string): Replica {
+    return new Replica(call(() => native.Replica.open(path)));
+  }
+
+  /** This replica's public key: what admins add as a member. */
+  get publicKey(): string {
+    return this.native.publicKey();
+  }
+
+  /** Creates a registry from `field(...)` specs, or from a schema object or TOML/JSON text. */
+  createRegistry(name: string, schema: FieldSpec[] | string | object): Registry {
+    if (Array.isArray(schema)) {
+      return new Registry(call(() => this.native.createRegistry(name, schema as FieldSpec[])));
+    }
+    const text = typeof schema === "string" ? schema : JSON.stringify(schema);
+    return new Registry(call(() => this.native.createRegistryWithSchema(name, text)));
+  }
+
+  registry(nameOrId: string): Registry {
+    return new Registry(call(() => this.native.registry(nameOrId)));
+  }
+
+  registries(): RegistryInfo[] {
+    return call(() => this.native.registries());
+  }
+
+  /** Verifies and applies a bundle; any bad change refuses it whole. */
+  importBundle(bundle: Uint8Array): ImportSummary {
+    const copy = bundle.buffer.slice(bundle.byteOffset, bundle.byteOffset + bundle.byteLength) as ArrayBuffer;
+    return call(() => this.native.importBundle(copy));
+  }
+
+  /** Re-checks everything from genesis; throws (kind "Verify") naming the first bad item. */
+  verify(registry?: string): VerifySummary {
+    return call(() => this.native.verify(registry));
+  }
+}
