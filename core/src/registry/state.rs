@@ -282,6 +282,34 @@ impl DocState {
         message: &str,
         f: impl FnOnce(&mut DocState) -> Result<T, WriteError>,
     ) -> Result<T, WriteError> {
+        self.transact_signed(shared, &shared.identity, message, f)
+    }
+
+    /// [`DocState::transact`], but the change is made and signed by
+    /// `identity` (its own actor), e.g. an adapter binding's key.
+    pub(crate) fn transact_as<T>(
+        &mut self,
+        shared: &Shared,
+        identity: &Identity,
+        message: &str,
+        f: impl FnOnce(&mut DocState) -> Result<T, WriteError>,
+    ) -> Result<T, WriteError> {
+        let theirs = actor_of(&identity.public_key());
+        let out = self.transact_signed(shared, identity, message, |state| {
+            state.doc.set_actor(theirs);
+            f(state)
+        });
+        self.doc.set_actor(actor_of(&shared.identity.public_key()));
+        out
+    }
+
+    fn transact_signed<T>(
+        &mut self,
+        shared: &Shared,
+        identity: &Identity,
+        message: &str,
+        f: impl FnOnce(&mut DocState) -> Result<T, WriteError>,
+    ) -> Result<T, WriteError> {
         let mut store = shared.store();
         let tx = store.begin()?;
         self.catch_up(&tx)?;
@@ -302,7 +330,7 @@ impl DocState {
             return Ok(out); // nothing changed: nothing to sign or store
         };
         let persisted = (|| -> Result<(i64, usize), WriteError> {
-            let row = self.signed_row(&shared.identity, hash)?;
+            let row = self.signed_row(identity, hash)?;
             let pos = tx.insert_changes(&self.id, std::slice::from_ref(&row))?;
             let detail = serde_json::json!({ "change": hash.to_string(), "message": message });
             tx.journal(Some(&self.id), "wrote", &detail)?;
@@ -774,6 +802,16 @@ impl DocState {
             });
         }
         out
+    }
+
+    /// The latest write time of a field's values, if it has any.
+    pub(crate) fn field_time(&mut self, id: &str, field: &str) -> Option<i64> {
+        let copies = self.copies(id);
+        let ty = self.schema.schema.get(field).map(|d| d.field_type);
+        self.candidates(&copies, field, ty)
+            .iter()
+            .map(|c| c.time)
+            .max()
     }
 
     /// Which candidate the policy picks (`None` for manual).
