@@ -47,6 +47,8 @@ mod trust;
 mod value;
 
 pub use adapters::memory::MemoryAdapter;
+#[cfg(feature = "postgres")]
+pub use adapters::postgres::{PostgresAdapter, PostgresOptions};
 pub use adapters::{
     Adapter, AdapterError, BoxFuture, ChangeTracking, ColumnSpec, Fetched, RemoteColumn, RemoteRow,
     RemoteTable, RowError, RowOp, RowResult, TableSpec,

@@ -26,7 +26,7 @@ pub type Row = BTreeMap<String, Value>;
 pub trait Remote: Send + Sync {
     /// A new adapter on this table (each is a separate client with its own
     /// origin, as bindings on two replicas would be).
-    fn adapter(&self) -> Box<dyn Adapter>;
+    fn adapter(&self) -> BoxFuture<'_, Box<dyn Adapter>>;
     /// Another application inserts a row (missing fields are null).
     fn insert<'a>(&'a self, id: &'a str, fields: Vec<(&'a str, Value)>) -> BoxFuture<'a, ()>;
     /// Another application changes fields of a row (`None` sets null).
@@ -99,7 +99,7 @@ impl Setup {
         ));
         let spec = binding.table_spec(&schema);
         let remote = f.make(&spec).await;
-        let adapter = remote.adapter();
+        let adapter = remote.adapter().await;
         let added = replica.add_binding(&binding).expect("add binding");
         assert!(
             added.made_writer,
@@ -609,8 +609,9 @@ mod memory {
     struct MemoryRemote(MemoryAdapter);
 
     impl Remote for MemoryRemote {
-        fn adapter(&self) -> Box<dyn Adapter> {
-            Box::new(self.0.another_client())
+        fn adapter(&self) -> BoxFuture<'_, Box<dyn Adapter>> {
+            let adapter: Box<dyn Adapter> = Box::new(self.0.another_client());
+            Box::pin(async move { adapter })
         }
         fn insert<'a>(&'a self, id: &'a str, fields: Vec<(&'a str, Value)>) -> BoxFuture<'a, ()> {
             self.0.insert(id, fields);
