@@ -209,7 +209,9 @@ impl AdapterBinding {
             })
     }
 
-    fn check(&self, schema: &Schema) -> Result<(), EngineError> {
+    /// Checks the binding against the registry's schema and refuses
+    /// secrets in clear (a password in a setting or URL).
+    pub fn validate(&self, schema: &Schema) -> Result<(), EngineError> {
         let bad = |reason: String| EngineError::BadBinding {
             binding: self.name.clone(),
             reason,
@@ -311,7 +313,7 @@ impl Replica {
     /// what an admin must run.
     pub fn add_binding(&self, binding: &AdapterBinding) -> Result<BindingAdded, EngineError> {
         let registry = self.registry(&binding.registry)?;
-        binding.check(&registry.schema())?;
+        binding.validate(&registry.schema())?;
         if self.binding(&binding.name)?.is_some() {
             return Err(EngineError::BadBinding {
                 binding: binding.name.clone(),
