@@ -18,7 +18,7 @@ use crate::output;
 pub(crate) enum AdapterCmd {
     /// Bind a registry to an external table (checks the connection, creates
     /// the table with --create, installs change tracking).
-    Add(AddArgs),
+    Add(Box<AddArgs>),
     /// List bindings.
     Ls,
     /// Show one binding: registry, table, mapping, key, bound rows.
@@ -164,7 +164,7 @@ async fn connect(replica: &Replica, binding: &AdapterBinding) -> Result<Box<dyn 
 
 pub(crate) fn adapter_cmd(replica: &Replica, cmd: AdapterCmd, as_json: bool) -> Result<()> {
     match cmd {
-        AdapterCmd::Add(args) => add(replica, args, as_json),
+        AdapterCmd::Add(args) => add(replica, *args, as_json),
         AdapterCmd::Ls => {
             let bindings = replica.bindings()?;
             if as_json {
