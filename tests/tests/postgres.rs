@@ -582,7 +582,9 @@ async fn without_trigger_rights_it_says_so_and_compares_the_whole_table() {
     let role = format!("{schema}_limited");
     b.sql
         .batch_execute(&format!(
-            "DROP TRIGGER chittysync_capture ON {table};
+            "DROP TRIGGER chittysync_capture_ins ON {table};
+             DROP TRIGGER chittysync_capture_upd ON {table};
+             DROP TRIGGER chittysync_capture_del ON {table};
              CREATE ROLE {r} LOGIN PASSWORD 'limited-pw';
              GRANT USAGE ON SCHEMA {s} TO {r};
              GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO {r};",
@@ -756,4 +758,48 @@ async fn a_binding_keeps_no_secret_and_names_the_missing_variable() {
         err.to_string().contains("CHITTYSYNC_TEST_UNSET_VARIABLE"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn applications_with_only_table_rights_keep_writing_and_are_seen() {
+    let b = bound("services", |b| b).await;
+    b.sync().await; // installs the change log
+    let schema = b._scratch.schema.clone();
+    let role = format!("{schema}_app");
+    b.sql
+        .batch_execute(&format!(
+            "CREATE ROLE {r} LOGIN PASSWORD 'app-pw';
+             GRANT USAGE ON SCHEMA {s} TO {r};
+             GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO {r};",
+            table = b.table,
+            r = ident(&role),
+            s = ident(&schema),
+        ))
+        .await
+        .unwrap();
+    let mut config: tokio_postgres::Config = url().parse().unwrap();
+    config.user(&role).password("app-pw");
+    let (app, conn) = config.connect(NoTls).await.unwrap();
+    tokio::spawn(conn);
+    app.execute(
+        &format!(
+            "INSERT INTO {} (id, name) VALUES ('app', 'by the app')",
+            b.table
+        ),
+        &[],
+    )
+    .await
+    .expect("the change-log trigger does not need the writer to have rights on the log");
+    b.sync().await;
+    assert_eq!(b.names(), vec!["by the app"]);
+    drop(app);
+    b.sql
+        .batch_execute(&format!(
+            "REVOKE ALL ON {table} FROM {r}; REVOKE ALL ON SCHEMA {s} FROM {r}; DROP ROLE {r}",
+            table = b.table,
+            r = ident(&role),
+            s = ident(&schema)
+        ))
+        .await
+        .ok();
 }

@@ -353,10 +353,11 @@ impl PostgresAdapter {
     async fn tracking(&self, client: &Client) -> Result<ChangeTracking, AdapterError> {
         let row = client
             .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_trigger tg
+                "SELECT count(*) = 3 FROM pg_trigger tg
                     JOIN pg_class c ON c.oid = tg.tgrelid
                     JOIN pg_namespace n ON n.oid = c.relnamespace
-                    WHERE n.nspname = $1 AND c.relname = $2 AND tg.tgname = $3 AND tg.tgenabled <> 'D')",
+                    WHERE n.nspname = $1 AND c.relname = $2 AND tg.tgenabled <> 'D'
+                      AND tg.tgname IN ($3 || '_ins', $3 || '_upd', $3 || '_del')",
                 &[&self.schema, &self.table_name, &CAPTURE],
             )
             .await
@@ -425,26 +426,45 @@ impl PostgresAdapter {
                 changed_at timestamptz NOT NULL DEFAULT clock_timestamp()
             );
             CREATE INDEX IF NOT EXISTS {idx} ON {cl} (table_name, txid);
+            -- Statement-level triggers with transition tables: one set-based
+            -- insert into the change log per statement, not one per row.
+            -- SECURITY DEFINER (with a fixed search_path): applications that
+            -- may write the table but not the change log keep working.
             CREATE OR REPLACE FUNCTION {schema}.{capture}() RETURNS trigger
-            LANGUAGE plpgsql SET search_path TO {schema} AS $body$
+            LANGUAGE plpgsql SECURITY DEFINER SET search_path TO {schema} AS $body$
             BEGIN
-                IF TG_OP = 'DELETE' THEN
+                IF TG_OP = 'INSERT' THEN
                     INSERT INTO {changelog} (table_name, row_id, op)
-                    VALUES (TG_TABLE_NAME, to_jsonb(OLD) ->> TG_ARGV[0], 'D');
-                    RETURN OLD;
-                END IF;
-                IF TG_OP = 'UPDATE' AND (to_jsonb(OLD) ->> TG_ARGV[0]) IS DISTINCT FROM (to_jsonb(NEW) ->> TG_ARGV[0]) THEN
+                    SELECT TG_TABLE_NAME, to_jsonb(n) ->> TG_ARGV[0], 'I' FROM chittysync_new n;
+                ELSIF TG_OP = 'UPDATE' THEN
+                    -- Old ids too: an update that changes a row's id deletes the old one.
                     INSERT INTO {changelog} (table_name, row_id, op)
-                    VALUES (TG_TABLE_NAME, to_jsonb(OLD) ->> TG_ARGV[0], 'D');
+                    SELECT TG_TABLE_NAME, id, 'U' FROM (
+                        SELECT to_jsonb(n) ->> TG_ARGV[0] AS id FROM chittysync_new n
+                        UNION SELECT to_jsonb(o) ->> TG_ARGV[0] FROM chittysync_old o) ids;
+                ELSE
+                    INSERT INTO {changelog} (table_name, row_id, op)
+                    SELECT TG_TABLE_NAME, to_jsonb(o) ->> TG_ARGV[0], 'D' FROM chittysync_old o;
                 END IF;
-                INSERT INTO {changelog} (table_name, row_id, op)
-                VALUES (TG_TABLE_NAME, to_jsonb(NEW) ->> TG_ARGV[0], left(TG_OP, 1));
-                RETURN NEW;
+                RETURN NULL;
             END
             $body$;
             DROP TRIGGER IF EXISTS {capture} ON {table};
-            CREATE TRIGGER {capture} AFTER INSERT OR UPDATE OR DELETE ON {table}
-                FOR EACH ROW EXECUTE FUNCTION {schema}.{capture}({id});",
+            DROP TRIGGER IF EXISTS {ins} ON {table};
+            DROP TRIGGER IF EXISTS {upd} ON {table};
+            DROP TRIGGER IF EXISTS {del} ON {table};
+            CREATE TRIGGER {ins} AFTER INSERT ON {table}
+                REFERENCING NEW TABLE AS chittysync_new
+                FOR EACH STATEMENT EXECUTE FUNCTION {schema}.{capture}({id});
+            CREATE TRIGGER {upd} AFTER UPDATE ON {table}
+                REFERENCING OLD TABLE AS chittysync_old NEW TABLE AS chittysync_new
+                FOR EACH STATEMENT EXECUTE FUNCTION {schema}.{capture}({id});
+            CREATE TRIGGER {del} AFTER DELETE ON {table}
+                REFERENCING OLD TABLE AS chittysync_old
+                FOR EACH STATEMENT EXECUTE FUNCTION {schema}.{capture}({id});",
+            ins = ident(&format!("{CAPTURE}_ins")),
+            upd = ident(&format!("{CAPTURE}_upd")),
+            del = ident(&format!("{CAPTURE}_del")),
             idx = ident(&format!("{CHANGELOG}_txid")),
             capture = ident(CAPTURE),
             changelog = ident(CHANGELOG),
