@@ -19,7 +19,7 @@ mod store;
 #[cfg_attr(not(feature = "conformance"), allow(unreachable_pub, dead_code))]
 pub mod conformance;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 pub use binding::{AdapterBinding, BindingAdded, Direction};
 
@@ -564,11 +564,12 @@ async fn run(
 ) -> Result<SyncReport, EngineError> {
     let direction = binding.direction.within(options.direction);
     let shared = registry.shared().clone();
-    let (snaps, cursor) = {
+    let (bound, cursor, saved_heads) = {
         let store = shared.store();
-        let snaps = store::load_snaps(store.conn(), store.path(), &binding.name)?;
+        let bound = store::snap_count(store.conn(), store.path(), &binding.name)?;
         let cursor = store::cursor(store.conn(), store.path(), &binding.name)?;
-        (snaps, cursor)
+        let heads = store::local_heads(store.conn(), store.path(), &binding.name)?;
+        (bound, cursor, heads)
     };
     if !options.dry_run && direction.pulls() {
         let key = identity.public_key();
@@ -596,9 +597,7 @@ async fn run(
     if let ChangeTracking::FullCompare { reason } = &table.change_tracking {
         tracing::warn!(binding = %binding.name, %reason, "no change tracking: comparing the whole table");
     }
-    let since = cursor
-        .as_deref()
-        .filter(|_| !options.full && !snaps.is_empty());
+    let since = cursor.as_deref().filter(|_| !options.full && bound > 0);
     let fetched = adapter.fetch(since).await.map_err(adapter_err(binding))?;
     progress.advance(fetched.rows.len() as u64 + fetched.deleted.len() as u64);
 
@@ -610,27 +609,72 @@ async fn run(
         .iter()
         .map(|f| f.name.clone())
         .collect();
-    let local: BTreeMap<String, LocalRec> = registry
-        .list(&Query {
-            include_deleted: true,
-            ..Query::default()
-        })
-        .into_iter()
-        .map(|r| {
-            let fields: Fields = r
-                .fields
-                .into_iter()
-                .filter(|(k, _)| fields.contains(k))
+    let to_local = |r: crate::registry::Record| {
+        let fields: Fields = r
+            .fields
+            .into_iter()
+            .filter(|(k, _)| fields.contains(k))
+            .collect();
+        (
+            r.id,
+            LocalRec {
+                fields,
+                deleted: r.deleted.is_some(),
+            },
+        )
+    };
+    // The registry side: only the records changed since the last complete
+    // run, when the remote side is incremental too and nothing was left
+    // pending; otherwise every record.
+    let start_heads = registry.heads();
+    let touched = match (&saved_heads, fetched.complete, direction, options.full) {
+        (Some(heads), false, Direction::Both, false) => registry.records_touched_since(heads),
+        _ => None,
+    };
+    let (snaps, local, total) = match touched {
+        Some(touched) => {
+            let remote_ids: BTreeSet<String> = fetched
+                .rows
+                .iter()
+                .map(|r| r.id.clone())
+                .chain(fetched.deleted.iter().cloned())
                 .collect();
-            (
-                r.id,
-                LocalRec {
-                    fields,
-                    deleted: r.deleted.is_some(),
-                },
-            )
-        })
-        .collect();
+            let snaps = {
+                let store = shared.store();
+                store::load_snaps_for(
+                    store.conn(),
+                    store.path(),
+                    &binding.name,
+                    &touched,
+                    &remote_ids,
+                )?
+            };
+            let local: BTreeMap<String, LocalRec> = touched
+                .iter()
+                .chain(snaps.keys())
+                .filter_map(|id| registry.get(id))
+                .map(to_local)
+                .collect();
+            (snaps, local, bound as u64)
+        }
+        None => {
+            let snaps = {
+                let store = shared.store();
+                store::load_snaps(store.conn(), store.path(), &binding.name)?
+            };
+            let local: BTreeMap<String, LocalRec> = registry
+                .list(&Query {
+                    include_deleted: true,
+                    ..Query::default()
+                })
+                .into_iter()
+                .map(to_local)
+                .collect();
+            let live = local.values().filter(|l| !l.deleted).count();
+            let total = snaps.len().max(live) as u64;
+            (snaps, local, total)
+        }
+    };
     let policy = |field: &str| {
         let field_policy = schema.schema.get(field).and_then(|d| d.conflict_policy);
         field_policy
@@ -659,8 +703,6 @@ async fn run(
                 + u64::from(matches!(r.remote, Some((Action::Delete, _))))
         })
         .sum::<u64>();
-    let live = local.values().filter(|l| !l.deleted).count();
-    let total = (snaps.len().max(live)) as u64;
     let delete_limit = binding
         .max_deletes
         .max((total as f64 * binding.max_delete_percent / 100.0).floor() as u64);
@@ -753,6 +795,18 @@ async fn run(
                 fetched.cursor.as_deref(),
             )?;
         }
+        // The next run may look only at records changed since this one
+        // started if this run left nothing behind.
+        let complete = direction == Direction::Both
+            && failed.is_empty()
+            && !hold_cursor
+            && plan.open_conflicts() == 0;
+        store::set_local_heads(
+            tx.conn(),
+            tx.path(),
+            &binding.name,
+            complete.then_some(start_heads.as_slice()),
+        )?;
         if pushed.total() > 0 {
             let detail = serde_json::json!({
                 "binding": binding.name,
@@ -971,4 +1025,77 @@ async fn apply_remote(
         progress.advance(chunk.len() as u64);
     }
     Ok(pushed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::memory::MemoryAdapter;
+    use crate::schema::{FieldDef, FieldType, Schema};
+
+    fn heads_saved(replica: &Replica) -> Option<Vec<automerge::ChangeHash>> {
+        let shared = replica.shared();
+        let store = shared.store();
+        store::local_heads(store.conn(), store.path(), "m").unwrap()
+    }
+
+    /// After a run that left nothing behind, the next run reads only the
+    /// records changed since (and still gets everything right); a run that
+    /// leaves work behind makes the next one compare every record.
+    #[tokio::test]
+    async fn later_runs_read_only_what_changed_unless_work_was_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = Replica::open(dir.path().join("r.db")).unwrap();
+        let schema = Schema::new().field(FieldDef::new("name", FieldType::Text));
+        let reg = replica.create_registry("r", schema).unwrap();
+        replica
+            .add_binding(&AdapterBinding::new("m", "r", "memory", "t"))
+            .unwrap();
+        let table = MemoryAdapter::new("t");
+        let adapter = table.another_client();
+        for i in 0..20 {
+            reg.put(Some(&format!("r{i}")), [("name", format!("n{i}"))])
+                .unwrap();
+        }
+        let run = |o: SyncOptions| {
+            let (replica, adapter) = (replica.clone(), adapter.clone());
+            async move { replica.sync_binding("m", &adapter, &o, &()).await.unwrap() }
+        };
+        run(SyncOptions::sync()).await;
+        assert_eq!(heads_saved(&replica), Some(reg.heads()));
+        let touched = reg.records_touched_since(&reg.heads()).unwrap();
+        assert!(touched.is_empty());
+
+        reg.put(Some("r3"), [("name", "local edit")]).unwrap();
+        table.update("r7", &[("name", Some("remote edit".into()))]);
+        let saved = heads_saved(&replica).unwrap();
+        assert_eq!(
+            reg.records_touched_since(&saved)
+                .unwrap()
+                .into_iter()
+                .collect::<Vec<_>>(),
+            vec!["r3".to_owned()]
+        );
+        let report = run(SyncOptions::sync()).await;
+        assert_eq!(report.applied, 2);
+        assert_eq!(table.row("r3").unwrap()["name"], Value::from("local edit"));
+        assert_eq!(
+            reg.get("r7").unwrap().get("name"),
+            Some(&Value::from("remote edit"))
+        );
+
+        // A failed push leaves work behind: the next run compares everything.
+        reg.put(Some("r4"), [("name", "will fail once")]).unwrap();
+        table.fail_after(0);
+        let report = run(SyncOptions::sync()).await;
+        assert_eq!(report.failed.len(), 1);
+        assert_eq!(heads_saved(&replica), None);
+        let report = run(SyncOptions::sync()).await;
+        assert!(report.failed.is_empty());
+        assert_eq!(
+            table.row("r4").unwrap()["name"],
+            Value::from("will fail once")
+        );
+        assert!(heads_saved(&replica).is_some());
+    }
 }

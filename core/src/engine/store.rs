@@ -101,18 +101,11 @@ pub(crate) fn save_snap(
     snap: &Snap,
     now: i64,
 ) -> Result<(), StoreError> {
-    // A remote id moves only with its record; drop a stale claim first.
+    // REPLACE also drops a stale claim of the same remote id by another
+    // record (a remote id moves only with its record).
     conn.prepare_cached(
-        "DELETE FROM adapter_rows WHERE binding = ?1 AND remote_id = ?2 AND record_id <> ?3",
-    )
-    .and_then(|mut s| s.execute(params![binding, snap.remote_id, record]))
-    .map_err(sql(path, "write adapter snapshot"))?;
-    conn.prepare_cached(
-        "INSERT INTO adapter_rows (binding, record_id, remote_id, base, remote, synced_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT (binding, record_id) DO UPDATE SET
-           remote_id = excluded.remote_id, base = excluded.base,
-           remote = excluded.remote, synced_at = excluded.synced_at",
+        "INSERT OR REPLACE INTO adapter_rows (binding, record_id, remote_id, base, remote, synced_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -126,6 +119,110 @@ pub(crate) fn save_snap(
     })
     .map(drop)
     .map_err(sql(path, "write adapter snapshot"))
+}
+
+/// Snapshots of the given records and of the records bound to the given
+/// remote rows (indexed lookups: the cost follows what changed).
+pub(crate) fn load_snaps_for(
+    conn: &Connection,
+    path: &str,
+    binding: &str,
+    records: &BTreeSet<String>,
+    remote_ids: &BTreeSet<String>,
+) -> Result<HashMap<String, Snap>, StoreError> {
+    let mut out = HashMap::new();
+    let read = |r: &rusqlite::Row<'_>| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+        ))
+    };
+    let mut by_record = conn
+        .prepare_cached(
+            "SELECT record_id, remote_id, base, remote FROM adapter_rows
+             WHERE binding = ?1 AND record_id = ?2",
+        )
+        .map_err(sql(path, "read adapter snapshots"))?;
+    let mut by_remote = conn
+        .prepare_cached(
+            "SELECT record_id, remote_id, base, remote FROM adapter_rows
+             WHERE binding = ?1 AND remote_id = ?2",
+        )
+        .map_err(sql(path, "read adapter snapshots"))?;
+    let mut rows = Vec::new();
+    for record in records {
+        rows.extend(
+            by_record
+                .query_row(params![binding, record], read)
+                .optional()
+                .map_err(sql(path, "read adapter snapshots"))?,
+        );
+    }
+    for remote in remote_ids {
+        rows.extend(
+            by_remote
+                .query_row(params![binding, remote], read)
+                .optional()
+                .map_err(sql(path, "read adapter snapshots"))?,
+        );
+    }
+    for (record, remote_id, base, remote) in rows {
+        out.insert(
+            record,
+            Snap {
+                remote_id,
+                base: decode(path, &base)?,
+                remote: decode(path, &remote)?,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// The registry heads the last complete run covered (`None`: compare
+/// every record next time).
+pub(crate) fn local_heads(
+    conn: &Connection,
+    path: &str,
+    binding: &str,
+) -> Result<Option<Vec<automerge::ChangeHash>>, StoreError> {
+    let text: Option<String> = conn
+        .query_row(
+            "SELECT local_heads FROM adapter_bindings WHERE name = ?1",
+            [binding],
+            |r| r.get(0),
+        )
+        .optional()
+        .map(Option::flatten)
+        .map_err(sql(path, "read adapter heads"))?;
+    Ok(text.and_then(|t| {
+        t.split(',')
+            .filter(|h| !h.is_empty())
+            .map(|h| h.parse::<automerge::ChangeHash>().ok())
+            .collect()
+    }))
+}
+
+pub(crate) fn set_local_heads(
+    conn: &Connection,
+    path: &str,
+    binding: &str,
+    heads: Option<&[automerge::ChangeHash]>,
+) -> Result<(), StoreError> {
+    let text = heads.map(|h| {
+        h.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    });
+    conn.execute(
+        "UPDATE adapter_bindings SET local_heads = ?2 WHERE name = ?1",
+        params![binding, text],
+    )
+    .map(drop)
+    .map_err(sql(path, "save adapter heads"))
 }
 
 pub(crate) fn drop_snap(

@@ -337,6 +337,14 @@ impl Registry {
         self.fresh().schema.clone()
     }
 
+    /// The records changed since `heads` (see `DocState::records_touched_since`).
+    pub(crate) fn records_touched_since(
+        &self,
+        heads: &[ChangeHash],
+    ) -> Option<std::collections::BTreeSet<String>> {
+        self.fresh().records_touched_since(heads)
+    }
+
     /// When a field of a record was last written (the latest hybrid clock
     /// of its values), if it has a value.
     pub(crate) fn field_time(&self, id: &str, field: &str) -> Option<i64> {

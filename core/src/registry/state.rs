@@ -804,6 +804,43 @@ impl DocState {
         out
     }
 
+    /// The records that changes after `heads` created, changed or deleted;
+    /// `None` if a head is unknown. Reads only those changes.
+    pub(crate) fn records_touched_since(
+        &mut self,
+        heads: &[ChangeHash],
+    ) -> Option<std::collections::BTreeSet<String>> {
+        if heads
+            .iter()
+            .any(|h| self.doc.get_change_by_hash(h).is_none())
+        {
+            return None;
+        }
+        let records = legacy_obj(&self.layout.records);
+        let mut holders: HashMap<automerge::legacy::OpId, Holder> = HashMap::new();
+        let mut out = std::collections::BTreeSet::new();
+        for change in self.doc.get_changes(heads) {
+            for op in change.decode().operations {
+                if op.obj == records {
+                    if let automerge::legacy::Key::Map(key) = &op.key {
+                        out.insert(key.to_string());
+                    }
+                    continue;
+                }
+                let automerge::legacy::ObjectId::Id(op_id) = &op.obj else {
+                    continue;
+                };
+                let holder = holders
+                    .entry(op_id.clone())
+                    .or_insert_with(|| record_holder(&self.doc, &self.layout, op_id));
+                if let Some((_, record)) = holder {
+                    out.insert(record.clone());
+                }
+            }
+        }
+        Some(out)
+    }
+
     /// The latest write time of a field's values, if it has any.
     pub(crate) fn field_time(&mut self, id: &str, field: &str) -> Option<i64> {
         let copies = self.copies(id);

@@ -85,6 +85,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
         registry_id BLOB NOT NULL REFERENCES registries(id),
         config      TEXT NOT NULL,          -- JSON: kind, settings, table, mapping, …; no secrets
         cursor      TEXT,                   -- the adapter's opaque change cursor
+        local_heads TEXT,                   -- registry heads (hex, comma-separated) a run fully synced
         created_at  INTEGER NOT NULL
     ) STRICT;
     CREATE INDEX adapter_bindings_registry ON adapter_bindings(registry_id);
