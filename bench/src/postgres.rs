@@ -281,8 +281,8 @@ impl<'r> Pg<'r> {
             Unit::Seconds,
             median(&samples),
             samples.len(),
-            "goal ≤ 50 ms and flat in table size; the remote side reads only the change log, \
-             the registry side still lists every record",
+            "goal ≤ 50 ms and flat in table size: the table side reads the change log, \
+             the registry side the changes since the last run",
         ))
     }
 }

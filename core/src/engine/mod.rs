@@ -452,6 +452,9 @@ pub struct RowFailure {
     pub side: Side,
     /// Why.
     pub reason: String,
+    /// Whether the same write may succeed when simply retried (a transient
+    /// fault), as opposed to data that must be fixed first.
+    pub retryable: bool,
 }
 
 /// What a run did.
@@ -483,6 +486,7 @@ impl SyncReport {
                     serde_json::json!({
                         "record": f.record, "remote_id": f.remote_id,
                         "side": f.side.name(), "reason": f.reason,
+                        "retryable": f.retryable,
                     })
                 })
                 .collect::<Vec<_>>()
@@ -764,10 +768,13 @@ async fn run(
     // Snapshots of the rows that succeeded, the cursor and a journal entry,
     // in one transaction.
     let hold_cursor = planned.hold_cursor;
-    let pull_failed = rows
-        .iter()
-        .enumerate()
-        .any(|(i, r)| r.local.is_some() && failed.contains_key(&i));
+    // A pulled row that failed for a transient reason must be fetched
+    // again: hold the cursor. One the registry refused (say, a unique
+    // value taken) is reported and waits for its data to change, like an
+    // invalid row, so it does not make every later run re-read the log.
+    let pull_failed = failed
+        .values()
+        .any(|f| f.side == Side::Local && f.retryable);
     let now = now_ms();
     let mut applied = 0;
     {
@@ -893,6 +900,7 @@ fn apply_local(
                             remote_id: rows[i].remote_id.clone(),
                             side: Side::Local,
                             reason: e.to_string(),
+                            retryable: matches!(e, WriteError::Store(_) | WriteError::Internal(_)),
                         },
                     );
                 }
@@ -985,6 +993,7 @@ async fn apply_remote(
                             remote_id: rows[i].remote_id.clone(),
                             side: Side::Remote,
                             reason: e.to_string(),
+                            retryable: true,
                         },
                     );
                 }
@@ -1017,6 +1026,7 @@ async fn apply_remote(
                             remote_id: rows[i].remote_id.clone(),
                             side: Side::Remote,
                             reason: e.message,
+                            retryable: e.retryable,
                         },
                     );
                 }
@@ -1097,5 +1107,43 @@ mod tests {
             Value::from("will fail once")
         );
         assert!(heads_saved(&replica).is_some());
+    }
+
+    /// A pulled row the registry refuses (a unique value already taken) is
+    /// reported, not retried forever: the cursor moves on.
+    #[tokio::test]
+    async fn a_refused_pull_is_reported_and_does_not_hold_the_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = Replica::open(dir.path().join("r.db")).unwrap();
+        let schema = Schema::new().field(FieldDef::new("name", FieldType::Text).unique());
+        replica.create_registry("r", schema).unwrap();
+        replica
+            .add_binding(&AdapterBinding::new("m", "r", "memory", "t"))
+            .unwrap();
+        let table = MemoryAdapter::new("t");
+        let adapter = table.another_client();
+        let options = SyncOptions::sync();
+        let run = || replica.sync_binding("m", &adapter, &options, &());
+        table.insert("a", [("name", "same")]);
+        run().await.unwrap();
+        table.insert("b", [("name", "same")]);
+        let report = run().await.unwrap();
+        assert_eq!(report.failed.len(), 1);
+        assert!(!report.failed[0].retryable);
+        assert!(
+            report.failed[0].reason.contains("unique"),
+            "{}",
+            report.failed[0].reason
+        );
+        let cursor = {
+            let shared = replica.shared();
+            let store = shared.store();
+            store::cursor(store.conn(), store.path(), "m").unwrap()
+        };
+        assert_eq!(
+            cursor.as_deref(),
+            Some("2"),
+            "the cursor moved past the refused row"
+        );
     }
 }
