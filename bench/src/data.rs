@@ -33,11 +33,11 @@ pub(crate) fn schema() -> Schema {
 #[derive(Clone, Debug)]
 pub(crate) struct Payload {
     pub(crate) id: String,
-    name: String,
-    host: String,
-    port: i64,
-    tier: &'static str,
-    active: bool,
+    pub(crate) name: String,
+    pub(crate) host: String,
+    pub(crate) port: i64,
+    pub(crate) tier: &'static str,
+    pub(crate) active: bool,
 }
 
 impl Payload {

@@ -12,6 +12,7 @@
 //! cargo run -p chittysync-bench --release -- --records 1000000
 //! cargo run -p chittysync-bench --release -- --only merge  # one benchmark
 //! cargo run -p chittysync-bench --release -- --only verify --changes 20000
+//! cargo run -p chittysync-bench --release -- --only postgres  # needs a server
 //! ```
 //!
 //! Ratios are the figures to track: both sides of a pair run back to back on
@@ -25,6 +26,7 @@ mod data;
 mod measure;
 mod merge;
 mod open;
+mod postgres;
 mod report;
 mod scale;
 mod verify;
@@ -61,7 +63,13 @@ usage: chittysync-bench [--quick] [--json] [--records N] [--changes N] [--only N
   --records N  records for the large-scale figures (default 100000)
   --changes N  record writes, one signed change each, in the verified registry
                (default 100000; quick 2000)
-  --only NAME  run only merge, open, batched, single, scale, verify or bindings";
+  --only NAME  run only merge, open, batched, single, scale, verify, postgres or
+               bindings
+
+The postgres benchmark needs CHITTYSYNC_BENCH_PG_URL or CHITTYSYNC_TEST_PG_URL
+(scripts/pg-up prints one); without a server its figures read \"not measured\".
+The bindings benchmark needs the Python and Node packages built
+(scripts/test-bindings); without them its figures read \"not measured\".";
 
 impl Options {
     fn parse(args: impl IntoIterator<Item = String>) -> std::result::Result<Options, String> {
@@ -140,6 +148,11 @@ const BENCHES: &[Bench] = &[
     ),
     ("scale", "absolute figures at N records", scale::run),
     ("verify", "verify vs raw ed25519 verify_batch", verify::run),
+    (
+        "postgres",
+        "Postgres push vs raw COPY and unnest; incremental sync",
+        postgres::run,
+    ),
     (
         "bindings",
         "Python and Node packages vs Rust",

@@ -33,7 +33,9 @@
 //! # Ok(()) }
 //! ```
 
+mod adapters;
 mod audit;
+mod engine;
 mod error;
 mod exchange;
 mod identity;
@@ -44,8 +46,21 @@ mod store;
 mod trust;
 mod value;
 
+pub use adapters::memory::MemoryAdapter;
+#[cfg(feature = "postgres")]
+pub use adapters::postgres::{PostgresAdapter, PostgresOptions};
+pub use adapters::{
+    Adapter, AdapterError, BoxFuture, ChangeTracking, ColumnSpec, Fetched, RemoteColumn, RemoteRow,
+    RemoteTable, RowError, RowOp, RowResult, TableSpec,
+};
 pub use audit::{AuditEntry, AuditQuery, Effect, SignatureStatus, export_jsonl};
 pub use automerge::ChangeHash;
+#[cfg(feature = "conformance")]
+pub use engine::conformance;
+pub use engine::{
+    Action, AdapterBinding, BindingAdded, Direction, EngineError, FieldChange, FieldConflict,
+    InvalidRow, Progress, RowFailure, RowPlan, Side, Stage, SyncOptions, SyncPlan, SyncReport,
+};
 pub use error::{
     ExportError, ImportError, LookupError, OpenError, ProveError, StoreError, WriteError,
 };

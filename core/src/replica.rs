@@ -125,6 +125,11 @@ impl Replica {
         self.shared.identity.public_key()
     }
 
+    /// What every handle of this replica shares (store, identity).
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// The store file.
     pub fn path(&self) -> &Path {
         &self.shared.path

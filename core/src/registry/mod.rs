@@ -321,6 +321,49 @@ impl Registry {
         })
     }
 
+    /// Like [`Registry::write`], but the change is made and signed by
+    /// `identity` — another key held by this replica, such as an adapter
+    /// binding's — which must be a writer of the registry. `message` is
+    /// recorded in the change (e.g. where the data came from) and shows in
+    /// the audit log.
+    pub fn write_as<T>(
+        &self,
+        identity: &crate::Identity,
+        message: &str,
+        f: impl FnOnce(&mut Writer<'_>) -> Result<T, WriteError>,
+    ) -> Result<T, WriteError> {
+        let mut state = self.lock();
+        let author = identity.public_key();
+        state.transact_as(&self.shared, identity, message, |state| {
+            state.require_role(&author, Role::Writer)?;
+            f(&mut Writer { state, author })
+        })
+    }
+
+    /// What every handle of the replica shares (the store, the identity).
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The schema compiled for validation.
+    pub(crate) fn compiled_schema(&self) -> Arc<crate::schema::CompiledSchema> {
+        self.fresh().schema.clone()
+    }
+
+    /// The records changed since `heads` (see `DocState::records_touched_since`).
+    pub(crate) fn records_touched_since(
+        &self,
+        heads: &[ChangeHash],
+    ) -> Option<std::collections::BTreeSet<String>> {
+        self.fresh().records_touched_since(heads)
+    }
+
+    /// When a field of a record was last written (the latest hybrid clock
+    /// of its values), if it has a value.
+    pub(crate) fn field_time(&self, id: &str, field: &str) -> Option<i64> {
+        self.fresh().field_time(id, field)
+    }
+
     /// Creates or updates one record; see [`Writer::put`].
     pub fn put<I, K, V>(&self, id: Option<&str>, fields: I) -> Result<String, WriteError>
     where

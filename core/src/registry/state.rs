@@ -347,6 +347,34 @@ impl DocState {
         message: &str,
         f: impl FnOnce(&mut DocState) -> Result<T, WriteError>,
     ) -> Result<T, WriteError> {
+        self.transact_signed(shared, &shared.identity, message, f)
+    }
+
+    /// [`DocState::transact`], but the change is made and signed by
+    /// `identity` (its own actor), e.g. an adapter binding's key.
+    pub(crate) fn transact_as<T>(
+        &mut self,
+        shared: &Shared,
+        identity: &Identity,
+        message: &str,
+        f: impl FnOnce(&mut DocState) -> Result<T, WriteError>,
+    ) -> Result<T, WriteError> {
+        let theirs = actor_of(&identity.public_key());
+        let out = self.transact_signed(shared, identity, message, |state| {
+            state.doc.set_actor(theirs);
+            f(state)
+        });
+        self.doc.set_actor(actor_of(&shared.identity.public_key()));
+        out
+    }
+
+    fn transact_signed<T>(
+        &mut self,
+        shared: &Shared,
+        identity: &Identity,
+        message: &str,
+        f: impl FnOnce(&mut DocState) -> Result<T, WriteError>,
+    ) -> Result<T, WriteError> {
         let mut store = shared.store();
         let tx = store.begin()?;
         self.catch_up(&tx)?;
@@ -369,7 +397,7 @@ impl DocState {
             return Ok(out); // nothing changed: nothing to sign or store
         };
         let persisted = (|| -> Result<(i64, usize), WriteError> {
-            let row = self.signed_row(&shared.identity, hash)?;
+            let row = self.signed_row(identity, hash)?;
             let pos = tx.insert_changes(&self.id, std::slice::from_ref(&row))?;
             if admin_write {
                 tx.insert_admin_changes(&self.id, &[hash])?;
@@ -855,6 +883,53 @@ impl DocState {
             });
         }
         out
+    }
+
+    /// The records that changes after `heads` created, changed or deleted;
+    /// `None` if a head is unknown. Reads only those changes.
+    pub(crate) fn records_touched_since(
+        &mut self,
+        heads: &[ChangeHash],
+    ) -> Option<std::collections::BTreeSet<String>> {
+        if heads
+            .iter()
+            .any(|h| self.doc.get_change_by_hash(h).is_none())
+        {
+            return None;
+        }
+        let records = legacy_obj(&self.layout.records);
+        let mut holders: HashMap<automerge::legacy::OpId, Holder> = HashMap::new();
+        let mut out = std::collections::BTreeSet::new();
+        for change in self.doc.get_changes(heads) {
+            for op in change.decode().operations {
+                if op.obj == records {
+                    if let automerge::legacy::Key::Map(key) = &op.key {
+                        out.insert(key.to_string());
+                    }
+                    continue;
+                }
+                let automerge::legacy::ObjectId::Id(op_id) = &op.obj else {
+                    continue;
+                };
+                let holder = holders
+                    .entry(op_id.clone())
+                    .or_insert_with(|| record_holder(&self.doc, &self.layout, op_id));
+                if let Some((_, record)) = holder {
+                    out.insert(record.clone());
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// The latest write time of a field's values, if it has any.
+    pub(crate) fn field_time(&mut self, id: &str, field: &str) -> Option<i64> {
+        let copies = self.copies(id);
+        let ty = self.schema.schema.get(field).map(|d| d.field_type);
+        self.candidates(&copies, field, ty)
+            .iter()
+            .map(|c| c.time)
+            .max()
     }
 
     /// Which candidate the policy picks (`None` for manual).

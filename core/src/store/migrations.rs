@@ -87,4 +87,31 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (registry_id, hash)
     ) STRICT, WITHOUT ROWID;
     "#,
+    // 5: adapter bindings (a registry mirrored to an external table), the
+    //    last-known snapshot of each bound record on both sides, cursors.
+    r#"
+    CREATE TABLE adapter_bindings (
+        name        TEXT PRIMARY KEY,
+        registry_id BLOB NOT NULL REFERENCES registries(id),
+        config      TEXT NOT NULL,          -- JSON: kind, settings, table, mapping, …; no secrets
+        cursor      TEXT,                   -- the adapter's opaque change cursor
+        local_heads TEXT,                   -- registry heads (hex, comma-separated) a run fully synced
+        created_at  INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX adapter_bindings_registry ON adapter_bindings(registry_id);
+
+    -- Per bound record: the values both sides last agreed on (the base of
+    -- the three-way merge) and the remote row as last seen, as JSON objects
+    -- keyed by registry field name.
+    CREATE TABLE adapter_rows (
+        binding     TEXT NOT NULL REFERENCES adapter_bindings(name) ON DELETE CASCADE,
+        record_id   TEXT NOT NULL,
+        remote_id   TEXT NOT NULL,
+        base        TEXT NOT NULL,
+        remote      TEXT NOT NULL,
+        synced_at   INTEGER NOT NULL,
+        PRIMARY KEY (binding, record_id)
+    ) STRICT;
+    CREATE UNIQUE INDEX adapter_rows_remote ON adapter_rows(binding, remote_id);
+    "#,
 ];

@@ -1,0 +1,607 @@
+//! `adapter add|ls|show|rm`, `push`, `pull` and `sync`: registries mirrored
+//! to external tables.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use chittysync::{
+    Action, Adapter, AdapterBinding, ChangeTracking, ConflictPolicy, Direction, PostgresAdapter,
+    Progress, Replica, Side, Stage, SyncOptions, SyncReport, Value,
+};
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use crate::output;
+
+#[derive(Subcommand)]
+pub(crate) enum AdapterCmd {
+    /// Bind a registry to an external table (checks the connection, creates
+    /// the table with --create, installs change tracking).
+    Add(Box<AddArgs>),
+    /// List bindings.
+    Ls,
+    /// Show one binding: registry, table, mapping, key, bound rows.
+    Show {
+        /// The binding's name.
+        name: String,
+    },
+    /// Remove a binding, its snapshots and its key file (records stay).
+    Rm {
+        /// The binding's name.
+        name: String,
+    },
+}
+
+#[derive(Args)]
+pub(crate) struct AddArgs {
+    /// The binding's name (letters, digits, '-', '_').
+    name: String,
+    /// The registry to bind (name or id).
+    #[arg(long)]
+    registry: String,
+    /// The adapter kind.
+    #[arg(long, default_value = "postgres")]
+    kind: String,
+    /// The remote table (`table` or `schema.table`).
+    #[arg(long)]
+    table: String,
+    /// Connection URL without a password, e.g. postgres://sync@db.internal:5432/app.
+    #[arg(long)]
+    url: Option<String>,
+    /// Environment variable holding the password (with --url) or the whole
+    /// connection string (without --url). Its value is never stored.
+    #[arg(long, value_name = "VAR")]
+    secret_env: Option<String>,
+    /// The remote column holding record ids.
+    #[arg(long, default_value = "id")]
+    id_column: String,
+    /// Map a registry field to a differently named column (repeatable).
+    #[arg(long = "map", value_name = "FIELD=COLUMN")]
+    mapping: Vec<String>,
+    /// Match existing records to existing rows by this field on the first sync.
+    #[arg(long)]
+    key_field: Option<String>,
+    /// push, pull or both.
+    #[arg(long, default_value = "both")]
+    direction: Direction,
+    /// Conflict policy for this binding (default: the registry's).
+    #[arg(long)]
+    policy: Option<ConflictPolicy>,
+    /// Create the table from the registry's schema if it does not exist.
+    #[arg(long)]
+    create: bool,
+    /// A run may delete at most this many rows without --allow-deletes …
+    #[arg(long, default_value_t = 10)]
+    max_deletes: u64,
+    /// … or this percentage of the bound rows, whichever is more.
+    #[arg(long, default_value_t = 10.0)]
+    max_delete_percent: f64,
+    /// statement_timeout for the adapter's statements, in milliseconds.
+    #[arg(long)]
+    statement_timeout_ms: Option<u64>,
+}
+
+/// Options of `push`, `pull` and `sync`.
+#[derive(Args)]
+pub(crate) struct RunArgs {
+    /// The binding's name.
+    binding: String,
+    /// Show the plan; write nothing to either side.
+    #[arg(long)]
+    dry_run: bool,
+    /// Allow a run that deletes more rows than the binding's limit.
+    #[arg(long)]
+    allow_deletes: bool,
+    /// Ignore the change cursor and compare the whole table.
+    #[arg(long)]
+    full: bool,
+    /// Settle open manual conflicts by taking this side's value (local or remote).
+    #[arg(long, value_name = "SIDE")]
+    take: Option<Side>,
+    /// Rows per write batch.
+    #[arg(long, default_value_t = 500)]
+    batch_size: usize,
+    /// Keep running, once per --interval, until interrupted.
+    #[arg(long)]
+    watch: bool,
+    /// Time between runs with --watch: 30s, 5m, 500ms or plain seconds.
+    #[arg(long, default_value = "30s", value_parser = parse_interval)]
+    interval: Duration,
+    /// With --watch: stop after this many runs.
+    #[arg(long, requires = "watch")]
+    runs: Option<u64>,
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let bad = || format!("'{s}' is not an interval; use 30s, 5m, 500ms or a number of seconds");
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, ""), |i| s.split_at(i));
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let d = match unit {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(bad()),
+    };
+    if d.is_zero() {
+        return Err("the interval must be more than zero".into());
+    }
+    Ok(d)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// The tag a binding's writes carry in the remote change log.
+fn origin(replica: &Replica, name: &str) -> Result<String> {
+    let key = replica.binding_identity(name)?.public_key().to_string();
+    Ok(format!("chittysync-{}", &key[..16]))
+}
+
+async fn connect(replica: &Replica, binding: &AdapterBinding) -> Result<Box<dyn Adapter>> {
+    match binding.kind.as_str() {
+        "postgres" => {
+            let schema = replica.registry(&binding.registry)?.schema();
+            let origin = origin(replica, &binding.name)?;
+            Ok(Box::new(
+                PostgresAdapter::for_binding(binding, &schema, &origin).await?,
+            ))
+        }
+        other => bail!(
+            "binding '{}' uses adapter kind '{other}', which this chittysync cannot reach from the command line; kinds: postgres",
+            binding.name
+        ),
+    }
+}
+
+pub(crate) fn adapter_cmd(replica: &Replica, cmd: AdapterCmd, as_json: bool) -> Result<()> {
+    match cmd {
+        AdapterCmd::Add(args) => add(replica, *args, as_json),
+        AdapterCmd::Ls => {
+            let bindings = replica.bindings()?;
+            if as_json {
+                let list: Vec<serde_json::Value> = bindings.iter().map(binding_json).collect();
+                output::json(&json!(list));
+            } else if bindings.is_empty() {
+                println!("no bindings; `chittysync adapter add` makes one");
+            } else {
+                let rows: Vec<Vec<String>> = bindings
+                    .iter()
+                    .map(|b| {
+                        vec![
+                            b.name.clone(),
+                            b.registry.clone(),
+                            b.kind.clone(),
+                            b.table.clone(),
+                            b.direction.name().to_owned(),
+                        ]
+                    })
+                    .collect();
+                output::table(&["name", "registry", "kind", "table", "direction"], &rows);
+            }
+            Ok(())
+        }
+        AdapterCmd::Show { name } => {
+            let b = replica.binding(&name)?.ok_or_else(|| {
+                anyhow!("no binding named '{name}'; `chittysync adapter ls` lists them")
+            })?;
+            let key = replica.binding_identity(&name)?.public_key();
+            let bound = replica.bound_rows(&name)?;
+            if as_json {
+                let mut j = binding_json(&b);
+                j["key"] = json!(key.to_string());
+                j["key_file"] = json!(replica.binding_key_path(&name));
+                j["bound_rows"] = json!(bound);
+                output::json(&j);
+            } else {
+                let mut rows = vec![
+                    vec!["name".into(), b.name.clone()],
+                    vec!["registry".into(), b.registry.clone()],
+                    vec!["kind".into(), b.kind.clone()],
+                    vec!["table".into(), b.table.clone()],
+                    vec!["id column".into(), b.id_column.clone()],
+                    vec!["direction".into(), b.direction.name().into()],
+                    vec![
+                        "key field".into(),
+                        b.key_field.clone().unwrap_or_else(|| "(ids)".into()),
+                    ],
+                    vec![
+                        "policy".into(),
+                        b.conflict_policy
+                            .map_or("(the registry's)".into(), |p| p.name().into()),
+                    ],
+                    vec![
+                        "delete limit".into(),
+                        format!("{} rows or {} %", b.max_deletes, b.max_delete_percent),
+                    ],
+                    vec!["key".into(), key.to_string()],
+                    vec!["bound rows".into(), bound.to_string()],
+                ];
+                for (k, v) in &b.settings {
+                    rows.push(vec![format!("setting {k}"), v.clone()]);
+                }
+                if let Some(var) = &b.secret_env {
+                    rows.push(vec!["secret".into(), format!("from ${var} (not stored)")]);
+                }
+                for (f, c) in &b.mapping {
+                    rows.push(vec![format!("map {f}"), c.clone()]);
+                }
+                output::table(&["", ""], &rows);
+            }
+            Ok(())
+        }
+        AdapterCmd::Rm { name } => {
+            let b = replica.remove_binding(&name)?;
+            if as_json {
+                output::json(&json!({ "removed": b.name }));
+            } else {
+                println!(
+                    "removed binding '{}'; its key stays a member of '{}' until an admin removes it",
+                    b.name, b.registry
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn binding_json(b: &AdapterBinding) -> serde_json::Value {
+    json!({
+        "name": b.name,
+        "registry": b.registry,
+        "kind": b.kind,
+        "table": b.table,
+        "id_column": b.id_column,
+        "settings": b.settings,
+        "secret_env": b.secret_env,
+        "mapping": b.mapping,
+        "key_field": b.key_field,
+        "direction": b.direction.name(),
+        "conflict_policy": b.conflict_policy.map(|p| p.name()),
+        "max_deletes": b.max_deletes,
+        "max_delete_percent": b.max_delete_percent,
+    })
+}
+
+fn add(replica: &Replica, args: AddArgs, as_json: bool) -> Result<()> {
+    let registry = replica.registry(&args.registry)?;
+    let mut binding = AdapterBinding::new(&args.name, &registry.name(), &args.kind, &args.table)
+        .direction(args.direction);
+    binding.id_column = args.id_column;
+    binding.key_field = args.key_field;
+    binding.conflict_policy = args.policy;
+    binding.max_deletes = args.max_deletes;
+    binding.max_delete_percent = args.max_delete_percent;
+    binding.secret_env = args.secret_env;
+    if let Some(url) = &args.url {
+        binding.settings.insert("url".into(), url.clone());
+    }
+    if let Some(ms) = args.statement_timeout_ms {
+        binding
+            .settings
+            .insert("statement_timeout_ms".into(), ms.to_string());
+    }
+    for pair in &args.mapping {
+        let (f, c) = pair
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--map '{pair}' is not FIELD=COLUMN"))?;
+        binding.mapping.insert(f.to_owned(), c.to_owned());
+    }
+    if binding.kind != "postgres" {
+        bail!(
+            "adapter kind '{}' is not available from the command line; kinds: postgres",
+            binding.kind
+        );
+    }
+    binding.validate(&registry.schema())?;
+    // Check the table (and make it ready) before storing anything.
+    let rt = runtime()?;
+    let table = rt.block_on(async {
+        let schema = registry.schema();
+        let origin = "chittysync-setup";
+        let adapter = PostgresAdapter::for_binding(&binding, &schema, origin).await?;
+        anyhow::Ok(adapter.prepare(args.create).await?)
+    })?;
+    let added = replica.add_binding(&binding)?;
+    if as_json {
+        output::json(&json!({
+            "binding": binding.name,
+            "table": table.name,
+            "columns": table.columns.iter().map(|c| json!({"name": c.name, "type": c.type_name})).collect::<Vec<_>>(),
+            "change_tracking": serde_json::to_value(&table.change_tracking)?,
+            "key": added.key.to_string(),
+            "key_file": added.key_file,
+            "made_writer": added.made_writer,
+            "admin_must_run": added.admin_must_run,
+        }));
+    } else {
+        println!(
+            "bound registry '{}' to {} table {}",
+            binding.registry, binding.kind, table.name
+        );
+        println!(
+            "binding key {} (key file {}, mode 0600)",
+            added.key,
+            added.key_file.display()
+        );
+        match &table.change_tracking {
+            ChangeTracking::Incremental => {
+                println!("change tracking: change-log trigger (cost follows what changed)")
+            }
+            ChangeTracking::FullCompare { reason } => {
+                println!("change tracking: none — every sync compares the whole table ({reason})")
+            }
+        }
+        if added.made_writer {
+            println!("made the binding's key a writer of '{}'", binding.registry);
+        }
+        if let Some(cmd) = &added.admin_must_run {
+            println!(
+                "the binding's key is not a writer yet and this replica is not an admin; an admin must run:\n  {cmd}"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Progress bars on stderr (hidden when stderr is not a terminal).
+struct Bars {
+    bar: std::sync::Mutex<Option<ProgressBar>>,
+    hidden: bool,
+}
+
+impl Bars {
+    fn new(hidden: bool) -> Self {
+        Bars {
+            bar: std::sync::Mutex::new(None),
+            hidden,
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = self.bar.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Progress for Bars {
+    fn stage(&self, stage: Stage, total: u64) {
+        let mut slot = self.bar.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = slot.take() {
+            old.finish_and_clear();
+        }
+        if self.hidden {
+            return;
+        }
+        let bar = if total == 0 {
+            ProgressBar::new_spinner()
+        } else {
+            ProgressBar::new(total)
+        };
+        let style = if total == 0 {
+            ProgressStyle::with_template("{spinner} {msg} {pos} rows")
+        } else {
+            ProgressStyle::with_template("{msg:>8} [{bar:30}] {pos}/{len} rows")
+        };
+        if let Ok(style) = style {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(stage.label());
+        *slot = Some(bar);
+    }
+
+    fn advance(&self, n: u64) {
+        if let Some(bar) = self.bar.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            bar.inc(n);
+        }
+    }
+}
+
+pub(crate) fn run(
+    replica: &Replica,
+    direction: Direction,
+    args: RunArgs,
+    as_json: bool,
+) -> Result<()> {
+    let binding = replica.binding(&args.binding)?.ok_or_else(|| {
+        anyhow!(
+            "no binding named '{}'; `chittysync adapter ls` lists them",
+            args.binding
+        )
+    })?;
+    let mut options = SyncOptions::sync().batch_size(args.batch_size);
+    options.direction = direction;
+    options.dry_run = args.dry_run;
+    options.allow_deletes = args.allow_deletes;
+    options.full = args.full;
+    options.take = args.take;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let adapter = connect(replica, &binding).await?;
+        let mut done = 0u64;
+        loop {
+            let bars = Bars::new(as_json);
+            let result = replica
+                .sync_binding(&binding.name, adapter.as_ref(), &options, &bars)
+                .await;
+            bars.finish();
+            let report = result?;
+            if as_json {
+                output::json(&report.to_json());
+            } else {
+                print_report(&report, adapter.as_ref());
+            }
+            done += 1;
+            if !args.watch || args.runs.is_some_and(|n| done >= n) {
+                if !report.failed.is_empty() {
+                    bail!(
+                        "{} rows failed (listed above); the next run retries them",
+                        report.failed.len()
+                    );
+                }
+                return Ok(());
+            }
+            tokio::time::sleep(args.interval).await;
+        }
+    })
+}
+
+fn shown(v: &Option<Value>) -> String {
+    v.as_ref()
+        .map_or("∅".into(), |v| output::clip(&v.to_string(), 30))
+}
+
+fn print_report(report: &SyncReport, adapter: &dyn Adapter) {
+    let plan = &report.plan;
+    let tracking = match &plan.change_tracking {
+        ChangeTracking::Incremental => "change log".to_owned(),
+        ChangeTracking::FullCompare { reason } => format!("full compare ({reason})"),
+    };
+    println!(
+        "binding {} ↔ {} table {} ({}), {}",
+        plan.binding,
+        adapter.system(),
+        adapter.table(),
+        plan.direction.name(),
+        tracking
+    );
+    let mut rows = Vec::new();
+    for row in &plan.rows {
+        for (side, act) in [(Side::Local, &row.local), (Side::Remote, &row.remote)] {
+            if let Some((action, fields)) = act {
+                let changes: Vec<String> = fields
+                    .iter()
+                    .map(|f| format!("{} {} → {}", f.field, shown(&f.old), shown(&f.new)))
+                    .collect();
+                rows.push(vec![
+                    if side == Side::Local {
+                        "registry"
+                    } else {
+                        "remote"
+                    }
+                    .to_owned(),
+                    action.name().to_owned(),
+                    row.record.clone(),
+                    row.remote_id.clone(),
+                    changes.join(", "),
+                ]);
+            }
+        }
+    }
+    if !rows.is_empty() {
+        output::table(
+            &["side", "action", "record", "row", "fields (old → new)"],
+            &rows,
+        );
+    }
+    let conflicts: Vec<Vec<String>> = plan
+        .rows
+        .iter()
+        .flat_map(|r| {
+            r.conflicts.iter().map(move |c| {
+                vec![
+                    r.record.clone(),
+                    c.field.clone(),
+                    shown(&c.local),
+                    shown(&c.remote),
+                    c.policy.name().to_owned(),
+                    c.winner
+                        .map_or("open (use --take local|remote)".into(), |w| {
+                            w.name().to_owned()
+                        }),
+                ]
+            })
+        })
+        .collect();
+    if !conflicts.is_empty() {
+        println!("\nconflicts:");
+        output::table(
+            &["record", "field", "registry", "remote", "policy", "winner"],
+            &conflicts,
+        );
+    }
+    if !plan.invalid.is_empty() {
+        println!("\ninvalid remote rows (skipped):");
+        let rows: Vec<Vec<String>> = plan
+            .invalid
+            .iter()
+            .map(|i| {
+                vec![
+                    i.remote_id.clone(),
+                    i.field.clone(),
+                    output::clip(&i.value, 30),
+                    i.reason.clone(),
+                ]
+            })
+            .collect();
+        output::table(&["row", "field", "value", "reason"], &rows);
+    }
+    if !report.failed.is_empty() {
+        println!("\nfailed rows (retried next run):");
+        let rows: Vec<Vec<String>> = report
+            .failed
+            .iter()
+            .map(|f| {
+                vec![
+                    f.record.clone(),
+                    f.remote_id.clone(),
+                    f.side.name().to_owned(),
+                    f.reason.clone(),
+                ]
+            })
+            .collect();
+        output::table(&["record", "row", "side", "reason"], &rows);
+    }
+    let count = |s, a| plan.count(s, a);
+    println!(
+        "\nregistry: {} created, {} updated, {} deleted; remote: {} created, {} updated, {} deleted; {} conflicts ({} open), {} invalid",
+        count(Side::Local, Action::Create),
+        count(Side::Local, Action::Update),
+        count(Side::Local, Action::Delete),
+        count(Side::Remote, Action::Create),
+        count(Side::Remote, Action::Update),
+        count(Side::Remote, Action::Delete),
+        plan.rows.iter().map(|r| r.conflicts.len()).sum::<usize>(),
+        plan.open_conflicts(),
+        plan.invalid.len()
+    );
+    if report.dry_run {
+        if plan.exceeds_delete_limit() {
+            println!(
+                "this plan deletes {} rows, more than the limit of {}: a real run needs --allow-deletes",
+                plan.deletes, plan.delete_limit
+            );
+        }
+        println!("dry run: nothing was written");
+    } else {
+        println!(
+            "{} rows applied, {} failed",
+            report.applied,
+            report.failed.len()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_parse_with_units() {
+        assert_eq!(parse_interval("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_interval("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_interval("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_interval("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_interval("0s").is_err());
+        assert!(parse_interval("soon").is_err());
+    }
+}

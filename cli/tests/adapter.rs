@@ -1,0 +1,227 @@
+//! `adapter add|ls|show|rm`, `push`, `pull` and `sync` against a real
+//! PostgreSQL server (from `CHITTYSYNC_TEST_PG_URL`, which `scripts/test`
+//! sets; without it these tests fail rather than skip).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{chittysync, json, ok};
+
+const SCHEMA: &str = r#"
+[[fields]]
+name = "name"
+type = "text"
+required = true
+
+[[fields]]
+name = "port"
+type = "integer"
+"#;
+
+const URL_VAR: &str = "CHITTYSYNC_TEST_PG_URL";
+
+fn url() -> String {
+    std::env::var(URL_VAR).unwrap_or_else(|_| {
+        panic!(
+            "{URL_VAR} is not set: these tests need a PostgreSQL server. Run `export {URL_VAR}=\"$(scripts/pg-up)\"` (as root), or run scripts/test"
+        )
+    })
+}
+
+/// Plain SQL from "another application".
+fn psql(sql: &str) -> String {
+    let out = Command::new("psql")
+        .arg(url())
+        .args(["-v", "ON_ERROR_STOP=1", "-Atc", sql])
+        .output()
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "psql failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn password() -> String {
+    // postgres://user:password@host…
+    let url = url();
+    let rest = url.split_once("://").unwrap().1;
+    let userinfo = rest.split_once('@').unwrap().0;
+    userinfo.split_once(':').unwrap().1.to_owned()
+}
+
+fn setup(dir: &Path, tag: &str) -> (std::path::PathBuf, String) {
+    let replica = dir.join("r.db");
+    let schema = dir.join("schema.toml");
+    std::fs::write(&schema, SCHEMA).unwrap();
+    ok(
+        &replica,
+        &[
+            "registry",
+            "create",
+            "services",
+            "--schema",
+            schema.to_str().unwrap(),
+        ],
+    );
+    let pg_schema = format!("cs_cli_{tag}_{}", std::process::id());
+    psql(&format!("DROP SCHEMA IF EXISTS {pg_schema} CASCADE"));
+    (replica, format!("{pg_schema}.services"))
+}
+
+#[test]
+fn bind_push_pull_sync_with_dry_runs_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let (r, table) = setup(dir.path(), "flow");
+    let added = json(
+        &r,
+        &[
+            "adapter",
+            "add",
+            "pg",
+            "--registry",
+            "services",
+            "--table",
+            &table,
+            "--secret-env",
+            URL_VAR,
+            "--create",
+            "--key-field",
+            "name",
+        ],
+    );
+    assert_eq!(added["made_writer"], true);
+    assert_eq!(added["change_tracking"]["mode"], "incremental");
+    let key_file = added["key_file"].as_str().unwrap().to_owned();
+    assert!(Path::new(&key_file).exists());
+
+    let listed = json(&r, &["adapter", "ls"]);
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["secret_env"], URL_VAR);
+    let shown = json(&r, &["adapter", "show", "pg"]);
+    assert_eq!(shown["bound_rows"], 0);
+    assert_eq!(shown["key"], added["key"]);
+    let table_view = ok(&r, &["adapter", "show", "pg"]);
+    assert!(table_view.contains(&format!("from ${URL_VAR} (not stored)")));
+
+    ok(
+        &r,
+        &["put", "services", "billing", "name=billing", "port=80"],
+    );
+    ok(&r, &["put", "services", "search", "name=search", "port=81"]);
+
+    // A dry run shows the plan and writes nothing.
+    let plan = json(&r, &["sync", "pg", "--dry-run"]);
+    assert_eq!(plan["dry_run"], true);
+    assert_eq!(plan["summary"]["remote_create"], 2);
+    assert_eq!(plan["changes"][0]["side"], "remote");
+    assert_eq!(psql(&format!("SELECT count(*) FROM {table}")), "0");
+    let human = ok(&r, &["sync", "pg", "--dry-run"]);
+    assert!(human.contains("dry run: nothing was written"), "{human}");
+    assert!(human.contains("port ∅ → 80"), "{human}");
+
+    let pushed = json(&r, &["push", "pg"]);
+    assert_eq!(pushed["applied"], 2);
+    assert_eq!(psql(&format!("SELECT count(*) FROM {table}")), "2");
+    assert!(ok(&r, &["journal", "--json"]).contains("\"pushed\""));
+
+    psql(&format!(
+        "INSERT INTO {table} (id, name, port) VALUES ('ledger', 'ledger', 9000); UPDATE {table} SET port = 8080 WHERE id = 'billing'"
+    ));
+    let plan = json(&r, &["pull", "pg", "--dry-run"]);
+    assert_eq!(plan["summary"]["local_create"], 1);
+    assert_eq!(plan["summary"]["local_update"], 1);
+    assert!(chittysync(&r, &["get", "services", "ledger"]).code != 0);
+    json(&r, &["pull", "pg"]);
+    let ledger = json(&r, &["get", "services", "ledger"]);
+    assert_eq!(ledger["port"], 9000);
+    assert_eq!(json(&r, &["get", "services", "billing"])["port"], 8080);
+
+    // --watch runs again and again; here twice.
+    let out = ok(
+        &r,
+        &[
+            "--json",
+            "sync",
+            "pg",
+            "--watch",
+            "--interval",
+            "100ms",
+            "--runs",
+            "2",
+        ],
+    );
+    let runs: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&out)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(runs.len(), 2);
+    assert!(runs.iter().all(|r| r["summary"]["remote_update"] == 0));
+
+    // The secret appears in no output and not in the replica.
+    let pw = password();
+    let store = std::fs::read(&r).unwrap();
+    assert!(!String::from_utf8_lossy(&store).contains(&pw));
+    assert!(!ok(&r, &["adapter", "show", "pg", "--json"]).contains(&pw));
+
+    let removed = json(&r, &["adapter", "rm", "pg"]);
+    assert_eq!(removed["removed"], "pg");
+    assert!(json(&r, &["adapter", "ls"]).as_array().unwrap().is_empty());
+    assert!(!Path::new(&key_file).exists());
+    let missing = chittysync(&r, &["sync", "pg"]);
+    assert_ne!(missing.code, 0);
+    assert!(missing.stderr.contains("adapter ls"), "{}", missing.stderr);
+}
+
+#[test]
+fn a_password_in_the_url_is_refused_and_not_echoed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (r, table) = setup(dir.path(), "leak");
+    let run = chittysync(
+        &r,
+        &[
+            "adapter",
+            "add",
+            "pg",
+            "--registry",
+            "services",
+            "--table",
+            &table,
+            "--url",
+            "postgres://me:hunter2@127.0.0.1/db",
+        ],
+    );
+    assert_ne!(run.code, 0);
+    assert!(
+        run.stderr.contains("environment variable"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("hunter2") && !run.stdout.contains("hunter2"));
+}
+
+#[test]
+fn a_missing_table_without_create_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let (r, table) = setup(dir.path(), "missing");
+    let run = chittysync(
+        &r,
+        &[
+            "adapter",
+            "add",
+            "pg",
+            "--registry",
+            "services",
+            "--table",
+            &table,
+            "--secret-env",
+            URL_VAR,
+        ],
+    );
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("--create"), "{}", run.stderr);
+    assert!(json(&r, &["adapter", "ls"]).as_array().unwrap().is_empty());
+}

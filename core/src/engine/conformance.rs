@@ -1,0 +1,676 @@
+//! The adapter conformance suite: one set of behaviours every adapter must
+//! show through the engine (in-memory and Postgres now, others later).
+//!
+//! An adapter's test crate implements [`RemoteFactory`] (a fresh, empty
+//! remote table per test, plus the powers a test needs over it: writes by
+//! "another application", reading every row, injecting a fault) and calls
+//! each function here, or [`run_all`]. The functions panic on failure,
+//! like assertions in a test.
+
+use std::collections::BTreeMap;
+
+use crate::AuditQuery;
+use crate::adapters::{Adapter, BoxFuture, TableSpec};
+use crate::engine::{
+    Action, AdapterBinding, Direction, EngineError, Side, SyncOptions, SyncReport,
+};
+use crate::registry::{Query, Registry};
+use crate::replica::Replica;
+use crate::schema::{ConflictPolicy, FieldDef, FieldType, Schema};
+use crate::value::Value;
+
+/// Row values by field name.
+pub type Row = BTreeMap<String, Value>;
+
+/// One fresh remote table, as a test sees it.
+pub trait Remote: Send + Sync {
+    /// A new adapter on this table (each is a separate client with its own
+    /// origin, as bindings on two replicas would be).
+    fn adapter(&self) -> BoxFuture<'_, Box<dyn Adapter>>;
+    /// Another application inserts a row (missing fields are null).
+    fn insert<'a>(&'a self, id: &'a str, fields: Vec<(&'a str, Value)>) -> BoxFuture<'a, ()>;
+    /// Another application changes fields of a row (`None` sets null).
+    fn update<'a>(
+        &'a self,
+        id: &'a str,
+        fields: Vec<(&'a str, Option<Value>)>,
+    ) -> BoxFuture<'a, ()>;
+    /// Another application deletes a row.
+    fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, ()>;
+    /// Every row by id, values by field name as the remote holds them.
+    fn rows(&self) -> BoxFuture<'_, BTreeMap<String, Row>>;
+    /// The next apply of any adapter on this table fails every write after
+    /// the first `n` (transiently).
+    fn fail_after(&self, n: usize);
+    /// How many mutating requests adapters have made on this table.
+    fn writes(&self) -> BoxFuture<'_, u64>;
+}
+
+/// Makes a fresh, empty remote table laid out as `spec`.
+pub trait RemoteFactory: Send + Sync {
+    /// The kind recorded in bindings (`memory`, `postgres`).
+    fn kind(&self) -> &str;
+    /// A new table for one test.
+    fn make<'a>(&'a self, spec: &'a TableSpec) -> BoxFuture<'a, Box<dyn Remote>>;
+}
+
+/// The registry schema every conformance test uses.
+pub fn schema() -> Schema {
+    Schema::new()
+        .field(FieldDef::new("name", FieldType::Text).required())
+        .field(FieldDef::new("port", FieldType::Integer).range(Some(1.0), Some(65535.0)))
+        .field(FieldDef::new("price", FieldType::Decimal))
+        .field(FieldDef::new("active", FieldType::Bool))
+        .field(FieldDef::new("tier", FieldType::Select).options(["gold", "silver"]))
+        .field(FieldDef::new("tags", FieldType::MultiSelect).options(["a", "b", "c"]))
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    replica: Replica,
+    registry: Registry,
+    remote: Box<dyn Remote>,
+    adapter: Box<dyn Adapter>,
+}
+
+impl Setup {
+    async fn new(
+        f: &dyn RemoteFactory,
+        tune: impl FnOnce(AdapterBinding) -> AdapterBinding,
+    ) -> Self {
+        Setup::with_schema(f, schema(), tune).await
+    }
+
+    async fn with_schema(
+        f: &dyn RemoteFactory,
+        schema: Schema,
+        tune: impl FnOnce(AdapterBinding) -> AdapterBinding,
+    ) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let replica = Replica::open(dir.path().join("replica.db")).expect("open replica");
+        let registry = replica
+            .create_registry("services", schema.clone())
+            .expect("create registry");
+        let binding = tune(AdapterBinding::new(
+            "mirror",
+            "services",
+            f.kind(),
+            "services",
+        ));
+        let spec = binding.table_spec(&schema);
+        let remote = f.make(&spec).await;
+        let adapter = remote.adapter().await;
+        let added = replica.add_binding(&binding).expect("add binding");
+        assert!(
+            added.made_writer,
+            "the creator (an admin) makes the binding's key a writer"
+        );
+        Setup {
+            _dir: dir,
+            replica,
+            registry,
+            remote,
+            adapter,
+        }
+    }
+
+    async fn run(&self, options: SyncOptions) -> Result<SyncReport, EngineError> {
+        self.replica
+            .sync_binding("mirror", self.adapter.as_ref(), &options, &())
+            .await
+    }
+
+    async fn sync(&self) -> SyncReport {
+        let report = self.run(SyncOptions::sync()).await.expect("sync");
+        assert!(report.failed.is_empty(), "{:?}", report.failed);
+        report
+    }
+
+    fn local_rows(&self) -> Vec<Row> {
+        let mut rows: Vec<Row> = self
+            .registry
+            .list(&Query::all())
+            .into_iter()
+            .map(|r| r.fields)
+            .collect();
+        rows.sort();
+        rows
+    }
+
+    /// The remote rows in the registry's canonical form.
+    async fn remote_rows(&self) -> Vec<Row> {
+        let schema = self.registry.compiled_schema();
+        let mut rows: Vec<Row> = self
+            .remote
+            .rows()
+            .await
+            .into_values()
+            .map(|row| {
+                row.into_iter()
+                    .filter_map(|(k, v)| {
+                        let v = schema.check_value(&k, v.clone()).unwrap_or(v);
+                        schema.schema.get(&k).map(|_| (k, v))
+                    })
+                    .collect()
+            })
+            .collect();
+        rows.sort();
+        rows
+    }
+
+    async fn assert_mirrored(&self) {
+        assert_eq!(
+            self.local_rows(),
+            self.remote_rows().await,
+            "registry and remote table differ"
+        );
+    }
+}
+
+/// Creates, updates and deletes travel both ways; what comes in from the
+/// remote is signed by the binding's key and names the system, table and row.
+pub async fn create_update_delete_both_ways(f: &dyn RemoteFactory) {
+    let s = Setup::new(f, |b| b).await;
+    let reg = &s.registry;
+    reg.put(
+        Some("billing"),
+        [
+            ("name", Value::from("billing")),
+            ("port", 8080.into()),
+            ("price", Value::Decimal("12.5".into())),
+            ("active", true.into()),
+            ("tier", "gold".into()),
+            ("tags", ["a", "b"].into()),
+        ],
+    )
+    .unwrap();
+    reg.put(Some("search"), [("name", "search")]).unwrap();
+    let report = s.sync().await;
+    assert_eq!(report.plan.count(Side::Remote, Action::Create), 2);
+    s.assert_mirrored().await;
+
+    s.remote
+        .insert(
+            "ledger",
+            vec![("name", "ledger".into()), ("port", 9000.into())],
+        )
+        .await;
+    let report = s.sync().await;
+    assert_eq!(report.plan.count(Side::Local, Action::Create), 1);
+    let ledger = reg.get("ledger").expect("the remote row became a record");
+    assert_eq!(ledger.get("port"), Some(&Value::Integer(9000)));
+    let key = s.replica.binding_identity("mirror").unwrap().public_key();
+    let audit = reg.audit(&AuditQuery::all().record("ledger")).unwrap();
+    let last = audit.last().expect("an audit entry");
+    assert_eq!(last.author, key, "signed by the binding's own key");
+    assert_ne!(key, s.replica.public_key());
+    let message = last.message.clone().unwrap_or_default();
+    assert!(
+        message.contains(s.adapter.system())
+            && message.contains(s.adapter.table())
+            && message.contains("ledger"),
+        "the change message names the source system, table and row: {message}"
+    );
+    assert!(
+        s.replica.verify(None).is_ok(),
+        "the binding's changes verify"
+    );
+
+    reg.put(Some("billing"), [("port", 8081)]).unwrap();
+    s.remote
+        .update("search", vec![("port", Some(7000.into()))])
+        .await;
+    let report = s.sync().await;
+    assert_eq!(report.plan.count(Side::Remote, Action::Update), 1);
+    assert_eq!(report.plan.count(Side::Local, Action::Update), 1);
+    assert_eq!(
+        reg.get("search").unwrap().get("port"),
+        Some(&Value::Integer(7000))
+    );
+    s.assert_mirrored().await;
+
+    // Clearing a field travels as a null.
+    reg.unset("billing", ["tier"]).unwrap();
+    s.sync().await;
+    s.assert_mirrored().await;
+
+    reg.delete("billing").unwrap();
+    s.remote.delete("ledger").await;
+    let report = s.sync().await;
+    assert_eq!(report.plan.count(Side::Remote, Action::Delete), 1);
+    assert_eq!(report.plan.count(Side::Local, Action::Delete), 1);
+    assert!(reg.get("ledger").unwrap().deleted.is_some());
+    assert_eq!(reg.len(), 1);
+    s.assert_mirrored().await;
+}
+
+/// Edits to different fields of one record on both sides both survive.
+pub async fn three_way_merge_keeps_both_sides_edits(f: &dyn RemoteFactory) {
+    let s = Setup::new(f, |b| b).await;
+    s.registry
+        .put(
+            Some("svc"),
+            [("name", Value::from("svc")), ("port", 80.into())],
+        )
+        .unwrap();
+    s.sync().await;
+    s.registry.put(Some("svc"), [("port", 81)]).unwrap();
+    s.remote
+        .update("svc", vec![("tier", Some("silver".into()))])
+        .await;
+    let report = s.sync().await;
+    assert!(
+        report.plan.rows.iter().all(|r| r.conflicts.is_empty()),
+        "no conflict"
+    );
+    let rec = s.registry.get("svc").unwrap();
+    assert_eq!(rec.get("port"), Some(&Value::Integer(81)));
+    assert_eq!(rec.get("tier"), Some(&Value::from("silver")));
+    s.assert_mirrored().await;
+}
+
+/// A field changed differently on both sides is settled by the policy
+/// (`manual` leaves it open and reported until a side is taken).
+pub async fn conflicts_follow_the_policy(f: &dyn RemoteFactory) {
+    for policy in [
+        ConflictPolicy::Hash,
+        ConflictPolicy::Automerge,
+        ConflictPolicy::LastWriteWins,
+        ConflictPolicy::Manual,
+    ] {
+        let s = Setup::with_schema(f, schema().conflict_policy(policy), |b| b).await;
+        s.registry
+            .put(
+                Some("svc"),
+                [("name", Value::from("svc")), ("port", 80.into())],
+            )
+            .unwrap();
+        s.sync().await;
+        s.registry.put(Some("svc"), [("port", 1)]).unwrap();
+        // The remote edit is the later one (for last-write-wins).
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        s.remote.update("svc", vec![("port", Some(2.into()))]).await;
+        let report = s.sync().await;
+        let conflicts: Vec<_> = report.plan.rows.iter().flat_map(|r| &r.conflicts).collect();
+        assert_eq!(conflicts.len(), 1, "{policy}: one conflict reported");
+        let c = conflicts[0];
+        assert_eq!((c.field.as_str(), c.policy), ("port", policy));
+        assert_eq!(c.local, Some(Value::Integer(1)));
+        assert_eq!(c.remote, Some(Value::Integer(2)));
+        let port = |r: &Row| r.get("port").cloned();
+        match policy {
+            ConflictPolicy::Manual => {
+                assert_eq!(c.winner, None, "manual leaves it open");
+                assert_eq!(
+                    port(&s.registry.get("svc").unwrap().fields),
+                    Some(Value::Integer(1))
+                );
+                assert_eq!(port(&s.remote_rows().await[0]), Some(Value::Integer(2)));
+                // Still open next time, then settled by taking a side.
+                let again = s.sync().await;
+                assert_eq!(again.plan.open_conflicts(), 1);
+                let settled = s.run(SyncOptions::sync().take(Side::Local)).await.unwrap();
+                assert_eq!(settled.plan.open_conflicts(), 0);
+                assert_eq!(port(&s.remote_rows().await[0]), Some(Value::Integer(1)));
+            }
+            ConflictPolicy::LastWriteWins => {
+                assert_eq!(
+                    c.winner,
+                    Some(Side::Remote),
+                    "the later (remote) write wins"
+                );
+                assert_eq!(
+                    port(&s.registry.get("svc").unwrap().fields),
+                    Some(Value::Integer(2))
+                );
+            }
+            _ => {
+                let winner = c.winner.expect("settled");
+                // Deterministic: the same pick whichever side is which.
+                let want = if winner == Side::Local { 1 } else { 2 };
+                assert_eq!(
+                    port(&s.registry.get("svc").unwrap().fields),
+                    Some(Value::Integer(want))
+                );
+            }
+        }
+        s.assert_mirrored().await;
+        let quiet = s.sync().await;
+        assert!(
+            quiet.plan.rows.is_empty(),
+            "{policy}: settled conflicts stay settled"
+        );
+    }
+}
+
+/// Remote rows that break the schema are reported and skipped whole; the
+/// valid rows of the same run are applied.
+pub async fn invalid_remote_rows_are_skipped(f: &dyn RemoteFactory) {
+    let s = Setup::new(f, |b| b).await;
+    s.registry
+        .put(
+            Some("svc"),
+            [("name", Value::from("svc")), ("port", 80.into())],
+        )
+        .unwrap();
+    s.sync().await;
+    s.remote
+        .insert(
+            "bad-port",
+            vec![("name", "x".into()), ("port", 70000.into())],
+        )
+        .await;
+    s.remote.insert("no-name", vec![("port", 10.into())]).await;
+    s.remote.insert("good", vec![("name", "good".into())]).await;
+    // An invalid edit of a bound row leaves the whole record as it was.
+    s.remote
+        .update(
+            "svc",
+            vec![("port", Some(0.into())), ("tier", Some("gold".into()))],
+        )
+        .await;
+    let report = s.sync().await;
+    let mut bad: Vec<(&str, &str)> = report
+        .plan
+        .invalid
+        .iter()
+        .map(|i| (i.remote_id.as_str(), i.field.as_str()))
+        .collect();
+    bad.sort();
+    assert_eq!(
+        bad,
+        vec![("bad-port", "port"), ("no-name", "name"), ("svc", "port")]
+    );
+    assert!(report.plan.invalid.iter().all(|i| !i.reason.is_empty()));
+    assert!(s.registry.get("bad-port").is_none() && s.registry.get("no-name").is_none());
+    assert!(s.registry.get("good").is_some());
+    let svc = s.registry.get("svc").unwrap();
+    assert_eq!(svc.get("port"), Some(&Value::Integer(80)));
+    assert_eq!(svc.get("tier"), None, "not half-applied");
+}
+
+/// A dry run reports exactly what would happen and writes nothing to
+/// either side, nor moves a snapshot or cursor.
+pub async fn dry_run_writes_nothing(f: &dyn RemoteFactory) {
+    let s = Setup::new(f, |b| b).await;
+    for name in ["a", "b", "c"] {
+        s.registry
+            .put(
+                Some(name),
+                [("name", Value::from(name)), ("port", 80.into())],
+            )
+            .unwrap();
+    }
+    s.sync().await;
+    s.registry.put(Some("a"), [("port", 81)]).unwrap();
+    s.registry.put(Some("d"), [("name", "d")]).unwrap();
+    s.remote.update("b", vec![("port", Some(82.into()))]).await;
+    s.remote.delete("c").await;
+    s.remote.insert("e", vec![("name", "e".into())]).await;
+    let (heads, writes, remote) = (
+        s.registry.heads(),
+        s.remote.writes().await,
+        s.remote.rows().await,
+    );
+
+    for _ in 0..2 {
+        let report = s.run(SyncOptions::sync().dry_run()).await.unwrap();
+        assert!(report.dry_run);
+        let plan = &report.plan;
+        assert_eq!(plan.count(Side::Remote, Action::Update), 1);
+        assert_eq!(plan.count(Side::Remote, Action::Create), 1);
+        assert_eq!(plan.count(Side::Local, Action::Update), 1);
+        assert_eq!(plan.count(Side::Local, Action::Delete), 1);
+        assert_eq!(plan.count(Side::Local, Action::Create), 1);
+        let a = plan.rows.iter().find(|r| r.record == "a").unwrap();
+        let (_, fields) = a.remote.as_ref().unwrap();
+        assert_eq!(fields[0].field, "port");
+        assert_eq!(
+            (fields[0].old.clone(), fields[0].new.clone()),
+            (Some(80.into()), Some(81.into()))
+        );
+        let json = plan.to_json();
+        assert_eq!(json["summary"]["remote_update"], 1);
+        assert_eq!(s.registry.heads(), heads, "nothing written to the registry");
+        assert_eq!(
+            s.remote.writes().await,
+            writes,
+            "no write reached the remote"
+        );
+        assert_eq!(s.remote.rows().await, remote);
+    }
+    // The real run then does all of it.
+    let report = s.sync().await;
+    assert_eq!(report.applied, 5);
+    s.assert_mirrored().await;
+}
+
+/// A run that fails mid-batch resumes: the next run finishes the work
+/// with no duplicate and no loss.
+pub async fn resume_after_failure_mid_batch(f: &dyn RemoteFactory) {
+    let s = Setup::new(f, |b| b).await;
+    for i in 0..10 {
+        s.registry
+            .put(
+                Some(&format!("r{i:02}")),
+                [
+                    ("name", Value::from(format!("n{i}"))),
+                    ("port", (i + 1).into()),
+                ],
+            )
+            .unwrap();
+    }
+    s.remote.fail_after(4);
+    let report = s.run(SyncOptions::sync().batch_size(6)).await.unwrap();
+    assert!(!report.failed.is_empty(), "the injected fault is reported");
+    assert!(
+        report
+            .failed
+            .iter()
+            .all(|f| f.side == Side::Remote && !f.reason.is_empty())
+    );
+    assert!(s.remote.rows().await.len() < 10);
+    let report = s.sync().await;
+    assert_eq!(
+        report.plan.count(Side::Remote, Action::Create),
+        report.plan.rows.len()
+    );
+    assert_eq!(s.remote.rows().await.len(), 10, "every row once");
+    assert_eq!(s.registry.len(), 10, "nothing echoed back as a duplicate");
+    s.assert_mirrored().await;
+    assert!(s.sync().await.plan.rows.is_empty());
+}
+
+/// What a sync writes is not fetched back as a change (no echo), and a
+/// second run with nothing new does nothing.
+pub async fn no_echo(f: &dyn RemoteFactory) {
+    let s = Setup::new(f, |b| b).await;
+    s.registry.put(Some("a"), [("name", "a")]).unwrap();
+    s.remote.insert("b", vec![("name", "b".into())]).await;
+    s.sync().await;
+    let (changes, writes) = (s.registry.change_count(), s.remote.writes().await);
+    for _ in 0..2 {
+        let report = s.sync().await;
+        assert!(report.plan.rows.is_empty(), "{:?}", report.plan.rows);
+    }
+    assert_eq!(s.registry.change_count(), changes);
+    assert_eq!(s.remote.writes().await, writes);
+}
+
+/// Binding an existing table to an existing registry matches records to
+/// rows by the key field instead of duplicating them.
+pub async fn first_sync_matches_by_key(f: &dyn RemoteFactory) {
+    let s = Setup::new(f, |b| b.key_field("name")).await;
+    for (id, name, port) in [
+        ("l1", "billing", 80),
+        ("l2", "search", 81),
+        ("l3", "local-only", 82),
+    ] {
+        s.registry
+            .put(
+                Some(id),
+                [("name", Value::from(name)), ("port", port.into())],
+            )
+            .unwrap();
+    }
+    s.remote
+        .insert("p1", vec![("name", "billing".into()), ("port", 80.into())])
+        .await;
+    s.remote
+        .insert("p2", vec![("name", "search".into()), ("port", 91.into())])
+        .await;
+    s.remote
+        .insert("p3", vec![("name", "remote-only".into())])
+        .await;
+    let report = s.sync().await;
+    assert_eq!(report.plan.count(Side::Local, Action::Create), 1);
+    assert_eq!(report.plan.count(Side::Remote, Action::Create), 1);
+    assert_eq!(s.registry.len(), 4, "matched, not duplicated");
+    assert_eq!(s.remote.rows().await.len(), 4);
+    // The matched pair with different ports is a conflict, settled once.
+    let search = report.plan.rows.iter().find(|r| r.record == "l2").unwrap();
+    assert_eq!(search.remote_id, "p2");
+    assert_eq!(search.conflicts.len(), 1);
+    s.assert_mirrored().await;
+    assert!(s.sync().await.plan.rows.is_empty());
+}
+
+/// A run that would delete more than the limit (default: 10 rows or 10 %,
+/// whichever is more) stops until deletes are allowed.
+pub async fn delete_guard_stops_bulk_deletes(f: &dyn RemoteFactory) {
+    let s = Setup::new(f, |b| b).await;
+    for i in 0..30 {
+        s.registry
+            .put(
+                Some(&format!("r{i:02}")),
+                [("name", Value::from(format!("n{i}")))],
+            )
+            .unwrap();
+    }
+    s.sync().await;
+    for i in 0..12 {
+        s.remote.delete(&format!("r{i:02}")).await;
+    }
+    let heads = s.registry.heads();
+    let err = s.run(SyncOptions::sync()).await.unwrap_err();
+    match &err {
+        EngineError::TooManyDeletes { deletes, limit, .. } => {
+            assert_eq!((*deletes, *limit), (12, 10));
+        }
+        other => panic!("expected the delete guard, got {other}"),
+    }
+    assert!(err.to_string().contains("--allow-deletes"), "{err}");
+    assert_eq!(s.registry.heads(), heads, "nothing applied");
+    assert_eq!(s.registry.len(), 30);
+    let dry = s.run(SyncOptions::sync().dry_run()).await.unwrap();
+    assert!(dry.plan.exceeds_delete_limit());
+    s.run(SyncOptions::sync().allow_deletes()).await.unwrap();
+    assert_eq!(s.registry.len(), 18);
+    s.assert_mirrored().await;
+}
+
+/// `push` only writes to the remote and `pull` only to the registry; what
+/// one direction leaves is picked up by the other later.
+pub async fn push_and_pull_move_one_way(f: &dyn RemoteFactory) {
+    let s = Setup::new(f, |b| b).await;
+    s.registry.put(Some("a"), [("name", "a")]).unwrap();
+    s.remote.insert("b", vec![("name", "b".into())]).await;
+    let heads = s.registry.heads();
+    s.run(SyncOptions::push()).await.unwrap();
+    assert_eq!(s.registry.heads(), heads, "push wrote nothing locally");
+    assert_eq!(s.remote.rows().await.len(), 2);
+    s.run(SyncOptions::pull()).await.unwrap();
+    assert!(s.registry.get("b").is_some());
+    s.assert_mirrored().await;
+    let _ = Direction::Both;
+}
+
+/// Runs every conformance test against tables from `f`.
+pub async fn run_all(f: &dyn RemoteFactory) {
+    create_update_delete_both_ways(f).await;
+    three_way_merge_keeps_both_sides_edits(f).await;
+    conflicts_follow_the_policy(f).await;
+    invalid_remote_rows_are_skipped(f).await;
+    dry_run_writes_nothing(f).await;
+    resume_after_failure_mid_batch(f).await;
+    no_echo(f).await;
+    first_sync_matches_by_key(f).await;
+    delete_guard_stops_bulk_deletes(f).await;
+    push_and_pull_move_one_way(f).await;
+}
+
+#[cfg(test)]
+mod memory {
+    use super::*;
+    use crate::adapters::memory::MemoryAdapter;
+
+    struct Memory;
+
+    struct MemoryRemote(MemoryAdapter);
+
+    impl Remote for MemoryRemote {
+        fn adapter(&self) -> BoxFuture<'_, Box<dyn Adapter>> {
+            let adapter: Box<dyn Adapter> = Box::new(self.0.another_client());
+            Box::pin(async move { adapter })
+        }
+        fn insert<'a>(&'a self, id: &'a str, fields: Vec<(&'a str, Value)>) -> BoxFuture<'a, ()> {
+            self.0.insert(id, fields);
+            Box::pin(async {})
+        }
+        fn update<'a>(
+            &'a self,
+            id: &'a str,
+            fields: Vec<(&'a str, Option<Value>)>,
+        ) -> BoxFuture<'a, ()> {
+            self.0.update(id, &fields);
+            Box::pin(async {})
+        }
+        fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, ()> {
+            self.0.remove(id);
+            Box::pin(async {})
+        }
+        fn rows(&self) -> BoxFuture<'_, BTreeMap<String, Row>> {
+            let rows = self.0.rows();
+            Box::pin(async move { rows })
+        }
+        fn fail_after(&self, n: usize) {
+            self.0.fail_after(n);
+        }
+        fn writes(&self) -> BoxFuture<'_, u64> {
+            let n = self.0.mutating_calls();
+            Box::pin(async move { n })
+        }
+    }
+
+    impl RemoteFactory for Memory {
+        fn kind(&self) -> &str {
+            "memory"
+        }
+        fn make<'a>(&'a self, spec: &'a TableSpec) -> BoxFuture<'a, Box<dyn Remote>> {
+            let table = MemoryAdapter::new(spec.table.clone()).with_spec(spec.clone());
+            Box::pin(async move { Box::new(MemoryRemote(table)) as Box<dyn Remote> })
+        }
+    }
+
+    macro_rules! conformance {
+        ($($name:ident),* $(,)?) => {$(
+            #[tokio::test]
+            async fn $name() {
+                super::$name(&Memory).await;
+            }
+        )*};
+    }
+
+    conformance!(
+        create_update_delete_both_ways,
+        three_way_merge_keeps_both_sides_edits,
+        conflicts_follow_the_policy,
+        invalid_remote_rows_are_skipped,
+        dry_run_writes_nothing,
+        resume_after_failure_mid_batch,
+        no_echo,
+        first_sync_matches_by_key,
+        delete_guard_stops_bulk_deletes,
+        push_and_pull_move_one_way,
+    );
+}

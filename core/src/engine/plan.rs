@@ -1,0 +1,545 @@
+//! Diff, Validate and Resolve: from both sides' rows and the last-known
+//! snapshot to a plan of writes, per row and per field. Pure: it reads
+//! nothing and writes nothing, so a dry run is exactly this step.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use sha2::{Digest, Sha256};
+
+use super::{Action, Direction, FieldChange, FieldConflict, InvalidRow, RowPlan, Side};
+use crate::adapters::{Fetched, RemoteRow};
+use crate::schema::{CompiledSchema, ConflictPolicy, Rule};
+use crate::value::Value;
+
+pub(crate) type Fields = BTreeMap<String, Value>;
+
+/// The last-known state of one bound record.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Snap {
+    pub(crate) remote_id: String,
+    /// The values both sides last agreed on (the three-way merge's base).
+    pub(crate) base: Fields,
+    /// The remote row as last seen (stands in for rows an incremental
+    /// fetch does not return because they did not change).
+    pub(crate) remote: Fields,
+}
+
+/// A local record, restricted to the mapped fields.
+pub(crate) struct LocalRec {
+    pub(crate) fields: Fields,
+    pub(crate) deleted: bool,
+}
+
+/// What to store for a row once all of its writes succeeded.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Next {
+    Keep(Snap),
+    Drop,
+}
+
+pub(crate) struct Inputs<'a> {
+    pub(crate) registry: &'a str,
+    pub(crate) fields: &'a [String],
+    pub(crate) schema: &'a CompiledSchema,
+    pub(crate) policy: &'a dyn Fn(&str) -> ConflictPolicy,
+    pub(crate) direction: Direction,
+    pub(crate) key_field: Option<&'a str>,
+    pub(crate) snaps: &'a HashMap<String, Snap>,
+    pub(crate) local: &'a BTreeMap<String, LocalRec>,
+    pub(crate) fetched: &'a Fetched,
+    pub(crate) local_time: &'a dyn Fn(&str, &str) -> Option<i64>,
+    pub(crate) take: Option<Side>,
+}
+
+pub(crate) struct Planned {
+    pub(crate) rows: Vec<RowPlan>,
+    pub(crate) invalid: Vec<InvalidRow>,
+    /// New remote rows were left for a later pull: the cursor must not
+    /// move past them.
+    pub(crate) hold_cursor: bool,
+}
+
+/// A record id for a row first seen remotely: its own id when that is a
+/// valid record id, else one derived from it — the same on every run, so
+/// a create that is retried after a crash finds the record it made.
+pub(crate) fn record_id_for(remote_id: &str) -> String {
+    let ok = !remote_id.is_empty()
+        && remote_id.len() <= 128
+        && !remote_id.starts_with('_')
+        && remote_id
+            .chars()
+            .all(|c| !c.is_control() && !c.is_whitespace());
+    if ok {
+        remote_id.to_owned()
+    } else {
+        format!(
+            "r-{}",
+            &hex::encode(Sha256::digest(remote_id.as_bytes()))[..32]
+        )
+    }
+}
+
+fn value_hash(v: Option<&Value>) -> [u8; 32] {
+    let text = v.map_or(String::new(), |v| format!("{}:{}", kind(v), v));
+    Sha256::digest(text.as_bytes()).into()
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Text(_) => "t",
+        Value::Integer(_) => "i",
+        Value::Decimal(_) => "d",
+        Value::Bool(_) => "b",
+        Value::Set(_) => "s",
+        Value::Json(_) => "j",
+    }
+}
+
+/// A remote row's values checked against the schema and put in canonical
+/// form, or the first value that breaks it.
+fn canonical(
+    inputs: &Inputs<'_>,
+    row: &RemoteRow,
+    record: Option<&str>,
+) -> Result<Fields, InvalidRow> {
+    let mut out = Fields::new();
+    for field in inputs.fields {
+        let Some(v) = row.fields.get(field) else {
+            continue;
+        };
+        let shown = v.to_string();
+        match inputs.schema.check_value(field, v.clone()) {
+            Ok(v) => {
+                out.insert(field.clone(), v);
+            }
+            Err(rule) => {
+                return Err(InvalidRow {
+                    remote_id: row.id.clone(),
+                    record: record.map(str::to_owned),
+                    field: field.clone(),
+                    value: shown,
+                    reason: rule.to_string(),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn required_missing(inputs: &Inputs<'_>, remote_id: &str, fields: &Fields) -> Option<InvalidRow> {
+    let def = inputs
+        .schema
+        .schema
+        .fields
+        .iter()
+        .find(|d| d.required && !fields.contains_key(&d.name))?;
+    let reason = if inputs.fields.contains(&def.name) {
+        Rule::Required.to_string()
+    } else {
+        format!(
+            "{}; the field is not mapped to a column, so rows from {} can never fill it — map it or make it optional",
+            Rule::Required,
+            "the remote table"
+        )
+    };
+    Some(InvalidRow {
+        remote_id: remote_id.to_owned(),
+        record: None,
+        field: def.name.clone(),
+        value: String::new(),
+        reason,
+    })
+}
+
+pub(crate) fn plan(inputs: &Inputs<'_>) -> Planned {
+    let mut rows = Vec::new();
+    let mut invalid = Vec::new();
+    let by_remote: HashMap<&str, &str> = inputs
+        .snaps
+        .iter()
+        .map(|(rec, s)| (s.remote_id.as_str(), rec.as_str()))
+        .collect();
+    let deleted_remote: HashSet<&str> = inputs.fetched.deleted.iter().map(String::as_str).collect();
+
+    // Canonical remote rows by id; invalid ones are reported and skipped.
+    let mut fetched: HashMap<&str, (Fields, Option<i64>)> = HashMap::new();
+    let mut skipped: HashSet<&str> = HashSet::new();
+    for row in &inputs.fetched.rows {
+        let record = by_remote.get(row.id.as_str()).copied();
+        match canonical(inputs, row, record) {
+            Ok(fields) => {
+                fetched.insert(row.id.as_str(), (fields, row.modified_at));
+            }
+            Err(bad) => {
+                skipped.insert(row.id.as_str());
+                invalid.push(bad);
+            }
+        }
+    }
+
+    // Bound records.
+    let mut snapped: Vec<&String> = inputs.snaps.keys().collect();
+    snapped.sort();
+    for record in snapped {
+        let snap = &inputs.snaps[record];
+        let rid = snap.remote_id.as_str();
+        if skipped.contains(rid) {
+            continue;
+        }
+        let remote: Option<(Fields, Option<i64>)> = if let Some(r) = fetched.get(rid) {
+            Some(r.clone())
+        } else if inputs.fetched.complete || deleted_remote.contains(rid) {
+            None
+        } else {
+            Some((snap.remote.clone(), None))
+        };
+        let local = inputs
+            .local
+            .get(record)
+            .filter(|l| !l.deleted)
+            .map(|l| &l.fields);
+        if let Some(row) = bound_row(inputs, record, snap, local, remote) {
+            rows.push(row);
+        }
+    }
+
+    // Rows seen for the first time: match them to local records by the key
+    // field (or by id), so binding existing data duplicates nothing.
+    let mut unbound_remote: Vec<&RemoteRow> = inputs
+        .fetched
+        .rows
+        .iter()
+        .filter(|r| !by_remote.contains_key(r.id.as_str()) && fetched.contains_key(r.id.as_str()))
+        .collect();
+    unbound_remote.sort_by(|a, b| a.id.cmp(&b.id));
+    let unbound_local: Vec<(&String, &LocalRec)> = inputs
+        .local
+        .iter()
+        .filter(|(id, l)| !l.deleted && !inputs.snaps.contains_key(*id))
+        .collect();
+    let mut by_key: HashMap<String, &String> = HashMap::new();
+    if let Some(key) = inputs.key_field {
+        for (id, l) in &unbound_local {
+            if let Some(v) = l.fields.get(key) {
+                by_key.entry(v.to_string()).or_insert(id);
+            }
+        }
+    }
+    let mut matched: HashSet<&String> = HashSet::new();
+    let mut hold_cursor = false;
+    for row in unbound_remote {
+        let (fields, modified_at) = fetched[row.id.as_str()].clone();
+        let partner = match inputs.key_field {
+            Some(key) => fields
+                .get(key)
+                .and_then(|v| by_key.get(&v.to_string()))
+                .copied(),
+            None => {
+                let id = record_id_for(&row.id);
+                unbound_local
+                    .iter()
+                    .find(|(l, _)| **l == id)
+                    .map(|(l, _)| *l)
+            }
+        }
+        .filter(|l| !matched.contains(l));
+        if let Some(record) = partner {
+            matched.insert(record);
+            let empty = Snap {
+                remote_id: row.id.clone(),
+                base: Fields::new(),
+                remote: Fields::new(),
+            };
+            let local = &inputs.local[record].fields;
+            if let Some(plan) = bound_row(
+                inputs,
+                record,
+                &empty,
+                Some(local),
+                Some((fields, modified_at)),
+            ) {
+                rows.push(plan);
+            }
+            continue;
+        }
+        if !inputs.direction.pulls() {
+            hold_cursor = true;
+            continue;
+        }
+        if let Some(bad) = required_missing(inputs, &row.id, &fields) {
+            invalid.push(bad);
+            continue;
+        }
+        let mut record = record_id_for(&row.id);
+        if inputs.local.contains_key(&record) {
+            // The id is taken by an unrelated record: derive a fresh one.
+            record = format!(
+                "r-{}",
+                &hex::encode(Sha256::digest(format!("{}\0{}", inputs.registry, row.id)))[..32]
+            );
+        }
+        rows.push(RowPlan {
+            record: record.clone(),
+            remote_id: row.id.clone(),
+            local: Some((Action::Create, changes(&Fields::new(), &fields))),
+            remote: None,
+            conflicts: Vec::new(),
+            next: Next::Keep(Snap {
+                remote_id: row.id.clone(),
+                base: fields.clone(),
+                remote: fields,
+            }),
+        });
+    }
+    if inputs.direction.pushes() {
+        for (record, l) in unbound_local {
+            if matched.contains(record) {
+                continue;
+            }
+            rows.push(RowPlan {
+                record: record.clone(),
+                remote_id: record.clone(),
+                local: None,
+                remote: Some((Action::Create, changes(&Fields::new(), &l.fields))),
+                conflicts: Vec::new(),
+                next: Next::Keep(Snap {
+                    remote_id: record.clone(),
+                    base: l.fields.clone(),
+                    remote: l.fields.clone(),
+                }),
+            });
+        }
+    }
+    Planned {
+        rows,
+        invalid,
+        hold_cursor,
+    }
+}
+
+/// Field changes from `old` to `new`, over both maps' fields.
+fn changes(old: &Fields, new: &Fields) -> Vec<FieldChange> {
+    let mut names: Vec<&String> = old.keys().chain(new.keys()).collect();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .filter(|f| old.get(*f) != new.get(*f))
+        .map(|f| FieldChange {
+            field: f.clone(),
+            old: old.get(f).cloned(),
+            new: new.get(f).cloned(),
+        })
+        .collect()
+}
+
+fn differs(a: &Fields, b: &Fields, fields: &[String]) -> bool {
+    fields.iter().any(|f| a.get(f) != b.get(f))
+}
+
+/// The plan for one record known on both sides (or matched on first sync,
+/// with an empty base). `None` when nothing changes, not even the snapshot.
+fn bound_row(
+    inputs: &Inputs<'_>,
+    record: &str,
+    snap: &Snap,
+    local: Option<&Fields>,
+    remote: Option<(Fields, Option<i64>)>,
+) -> Option<RowPlan> {
+    let (push, pull) = (inputs.direction.pushes(), inputs.direction.pulls());
+    let mut row = RowPlan {
+        record: record.to_owned(),
+        remote_id: snap.remote_id.clone(),
+        local: None,
+        remote: None,
+        conflicts: Vec::new(),
+        next: Next::Drop,
+    };
+    let delete_conflict =
+        |row: &mut RowPlan, deleted_on: Side, l: Option<&Fields>, r: Option<&Fields>| {
+            // A delete and a concurrent edit: the delete wins, except under
+            // `manual`, where the row waits until someone settles it.
+            let policy = (inputs.policy)("");
+            let winner = match policy {
+                ConflictPolicy::Manual => inputs.take,
+                _ => Some(deleted_on),
+            };
+            row.conflicts.push(FieldConflict {
+                field: "(record)".into(),
+                local: l.map(|_| Value::Text("edited".into())),
+                remote: r.map(|_| Value::Text("edited".into())),
+                policy,
+                winner,
+                note: format!(
+                    "deleted {}, edited {}",
+                    deleted_on.place(),
+                    deleted_on.other().place()
+                ),
+            });
+            winner
+        };
+    match (local, remote) {
+        (None, None) => Some(row), // deleted on both sides: forget it
+        (None, Some((r, _))) => {
+            let edited = differs(&r, &snap.base, inputs.fields);
+            let winner = if edited {
+                delete_conflict(&mut row, Side::Local, None, Some(&r))
+            } else {
+                Some(Side::Local)
+            };
+            if winner == Some(Side::Local) && push {
+                row.remote = Some((Action::Delete, changes(&r, &Fields::new())));
+                return Some(row);
+            }
+            if winner == Some(Side::Remote) {
+                // Under manual with --take remote, nothing can undelete the
+                // record; say so by leaving it open.
+                if let Some(c) = row.conflicts.last_mut() {
+                    c.winner = None;
+                }
+            }
+            row.next = Next::Keep(Snap {
+                remote: r,
+                ..snap.clone()
+            });
+            Some(row).filter(|r| !r.conflicts.is_empty())
+        }
+        (Some(l), None) => {
+            let edited = differs(l, &snap.base, inputs.fields);
+            let winner = if edited {
+                delete_conflict(&mut row, Side::Remote, Some(l), None)
+            } else {
+                Some(Side::Remote)
+            };
+            if winner == Some(Side::Remote) && pull {
+                row.local = Some((Action::Delete, changes(l, &Fields::new())));
+                return Some(row);
+            }
+            if winner == Some(Side::Local) && push {
+                // The edit wins over the remote delete: create the row again.
+                row.remote = Some((Action::Create, changes(&Fields::new(), l)));
+                row.next = Next::Keep(Snap {
+                    remote_id: snap.remote_id.clone(),
+                    base: l.clone(),
+                    remote: l.clone(),
+                });
+                return Some(row);
+            }
+            row.next = Next::Keep(Snap {
+                remote: Fields::new(),
+                ..snap.clone()
+            });
+            Some(row).filter(|r| !r.conflicts.is_empty())
+        }
+        (Some(l), Some((r, modified_at))) => {
+            let mut base = snap.base.clone();
+            let mut seen = r.clone();
+            let mut to_local = Vec::new();
+            let mut to_remote = Vec::new();
+            for f in inputs.fields {
+                let (b, lv, rv) = (snap.base.get(f), l.get(f), r.get(f));
+                if lv == rv {
+                    set(&mut base, f, lv);
+                    continue;
+                }
+                let (lc, rc) = (lv != b, rv != b);
+                let winner = if lc && rc {
+                    let policy = (inputs.policy)(f);
+                    let winner = resolve(inputs, policy, record, f, lv, rv, modified_at);
+                    row.conflicts.push(FieldConflict {
+                        field: f.clone(),
+                        local: lv.cloned(),
+                        remote: rv.cloned(),
+                        policy,
+                        winner,
+                        note: String::new(),
+                    });
+                    winner
+                } else if lc {
+                    Some(Side::Local)
+                } else {
+                    Some(Side::Remote)
+                };
+                match winner {
+                    Some(Side::Local) if push => {
+                        to_remote.push(FieldChange {
+                            field: f.clone(),
+                            old: rv.cloned(),
+                            new: lv.cloned(),
+                        });
+                        set(&mut base, f, lv);
+                        set(&mut seen, f, lv);
+                    }
+                    Some(Side::Remote) if pull => {
+                        to_local.push(FieldChange {
+                            field: f.clone(),
+                            old: lv.cloned(),
+                            new: rv.cloned(),
+                        });
+                        set(&mut base, f, rv);
+                    }
+                    // Not this direction, or an open manual conflict: the
+                    // base stays, so the change is still seen next time.
+                    _ => {}
+                }
+            }
+            let next = Snap {
+                remote_id: snap.remote_id.clone(),
+                base,
+                remote: seen,
+            };
+            if !to_local.is_empty() {
+                row.local = Some((Action::Update, to_local));
+            }
+            if !to_remote.is_empty() {
+                row.remote = Some((Action::Update, to_remote));
+            }
+            if row.local.is_none()
+                && row.remote.is_none()
+                && row.conflicts.is_empty()
+                && next == *snap
+            {
+                return None;
+            }
+            row.next = Next::Keep(next);
+            Some(row)
+        }
+    }
+}
+
+fn set(fields: &mut Fields, f: &str, v: Option<&Value>) {
+    match v {
+        Some(v) => fields.insert(f.to_owned(), v.clone()),
+        None => fields.remove(f),
+    };
+}
+
+/// Settles a field changed differently on both sides. `automerge` and
+/// `hash` pick the value with the lowest content hash (deterministic and
+/// clock-free); `last-write-wins` the later write (ties by hash); `manual`
+/// leaves it open unless the run was told which side to take.
+fn resolve(
+    inputs: &Inputs<'_>,
+    policy: ConflictPolicy,
+    record: &str,
+    field: &str,
+    local: Option<&Value>,
+    remote: Option<&Value>,
+    remote_time: Option<i64>,
+) -> Option<Side> {
+    let by_hash = || {
+        if value_hash(local) <= value_hash(remote) {
+            Side::Local
+        } else {
+            Side::Remote
+        }
+    };
+    match policy {
+        ConflictPolicy::Manual => inputs.take,
+        ConflictPolicy::LastWriteWins => match ((inputs.local_time)(record, field), remote_time) {
+            (Some(l), Some(r)) if l != r => Some(if l > r { Side::Local } else { Side::Remote }),
+            _ => Some(by_hash()),
+        },
+        _ => Some(by_hash()),
+    }
+}
