@@ -3,8 +3,8 @@
 //! failed and what to do) and the fields a program may branch on.
 
 use chittysync::{
-    ExportError, ImportError, LookupError, OpenError, ProveError, StoreError, VerifyError,
-    WriteError,
+    EngineError, ExportError, ImportError, LookupError, OpenError, ProveError, StoreError,
+    VerifyError, WriteError,
 };
 
 /// What went wrong in a ChittySync call.
@@ -62,6 +62,20 @@ pub enum ChittyError {
     /// An argument is malformed (a bad key, hash or id).
     #[error("{message}")]
     Argument {
+        /// The full explanation.
+        message: String,
+    },
+    /// An adapter binding is missing or wrong, or its remote system failed
+    /// (unreachable, refused, or a table that does not fit).
+    #[error("{message}")]
+    Adapter {
+        /// The full explanation (never a secret).
+        message: String,
+    },
+    /// A sync run stopped before writing: it would delete more rows than
+    /// the binding allows. Run again with `allow_deletes` if intended.
+    #[error("{message}")]
+    TooManyDeletes {
         /// The full explanation.
         message: String,
     },
@@ -131,6 +145,20 @@ impl From<VerifyError> for ChittyError {
     fn from(e: VerifyError) -> Self {
         ChittyError::Verify {
             message: e.to_string(),
+        }
+    }
+}
+
+impl From<EngineError> for ChittyError {
+    fn from(e: EngineError) -> Self {
+        let message = e.to_string();
+        match e {
+            EngineError::Write(w) => w.into(),
+            EngineError::Lookup(l) => l.into(),
+            EngineError::Store(_) => ChittyError::Store { message },
+            EngineError::TooManyDeletes { .. } => ChittyError::TooManyDeletes { message },
+            EngineError::NotWriter { .. } => ChittyError::NotPermitted { message },
+            _ => ChittyError::Adapter { message },
         }
     }
 }

@@ -9,11 +9,13 @@
 // so it cannot be boxed to make it small.
 #![allow(clippy::result_large_err)]
 
+mod adapters;
 mod error;
 mod registry;
 mod replica;
 mod types;
 
+pub use adapters::*;
 pub use error::ChittyError;
 pub use registry::Registry;
 pub use replica::Replica;

@@ -15,6 +15,12 @@ pub struct Replica {
     inner: core::Replica,
 }
 
+impl Replica {
+    pub(crate) fn core(&self) -> &core::Replica {
+        &self.inner
+    }
+}
+
 #[uniffi::export]
 impl Replica {
     /// Opens the replica at `path`, creating the file and a new key if

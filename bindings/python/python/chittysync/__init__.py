@@ -27,7 +27,12 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 from ._native import chittysync_ffi as native
 from ._native.chittysync_ffi import (  # noqa: F401  (re-exported)
+    AdapterFailure,
     AttestationStatus,
+    BindingAdded,
+    BindingSpec,
+    MemoryTable,
+    SyncDirection,
     AuditEffect,
     AuditEntry,
     ChittyError,
@@ -40,6 +45,15 @@ from ._native.chittysync_ffi import (  # noqa: F401  (re-exported)
 )
 
 __all__ = [
+    "Adapter",
+    "Create",
+    "Update",
+    "Delete",
+    "Fetch",
+    "Row",
+    "RowFailed",
+    "MemoryTable",
+    "SyncResult",
     "Replica",
     "Registry",
     "Record",
@@ -104,7 +118,7 @@ def _to_json(value: Any) -> Any:
     )
 
 
-def from_native(value: native.FieldValue) -> Any:
+def from_native(value: "native.FieldValue") -> Any:
     """Converts a field value to the matching Python value."""
     if value.is_text():
         return value.value
@@ -411,3 +425,248 @@ class Replica:
         """Re-checks everything from genesis; raises ``ChittyError.Verify``
         naming the first bad item."""
         return self._inner.verify(registry)
+
+    def add_binding(
+        self,
+        name: str,
+        registry: str,
+        kind: str,
+        table: str,
+        *,
+        id_column: str = "id",
+        mapping: Optional[Mapping[str, str]] = None,
+        key_field: Optional[str] = None,
+        direction: Optional[str] = None,
+        settings: Optional[Mapping[str, str]] = None,
+        secret_env: Optional[str] = None,
+        conflict_policy: Optional[str] = None,
+    ) -> BindingAdded:
+        """Binds a registry to an external table; the binding gets its own
+        signing key (made a writer when this replica is an admin). Secrets
+        only by reference: ``secret_env`` names an environment variable."""
+        return self._inner.add_binding(
+            BindingSpec(
+                name=name,
+                registry=registry,
+                kind=kind,
+                table=table,
+                id_column=id_column,
+                mapping=dict(mapping or {}),
+                key_field=key_field,
+                direction=None if direction is None else SyncDirection[direction.upper()],
+                settings=dict(settings or {}),
+                secret_env=secret_env,
+                conflict_policy=conflict_policy,
+            )
+        )
+
+    def bindings(self) -> List[BindingSpec]:
+        return self._inner.bindings()
+
+    def remove_binding(self, name: str) -> None:
+        self._inner.remove_binding(name)
+
+    async def sync(
+        self,
+        binding: str,
+        adapter: Union[Adapter, MemoryTable, None] = None,
+        *,
+        direction: Optional[str] = None,
+        dry_run: bool = False,
+        allow_deletes: bool = False,
+        full: bool = False,
+        progress: Any = None,
+    ) -> SyncResult:
+        """Runs a binding once: plan, then (unless ``dry_run``) the writes on
+        both sides. ``adapter`` is a Python ``Adapter``, a ``MemoryTable``,
+        or None for a stored Postgres binding. ``progress`` is any object
+        with ``stage(name, total)`` and ``advance(n)``."""
+        settings = native.SyncSettings(
+            direction=None if direction is None else SyncDirection[direction.upper()],
+            dry_run=dry_run,
+            allow_deletes=allow_deletes,
+            full=full,
+        )
+        listener = None if progress is None else _Progress(progress)
+        if adapter is None:
+            out = await self._inner.sync_binding(binding, settings, listener)
+        elif isinstance(adapter, MemoryTable):
+            out = await self._inner.sync_memory(binding, adapter, settings, listener)
+        else:
+            out = await self._inner.sync_foreign(binding, _Bridge(adapter), settings, listener)
+        return SyncResult(
+            dry_run=out.dry_run,
+            applied=out.applied,
+            failed=list(out.failed),
+            open_conflicts=out.open_conflicts,
+            plan=json.loads(out.report_json),
+        )
+
+
+# --- Adapters -------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """A row of an adapter's table: its id and values by registry field."""
+
+    id: str
+    fields: Dict[str, Any]
+    modified_at: Optional[int] = None
+
+
+@dataclass
+class Fetch:
+    """What ``Adapter.fetch`` returns: the rows (all, or those changed since
+    the cursor), ids deleted since the cursor, whether ``rows`` is the whole
+    table, and the cursor for next time (None: always fetch everything)."""
+
+    rows: List[Row]
+    deleted: List[str] = _dc_field(default_factory=list)
+    complete: bool = True
+    cursor: Optional[str] = None
+
+
+@dataclass
+class Create:
+    """Create row ``id`` (update it if it exists: retries never duplicate)."""
+
+    id: str
+    fields: Dict[str, Any]
+
+
+@dataclass
+class Update:
+    """Change some fields of row ``id``; a value of None clears the field."""
+
+    id: str
+    fields: Dict[str, Any]
+
+
+@dataclass
+class Delete:
+    """Delete row ``id``."""
+
+    id: str
+
+
+@dataclass
+class RowFailed:
+    """A write that failed: return it from ``apply`` in the op's place."""
+
+    message: str
+    retryable: bool = False
+
+
+class Adapter:
+    """An adapter written in Python, driven by the Rust sync engine (plan,
+    dry run, conflict policies, provenance, snapshots). Subclass it and
+    implement ``columns``, ``fetch`` and ``apply``; set ``system`` and
+    ``table``. Raise any exception to fail the whole call."""
+
+    system: str = "python"
+    table: str = "table"
+
+    def columns(self) -> List[str]:
+        raise NotImplementedError
+
+    def fetch(self, since: Optional[str]) -> Fetch:
+        raise NotImplementedError
+
+    def apply(self, ops: List[Union[Create, Update, Delete]]) -> List[Union[str, RowFailed]]:
+        """Applies the writes in order; returns per op the row's id, or a
+        ``RowFailed``."""
+        raise NotImplementedError
+
+
+class _Bridge(native.ForeignAdapter):
+    def __init__(self, adapter: Adapter):
+        self._a = adapter
+
+    def system(self) -> str:
+        return str(self._a.system)
+
+    def table(self) -> str:
+        return str(self._a.table)
+
+    def columns(self):
+        return self._guard(lambda: [str(c) for c in self._a.columns()])
+
+    def fetch(self, since):
+        def go():
+            f = self._a.fetch(since)
+            return native.RemoteFetch(
+                rows=[
+                    native.RemoteRow(
+                        id=r.id,
+                        fields={k: to_native(v) for k, v in r.fields.items() if v is not None},
+                        modified_at=r.modified_at,
+                    )
+                    for r in f.rows
+                ],
+                deleted=list(f.deleted),
+                complete=f.complete,
+                cursor=f.cursor,
+            )
+
+        return self._guard(go)
+
+    def apply(self, ops):
+        def go():
+            mine = []
+            for op in ops:
+                if op.is_create():
+                    mine.append(Create(op.id, {k: from_native(v) for k, v in op.fields.items()}))
+                elif op.is_update():
+                    mine.append(
+                        Update(
+                            op.id,
+                            {k: None if v is None else from_native(v) for k, v in op.fields.items()},
+                        )
+                    )
+                else:
+                    mine.append(Delete(op.id))
+            out = []
+            for result in self._a.apply(mine):
+                if isinstance(result, RowFailed):
+                    out.append(
+                        native.RemoteOpResult(id=None, error=result.message, retryable=result.retryable)
+                    )
+                else:
+                    out.append(native.RemoteOpResult(id=str(result), error=None, retryable=False))
+            return out
+
+        return self._guard(go)
+
+    @staticmethod
+    def _guard(f):
+        try:
+            return f()
+        except AdapterFailure:
+            raise
+        except Exception as e:  # the adapter's own failure, named
+            raise AdapterFailure.Failed(f"{type(e).__name__}: {e}") from e
+
+
+class _Progress(native.ProgressListener):
+    def __init__(self, progress):
+        self._p = progress
+
+    def stage(self, stage, total):
+        self._p.stage(stage, total)
+
+    def advance(self, n):
+        self._p.advance(n)
+
+
+@dataclass
+class SyncResult:
+    """What a sync run planned and did. ``plan`` is the whole plan as a
+    dict: per row the action, side, fields old → new; conflicts; invalid
+    rows; a summary of counts."""
+
+    dry_run: bool
+    applied: int
+    failed: List[str]
+    open_conflicts: int
+    plan: Dict[str, Any]
