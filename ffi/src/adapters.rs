@@ -214,19 +214,17 @@ pub trait ProgressListener: Send + Sync {
     fn advance(&self, n: u64);
 }
 
-struct Progress(Option<Arc<dyn ProgressListener>>);
+// The listener is required, not optional: an optional callback object
+// does not lower in the Node runtime (the wrappers pass a silent one).
+struct Progress(Arc<dyn ProgressListener>);
 
 impl core::Progress for Progress {
     fn stage(&self, stage: core::Stage, total: u64) {
-        if let Some(p) = &self.0 {
-            p.stage(stage.label().to_owned(), total);
-        }
+        self.0.stage(stage.label().to_owned(), total);
     }
 
     fn advance(&self, n: u64) {
-        if let Some(p) = &self.0 {
-            p.advance(n);
-        }
+        self.0.advance(n);
     }
 }
 
@@ -574,7 +572,7 @@ impl Replica {
         &self,
         name: String,
         settings: SyncSettings,
-        progress: Option<Arc<dyn ProgressListener>>,
+        progress: Arc<dyn ProgressListener>,
     ) -> Result<SyncOutcome, ChittyError> {
         let replica = self.core();
         let binding = replica
@@ -614,7 +612,7 @@ impl Replica {
         name: String,
         adapter: Arc<dyn ForeignAdapter>,
         settings: SyncSettings,
-        progress: Option<Arc<dyn ProgressListener>>,
+        progress: Arc<dyn ProgressListener>,
     ) -> Result<SyncOutcome, ChittyError> {
         let bridge = Bridge::new(adapter);
         let report = self
@@ -630,7 +628,7 @@ impl Replica {
         name: String,
         table: Arc<MemoryTable>,
         settings: SyncSettings,
-        progress: Option<Arc<dyn ProgressListener>>,
+        progress: Arc<dyn ProgressListener>,
     ) -> Result<SyncOutcome, ChittyError> {
         let report = self
             .core()

@@ -6,8 +6,16 @@
 
 import * as native from "./generated/index";
 import {
+  AdapterFailure,
   AuditFilter,
+  BindingSpec,
   ChittyError as NativeError,
+  MemoryTable,
+  RemoteFetch,
+  RemoteOpResult,
+  RemoteRow,
+  SyncDirection,
+  SyncSettings,
   FieldKind,
   FieldSpec,
   FieldValue,
@@ -15,6 +23,10 @@ import {
   Role,
 } from "./generated/index";
 import type {
+  BindingAdded,
+  ForeignAdapter,
+  ProgressListener,
+  RemoteOp,
   AttestationStatus,
   AuditEntry,
   Candidate as NativeCandidate,
@@ -28,8 +40,10 @@ import type {
   VerifySummary,
 } from "./generated/index";
 
-export { native, FieldKind, Role };
+export { native, FieldKind, MemoryTable, Role };
 export type {
+  BindingAdded,
+  BindingSpec,
   AttestationStatus,
   AuditEntry,
   ImportSummary,
@@ -71,6 +85,8 @@ export type ErrorKind =
   | "Refused"
   | "Verify"
   | "Argument"
+  | "Adapter"
+  | "TooManyDeletes"
   | "Store";
 
 /**
@@ -96,15 +112,20 @@ export class ChittySyncError extends Error {
 
 type Record<K extends string, V> = { [P in K]: V };
 
+/** A native error as a `ChittySyncError`; anything else unchanged. */
+function translate(e: unknown): unknown {
+  if (NativeError.instanceOf(e)) {
+    const err = e as unknown as { tag: string; inner: { message: string } & Record<string, string> };
+    return new ChittySyncError(err.tag as ErrorKind, err.inner);
+  }
+  return e;
+}
+
 function call<T>(f: () => T): T {
   try {
     return f();
   } catch (e) {
-    if (NativeError.instanceOf(e)) {
-      const err = e as unknown as { tag: string; inner: { message: string } & Record<string, string> };
-      throw new ChittySyncError(err.tag as ErrorKind, err.inner);
-    }
-    throw e;
+    throw translate(e);
   }
 }
 
@@ -475,4 +496,214 @@ export class Replica {
   verify(registry?: string): VerifySummary {
     return call(() => this.native.verify(registry));
   }
+
+  /** Binds a registry to an external table; the binding gets its own signing key (made a writer when this replica is an admin). Secrets only by reference: `secretEnv` names an environment variable. */
+  addBinding(spec: {
+    name: string;
+    registry: string;
+    kind: string;
+    table: string;
+    idColumn?: string;
+    mapping?: { [field: string]: string };
+    keyField?: string;
+    direction?: Direction;
+    settings?: { [key: string]: string };
+    secretEnv?: string;
+    conflictPolicy?: string;
+  }): BindingAdded {
+    const native_ = BindingSpec.create({
+      name: spec.name,
+      registry: spec.registry,
+      kind: spec.kind,
+      table: spec.table,
+      idColumn: spec.idColumn ?? "id",
+      mapping: new Map(Object.entries(spec.mapping ?? {})),
+      keyField: spec.keyField,
+      direction: direction(spec.direction),
+      settings: new Map(Object.entries(spec.settings ?? {})),
+      secretEnv: spec.secretEnv,
+      conflictPolicy: spec.conflictPolicy,
+    });
+    return call(() => this.native.addBinding(native_));
+  }
+
+  bindings(): BindingSpec[] {
+    return call(() => this.native.bindings());
+  }
+
+  removeBinding(name: string): void {
+    call(() => this.native.removeBinding(name));
+  }
+
+  /**
+   * Runs a binding once: plan, then (unless `dryRun`) the writes on both
+   * sides. `adapter` is an `Adapter` written in JavaScript, a `MemoryTable`,
+   * or undefined for a stored Postgres binding.
+   */
+  async sync(binding: string, adapter?: Adapter | MemoryTable, opts: SyncRunOptions = {}): Promise<SyncResult> {
+    const settings = SyncSettings.create({
+      direction: direction(opts.direction),
+      dryRun: opts.dryRun ?? false,
+      allowDeletes: opts.allowDeletes ?? false,
+      full: opts.full ?? false,
+    });
+    const progress = opts.progress;
+    const listener: ProgressListener = {
+      stage: (stage: string, total: bigint) => progress?.stage(stage, Number(total)),
+      advance: (n: bigint) => progress?.advance(Number(n)),
+    };
+    let out;
+    try {
+      if (adapter === undefined) out = await this.native.syncBinding(binding, settings, listener);
+      else if (adapter instanceof MemoryTable) out = await this.native.syncMemory(binding, adapter, settings, listener);
+      else out = await this.native.syncForeign(binding, bridge(adapter), settings, listener);
+    } catch (e) {
+      throw translate(e);
+    }
+    return {
+      dryRun: out.dryRun,
+      applied: Number(out.applied),
+      failed: [...out.failed],
+      openConflicts: Number(out.openConflicts),
+      plan: JSON.parse(out.reportJson),
+    };
+  }
+}
+
+/** Which way a binding moves data. */
+export type Direction = "push" | "pull" | "both";
+
+function direction(d?: Direction): SyncDirection | undefined {
+  switch (d) {
+    case undefined:
+      return undefined;
+    case "push":
+      return SyncDirection.Push;
+    case "pull":
+      return SyncDirection.Pull;
+    case "both":
+      return SyncDirection.Both;
+    default:
+      throw new TypeError(`unknown direction '${d}'; use push, pull or both`);
+  }
+}
+
+/** How to run a sync. */
+export interface SyncRunOptions {
+  direction?: Direction;
+  dryRun?: boolean;
+  allowDeletes?: boolean;
+  full?: boolean;
+  /** Told each stage (`fetch`, `apply-local`, `apply-remote`) and the work done. */
+  progress?: { stage(name: string, total: number): void; advance(n: number): void };
+}
+
+/** What a sync run planned and did; `plan` holds per row the action, side, fields old → new, conflicts, invalid rows and a summary. */
+export interface SyncResult {
+  dryRun: boolean;
+  applied: number;
+  failed: string[];
+  openConflicts: number;
+  plan: { [key: string]: unknown };
+}
+
+/** A row of an adapter's table: its id and values by registry field. */
+export interface Row {
+  id: string;
+  fields: { [field: string]: Value };
+  modifiedAt?: number;
+}
+
+/** What `Adapter.fetch` returns. */
+export interface Fetch {
+  rows: Row[];
+  deleted?: string[];
+  /** Whether `rows` is the whole table (default true). */
+  complete?: boolean;
+  /** The cursor for the next incremental fetch (none: always fetch everything). */
+  cursor?: string;
+}
+
+/** One write the engine asks an adapter to make. */
+export type Op =
+  | { kind: "create"; id: string; fields: { [field: string]: unknown } }
+  | { kind: "update"; id: string; fields: { [field: string]: unknown } }
+  | { kind: "delete"; id: string };
+
+/** A write that failed; return it from `apply` in the op's place. */
+export interface RowFailed {
+  failed: string;
+  retryable?: boolean;
+}
+
+/**
+ * An adapter written in JavaScript, driven by the Rust sync engine (plan,
+ * dry run, conflict policies, provenance, snapshots). Throw to fail the
+ * whole call. In an `update`, a field set to `null` is cleared.
+ */
+export interface Adapter {
+  system: string;
+  table: string;
+  columns(): string[];
+  fetch(since: string | undefined): Fetch;
+  apply(ops: Op[]): Array<string | RowFailed>;
+}
+
+function guard<T>(f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    if (AdapterFailure.instanceOf(e)) throw e;
+    const what = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+    throw new AdapterFailure.Failed({ message: what });
+  }
+}
+
+function bridge(a: Adapter): ForeignAdapter {
+  return {
+    system: () => String(a.system),
+    table: () => String(a.table),
+    columns: () => guard(() => a.columns().map(String)),
+    fetch: (since) =>
+      guard(() => {
+        const f = a.fetch(since);
+        return RemoteFetch.create({
+          rows: f.rows.map((r) =>
+            RemoteRow.create({
+              id: r.id,
+              fields: new Map(
+                Object.entries(r.fields)
+                  .filter(([, v]) => v !== null && v !== undefined)
+                  .map(([k, v]) => [k, toNative(v)]),
+              ),
+              modifiedAt: r.modifiedAt === undefined ? undefined : BigInt(r.modifiedAt),
+            }),
+          ),
+          deleted: f.deleted ?? [],
+          complete: f.complete ?? true,
+          cursor: f.cursor,
+        });
+      }),
+    apply: (ops: RemoteOp[]) =>
+      guard(() => {
+        const mine: Op[] = ops.map((op) => {
+          const o = op as unknown as { tag: string; inner: { id: string; fields?: Map<string, FieldValue | undefined> } };
+          const fields: { [k: string]: unknown } = {};
+          for (const [k, v] of o.inner.fields ?? new Map()) fields[k] = v === undefined ? null : fromNative(v);
+          switch (o.tag) {
+            case "Create":
+              return { kind: "create", id: o.inner.id, fields };
+            case "Update":
+              return { kind: "update", id: o.inner.id, fields };
+            default:
+              return { kind: "delete", id: o.inner.id };
+          }
+        });
+        return a.apply(mine).map((r) =>
+          typeof r === "string"
+            ? RemoteOpResult.create({ id: r, error: undefined, retryable: false })
+            : RemoteOpResult.create({ id: undefined, error: r.failed, retryable: r.retryable ?? false }),
+        );
+      }),
+  };
 }

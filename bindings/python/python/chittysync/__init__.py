@@ -487,7 +487,7 @@ class Replica:
             allow_deletes=allow_deletes,
             full=full,
         )
-        listener = None if progress is None else _Progress(progress)
+        listener = _Progress(progress)
         if adapter is None:
             out = await self._inner.sync_binding(binding, settings, listener)
         elif isinstance(adapter, MemoryTable):
@@ -653,10 +653,12 @@ class _Progress(native.ProgressListener):
         self._p = progress
 
     def stage(self, stage, total):
-        self._p.stage(stage, total)
+        if self._p is not None:
+            self._p.stage(stage, total)
 
     def advance(self, n):
-        self._p.advance(n)
+        if self._p is not None:
+            self._p.advance(n)
 
 
 @dataclass
