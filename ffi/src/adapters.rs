@@ -564,8 +564,78 @@ impl Replica {
     }
 }
 
+/// What a remote table looks like.
+#[derive(Clone, Debug, uniffi::Record)]
+pub struct RemoteTableInfo {
+    /// The table's qualified name.
+    pub name: String,
+    /// Its columns.
+    pub columns: Vec<String>,
+    /// Whether changes are fetched incrementally (else every run compares
+    /// the whole table).
+    pub incremental: bool,
+    /// Why not, when not.
+    pub full_compare_reason: Option<String>,
+}
+
+/// The adapter a stored binding names (Postgres).
+async fn stored_adapter(
+    replica: &core::Replica,
+    name: &str,
+) -> Result<core::PostgresAdapter, ChittyError> {
+    let binding = replica
+        .binding(name)?
+        .ok_or_else(|| ChittyError::NotFound {
+            message: format!(
+                "no adapter binding named '{name}' in this replica; add one with add_binding"
+            ),
+        })?;
+    match binding.kind.as_str() {
+        "postgres" => {
+            let schema = replica.registry(&binding.registry)?.schema();
+            let key = replica.binding_identity(name)?.public_key().to_string();
+            let origin = format!("chittysync-{}", &key[..16]);
+            core::PostgresAdapter::for_binding(&binding, &schema, &origin)
+                .await
+                .map_err(|e| ChittyError::Adapter {
+                    message: e.to_string(),
+                })
+        }
+        other => Err(ChittyError::argument(format!(
+            "binding '{name}' uses adapter kind '{other}'; run it with sync_foreign or sync_memory and the adapter object"
+        ))),
+    }
+}
+
 #[uniffi::export(async_runtime = "tokio")]
 impl Replica {
+    /// Makes a stored Postgres binding's table ready: creates it from the
+    /// schema when `create` and it is missing, installs change tracking
+    /// (or says why it cannot), and describes it.
+    pub async fn prepare_binding(
+        &self,
+        name: String,
+        create: bool,
+    ) -> Result<RemoteTableInfo, ChittyError> {
+        let adapter = stored_adapter(self.core(), &name).await?;
+        let table = adapter
+            .prepare(create)
+            .await
+            .map_err(|e| ChittyError::Adapter {
+                message: e.to_string(),
+            })?;
+        let (incremental, full_compare_reason) = match table.change_tracking {
+            core::ChangeTracking::FullCompare { reason } => (false, Some(reason)),
+            _ => (true, None),
+        };
+        Ok(RemoteTableInfo {
+            name: table.name,
+            columns: table.columns.into_iter().map(|c| c.name).collect(),
+            incremental,
+            full_compare_reason,
+        })
+    }
+
     /// Runs a stored Postgres binding once: plan, then (unless a dry run)
     /// the writes on both sides.
     pub async fn sync_binding(
@@ -575,30 +645,7 @@ impl Replica {
         progress: Arc<dyn ProgressListener>,
     ) -> Result<SyncOutcome, ChittyError> {
         let replica = self.core();
-        let binding = replica
-            .binding(&name)?
-            .ok_or_else(|| ChittyError::NotFound {
-                message: format!(
-                    "no adapter binding named '{name}' in this replica; add one with add_binding"
-                ),
-            })?;
-        let adapter = match binding.kind.as_str() {
-            "postgres" => {
-                let schema = replica.registry(&binding.registry)?.schema();
-                let key = replica.binding_identity(&name)?.public_key().to_string();
-                let origin = format!("chittysync-{}", &key[..16]);
-                core::PostgresAdapter::for_binding(&binding, &schema, &origin)
-                    .await
-                    .map_err(|e| ChittyError::Adapter {
-                        message: e.to_string(),
-                    })?
-            }
-            other => {
-                return Err(ChittyError::argument(format!(
-                    "binding '{name}' uses adapter kind '{other}'; run it with sync_foreign or sync_memory and the adapter object"
-                )));
-            }
-        };
+        let adapter = stored_adapter(replica, &name).await?;
         let report = replica
             .sync_binding(&name, &adapter, &settings.into(), &Progress(progress))
             .await?;

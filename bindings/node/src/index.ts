@@ -23,6 +23,7 @@ import {
   Role,
 } from "./generated/index";
 import type {
+  RemoteTableInfo,
   BindingAdded,
   ForeignAdapter,
   ProgressListener,
@@ -42,6 +43,7 @@ import type {
 
 export { native, FieldKind, MemoryTable, Role };
 export type {
+  RemoteTableInfo,
   BindingAdded,
   BindingSpec,
   AttestationStatus,
@@ -533,6 +535,15 @@ export class Replica {
 
   removeBinding(name: string): void {
     call(() => this.native.removeBinding(name));
+  }
+
+  /** Makes a stored Postgres binding's table ready: creates it from the schema when `create` and it is missing, installs change tracking (or says why it cannot), and describes it. */
+  async prepareBinding(name: string, create = false): Promise<RemoteTableInfo> {
+    try {
+      return await this.native.prepareBinding(name, create);
+    } catch (e) {
+      throw translate(e);
+    }
   }
 
   /**

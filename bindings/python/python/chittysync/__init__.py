@@ -466,6 +466,12 @@ class Replica:
     def remove_binding(self, name: str) -> None:
         self._inner.remove_binding(name)
 
+    async def prepare_binding(self, name: str, create: bool = False) -> "native.RemoteTableInfo":
+        """Makes a stored Postgres binding's table ready: creates it from the
+        schema when ``create`` and it is missing, installs change tracking
+        (or says why it cannot), and describes it."""
+        return await self._inner.prepare_binding(name, create)
+
     async def sync(
         self,
         binding: str,
