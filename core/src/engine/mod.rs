@@ -1146,4 +1146,43 @@ mod tests {
             "the cursor moved past the refused row"
         );
     }
+
+    /// On a replica that is not an admin, binding says what an admin must
+    /// run, and a sync refuses to write with the same instruction.
+    #[tokio::test]
+    async fn a_binding_on_a_non_admin_replica_names_the_command_an_admin_must_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = Replica::open(dir.path().join("a.db")).unwrap();
+        let writer = Replica::open(dir.path().join("w.db")).unwrap();
+        let schema = Schema::new().field(FieldDef::new("name", FieldType::Text));
+        let reg = admin.create_registry("r", schema).unwrap();
+        reg.set_member(writer.public_key(), crate::Role::Writer)
+            .unwrap();
+        writer.import(reg.export(&[]).unwrap()).unwrap();
+        let added = writer
+            .add_binding(&AdapterBinding::new("m", "r", "memory", "t"))
+            .unwrap();
+        assert!(!added.made_writer);
+        let cmd = added.admin_must_run.expect("an instruction");
+        assert_eq!(
+            cmd,
+            format!("chittysync members add r {} --role writer", added.key)
+        );
+        let table = MemoryAdapter::new("t");
+        table.insert("x", [("name", "x")]);
+        let err = writer
+            .sync_binding("m", &table.another_client(), &SyncOptions::sync(), &())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, EngineError::NotWriter { .. }));
+        assert!(err.to_string().contains(&cmd), "{err}");
+        // Once an admin adds the key, the writer's replica syncs.
+        reg.set_member(added.key, crate::Role::Writer).unwrap();
+        writer.import(reg.export(&[]).unwrap()).unwrap();
+        writer
+            .sync_binding("m", &table.another_client(), &SyncOptions::sync(), &())
+            .await
+            .unwrap();
+        assert!(writer.registry("r").unwrap().get("x").is_some());
+    }
 }
