@@ -108,14 +108,23 @@ impl<'r> Pg<'r> {
             |_| self.push_ours(&rows),
             |_| self.copy(&rows),
         )?;
-        figures.push(Figure::throughput(
-            BENCH_PUSH,
-            format!("{n} rows vs raw binary COPY"),
-            n,
-            &pairs,
-            Some(Goal::AtLeast(0.5)),
-            note,
-        ));
+        // Where one push's time goes, by engine stage.
+        let (_, stages) = self.push_ours_timed(&rows)?;
+        let stages: serde_json::Map<String, serde_json::Value> = stages
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), serde_json::json!(v)))
+            .collect();
+        figures.push(
+            Figure::throughput(
+                BENCH_PUSH,
+                format!("{n} rows vs raw binary COPY"),
+                n,
+                &pairs,
+                Some(Goal::AtLeast(0.5)),
+                note,
+            )
+            .with_extra(serde_json::json!({ "ours_stages_s": stages })),
+        );
         let pairs = interleave(
             warmup,
             iterations,
@@ -162,6 +171,10 @@ impl<'r> Pg<'r> {
     }
 
     fn push_ours(&self, rows: &[Payload]) -> Result<Duration> {
+        self.push_ours_timed(rows).map(|(d, _)| d)
+    }
+
+    fn push_ours_timed(&self, rows: &[Payload]) -> Result<(Duration, Vec<(&'static str, f64)>)> {
         let (_dir, replica, adapter) = self.bound(rows)?;
         let options = SyncOptions::push().batch_size(CHUNK);
         let start = Instant::now();
@@ -178,7 +191,7 @@ impl<'r> Pg<'r> {
             )
             .into());
         }
-        Ok(elapsed)
+        Ok((elapsed, report.timings))
     }
 
     fn copy(&self, rows: &[Payload]) -> Result<Duration> {

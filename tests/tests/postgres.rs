@@ -344,6 +344,7 @@ conformance!(
     first_sync_matches_by_key,
     delete_guard_stops_bulk_deletes,
     push_and_pull_move_one_way,
+    delete_against_edit,
 );
 
 fn schema() -> Schema {

@@ -582,7 +582,61 @@ pub async fn push_and_pull_move_one_way(f: &dyn RemoteFactory) {
     s.run(SyncOptions::pull()).await.unwrap();
     assert!(s.registry.get("b").is_some());
     s.assert_mirrored().await;
+    // A delete a push leaves behind is still there for the next pull.
+    s.remote.delete("b").await;
+    s.run(SyncOptions::push()).await.unwrap();
+    assert!(
+        s.registry.get("b").unwrap().deleted.is_none(),
+        "push wrote nothing locally"
+    );
+    s.run(SyncOptions::pull()).await.unwrap();
+    assert!(
+        s.registry.get("b").unwrap().deleted.is_some(),
+        "the pull applied the delete"
+    );
+    s.assert_mirrored().await;
     let _ = Direction::Both;
+}
+
+/// A delete against a concurrent edit: the delete wins, except under
+/// `manual`, where it stays open and reported until a side is taken.
+pub async fn delete_against_edit(f: &dyn RemoteFactory) {
+    let s = Setup::new(f, |b| b).await;
+    s.registry.put(Some("a"), [("name", "a")]).unwrap();
+    s.registry.put(Some("b"), [("name", "b")]).unwrap();
+    s.sync().await;
+    s.registry
+        .put(Some("a"), [("name", "edited here")])
+        .unwrap();
+    s.remote.delete("a").await;
+    let report = s.sync().await;
+    assert_eq!(report.plan.rows[0].conflicts[0].field, "(record)");
+    assert!(
+        s.registry.get("a").unwrap().deleted.is_some(),
+        "the delete won"
+    );
+    s.assert_mirrored().await;
+
+    let s = Setup::with_schema(f, schema().conflict_policy(ConflictPolicy::Manual), |b| b).await;
+    s.registry.put(Some("a"), [("name", "a")]).unwrap();
+    s.sync().await;
+    s.registry
+        .put(Some("a"), [("name", "edited here")])
+        .unwrap();
+    s.remote.delete("a").await;
+    for _ in 0..2 {
+        let report = s.sync().await;
+        assert_eq!(
+            report.plan.open_conflicts(),
+            1,
+            "open and reported every run"
+        );
+        assert!(s.registry.get("a").unwrap().deleted.is_none());
+    }
+    s.run(SyncOptions::sync().take(Side::Remote)).await.unwrap();
+    assert!(s.registry.get("a").unwrap().deleted.is_some());
+    s.assert_mirrored().await;
+    assert!(s.sync().await.plan.rows.is_empty());
 }
 
 /// Runs every conformance test against tables from `f`.
@@ -597,6 +651,7 @@ pub async fn run_all(f: &dyn RemoteFactory) {
     first_sync_matches_by_key(f).await;
     delete_guard_stops_bulk_deletes(f).await;
     push_and_pull_move_one_way(f).await;
+    delete_against_edit(f).await;
 }
 
 #[cfg(test)]
@@ -672,5 +727,6 @@ mod memory {
         first_sync_matches_by_key,
         delete_guard_stops_bulk_deletes,
         push_and_pull_move_one_way,
+        delete_against_edit,
     );
 }

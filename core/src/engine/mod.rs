@@ -237,6 +237,8 @@ pub struct RowPlan {
     /// Fields changed on both sides, and how each was settled.
     pub conflicts: Vec<FieldConflict>,
     pub(crate) next: Next,
+    /// A remote delete was left unapplied: the cursor must not move past it.
+    pub(crate) hold: bool,
 }
 
 /// What a run does (or, in a dry run, would do).
@@ -469,6 +471,9 @@ pub struct SyncReport {
     pub applied: usize,
     /// Rows that failed; the next run retries them.
     pub failed: Vec<RowFailure>,
+    /// Where the time went: stage name → seconds (`fetch`, `read_local`,
+    /// `plan`, `apply_local`, `apply_remote`, `save`).
+    pub timings: Vec<(&'static str, f64)>,
 }
 
 impl SyncReport {
@@ -478,6 +483,14 @@ impl SyncReport {
         let obj = json.as_object_mut().expect("the plan is an object");
         obj.insert("dry_run".into(), self.dry_run.into());
         obj.insert("applied".into(), self.applied.into());
+        obj.insert(
+            "timings_s".into(),
+            self.timings
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), serde_json::json!(v)))
+                .collect::<serde_json::Map<_, _>>()
+                .into(),
+        );
         obj.insert(
             "failed".into(),
             self.failed
@@ -592,6 +605,7 @@ async fn run(
 
     // Fetch.
     progress.stage(Stage::Fetch, 0);
+    let mut clock = Clock::default();
     let table = if options.dry_run {
         adapter.describe().await
     } else {
@@ -604,6 +618,7 @@ async fn run(
     let since = cursor.as_deref().filter(|_| !options.full && bound > 0);
     let fetched = adapter.fetch(since).await.map_err(adapter_err(binding))?;
     progress.advance(fetched.rows.len() as u64 + fetched.deleted.len() as u64);
+    clock.lap("fetch");
 
     // Diff, Validate, Resolve.
     let schema = registry.compiled_schema();
@@ -686,6 +701,7 @@ async fn run(
             .unwrap_or(schema.schema.conflict_policy)
     };
     let local_time = |record: &str, field: &str| registry.field_time(record, field);
+    clock.lap("read_local");
     let planned = plan::plan(&plan::Inputs {
         registry: &binding.registry,
         fields: &fields,
@@ -725,12 +741,14 @@ async fn run(
         deletes,
         delete_limit,
     };
+    clock.lap("plan");
     if options.dry_run {
         return Ok(SyncReport {
             plan,
             dry_run: true,
             applied: 0,
             failed: Vec::new(),
+            timings: clock.laps,
         });
     }
     if plan.exceeds_delete_limit() && !options.allow_deletes {
@@ -755,6 +773,7 @@ async fn run(
         &mut failed,
         progress,
     );
+    clock.lap("apply_local");
     let pushed = apply_remote(
         binding,
         adapter,
@@ -764,6 +783,7 @@ async fn run(
         progress,
     )
     .await?;
+    clock.lap("apply_remote");
 
     // Snapshots of the rows that succeeded, the cursor and a journal entry,
     // in one transaction.
@@ -831,12 +851,38 @@ async fn run(
     let mut failed: Vec<(usize, RowFailure)> = failed.into_iter().collect();
     failed.sort_by_key(|(i, _)| *i);
     plan.rows.sort_by(|a, b| a.record.cmp(&b.record));
+    clock.lap("save");
     Ok(SyncReport {
         plan,
         dry_run: false,
         applied,
         failed: failed.into_iter().map(|(_, f)| f).collect(),
+        timings: clock.laps,
     })
+}
+
+/// Stage timings of one run.
+struct Clock {
+    last: std::time::Instant,
+    laps: Vec<(&'static str, f64)>,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock {
+            last: std::time::Instant::now(),
+            laps: Vec::new(),
+        }
+    }
+}
+
+impl Clock {
+    fn lap(&mut self, stage: &'static str) {
+        let now = std::time::Instant::now();
+        self.laps
+            .push((stage, now.duration_since(self.last).as_secs_f64()));
+        self.last = now;
+    }
 }
 
 /// Writes remote changes into the registry, signed by the binding's key,
