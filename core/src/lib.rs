@@ -9,6 +9,12 @@
 //! bundle with any bad signature, forged author or unauthorised change is
 //! refused whole.
 //!
+//! A registry can also be mirrored to an external table through an
+//! [`Adapter`] (Postgres behind the `postgres` feature, or the in-memory
+//! [`MemoryAdapter`]): [`Replica::add_binding`] stores the binding and
+//! [`Replica::sync_binding`] runs Fetch → Diff → Validate → Resolve → Apply,
+//! or only plans it with [`SyncOptions::dry_run`].
+//!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use chittysync::{FieldDef, FieldType, Replica, Role, Schema};

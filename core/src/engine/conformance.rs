@@ -11,9 +11,7 @@ use std::collections::BTreeMap;
 
 use crate::AuditQuery;
 use crate::adapters::{Adapter, BoxFuture, TableSpec};
-use crate::engine::{
-    Action, AdapterBinding, Direction, EngineError, Side, SyncOptions, SyncReport,
-};
+use crate::engine::{Action, AdapterBinding, EngineError, Side, SyncOptions, SyncReport};
 use crate::registry::{Query, Registry};
 use crate::replica::Replica;
 use crate::schema::{ConflictPolicy, FieldDef, FieldType, Schema};
@@ -595,7 +593,6 @@ pub async fn push_and_pull_move_one_way(f: &dyn RemoteFactory) {
         "the pull applied the delete"
     );
     s.assert_mirrored().await;
-    let _ = Direction::Both;
 }
 
 /// A delete against a concurrent edit: the delete wins, except under

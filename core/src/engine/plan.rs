@@ -137,9 +137,8 @@ fn required_missing(inputs: &Inputs<'_>, remote_id: &str, fields: &Fields) -> Op
         Rule::Required.to_string()
     } else {
         format!(
-            "{}; the field is not mapped to a column, so rows from {} can never fill it — map it or make it optional",
-            Rule::Required,
-            "the remote table"
+            "{}; the field is not mapped to a remote column, so map it or make it optional",
+            Rule::Required
         )
     };
     Some(InvalidRow {
