@@ -11,8 +11,8 @@
 //! ```
 
 use chittysync::{
-    Adapter, AdapterBinding, AuditQuery, FieldDef, FieldType, PostgresAdapter, Replica, Schema,
-    Side, SyncOptions,
+    Adapter, AdapterBinding, AdapterSyncOptions, AuditQuery, FieldDef, FieldType, PostgresAdapter,
+    Replica, Schema, Side,
 };
 
 const URL_VAR: &str = "CHITTYSYNC_PG_URL";
@@ -40,7 +40,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     pg.prepare(true).await?; // create the table, install change tracking
 
     let plan = replica
-        .sync_binding("pg", &pg, &SyncOptions::sync().dry_run(), &())
+        .sync_binding("pg", &pg, &AdapterSyncOptions::sync().dry_run(), &())
         .await?
         .plan;
     println!(
@@ -48,7 +48,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         plan.count(Side::Remote, chittysync::Action::Create)
     );
     replica
-        .sync_binding("pg", &pg, &SyncOptions::sync(), &())
+        .sync_binding("pg", &pg, &AdapterSyncOptions::sync(), &())
         .await?;
 
     // Another application edits the table with plain SQL.
@@ -61,7 +61,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     ))
     .await?;
     let report = replica
-        .sync_binding("pg", &pg, &SyncOptions::sync(), &())
+        .sync_binding("pg", &pg, &AdapterSyncOptions::sync(), &())
         .await?;
     println!("pulled {} row(s)", report.applied);
     for record in services.list(&chittysync::Query::all()) {

@@ -11,7 +11,9 @@
 use std::pin::pin;
 use std::time::{Duration, Instant};
 
-use chittysync::{Adapter, AdapterBinding, PostgresAdapter, PostgresOptions, Replica, SyncOptions};
+use chittysync::{
+    Adapter, AdapterBinding, AdapterSyncOptions, PostgresAdapter, PostgresOptions, Replica,
+};
 use tokio::runtime::Runtime;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
@@ -176,7 +178,7 @@ impl<'r> Pg<'r> {
 
     fn push_ours_timed(&self, rows: &[Payload]) -> Result<(Duration, Vec<(&'static str, f64)>)> {
         let (_dir, replica, adapter) = self.bound(rows)?;
-        let options = SyncOptions::push().batch_size(CHUNK);
+        let options = AdapterSyncOptions::push().batch_size(CHUNK);
         let start = Instant::now();
         let report = self
             .rt
@@ -268,7 +270,7 @@ impl<'r> Pg<'r> {
     fn incremental(&self, size: usize, runs: usize) -> Result<Figure> {
         let rows = Payload::batch(0, size);
         let (_dir, replica, adapter) = self.bound(&rows)?;
-        let options = SyncOptions::sync().batch_size(CHUNK);
+        let options = AdapterSyncOptions::sync().batch_size(CHUNK);
         self.rt
             .block_on(replica.sync_binding("pg", &adapter, &options, &()))?;
         let table = adapter.table().to_owned();

@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use chittysync::conformance::{self, Remote, RemoteFactory, Row};
 use chittysync::{
-    Adapter, AdapterBinding, AdapterError, BoxFuture, ChangeTracking, Fetched, FieldDef, FieldType,
-    PostgresAdapter, PostgresOptions, Query, RemoteTable, Replica, RowOp, RowResult, Schema,
-    SyncOptions, TableSpec, Value,
+    Adapter, AdapterBinding, AdapterError, AdapterSyncOptions, BoxFuture, ChangeTracking, Fetched,
+    FieldDef, FieldType, PostgresAdapter, PostgresOptions, Query, RemoteTable, Replica, RowOp,
+    RowResult, Schema, TableSpec, Value,
 };
 use tokio_postgres::{Client, NoTls};
 
@@ -393,10 +393,10 @@ async fn bound(table: &str, tune: impl FnOnce(AdapterBinding) -> AdapterBinding)
 }
 
 impl Bound {
-    async fn sync(&self) -> chittysync::SyncReport {
+    async fn sync(&self) -> chittysync::AdapterSyncReport {
         let report = self
             .replica
-            .sync_binding("pg", &self.adapter, &SyncOptions::sync(), &())
+            .sync_binding("pg", &self.adapter, &AdapterSyncOptions::sync(), &())
             .await
             .unwrap();
         assert!(report.failed.is_empty(), "{:?}", report.failed);
@@ -509,7 +509,7 @@ async fn a_constraint_violation_fails_only_its_row_and_is_not_retried() {
     reg.put(Some("c"), [("name", "other")]).unwrap();
     let report = b
         .replica
-        .sync_binding("pg", &b.adapter, &SyncOptions::sync(), &())
+        .sync_binding("pg", &b.adapter, &AdapterSyncOptions::sync(), &())
         .await
         .unwrap();
     assert_eq!(report.failed.len(), 1, "{:?}", report.failed);
@@ -620,7 +620,7 @@ async fn without_trigger_rights_it_says_so_and_compares_the_whole_table() {
     reg.put(Some("b"), [("name", "b")]).unwrap();
     let report = b
         .replica
-        .sync_binding("pg", &limited, &SyncOptions::sync(), &())
+        .sync_binding("pg", &limited, &AdapterSyncOptions::sync(), &())
         .await
         .unwrap();
     assert!(matches!(
@@ -632,7 +632,7 @@ async fn without_trigger_rights_it_says_so_and_compares_the_whole_table() {
         .await
         .unwrap();
     b.replica
-        .sync_binding("pg", &limited, &SyncOptions::sync(), &())
+        .sync_binding("pg", &limited, &AdapterSyncOptions::sync(), &())
         .await
         .unwrap();
     assert!(
@@ -851,7 +851,7 @@ async fn serialization_failures_are_retried_and_constraint_errors_are_not() {
     reg.put(Some("fk"), [("name", "fk")]).unwrap();
     let report = b
         .replica
-        .sync_binding("pg", &b.adapter, &SyncOptions::sync(), &())
+        .sync_binding("pg", &b.adapter, &AdapterSyncOptions::sync(), &())
         .await
         .unwrap();
     assert_eq!(report.failed.len(), 1);

@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 
 use crate::AuditQuery;
 use crate::adapters::{Adapter, BoxFuture, TableSpec};
-use crate::engine::{Action, AdapterBinding, EngineError, Side, SyncOptions, SyncReport};
+use crate::engine::{
+    Action, AdapterBinding, AdapterSyncOptions, AdapterSyncReport, EngineError, Side,
+};
 use crate::registry::{Query, Registry};
 use crate::replica::Replica;
 use crate::schema::{ConflictPolicy, FieldDef, FieldType, Schema};
@@ -112,14 +114,14 @@ impl Setup {
         }
     }
 
-    async fn run(&self, options: SyncOptions) -> Result<SyncReport, EngineError> {
+    async fn run(&self, options: AdapterSyncOptions) -> Result<AdapterSyncReport, EngineError> {
         self.replica
             .sync_binding("mirror", self.adapter.as_ref(), &options, &())
             .await
     }
 
-    async fn sync(&self) -> SyncReport {
-        let report = self.run(SyncOptions::sync()).await.expect("sync");
+    async fn sync(&self) -> AdapterSyncReport {
+        let report = self.run(AdapterSyncOptions::sync()).await.expect("sync");
         assert!(report.failed.is_empty(), "{:?}", report.failed);
         report
     }
@@ -307,7 +309,10 @@ pub async fn conflicts_follow_the_policy(f: &dyn RemoteFactory) {
                 // Still open next time, then settled by taking a side.
                 let again = s.sync().await;
                 assert_eq!(again.plan.open_conflicts(), 1);
-                let settled = s.run(SyncOptions::sync().take(Side::Local)).await.unwrap();
+                let settled = s
+                    .run(AdapterSyncOptions::sync().take(Side::Local))
+                    .await
+                    .unwrap();
                 assert_eq!(settled.plan.open_conflicts(), 0);
                 assert_eq!(port(&s.remote_rows().await[0]), Some(Value::Integer(1)));
             }
@@ -412,7 +417,7 @@ pub async fn dry_run_writes_nothing(f: &dyn RemoteFactory) {
     );
 
     for _ in 0..2 {
-        let report = s.run(SyncOptions::sync().dry_run()).await.unwrap();
+        let report = s.run(AdapterSyncOptions::sync().dry_run()).await.unwrap();
         assert!(report.dry_run);
         let plan = &report.plan;
         assert_eq!(plan.count(Side::Remote, Action::Update), 1);
@@ -459,7 +464,10 @@ pub async fn resume_after_failure_mid_batch(f: &dyn RemoteFactory) {
             .unwrap();
     }
     s.remote.fail_after(4);
-    let report = s.run(SyncOptions::sync().batch_size(6)).await.unwrap();
+    let report = s
+        .run(AdapterSyncOptions::sync().batch_size(6))
+        .await
+        .unwrap();
     assert!(!report.failed.is_empty(), "the injected fault is reported");
     assert!(
         report
@@ -550,7 +558,7 @@ pub async fn delete_guard_stops_bulk_deletes(f: &dyn RemoteFactory) {
         s.remote.delete(&format!("r{i:02}")).await;
     }
     let heads = s.registry.heads();
-    let err = s.run(SyncOptions::sync()).await.unwrap_err();
+    let err = s.run(AdapterSyncOptions::sync()).await.unwrap_err();
     match &err {
         EngineError::TooManyDeletes { deletes, limit, .. } => {
             assert_eq!((*deletes, *limit), (12, 10));
@@ -560,9 +568,11 @@ pub async fn delete_guard_stops_bulk_deletes(f: &dyn RemoteFactory) {
     assert!(err.to_string().contains("--allow-deletes"), "{err}");
     assert_eq!(s.registry.heads(), heads, "nothing applied");
     assert_eq!(s.registry.len(), 30);
-    let dry = s.run(SyncOptions::sync().dry_run()).await.unwrap();
+    let dry = s.run(AdapterSyncOptions::sync().dry_run()).await.unwrap();
     assert!(dry.plan.exceeds_delete_limit());
-    s.run(SyncOptions::sync().allow_deletes()).await.unwrap();
+    s.run(AdapterSyncOptions::sync().allow_deletes())
+        .await
+        .unwrap();
     assert_eq!(s.registry.len(), 18);
     s.assert_mirrored().await;
 }
@@ -574,20 +584,20 @@ pub async fn push_and_pull_move_one_way(f: &dyn RemoteFactory) {
     s.registry.put(Some("a"), [("name", "a")]).unwrap();
     s.remote.insert("b", vec![("name", "b".into())]).await;
     let heads = s.registry.heads();
-    s.run(SyncOptions::push()).await.unwrap();
+    s.run(AdapterSyncOptions::push()).await.unwrap();
     assert_eq!(s.registry.heads(), heads, "push wrote nothing locally");
     assert_eq!(s.remote.rows().await.len(), 2);
-    s.run(SyncOptions::pull()).await.unwrap();
+    s.run(AdapterSyncOptions::pull()).await.unwrap();
     assert!(s.registry.get("b").is_some());
     s.assert_mirrored().await;
     // A delete a push leaves behind is still there for the next pull.
     s.remote.delete("b").await;
-    s.run(SyncOptions::push()).await.unwrap();
+    s.run(AdapterSyncOptions::push()).await.unwrap();
     assert!(
         s.registry.get("b").unwrap().deleted.is_none(),
         "push wrote nothing locally"
     );
-    s.run(SyncOptions::pull()).await.unwrap();
+    s.run(AdapterSyncOptions::pull()).await.unwrap();
     assert!(
         s.registry.get("b").unwrap().deleted.is_some(),
         "the pull applied the delete"
@@ -630,7 +640,9 @@ pub async fn delete_against_edit(f: &dyn RemoteFactory) {
         );
         assert!(s.registry.get("a").unwrap().deleted.is_none());
     }
-    s.run(SyncOptions::sync().take(Side::Remote)).await.unwrap();
+    s.run(AdapterSyncOptions::sync().take(Side::Remote))
+        .await
+        .unwrap();
     assert!(s.registry.get("a").unwrap().deleted.is_some());
     s.assert_mirrored().await;
     assert!(s.sync().await.plan.rows.is_empty());

@@ -34,7 +34,7 @@ use crate::value::Value;
 use plan::{Fields, LocalRec, Next};
 
 /// A sync run failed as a whole. Rows that fail alone are reported in
-/// [`SyncReport::failed`] instead.
+/// [`AdapterSyncReport::failed`] instead.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EngineError {
@@ -362,7 +362,7 @@ impl SyncPlan {
 /// How to run a sync.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
-pub struct SyncOptions {
+pub struct AdapterSyncOptions {
     /// Which way to move data (within what the binding allows).
     pub direction: Direction,
     /// Plan only: write nothing to either side, move no snapshot or cursor.
@@ -377,9 +377,9 @@ pub struct SyncOptions {
     pub batch_size: usize,
 }
 
-impl Default for SyncOptions {
+impl Default for AdapterSyncOptions {
     fn default() -> Self {
-        SyncOptions {
+        AdapterSyncOptions {
             direction: Direction::Both,
             dry_run: false,
             allow_deletes: false,
@@ -390,25 +390,25 @@ impl Default for SyncOptions {
     }
 }
 
-impl SyncOptions {
+impl AdapterSyncOptions {
     /// Both ways.
     pub fn sync() -> Self {
-        SyncOptions::default()
+        AdapterSyncOptions::default()
     }
 
     /// Registry → remote only.
     pub fn push() -> Self {
-        SyncOptions {
+        AdapterSyncOptions {
             direction: Direction::Push,
-            ..SyncOptions::default()
+            ..AdapterSyncOptions::default()
         }
     }
 
     /// Remote → registry only.
     pub fn pull() -> Self {
-        SyncOptions {
+        AdapterSyncOptions {
             direction: Direction::Pull,
-            ..SyncOptions::default()
+            ..AdapterSyncOptions::default()
         }
     }
 
@@ -462,7 +462,7 @@ pub struct RowFailure {
 /// What a run did.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
-pub struct SyncReport {
+pub struct AdapterSyncReport {
     /// The plan (in a dry run, all that happened).
     pub plan: SyncPlan,
     /// Whether anything was written.
@@ -476,7 +476,7 @@ pub struct SyncReport {
     pub timings: Vec<(&'static str, f64)>,
 }
 
-impl SyncReport {
+impl AdapterSyncReport {
     /// The report as JSON (the plan, plus applied and failed rows).
     pub fn to_json(&self) -> serde_json::Value {
         let mut json = self.plan.to_json();
@@ -552,9 +552,9 @@ impl Replica {
         &self,
         name: &str,
         adapter: &dyn Adapter,
-        options: &SyncOptions,
+        options: &AdapterSyncOptions,
         progress: &dyn Progress,
-    ) -> Result<SyncReport, EngineError> {
+    ) -> Result<AdapterSyncReport, EngineError> {
         let binding = self.binding(name)?.ok_or_else(|| EngineError::NoBinding {
             name: name.to_owned(),
         })?;
@@ -576,9 +576,9 @@ async fn run(
     binding: &AdapterBinding,
     identity: &Identity,
     adapter: &dyn Adapter,
-    options: &SyncOptions,
+    options: &AdapterSyncOptions,
     progress: &dyn Progress,
-) -> Result<SyncReport, EngineError> {
+) -> Result<AdapterSyncReport, EngineError> {
     let direction = binding.direction.within(options.direction);
     let shared = registry.shared().clone();
     let (bound, cursor, saved_heads) = {
@@ -743,7 +743,7 @@ async fn run(
     };
     clock.lap("plan");
     if options.dry_run {
-        return Ok(SyncReport {
+        return Ok(AdapterSyncReport {
             plan,
             dry_run: true,
             applied: 0,
@@ -852,7 +852,7 @@ async fn run(
     failed.sort_by_key(|(i, _)| *i);
     plan.rows.sort_by(|a, b| a.record.cmp(&b.record));
     clock.lap("save");
-    Ok(SyncReport {
+    Ok(AdapterSyncReport {
         plan,
         dry_run: false,
         applied,
@@ -1113,11 +1113,11 @@ mod tests {
             reg.put(Some(&format!("r{i}")), [("name", format!("n{i}"))])
                 .unwrap();
         }
-        let run = |o: SyncOptions| {
+        let run = |o: AdapterSyncOptions| {
             let (replica, adapter) = (replica.clone(), adapter.clone());
             async move { replica.sync_binding("m", &adapter, &o, &()).await.unwrap() }
         };
-        run(SyncOptions::sync()).await;
+        run(AdapterSyncOptions::sync()).await;
         assert_eq!(heads_saved(&replica), Some(reg.heads()));
         let touched = reg.records_touched_since(&reg.heads()).unwrap();
         assert!(touched.is_empty());
@@ -1132,7 +1132,7 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec!["r3".to_owned()]
         );
-        let report = run(SyncOptions::sync()).await;
+        let report = run(AdapterSyncOptions::sync()).await;
         assert_eq!(report.applied, 2);
         assert_eq!(table.row("r3").unwrap()["name"], Value::from("local edit"));
         assert_eq!(
@@ -1143,10 +1143,10 @@ mod tests {
         // A failed push leaves work behind: the next run compares everything.
         reg.put(Some("r4"), [("name", "will fail once")]).unwrap();
         table.fail_after(0);
-        let report = run(SyncOptions::sync()).await;
+        let report = run(AdapterSyncOptions::sync()).await;
         assert_eq!(report.failed.len(), 1);
         assert_eq!(heads_saved(&replica), None);
-        let report = run(SyncOptions::sync()).await;
+        let report = run(AdapterSyncOptions::sync()).await;
         assert!(report.failed.is_empty());
         assert_eq!(
             table.row("r4").unwrap()["name"],
@@ -1168,7 +1168,7 @@ mod tests {
             .unwrap();
         let table = MemoryAdapter::new("t");
         let adapter = table.another_client();
-        let options = SyncOptions::sync();
+        let options = AdapterSyncOptions::sync();
         let run = || replica.sync_binding("m", &adapter, &options, &());
         table.insert("a", [("name", "same")]);
         run().await.unwrap();
@@ -1217,7 +1217,12 @@ mod tests {
         let table = MemoryAdapter::new("t");
         table.insert("x", [("name", "x")]);
         let err = writer
-            .sync_binding("m", &table.another_client(), &SyncOptions::sync(), &())
+            .sync_binding(
+                "m",
+                &table.another_client(),
+                &AdapterSyncOptions::sync(),
+                &(),
+            )
             .await
             .unwrap_err();
         assert!(matches!(err, EngineError::NotWriter { .. }));
@@ -1226,7 +1231,12 @@ mod tests {
         reg.set_member(added.key, crate::Role::Writer).unwrap();
         writer.import(reg.export(&[]).unwrap()).unwrap();
         writer
-            .sync_binding("m", &table.another_client(), &SyncOptions::sync(), &())
+            .sync_binding(
+                "m",
+                &table.another_client(),
+                &AdapterSyncOptions::sync(),
+                &(),
+            )
             .await
             .unwrap();
         assert!(writer.registry("r").unwrap().get("x").is_some());
