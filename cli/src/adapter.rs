@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use chittysync::{
-    Action, Adapter, AdapterBinding, AdapterSyncOptions, AdapterSyncReport, ChangeTracking,
-    ConflictPolicy, Direction, PostgresAdapter, Progress, Replica, Side, Stage, Value,
+    Action, Adapter, AdapterBinding, AdapterProgress, AdapterSyncOptions, AdapterSyncReport,
+    ChangeTracking, ConflictPolicy, Direction, PostgresAdapter, Replica, Side, Stage, Value,
 };
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -382,7 +382,7 @@ impl Bars {
     }
 }
 
-impl Progress for Bars {
+impl AdapterProgress for Bars {
     fn stage(&self, stage: Stage, total: u64) {
         let mut slot = self.bar.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(old) = slot.take() {

@@ -64,8 +64,8 @@ pub use automerge::ChangeHash;
 #[cfg(feature = "conformance")]
 pub use engine::conformance;
 pub use engine::{
-    Action, AdapterBinding, AdapterSyncOptions, AdapterSyncReport, BindingAdded, Direction,
-    EngineError, FieldChange, FieldConflict, InvalidRow, Progress, RowFailure, RowPlan, Side,
+    Action, AdapterBinding, AdapterProgress, AdapterSyncOptions, AdapterSyncReport, BindingAdded,
+    Direction, EngineError, FieldChange, FieldConflict, InvalidRow, RowFailure, RowPlan, Side,
     Stage, SyncPlan,
 };
 pub use error::{

@@ -533,14 +533,14 @@ impl Stage {
 }
 
 /// Receives progress of a run (the CLI draws bars from it).
-pub trait Progress: Send + Sync {
+pub trait AdapterProgress: Send + Sync {
     /// A stage starts with `total` units of work (0 if unknown).
     fn stage(&self, stage: Stage, total: u64);
     /// `n` more units are done.
     fn advance(&self, n: u64);
 }
 
-impl Progress for () {
+impl AdapterProgress for () {
     fn stage(&self, _: Stage, _: u64) {}
     fn advance(&self, _: u64) {}
 }
@@ -553,7 +553,7 @@ impl Replica {
         name: &str,
         adapter: &dyn Adapter,
         options: &AdapterSyncOptions,
-        progress: &dyn Progress,
+        progress: &dyn AdapterProgress,
     ) -> Result<AdapterSyncReport, EngineError> {
         let binding = self.binding(name)?.ok_or_else(|| EngineError::NoBinding {
             name: name.to_owned(),
@@ -577,7 +577,7 @@ async fn run(
     identity: &Identity,
     adapter: &dyn Adapter,
     options: &AdapterSyncOptions,
-    progress: &dyn Progress,
+    progress: &dyn AdapterProgress,
 ) -> Result<AdapterSyncReport, EngineError> {
     let direction = binding.direction.within(options.direction);
     let shared = registry.shared().clone();
@@ -895,7 +895,7 @@ fn apply_local(
     rows: &[RowPlan],
     batch: usize,
     failed: &mut HashMap<usize, RowFailure>,
-    progress: &dyn Progress,
+    progress: &dyn AdapterProgress,
 ) {
     let todo: Vec<usize> = (0..rows.len())
         .filter(|&i| rows[i].local.is_some())
@@ -977,7 +977,7 @@ async fn apply_remote(
     rows: &mut [RowPlan],
     batch: usize,
     failed: &mut HashMap<usize, RowFailure>,
-    progress: &dyn Progress,
+    progress: &dyn AdapterProgress,
 ) -> Result<Pushed, EngineError> {
     let todo: Vec<usize> = (0..rows.len())
         .filter(|&i| rows[i].remote.is_some() && !failed.contains_key(&i))
