@@ -141,12 +141,16 @@ impl<'r> Pg<'r> {
             Some(Goal::AtLeast(0.8)),
             note,
         ));
-        let sizes: &[usize] = if options.quick {
-            &[1_000]
+        // `--records N` above 100k adds a table of N rows (e.g. 1M).
+        let mut sizes = if options.quick {
+            vec![1_000]
         } else {
-            &[10_000, 100_000]
+            vec![10_000, 100_000]
         };
-        for &size in sizes {
+        if !options.quick && options.records > 100_000 {
+            sizes.push(options.records);
+        }
+        for size in sizes {
             figures.push(self.incremental(size, options.pick(7, 2))?);
         }
         Ok(figures)
