@@ -2,7 +2,8 @@
 //! a raw binary COPY and a raw `unnest … ON CONFLICT` upsert of the same
 //! rows into the same table layout, in 10k-row transactions, interleaved in
 //! one run; then the time of a `sync` that finds one row changed in a table
-//! of 10k and 100k rows (absolute, to show how it grows with table size).
+//! of 10k and 100k rows, and of N rows with `--records N` above 100k
+//! (absolute, to show how it grows with table size).
 //!
 //! Needs a PostgreSQL server: `CHITTYSYNC_BENCH_PG_URL`, else
 //! `CHITTYSYNC_TEST_PG_URL` (`scripts/pg-up` prints one). Without one the
