@@ -2,7 +2,8 @@
 //! a raw binary COPY and a raw `unnest … ON CONFLICT` upsert of the same
 //! rows into the same table layout, in 10k-row transactions, interleaved in
 //! one run; then the time of a `sync` that finds one row changed in a table
-//! of 10k and 100k rows (absolute, to show how it grows with table size).
+//! of 10k and 100k rows, and of N rows with `--records N` above 100k
+//! (absolute, to show how it grows with table size).
 //!
 //! Needs a PostgreSQL server: `CHITTYSYNC_BENCH_PG_URL`, else
 //! `CHITTYSYNC_TEST_PG_URL` (`scripts/pg-up` prints one). Without one the
@@ -11,7 +12,9 @@
 use std::pin::pin;
 use std::time::{Duration, Instant};
 
-use chittysync::{Adapter, AdapterBinding, PostgresAdapter, PostgresOptions, Replica, SyncOptions};
+use chittysync::{
+    Adapter, AdapterBinding, AdapterSyncOptions, PostgresAdapter, PostgresOptions, Replica,
+};
 use tokio::runtime::Runtime;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
@@ -108,14 +111,23 @@ impl<'r> Pg<'r> {
             |_| self.push_ours(&rows),
             |_| self.copy(&rows),
         )?;
-        figures.push(Figure::throughput(
-            BENCH_PUSH,
-            format!("{n} rows vs raw binary COPY"),
-            n,
-            &pairs,
-            Some(Goal::AtLeast(0.5)),
-            note,
-        ));
+        // Where one push's time goes, by engine stage.
+        let (_, stages) = self.push_ours_timed(&rows)?;
+        let stages: serde_json::Map<String, serde_json::Value> = stages
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), serde_json::json!(v)))
+            .collect();
+        figures.push(
+            Figure::throughput(
+                BENCH_PUSH,
+                format!("{n} rows vs raw binary COPY"),
+                n,
+                &pairs,
+                Some(Goal::AtLeast(0.5)),
+                note,
+            )
+            .with_extra(serde_json::json!({ "ours_stages_s": stages })),
+        );
         let pairs = interleave(
             warmup,
             iterations,
@@ -130,12 +142,16 @@ impl<'r> Pg<'r> {
             Some(Goal::AtLeast(0.8)),
             note,
         ));
-        let sizes: &[usize] = if options.quick {
-            &[1_000]
+        // `--records N` above 100k adds a table of N rows (e.g. 1M).
+        let mut sizes = if options.quick {
+            vec![1_000]
         } else {
-            &[10_000, 100_000]
+            vec![10_000, 100_000]
         };
-        for &size in sizes {
+        if !options.quick && options.records > 100_000 {
+            sizes.push(options.records);
+        }
+        for size in sizes {
             figures.push(self.incremental(size, options.pick(7, 2))?);
         }
         Ok(figures)
@@ -162,8 +178,12 @@ impl<'r> Pg<'r> {
     }
 
     fn push_ours(&self, rows: &[Payload]) -> Result<Duration> {
+        self.push_ours_timed(rows).map(|(d, _)| d)
+    }
+
+    fn push_ours_timed(&self, rows: &[Payload]) -> Result<(Duration, Vec<(&'static str, f64)>)> {
         let (_dir, replica, adapter) = self.bound(rows)?;
-        let options = SyncOptions::push().batch_size(CHUNK);
+        let options = AdapterSyncOptions::push().batch_size(CHUNK);
         let start = Instant::now();
         let report = self
             .rt
@@ -178,7 +198,7 @@ impl<'r> Pg<'r> {
             )
             .into());
         }
-        Ok(elapsed)
+        Ok((elapsed, report.timings))
     }
 
     fn copy(&self, rows: &[Payload]) -> Result<Duration> {
@@ -255,7 +275,7 @@ impl<'r> Pg<'r> {
     fn incremental(&self, size: usize, runs: usize) -> Result<Figure> {
         let rows = Payload::batch(0, size);
         let (_dir, replica, adapter) = self.bound(&rows)?;
-        let options = SyncOptions::sync().batch_size(CHUNK);
+        let options = AdapterSyncOptions::sync().batch_size(CHUNK);
         self.rt
             .block_on(replica.sync_binding("pg", &adapter, &options, &()))?;
         let table = adapter.table().to_owned();

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use chittysync::{
-    Action, Adapter, AdapterBinding, ChangeTracking, ConflictPolicy, Direction, PostgresAdapter,
-    Progress, Replica, Side, Stage, SyncOptions, SyncReport, Value,
+    Action, Adapter, AdapterBinding, AdapterProgress, AdapterSyncOptions, AdapterSyncReport,
+    ChangeTracking, ConflictPolicy, Direction, PostgresAdapter, Replica, Side, Stage, Value,
 };
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -31,6 +31,12 @@ pub(crate) enum AdapterCmd {
         /// The binding's name.
         name: String,
     },
+    /// Push and pull a binding at once: both sides converge (--dry-run shows the plan only).
+    Sync(RunArgs),
+    /// Send the registry's changes to the table (same as `chittysync push`).
+    Push(RunArgs),
+    /// Bring the table's changes into the registry (same as `chittysync pull`).
+    Pull(RunArgs),
 }
 
 #[derive(Args)]
@@ -165,6 +171,9 @@ async fn connect(replica: &Replica, binding: &AdapterBinding) -> Result<Box<dyn 
 pub(crate) fn adapter_cmd(replica: &Replica, cmd: AdapterCmd, as_json: bool) -> Result<()> {
     match cmd {
         AdapterCmd::Add(args) => add(replica, *args, as_json),
+        AdapterCmd::Sync(args) => run(replica, Direction::Both, args, as_json),
+        AdapterCmd::Push(args) => run(replica, Direction::Push, args, as_json),
+        AdapterCmd::Pull(args) => run(replica, Direction::Pull, args, as_json),
         AdapterCmd::Ls => {
             let bindings = replica.bindings()?;
             if as_json {
@@ -373,7 +382,7 @@ impl Bars {
     }
 }
 
-impl Progress for Bars {
+impl AdapterProgress for Bars {
     fn stage(&self, stage: Stage, total: u64) {
         let mut slot = self.bar.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(old) = slot.take() {
@@ -418,7 +427,7 @@ pub(crate) fn run(
             args.binding
         )
     })?;
-    let mut options = SyncOptions::sync().batch_size(args.batch_size);
+    let mut options = AdapterSyncOptions::sync().batch_size(args.batch_size);
     options.direction = direction;
     options.dry_run = args.dry_run;
     options.allow_deletes = args.allow_deletes;
@@ -460,7 +469,7 @@ fn shown(v: &Option<Value>) -> String {
         .map_or("∅".into(), |v| output::clip(&v.to_string(), 30))
 }
 
-fn print_report(report: &SyncReport, adapter: &dyn Adapter) {
+fn print_report(report: &AdapterSyncReport, adapter: &dyn Adapter) {
     let plan = &report.plan;
     let tracking = match &plan.change_tracking {
         ChangeTracking::Incremental => "change log".to_owned(),

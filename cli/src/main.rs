@@ -182,15 +182,13 @@ enum Command {
     },
     /// Show the signed change history: who changed which record, field or member, when, from what to what.
     Audit(audit::AuditArgs),
-    /// Bind registries to external tables (Postgres) and manage the bindings.
+    /// Bind registries to external tables (Postgres), manage the bindings, sync them both ways.
     #[command(subcommand)]
     Adapter(adapter::AdapterCmd),
     /// Send a binding's registry changes to its table (--dry-run shows the plan only).
     Push(adapter::RunArgs),
     /// Bring a binding's table changes into its registry, signed by the binding's key.
     Pull(adapter::RunArgs),
-    /// Push and pull a binding at once: both sides converge.
-    Sync(adapter::RunArgs),
     /// Fold a registry's history into a snapshot so it opens fast.
     Compact {
         /// Registry name or id.
@@ -841,7 +839,6 @@ fn run(cli: Cli) -> Result<()> {
         Command::Adapter(cmd) => adapter::adapter_cmd(&replica, cmd, as_json)?,
         Command::Push(args) => adapter::run(&replica, chittysync::Direction::Push, args, as_json)?,
         Command::Pull(args) => adapter::run(&replica, chittysync::Direction::Pull, args, as_json)?,
-        Command::Sync(args) => adapter::run(&replica, chittysync::Direction::Both, args, as_json)?,
         Command::Compact { registry: name } => {
             registry(&replica, &name)?.compact()?;
             if !as_json {

@@ -114,12 +114,12 @@ fn bind_push_pull_sync_with_dry_runs_and_json() {
     ok(&r, &["put", "services", "search", "name=search", "port=81"]);
 
     // A dry run shows the plan and writes nothing.
-    let plan = json(&r, &["sync", "pg", "--dry-run"]);
+    let plan = json(&r, &["adapter", "sync", "pg", "--dry-run"]);
     assert_eq!(plan["dry_run"], true);
     assert_eq!(plan["summary"]["remote_create"], 2);
     assert_eq!(plan["changes"][0]["side"], "remote");
     assert_eq!(psql(&format!("SELECT count(*) FROM {table}")), "0");
-    let human = ok(&r, &["sync", "pg", "--dry-run"]);
+    let human = ok(&r, &["adapter", "sync", "pg", "--dry-run"]);
     assert!(human.contains("dry run: nothing was written"), "{human}");
     assert!(human.contains("port ∅ → 80"), "{human}");
 
@@ -145,6 +145,7 @@ fn bind_push_pull_sync_with_dry_runs_and_json() {
         &r,
         &[
             "--json",
+            "adapter",
             "sync",
             "pg",
             "--watch",
@@ -171,7 +172,7 @@ fn bind_push_pull_sync_with_dry_runs_and_json() {
     assert_eq!(removed["removed"], "pg");
     assert!(json(&r, &["adapter", "ls"]).as_array().unwrap().is_empty());
     assert!(!Path::new(&key_file).exists());
-    let missing = chittysync(&r, &["sync", "pg"]);
+    let missing = chittysync(&r, &["adapter", "sync", "pg"]);
     assert_ne!(missing.code, 0);
     assert!(missing.stderr.contains("adapter ls"), "{}", missing.stderr);
 }

@@ -9,6 +9,12 @@
 //! bundle with any bad signature, forged author or unauthorised change is
 //! refused whole.
 //!
+//! A registry can also be mirrored to an external table through an
+//! [`Adapter`] (Postgres behind the `postgres` feature, or the in-memory
+//! [`MemoryAdapter`]): [`Replica::add_binding`] stores the binding and
+//! [`Replica::sync_binding`] runs Fetch → Diff → Validate → Resolve → Apply,
+//! or only plans it with [`AdapterSyncOptions::dry_run`].
+//!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use chittysync::{FieldDef, FieldType, Replica, Role, Schema};
@@ -58,8 +64,9 @@ pub use automerge::ChangeHash;
 #[cfg(feature = "conformance")]
 pub use engine::conformance;
 pub use engine::{
-    Action, AdapterBinding, BindingAdded, Direction, EngineError, FieldChange, FieldConflict,
-    InvalidRow, Progress, RowFailure, RowPlan, Side, Stage, SyncOptions, SyncPlan, SyncReport,
+    Action, AdapterBinding, AdapterProgress, AdapterSyncOptions, AdapterSyncReport, BindingAdded,
+    Direction, EngineError, FieldChange, FieldConflict, InvalidRow, RowFailure, RowPlan, Side,
+    Stage, SyncPlan,
 };
 pub use error::{
     ExportError, ImportError, LookupError, OpenError, ProveError, StoreError, WriteError,

@@ -152,12 +152,12 @@ pub struct SyncSettings {
     pub full: bool,
 }
 
-impl From<SyncSettings> for core::SyncOptions {
+impl From<SyncSettings> for core::AdapterSyncOptions {
     fn from(s: SyncSettings) -> Self {
         let mut o = match s.direction.unwrap_or(SyncDirection::Both) {
-            SyncDirection::Push => core::SyncOptions::push(),
-            SyncDirection::Pull => core::SyncOptions::pull(),
-            SyncDirection::Both => core::SyncOptions::sync(),
+            SyncDirection::Push => core::AdapterSyncOptions::push(),
+            SyncDirection::Pull => core::AdapterSyncOptions::pull(),
+            SyncDirection::Both => core::AdapterSyncOptions::sync(),
         };
         if s.dry_run {
             o = o.dry_run();
@@ -188,8 +188,8 @@ pub struct SyncOutcome {
     pub report_json: String,
 }
 
-impl From<core::SyncReport> for SyncOutcome {
-    fn from(r: core::SyncReport) -> Self {
+impl From<core::AdapterSyncReport> for SyncOutcome {
+    fn from(r: core::AdapterSyncReport) -> Self {
         SyncOutcome {
             dry_run: r.dry_run,
             applied: r.applied as u64,
@@ -218,7 +218,7 @@ pub trait ProgressListener: Send + Sync {
 // does not lower in the Node runtime (the wrappers pass a silent one).
 struct Progress(Arc<dyn ProgressListener>);
 
-impl core::Progress for Progress {
+impl core::AdapterProgress for Progress {
     fn stage(&self, stage: core::Stage, total: u64) {
         self.0.stage(stage.label().to_owned(), total);
     }

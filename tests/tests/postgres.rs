@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use chittysync::conformance::{self, Remote, RemoteFactory, Row};
 use chittysync::{
-    Adapter, AdapterBinding, AdapterError, BoxFuture, ChangeTracking, Fetched, FieldDef, FieldType,
-    PostgresAdapter, PostgresOptions, Query, RemoteTable, Replica, RowOp, RowResult, Schema,
-    SyncOptions, TableSpec, Value,
+    Adapter, AdapterBinding, AdapterError, AdapterSyncOptions, BoxFuture, ChangeTracking, Fetched,
+    FieldDef, FieldType, PostgresAdapter, PostgresOptions, Query, RemoteTable, Replica, RowOp,
+    RowResult, Schema, TableSpec, Value,
 };
 use tokio_postgres::{Client, NoTls};
 
@@ -344,6 +344,7 @@ conformance!(
     first_sync_matches_by_key,
     delete_guard_stops_bulk_deletes,
     push_and_pull_move_one_way,
+    delete_against_edit,
 );
 
 fn schema() -> Schema {
@@ -392,10 +393,10 @@ async fn bound(table: &str, tune: impl FnOnce(AdapterBinding) -> AdapterBinding)
 }
 
 impl Bound {
-    async fn sync(&self) -> chittysync::SyncReport {
+    async fn sync(&self) -> chittysync::AdapterSyncReport {
         let report = self
             .replica
-            .sync_binding("pg", &self.adapter, &SyncOptions::sync(), &())
+            .sync_binding("pg", &self.adapter, &AdapterSyncOptions::sync(), &())
             .await
             .unwrap();
         assert!(report.failed.is_empty(), "{:?}", report.failed);
@@ -508,7 +509,7 @@ async fn a_constraint_violation_fails_only_its_row_and_is_not_retried() {
     reg.put(Some("c"), [("name", "other")]).unwrap();
     let report = b
         .replica
-        .sync_binding("pg", &b.adapter, &SyncOptions::sync(), &())
+        .sync_binding("pg", &b.adapter, &AdapterSyncOptions::sync(), &())
         .await
         .unwrap();
     assert_eq!(report.failed.len(), 1, "{:?}", report.failed);
@@ -619,7 +620,7 @@ async fn without_trigger_rights_it_says_so_and_compares_the_whole_table() {
     reg.put(Some("b"), [("name", "b")]).unwrap();
     let report = b
         .replica
-        .sync_binding("pg", &limited, &SyncOptions::sync(), &())
+        .sync_binding("pg", &limited, &AdapterSyncOptions::sync(), &())
         .await
         .unwrap();
     assert!(matches!(
@@ -631,7 +632,7 @@ async fn without_trigger_rights_it_says_so_and_compares_the_whole_table() {
         .await
         .unwrap();
     b.replica
-        .sync_binding("pg", &limited, &SyncOptions::sync(), &())
+        .sync_binding("pg", &limited, &AdapterSyncOptions::sync(), &())
         .await
         .unwrap();
     assert!(
@@ -802,4 +803,69 @@ async fn applications_with_only_table_rights_keep_writing_and_are_seen() {
         ))
         .await
         .ok();
+}
+
+#[tokio::test]
+async fn serialization_failures_are_retried_and_constraint_errors_are_not() {
+    let b = bound("services", |b| b).await;
+    let s = ident(&b._scratch.schema);
+    // The first write of a batch fails with 40001 (a sequence counts
+    // attempts, and sequences ignore rollbacks); a row named 'fk' always
+    // fails with 23503.
+    b.sql
+        .batch_execute(&format!(
+            "CREATE SEQUENCE {s}.attempts;
+             CREATE SEQUENCE {s}.fk_attempts;
+             CREATE FUNCTION {s}.flaky() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 IF NEW.name = 'fk' THEN
+                     PERFORM nextval('{s}.fk_attempts');
+                     RAISE EXCEPTION 'no such parent' USING ERRCODE = '23503';
+                 END IF;
+                 IF nextval('{s}.attempts') = 1 THEN
+                     RAISE EXCEPTION 'injected' USING ERRCODE = '40001';
+                 END IF;
+                 RETURN NEW;
+             END $$;
+             CREATE TRIGGER flaky BEFORE INSERT ON {t} FOR EACH ROW EXECUTE FUNCTION {s}.flaky();",
+            t = b.table
+        ))
+        .await
+        .unwrap();
+    let reg = b.replica.registry("services").unwrap();
+    reg.put(Some("ok"), [("name", "ok")]).unwrap();
+    b.sync().await;
+    let rows = b
+        .sql
+        .query_one(&format!("SELECT count(*) FROM {}", b.table), &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.get::<_, i64>(0), 1, "written after a retry");
+    let attempts = b
+        .sql
+        .query_one(&format!("SELECT last_value FROM {s}.attempts"), &[])
+        .await
+        .unwrap();
+    assert_eq!(attempts.get::<_, i64>(0), 2, "one failure, one retry");
+
+    reg.put(Some("fk"), [("name", "fk")]).unwrap();
+    let report = b
+        .replica
+        .sync_binding("pg", &b.adapter, &AdapterSyncOptions::sync(), &())
+        .await
+        .unwrap();
+    assert_eq!(report.failed.len(), 1);
+    assert!(
+        report.failed[0].reason.contains("23503"),
+        "{}",
+        report.failed[0].reason
+    );
+    assert!(!report.failed[0].retryable);
+    let fk = b
+        .sql
+        .query_one(&format!("SELECT last_value FROM {s}.fk_attempts"), &[])
+        .await
+        .unwrap();
+    // Once in the batch, once alone to find the row: never retried.
+    assert_eq!(fk.get::<_, i64>(0), 2);
 }

@@ -432,19 +432,23 @@ impl PostgresAdapter {
             -- may write the table but not the change log keep working.
             CREATE OR REPLACE FUNCTION {schema}.{capture}() RETURNS trigger
             LANGUAGE plpgsql SECURITY DEFINER SET search_path TO {schema} AS $body$
+            DECLARE
+                -- The row id, by the column named in the trigger's argument
+                -- (quoted by format's %I); one set-based insert per statement.
+                log text := 'INSERT INTO chittysync_changelog (table_name, row_id, op) ';
+                id text := format('%I', TG_ARGV[0]);
             BEGIN
                 IF TG_OP = 'INSERT' THEN
-                    INSERT INTO {changelog} (table_name, row_id, op)
-                    SELECT TG_TABLE_NAME, to_jsonb(n) ->> TG_ARGV[0], 'I' FROM chittysync_new n;
+                    EXECUTE log || 'SELECT $1, n.' || id || '::text, ''I'' FROM chittysync_new n'
+                    USING TG_TABLE_NAME;
                 ELSIF TG_OP = 'UPDATE' THEN
                     -- Old ids too: an update that changes a row's id deletes the old one.
-                    INSERT INTO {changelog} (table_name, row_id, op)
-                    SELECT TG_TABLE_NAME, id, 'U' FROM (
-                        SELECT to_jsonb(n) ->> TG_ARGV[0] AS id FROM chittysync_new n
-                        UNION SELECT to_jsonb(o) ->> TG_ARGV[0] FROM chittysync_old o) ids;
+                    EXECUTE log || 'SELECT $1, i, ''U'' FROM (SELECT n.' || id || '::text AS i FROM chittysync_new n '
+                        || 'UNION SELECT o.' || id || '::text FROM chittysync_old o) ids'
+                    USING TG_TABLE_NAME;
                 ELSE
-                    INSERT INTO {changelog} (table_name, row_id, op)
-                    SELECT TG_TABLE_NAME, to_jsonb(o) ->> TG_ARGV[0], 'D' FROM chittysync_old o;
+                    EXECUTE log || 'SELECT $1, o.' || id || '::text, ''D'' FROM chittysync_old o'
+                    USING TG_TABLE_NAME;
                 END IF;
                 RETURN NULL;
             END
@@ -467,7 +471,6 @@ impl PostgresAdapter {
             del = ident(&format!("{CAPTURE}_del")),
             idx = ident(&format!("{CHANGELOG}_txid")),
             capture = ident(CAPTURE),
-            changelog = ident(CHANGELOG),
             table = self.qualified(),
             id = literal(&self.spec.id_column),
         );

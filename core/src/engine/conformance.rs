@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use crate::AuditQuery;
 use crate::adapters::{Adapter, BoxFuture, TableSpec};
 use crate::engine::{
-    Action, AdapterBinding, Direction, EngineError, Side, SyncOptions, SyncReport,
+    Action, AdapterBinding, AdapterSyncOptions, AdapterSyncReport, EngineError, Side,
 };
 use crate::registry::{Query, Registry};
 use crate::replica::Replica;
@@ -114,14 +114,14 @@ impl Setup {
         }
     }
 
-    async fn run(&self, options: SyncOptions) -> Result<SyncReport, EngineError> {
+    async fn run(&self, options: AdapterSyncOptions) -> Result<AdapterSyncReport, EngineError> {
         self.replica
             .sync_binding("mirror", self.adapter.as_ref(), &options, &())
             .await
     }
 
-    async fn sync(&self) -> SyncReport {
-        let report = self.run(SyncOptions::sync()).await.expect("sync");
+    async fn sync(&self) -> AdapterSyncReport {
+        let report = self.run(AdapterSyncOptions::sync()).await.expect("sync");
         assert!(report.failed.is_empty(), "{:?}", report.failed);
         report
     }
@@ -309,7 +309,10 @@ pub async fn conflicts_follow_the_policy(f: &dyn RemoteFactory) {
                 // Still open next time, then settled by taking a side.
                 let again = s.sync().await;
                 assert_eq!(again.plan.open_conflicts(), 1);
-                let settled = s.run(SyncOptions::sync().take(Side::Local)).await.unwrap();
+                let settled = s
+                    .run(AdapterSyncOptions::sync().take(Side::Local))
+                    .await
+                    .unwrap();
                 assert_eq!(settled.plan.open_conflicts(), 0);
                 assert_eq!(port(&s.remote_rows().await[0]), Some(Value::Integer(1)));
             }
@@ -414,7 +417,7 @@ pub async fn dry_run_writes_nothing(f: &dyn RemoteFactory) {
     );
 
     for _ in 0..2 {
-        let report = s.run(SyncOptions::sync().dry_run()).await.unwrap();
+        let report = s.run(AdapterSyncOptions::sync().dry_run()).await.unwrap();
         assert!(report.dry_run);
         let plan = &report.plan;
         assert_eq!(plan.count(Side::Remote, Action::Update), 1);
@@ -461,7 +464,10 @@ pub async fn resume_after_failure_mid_batch(f: &dyn RemoteFactory) {
             .unwrap();
     }
     s.remote.fail_after(4);
-    let report = s.run(SyncOptions::sync().batch_size(6)).await.unwrap();
+    let report = s
+        .run(AdapterSyncOptions::sync().batch_size(6))
+        .await
+        .unwrap();
     assert!(!report.failed.is_empty(), "the injected fault is reported");
     assert!(
         report
@@ -552,7 +558,7 @@ pub async fn delete_guard_stops_bulk_deletes(f: &dyn RemoteFactory) {
         s.remote.delete(&format!("r{i:02}")).await;
     }
     let heads = s.registry.heads();
-    let err = s.run(SyncOptions::sync()).await.unwrap_err();
+    let err = s.run(AdapterSyncOptions::sync()).await.unwrap_err();
     match &err {
         EngineError::TooManyDeletes { deletes, limit, .. } => {
             assert_eq!((*deletes, *limit), (12, 10));
@@ -562,9 +568,11 @@ pub async fn delete_guard_stops_bulk_deletes(f: &dyn RemoteFactory) {
     assert!(err.to_string().contains("--allow-deletes"), "{err}");
     assert_eq!(s.registry.heads(), heads, "nothing applied");
     assert_eq!(s.registry.len(), 30);
-    let dry = s.run(SyncOptions::sync().dry_run()).await.unwrap();
+    let dry = s.run(AdapterSyncOptions::sync().dry_run()).await.unwrap();
     assert!(dry.plan.exceeds_delete_limit());
-    s.run(SyncOptions::sync().allow_deletes()).await.unwrap();
+    s.run(AdapterSyncOptions::sync().allow_deletes())
+        .await
+        .unwrap();
     assert_eq!(s.registry.len(), 18);
     s.assert_mirrored().await;
 }
@@ -576,13 +584,68 @@ pub async fn push_and_pull_move_one_way(f: &dyn RemoteFactory) {
     s.registry.put(Some("a"), [("name", "a")]).unwrap();
     s.remote.insert("b", vec![("name", "b".into())]).await;
     let heads = s.registry.heads();
-    s.run(SyncOptions::push()).await.unwrap();
+    s.run(AdapterSyncOptions::push()).await.unwrap();
     assert_eq!(s.registry.heads(), heads, "push wrote nothing locally");
     assert_eq!(s.remote.rows().await.len(), 2);
-    s.run(SyncOptions::pull()).await.unwrap();
+    s.run(AdapterSyncOptions::pull()).await.unwrap();
     assert!(s.registry.get("b").is_some());
     s.assert_mirrored().await;
-    let _ = Direction::Both;
+    // A delete a push leaves behind is still there for the next pull.
+    s.remote.delete("b").await;
+    s.run(AdapterSyncOptions::push()).await.unwrap();
+    assert!(
+        s.registry.get("b").unwrap().deleted.is_none(),
+        "push wrote nothing locally"
+    );
+    s.run(AdapterSyncOptions::pull()).await.unwrap();
+    assert!(
+        s.registry.get("b").unwrap().deleted.is_some(),
+        "the pull applied the delete"
+    );
+    s.assert_mirrored().await;
+}
+
+/// A delete against a concurrent edit: the delete wins, except under
+/// `manual`, where it stays open and reported until a side is taken.
+pub async fn delete_against_edit(f: &dyn RemoteFactory) {
+    let s = Setup::new(f, |b| b).await;
+    s.registry.put(Some("a"), [("name", "a")]).unwrap();
+    s.registry.put(Some("b"), [("name", "b")]).unwrap();
+    s.sync().await;
+    s.registry
+        .put(Some("a"), [("name", "edited here")])
+        .unwrap();
+    s.remote.delete("a").await;
+    let report = s.sync().await;
+    assert_eq!(report.plan.rows[0].conflicts[0].field, "(record)");
+    assert!(
+        s.registry.get("a").unwrap().deleted.is_some(),
+        "the delete won"
+    );
+    s.assert_mirrored().await;
+
+    let s = Setup::with_schema(f, schema().conflict_policy(ConflictPolicy::Manual), |b| b).await;
+    s.registry.put(Some("a"), [("name", "a")]).unwrap();
+    s.sync().await;
+    s.registry
+        .put(Some("a"), [("name", "edited here")])
+        .unwrap();
+    s.remote.delete("a").await;
+    for _ in 0..2 {
+        let report = s.sync().await;
+        assert_eq!(
+            report.plan.open_conflicts(),
+            1,
+            "open and reported every run"
+        );
+        assert!(s.registry.get("a").unwrap().deleted.is_none());
+    }
+    s.run(AdapterSyncOptions::sync().take(Side::Remote))
+        .await
+        .unwrap();
+    assert!(s.registry.get("a").unwrap().deleted.is_some());
+    s.assert_mirrored().await;
+    assert!(s.sync().await.plan.rows.is_empty());
 }
 
 /// Runs every conformance test against tables from `f`.
@@ -597,6 +660,7 @@ pub async fn run_all(f: &dyn RemoteFactory) {
     first_sync_matches_by_key(f).await;
     delete_guard_stops_bulk_deletes(f).await;
     push_and_pull_move_one_way(f).await;
+    delete_against_edit(f).await;
 }
 
 #[cfg(test)]
@@ -672,5 +736,6 @@ mod memory {
         first_sync_matches_by_key,
         delete_guard_stops_bulk_deletes,
         push_and_pull_move_one_way,
+        delete_against_edit,
     );
 }

@@ -34,7 +34,7 @@ use crate::value::Value;
 use plan::{Fields, LocalRec, Next};
 
 /// A sync run failed as a whole. Rows that fail alone are reported in
-/// [`SyncReport::failed`] instead.
+/// [`AdapterSyncReport::failed`] instead.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EngineError {
@@ -237,6 +237,8 @@ pub struct RowPlan {
     /// Fields changed on both sides, and how each was settled.
     pub conflicts: Vec<FieldConflict>,
     pub(crate) next: Next,
+    /// A remote delete was left unapplied: the cursor must not move past it.
+    pub(crate) hold: bool,
 }
 
 /// What a run does (or, in a dry run, would do).
@@ -360,7 +362,7 @@ impl SyncPlan {
 /// How to run a sync.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
-pub struct SyncOptions {
+pub struct AdapterSyncOptions {
     /// Which way to move data (within what the binding allows).
     pub direction: Direction,
     /// Plan only: write nothing to either side, move no snapshot or cursor.
@@ -375,9 +377,9 @@ pub struct SyncOptions {
     pub batch_size: usize,
 }
 
-impl Default for SyncOptions {
+impl Default for AdapterSyncOptions {
     fn default() -> Self {
-        SyncOptions {
+        AdapterSyncOptions {
             direction: Direction::Both,
             dry_run: false,
             allow_deletes: false,
@@ -388,25 +390,25 @@ impl Default for SyncOptions {
     }
 }
 
-impl SyncOptions {
+impl AdapterSyncOptions {
     /// Both ways.
     pub fn sync() -> Self {
-        SyncOptions::default()
+        AdapterSyncOptions::default()
     }
 
     /// Registry → remote only.
     pub fn push() -> Self {
-        SyncOptions {
+        AdapterSyncOptions {
             direction: Direction::Push,
-            ..SyncOptions::default()
+            ..AdapterSyncOptions::default()
         }
     }
 
     /// Remote → registry only.
     pub fn pull() -> Self {
-        SyncOptions {
+        AdapterSyncOptions {
             direction: Direction::Pull,
-            ..SyncOptions::default()
+            ..AdapterSyncOptions::default()
         }
     }
 
@@ -460,7 +462,7 @@ pub struct RowFailure {
 /// What a run did.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
-pub struct SyncReport {
+pub struct AdapterSyncReport {
     /// The plan (in a dry run, all that happened).
     pub plan: SyncPlan,
     /// Whether anything was written.
@@ -469,15 +471,26 @@ pub struct SyncReport {
     pub applied: usize,
     /// Rows that failed; the next run retries them.
     pub failed: Vec<RowFailure>,
+    /// Where the time went: stage name → seconds (`fetch`, `read_local`,
+    /// `plan`, `apply_local`, `apply_remote`, `save`).
+    pub timings: Vec<(&'static str, f64)>,
 }
 
-impl SyncReport {
+impl AdapterSyncReport {
     /// The report as JSON (the plan, plus applied and failed rows).
     pub fn to_json(&self) -> serde_json::Value {
         let mut json = self.plan.to_json();
         let obj = json.as_object_mut().expect("the plan is an object");
         obj.insert("dry_run".into(), self.dry_run.into());
         obj.insert("applied".into(), self.applied.into());
+        obj.insert(
+            "timings_s".into(),
+            self.timings
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), serde_json::json!(v)))
+                .collect::<serde_json::Map<_, _>>()
+                .into(),
+        );
         obj.insert(
             "failed".into(),
             self.failed
@@ -520,14 +533,14 @@ impl Stage {
 }
 
 /// Receives progress of a run (the CLI draws bars from it).
-pub trait Progress: Send + Sync {
+pub trait AdapterProgress: Send + Sync {
     /// A stage starts with `total` units of work (0 if unknown).
     fn stage(&self, stage: Stage, total: u64);
     /// `n` more units are done.
     fn advance(&self, n: u64);
 }
 
-impl Progress for () {
+impl AdapterProgress for () {
     fn stage(&self, _: Stage, _: u64) {}
     fn advance(&self, _: u64) {}
 }
@@ -539,9 +552,9 @@ impl Replica {
         &self,
         name: &str,
         adapter: &dyn Adapter,
-        options: &SyncOptions,
-        progress: &dyn Progress,
-    ) -> Result<SyncReport, EngineError> {
+        options: &AdapterSyncOptions,
+        progress: &dyn AdapterProgress,
+    ) -> Result<AdapterSyncReport, EngineError> {
         let binding = self.binding(name)?.ok_or_else(|| EngineError::NoBinding {
             name: name.to_owned(),
         })?;
@@ -563,9 +576,9 @@ async fn run(
     binding: &AdapterBinding,
     identity: &Identity,
     adapter: &dyn Adapter,
-    options: &SyncOptions,
-    progress: &dyn Progress,
-) -> Result<SyncReport, EngineError> {
+    options: &AdapterSyncOptions,
+    progress: &dyn AdapterProgress,
+) -> Result<AdapterSyncReport, EngineError> {
     let direction = binding.direction.within(options.direction);
     let shared = registry.shared().clone();
     let (bound, cursor, saved_heads) = {
@@ -592,6 +605,7 @@ async fn run(
 
     // Fetch.
     progress.stage(Stage::Fetch, 0);
+    let mut clock = Clock::default();
     let table = if options.dry_run {
         adapter.describe().await
     } else {
@@ -604,6 +618,7 @@ async fn run(
     let since = cursor.as_deref().filter(|_| !options.full && bound > 0);
     let fetched = adapter.fetch(since).await.map_err(adapter_err(binding))?;
     progress.advance(fetched.rows.len() as u64 + fetched.deleted.len() as u64);
+    clock.lap("fetch");
 
     // Diff, Validate, Resolve.
     let schema = registry.compiled_schema();
@@ -686,6 +701,7 @@ async fn run(
             .unwrap_or(schema.schema.conflict_policy)
     };
     let local_time = |record: &str, field: &str| registry.field_time(record, field);
+    clock.lap("read_local");
     let planned = plan::plan(&plan::Inputs {
         registry: &binding.registry,
         fields: &fields,
@@ -725,12 +741,14 @@ async fn run(
         deletes,
         delete_limit,
     };
+    clock.lap("plan");
     if options.dry_run {
-        return Ok(SyncReport {
+        return Ok(AdapterSyncReport {
             plan,
             dry_run: true,
             applied: 0,
             failed: Vec::new(),
+            timings: clock.laps,
         });
     }
     if plan.exceeds_delete_limit() && !options.allow_deletes {
@@ -755,6 +773,7 @@ async fn run(
         &mut failed,
         progress,
     );
+    clock.lap("apply_local");
     let pushed = apply_remote(
         binding,
         adapter,
@@ -764,6 +783,7 @@ async fn run(
         progress,
     )
     .await?;
+    clock.lap("apply_remote");
 
     // Snapshots of the rows that succeeded, the cursor and a journal entry,
     // in one transaction.
@@ -831,12 +851,38 @@ async fn run(
     let mut failed: Vec<(usize, RowFailure)> = failed.into_iter().collect();
     failed.sort_by_key(|(i, _)| *i);
     plan.rows.sort_by(|a, b| a.record.cmp(&b.record));
-    Ok(SyncReport {
+    clock.lap("save");
+    Ok(AdapterSyncReport {
         plan,
         dry_run: false,
         applied,
         failed: failed.into_iter().map(|(_, f)| f).collect(),
+        timings: clock.laps,
     })
+}
+
+/// Stage timings of one run.
+struct Clock {
+    last: std::time::Instant,
+    laps: Vec<(&'static str, f64)>,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock {
+            last: std::time::Instant::now(),
+            laps: Vec::new(),
+        }
+    }
+}
+
+impl Clock {
+    fn lap(&mut self, stage: &'static str) {
+        let now = std::time::Instant::now();
+        self.laps
+            .push((stage, now.duration_since(self.last).as_secs_f64()));
+        self.last = now;
+    }
 }
 
 /// Writes remote changes into the registry, signed by the binding's key,
@@ -849,7 +895,7 @@ fn apply_local(
     rows: &[RowPlan],
     batch: usize,
     failed: &mut HashMap<usize, RowFailure>,
-    progress: &dyn Progress,
+    progress: &dyn AdapterProgress,
 ) {
     let todo: Vec<usize> = (0..rows.len())
         .filter(|&i| rows[i].local.is_some())
@@ -931,7 +977,7 @@ async fn apply_remote(
     rows: &mut [RowPlan],
     batch: usize,
     failed: &mut HashMap<usize, RowFailure>,
-    progress: &dyn Progress,
+    progress: &dyn AdapterProgress,
 ) -> Result<Pushed, EngineError> {
     let todo: Vec<usize> = (0..rows.len())
         .filter(|&i| rows[i].remote.is_some() && !failed.contains_key(&i))
@@ -1067,11 +1113,11 @@ mod tests {
             reg.put(Some(&format!("r{i}")), [("name", format!("n{i}"))])
                 .unwrap();
         }
-        let run = |o: SyncOptions| {
+        let run = |o: AdapterSyncOptions| {
             let (replica, adapter) = (replica.clone(), adapter.clone());
             async move { replica.sync_binding("m", &adapter, &o, &()).await.unwrap() }
         };
-        run(SyncOptions::sync()).await;
+        run(AdapterSyncOptions::sync()).await;
         assert_eq!(heads_saved(&replica), Some(reg.heads()));
         let touched = reg.records_touched_since(&reg.heads()).unwrap();
         assert!(touched.is_empty());
@@ -1086,7 +1132,7 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec!["r3".to_owned()]
         );
-        let report = run(SyncOptions::sync()).await;
+        let report = run(AdapterSyncOptions::sync()).await;
         assert_eq!(report.applied, 2);
         assert_eq!(table.row("r3").unwrap()["name"], Value::from("local edit"));
         assert_eq!(
@@ -1097,10 +1143,10 @@ mod tests {
         // A failed push leaves work behind: the next run compares everything.
         reg.put(Some("r4"), [("name", "will fail once")]).unwrap();
         table.fail_after(0);
-        let report = run(SyncOptions::sync()).await;
+        let report = run(AdapterSyncOptions::sync()).await;
         assert_eq!(report.failed.len(), 1);
         assert_eq!(heads_saved(&replica), None);
-        let report = run(SyncOptions::sync()).await;
+        let report = run(AdapterSyncOptions::sync()).await;
         assert!(report.failed.is_empty());
         assert_eq!(
             table.row("r4").unwrap()["name"],
@@ -1122,7 +1168,7 @@ mod tests {
             .unwrap();
         let table = MemoryAdapter::new("t");
         let adapter = table.another_client();
-        let options = SyncOptions::sync();
+        let options = AdapterSyncOptions::sync();
         let run = || replica.sync_binding("m", &adapter, &options, &());
         table.insert("a", [("name", "same")]);
         run().await.unwrap();
@@ -1145,5 +1191,54 @@ mod tests {
             Some("2"),
             "the cursor moved past the refused row"
         );
+    }
+
+    /// On a replica that is not an admin, binding says what an admin must
+    /// run, and a sync refuses to write with the same instruction.
+    #[tokio::test]
+    async fn a_binding_on_a_non_admin_replica_names_the_command_an_admin_must_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = Replica::open(dir.path().join("a.db")).unwrap();
+        let writer = Replica::open(dir.path().join("w.db")).unwrap();
+        let schema = Schema::new().field(FieldDef::new("name", FieldType::Text));
+        let reg = admin.create_registry("r", schema).unwrap();
+        reg.set_member(writer.public_key(), crate::Role::Writer)
+            .unwrap();
+        writer.import(reg.export(&[]).unwrap()).unwrap();
+        let added = writer
+            .add_binding(&AdapterBinding::new("m", "r", "memory", "t"))
+            .unwrap();
+        assert!(!added.made_writer);
+        let cmd = added.admin_must_run.expect("an instruction");
+        assert_eq!(
+            cmd,
+            format!("chittysync members add r {} --role writer", added.key)
+        );
+        let table = MemoryAdapter::new("t");
+        table.insert("x", [("name", "x")]);
+        let err = writer
+            .sync_binding(
+                "m",
+                &table.another_client(),
+                &AdapterSyncOptions::sync(),
+                &(),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, EngineError::NotWriter { .. }));
+        assert!(err.to_string().contains(&cmd), "{err}");
+        // Once an admin adds the key, the writer's replica syncs.
+        reg.set_member(added.key, crate::Role::Writer).unwrap();
+        writer.import(reg.export(&[]).unwrap()).unwrap();
+        writer
+            .sync_binding(
+                "m",
+                &table.another_client(),
+                &AdapterSyncOptions::sync(),
+                &(),
+            )
+            .await
+            .unwrap();
+        assert!(writer.registry("r").unwrap().get("x").is_some());
     }
 }

@@ -137,9 +137,8 @@ fn required_missing(inputs: &Inputs<'_>, remote_id: &str, fields: &Fields) -> Op
         Rule::Required.to_string()
     } else {
         format!(
-            "{}; the field is not mapped to a column, so rows from {} can never fill it — map it or make it optional",
-            Rule::Required,
-            "the remote table"
+            "{}; the field is not mapped to a remote column, so map it or make it optional",
+            Rule::Required
         )
     };
     Some(InvalidRow {
@@ -284,6 +283,7 @@ pub(crate) fn plan(inputs: &Inputs<'_>) -> Planned {
             local: Some((Action::Create, changes(&Fields::new(), &fields))),
             remote: None,
             conflicts: Vec::new(),
+            hold: false,
             next: Next::Keep(Snap {
                 remote_id: row.id.clone(),
                 base: fields.clone(),
@@ -302,6 +302,7 @@ pub(crate) fn plan(inputs: &Inputs<'_>) -> Planned {
                 local: None,
                 remote: Some((Action::Create, changes(&Fields::new(), &l.fields))),
                 conflicts: Vec::new(),
+                hold: false,
                 next: Next::Keep(Snap {
                     remote_id: record.clone(),
                     base: l.fields.clone(),
@@ -310,6 +311,7 @@ pub(crate) fn plan(inputs: &Inputs<'_>) -> Planned {
             });
         }
     }
+    let hold_cursor = hold_cursor || rows.iter().any(|r| r.hold);
     Planned {
         rows,
         invalid,
@@ -354,6 +356,7 @@ fn bound_row(
         remote: None,
         conflicts: Vec::new(),
         next: Next::Drop,
+        hold: false,
     };
     let delete_conflict =
         |row: &mut RowPlan, deleted_on: Side, l: Option<&Fields>, r: Option<&Fields>| {
@@ -425,11 +428,12 @@ fn bound_row(
                 });
                 return Some(row);
             }
-            row.next = Next::Keep(Snap {
-                remote: Fields::new(),
-                ..snap.clone()
-            });
-            Some(row).filter(|r| !r.conflicts.is_empty())
+            // The delete is not applied (a push-only run, or an open manual
+            // conflict): keep the snapshot and hold the cursor, so the
+            // delete is seen again next time instead of being lost.
+            row.next = Next::Keep(snap.clone());
+            row.hold = true;
+            Some(row)
         }
         (Some(l), Some((r, modified_at))) => {
             let mut base = snap.base.clone();

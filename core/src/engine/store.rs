@@ -58,6 +58,24 @@ fn decode(path: &str, text: &str) -> Result<Fields, StoreError> {
     Ok(out)
 }
 
+fn snap_of(
+    path: &str,
+    remote_id: String,
+    base: &str,
+    remote: Option<&str>,
+) -> Result<Snap, StoreError> {
+    let base = decode(path, base)?;
+    let remote = match remote {
+        Some(text) => decode(path, text)?,
+        None => base.clone(),
+    };
+    Ok(Snap {
+        remote_id,
+        base,
+        remote,
+    })
+}
+
 pub(crate) fn load_snaps(
     conn: &Connection,
     path: &str,
@@ -74,21 +92,14 @@ pub(crate) fn load_snaps(
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
                 r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
+                r.get::<_, Option<String>>(3)?,
             ))
         })
         .map_err(sql(path, "read adapter snapshots"))?;
     let mut out = HashMap::new();
     for row in rows {
         let (record, remote_id, base, remote) = row.map_err(sql(path, "read adapter snapshots"))?;
-        out.insert(
-            record,
-            Snap {
-                remote_id,
-                base: decode(path, &base)?,
-                remote: decode(path, &remote)?,
-            },
-        );
+        out.insert(record, snap_of(path, remote_id, &base, remote.as_deref())?);
     }
     Ok(out)
 }
@@ -113,7 +124,7 @@ pub(crate) fn save_snap(
             record,
             snap.remote_id,
             encode(&snap.base),
-            encode(&snap.remote),
+            (snap.remote != snap.base).then(|| encode(&snap.remote)),
             now
         ])
     })
@@ -136,7 +147,7 @@ pub(crate) fn load_snaps_for(
             r.get::<_, String>(0)?,
             r.get::<_, String>(1)?,
             r.get::<_, String>(2)?,
-            r.get::<_, String>(3)?,
+            r.get::<_, Option<String>>(3)?,
         ))
     };
     let mut by_record = conn
@@ -169,14 +180,7 @@ pub(crate) fn load_snaps_for(
         );
     }
     for (record, remote_id, base, remote) in rows {
-        out.insert(
-            record,
-            Snap {
-                remote_id,
-                base: decode(path, &base)?,
-                remote: decode(path, &remote)?,
-            },
-        );
+        out.insert(record, snap_of(path, remote_id, &base, remote.as_deref())?);
     }
     Ok(out)
 }
