@@ -41,6 +41,7 @@ mod registry;
 mod replica;
 mod schema;
 mod store;
+mod sync;
 mod trust;
 mod value;
 
@@ -58,6 +59,10 @@ pub use registry::{
 pub use replica::{JournalEntry, Replica};
 pub use schema::{
     ConflictPolicy, FieldDef, FieldType, RecordRule, Rule, Schema, SchemaError, ValidationError,
+};
+pub use sync::{
+    ChangeSubscription, Hub, HubEvent, Peer, Progress, ProgressFn, RegistrySync, RemoteChanges,
+    ServeOptions, SyncError, SyncOptions, SyncReport, Watch, WatchEvent,
 };
 pub use trust::SignedChange;
 pub use trust::attest::{Attestation, Status};

@@ -41,6 +41,8 @@ pub(crate) struct Shared {
     /// state, then the store — never the other way round.
     open: Mutex<HashMap<RegistryId, Arc<Mutex<DocState>>>>,
     path: PathBuf,
+    /// Changes received from peers, for subscribers.
+    pub(crate) remote_changes: tokio::sync::broadcast::Sender<crate::sync::RemoteChanges>,
 }
 
 impl Shared {
@@ -116,8 +118,14 @@ impl Replica {
                 store: Mutex::new(store),
                 open: Mutex::new(HashMap::new()),
                 path: path.to_path_buf(),
+                remote_changes: tokio::sync::broadcast::channel(1024).0,
             }),
         })
+    }
+
+    /// What every handle of this replica shares (for the peer protocol).
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// This replica's public key: what other replicas and registries know it by.
