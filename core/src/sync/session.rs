@@ -669,6 +669,12 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
     /// Imports the pending changes once none lacks a dependency.
     fn import_pending(&mut self, reg: &mut Reg) -> Result<(), Fault> {
         let id = reg.id;
+        if reg.hidden {
+            return Err(Fault::RefuseRegistry(
+                id,
+                "not a member: it pushed changes to a registry it may not access".into(),
+            ));
+        }
         let batch: HashSet<ChangeHash> = reg.pending.iter().map(SignedChange::hash).collect();
         let deps: Vec<ChangeHash> = reg
             .pending
@@ -697,12 +703,6 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
             missing.dedup();
             reg.need = missing;
             return Ok(());
-        }
-        if reg.hidden {
-            return Err(Fault::RefuseRegistry(
-                id,
-                "not a member: it pushed changes to a registry it may not access".into(),
-            ));
         }
         if reg.handle.is_none() {
             self.check_new_registry(reg)?;

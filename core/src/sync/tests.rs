@@ -70,3 +70,499 @@ async fn two_replicas_converge_over_the_in_memory_transport_and_resume_increment
     let (report, _) = round(&bob, &alice).await;
     assert_eq!((report.changes_in(), report.changes_out()), (0, 0));
 }
+
+mod adversarial {
+    //! A hand-built malicious peer against a hub on loopback TCP. Every
+    //! attack is refused, nothing from it is applied, the refusal is
+    //! journaled, and the hub goes on serving an honest peer.
+
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use automerge::sync::SyncDoc;
+    use automerge::sync::{ChunkList, Message, MessageVersion};
+    use automerge::transaction::Transactable;
+    use automerge::{AutoCommit, ChangeHash, ObjType};
+    use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
+    use tokio::net::TcpStream;
+
+    use super::super::envelope::{self, CONNECTION, Envelope, Kind};
+    use super::super::frame::{self, SecureReader, SecureWriter};
+    use super::*;
+    use crate::registry::Registry;
+
+    /// Hang guard only: no test depends on timing.
+    const PATIENCE: Duration = Duration::from_secs(60);
+    const EVIL: [u8; 32] = [66; 32];
+
+    fn evil_key() -> PublicKey {
+        Identity::from_secret_bytes(EVIL).public_key()
+    }
+
+    struct World {
+        dir: tempfile::TempDir,
+        hub: Replica,
+        server: Hub,
+        services: Registry,
+        good: Replica,
+    }
+
+    async fn world(evil_role: Option<Role>, options: ServeOptions) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = open(dir.path(), "hub");
+        let good = open(dir.path(), "good");
+        let services = hub.create_registry("services", schema()).unwrap();
+        services
+            .set_member(good.public_key(), Role::Writer)
+            .unwrap();
+        if let Some(role) = evil_role {
+            services.set_member(evil_key(), role).unwrap();
+        }
+        services.put(Some("first"), [("name", "first")]).unwrap();
+        let server = hub.serve("127.0.0.1:0", options).await.unwrap();
+        let world = World {
+            dir,
+            hub,
+            server,
+            services,
+            good,
+        };
+        world.good_syncs().await;
+        world
+    }
+
+    impl World {
+        fn addr(&self) -> SocketAddr {
+            self.server.local_addr()
+        }
+
+        /// An honest peer writes and syncs through the hub.
+        async fn good_syncs(&self) {
+            let peer = Peer::new(self.addr().to_string()).with_key(self.hub.public_key());
+            if let Ok(reg) = self.good.registry("services") {
+                reg.put(None, [("name", "honest")]).unwrap();
+            }
+            let report = self
+                .good
+                .sync_with(&peer, &SyncOptions::default())
+                .await
+                .unwrap();
+            assert!(report.registries.iter().all(|r| r.refused.is_none()));
+            let reg = self.good.registry("services").unwrap();
+            assert_eq!(reg.heads(), self.services.heads());
+        }
+
+        /// The next connection the hub refused, and why.
+        async fn next_refusal(&mut self) -> String {
+            loop {
+                let event = tokio::time::timeout(PATIENCE, self.server.next_event())
+                    .await
+                    .expect("the hub reports the refusal")
+                    .expect("the hub runs");
+                match event {
+                    HubEvent::Failed {
+                        error: SyncError::Refused { reason, .. },
+                        ..
+                    } => return reason,
+                    HubEvent::Failed { error, .. } => panic!("failed otherwise: {error}"),
+                    _ => continue,
+                }
+            }
+        }
+
+        fn journaled(&self, needle: &str) -> bool {
+            self.hub
+                .journal()
+                .unwrap()
+                .iter()
+                .any(|e| e.kind.contains("refused") && e.detail.to_string().contains(needle))
+        }
+    }
+
+    /// The malicious peer: speaks the protocol by hand.
+    struct Evil {
+        id: Identity,
+        hub: PublicKey,
+        reader: SecureReader<ReadHalf<TcpStream>>,
+        writer: SecureWriter<WriteHalf<TcpStream>>,
+    }
+
+    impl Evil {
+        async fn connect(addr: SocketAddr) -> Evil {
+            let stream = TcpStream::connect(addr).await.unwrap();
+            let id = Identity::from_secret_bytes(EVIL);
+            let ch = frame::handshake(stream, &id, true, 1 << 24, Arc::default())
+                .await
+                .unwrap();
+            let mut evil = Evil {
+                hub: ch.peer.clone().unwrap(),
+                id,
+                reader: ch.reader,
+                writer: ch.writer,
+            };
+            let hello = evil.seal(&CONNECTION, Kind::Hello, &envelope::encode_hello(&[]));
+            evil.send(&hello).await;
+            let reply = evil.recv().await.expect("the hub says hello");
+            assert_eq!(reply.kind, Kind::Hello);
+            evil
+        }
+
+        fn seal(&self, registry: &[u8; 16], kind: Kind, payload: &[u8]) -> Vec<u8> {
+            envelope::seal(&self.id, self.hub.as_bytes(), registry, kind, payload)
+        }
+
+        async fn send(&mut self, bytes: &[u8]) {
+            self.writer.send(bytes).await.unwrap();
+        }
+
+        async fn recv(&mut self) -> Option<Envelope> {
+            match tokio::time::timeout(PATIENCE, self.reader.recv()).await {
+                Ok(Ok(Some(bytes))) => Some(envelope::open(&bytes).unwrap()),
+                Ok(_) => None,
+                Err(_) => panic!("the hub neither answered nor closed"),
+            }
+        }
+
+        /// Reads until the hub refuses the connection; returns its reason
+        /// and checks that the hub then closes.
+        async fn refusal(&mut self) -> String {
+            loop {
+                match self.recv().await {
+                    Some(e) if e.kind == Kind::Refused && e.registry().is_none() => {
+                        let reason = String::from_utf8_lossy(&e.payload).into_owned();
+                        assert!(self.recv().await.is_none(), "the hub closes after refusing");
+                        return reason;
+                    }
+                    Some(_) => continue,
+                    None => panic!("the hub closed without saying why"),
+                }
+            }
+        }
+    }
+
+    /// A change to `reg` authored by `author`, built by hand, and its
+    /// signature (over the right hash, or a forged one).
+    fn craft(reg: &Registry, author: &Identity, sign_right: bool) -> (Vec<u8>, [u8; 64]) {
+        reg.with_state(|st, _| {
+            let mut doc = st.doc.fork();
+            doc.set_actor(automerge::ActorId::from(
+                &author.public_key().as_bytes()[..],
+            ));
+            let records = st.layout().records.clone();
+            let rec = doc.put_object(&records, "crafted", ObjType::Map).unwrap();
+            doc.put(&rec, "name", "crafted").unwrap();
+            let hash = doc.commit().unwrap();
+            let mut change = doc.get_change_by_hash(&hash).unwrap();
+            let signed = if sign_right {
+                hash
+            } else {
+                ChangeHash([7; 32])
+            };
+            let sig = crate::trust::sign_change(author, &reg.id(), &signed);
+            (change.bytes().into_owned(), sig)
+        })
+    }
+
+    fn sync_payload(changes: Vec<Vec<u8>>, sigs: Vec<(PublicKey, [u8; 64])>) -> Vec<u8> {
+        let message = Message {
+            heads: Vec::new(),
+            need: Vec::new(),
+            have: Vec::new(),
+            changes: ChunkList::from(changes),
+            flags: None,
+            version: MessageVersion::V1,
+        };
+        envelope::encode_sync(&message.encode(), &sigs)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unknown_key_is_refused_with_the_reason_on_both_sides() {
+        let mut w = world(None, ServeOptions::default()).await;
+        let stream = TcpStream::connect(w.addr()).await.unwrap();
+        let err = Replica::open_with_identity(
+            w.dir.path().join("evil.db"),
+            Identity::from_secret_bytes(EVIL),
+        )
+        .unwrap()
+        .sync_over(stream, Some(w.hub.public_key()), &SyncOptions::default())
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&err, SyncError::RefusedByPeer { reason, .. } if reason.contains("not a member of any registry")),
+            "{err}"
+        );
+        assert!(
+            w.next_refusal()
+                .await
+                .contains("not a member of any registry")
+        );
+        assert!(w.journaled("not a member of any registry"));
+        w.good_syncs().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_wrong_noise_key_binding_is_refused() {
+        let mut w = world(Some(Role::Writer), ServeOptions::default()).await;
+        // A real Noise handshake whose identity binding signs another
+        // Noise key than the one used.
+        let mut stream = TcpStream::connect(w.addr()).await.unwrap();
+        let counters = frame::Counters::default();
+        let params: snow::params::NoiseParams = frame::NOISE_PARAMS.parse().unwrap();
+        let mine = snow::Builder::new(params.clone())
+            .generate_keypair()
+            .unwrap();
+        let other = snow::Builder::new(params.clone())
+            .generate_keypair()
+            .unwrap();
+        let mut hs = snow::Builder::new(params)
+            .local_private_key(&mine.private)
+            .unwrap()
+            .prologue(frame::PROLOGUE)
+            .unwrap()
+            .build_initiator()
+            .unwrap();
+        let mut buf = vec![0u8; 65_535];
+        let mut payload = vec![0u8; 65_535];
+        let n = hs.write_message(&[], &mut buf).unwrap();
+        frame::write_wire(&mut stream, &buf[..n], &counters)
+            .await
+            .unwrap();
+        let msg = frame::read_wire(&mut stream, &counters)
+            .await
+            .unwrap()
+            .unwrap();
+        hs.read_message(&msg, &mut payload).unwrap();
+        let binding = frame::binding_payload(&Identity::from_secret_bytes(EVIL), &other.public);
+        let n = hs.write_message(&binding, &mut buf).unwrap();
+        frame::write_wire(&mut stream, &buf[..n], &counters)
+            .await
+            .unwrap();
+        // The hub says why, encrypted, then closes.
+        let transport = hs.into_stateless_transport_mode().unwrap();
+        let frame = frame::read_wire(&mut stream, &counters)
+            .await
+            .unwrap()
+            .unwrap();
+        let n = transport.read_message(0, &frame, &mut payload).unwrap();
+        let env = envelope::open(&payload[4..n]).unwrap();
+        assert_eq!(env.kind, Kind::Refused);
+        let told = String::from_utf8_lossy(&env.payload).into_owned();
+        assert!(told.contains("wrong key binding"), "{told}");
+        assert!(w.next_refusal().await.contains("wrong key binding"));
+        assert!(w.journaled("wrong key binding"));
+        w.good_syncs().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn garbage_and_oversized_frames_are_refused() {
+        let options = ServeOptions {
+            max_message_bytes: 64 << 10,
+            ..ServeOptions::default()
+        };
+        let mut w = world(Some(Role::Writer), options).await;
+        let heads = w.services.heads();
+
+        // Garbage instead of a handshake.
+        let mut stream = TcpStream::connect(w.addr()).await.unwrap();
+        for _ in 0..2 {
+            stream.write_all(&200u32.to_be_bytes()).await.unwrap();
+            stream.write_all(&[0xAB; 200]).await.unwrap();
+        }
+        assert!(w.next_refusal().await.contains("does not decrypt"));
+
+        // A wire frame larger than any Noise message.
+        let mut stream = TcpStream::connect(w.addr()).await.unwrap();
+        stream
+            .write_all(&(10u32 << 20).to_be_bytes())
+            .await
+            .unwrap();
+        assert!(
+            w.next_refusal()
+                .await
+                .contains("a wire frame of 10485760 bytes")
+        );
+
+        // Garbage after the handshake.
+        let mut evil = Evil::connect(w.addr()).await;
+        let counters = frame::Counters::default();
+        let mut raw = Vec::new();
+        frame::write_wire(&mut raw, &[0x5A; 300], &counters)
+            .await
+            .unwrap();
+        evil.writer_raw(&raw).await;
+        assert!(evil.refusal().await.contains("does not decrypt"));
+        assert!(w.next_refusal().await.contains("does not decrypt"));
+
+        // A message announced larger than the hub accepts.
+        let mut evil = Evil::connect(w.addr()).await;
+        let _ = evil.writer.send(&vec![1u8; 100 << 10]).await;
+        assert!(evil.refusal().await.contains("over the maximum"));
+        assert!(w.next_refusal().await.contains("over the maximum"));
+
+        assert!(w.journaled("does not decrypt"));
+        assert!(w.journaled("over the maximum"));
+        assert_eq!(w.services.heads(), heads, "nothing applied");
+        w.good_syncs().await;
+    }
+
+    impl Evil {
+        async fn writer_raw(&mut self, bytes: &[u8]) {
+            self.writer.write_raw(bytes).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_forged_change_signature_is_refused_and_nothing_is_applied() {
+        let mut w = world(Some(Role::Writer), ServeOptions::default()).await;
+        let heads = w.services.heads();
+        let evil_id = Identity::from_secret_bytes(EVIL);
+        let (change, sig) = craft(&w.services, &evil_id, false);
+        let mut evil = Evil::connect(w.addr()).await;
+        let payload = sync_payload(vec![change], vec![(evil_key(), sig)]);
+        let env = evil.seal(w.services.id().as_bytes(), Kind::Sync, &payload);
+        evil.send(&env).await;
+        assert!(evil.refusal().await.contains("bad signature"));
+        assert!(w.next_refusal().await.contains("bad signature"));
+        assert_eq!(w.services.heads(), heads, "nothing applied");
+        assert!(w.services.get("crafted").is_none());
+        assert!(w.journaled("bad signature"));
+        w.good_syncs().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_from_a_reader_is_refused() {
+        let mut w = world(Some(Role::Reader), ServeOptions::default()).await;
+        let heads = w.services.heads();
+        let evil_id = Identity::from_secret_bytes(EVIL);
+        // Correctly signed by the reader itself: the hub refuses the push
+        // before even looking at what it says.
+        let (change, sig) = craft(&w.services, &evil_id, true);
+        let mut evil = Evil::connect(w.addr()).await;
+        let payload = sync_payload(vec![change], vec![(evil_key(), sig)]);
+        let env = evil.seal(w.services.id().as_bytes(), Kind::Sync, &payload);
+        evil.send(&env).await;
+        assert!(
+            evil.refusal()
+                .await
+                .contains("readers may pull but not push")
+        );
+        assert!(w.next_refusal().await.contains("readers may pull"));
+        assert_eq!(w.services.heads(), heads, "nothing applied");
+        assert!(w.journaled("readers may pull"));
+        w.good_syncs().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replayed_envelope_is_refused_even_after_the_hub_restarts() {
+        let mut w = world(Some(Role::Writer), ServeOptions::default()).await;
+        let mut evil = Evil::connect(w.addr()).await;
+        let idle = evil.seal(w.services.id().as_bytes(), Kind::Idle, &[]);
+        evil.send(&idle).await;
+        evil.send(&idle).await;
+        assert!(evil.refusal().await.contains("replayed"));
+        assert!(w.next_refusal().await.contains("replayed"));
+        assert!(w.journaled("replayed"));
+
+        // Restart the hub from its file: the nonce is remembered.
+        let path = w.hub.path().to_path_buf();
+        w.server.shutdown();
+        drop(std::mem::replace(
+            &mut w.hub,
+            Replica::open(w.dir.path().join("scratch.db")).unwrap(),
+        ));
+        let hub = Replica::open(&path).unwrap();
+        let mut server = hub
+            .serve("127.0.0.1:0", ServeOptions::default())
+            .await
+            .unwrap();
+        let mut evil = Evil::connect(server.local_addr()).await;
+        evil.send(&idle).await;
+        assert!(evil.refusal().await.contains("replayed"));
+        loop {
+            match tokio::time::timeout(PATIENCE, server.next_event())
+                .await
+                .unwrap()
+            {
+                Some(HubEvent::Failed { error, .. }) => {
+                    assert!(error.to_string().contains("replayed"), "{error}");
+                    break;
+                }
+                Some(_) => continue,
+                None => panic!("the hub stopped"),
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stale_envelope_is_refused() {
+        let mut w = world(Some(Role::Writer), ServeOptions::default()).await;
+        let mut evil = Evil::connect(w.addr()).await;
+        let stale = envelope::seal_with(
+            &evil.id,
+            evil.hub.as_bytes(),
+            w.services.id().as_bytes(),
+            &[1; 16],
+            crate::store::now_ms() - 3_600_000,
+            Kind::Idle,
+            &[],
+        );
+        evil.send(&stale).await;
+        assert!(evil.refusal().await.contains("stale"));
+        assert!(w.next_refusal().await.contains("stale"));
+        assert!(w.journaled("stale"));
+        w.good_syncs().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_non_member_learns_nothing_and_cannot_write() {
+        let options = ServeOptions {
+            allow: vec![evil_key()],
+            ..ServeOptions::default()
+        };
+        let w = world(None, options).await;
+        let heads = w.services.heads();
+        let mut evil = Evil::connect(w.addr()).await;
+
+        // Asking for a registry held here and for one that does not exist
+        // get the same answer: an empty document.
+        let unknown = RegistryId::from_bytes(&[9; 16]).unwrap();
+        let mut answers = Vec::new();
+        for id in [w.services.id(), unknown] {
+            let mut empty = AutoCommit::new();
+            let mut state = automerge::sync::State::new();
+            let ask = empty.sync().generate_sync_message(&mut state).unwrap();
+            let env = evil.seal(
+                id.as_bytes(),
+                Kind::Sync,
+                &envelope::encode_sync(&ask.encode(), &[]),
+            );
+            evil.send(&env).await;
+            let reply = evil.recv().await.unwrap();
+            assert_eq!(reply.registry(), Some(id));
+            assert_eq!(reply.kind, Kind::Sync);
+            let (message, sigs) = envelope::decode_sync(&reply.payload).unwrap();
+            let message = Message::decode(&message).unwrap();
+            assert!(message.heads.is_empty() && message.changes.is_empty() && sigs.is_empty());
+            answers.push(reply.payload);
+        }
+        assert_eq!(
+            answers[0], answers[1],
+            "a non-member can tell nothing apart"
+        );
+
+        // A push (even of a well-signed change) is refused for that
+        // registry alone; the connection stays open.
+        let evil_id = Identity::from_secret_bytes(EVIL);
+        let (change, sig) = craft(&w.services, &evil_id, true);
+        let payload = sync_payload(vec![change], vec![(evil_key(), sig)]);
+        let env = evil.seal(w.services.id().as_bytes(), Kind::Sync, &payload);
+        evil.send(&env).await;
+        let reply = evil.recv().await.unwrap();
+        assert_eq!(reply.kind, Kind::Refused);
+        assert_eq!(reply.registry(), Some(w.services.id()));
+        assert_eq!(w.services.heads(), heads, "nothing applied");
+        assert!(w.journaled("not a member"));
+        w.good_syncs().await;
+    }
+}
