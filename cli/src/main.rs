@@ -3,6 +3,7 @@
 mod audit;
 mod demo;
 mod output;
+mod peer;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -38,6 +39,11 @@ enum Command {
     /// Create, list and inspect registries.
     #[command(subcommand)]
     Registry(RegistryCmd),
+    /// Sync with a peer over the network: `sync HOST:PORT [REG…]`.
+    Sync(peer::SyncArgs),
+    /// Serve this replica's registries to peers (a hub): each peer sees only
+    /// registries it is a member of.
+    Serve(peer::ServeArgs),
     /// List and change a registry's members.
     #[command(subcommand)]
     Members(MembersCmd),
@@ -259,7 +265,8 @@ enum MembersCmd {
 }
 
 /// Exit codes: 1 any failure, 2 bad usage (clap), 3 a write refused by the
-/// schema or roles, 4 a bundle refused as untrusted or malformed, 5 `verify`
+/// schema or roles, 4 a bundle or peer refused as untrusted or malformed
+/// (by either side of a sync), 5 `verify`
 /// or `verify-proof` found a problem.
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -277,6 +284,14 @@ fn main() -> ExitCode {
                 )
             }) {
                 3
+            } else if e.downcast_ref::<chittysync::SyncError>().is_some_and(|s| {
+                matches!(
+                    s,
+                    chittysync::SyncError::Refused { .. }
+                        | chittysync::SyncError::RefusedByPeer { .. }
+                )
+            }) {
+                4
             } else if e
                 .downcast_ref::<ImportError>()
                 .is_some_and(|i| !matches!(i, ImportError::Store(_) | ImportError::File { .. }))
@@ -826,6 +841,8 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::VerifyProof { .. } => unreachable!("handled above"),
         Command::Audit(args) => audit::run(&replica, args, as_json)?,
+        Command::Sync(args) => peer::sync(&replica, args, as_json)?,
+        Command::Serve(args) => peer::serve(&replica, args, as_json)?,
         Command::Compact { registry: name } => {
             registry(&replica, &name)?.compact()?;
             if !as_json {

@@ -45,6 +45,8 @@ use crate::trust::SignedChange;
 /// What a registry refusal says, the same whether the registry exists here
 /// or not, so a non-member learns nothing about it.
 const NOT_SHARED: &str = "this registry is not shared with your key here";
+/// How long a closing side waits for the peer to close in turn.
+const LINGER: Duration = Duration::from_secs(2);
 /// Received changes waiting for their dependencies, at most.
 const MAX_PENDING: usize = 100_000;
 
@@ -189,6 +191,13 @@ where
             );
             let _ = writer.send(&env).await;
             writer.close().await;
+            // Closing with the peer's bytes unread would reset the
+            // connection and could lose the refusal: drain until it closes.
+            let mut reader = reader;
+            let _ = tokio::time::timeout(LINGER, async {
+                while let Ok(Some(_)) = reader.recv().await {}
+            })
+            .await;
             return Err(SyncError::Refused {
                 peer: address,
                 reason,
@@ -228,8 +237,8 @@ where
         regs: BTreeMap::new(),
         offered: Vec::new(),
     };
-    let outcome = session.drive(rx, shutdown).await;
-    reading.abort();
+    let mut rx = rx;
+    let outcome = session.drive(&mut rx, shutdown).await;
     session.save_states();
     let who = format!("{} ({})", session.address, session.peer);
     let result = match outcome {
@@ -248,6 +257,13 @@ where
         }
     };
     session.writer.close().await;
+    // Closing with the peer's bytes unread would reset the connection and
+    // could lose what we last said (a refusal): drain until it closes.
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Some(Ok(Some(_))) = rx.recv().await {}
+    })
+    .await;
+    reading.abort();
     result
 }
 
@@ -350,17 +366,29 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
 
     async fn drive(
         &mut self,
-        mut rx: mpsc::Receiver<Result<Option<Vec<u8>>, LinkError>>,
+        rx: &mut mpsc::Receiver<Result<Option<Vec<u8>>, LinkError>>,
         mut shutdown: Option<watch::Receiver<bool>>,
     ) -> Result<(), Fault> {
         let _ = peers::prune_nonces(&self.replica, now_ms() - 2 * self.cfg.max_skew_ms);
         let mine = self.offers()?;
-        self.send(&CONNECTION, Kind::Hello, &envelope::encode_hello(&mine))
-            .await?;
+        // If the peer refused us it may have closed already, so our hello
+        // fails to send: its refusal, read next, says why.
+        let said_hello = self
+            .send(&CONNECTION, Kind::Hello, &envelope::encode_hello(&mine))
+            .await;
         // The peer's hello (or its refusal) comes first.
-        let first = self.next(&mut rx).await?.ok_or_else(|| {
-            Fault::Io("the peer closed the connection before saying hello".into())
-        })?;
+        let first = match self.next(rx).await {
+            Ok(Some(first)) => first,
+            Ok(None) | Err(Fault::Io(_)) if said_hello.is_err() => {
+                return Err(said_hello.expect_err("checked"));
+            }
+            Ok(None) => {
+                return Err(Fault::Io(
+                    "the peer closed the connection before saying hello".into(),
+                ));
+            }
+            Err(e) => return Err(e),
+        };
         let env = self.check(&first)?;
         match (env.kind, env.registry()) {
             (Kind::Hello, None) => {
@@ -372,6 +400,7 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
                     String::from_utf8_lossy(&env.payload).into_owned(),
                 ));
             }
+            _ if said_hello.is_err() => return said_hello,
             _ => {
                 return Err(Fault::Violation(
                     None,
@@ -405,7 +434,7 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
             }
             let live = self.cfg.live || !self.initiator;
             tokio::select! {
-                got = self.next(&mut rx) => match got? {
+                got = self.next(rx) => match got? {
                     Some(bytes) => self.on_envelope(&bytes).await?,
                     None if self.initiator && !self.cfg.live => {
                         return Err(Fault::Io("the peer closed the connection before the round finished".into()));
