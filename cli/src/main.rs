@@ -284,17 +284,16 @@ fn main() -> ExitCode {
                 )
             }) {
                 3
-            } else if e.downcast_ref::<chittysync::SyncError>().is_some_and(|s| {
-                matches!(
-                    s,
-                    chittysync::SyncError::Refused { .. }
-                        | chittysync::SyncError::RefusedByPeer { .. }
-                )
-            }) {
-                4
             } else if e
                 .downcast_ref::<ImportError>()
                 .is_some_and(|i| !matches!(i, ImportError::Store(_) | ImportError::File { .. }))
+                || e.downcast_ref::<chittysync::SyncError>().is_some_and(|s| {
+                    matches!(
+                        s,
+                        chittysync::SyncError::Refused { .. }
+                            | chittysync::SyncError::RefusedByPeer { .. }
+                    )
+                })
             {
                 4
             } else if e

@@ -363,10 +363,10 @@ mod tests {
             let mut framed = MAGIC.to_vec();
             framed.extend_from_slice(&bytes);
             let _ = open(&framed);
-            if let Ok((msg, sigs)) = decode_sync(&bytes) {
-                if let Ok(m) = automerge::sync::Message::decode(&msg) {
-                    let _ = signed_changes(m.changes.iter(), &sigs);
-                }
+            if let Ok((msg, sigs)) = decode_sync(&bytes)
+                && let Ok(m) = automerge::sync::Message::decode(&msg)
+            {
+                let _ = signed_changes(m.changes.iter(), &sigs);
             }
         }
     }

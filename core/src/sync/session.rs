@@ -607,10 +607,10 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
                 reg.name = String::new();
                 return Ok(Some(reg));
             }
-            if let Some(saved) = peers::sync_state(&self.replica, &self.peer, &id)? {
-                if let Ok(state) = automerge::sync::State::decode(&saved) {
-                    reg.state = state;
-                }
+            if let Some(saved) = peers::sync_state(&self.replica, &self.peer, &id)?
+                && let Ok(state) = automerge::sync::State::decode(&saved)
+            {
+                reg.state = state;
             }
         }
         Ok(Some(reg))
