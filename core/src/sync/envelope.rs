@@ -38,6 +38,8 @@ pub(crate) enum Kind {
     Idle = 3,
     /// The sender refuses this registry (or, connection-level, the peer).
     Refused = 4,
+    /// Members' attestations of the registry (a bundle without changes).
+    Attest = 5,
 }
 
 impl Kind {
@@ -47,6 +49,7 @@ impl Kind {
             2 => Kind::Sync,
             3 => Kind::Idle,
             4 => Kind::Refused,
+            5 => Kind::Attest,
             _ => return None,
         })
     }

@@ -124,6 +124,8 @@ struct Reg {
     state: automerge::sync::State,
     /// Received changes waiting for dependencies still in flight.
     pending: Vec<SignedChange>,
+    /// How many stored attestations were sent to the peer.
+    attestations_sent: usize,
     /// Hashes to ask for beyond what Automerge asks for.
     need: Vec<ChangeHash>,
     done: bool,
@@ -558,6 +560,7 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
                     Ok(()) => self.reply(id, true).await.map(drop),
                 }
             }
+            Kind::Attest => self.receive_attestations(id, &env.payload),
             Kind::Hello => Err(violation(id, "it sent a second hello")),
         }
     }
@@ -585,6 +588,7 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
             changes_out: 0,
             last_heads: Vec::new(),
             hidden: false,
+            attestations_sent: 0,
         };
         if let Some(handle) = &reg.handle {
             reg.name = handle.name();
@@ -822,6 +826,8 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
                 Ok(false)
             }
             Generated::Nothing => {
+                // In step with the peer: share attestations it has not had.
+                self.send_attestations(id).await?;
                 if answer || !self.initiator {
                     self.send(id.as_bytes(), Kind::Idle, &[]).await?;
                 }
@@ -896,6 +902,52 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
             }
             None => Generated::Nothing,
         })
+    }
+
+    /// Sends the registry's stored attestations if there are new ones
+    /// (they live beside the document, so Automerge does not carry them).
+    async fn send_attestations(&mut self, id: RegistryId) -> Result<(), Fault> {
+        let Some(reg) = self.regs.get(&id) else {
+            return Ok(());
+        };
+        let Some(handle) = reg.handle.as_ref().filter(|_| !reg.hidden) else {
+            return Ok(());
+        };
+        let attestations = handle.attestations()?;
+        if attestations.len() <= reg.attestations_sent {
+            return Ok(());
+        }
+        let count = attestations.len();
+        let bundle = Bundle::new(id, Vec::new(), attestations);
+        self.send(id.as_bytes(), Kind::Attest, &bundle.to_bytes())
+            .await?;
+        self.regs.get_mut(&id).expect("present").attestations_sent = count;
+        Ok(())
+    }
+
+    /// Stores attestations from the peer (each verified; a bad one refuses
+    /// the peer).
+    fn receive_attestations(&mut self, id: RegistryId, payload: &[u8]) -> Result<(), Fault> {
+        let reg = self.regs.get(&id).expect("present");
+        if reg.hidden || reg.handle.is_none() {
+            return Ok(());
+        }
+        let bundle = Bundle::from_bytes(payload)
+            .map_err(|e| violation(id, format!("attestations that do not decode: {e}")))?;
+        if bundle.registry() != id || !bundle.is_empty() {
+            return Err(violation(
+                id,
+                "an attestation message for another registry, or with changes",
+            ));
+        }
+        match self.replica.import(bundle) {
+            Ok(_) => Ok(()),
+            Err(ImportError::Store(e)) => Err(Fault::Store(e)),
+            Err(e) => Err(violation(
+                id,
+                format!("it sent attestations that were refused: {e}"),
+            )),
+        }
     }
 
     /// Live sessions: push what changed locally since the last message.

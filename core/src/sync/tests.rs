@@ -69,6 +69,14 @@ async fn two_replicas_converge_over_the_in_memory_transport_and_resume_increment
     // Nothing new: nothing moves.
     let (report, _) = round(&bob, &alice).await;
     assert_eq!((report.changes_in(), report.changes_out()), (0, 0));
+
+    // Attestations live beside the document; they travel too.
+    let attestation = services.attest().unwrap();
+    bobs.attest().unwrap();
+    round(&bob, &alice).await;
+    assert!(bobs.attestations().unwrap().contains(&attestation));
+    assert_eq!(services.attestations().unwrap().len(), 2);
+    assert_eq!(services.status().unwrap().attested_by.len(), 2);
 }
 
 mod adversarial {
