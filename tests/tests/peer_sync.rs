@@ -331,3 +331,97 @@ async fn a_watched_connection_carries_changes_both_ways_and_reconnects() {
     watch.stop();
     drop(server);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hubs_linked_to_each_other_carry_changes_between_their_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let east = replica(dir.path(), "east");
+    let west = replica(dir.path(), "west");
+    let laptop = replica(dir.path(), "laptop");
+    let phone = replica(dir.path(), "phone");
+    let services = east.create_registry("services", schema()).unwrap();
+    for r in [&west, &laptop, &phone] {
+        services.set_member(r.public_key(), Role::Writer).unwrap();
+    }
+    let east_hub = east
+        .serve("127.0.0.1:0", ServeOptions::default())
+        .await
+        .unwrap();
+    // West has never held the registry: the link brings it.
+    let west_hub = west
+        .serve(
+            "127.0.0.1:0",
+            ServeOptions {
+                allow: vec![east.public_key()],
+                ..ServeOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    let _link = east.watch(
+        hub_peer(&west, west_hub.local_addr()),
+        SyncOptions::default(),
+    );
+
+    // The laptop talks only to east, the phone only to west.
+    let to_east = hub_peer(&east, east_hub.local_addr());
+    let to_west = hub_peer(&west, west_hub.local_addr());
+    laptop
+        .sync_with(&to_east, &SyncOptions::default())
+        .await
+        .unwrap();
+    laptop
+        .registry("services")
+        .unwrap()
+        .put(Some("from-laptop"), [("name", "written on the laptop")])
+        .unwrap();
+    laptop
+        .sync_with(&to_east, &SyncOptions::default())
+        .await
+        .unwrap();
+
+    let mut rounds = 0;
+    loop {
+        phone
+            .sync_with(&to_west, &SyncOptions::default())
+            .await
+            .unwrap();
+        if let Ok(reg) = phone.registry("services")
+            && reg.get("from-laptop").is_some()
+        {
+            break;
+        }
+        rounds += 1;
+        assert!(
+            rounds < 2000,
+            "hang guard: the change never crossed the hubs"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let phones = phone.registry("services").unwrap();
+    phones
+        .put(Some("from-phone"), [("name", "written on the phone")])
+        .unwrap();
+    phone
+        .sync_with(&to_west, &SyncOptions::default())
+        .await
+        .unwrap();
+    eventually("the phone's change reaches east", || {
+        services.get("from-phone").is_some()
+    })
+    .await;
+    laptop
+        .sync_with(&to_east, &SyncOptions::default())
+        .await
+        .unwrap();
+    let laptops = laptop.registry("services").unwrap();
+    assert_eq!(observe(&laptops), observe(&services));
+    eventually("west catches up", || {
+        west.registry("services").map(|r| r.heads()).ok() == Some(services.heads())
+    })
+    .await;
+    assert_eq!(
+        observe(&west.registry("services").unwrap()),
+        observe(&phones)
+    );
+}
