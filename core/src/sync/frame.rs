@@ -399,6 +399,59 @@ mod tests {
         assert!(matches!(got, Err(LinkError::Violation(ref m)) if m.contains("over the maximum")));
     }
 
+    /// Arbitrary bytes where a handshake, or an encrypted message after
+    /// one, is expected: an error or a clean end, never a panic.
+    async fn feed(bytes: Vec<u8>, after_handshake: bool) {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let responder = Identity::from_secret_bytes([1; 32]);
+        if !after_handshake {
+            let mut raw = a;
+            raw.write_all(&bytes).await.unwrap();
+            drop(raw);
+            assert!(
+                handshake(b, &responder, false, 1 << 20, Arc::default())
+                    .await
+                    .is_err()
+            );
+            return;
+        }
+        let server = tokio::spawn(async move {
+            let mut ch = handshake(b, &responder, false, 1 << 20, Arc::default())
+                .await
+                .unwrap();
+            while let Ok(Some(_)) = ch.reader.recv().await {}
+        });
+        let initiator = Identity::from_secret_bytes([2; 32]);
+        let mut ch = handshake(a, &initiator, true, 1 << 20, Arc::default())
+            .await
+            .unwrap();
+        ch.writer.write_raw(&bytes).await;
+        ch.writer.close().await;
+        server.await.expect("the reader never panics");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        #[test]
+        fn arbitrary_bytes_never_panic_the_frame_decoder(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..2048),
+            framed in proptest::bool::ANY,
+            after_handshake in proptest::bool::ANY,
+        ) {
+            let mut input = Vec::new();
+            if framed {
+                // A plausible length prefix gets past the first check.
+                input.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+            }
+            input.extend_from_slice(&bytes);
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(feed(input, after_handshake));
+        }
+    }
+
     #[test]
     fn a_binding_over_another_noise_key_is_refused() {
         let id = Identity::generate().unwrap();
