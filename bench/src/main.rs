@@ -24,6 +24,7 @@ mod data;
 mod measure;
 mod merge;
 mod open;
+mod peer;
 mod report;
 mod scale;
 mod verify;
@@ -60,7 +61,7 @@ usage: chittysync-bench [--quick] [--json] [--records N] [--changes N] [--only N
   --records N  records for the large-scale figures (default 100000)
   --changes N  record writes, one signed change each, in the verified registry
                (default 100000; quick 2000)
-  --only NAME  run only merge, open, batched, single, scale or verify";
+  --only NAME  run only merge, open, batched, single, scale, verify or sync";
 
 impl Options {
     fn parse(args: impl IntoIterator<Item = String>) -> std::result::Result<Options, String> {
@@ -139,6 +140,7 @@ const BENCHES: &[Bench] = &[
     ),
     ("scale", "absolute figures at N records", scale::run),
     ("verify", "verify vs raw ed25519 verify_batch", verify::run),
+    ("sync", "peer sync vs plain Automerge sync", peer::run),
 ];
 
 fn run(options: &Options) -> Result<Vec<Figure>> {
