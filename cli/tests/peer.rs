@@ -164,3 +164,72 @@ fn a_wrong_pinned_key_and_an_unknown_replica_are_refused_with_reasons() {
     let line = server.expect_line("refused peer");
     assert!(line.contains("not a member of any registry"), "{line}");
 }
+
+/// A running `chittysync sync --watch`, killed when dropped.
+struct Watcher(Child);
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn sync_watch_delivers_a_write_made_by_another_process_on_the_hub() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = dir.path().join("hub.db");
+    let laptop = dir.path().join("laptop.db");
+    let schema = dir.path().join("schema.toml");
+    std::fs::write(&schema, SCHEMA).unwrap();
+    let hub_key = json(&hub, &["init"])["public_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let laptop_key = json(&laptop, &["init"])["public_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ok(
+        &hub,
+        &[
+            "registry",
+            "create",
+            "services",
+            "--schema",
+            schema.to_str().unwrap(),
+        ],
+    );
+    ok(&hub, &["members", "add", "services", &laptop_key]);
+    let server = Server::start(&hub);
+    let watcher = Watcher(
+        Command::new(env!("CARGO_BIN_EXE_chittysync"))
+            .arg("--replica")
+            .arg(&laptop)
+            .args(["sync", &server.address, "--key", &hub_key, "--watch"])
+            .env_remove("CHITTYSYNC_REPLICA")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the binary runs"),
+    );
+    server.expect_line("connected");
+
+    // `put` runs as its own process on the hub's file; the serving process
+    // notices the new change and pushes it to the watcher.
+    ok(&hub, &["put", "services", "live", "name=pushed"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let run = chittysync(&laptop, &["get", "services", "live"]);
+        if run.code == 0 && run.stdout.contains("pushed") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "hang guard: the write never arrived ({})",
+            run.stderr
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    drop(watcher);
+}

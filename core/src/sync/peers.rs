@@ -112,8 +112,8 @@ pub(crate) fn key_at(replica: &Replica, address: &str) -> Result<Option<PublicKe
     .transpose()
 }
 
-/// Notes that `key` was seen (at `address`, when we dialled it); `true`
-/// when this is the first time the address is pinned, which is journaled.
+/// Notes that `key` was seen (at `address`, when we dialled it). The first
+/// time a key is seen is journaled: that is when trust on first use pinned it.
 pub(crate) fn remember_peer(
     replica: &Replica,
     key: &PublicKey,

@@ -285,6 +285,16 @@ async fn refuse_peer<W: AsyncRead + AsyncWrite + Send + 'static>(
     Err(SyncError::Refused { peer: who, reason })
 }
 
+/// A reason the peer gave, made safe to print: at most 500 characters, no
+/// control characters (no terminal escapes from a hostile peer).
+fn said(payload: &[u8]) -> String {
+    String::from_utf8_lossy(payload)
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(500)
+        .collect()
+}
+
 /// Applies the key policy; `Err` says why the key is refused.
 fn check_key(replica: &Replica, accept: &Accept, key: &PublicKey) -> Result<(), String> {
     match accept {
@@ -398,9 +408,7 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
                     .map_err(|e| Fault::Violation(None, format!("it sent a bad hello: {e}")))?;
             }
             (Kind::Refused, None) => {
-                return Err(Fault::RefusedByPeer(
-                    String::from_utf8_lossy(&env.payload).into_owned(),
-                ));
+                return Err(Fault::RefusedByPeer(said(&env.payload)));
             }
             _ if said_hello.is_err() => return said_hello,
             _ => {
@@ -509,9 +517,7 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
         let env = self.check(bytes)?;
         let Some(id) = env.registry() else {
             return match env.kind {
-                Kind::Refused => Err(Fault::RefusedByPeer(
-                    String::from_utf8_lossy(&env.payload).into_owned(),
-                )),
+                Kind::Refused => Err(Fault::RefusedByPeer(said(&env.payload))),
                 _ => Err(Fault::Violation(
                     None,
                     format!("it sent a {:?} envelope for no registry", env.kind),
@@ -541,7 +547,7 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
         }
         match env.kind {
             Kind::Refused => {
-                let reason = String::from_utf8_lossy(&env.payload).into_owned();
+                let reason = said(&env.payload);
                 tracing::warn!(peer = %self.address, registry = %id, %reason, "the peer refused a registry");
                 reg.refused = Some(reason);
                 Ok(())
