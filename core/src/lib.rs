@@ -9,6 +9,14 @@
 //! bundle with any bad signature, forged author or unauthorised change is
 //! refused whole.
 //!
+//! Replicas also sync over the network ([`Replica::sync_with`],
+//! [`Replica::serve`], [`Replica::watch`]): connections are mutually
+//! authenticated by the replicas' keys and encrypted (Noise), every message
+//! is a signed envelope, Automerge's sync protocol finds what each side
+//! lacks, and what arrives goes through the same verified import. A hub
+//! serves each peer only the registries it is a member of;
+//! [`Replica::subscribe`] tells an app when changes from peers land.
+//!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use chittysync::{FieldDef, FieldType, Replica, Role, Schema};

@@ -560,7 +560,9 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
             }
             Kind::Sync => {
                 self.regs.get_mut(&id).expect("present").done = false;
-                match self.receive(id, &env.payload) {
+                let received = self.receive(id, &env.payload);
+                self.progress();
+                match received {
                     Err(Fault::RefuseRegistry(id, why)) => self.refuse_registry(id, &why).await,
                     Err(e) => Err(e),
                     Ok(()) => self.reply(id, true).await.map(drop),

@@ -69,6 +69,17 @@ async fn two_replicas_converge_over_the_in_memory_transport_and_resume_increment
     // Nothing new: nothing moves.
     let (report, _) = round(&bob, &alice).await;
     assert_eq!((report.changes_in(), report.changes_out()), (0, 0));
+    // Each side kept the sync state it shares with the other, so the next
+    // connection starts from the common heads rather than from nothing.
+    for (replica, peer) in [(&bob, &alice), (&alice, &bob)] {
+        let saved = peers::sync_state(replica, &peer.public_key(), &services.id())
+            .unwrap()
+            .expect("a saved sync state");
+        let state = automerge::sync::State::decode(&saved).unwrap();
+        let mut heads = services.heads();
+        heads.sort();
+        assert_eq!(state.shared_heads, heads);
+    }
 
     // Attestations live beside the document; they travel too.
     let attestation = services.attest().unwrap();
