@@ -388,8 +388,20 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
         let said_hello = self
             .send(&CONNECTION, Kind::Hello, &envelope::encode_hello(&mine))
             .await;
-        // The peer's hello (or its refusal) comes first.
-        let first = match self.next(rx).await {
+        // The peer's hello (or its refusal) comes first, and soon: a peer
+        // that connects and says nothing does not hold the connection.
+        let hello = tokio::time::timeout(self.cfg.idle_timeout, self.next(rx))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Fault::Violation(
+                    None,
+                    format!(
+                        "it said no hello within {} s",
+                        self.cfg.idle_timeout.as_secs()
+                    ),
+                ))
+            });
+        let first = match hello {
             Ok(Some(first)) => first,
             Ok(None) | Err(Fault::Io(_)) if said_hello.is_err() => {
                 return Err(said_hello.expect_err("checked"));
