@@ -60,13 +60,15 @@ pub(crate) fn sync_state(
         .map_err(sql(store.path(), "read a peer sync state"))
 }
 
-/// Stores sync states with `peer`.
+/// Stores sync states with `peer`, and journals what moved per registry
+/// (changes in, changes out) so the journal says which peer sent what.
 pub(crate) fn save_sync_states(
     replica: &Replica,
     peer: &PublicKey,
     states: &[(RegistryId, Vec<u8>)],
+    moved: &[(RegistryId, usize, usize)],
 ) -> Result<()> {
-    if states.is_empty() {
+    if states.is_empty() && moved.is_empty() {
         return Ok(());
     }
     let mut store = replica.shared().store();
@@ -85,6 +87,14 @@ pub(crate) fn save_sync_states(
                 ],
             )
             .map_err(sql(tx.path(), "save a peer sync state"))?;
+    }
+    for (registry, changes_in, changes_out) in moved {
+        let detail = serde_json::json!({
+            "peer": peer.to_string(),
+            "changes_in": changes_in,
+            "changes_out": changes_out,
+        });
+        tx.journal(Some(registry), "synced", &detail)?;
     }
     tx.commit()
 }

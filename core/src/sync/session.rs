@@ -1005,7 +1005,13 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
             .filter(|r| r.refused.is_none() && r.handle.is_some())
             .map(|r| (r.id, r.state.encode()))
             .collect();
-        if let Err(e) = peers::save_sync_states(&self.replica, &self.peer, &states) {
+        let moved: Vec<(RegistryId, usize, usize)> = self
+            .regs
+            .values()
+            .filter(|r| r.changes_in + r.changes_out > 0)
+            .map(|r| (r.id, r.changes_in, r.changes_out))
+            .collect();
+        if let Err(e) = peers::save_sync_states(&self.replica, &self.peer, &states, &moved) {
             tracing::warn!(error = %e, "could not save sync states; the next sync starts over");
         }
     }

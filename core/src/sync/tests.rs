@@ -51,6 +51,14 @@ async fn two_replicas_converge_over_the_in_memory_transport_and_resume_increment
     let bobs = bob.registry("services").unwrap();
     assert_eq!(bobs.heads(), services.heads());
     assert_eq!(bobs.state_digest(), services.state_digest());
+    let synced = bob
+        .journal()
+        .unwrap()
+        .into_iter()
+        .rfind(|e| e.kind == "synced")
+        .expect("the sync is journaled");
+    assert_eq!(synced.detail["peer"], alice.public_key().to_string());
+    assert_eq!(synced.detail["changes_in"], 22);
     let event = events.try_next().expect("a remote-change event");
     assert_eq!(event.registry, services.id());
     assert_eq!(event.peer, alice.public_key());
