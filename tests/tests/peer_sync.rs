@@ -425,3 +425,63 @@ async fn hubs_linked_to_each_other_carry_changes_between_their_clients() {
         observe(&phones)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn trust_on_first_use_pins_the_key_and_refuses_another_at_that_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let alice = replica(dir.path(), "alice");
+    let mallory = replica(dir.path(), "mallory");
+    let bob = replica(dir.path(), "bob");
+    let services = alice.create_registry("services", schema()).unwrap();
+    services.set_member(bob.public_key(), Role::Writer).unwrap();
+    let fake = mallory.create_registry("services", schema()).unwrap();
+    fake.set_member(bob.public_key(), Role::Writer).unwrap();
+
+    let server = alice
+        .serve("127.0.0.1:0", ServeOptions::default())
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    // No key given: the first key seen at this address is pinned.
+    bob.sync_with(&Peer::new(addr.to_string()), &SyncOptions::default())
+        .await
+        .unwrap();
+    let pinned = bob.journal().unwrap();
+    assert!(pinned.iter().any(|e| e.kind == "peer-pinned"
+        && e.detail["peer"] == alice.public_key().to_string()
+        && e.detail["address"] == addr.to_string()));
+
+    // Another replica takes over the address: bob refuses it.
+    drop(server);
+    let impostor = loop {
+        match mallory
+            .serve(&addr.to_string(), ServeOptions::default())
+            .await
+        {
+            Ok(s) => break s,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    let err = bob
+        .sync_with(&Peer::new(addr.to_string()), &SyncOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, SyncError::Refused { reason, .. } if reason.contains("pinned to key")),
+        "{err}"
+    );
+    assert_eq!(
+        bob.registries().unwrap().len(),
+        1,
+        "nothing taken from the impostor"
+    );
+    assert_eq!(bob.registry("services").unwrap().id(), services.id());
+    // Naming the new key explicitly is how a user accepts a real key change.
+    bob.sync_with(
+        &Peer::new(addr.to_string()).with_key(mallory.public_key()),
+        &SyncOptions::default(),
+    )
+    .await
+    .unwrap();
+    drop(impostor);
+}
