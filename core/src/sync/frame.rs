@@ -313,6 +313,21 @@ impl<R: AsyncRead + Unpin> SecureReader<R> {
         Ok(out)
     }
 
+    /// Reads and discards up to `budget` bytes until the peer closes: a
+    /// side that refuses a peer does this before closing, because closing
+    /// with unread bytes resets the connection and can destroy the refusal
+    /// before the peer reads it.
+    pub(crate) async fn drain(&mut self, budget: usize) {
+        let mut buf = vec![0u8; 16 << 10];
+        let mut left = budget;
+        while left > 0 {
+            match self.r.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    }
+
     /// Receives one message; `None` when the peer closed the connection
     /// between messages.
     pub(crate) async fn recv(&mut self) -> Result<Option<Vec<u8>>, LinkError> {

@@ -47,6 +47,8 @@ use crate::trust::SignedChange;
 const NOT_SHARED: &str = "this registry is not shared with your key here";
 /// How long a closing side waits for the peer to close in turn.
 const LINGER: Duration = Duration::from_secs(2);
+/// How much a closing side reads and discards while it waits.
+const DRAIN_BUDGET: usize = 16 << 20;
 /// Received changes waiting for their dependencies, at most.
 const MAX_PENDING: usize = 100_000;
 
@@ -196,10 +198,7 @@ where
             // Closing with the peer's bytes unread would reset the
             // connection and could lose the refusal: drain until it closes.
             let mut reader = reader;
-            let _ = tokio::time::timeout(LINGER, async {
-                while let Ok(Some(_)) = reader.recv().await {}
-            })
-            .await;
+            let _ = tokio::time::timeout(LINGER, reader.drain(DRAIN_BUDGET)).await;
             return Err(SyncError::Refused {
                 peer: address,
                 reason,
@@ -223,6 +222,8 @@ where
                 break;
             }
         }
+        // The session may be refusing the peer: see `SecureReader::drain`.
+        let _ = tokio::time::timeout(LINGER, reader.drain(DRAIN_BUDGET)).await;
     });
     if let Some(f) = on_connected {
         f(peer);
