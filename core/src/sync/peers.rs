@@ -11,6 +11,13 @@ use crate::store::{StoreError, now_ms, sql};
 type Result<T> = std::result::Result<T, StoreError>;
 
 /// Records a nonce from `peer`; `false` if it was seen before (a replay).
+///
+/// A nonce only has to outlive the clock-skew window and a restart of the
+/// process, which a commit without `fsync` does (the WAL is in the operating
+/// system's cache). So nonces are committed with `synchronous = NORMAL`:
+/// paying an `fsync` per message would halve a hub's throughput, and a
+/// power cut loses at most the last few nonces, still within the window in
+/// which their envelopes' timestamps are checked.
 pub(crate) fn remember_nonce(
     replica: &Replica,
     peer: &PublicKey,
@@ -18,17 +25,30 @@ pub(crate) fn remember_nonce(
     at: i64,
 ) -> Result<bool> {
     let mut store = replica.shared().store();
-    let tx = store.begin()?;
-    let fresh = tx
-        .conn()
-        .execute(
-            "INSERT OR IGNORE INTO peer_nonces (peer, nonce, at) VALUES (?1, ?2, ?3)",
-            params![&peer.as_bytes()[..], &nonce[..], at],
-        )
-        .map_err(sql(tx.path(), "record an envelope nonce"))?
-        == 1;
-    tx.commit()?;
-    Ok(fresh)
+    let path = store.path().to_owned();
+    let set = |store: &crate::store::Store, mode: &str| {
+        store
+            .conn()
+            .execute_batch(&format!("PRAGMA synchronous = {mode}"))
+            .map_err(sql(&path, "set durability"))
+    };
+    set(&store, "NORMAL")?;
+    let recorded = (|| {
+        let tx = store.begin()?;
+        let fresh = tx
+            .conn()
+            .execute(
+                "INSERT OR IGNORE INTO peer_nonces (peer, nonce, at) VALUES (?1, ?2, ?3)",
+                params![&peer.as_bytes()[..], &nonce[..], at],
+            )
+            .map_err(sql(tx.path(), "record an envelope nonce"))?
+            == 1;
+        tx.commit()?;
+        Ok(fresh)
+    })();
+    // Every other write stays fully durable.
+    set(&store, "FULL")?;
+    recorded
 }
 
 /// Forgets nonces older than `before` (ms): envelopes that old are refused
