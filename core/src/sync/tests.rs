@@ -98,6 +98,61 @@ async fn two_replicas_converge_over_the_in_memory_transport_and_resume_increment
     assert_eq!(services.status().unwrap().attested_by.len(), 2);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_member_receives_nothing_new_and_is_told_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let alice = open(dir.path(), "alice");
+    let bob = open(dir.path(), "bob");
+    let services = alice.create_registry("services", schema()).unwrap();
+    let incidents = alice.create_registry("incidents", schema()).unwrap();
+    for reg in [&services, &incidents] {
+        reg.set_member(bob.public_key(), Role::Writer).unwrap();
+    }
+    services.put(Some("before"), [("name", "shared")]).unwrap();
+    round(&bob, &alice).await;
+    let bobs = bob.registry("services").unwrap();
+    assert!(bobs.get("before").is_some());
+
+    services.remove_member(bob.public_key()).unwrap();
+    services
+        .put(Some("after"), [("name", "not for bob")])
+        .unwrap();
+    incidents.put(Some("still"), [("name", "for bob")]).unwrap();
+    let (report, hub_side) = round(&bob, &alice).await;
+    assert!(
+        bobs.get("after").is_none(),
+        "nothing written after the removal reaches bob"
+    );
+    let by_name = |name: &str| {
+        report
+            .registries
+            .iter()
+            .find(|r| r.name == name)
+            .unwrap()
+            .clone()
+    };
+    let refused = by_name("services").refused.unwrap_or_default();
+    assert!(refused.contains("not shared"), "{refused}");
+    assert_eq!(by_name("services").changes_in, 0);
+    // The registry bob still belongs to syncs on the same connection.
+    assert_eq!(by_name("incidents").changes_in, 1);
+    assert!(bob.registry("incidents").unwrap().get("still").is_some());
+    // Bob's copy offered everything it had; the hub took none of it.
+    assert!(hub_side.registries.iter().all(|r| r.changes_in == 0));
+
+    // With no registry left in common, the hub refuses bob outright.
+    incidents.remove_member(bob.public_key()).unwrap();
+    let (a, b) = tokio::io::duplex(1 << 16);
+    let hub = alice.clone();
+    let server = tokio::spawn(async move { hub.serve_stream(b, &ServeOptions::default()).await });
+    let err = bob
+        .sync_over(a, Some(alice.public_key()), &SyncOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SyncError::RefusedByPeer { .. }), "{err}");
+    assert!(server.await.unwrap().is_err());
+}
+
 mod adversarial {
     //! A hand-built malicious peer against a hub on loopback TCP. Every
     //! attack is refused, nothing from it is applied, the refusal is
