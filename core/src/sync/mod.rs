@@ -330,12 +330,16 @@ pub enum HubEvent {
     },
 }
 
+/// Events kept for a [`Hub`] or [`Watch`] whose owner does not read them;
+/// newer ones are dropped, so an unread hub does not grow without bound.
+const EVENT_BACKLOG: usize = 1024;
+
 /// A running hub, from [`Replica::serve`]. Dropping it stops it.
 #[derive(Debug)]
 pub struct Hub {
     address: SocketAddr,
     shutdown: watch::Sender<bool>,
-    events: mpsc::UnboundedReceiver<HubEvent>,
+    events: mpsc::Receiver<HubEvent>,
 }
 
 impl Hub {
@@ -344,7 +348,9 @@ impl Hub {
         self.address
     }
 
-    /// The next event (connections, refusals); `None` once stopped.
+    /// The next event (connections, refusals); `None` once stopped. Up to
+    /// 1024 unread events are kept; later ones are dropped until some are
+    /// read.
     pub async fn next_event(&mut self) -> Option<HubEvent> {
         self.events.recv().await
     }
@@ -381,7 +387,7 @@ pub enum WatchEvent {
 #[derive(Debug)]
 pub struct Watch {
     shutdown: watch::Sender<bool>,
-    events: mpsc::UnboundedReceiver<WatchEvent>,
+    events: mpsc::Receiver<WatchEvent>,
 }
 
 impl Watch {
@@ -630,7 +636,7 @@ impl Replica {
             reason: e.to_string(),
         })?;
         let (shutdown, stop) = watch::channel(false);
-        let (events_tx, events) = mpsc::unbounded_channel();
+        let (events_tx, events) = mpsc::channel(EVENT_BACKLOG);
         let replica = self.clone();
         let options = Arc::new(options);
         let mut stop_accepting = stop.clone();
@@ -659,7 +665,7 @@ impl Replica {
                         let events = events.clone();
                         let address = address.clone();
                         Box::new(move |peer| {
-                            let _ = events.send(HubEvent::Connected { address, peer });
+                            let _ = events.try_send(HubEvent::Connected { address, peer });
                         }) as Box<dyn FnOnce(PublicKey) + Send>
                     };
                     let outcome = replica
@@ -675,7 +681,7 @@ impl Replica {
                         Ok(report) => HubEvent::Closed { address, report },
                         Err(error) => HubEvent::Failed { address, error },
                     };
-                    let _ = events.send(event);
+                    let _ = events.try_send(event);
                 });
             }
         });
@@ -692,7 +698,7 @@ impl Replica {
     /// Needs a Tokio runtime.
     pub fn watch(&self, peer: Peer, options: SyncOptions) -> Watch {
         let (shutdown, stop) = watch::channel(false);
-        let (events_tx, events) = mpsc::unbounded_channel();
+        let (events_tx, events) = mpsc::channel(EVENT_BACKLOG);
         let replica = self.clone();
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(200);
@@ -716,7 +722,7 @@ impl Replica {
                                 peer.address.clone(),
                                 Some(stop.clone()),
                                 Some(Box::new(move |key| {
-                                    let _ = events.send(WatchEvent::Connected(key));
+                                    let _ = events.try_send(WatchEvent::Connected(key));
                                 })),
                             )
                             .await
@@ -736,7 +742,7 @@ impl Replica {
                 if started.elapsed() > Duration::from_secs(30) {
                     backoff = Duration::from_millis(200);
                 }
-                let _ = events_tx.send(WatchEvent::Disconnected {
+                let _ = events_tx.try_send(WatchEvent::Disconnected {
                     error,
                     retry_in: backoff,
                 });
