@@ -199,6 +199,8 @@ pub struct ServeOptions {
     pub handshake_timeout: Duration,
     /// How often live connections look for local changes to push.
     pub poll_interval: Duration,
+    /// Connections served at once; more are closed as they arrive.
+    pub max_peers: usize,
 }
 
 impl Default for ServeOptions {
@@ -210,6 +212,7 @@ impl Default for ServeOptions {
             max_clock_skew: Duration::from_secs(300),
             handshake_timeout: Duration::from_secs(10),
             poll_interval: Duration::from_millis(200),
+            max_peers: 1024,
         }
     }
 }
@@ -638,6 +641,7 @@ impl Replica {
         let (shutdown, stop) = watch::channel(false);
         let (events_tx, events) = mpsc::channel(EVENT_BACKLOG);
         let replica = self.clone();
+        let slots = Arc::new(tokio::sync::Semaphore::new(options.max_peers));
         let options = Arc::new(options);
         let mut stop_accepting = stop.clone();
         tokio::spawn(async move {
@@ -653,6 +657,19 @@ impl Replica {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
+                };
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    let _ = events_tx.try_send(HubEvent::Failed {
+                        address: addr.to_string(),
+                        error: SyncError::Connection {
+                            peer: addr.to_string(),
+                            reason: format!(
+                                "the hub already serves its limit of {} peers; try again later",
+                                options.max_peers
+                            ),
+                        },
+                    });
+                    continue;
                 };
                 let _ = stream.set_nodelay(true);
                 let replica = replica.clone();
@@ -682,6 +699,7 @@ impl Replica {
                         Err(error) => HubEvent::Failed { address, error },
                     };
                     let _ = events.try_send(event);
+                    drop(permit);
                 });
             }
         });

@@ -577,6 +577,37 @@ mod adversarial {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hub_at_its_peer_limit_closes_new_connections_until_a_slot_frees() {
+        let options = ServeOptions {
+            max_peers: 1,
+            ..ServeOptions::default()
+        };
+        let w = world(Some(Role::Writer), options).await;
+        // The malicious peer connects, says hello and holds its slot.
+        let evil = Evil::connect(w.addr()).await;
+        let peer = Peer::new(w.addr().to_string()).with_key(w.hub.public_key());
+        let err = w
+            .good
+            .sync_with(&peer, &SyncOptions::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SyncError::Connection { .. }), "{err}");
+        drop(evil);
+        let mut tries = 0;
+        while w
+            .good
+            .sync_with(&peer, &SyncOptions::default())
+            .await
+            .is_err()
+        {
+            tries += 1;
+            assert!(tries < 600, "hang guard: the slot never freed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        w.good_syncs().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stale_envelope_is_refused() {
         let mut w = world(Some(Role::Writer), ServeOptions::default()).await;
         let mut evil = Evil::connect(w.addr()).await;
