@@ -44,6 +44,9 @@ pub(crate) struct ServeArgs {
     /// Accept any key. Registries are still served only to their members.
     #[arg(long)]
     allow_any: bool,
+    /// Serve at most this many peers at once; more are turned away.
+    #[arg(long, default_value_t = 1024)]
+    max_peers: usize,
     /// Keep a live connection to another hub, `host:port` or `KEY@host:port`
     /// (repeatable): hubs that peer with each other form a mesh.
     #[arg(long, value_name = "PEER")]
@@ -231,6 +234,7 @@ pub(crate) fn serve(replica: &Replica, args: ServeArgs, as_json: bool) -> Result
     let options = ServeOptions {
         allow,
         allow_any: args.allow_any,
+        max_peers: args.max_peers.max(1),
         ..ServeOptions::default()
     };
     let rt = runtime()?;
