@@ -836,10 +836,12 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
             return Ok(false);
         }
         match generated? {
-            Generated::Message(payload, n) => {
-                self.send(id.as_bytes(), Kind::Sync, &payload).await?;
-                self.regs.get_mut(&id).expect("present").changes_out += n;
-                self.progress();
+            Generated::Messages(parts) => {
+                for (payload, n) in parts {
+                    self.send(id.as_bytes(), Kind::Sync, &payload).await?;
+                    self.regs.get_mut(&id).expect("present").changes_out += n;
+                    self.progress();
+                }
                 Ok(true)
             }
             Generated::Refuse(why) => {
@@ -918,8 +920,7 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
         };
         Ok(match generated {
             Some((message, sigs)) => {
-                let n = sigs.len();
-                Generated::Message(envelope::encode_sync(&message.encode(), &sigs), n)
+                Generated::Messages(split(message, &sigs, self.cfg.max_message / 4))
             }
             None => Generated::Nothing,
         })
@@ -1039,9 +1040,52 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
 }
 
 enum Generated {
-    Message(Vec<u8>, usize),
+    /// Sync payloads to send in order, with the changes each carries.
+    Messages(Vec<(Vec<u8>, usize)>),
     Nothing,
     Refuse(String),
+}
+
+/// Encodes a sync message as one payload, or, when its changes exceed
+/// `budget` bytes, as several: each a complete message (the same heads,
+/// have and need) carrying the next run of changes in order, so a large
+/// history never makes a message the peer must refuse as oversized.
+/// Earlier runs hold the dependencies of later ones.
+fn split(message: Message, sigs: &[(PublicKey, [u8; 64])], budget: usize) -> Vec<(Vec<u8>, usize)> {
+    let total: usize = message.changes.iter().map(<[u8]>::len).sum();
+    if total <= budget || message.changes.len() <= 1 {
+        return vec![(envelope::encode_sync(&message.encode(), sigs), sigs.len())];
+    }
+    let changes: Vec<&[u8]> = message.changes.iter().collect();
+    let mut parts = Vec::new();
+    let mut start = 0;
+    while start < changes.len() {
+        let mut end = start;
+        let mut size = 0;
+        while end < changes.len() && (end == start || size + changes[end].len() <= budget) {
+            size += changes[end].len();
+            end += 1;
+        }
+        let part = Message {
+            heads: message.heads.clone(),
+            need: message.need.clone(),
+            have: message.have.clone(),
+            changes: ChunkList::from(
+                changes[start..end]
+                    .iter()
+                    .map(|c| c.to_vec())
+                    .collect::<Vec<_>>(),
+            ),
+            flags: message.flags,
+            version: message.version.clone(),
+        };
+        parts.push((
+            envelope::encode_sync(&part.encode(), &sigs[start..end]),
+            end - start,
+        ));
+        start = end;
+    }
+    parts
 }
 
 /// The author and signature of every change in an outgoing message, in order.

@@ -99,6 +99,61 @@ async fn two_replicas_converge_over_the_in_memory_transport_and_resume_increment
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_larger_than_one_message_travels_in_several() {
+    let dir = tempfile::tempdir().unwrap();
+    let alice = open(dir.path(), "alice");
+    let bob = open(dir.path(), "bob");
+    let services = alice.create_registry("services", schema()).unwrap();
+    services.set_member(bob.public_key(), Role::Writer).unwrap();
+    let mut seed = 7u64;
+    for _ in 0..300 {
+        // Text that does not compress, so the history is really large.
+        let name: String = (0..200)
+            .map(|_| {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                char::from(b'a' + (seed >> 59) as u8 % 26)
+            })
+            .collect();
+        services.put(None, [("name", name)]).unwrap();
+    }
+    let history: usize = services
+        .export(&[])
+        .unwrap()
+        .changes()
+        .iter()
+        .map(|c| c.clone().change_bytes().len())
+        .sum();
+    // Both sides accept messages of at most 32 KiB: far less than the
+    // history, which must then travel in several messages.
+    let small = 32 << 10;
+    assert!(history > 2 * small, "history of {history} bytes");
+    let (a, b) = tokio::io::duplex(1 << 16);
+    let hub = alice.clone();
+    let server = tokio::spawn(async move {
+        let options = ServeOptions {
+            max_message_bytes: small,
+            ..ServeOptions::default()
+        };
+        hub.serve_stream(b, &options).await
+    });
+    let options = SyncOptions {
+        max_message_bytes: small,
+        ..SyncOptions::default()
+    };
+    let report = bob
+        .sync_over(a, Some(alice.public_key()), &options)
+        .await
+        .unwrap();
+    server.await.unwrap().unwrap();
+    assert_eq!(report.changes_in(), 302);
+    let bobs = bob.registry("services").unwrap();
+    assert_eq!(bobs.heads(), services.heads());
+    assert_eq!(bobs.state_digest(), services.state_digest());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_member_receives_nothing_new_and_is_told_so() {
     let dir = tempfile::tempdir().unwrap();
     let alice = open(dir.path(), "alice");
