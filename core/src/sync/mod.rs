@@ -145,7 +145,8 @@ pub struct SyncOptions {
     /// Names or ids of the registries to sync; empty: every registry shared
     /// with the peer.
     pub registries: Vec<String>,
-    /// Largest message accepted from the peer.
+    /// Largest message accepted from the peer. Messages sent are split so
+    /// their changes stay under a quarter of it: give peers the same limit.
     pub max_message_bytes: usize,
     /// Envelopes whose timestamp is further than this from our clock are
     /// refused.
@@ -190,7 +191,8 @@ pub struct ServeOptions {
     pub allow: Vec<PublicKey>,
     /// Accept any key. Registries are still served only to their members.
     pub allow_any: bool,
-    /// Largest message accepted from a peer.
+    /// Largest message accepted from a peer. Messages sent are split so
+    /// their changes stay under a quarter of it: give peers the same limit.
     pub max_message_bytes: usize,
     /// Envelopes whose timestamp is further than this from our clock are
     /// refused.
