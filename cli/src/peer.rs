@@ -187,10 +187,13 @@ pub(crate) fn sync(replica: &Replica, args: SyncArgs, as_json: bool) -> Result<(
     Ok(())
 }
 
-/// `sync --watch`: one line per event, until interrupted.
+/// `sync --watch`: one line per event, until interrupted (Ctrl-C closes
+/// the connection cleanly).
 async fn watch(replica: &Replica, peer: Peer, options: SyncOptions, as_json: bool) -> Result<()> {
     let mut changes = replica.subscribe();
     let mut watch = replica.watch(peer.clone(), options);
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
     let say = |line: String, value: serde_json::Value| {
         if as_json {
             println!("{value}");
@@ -212,6 +215,11 @@ async fn watch(replica: &Replica, peer: Peer, options: SyncOptions, as_json: boo
                 Some(_) => {}
                 None => return Ok(()),
             },
+            _ = &mut interrupted => {
+                // Close cleanly: the sync state is saved for the next time.
+                watch.close().await;
+                return Ok(());
+            }
             Some(c) = changes.next() => say(
                 format!("{}: {} change(s) from {}", c.name, c.applied, c.peer.short()),
                 json!({ "event": "changes", "registry": c.registry.to_string(), "name": c.name, "applied": c.applied, "peer": c.peer.to_string() }),

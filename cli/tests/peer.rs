@@ -231,5 +231,27 @@ fn sync_watch_delivers_a_write_made_by_another_process_on_the_hub() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    drop(watcher);
+
+    // Ctrl-C closes the connection cleanly: exit 0, and the session's
+    // moves are in the journal.
+    let mut watcher = watcher;
+    let interrupted = Command::new("kill")
+        .args(["-INT", &watcher.0.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(interrupted.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = watcher.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "hang guard: watch did not stop"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    let journal = ok(&laptop, &["journal", "--json"]);
+    assert!(journal.contains("synced"), "{journal}");
 }

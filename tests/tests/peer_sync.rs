@@ -328,7 +328,11 @@ async fn a_watched_connection_carries_changes_both_ways_and_reconnects() {
     })
     .await;
     assert_eq!(observe(&bobs), observe(&services));
-    watch.stop();
+    // Closing the watch ends the session cleanly: what moved is journaled.
+    watch.close().await;
+    assert!(bob.journal().unwrap().iter().any(|e| e.kind == "synced"
+        && e.detail["peer"] == alice.public_key().to_string()
+        && e.detail["changes_in"].as_u64() > Some(0)));
     drop(server);
 }
 

@@ -393,6 +393,7 @@ pub enum WatchEvent {
 pub struct Watch {
     shutdown: watch::Sender<bool>,
     events: mpsc::Receiver<WatchEvent>,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Watch {
@@ -401,9 +402,18 @@ impl Watch {
         self.events.recv().await
     }
 
-    /// Closes the connection and stops reconnecting.
+    /// Closes the connection and stops reconnecting, without waiting.
     pub fn stop(&self) {
         let _ = self.shutdown.send(true);
+    }
+
+    /// Closes the connection, saving the sync state so the next connection
+    /// is incremental, stops reconnecting, and waits until all that is done.
+    pub async fn close(mut self) {
+        self.stop();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
     }
 }
 
@@ -720,7 +730,7 @@ impl Replica {
         let (shutdown, stop) = watch::channel(false);
         let (events_tx, events) = mpsc::channel(EVENT_BACKLOG);
         let replica = self.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let mut backoff = Duration::from_millis(200);
             loop {
                 if *stop.borrow() {
@@ -774,7 +784,11 @@ impl Replica {
                 backoff = (backoff * 2).min(Duration::from_secs(10));
             }
         });
-        Watch { shutdown, events }
+        Watch {
+            shutdown,
+            events,
+            task: Some(task),
+        }
     }
 
     /// A stream of the changes this replica receives from peers, as they

@@ -47,6 +47,8 @@ use crate::trust::SignedChange;
 const NOT_SHARED: &str = "this registry is not shared with your key here";
 /// How long a closing side waits for the peer to close in turn.
 const LINGER: Duration = Duration::from_secs(2);
+/// How often a live session saves its sync states.
+const SAVE_EVERY: Duration = Duration::from_secs(5);
 /// How much a closing side reads and discards while it waits.
 const DRAIN_BUDGET: usize = 16 << 20;
 /// Received changes waiting for their dependencies, at most.
@@ -152,6 +154,8 @@ struct Session<W> {
     regs: BTreeMap<RegistryId, Reg>,
     /// Registries offered by the peer.
     offered: Vec<Offer>,
+    /// When the sync states were last saved.
+    saved: Instant,
 }
 
 /// Runs a session over an established channel until the round ends (or,
@@ -239,6 +243,7 @@ where
         counters,
         regs: BTreeMap::new(),
         offered: Vec::new(),
+        saved: Instant::now(),
     };
     let mut rx = rx;
     let outcome = session.drive(&mut rx, shutdown).await;
@@ -972,8 +977,14 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
         }
     }
 
-    /// Live sessions: push what changed locally since the last message.
+    /// Live sessions: push what changed locally since the last message,
+    /// and now and then save the sync states (a live session may end by
+    /// the process being killed, without a chance to save them).
     async fn push_local(&mut self) -> Result<(), Fault> {
+        if self.saved.elapsed() >= SAVE_EVERY {
+            self.saved = Instant::now();
+            self.persist(false);
+        }
         let ids: Vec<RegistryId> = self
             .regs
             .iter()
@@ -1001,6 +1012,11 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
     }
 
     fn save_states(&self) {
+        self.persist(true);
+    }
+
+    /// Saves the sync states; with `journal`, also journals what moved.
+    fn persist(&self, journal: bool) {
         let states: Vec<(RegistryId, Vec<u8>)> = self
             .regs
             .values()
@@ -1010,7 +1026,7 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
         let moved: Vec<(RegistryId, usize, usize)> = self
             .regs
             .values()
-            .filter(|r| r.changes_in + r.changes_out > 0)
+            .filter(|r| journal && r.changes_in + r.changes_out > 0)
             .map(|r| (r.id, r.changes_in, r.changes_out))
             .collect();
         if let Err(e) = peers::save_sync_states(&self.replica, &self.peer, &states, &moved) {
