@@ -401,6 +401,65 @@ mod adversarial {
         })
     }
 
+    /// Two changes by `author`, the second depending on the first.
+    fn craft_chain(reg: &Registry, author: &Identity) -> Vec<(Vec<u8>, ChangeHash, [u8; 64])> {
+        reg.with_state(|st, _| {
+            let mut doc = st.doc.fork();
+            doc.set_actor(automerge::ActorId::from(
+                &author.public_key().as_bytes()[..],
+            ));
+            let records = st.layout().records.clone();
+            (0..2)
+                .map(|i| {
+                    let rec = doc
+                        .put_object(&records, format!("chained-{i}"), ObjType::Map)
+                        .unwrap();
+                    doc.put(&rec, "name", format!("chained {i}")).unwrap();
+                    let hash = doc.commit().unwrap();
+                    let mut change = doc.get_change_by_hash(&hash).unwrap();
+                    let sig = crate::trust::sign_change(author, &reg.id(), &hash);
+                    (change.bytes().into_owned(), hash, sig)
+                })
+                .collect()
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn changes_whose_dependencies_are_missing_wait_and_are_asked_for() {
+        let w = world(Some(Role::Writer), ServeOptions::default()).await;
+        let heads = w.services.heads();
+        let evil_id = Identity::from_secret_bytes(EVIL);
+        let chain = craft_chain(&w.services, &evil_id);
+        let mut peer = Evil::connect(w.addr()).await;
+
+        // The second change alone: held back, and its dependency asked for.
+        let (second, second_hash, second_sig) = chain[1].clone();
+        let payload = sync_payload(vec![second], vec![(evil_key(), second_sig)]);
+        let env = peer.seal(w.services.id().as_bytes(), Kind::Sync, &payload);
+        peer.send(&env).await;
+        let reply = peer.recv().await.unwrap();
+        assert_eq!(reply.kind, Kind::Sync);
+        let (message, _) = envelope::decode_sync(&reply.payload).unwrap();
+        let message = Message::decode(&message).unwrap();
+        assert!(message.need.contains(&chain[0].1), "{:?}", message.need);
+        assert_eq!(
+            w.services.heads(),
+            heads,
+            "nothing applied while incomplete"
+        );
+
+        // The first arrives: both are verified and applied together.
+        let (first, _, first_sig) = chain[0].clone();
+        let payload = sync_payload(vec![first], vec![(evil_key(), first_sig)]);
+        let env = peer.seal(w.services.id().as_bytes(), Kind::Sync, &payload);
+        peer.send(&env).await;
+        let _ = peer.recv().await.unwrap();
+        assert_eq!(w.services.heads(), vec![second_hash]);
+        assert!(w.services.get("chained-0").is_some());
+        assert!(w.services.get("chained-1").is_some());
+        w.good_syncs().await;
+    }
+
     fn sync_payload(changes: Vec<Vec<u8>>, sigs: Vec<(PublicKey, [u8; 64])>) -> Vec<u8> {
         let message = Message {
             heads: Vec::new(),
