@@ -31,10 +31,15 @@ impl Drop for Server {
 
 impl Server {
     fn start(replica: &Path) -> Server {
+        Server::start_with(replica, &[])
+    }
+
+    fn start_with(replica: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_chittysync"))
             .arg("--replica")
             .arg(replica)
             .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
             .env_remove("CHITTYSYNC_REPLICA")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -254,4 +259,59 @@ fn sync_watch_delivers_a_write_made_by_another_process_on_the_hub() {
     assert!(status.success(), "{status}");
     let journal = ok(&laptop, &["journal", "--json"]);
     assert!(journal.contains("synced"), "{journal}");
+}
+
+#[test]
+fn a_hub_linked_to_another_with_serve_peer_relays_its_registries() {
+    let dir = tempfile::tempdir().unwrap();
+    let east = dir.path().join("east.db");
+    let west = dir.path().join("west.db");
+    let phone = dir.path().join("phone.db");
+    let schema = dir.path().join("schema.toml");
+    std::fs::write(&schema, SCHEMA).unwrap();
+    let key = |db: &Path| {
+        json(db, &["init"])["public_key"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (east_key, west_key, phone_key) = (key(&east), key(&west), key(&phone));
+    ok(
+        &east,
+        &[
+            "registry",
+            "create",
+            "services",
+            "--schema",
+            schema.to_str().unwrap(),
+        ],
+    );
+    ok(&east, &["members", "add", "services", &west_key]);
+    ok(
+        &east,
+        &["members", "add", "services", &phone_key, "--role", "reader"],
+    );
+    ok(&east, &["put", "services", "web", "name=from-east"]);
+    let east_server = Server::start(&east);
+    let link = format!("{east_key}@{}", east_server.address);
+    let west_server = Server::start_with(&west, &["--peer", &link]);
+
+    // The phone only ever talks to west, which learns the registry (and
+    // the phone's membership) over its link to east.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let _ = chittysync(&phone, &["sync", &west_server.address]);
+        let run = chittysync(&phone, &["get", "services", "web"]);
+        if run.code == 0 && run.stdout.contains("from-east") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "hang guard: the registry never reached the phone"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // A reader pulls but cannot write.
+    let run = chittysync(&phone, &["put", "services", "web", "name=phone"]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
 }
