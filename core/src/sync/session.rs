@@ -591,8 +591,9 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
         }
     }
 
-    /// Starts syncing a registry, or refuses it (`None`) when the peer may
-    /// not see it.
+    /// Starts syncing a registry. As initiator, `None` when the peer may not
+    /// see it; as responder, a registry the peer may not see is answered
+    /// as if it were not here (see `Reg::hidden`).
     fn activate(&mut self, id: RegistryId, name: String) -> Result<Option<Reg>, Fault> {
         let handle = match self.replica.registry_by_id(id) {
             Ok(reg) => Some(reg),
