@@ -465,6 +465,28 @@ impl Replica {
     /// Runs one sync round with the replica at `peer` over TCP: both sides
     /// end with each other's changes to every registry they share (or the
     /// ones in [`SyncOptions::registries`]).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use chittysync::{FieldDef, FieldType, Peer, Replica, Role, Schema};
+    /// let dir = tempfile::tempdir()?;
+    /// let hub = Replica::open(dir.path().join("hub.db"))?;
+    /// let laptop = Replica::open(dir.path().join("laptop.db"))?;
+    /// let services = hub.create_registry(
+    ///     "services",
+    ///     Schema::new().field(FieldDef::new("name", FieldType::Text)),
+    /// )?;
+    /// services.set_member(laptop.public_key(), Role::Writer)?;
+    /// services.put(None, [("name", "billing")])?;
+    ///
+    /// let server = hub.serve("127.0.0.1:0", Default::default()).await?;
+    /// let peer = Peer::new(server.local_addr().to_string()).with_key(hub.public_key());
+    /// let report = laptop.sync_with(&peer, &Default::default()).await?;
+    /// assert_eq!(report.registries[0].name, "services");
+    /// assert_eq!(laptop.registry("services")?.heads(), services.heads());
+    /// # Ok(()) }
+    /// ```
     pub async fn sync_with(
         &self,
         peer: &Peer,
