@@ -347,7 +347,9 @@ impl<R: AsyncRead + Unpin> SecureReader<R> {
                 self.max_message
             )));
         }
-        let mut message = Vec::with_capacity(len);
+        // Grow with what arrives rather than trusting the announced length:
+        // a peer announcing the maximum and sending little costs little.
+        let mut message = Vec::with_capacity(len.min(1 << 20));
         message.extend_from_slice(&first[4..]);
         while message.len() < len {
             let frame = read_wire(&mut self.r, &self.counters)
