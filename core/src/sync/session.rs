@@ -753,10 +753,14 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
         if !missing.is_empty() {
             // A bloom-filter false positive on the peer's side: ask for
             // the missing changes by hash and keep these until they come.
-            if reg.pending.len() > MAX_PENDING {
+            let held: usize = reg.pending.iter().map(|c| c.change.raw_bytes().len()).sum();
+            if reg.pending.len() > MAX_PENDING || held > 2 * self.cfg.max_message {
                 return Err(violation(
                     id,
-                    format!("it sent over {MAX_PENDING} changes whose dependencies never came"),
+                    format!(
+                        "it sent {} changes ({held} bytes) whose dependencies never came",
+                        reg.pending.len()
+                    ),
                 ));
             }
             missing.sort();
