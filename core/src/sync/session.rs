@@ -754,7 +754,7 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
             // A bloom-filter false positive on the peer's side: ask for
             // the missing changes by hash and keep these until they come.
             let held: usize = reg.pending.iter().map(|c| c.change.raw_bytes().len()).sum();
-            if reg.pending.len() > MAX_PENDING || held > 2 * self.cfg.max_message {
+            if reg.pending.len() > MAX_PENDING || held > 4 * self.cfg.max_message {
                 return Err(violation(
                     id,
                     format!(
