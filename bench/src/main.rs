@@ -26,6 +26,7 @@ mod data;
 mod measure;
 mod merge;
 mod open;
+mod peer;
 mod postgres;
 mod report;
 mod scale;
@@ -63,8 +64,8 @@ usage: chittysync-bench [--quick] [--json] [--records N] [--changes N] [--only N
   --records N  records for the large-scale figures (default 100000)
   --changes N  record writes, one signed change each, in the verified registry
                (default 100000; quick 2000)
-  --only NAME  run only merge, open, batched, single, scale, verify, postgres or
-               bindings
+  --only NAME  run only merge, open, batched, single, scale, verify, sync,
+               postgres or bindings
 
 The postgres benchmark needs CHITTYSYNC_BENCH_PG_URL or CHITTYSYNC_TEST_PG_URL
 (scripts/pg-up prints one); without a server its figures read \"not measured\".
@@ -148,6 +149,7 @@ const BENCHES: &[Bench] = &[
     ),
     ("scale", "absolute figures at N records", scale::run),
     ("verify", "verify vs raw ed25519 verify_batch", verify::run),
+    ("sync", "peer sync vs plain Automerge sync", peer::run),
     (
         "postgres",
         "Postgres push vs raw COPY and unnest; incremental sync",

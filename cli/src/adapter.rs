@@ -92,34 +92,34 @@ pub(crate) struct AddArgs {
 #[derive(Args)]
 pub(crate) struct RunArgs {
     /// The binding's name.
-    binding: String,
+    pub(crate) binding: String,
     /// Show the plan; write nothing to either side.
     #[arg(long)]
-    dry_run: bool,
+    pub(crate) dry_run: bool,
     /// Allow a run that deletes more rows than the binding's limit.
     #[arg(long)]
-    allow_deletes: bool,
+    pub(crate) allow_deletes: bool,
     /// Ignore the change cursor and compare the whole table.
     #[arg(long)]
-    full: bool,
+    pub(crate) full: bool,
     /// Settle open manual conflicts by taking this side's value (local or remote).
     #[arg(long, value_name = "SIDE")]
-    take: Option<Side>,
+    pub(crate) take: Option<Side>,
     /// Rows per write batch.
     #[arg(long, default_value_t = 500)]
-    batch_size: usize,
+    pub(crate) batch_size: usize,
     /// Keep running, once per --interval, until interrupted.
     #[arg(long)]
-    watch: bool,
+    pub(crate) watch: bool,
     /// Time between runs with --watch: 30s, 5m, 500ms or plain seconds.
     #[arg(long, default_value = "30s", value_parser = parse_interval)]
-    interval: Duration,
+    pub(crate) interval: Duration,
     /// With --watch: stop after this many runs.
     #[arg(long, requires = "watch")]
-    runs: Option<u64>,
+    pub(crate) runs: Option<u64>,
 }
 
-fn parse_interval(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_interval(s: &str) -> Result<Duration, String> {
     let bad = || format!("'{s}' is not an interval; use 30s, 5m, 500ms or a number of seconds");
     let s = s.trim();
     let (num, unit) = s

@@ -4,6 +4,8 @@ mod adapter;
 mod audit;
 mod demo;
 mod output;
+mod peer;
+mod sync_target;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -39,6 +41,12 @@ enum Command {
     /// Create, list and inspect registries.
     #[command(subcommand)]
     Registry(RegistryCmd),
+    /// Sync with a peer over the network (`sync HOST:PORT [REG…]`), or run an
+    /// adapter binding both ways (`sync BINDING`; --dry-run shows the plan).
+    Sync(sync_target::SyncArgs),
+    /// Serve this replica's registries to peers (a hub): each peer sees only
+    /// registries it is a member of.
+    Serve(peer::ServeArgs),
     /// List and change a registry's members.
     #[command(subcommand)]
     Members(MembersCmd),
@@ -267,7 +275,8 @@ enum MembersCmd {
 }
 
 /// Exit codes: 1 any failure, 2 bad usage (clap), 3 a write refused by the
-/// schema or roles, 4 a bundle refused as untrusted or malformed, 5 `verify`
+/// schema or roles, 4 a bundle or peer refused as untrusted or malformed
+/// (by either side of a sync), 5 `verify`
 /// or `verify-proof` found a problem.
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -288,6 +297,13 @@ fn main() -> ExitCode {
             } else if e
                 .downcast_ref::<ImportError>()
                 .is_some_and(|i| !matches!(i, ImportError::Store(_) | ImportError::File { .. }))
+                || e.downcast_ref::<chittysync::SyncError>().is_some_and(|s| {
+                    matches!(
+                        s,
+                        chittysync::SyncError::Refused { .. }
+                            | chittysync::SyncError::RefusedByPeer { .. }
+                    )
+                })
             {
                 4
             } else if e
@@ -839,6 +855,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Adapter(cmd) => adapter::adapter_cmd(&replica, cmd, as_json)?,
         Command::Push(args) => adapter::run(&replica, chittysync::Direction::Push, args, as_json)?,
         Command::Pull(args) => adapter::run(&replica, chittysync::Direction::Pull, args, as_json)?,
+        Command::Sync(args) => sync_target::run(&replica, args, as_json)?,
+        Command::Serve(args) => peer::serve(&replica, args, as_json)?,
         Command::Compact { registry: name } => {
             registry(&replica, &name)?.compact()?;
             if !as_json {

@@ -15,6 +15,14 @@
 //! [`Replica::sync_binding`] runs Fetch → Diff → Validate → Resolve → Apply,
 //! or only plans it with [`AdapterSyncOptions::dry_run`].
 //!
+//! Replicas also sync over the network ([`Replica::sync_with`],
+//! [`Replica::serve`], [`Replica::watch`]): connections are mutually
+//! authenticated by the replicas' keys and encrypted (Noise), every message
+//! is a signed envelope, Automerge's sync protocol finds what each side
+//! lacks, and what arrives goes through the same verified import. A hub
+//! serves each peer only the registries it is a member of;
+//! [`Replica::subscribe`] tells an app when changes from peers land.
+//!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use chittysync::{FieldDef, FieldType, Replica, Role, Schema};
@@ -49,6 +57,7 @@ mod registry;
 mod replica;
 mod schema;
 mod store;
+mod sync;
 mod trust;
 mod value;
 
@@ -80,6 +89,10 @@ pub use registry::{
 pub use replica::{JournalEntry, Replica};
 pub use schema::{
     ConflictPolicy, FieldDef, FieldType, RecordRule, Rule, Schema, SchemaError, ValidationError,
+};
+pub use sync::{
+    ChangeSubscription, Hub, HubEvent, Peer, Progress, ProgressFn, RegistrySync, RemoteChanges,
+    ServeOptions, SyncError, SyncOptions, SyncReport, Watch, WatchEvent,
 };
 pub use trust::SignedChange;
 pub use trust::attest::{Attestation, Status};

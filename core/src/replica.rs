@@ -41,6 +41,8 @@ pub(crate) struct Shared {
     /// state, then the store — never the other way round.
     open: Mutex<HashMap<RegistryId, Arc<Mutex<DocState>>>>,
     path: PathBuf,
+    /// Changes received from peers, for subscribers.
+    pub(crate) remote_changes: tokio::sync::broadcast::Sender<crate::sync::RemoteChanges>,
 }
 
 impl Shared {
@@ -116,6 +118,7 @@ impl Replica {
                 store: Mutex::new(store),
                 open: Mutex::new(HashMap::new()),
                 path: path.to_path_buf(),
+                remote_changes: tokio::sync::broadcast::channel(1024).0,
             }),
         })
     }
@@ -125,7 +128,8 @@ impl Replica {
         self.shared.identity.public_key()
     }
 
-    /// What every handle of this replica shares (store, identity).
+    /// What every handle of this replica shares (store, identity; for the
+    /// sync engine and the peer protocol).
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }

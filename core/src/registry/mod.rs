@@ -292,6 +292,20 @@ impl Registry {
         state
     }
 
+    /// Runs `f` on the state, first brought up to date with the store, with
+    /// the store (the peer protocol reads the document and signatures).
+    pub(crate) fn with_state<T>(
+        &self,
+        f: impl FnOnce(&mut DocState, &crate::store::Store) -> T,
+    ) -> T {
+        let mut state = self.lock();
+        let store = self.shared.store();
+        if let Err(e) = state.refresh(&store) {
+            tracing::warn!(registry = %self.id, error = %e, "serving the last loaded state");
+        }
+        f(&mut state, &store)
+    }
+
     /// The registry's id.
     pub fn id(&self) -> RegistryId {
         self.id

@@ -308,6 +308,12 @@ impl DocState {
         }
     }
 
+    /// The role of `key` now, as the registry reads (revoked grants
+    /// masked).
+    pub(crate) fn role_now(&self, key: &PublicKey) -> Option<Role> {
+        self.layout.role_now(self.view(), key)
+    }
+
     /// The changes revoked by a concurrent removal of their author.
     pub(crate) fn revocations(&self) -> Arc<Revocations> {
         self.revoked.clone()

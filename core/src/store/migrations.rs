@@ -114,4 +114,33 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE UNIQUE INDEX adapter_rows_remote ON adapter_rows(binding, remote_id);
     "#,
+    // 6: peer sync — peers this replica knows (trust on first use pins a
+    //    key to the address it was first reached at), envelope nonces seen
+    //    per peer (replays are refused across restarts), and the Automerge
+    //    sync state per peer and registry (reconnects are incremental).
+    r#"
+    CREATE TABLE peers (
+        key         BLOB PRIMARY KEY,       -- the peer's ed25519 public key
+        address     TEXT,                   -- host:port it was reached at, if dialled
+        first_seen  INTEGER NOT NULL,
+        last_seen   INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX peers_address ON peers(address);
+
+    CREATE TABLE peer_nonces (
+        peer        BLOB NOT NULL,
+        nonce       BLOB NOT NULL,
+        at          INTEGER NOT NULL,       -- the envelope's timestamp (ms)
+        PRIMARY KEY (peer, nonce)
+    ) STRICT;
+    CREATE INDEX peer_nonces_at ON peer_nonces(at);
+
+    CREATE TABLE peer_sync_states (
+        peer        BLOB NOT NULL,
+        registry_id BLOB NOT NULL,
+        state       BLOB NOT NULL,          -- automerge::sync::State::encode()
+        updated_at  INTEGER NOT NULL,
+        PRIMARY KEY (peer, registry_id)
+    ) STRICT;
+    "#,
 ];

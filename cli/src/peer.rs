@@ -1,0 +1,294 @@
+//! `chittysync sync` and `chittysync serve`: peer sync over TCP.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use chittysync::{
+    HubEvent, Peer, Progress, PublicKey, Replica, ServeOptions, SyncOptions, SyncReport, WatchEvent,
+};
+use clap::Args;
+use serde_json::json;
+
+use crate::output;
+
+/// Arguments of `chittysync sync`.
+#[derive(Args)]
+pub(crate) struct SyncArgs {
+    /// The peer's address, `host:port` (where `chittysync serve` listens).
+    pub(crate) peer: String,
+    /// Registries to sync, by name or id [default: every registry shared with the peer].
+    pub(crate) registries: Vec<String>,
+    /// The peer's public key (its `chittysync whoami`). Without it the key
+    /// the peer proves first is pinned for its address (trust on first use).
+    #[arg(long)]
+    pub(crate) key: Option<String>,
+    /// Keep the connection open: push and pull changes as they happen,
+    /// reconnecting with backoff, until interrupted.
+    #[arg(long)]
+    pub(crate) watch: bool,
+    /// Give up when the peer says nothing for this many seconds.
+    #[arg(long, default_value_t = 60)]
+    pub(crate) timeout: u64,
+}
+
+/// Arguments of `chittysync serve`.
+#[derive(Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on, `host:port` (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    listen: String,
+    /// Also accept this key when it is a member of no registry here yet
+    /// (repeatable).
+    #[arg(long, value_name = "PUBLIC_KEY")]
+    allow: Vec<String>,
+    /// Accept any key. Registries are still served only to their members.
+    #[arg(long)]
+    allow_any: bool,
+    /// Serve at most this many peers at once; more are turned away.
+    #[arg(long, default_value_t = 1024)]
+    max_peers: usize,
+    /// Keep a live connection to another hub, `host:port` or `KEY@host:port`
+    /// (repeatable): hubs that peer with each other form a mesh.
+    #[arg(long, value_name = "PEER")]
+    peer: Vec<String>,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the network runtime")
+}
+
+fn parse_key(key: &str) -> Result<PublicKey> {
+    key.parse()
+        .map_err(|e| anyhow!("{e}; pass the peer's key as printed by its `chittysync whoami`"))
+}
+
+/// `host:port` or `KEY@host:port`.
+fn parse_peer(text: &str) -> Result<Peer> {
+    match text.split_once('@') {
+        Some((key, address)) => Ok(Peer::new(address).with_key(parse_key(key)?)),
+        None => Ok(Peer::new(text)),
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / (1 << 10) as f64),
+        n => format!("{n} B"),
+    }
+}
+
+fn report_json(report: &SyncReport) -> serde_json::Value {
+    json!({
+        "peer": report.peer.to_string(),
+        "registries": report.registries.iter().map(|r| json!({
+            "registry": r.registry.to_string(),
+            "name": r.name,
+            "changes_in": r.changes_in,
+            "changes_out": r.changes_out,
+            "refused": r.refused,
+        })).collect::<Vec<_>>(),
+        "changes_in": report.changes_in(),
+        "changes_out": report.changes_out(),
+        "bytes_sent": report.bytes_sent,
+        "bytes_received": report.bytes_received,
+        "duration_ms": report.duration.as_millis() as u64,
+    })
+}
+
+fn print_report(report: &SyncReport) {
+    let rows: Vec<Vec<String>> = report
+        .registries
+        .iter()
+        .map(|r| {
+            vec![
+                if r.name.is_empty() {
+                    r.registry.to_string()
+                } else {
+                    r.name.clone()
+                },
+                r.changes_in.to_string(),
+                r.changes_out.to_string(),
+                match &r.refused {
+                    Some(why) => format!("refused: {why}"),
+                    None => "synced".into(),
+                },
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        println!("no registry is shared with peer {}", report.peer);
+    } else {
+        output::table(&["REGISTRY", "IN", "OUT", "STATUS"], &rows);
+    }
+    println!(
+        "{} change(s) in, {} out; {} sent, {} received in {:.2} s (peer {})",
+        report.changes_in(),
+        report.changes_out(),
+        human_bytes(report.bytes_sent),
+        human_bytes(report.bytes_received),
+        report.duration.as_secs_f64(),
+        report.peer
+    );
+}
+
+pub(crate) fn sync(replica: &Replica, args: SyncArgs, as_json: bool) -> Result<()> {
+    let mut peer = Peer::new(args.peer.clone());
+    if let Some(key) = &args.key {
+        peer = peer.with_key(parse_key(key)?);
+    }
+    let bar = (!as_json).then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+                .expect("a valid template"),
+        );
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar.set_message(format!("syncing with {}", args.peer));
+        bar
+    });
+    let progress = bar.clone().map(|bar| {
+        std::sync::Arc::new(move |p: &Progress| {
+            bar.set_message(format!(
+                "↑ {} ↓ {}  {} change(s) in, {} out",
+                human_bytes(p.bytes_sent),
+                human_bytes(p.bytes_received),
+                p.changes_in,
+                p.changes_out
+            ));
+        }) as chittysync::ProgressFn
+    });
+    let options = SyncOptions {
+        registries: args.registries.clone(),
+        timeout: Duration::from_secs(args.timeout.max(1)),
+        progress,
+        ..SyncOptions::default()
+    };
+    let rt = runtime()?;
+    if args.watch {
+        if let Some(bar) = &bar {
+            bar.finish_and_clear();
+        }
+        return rt.block_on(watch(replica, peer, options, as_json));
+    }
+    let result = rt.block_on(replica.sync_with(&peer, &options));
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let report = result?;
+    if as_json {
+        output::json(&report_json(&report));
+    } else {
+        print_report(&report);
+    }
+    Ok(())
+}
+
+/// `sync --watch`: one line per event, until interrupted (Ctrl-C closes
+/// the connection cleanly).
+async fn watch(replica: &Replica, peer: Peer, options: SyncOptions, as_json: bool) -> Result<()> {
+    let mut changes = replica.subscribe();
+    let mut watch = replica.watch(peer.clone(), options);
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    let say = |line: String, value: serde_json::Value| {
+        if as_json {
+            println!("{value}");
+        } else {
+            println!("{line}");
+        }
+    };
+    loop {
+        tokio::select! {
+            event = watch.next_event() => match event {
+                Some(WatchEvent::Connected(key)) => say(
+                    format!("connected to {} ({key}); watching for changes", peer.address),
+                    json!({ "event": "connected", "peer": key.to_string() }),
+                ),
+                Some(WatchEvent::Disconnected { error, retry_in }) => say(
+                    format!("disconnected: {error}; reconnecting in {:.1} s", retry_in.as_secs_f64()),
+                    json!({ "event": "disconnected", "error": error.to_string(), "retry_in_ms": retry_in.as_millis() as u64 }),
+                ),
+                Some(_) => {}
+                None => return Ok(()),
+            },
+            _ = &mut interrupted => {
+                // Close cleanly: the sync state is saved for the next time.
+                watch.close().await;
+                return Ok(());
+            }
+            Some(c) = changes.next() => say(
+                format!("{}: {} change(s) from {}", c.name, c.applied, c.peer.short()),
+                json!({ "event": "changes", "registry": c.registry.to_string(), "name": c.name, "applied": c.applied, "peer": c.peer.to_string() }),
+            ),
+        }
+    }
+}
+
+pub(crate) fn serve(replica: &Replica, args: ServeArgs, as_json: bool) -> Result<()> {
+    let allow = args
+        .allow
+        .iter()
+        .map(|k| parse_key(k))
+        .collect::<Result<Vec<_>>>()?;
+    let peers = args
+        .peer
+        .iter()
+        .map(|p| parse_peer(p))
+        .collect::<Result<Vec<_>>>()?;
+    let options = ServeOptions {
+        allow,
+        allow_any: args.allow_any,
+        max_peers: args.max_peers.max(1),
+        ..ServeOptions::default()
+    };
+    let rt = runtime()?;
+    rt.block_on(async {
+        let mut hub = replica.serve(&args.listen, options).await?;
+        let say = |line: String, value: serde_json::Value| {
+            if as_json {
+                println!("{value}");
+            } else {
+                println!("{line}");
+            }
+        };
+        say(
+            format!(
+                "listening on {} as {}",
+                hub.local_addr(),
+                replica.public_key()
+            ),
+            json!({ "event": "listening", "address": hub.local_addr().to_string(), "public_key": replica.public_key().to_string() }),
+        );
+        // Keep the mesh links alive for as long as the hub runs.
+        let _links: Vec<_> = peers
+            .into_iter()
+            .map(|p| replica.watch(p, SyncOptions::default()))
+            .collect();
+        while let Some(event) = hub.next_event().await {
+            match event {
+                HubEvent::Connected { address, peer } => say(
+                    format!("{address}: connected ({peer})"),
+                    json!({ "event": "connected", "address": address, "peer": peer.to_string() }),
+                ),
+                HubEvent::Closed { address, report } => say(
+                    format!(
+                        "{address}: closed; {} change(s) in, {} out",
+                        report.changes_in(),
+                        report.changes_out()
+                    ),
+                    json!({ "event": "closed", "address": address, "report": report_json(&report) }),
+                ),
+                HubEvent::Failed { address, error } => say(
+                    format!("{address}: {error}"),
+                    json!({ "event": "failed", "address": address, "error": error.to_string() }),
+                ),
+                _ => {}
+            }
+        }
+        Ok::<(), anyhow::Error>(())
+    })
+}

@@ -1,0 +1,823 @@
+//! Peer sync: replicas exchange signed changes over authenticated,
+//! encrypted connections, directly or through a hub.
+//!
+//! - **Transport**: TCP (or any byte stream, such as an in-memory duplex in
+//!   tests), length-delimited frames, a Noise XX handshake
+//!   (`Noise_XX_25519_ChaChaPoly_BLAKE2s`) whose static keys are signed by
+//!   the replicas' ed25519 identities — see `frame`.
+//! - **Envelopes**: every message names its sender, recipient and registry,
+//!   carries a fresh nonce and a timestamp, and is signed — see `envelope`.
+//!   Replayed nonces (remembered across restarts) and stale timestamps
+//!   refuse the peer.
+//! - **Sync**: Automerge's sync protocol per registry, many registries on
+//!   one connection, sync state kept per peer so reconnects are
+//!   incremental; received changes are verified and committed through
+//!   [`Replica::import`], or refused whole — see `session`.
+//! - **Access**: each side offers only registries whose members include the
+//!   other's key. A hub takes changes only from writers and admins; readers
+//!   pull. A non-member asking for a registry is answered as if it were not
+//!   there.
+
+mod envelope;
+mod frame;
+mod peers;
+mod session;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use automerge::ChangeHash;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, mpsc, watch};
+
+use crate::error::StoreError;
+use crate::identity::PublicKey;
+use crate::registry::RegistryId;
+use crate::replica::Replica;
+use frame::Counters;
+use session::{Accept, Config};
+
+/// A peer sync could not run, or stopped early. Whatever was committed
+/// before the failure stays; nothing half-verified was applied.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    /// The peer could not be reached.
+    #[error(
+        "could not connect to {peer}: {reason}; check the address and that `chittysync serve` runs there"
+    )]
+    Connect {
+        /// The address dialled.
+        peer: String,
+        /// Why.
+        reason: String,
+    },
+    /// The connection broke or timed out.
+    #[error("the connection to {peer} failed: {reason}; sync again — it resumes where it stopped")]
+    Connection {
+        /// The peer.
+        peer: String,
+        /// Why.
+        reason: String,
+    },
+    /// This replica refused the peer (the event is journaled).
+    #[error("refused peer {peer}: {reason}; the connection was closed and the event journaled")]
+    Refused {
+        /// The peer.
+        peer: String,
+        /// Why.
+        reason: String,
+    },
+    /// The peer refused this replica.
+    #[error("peer {peer} refused this replica: {reason}")]
+    RefusedByPeer {
+        /// The peer.
+        peer: String,
+        /// The reason it gave.
+        reason: String,
+    },
+    /// The listening address could not be bound.
+    #[error("could not listen on {address}: {reason}; choose a free address and port")]
+    Listen {
+        /// The address.
+        address: String,
+        /// Why.
+        reason: String,
+    },
+    /// The replica's store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A replica to sync with: an address, and the key expected there.
+///
+/// With a key, the peer must prove exactly that key (pinned). Without one,
+/// the key the peer proves the first time is stored for its address and
+/// required from then on (trust on first use).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// `host:port`.
+    pub address: String,
+    /// The key the peer must prove, if pinned.
+    pub key: Option<PublicKey>,
+}
+
+impl Peer {
+    /// A peer at `address` (`host:port`), trusted on first use.
+    pub fn new(address: impl Into<String>) -> Self {
+        Peer {
+            address: address.into(),
+            key: None,
+        }
+    }
+
+    /// Requires the peer to prove `key`.
+    pub fn with_key(mut self, key: PublicKey) -> Self {
+        self.key = Some(key);
+        self
+    }
+}
+
+/// Called with running totals while a sync moves data.
+pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
+
+/// Running totals of a sync.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Bytes written to the connection.
+    pub bytes_sent: u64,
+    /// Bytes read from the connection.
+    pub bytes_received: u64,
+    /// Changes received, verified and applied.
+    pub changes_in: usize,
+    /// Changes sent.
+    pub changes_out: usize,
+}
+
+/// How [`Replica::sync_with`] runs.
+#[derive(Clone)]
+pub struct SyncOptions {
+    /// Names or ids of the registries to sync; empty: every registry shared
+    /// with the peer.
+    pub registries: Vec<String>,
+    /// Largest message accepted from the peer. Messages sent are split so
+    /// their changes stay under a quarter of it: give peers the same limit.
+    pub max_message_bytes: usize,
+    /// Envelopes whose timestamp is further than this from our clock are
+    /// refused.
+    pub max_clock_skew: Duration,
+    /// A round fails if the peer says nothing for this long.
+    pub timeout: Duration,
+    /// How often a live connection looks for local changes to push.
+    pub poll_interval: Duration,
+    /// Called with running totals as data moves.
+    pub progress: Option<ProgressFn>,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions {
+            registries: Vec::new(),
+            max_message_bytes: 64 << 20,
+            max_clock_skew: Duration::from_secs(300),
+            timeout: Duration::from_secs(60),
+            poll_interval: Duration::from_millis(200),
+            progress: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for SyncOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncOptions")
+            .field("registries", &self.registries)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .field("max_clock_skew", &self.max_clock_skew)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How [`Replica::serve`] accepts peers.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// Keys accepted even if they are members of no registry here (say, a
+    /// replica about to push a registry it created).
+    pub allow: Vec<PublicKey>,
+    /// Accept any key. Registries are still served only to their members.
+    pub allow_any: bool,
+    /// Largest message accepted from a peer. Messages sent are split so
+    /// their changes stay under a quarter of it: give peers the same limit.
+    pub max_message_bytes: usize,
+    /// Envelopes whose timestamp is further than this from our clock are
+    /// refused.
+    pub max_clock_skew: Duration,
+    /// A peer must finish the handshake within this time.
+    pub handshake_timeout: Duration,
+    /// How often live connections look for local changes to push.
+    pub poll_interval: Duration,
+    /// Connections served at once; more are closed as they arrive.
+    pub max_peers: usize,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            allow: Vec::new(),
+            allow_any: false,
+            max_message_bytes: 64 << 20,
+            max_clock_skew: Duration::from_secs(300),
+            handshake_timeout: Duration::from_secs(10),
+            poll_interval: Duration::from_millis(200),
+            max_peers: 1024,
+        }
+    }
+}
+
+/// What one sync moved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncReport {
+    /// The peer's key.
+    pub peer: PublicKey,
+    /// Per registry.
+    pub registries: Vec<RegistrySync>,
+    /// Bytes written to the connection.
+    pub bytes_sent: u64,
+    /// Bytes read from the connection.
+    pub bytes_received: u64,
+    /// How long it took.
+    pub duration: Duration,
+}
+
+impl SyncReport {
+    /// Changes received, verified and applied, over all registries.
+    pub fn changes_in(&self) -> usize {
+        self.registries.iter().map(|r| r.changes_in).sum()
+    }
+
+    /// Changes sent, over all registries.
+    pub fn changes_out(&self) -> usize {
+        self.registries.iter().map(|r| r.changes_out).sum()
+    }
+}
+
+/// What one sync moved for one registry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistrySync {
+    /// The registry.
+    pub registry: RegistryId,
+    /// Its name (empty if it was refused before its name was known).
+    pub name: String,
+    /// Changes received, verified and applied.
+    pub changes_in: usize,
+    /// Changes sent.
+    pub changes_out: usize,
+    /// Why it was refused, by either side.
+    pub refused: Option<String>,
+}
+
+/// Changes that arrived from a peer and were applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteChanges {
+    /// The registry.
+    pub registry: RegistryId,
+    /// Its name.
+    pub name: String,
+    /// The peer they came from.
+    pub peer: PublicKey,
+    /// How many changes were applied.
+    pub applied: usize,
+    /// The registry's heads after applying them.
+    pub heads: Vec<ChangeHash>,
+}
+
+/// A stream of [`RemoteChanges`], from [`Replica::subscribe`].
+#[derive(Debug)]
+pub struct ChangeSubscription {
+    rx: broadcast::Receiver<RemoteChanges>,
+}
+
+impl ChangeSubscription {
+    /// The next batch of remote changes; `None` once the replica is gone.
+    /// A subscriber too slow to keep up skips the batches it missed (the
+    /// registry itself has them all).
+    pub async fn next(&mut self) -> Option<RemoteChanges> {
+        loop {
+            match self.rx.recv().await {
+                Ok(c) => return Some(c),
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    /// The next batch if one is waiting, without blocking.
+    pub fn try_next(&mut self) -> Option<RemoteChanges> {
+        loop {
+            match self.rx.try_recv() {
+                Ok(c) => return Some(c),
+                Err(broadcast::error::TryRecvError::Lagged(_)) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+/// What happens on a hub.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum HubEvent {
+    /// A peer connected and proved its key.
+    Connected {
+        /// Its address.
+        address: String,
+        /// Its key.
+        peer: PublicKey,
+    },
+    /// A peer's connection ended normally.
+    Closed {
+        /// Its address.
+        address: String,
+        /// What moved.
+        report: SyncReport,
+    },
+    /// A connection ended in an error (refusals included).
+    Failed {
+        /// The peer's address.
+        address: String,
+        /// What went wrong.
+        error: SyncError,
+    },
+}
+
+/// Events kept for a [`Hub`] or [`Watch`] whose owner does not read them;
+/// newer ones are dropped, so an unread hub does not grow without bound.
+const EVENT_BACKLOG: usize = 1024;
+
+/// A running hub, from [`Replica::serve`]. Dropping it stops it.
+#[derive(Debug)]
+pub struct Hub {
+    address: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    events: mpsc::Receiver<HubEvent>,
+}
+
+impl Hub {
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The next event (connections, refusals); `None` once stopped. Up to
+    /// 1024 unread events are kept; later ones are dropped until some are
+    /// read.
+    pub async fn next_event(&mut self) -> Option<HubEvent> {
+        self.events.recv().await
+    }
+
+    /// Stops accepting and closes every connection.
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// What happens to a live connection kept by [`Replica::watch`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum WatchEvent {
+    /// Connected and proved the peer's key.
+    Connected(PublicKey),
+    /// The connection ended; a reconnect follows after `retry_in`.
+    Disconnected {
+        /// Why.
+        error: SyncError,
+        /// Delay before the next attempt.
+        retry_in: Duration,
+    },
+}
+
+/// A live connection kept open (and re-opened) in the background, from
+/// [`Replica::watch`]. Dropping it stops it.
+#[derive(Debug)]
+pub struct Watch {
+    shutdown: watch::Sender<bool>,
+    events: mpsc::Receiver<WatchEvent>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Watch {
+    /// The next connection event; `None` once stopped.
+    pub async fn next_event(&mut self) -> Option<WatchEvent> {
+        self.events.recv().await
+    }
+
+    /// Closes the connection and stops reconnecting, without waiting.
+    pub fn stop(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Closes the connection, saving the sync state so the next connection
+    /// is incremental, stops reconnecting, and waits until all that is done.
+    pub async fn close(mut self) {
+        self.stop();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn client_config(options: &SyncOptions, live: bool) -> Config {
+    Config {
+        max_skew_ms: options.max_clock_skew.as_millis() as i64,
+        max_message: options.max_message_bytes,
+        filter: options.registries.clone(),
+        live,
+        poll: options.poll_interval,
+        idle_timeout: options.timeout,
+        progress: options.progress.clone(),
+    }
+}
+
+async fn connect(address: &str, timeout: Duration) -> Result<TcpStream, SyncError> {
+    let err = |reason: String| SyncError::Connect {
+        peer: address.to_owned(),
+        reason,
+    };
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(address))
+        .await
+        .map_err(|_| err(format!("no answer within {} s", timeout.as_secs())))?
+        .map_err(|e| err(e.to_string()))?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+fn link_error(peer: &str, e: frame::LinkError) -> SyncError {
+    match e {
+        frame::LinkError::Io(reason) => SyncError::Connection {
+            peer: peer.to_owned(),
+            reason: format!("handshake: {reason}"),
+        },
+        frame::LinkError::Violation(reason) => SyncError::Refused {
+            peer: peer.to_owned(),
+            reason: format!("handshake: {reason}"),
+        },
+    }
+}
+
+impl Replica {
+    /// Runs one sync round with the replica at `peer` over TCP: both sides
+    /// end with each other's changes to every registry they share (or the
+    /// ones in [`SyncOptions::registries`]).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use chittysync::{FieldDef, FieldType, Peer, Replica, Role, Schema};
+    /// let dir = tempfile::tempdir()?;
+    /// let hub = Replica::open(dir.path().join("hub.db"))?;
+    /// let laptop = Replica::open(dir.path().join("laptop.db"))?;
+    /// let services = hub.create_registry(
+    ///     "services",
+    ///     Schema::new().field(FieldDef::new("name", FieldType::Text)),
+    /// )?;
+    /// services.set_member(laptop.public_key(), Role::Writer)?;
+    /// services.put(None, [("name", "billing")])?;
+    ///
+    /// let server = hub.serve("127.0.0.1:0", Default::default()).await?;
+    /// let peer = Peer::new(server.local_addr().to_string()).with_key(hub.public_key());
+    /// let report = laptop.sync_with(&peer, &Default::default()).await?;
+    /// assert_eq!(report.registries[0].name, "services");
+    /// assert_eq!(laptop.registry("services")?.heads(), services.heads());
+    /// # Ok(()) }
+    /// ```
+    pub async fn sync_with(
+        &self,
+        peer: &Peer,
+        options: &SyncOptions,
+    ) -> Result<SyncReport, SyncError> {
+        let stream = connect(&peer.address, options.timeout).await?;
+        let accept = match peer.key {
+            Some(key) => Accept::Key(key),
+            None => Accept::Tofu(peer.address.clone()),
+        };
+        self.initiate(
+            stream,
+            accept,
+            client_config(options, false),
+            peer.address.clone(),
+            None,
+            None,
+        )
+        .await
+    }
+
+    /// Runs one sync round over any byte stream (an in-memory duplex, a
+    /// Unix socket, …) with a peer that proves `key` (any key if `None`).
+    pub async fn sync_over<S>(
+        &self,
+        stream: S,
+        key: Option<PublicKey>,
+        options: &SyncOptions,
+    ) -> Result<SyncReport, SyncError>
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let accept = key.map_or(Accept::Any, Accept::Key);
+        self.initiate(
+            stream,
+            accept,
+            client_config(options, false),
+            "stream".into(),
+            None,
+            None,
+        )
+        .await
+    }
+
+    async fn initiate<S>(
+        &self,
+        stream: S,
+        accept: Accept,
+        cfg: Config,
+        address: String,
+        shutdown: Option<watch::Receiver<bool>>,
+        on_connected: Option<Box<dyn FnOnce(PublicKey) + Send>>,
+    ) -> Result<SyncReport, SyncError>
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let counters = Arc::new(Counters::default());
+        let channel = tokio::time::timeout(
+            cfg.idle_timeout,
+            frame::handshake(
+                stream,
+                &self.shared().identity,
+                true,
+                cfg.max_message,
+                counters.clone(),
+            ),
+        )
+        .await
+        .map_err(|_| SyncError::Connection {
+            peer: address.clone(),
+            reason: "the handshake timed out".into(),
+        })?
+        .map_err(|e| link_error(&address, e))?;
+        session::run(
+            self.clone(),
+            channel,
+            true,
+            accept,
+            cfg,
+            address,
+            counters,
+            shutdown,
+            on_connected,
+        )
+        .await
+    }
+
+    /// Serves one peer over any byte stream until it disconnects (the
+    /// in-memory counterpart of a hub connection).
+    pub async fn serve_stream<S>(
+        &self,
+        stream: S,
+        options: &ServeOptions,
+    ) -> Result<SyncReport, SyncError>
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        self.respond(stream, options, "stream".into(), None, None)
+            .await
+    }
+
+    async fn respond<S>(
+        &self,
+        stream: S,
+        options: &ServeOptions,
+        address: String,
+        shutdown: Option<watch::Receiver<bool>>,
+        on_connected: Option<Box<dyn FnOnce(PublicKey) + Send>>,
+    ) -> Result<SyncReport, SyncError>
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let counters = Arc::new(Counters::default());
+        let channel = match tokio::time::timeout(
+            options.handshake_timeout,
+            frame::handshake(
+                stream,
+                &self.shared().identity,
+                false,
+                options.max_message_bytes,
+                counters.clone(),
+            ),
+        )
+        .await
+        {
+            Ok(Ok(channel)) => channel,
+            Ok(Err(e)) => {
+                let e = link_error(&address, e);
+                if let SyncError::Refused { reason, .. } = &e {
+                    tracing::warn!(peer = %address, %reason, "refused a peer");
+                    peers::journal_refusal(self, None, &address, reason);
+                }
+                return Err(e);
+            }
+            Err(_) => {
+                let reason = "the handshake did not finish in time".to_owned();
+                peers::journal_refusal(self, None, &address, &reason);
+                return Err(SyncError::Refused {
+                    peer: address,
+                    reason,
+                });
+            }
+        };
+        let cfg = Config {
+            max_skew_ms: options.max_clock_skew.as_millis() as i64,
+            max_message: options.max_message_bytes,
+            filter: Vec::new(),
+            live: true,
+            poll: options.poll_interval,
+            idle_timeout: options.handshake_timeout,
+            progress: None,
+        };
+        let accept = Accept::Hub {
+            allow: options.allow.clone(),
+            any: options.allow_any,
+        };
+        session::run(
+            self.clone(),
+            channel,
+            false,
+            accept,
+            cfg,
+            address,
+            counters,
+            shutdown,
+            on_connected,
+        )
+        .await
+    }
+
+    /// Listens on `address` (`host:port`; port 0 picks a free one) and
+    /// serves every peer that connects, live, until the returned [`Hub`] is
+    /// shut down or dropped. Each peer sees only registries whose members
+    /// include its key; writers may push, readers only pull.
+    pub async fn serve(&self, address: &str, options: ServeOptions) -> Result<Hub, SyncError> {
+        let listener = TcpListener::bind(address)
+            .await
+            .map_err(|e| SyncError::Listen {
+                address: address.to_owned(),
+                reason: e.to_string(),
+            })?;
+        let local = listener.local_addr().map_err(|e| SyncError::Listen {
+            address: address.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let (shutdown, stop) = watch::channel(false);
+        let (events_tx, events) = mpsc::channel(EVENT_BACKLOG);
+        let replica = self.clone();
+        let slots = Arc::new(tokio::sync::Semaphore::new(options.max_peers));
+        let options = Arc::new(options);
+        let mut stop_accepting = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    a = listener.accept() => a,
+                    _ = stop_accepting.changed() => return,
+                };
+                let (stream, addr) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not accept a connection");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    let _ = events_tx.try_send(HubEvent::Failed {
+                        address: addr.to_string(),
+                        error: SyncError::Connection {
+                            peer: addr.to_string(),
+                            reason: format!(
+                                "the hub already serves its limit of {} peers; try again later",
+                                options.max_peers
+                            ),
+                        },
+                    });
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let replica = replica.clone();
+                let options = options.clone();
+                let events = events_tx.clone();
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    let address = addr.to_string();
+                    let connected = {
+                        let events = events.clone();
+                        let address = address.clone();
+                        Box::new(move |peer| {
+                            let _ = events.try_send(HubEvent::Connected { address, peer });
+                        }) as Box<dyn FnOnce(PublicKey) + Send>
+                    };
+                    let outcome = replica
+                        .respond(
+                            stream,
+                            &options,
+                            address.clone(),
+                            Some(stop),
+                            Some(connected),
+                        )
+                        .await;
+                    let event = match outcome {
+                        Ok(report) => HubEvent::Closed { address, report },
+                        Err(error) => HubEvent::Failed { address, error },
+                    };
+                    let _ = events.try_send(event);
+                    drop(permit);
+                });
+            }
+        });
+        Ok(Hub {
+            address: local,
+            shutdown,
+            events,
+        })
+    }
+
+    /// Keeps a live connection to `peer` in the background: local changes
+    /// are pushed and remote ones pulled as they happen, and a dropped
+    /// connection is re-opened with backoff (0.2 s doubling to 10 s).
+    /// Needs a Tokio runtime.
+    pub fn watch(&self, peer: Peer, options: SyncOptions) -> Watch {
+        let (shutdown, stop) = watch::channel(false);
+        let (events_tx, events) = mpsc::channel(EVENT_BACKLOG);
+        let replica = self.clone();
+        let task = tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(200);
+            loop {
+                if *stop.borrow() {
+                    return;
+                }
+                let started = std::time::Instant::now();
+                let outcome = match connect(&peer.address, options.timeout).await {
+                    Ok(stream) => {
+                        let accept = match peer.key {
+                            Some(key) => Accept::Key(key),
+                            None => Accept::Tofu(peer.address.clone()),
+                        };
+                        let events = events_tx.clone();
+                        replica
+                            .initiate(
+                                stream,
+                                accept,
+                                client_config(&options, true),
+                                peer.address.clone(),
+                                Some(stop.clone()),
+                                Some(Box::new(move |key| {
+                                    let _ = events.try_send(WatchEvent::Connected(key));
+                                })),
+                            )
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                if *stop.borrow() {
+                    return;
+                }
+                let error = match outcome {
+                    Ok(report) => SyncError::Connection {
+                        peer: format!("{} ({})", peer.address, report.peer),
+                        reason: "the peer closed the connection".into(),
+                    },
+                    Err(e) => e,
+                };
+                if started.elapsed() > Duration::from_secs(30) {
+                    backoff = Duration::from_millis(200);
+                }
+                let _ = events_tx.try_send(WatchEvent::Disconnected {
+                    error,
+                    retry_in: backoff,
+                });
+                let mut stop_wait = stop.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop_wait.changed() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        });
+        Watch {
+            shutdown,
+            events,
+            task: Some(task),
+        }
+    }
+
+    /// A stream of the changes this replica receives from peers, as they
+    /// are applied.
+    pub fn subscribe(&self) -> ChangeSubscription {
+        ChangeSubscription {
+            rx: self.shared().remote_changes.subscribe(),
+        }
+    }
+}
