@@ -4,7 +4,7 @@
 
 use chittysync::{
     EngineError, ExportError, ImportError, LookupError, OpenError, ProveError, StoreError,
-    VerifyError, WriteError,
+    SyncError, VerifyError, WriteError,
 };
 
 /// What went wrong in a ChittySync call.
@@ -76,6 +76,12 @@ pub enum ChittyError {
     /// the binding allows. Run again with `allow_deletes` if intended.
     #[error("{message}")]
     TooManyDeletes {
+        /// The full explanation.
+        message: String,
+    },
+    /// A peer could not be reached, or the connection failed.
+    #[error("{message}")]
+    Network {
         /// The full explanation.
         message: String,
     },
@@ -159,6 +165,19 @@ impl From<EngineError> for ChittyError {
             EngineError::TooManyDeletes { .. } => ChittyError::TooManyDeletes { message },
             EngineError::NotWriter { .. } => ChittyError::NotPermitted { message },
             _ => ChittyError::Adapter { message },
+        }
+    }
+}
+
+impl From<SyncError> for ChittyError {
+    fn from(e: SyncError) -> Self {
+        let message = e.to_string();
+        match e {
+            SyncError::Store(_) => ChittyError::Store { message },
+            SyncError::Refused { .. } | SyncError::RefusedByPeer { .. } => {
+                ChittyError::Refused { message }
+            }
+            _ => ChittyError::Network { message },
         }
     }
 }

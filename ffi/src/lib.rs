@@ -11,12 +11,14 @@
 
 mod adapters;
 mod error;
+mod peers;
 mod registry;
 mod replica;
 mod types;
 
 pub use adapters::*;
 pub use error::ChittyError;
+pub use peers::*;
 pub use registry::Registry;
 pub use replica::Replica;
 pub use types::*;

@@ -23,6 +23,10 @@ import {
   Role,
 } from "./generated/index";
 import type {
+  ChangeStreamLike,
+  HubLike,
+  PeerSyncSummary,
+  RemoteChange,
   RemoteTableInfo,
   BindingAdded,
   ForeignAdapter,
@@ -43,6 +47,9 @@ import type {
 
 export { native, FieldKind, MemoryTable, Role };
 export type {
+  HubLike as Hub,
+  PeerSyncSummary,
+  RemoteChange,
   RemoteTableInfo,
   BindingAdded,
   BindingSpec,
@@ -537,6 +544,37 @@ export class Replica {
     call(() => this.native.removeBinding(name));
   }
 
+  /** One sync round with the peer at `address` (`host:port`). With `key` the peer must prove it; without, the key it proves first is pinned for the address (trust on first use). */
+  async syncWith(
+    address: string,
+    opts: { key?: string; registries?: string[]; timeoutSecs?: number } = {},
+  ): Promise<PeerSyncSummary> {
+    try {
+      return await this.native.syncWith(
+        address,
+        opts.key,
+        opts.registries ?? [],
+        opts.timeoutSecs === undefined ? undefined : BigInt(opts.timeoutSecs),
+      );
+    } catch (e) {
+      throw translate(e);
+    }
+  }
+
+  /** Serves this replica's registries to peers (a hub); each peer gets only the registries it is a member of. `hub.address()` tells the port; `hub.shutdown()` stops it. */
+  async serve(address = "127.0.0.1:0", opts: { allow?: string[]; allowAny?: boolean } = {}): Promise<HubLike> {
+    try {
+      return await this.native.serve(address, opts.allow ?? [], opts.allowAny ?? false);
+    } catch (e) {
+      throw translate(e);
+    }
+  }
+
+  /** The changes peers deliver from now on: `for await (const c of replica.changes()) …`. */
+  changes(): ChangeStream {
+    return new ChangeStream(this.native.subscribe());
+  }
+
   /** Makes a stored Postgres binding's table ready: creates it from the schema when `create` and it is missing, installs change tracking (or says why it cannot), and describes it. */
   async prepareBinding(name: string, create = false): Promise<RemoteTableInfo> {
     try {
@@ -717,4 +755,22 @@ function bridge(a: Adapter): ForeignAdapter {
         );
       }),
   };
+}
+
+/** The changes peers deliver to a replica, as an async iterator of `RemoteChange`. */
+export class ChangeStream implements AsyncIterable<RemoteChange> {
+  constructor(private readonly inner: ChangeStreamLike) {}
+
+  /** The next delivery (waits for it); undefined once the replica is gone. */
+  next(): Promise<RemoteChange | undefined> {
+    return this.inner.next();
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<RemoteChange> {
+    for (;;) {
+      const change = await this.inner.next();
+      if (change === undefined) return;
+      yield change;
+    }
+  }
 }

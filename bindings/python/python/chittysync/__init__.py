@@ -45,6 +45,7 @@ from ._native.chittysync_ffi import (  # noqa: F401  (re-exported)
 )
 
 __all__ = [
+    "ChangeStream",
     "Adapter",
     "Create",
     "Update",
@@ -466,6 +467,32 @@ class Replica:
     def remove_binding(self, name: str) -> None:
         self._inner.remove_binding(name)
 
+    async def sync_with(
+        self,
+        address: str,
+        *,
+        key: Optional[str] = None,
+        registries: Sequence[str] = (),
+        timeout: int = 60,
+    ) -> "native.PeerSyncSummary":
+        """One sync round with the peer at ``address`` (``host:port``). With
+        ``key`` the peer must prove it; without, the key it proves first is
+        pinned for the address (trust on first use)."""
+        return await self._inner.sync_with(address, key, list(registries), timeout)
+
+    async def serve(
+        self, address: str = "127.0.0.1:0", *, allow: Sequence[str] = (), allow_any: bool = False
+    ) -> "native.Hub":
+        """Serves this replica's registries to peers (a hub); each peer gets
+        only the registries it is a member of. ``hub.address()`` tells the
+        port; ``hub.shutdown()`` stops it."""
+        return await self._inner.serve(address, list(allow), allow_any)
+
+    def changes(self) -> "ChangeStream":
+        """The changes peers deliver from now on: ``async for c in
+        replica.changes(): ...``."""
+        return ChangeStream(self._inner.subscribe())
+
     async def prepare_binding(self, name: str, create: bool = False) -> "native.RemoteTableInfo":
         """Makes a stored Postgres binding's table ready: creates it from the
         schema when ``create`` and it is missing, installs change tracking
@@ -507,6 +534,27 @@ class Replica:
             open_conflicts=out.open_conflicts,
             plan=json.loads(out.report_json),
         )
+
+
+class ChangeStream:
+    """The changes peers deliver to a replica, as an async iterator of
+    ``RemoteChange`` (registry, name, peer, applied, heads)."""
+
+    def __init__(self, inner: "native.ChangeStream"):
+        self._inner = inner
+
+    def __aiter__(self) -> "ChangeStream":
+        return self
+
+    async def __anext__(self) -> "native.RemoteChange":
+        change = await self._inner.next()
+        if change is None:
+            raise StopAsyncIteration
+        return change
+
+    async def next(self) -> "Optional[native.RemoteChange]":
+        """The next delivery (waits for it); None once the replica is gone."""
+        return await self._inner.next()
 
 
 # --- Adapters -------------------------------------------------------------
