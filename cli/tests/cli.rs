@@ -340,3 +340,24 @@ fn demo_converges_and_refuses_bad_input() {
     assert!(out.contains("refused: registry 'services'"), "{out}");
     assert!(out.contains("bob's replica is unchanged ✓"), "{out}");
 }
+
+#[test]
+fn sync_takes_a_peer_address_or_a_binding_and_says_which_options_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = dir.path().join("a.db");
+    let unknown = common::chittysync(&replica, &["sync", "nosuch"]);
+    assert_ne!(unknown.code, 0);
+    assert!(
+        unknown.stderr.contains("neither an adapter binding")
+            && unknown.stderr.contains("host:port"),
+        "{}",
+        unknown.stderr
+    );
+    let mixed = common::chittysync(&replica, &["sync", "127.0.0.1:9", "--dry-run"]);
+    assert_ne!(mixed.code, 0);
+    assert!(
+        mixed.stderr.contains("is a peer address") && mixed.stderr.contains("--dry-run"),
+        "{}",
+        mixed.stderr
+    );
+}
