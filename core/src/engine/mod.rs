@@ -583,7 +583,7 @@ async fn run(
     let shared = registry.shared().clone();
     let (bound, cursor, saved_heads) = {
         let store = shared.store();
-        let bound = store::snap_count(store.conn(), store.path(), &binding.name)?;
+        let bound = store::has_snaps(store.conn(), store.path(), &binding.name)?;
         let cursor = store::cursor(store.conn(), store.path(), &binding.name)?;
         let heads = store::local_heads(store.conn(), store.path(), &binding.name)?;
         (bound, cursor, heads)
@@ -615,7 +615,7 @@ async fn run(
     if let ChangeTracking::FullCompare { reason } = &table.change_tracking {
         tracing::warn!(binding = %binding.name, %reason, "no change tracking: comparing the whole table");
     }
-    let since = cursor.as_deref().filter(|_| !options.full && bound > 0);
+    let since = cursor.as_deref().filter(|_| !options.full && bound);
     let fetched = adapter.fetch(since).await.map_err(adapter_err(binding))?;
     progress.advance(fetched.rows.len() as u64 + fetched.deleted.len() as u64);
     clock.lap("fetch");
@@ -674,7 +674,9 @@ async fn run(
                 .filter_map(|id| registry.get(id))
                 .map(to_local)
                 .collect();
-            (snaps, local, bound as u64)
+            // Counting every bound row is only worth it when the deletes
+            // could exceed the fixed part of the limit.
+            (snaps, local, None)
         }
         None => {
             let snaps = {
@@ -691,7 +693,7 @@ async fn run(
                 .collect();
             let live = local.values().filter(|l| !l.deleted).count();
             let total = snaps.len().max(live) as u64;
-            (snaps, local, total)
+            (snaps, local, Some(total))
         }
     };
     let policy = |field: &str| {
@@ -723,6 +725,14 @@ async fn run(
                 + u64::from(matches!(r.remote, Some((Action::Delete, _))))
         })
         .sum::<u64>();
+    let total = match total {
+        Some(total) => total,
+        None if deletes > binding.max_deletes => {
+            let store = shared.store();
+            store::snap_count(store.conn(), store.path(), &binding.name)? as u64
+        }
+        None => 0,
+    };
     let delete_limit = binding
         .max_deletes
         .max((total as f64 * binding.max_delete_percent / 100.0).floor() as u64);
