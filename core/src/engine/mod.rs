@@ -629,6 +629,12 @@ async fn run(
         .map(|f| f.name.clone())
         .collect();
     let to_local = |r: crate::registry::Record| {
+        let open = r
+            .conflicted
+            .iter()
+            .filter(|f| schema.schema.policy_for(f) == ConflictPolicy::Manual)
+            .cloned()
+            .collect();
         let fields: Fields = r
             .fields
             .into_iter()
@@ -639,6 +645,7 @@ async fn run(
             LocalRec {
                 fields,
                 deleted: r.deleted.is_some(),
+                open,
             },
         )
     };
@@ -1250,5 +1257,47 @@ mod tests {
             .await
             .unwrap();
         assert!(writer.registry("r").unwrap().get("x").is_some());
+    }
+
+    /// A field with concurrent values left open in the registry (manual
+    /// policy) is not pushed until someone resolves it; then it is.
+    #[tokio::test]
+    async fn open_registry_conflicts_are_not_pushed_until_resolved() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Replica::open(dir.path().join("a.db")).unwrap();
+        let b = Replica::open(dir.path().join("b.db")).unwrap();
+        let schema = Schema::new()
+            .field(FieldDef::new("name", FieldType::Text))
+            .conflict_policy(ConflictPolicy::Manual);
+        let ra = a.create_registry("r", schema).unwrap();
+        ra.set_member(b.public_key(), crate::Role::Writer).unwrap();
+        a.add_binding(&AdapterBinding::new("m", "r", "memory", "t"))
+            .unwrap();
+        let table = MemoryAdapter::new("t");
+        let adapter = table.another_client();
+        let options = AdapterSyncOptions::sync();
+        ra.put(Some("x"), [("name", "x")]).unwrap();
+        a.sync_binding("m", &adapter, &options, &()).await.unwrap();
+        b.import(ra.export(&[]).unwrap()).unwrap();
+        let rb = b.registry("r").unwrap();
+        ra.put(Some("x"), [("name", "from a")]).unwrap();
+        rb.put(Some("x"), [("name", "from b")]).unwrap();
+        a.import(rb.export(&ra.heads()).unwrap()).unwrap();
+        assert!(ra.get("x").unwrap().conflicted.contains("name"));
+
+        let report = a.sync_binding("m", &adapter, &options, &()).await.unwrap();
+        let c = &report.plan.rows[0].conflicts[0];
+        assert_eq!((c.field.as_str(), c.winner), ("name", None));
+        assert!(c.note.contains("resolve"), "{}", c.note);
+        assert_eq!(
+            table.row("x").unwrap()["name"],
+            Value::from("x"),
+            "not pushed"
+        );
+
+        ra.resolve("x", "name", "settled").unwrap();
+        let report = a.sync_binding("m", &adapter, &options, &()).await.unwrap();
+        assert_eq!(report.plan.open_conflicts(), 0);
+        assert_eq!(table.row("x").unwrap()["name"], Value::from("settled"));
     }
 }
