@@ -443,13 +443,23 @@ pub(crate) fn run(
                 .sync_binding(&binding.name, adapter.as_ref(), &options, &bars)
                 .await;
             bars.finish();
-            let report = result?;
+            done += 1;
+            let report = match result {
+                Ok(report) => report,
+                // A watcher outlives a failed run (a dropped connection, a
+                // delete the guard stopped): say so and try again later.
+                Err(e) if args.watch && args.runs.is_none_or(|n| done < n) => {
+                    eprintln!("error: {e}; trying again in {}", humanize(args.interval));
+                    tokio::time::sleep(args.interval).await;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             if as_json {
                 output::json(&report.to_json());
             } else {
                 print_report(&report, adapter.as_ref());
             }
-            done += 1;
             if !args.watch || args.runs.is_some_and(|n| done >= n) {
                 if !report.failed.is_empty() {
                     bail!(
@@ -462,6 +472,14 @@ pub(crate) fn run(
             tokio::time::sleep(args.interval).await;
         }
     })
+}
+
+fn humanize(d: Duration) -> String {
+    if d.as_millis() < 1000 {
+        format!("{} ms", d.as_millis())
+    } else {
+        format!("{} s", d.as_secs())
+    }
 }
 
 fn shown(v: &Option<Value>) -> String {

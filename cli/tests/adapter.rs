@@ -226,3 +226,56 @@ fn a_missing_table_without_create_says_what_to_do() {
     assert!(run.stderr.contains("--create"), "{}", run.stderr);
     assert!(json(&r, &["adapter", "ls"]).as_array().unwrap().is_empty());
 }
+
+#[test]
+fn a_watcher_outlives_a_failed_run_and_the_delete_guard_explains_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let (r, table) = setup(dir.path(), "guard");
+    ok(
+        &r,
+        &[
+            "adapter",
+            "add",
+            "pg",
+            "--registry",
+            "services",
+            "--table",
+            &table,
+            "--secret-env",
+            URL_VAR,
+            "--create",
+        ],
+    );
+    for i in 0..11 {
+        ok(
+            &r,
+            &["put", "services", &format!("r{i}"), &format!("name=n{i}")],
+        );
+    }
+    ok(&r, &["push", "pg"]);
+    psql(&format!("DELETE FROM {table}"));
+    let run = chittysync(
+        &r,
+        &[
+            "adapter",
+            "sync",
+            "pg",
+            "--watch",
+            "--interval",
+            "100ms",
+            "--runs",
+            "2",
+        ],
+    );
+    assert_ne!(run.code, 0, "the last run's error is the exit status");
+    assert_eq!(
+        run.stderr.matches("trying again").count(),
+        1,
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("--allow-deletes"), "{}", run.stderr);
+    assert_eq!(json(&r, &["ls", "services"]).as_array().unwrap().len(), 11);
+    json(&r, &["pull", "pg", "--allow-deletes"]);
+    assert!(json(&r, &["ls", "services"]).as_array().unwrap().is_empty());
+}

@@ -583,7 +583,7 @@ async fn run(
     let shared = registry.shared().clone();
     let (bound, cursor, saved_heads) = {
         let store = shared.store();
-        let bound = store::snap_count(store.conn(), store.path(), &binding.name)?;
+        let bound = store::has_snaps(store.conn(), store.path(), &binding.name)?;
         let cursor = store::cursor(store.conn(), store.path(), &binding.name)?;
         let heads = store::local_heads(store.conn(), store.path(), &binding.name)?;
         (bound, cursor, heads)
@@ -615,7 +615,7 @@ async fn run(
     if let ChangeTracking::FullCompare { reason } = &table.change_tracking {
         tracing::warn!(binding = %binding.name, %reason, "no change tracking: comparing the whole table");
     }
-    let since = cursor.as_deref().filter(|_| !options.full && bound > 0);
+    let since = cursor.as_deref().filter(|_| !options.full && bound);
     let fetched = adapter.fetch(since).await.map_err(adapter_err(binding))?;
     progress.advance(fetched.rows.len() as u64 + fetched.deleted.len() as u64);
     clock.lap("fetch");
@@ -629,6 +629,12 @@ async fn run(
         .map(|f| f.name.clone())
         .collect();
     let to_local = |r: crate::registry::Record| {
+        let open = r
+            .conflicted
+            .iter()
+            .filter(|f| schema.schema.policy_for(f) == ConflictPolicy::Manual)
+            .cloned()
+            .collect();
         let fields: Fields = r
             .fields
             .into_iter()
@@ -639,6 +645,7 @@ async fn run(
             LocalRec {
                 fields,
                 deleted: r.deleted.is_some(),
+                open,
             },
         )
     };
@@ -674,7 +681,9 @@ async fn run(
                 .filter_map(|id| registry.get(id))
                 .map(to_local)
                 .collect();
-            (snaps, local, bound as u64)
+            // Counting every bound row is only worth it when the deletes
+            // could exceed the fixed part of the limit.
+            (snaps, local, None)
         }
         None => {
             let snaps = {
@@ -691,7 +700,7 @@ async fn run(
                 .collect();
             let live = local.values().filter(|l| !l.deleted).count();
             let total = snaps.len().max(live) as u64;
-            (snaps, local, total)
+            (snaps, local, Some(total))
         }
     };
     let policy = |field: &str| {
@@ -723,6 +732,14 @@ async fn run(
                 + u64::from(matches!(r.remote, Some((Action::Delete, _))))
         })
         .sum::<u64>();
+    let total = match total {
+        Some(total) => total,
+        None if deletes > binding.max_deletes => {
+            let store = shared.store();
+            store::snap_count(store.conn(), store.path(), &binding.name)? as u64
+        }
+        None => 0,
+    };
     let delete_limit = binding
         .max_deletes
         .max((total as f64 * binding.max_delete_percent / 100.0).floor() as u64);
@@ -1240,5 +1257,47 @@ mod tests {
             .await
             .unwrap();
         assert!(writer.registry("r").unwrap().get("x").is_some());
+    }
+
+    /// A field with concurrent values left open in the registry (manual
+    /// policy) is not pushed until someone resolves it; then it is.
+    #[tokio::test]
+    async fn open_registry_conflicts_are_not_pushed_until_resolved() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Replica::open(dir.path().join("a.db")).unwrap();
+        let b = Replica::open(dir.path().join("b.db")).unwrap();
+        let schema = Schema::new()
+            .field(FieldDef::new("name", FieldType::Text))
+            .conflict_policy(ConflictPolicy::Manual);
+        let ra = a.create_registry("r", schema).unwrap();
+        ra.set_member(b.public_key(), crate::Role::Writer).unwrap();
+        a.add_binding(&AdapterBinding::new("m", "r", "memory", "t"))
+            .unwrap();
+        let table = MemoryAdapter::new("t");
+        let adapter = table.another_client();
+        let options = AdapterSyncOptions::sync();
+        ra.put(Some("x"), [("name", "x")]).unwrap();
+        a.sync_binding("m", &adapter, &options, &()).await.unwrap();
+        b.import(ra.export(&[]).unwrap()).unwrap();
+        let rb = b.registry("r").unwrap();
+        ra.put(Some("x"), [("name", "from a")]).unwrap();
+        rb.put(Some("x"), [("name", "from b")]).unwrap();
+        a.import(rb.export(&ra.heads()).unwrap()).unwrap();
+        assert!(ra.get("x").unwrap().conflicted.contains("name"));
+
+        let report = a.sync_binding("m", &adapter, &options, &()).await.unwrap();
+        let c = &report.plan.rows[0].conflicts[0];
+        assert_eq!((c.field.as_str(), c.winner), ("name", None));
+        assert!(c.note.contains("resolve"), "{}", c.note);
+        assert_eq!(
+            table.row("x").unwrap()["name"],
+            Value::from("x"),
+            "not pushed"
+        );
+
+        ra.resolve("x", "name", "settled").unwrap();
+        let report = a.sync_binding("m", &adapter, &options, &()).await.unwrap();
+        assert_eq!(report.plan.open_conflicts(), 0);
+        assert_eq!(table.row("x").unwrap()["name"], Value::from("settled"));
     }
 }

@@ -28,6 +28,9 @@ pub(crate) struct Snap {
 pub(crate) struct LocalRec {
     pub(crate) fields: Fields,
     pub(crate) deleted: bool,
+    /// Fields with concurrent values in the registry left open under the
+    /// `manual` policy: neither pushed nor overwritten until resolved.
+    pub(crate) open: std::collections::BTreeSet<String>,
 }
 
 /// What to store for a row once all of its writes succeeded.
@@ -440,8 +443,20 @@ fn bound_row(
             let mut seen = r.clone();
             let mut to_local = Vec::new();
             let mut to_remote = Vec::new();
+            let open = inputs.local.get(record).map(|l| &l.open);
             for f in inputs.fields {
                 let (b, lv, rv) = (snap.base.get(f), l.get(f), r.get(f));
+                if open.is_some_and(|o| o.contains(f)) {
+                    row.conflicts.push(FieldConflict {
+                        field: f.clone(),
+                        local: lv.cloned(),
+                        remote: rv.cloned(),
+                        policy: ConflictPolicy::Manual,
+                        winner: None,
+                        note: "concurrent values in the registry; settle them with `chittysync resolve` and the next run pushes the result".into(),
+                    });
+                    continue;
+                }
                 if lv == rv {
                     set(&mut base, f, lv);
                     continue;

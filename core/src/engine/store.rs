@@ -114,6 +114,12 @@ pub(crate) fn save_snap(
 ) -> Result<(), StoreError> {
     // REPLACE also drops a stale claim of the same remote id by another
     // record (a remote id moves only with its record).
+    let base = encode(&snap.base);
+    let remote = if snap.remote == snap.base {
+        base.clone()
+    } else {
+        encode(&snap.remote)
+    };
     conn.prepare_cached(
         "INSERT OR REPLACE INTO adapter_rows (binding, record_id, remote_id, base, remote, synced_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -123,8 +129,8 @@ pub(crate) fn save_snap(
             binding,
             record,
             snap.remote_id,
-            encode(&snap.base),
-            (snap.remote != snap.base).then(|| encode(&snap.remote)),
+            base,
+            remote,
             now
         ])
     })
@@ -268,6 +274,16 @@ pub(crate) fn cursor(
     .optional()
     .map(Option::flatten)
     .map_err(sql(path, "read adapter cursor"))
+}
+
+/// Whether binding `binding` has any bound row (an indexed probe).
+pub(crate) fn has_snaps(conn: &Connection, path: &str, binding: &str) -> Result<bool, StoreError> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM adapter_rows WHERE binding = ?1)",
+        [binding],
+        |r| r.get(0),
+    )
+    .map_err(sql(path, "read adapter snapshots"))
 }
 
 pub(crate) fn snap_count(conn: &Connection, path: &str, binding: &str) -> Result<i64, StoreError> {

@@ -108,7 +108,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
         record_id   TEXT NOT NULL,
         remote_id   TEXT NOT NULL,
         base        TEXT NOT NULL,
-        remote      TEXT,                   -- NULL: the same as base
+        remote      TEXT NOT NULL,
         synced_at   INTEGER NOT NULL,
         PRIMARY KEY (binding, record_id)
     ) STRICT;
