@@ -101,18 +101,13 @@ def to_native(value: Any) -> native.FieldValue:
     )
 
 
-def _to_json(value: Any) -> Any:
-    """A Python value as the JSON the bulk path converts by field type."""
-    if isinstance(value, bool) or value is None or isinstance(value, (str, int)):
-        return value
+def _json_default(value: Any) -> Any:
+    """What the JSON encoder cannot write by itself, for the bulk path
+    (which converts values by field type)."""
     if isinstance(value, decimal.Decimal):
         return str(value)
-    if isinstance(value, float):
-        return repr(value)
     if isinstance(value, (set, frozenset)):
         return sorted(str(v) for v in value)
-    if isinstance(value, (dict, list)):
-        return value
     raise TypeError(
         f"cannot store a {type(value).__name__} in a field; use str, int, bool, "
         "Decimal, a set of options, or a dict/list for JSON"
@@ -285,14 +280,17 @@ class Registry:
         Each item is a mapping of fields, or an ``(id, fields)`` pair."""
         objects = []
         for item in records:
-            rid, values = item if isinstance(item, tuple) else (None, item)
-            obj = {k: _to_json(v) for k, v in values.items()}
-            if rid is not None:
-                obj["_id"] = rid
-            objects.append(obj)
+            if isinstance(item, tuple):
+                rid, values = item
+                item = dict(values)
+                item["_id"] = rid
+            elif not isinstance(item, dict):
+                item = dict(item)
+            objects.append(item)
         # One JSON document crosses the boundary: far cheaper than a typed
         # value per field for thousands of records.
-        return json.loads(self._inner.put_many_json(json.dumps(objects, separators=(",", ":"))))
+        text = json.dumps(objects, separators=(",", ":"), default=_json_default)
+        return json.loads(self._inner.put_many_json(text))
 
     def get(self, id: str) -> Optional[Record]:
         """A record by id (deleted ones too, with ``deleted`` set)."""
