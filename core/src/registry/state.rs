@@ -165,7 +165,7 @@ impl DocState {
                 .map(Change::hash)
                 .collect();
         }
-        Ok(DocState {
+        let mut state = DocState {
             id,
             name: layout.name(&doc),
             layout,
@@ -185,8 +185,9 @@ impl DocState {
             admin_write: false,
             revoked: Arc::default(),
             view: None,
-        }
-        .with_revocations())
+        };
+        state.refresh_derived();
+        Ok(state)
     }
 
     /// Creates a new registry: its signed genesis change and its state.
@@ -321,18 +322,20 @@ impl DocState {
 
     /// Recomputes which changes are revoked, and the view without them.
     fn refresh_revocations(&mut self) {
-        let revoked = revoke::compute(&mut self.doc, &self.layout, &self.admin_changes);
-        self.view =
-            (!revoked.is_empty()).then(|| revoke::view(&mut self.doc, &self.layout, &revoked));
-        self.revoked = Arc::new(revoked);
+        self.revoked = Arc::new(revoke::compute(
+            &mut self.doc,
+            &self.layout,
+            &self.admin_changes,
+        ));
+        self.refresh_view();
     }
 
-    fn with_revocations(mut self) -> Self {
-        self.refresh_revocations();
-        if self.view.is_some() {
-            self.refresh_derived();
-        }
-        self
+    /// Rebuilds the view after the document changed without changing what
+    /// is revoked (a local record write: it is never revoked, and removes
+    /// no one).
+    fn refresh_view(&mut self) {
+        self.view = (!self.revoked.is_empty())
+            .then(|| revoke::view(&mut self.doc, &self.layout, &self.revoked));
     }
 
     /// Recomputes what is derived from the document after it changed other
@@ -419,8 +422,8 @@ impl DocState {
                 if admin_write {
                     self.admin_changes.insert(hash);
                     self.refresh_derived();
-                } else if !self.revoked.is_empty() {
-                    self.refresh_revocations();
+                } else {
+                    self.refresh_view();
                 }
                 if self.wants_compaction() {
                     // Best effort: a failed compaction loses nothing.
