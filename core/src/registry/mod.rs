@@ -996,6 +996,31 @@ mod tests {
     }
 
     #[test]
+    fn a_store_without_the_index_of_membership_changes_rebuilds_it_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        {
+            let a = Replica::open(&path).unwrap();
+            let reg = a.create_registry("r", schema()).unwrap();
+            reg.set_member(Identity::generate().unwrap().public_key(), Role::Writer)
+                .unwrap();
+        }
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute("DELETE FROM admin_changes", []).unwrap();
+        let count = |c: &rusqlite::Connection| -> i64 {
+            c.query_row("SELECT count(*) FROM admin_changes", [], |r| r.get(0))
+                .unwrap()
+        };
+        let a = Replica::open(&path).unwrap();
+        // As a store made before the index: verify does not trust an absent
+        // index, and opening the registry rebuilds it from the history.
+        assert!(a.verify(None).is_ok());
+        a.registry("r").unwrap();
+        assert_eq!(count(&conn), 2);
+        assert!(a.verify(None).is_ok());
+    }
+
+    #[test]
     fn verify_finds_an_altered_index_of_membership_changes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.db");

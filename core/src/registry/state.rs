@@ -156,7 +156,8 @@ impl DocState {
         let mut admin_changes: BTreeSet<ChangeHash> =
             crate::store::admin_changes(conn, store_path, &id)?;
         if admin_changes.is_empty() {
-            // Stored before admin changes were recorded: find them once.
+            // Stored before the index existed (it always holds the genesis
+            // otherwise): rebuild it from the history, and keep it.
             let guard = Guard::new(&layout);
             admin_changes = doc
                 .get_changes(&[])
@@ -164,6 +165,10 @@ impl DocState {
                 .filter(|c| guard.admin_only(c).is_some())
                 .map(Change::hash)
                 .collect();
+            if let Err(e) = crate::store::fill_admin_changes(conn, store_path, &id, &admin_changes)
+            {
+                tracing::warn!(registry = %id, error = %e, "could not store the index of membership changes; it is rebuilt on the next open");
+            }
         }
         let mut state = DocState {
             id,

@@ -328,6 +328,25 @@ pub(crate) fn admin_changes(
         .collect()
 }
 
+/// Records a registry's changes that touched members, schema or meta, on a
+/// connection that may or may not be in a transaction (each row on its own
+/// otherwise). Used to fill the index for registries stored before it.
+pub(crate) fn fill_admin_changes(
+    conn: &Connection,
+    path: &str,
+    id: &RegistryId,
+    hashes: &std::collections::BTreeSet<automerge::ChangeHash>,
+) -> Result<()> {
+    let mut stmt = conn
+        .prepare_cached("INSERT OR IGNORE INTO admin_changes (registry_id, hash) VALUES (?1, ?2)")
+        .map_err(sql(path, "store admin changes"))?;
+    for hash in hashes {
+        stmt.execute(params![id.as_bytes(), &hash.0[..]])
+            .map_err(sql(path, "store admin changes"))?;
+    }
+    Ok(())
+}
+
 /// The stored attestations of a registry.
 pub(crate) fn attestations(
     conn: &Connection,
