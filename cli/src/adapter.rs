@@ -146,28 +146,6 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-/// The tag a binding's writes carry in the remote change log.
-fn origin(replica: &Replica, name: &str) -> Result<String> {
-    let key = replica.binding_identity(name)?.public_key().to_string();
-    Ok(format!("chittysync-{}", &key[..16]))
-}
-
-async fn connect(replica: &Replica, binding: &AdapterBinding) -> Result<Box<dyn Adapter>> {
-    match binding.kind.as_str() {
-        "postgres" => {
-            let schema = replica.registry(&binding.registry)?.schema();
-            let origin = origin(replica, &binding.name)?;
-            Ok(Box::new(
-                PostgresAdapter::for_binding(binding, &schema, &origin).await?,
-            ))
-        }
-        other => bail!(
-            "binding '{}' uses adapter kind '{other}', which this chittysync cannot reach from the command line; kinds: postgres",
-            binding.name
-        ),
-    }
-}
-
 pub(crate) fn adapter_cmd(replica: &Replica, cmd: AdapterCmd, as_json: bool) -> Result<()> {
     match cmd {
         AdapterCmd::Add(args) => add(replica, *args, as_json),
@@ -435,7 +413,7 @@ pub(crate) fn run(
     options.take = args.take;
     let rt = runtime()?;
     rt.block_on(async {
-        let adapter = connect(replica, &binding).await?;
+        let adapter = replica.connect_binding(&binding.name).await?;
         let mut done = 0u64;
         loop {
             let bars = Bars::new(as_json);

@@ -578,35 +578,6 @@ pub struct RemoteTableInfo {
     pub full_compare_reason: Option<String>,
 }
 
-/// The adapter a stored binding names (Postgres).
-async fn stored_adapter(
-    replica: &core::Replica,
-    name: &str,
-) -> Result<core::PostgresAdapter, ChittyError> {
-    let binding = replica
-        .binding(name)?
-        .ok_or_else(|| ChittyError::NotFound {
-            message: format!(
-                "no adapter binding named '{name}' in this replica; add one with add_binding"
-            ),
-        })?;
-    match binding.kind.as_str() {
-        "postgres" => {
-            let schema = replica.registry(&binding.registry)?.schema();
-            let key = replica.binding_identity(name)?.public_key().to_string();
-            let origin = format!("chittysync-{}", &key[..16]);
-            core::PostgresAdapter::for_binding(&binding, &schema, &origin)
-                .await
-                .map_err(|e| ChittyError::Adapter {
-                    message: e.to_string(),
-                })
-        }
-        other => Err(ChittyError::argument(format!(
-            "binding '{name}' uses adapter kind '{other}'; run it with sync_foreign or sync_memory and the adapter object"
-        ))),
-    }
-}
-
 #[uniffi::export(async_runtime = "tokio")]
 impl Replica {
     /// Makes a stored Postgres binding's table ready: creates it from the
@@ -617,7 +588,7 @@ impl Replica {
         name: String,
         create: bool,
     ) -> Result<RemoteTableInfo, ChittyError> {
-        let adapter = stored_adapter(self.core(), &name).await?;
+        let adapter = self.core().connect_binding(&name).await?;
         let table = adapter
             .prepare(create)
             .await
@@ -645,9 +616,14 @@ impl Replica {
         progress: Arc<dyn ProgressListener>,
     ) -> Result<SyncOutcome, ChittyError> {
         let replica = self.core();
-        let adapter = stored_adapter(replica, &name).await?;
+        let adapter = replica.connect_binding(&name).await?;
         let report = replica
-            .sync_binding(&name, &adapter, &settings.into(), &Progress(progress))
+            .sync_binding(
+                &name,
+                adapter.as_ref(),
+                &settings.into(),
+                &Progress(progress),
+            )
             .await?;
         Ok(report.into())
     }

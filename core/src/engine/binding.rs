@@ -463,3 +463,48 @@ pub(crate) fn ensure_writer(
         )),
     ))
 }
+
+impl Replica {
+    /// The tag a binding's writes carry in the remote change log, so its
+    /// own fetches skip them (derived from the binding's key).
+    pub fn binding_origin(&self, name: &str) -> Result<String, EngineError> {
+        let key = self.binding_identity(name)?.public_key().to_string();
+        Ok(format!("chittysync-{}", &key[..16]))
+    }
+
+    /// Connects to the external table a stored binding names, through the
+    /// adapter of its kind that this build includes (`postgres`, with the
+    /// `postgres` feature). Adapters of other kinds (in-memory, written in
+    /// another language) are given to [`Replica::sync_binding`] directly.
+    pub async fn connect_binding(
+        &self,
+        name: &str,
+    ) -> Result<Box<dyn crate::adapters::Adapter>, EngineError> {
+        let binding = self.binding(name)?.ok_or_else(|| EngineError::NoBinding {
+            name: name.to_owned(),
+        })?;
+        match binding.kind.as_str() {
+            #[cfg(feature = "postgres")]
+            "postgres" => {
+                let schema = self.registry(&binding.registry)?.schema();
+                let origin = self.binding_origin(name)?;
+                let adapter = crate::adapters::postgres::PostgresAdapter::for_binding(
+                    &binding, &schema, &origin,
+                )
+                .await?;
+                Ok(Box::new(adapter))
+            }
+            other => Err(EngineError::BadBinding {
+                binding: binding.name.clone(),
+                reason: format!(
+                    "its adapter kind '{other}' has no built-in connection (built in: {}); pass the adapter to sync_binding",
+                    if cfg!(feature = "postgres") {
+                        "postgres"
+                    } else {
+                        "none"
+                    }
+                ),
+            }),
+        }
+    }
+}
