@@ -658,7 +658,11 @@ async fn run(
         _ => None,
     };
     let (snaps, local, total) = match touched {
-        Some(touched) => {
+        Some(mut touched) => {
+            // The records new remote rows would become must be read too:
+            // an unrelated record may already hold such an id (the plan then
+            // derives another one), and it must not be taken over.
+            touched.extend(fetched.rows.iter().map(|r| plan::record_id_for(&r.id)));
             let remote_ids: BTreeSet<String> = fetched
                 .rows
                 .iter()
@@ -1170,6 +1174,46 @@ mod tests {
             Value::from("will fail once")
         );
         assert!(heads_saved(&replica).is_some());
+    }
+
+    /// On a run that reads only what changed, a new remote row whose id an
+    /// unrelated record already holds still becomes a record of its own:
+    /// the existing record keeps its values and its row.
+    #[tokio::test]
+    async fn a_new_row_never_takes_over_an_unrelated_record_with_its_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = Replica::open(dir.path().join("r.db")).unwrap();
+        let schema = Schema::new().field(FieldDef::new("name", FieldType::Text));
+        let reg = replica.create_registry("r", schema).unwrap();
+        replica
+            .add_binding(&AdapterBinding::new("m", "r", "memory", "t").key_field("name"))
+            .unwrap();
+        let table = MemoryAdapter::new("t");
+        let adapter = table.another_client();
+        table.insert("7", [("name", "billing")]);
+        reg.put(Some("A"), [("name", "billing")]).unwrap();
+        let run = || {
+            let (replica, adapter) = (replica.clone(), adapter.clone());
+            async move {
+                replica
+                    .sync_binding("m", &adapter, &AdapterSyncOptions::sync(), &())
+                    .await
+                    .unwrap()
+            }
+        };
+        run().await; // A is matched to row 7 by name
+        assert!(heads_saved(&replica).is_some());
+        table.insert("A", [("name", "search")]);
+        run().await;
+        assert_eq!(
+            reg.get("A").unwrap().get("name"),
+            Some(&Value::from("billing"))
+        );
+        assert_eq!(reg.len(), 2, "row A became a record of its own");
+        reg.put(Some("A"), [("name", "billing v2")]).unwrap();
+        run().await;
+        assert_eq!(table.row("7").unwrap()["name"], Value::from("billing v2"));
+        assert_eq!(table.row("A").unwrap()["name"], Value::from("search"));
     }
 
     /// A pulled row the registry refuses (a unique value already taken) is
