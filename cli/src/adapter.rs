@@ -6,7 +6,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use chittysync::{
     Action, Adapter, AdapterBinding, AdapterProgress, AdapterSyncOptions, AdapterSyncReport,
-    ChangeTracking, ConflictPolicy, Direction, PostgresAdapter, Replica, Side, Stage, Value,
+    ChangeTracking, ConflictPolicy, Direction, EngineError, PostgresAdapter, Replica, Side, Stage,
+    Value,
 };
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -413,26 +414,45 @@ pub(crate) fn run(
     options.take = args.take;
     let rt = runtime()?;
     rt.block_on(async {
-        let adapter = replica.connect_binding(&binding.name).await?;
+        let mut connected: Option<Box<dyn Adapter>> = None;
         let mut done = 0u64;
         loop {
-            let bars = Bars::new(as_json);
-            let result = replica
-                .sync_binding(&binding.name, adapter.as_ref(), &options, &bars)
-                .await;
-            bars.finish();
+            let result = match &connected {
+                Some(adapter) => {
+                    let bars = Bars::new(as_json);
+                    let result = replica
+                        .sync_binding(&binding.name, adapter.as_ref(), &options, &bars)
+                        .await;
+                    bars.finish();
+                    result
+                }
+                None => match replica.connect_binding(&binding.name).await {
+                    Ok(adapter) => {
+                        connected = Some(adapter);
+                        continue;
+                    }
+                    Err(e) => Err(e),
+                },
+            };
             done += 1;
             let report = match result {
                 Ok(report) => report,
                 // A watcher outlives a failed run (a dropped connection, a
-                // delete the guard stopped): say so and try again later.
+                // delete the guard stopped): say so and try again later,
+                // reconnecting if the remote system failed.
                 Err(e) if args.watch && args.runs.is_none_or(|n| done < n) => {
+                    if matches!(e, EngineError::Adapter { .. }) {
+                        connected = None;
+                    }
                     eprintln!("error: {e}; trying again in {}", humanize(args.interval));
                     tokio::time::sleep(args.interval).await;
                     continue;
                 }
                 Err(e) => return Err(e.into()),
             };
+            let adapter = connected
+                .as_ref()
+                .expect("a run that succeeded had an adapter");
             if as_json {
                 output::json(&report.to_json());
             } else {
