@@ -3,8 +3,8 @@
 //! failed and what to do) and the fields a program may branch on.
 
 use chittysync::{
-    EngineError, ExportError, ImportError, LookupError, OpenError, ProveError, StoreError,
-    SyncError, VerifyError, WriteError,
+    EngineError, ExportError, ImportError, LookupError, OpenError, StoreError, SyncError,
+    VerifyError, WriteError,
 };
 
 /// What went wrong in a ChittySync call.
@@ -113,9 +113,8 @@ impl From<WriteError> for ChittyError {
                 value: v.value,
                 rule: crate::types::rule_name(&v.rule).to_owned(),
             },
-            WriteError::Schema(_) | WriteError::BadRecordId { .. } => {
-                ChittyError::Schema { message }
-            }
+            WriteError::Schema(_) => ChittyError::Schema { message },
+            WriteError::BadRecordId { .. } => ChittyError::Argument { message },
             WriteError::NotFound { .. } | WriteError::Deleted { .. } => {
                 ChittyError::NotFound { message }
             }
@@ -164,6 +163,8 @@ impl From<EngineError> for ChittyError {
             EngineError::Store(_) => ChittyError::Store { message },
             EngineError::TooManyDeletes { .. } => ChittyError::TooManyDeletes { message },
             EngineError::NotWriter { .. } => ChittyError::NotPermitted { message },
+            EngineError::NoBinding { .. } => ChittyError::NotFound { message },
+            EngineError::Identity(_) => ChittyError::Store { message },
             _ => ChittyError::Adapter { message },
         }
     }
@@ -191,4 +192,4 @@ macro_rules! store_errors {
         }
     )*};
 }
-store_errors!(OpenError, StoreError, ExportError, ProveError);
+store_errors!(OpenError, StoreError, ExportError);

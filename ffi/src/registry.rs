@@ -81,20 +81,34 @@ impl Registry {
                     "records must be a JSON array of objects ({e}); nothing was written"
                 ))
             })?;
+        let schema = self.inner.schema();
+        let mut records = Vec::with_capacity(parsed.len());
+        for mut object in parsed {
+            let id = match object.remove("_id") {
+                Some(serde_json::Value::String(id)) => Some(id),
+                _ => None,
+            };
+            let mut fields = Vec::with_capacity(object.len());
+            for (name, v) in object {
+                if v.is_null() {
+                    return Err(ChittyError::argument(format!(
+                        "field '{name}' is null; leave it out, or clear it with unset; nothing was written"
+                    )));
+                }
+                // A json field keeps its JSON as given (an array of strings
+                // would otherwise read as a set of options).
+                let value = match schema.get(&name).map(|d| d.field_type) {
+                    Some(core::FieldType::Json) => core::Value::Json(v.to_string()),
+                    _ => core::Value::from_json(&v),
+                };
+                fields.push((name, value));
+            }
+            records.push((id, fields));
+        }
         let ids = self.inner.write(|w| {
-            parsed
+            records
                 .into_iter()
-                .map(|mut object| {
-                    let id = match object.remove("_id") {
-                        Some(serde_json::Value::String(id)) => Some(id),
-                        _ => None,
-                    };
-                    let fields: Vec<(String, core::Value)> = object
-                        .iter()
-                        .map(|(k, v)| (k.clone(), core::Value::from_json(v)))
-                        .collect();
-                    w.put(id.as_deref(), fields)
-                })
+                .map(|(id, fields)| w.put(id.as_deref(), fields))
                 .collect::<Result<Vec<_>, _>>()
         })?;
         Ok(serde_json::to_string(&ids).expect("strings serialize"))

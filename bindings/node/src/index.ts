@@ -96,6 +96,7 @@ export type ErrorKind =
   | "Argument"
   | "Adapter"
   | "TooManyDeletes"
+  | "Network"
   | "Store";
 
 /**
@@ -195,8 +196,14 @@ function toJson(value: Value): unknown {
   return value;
 }
 
-function fieldsOf(values: { [name: string]: Value }): Map<string, FieldValue> {
-  return new Map(Object.entries(values).map(([k, v]) => [k, toNative(v)]));
+/** Fields as native values; an array for a json field stays JSON (else it is a set of options). */
+function fieldsOf(values: { [name: string]: Value }, jsonFields: Set<string> = new Set()): Map<string, FieldValue> {
+  return new Map(
+    Object.entries(values).map(([k, v]) => [
+      k,
+      Array.isArray(v) && jsonFields.has(k) ? FieldValue.Json.new({ value: JSON.stringify(v) }) : toNative(v),
+    ]),
+  );
 }
 
 /** A record: its id, field values, and whether it is deleted or has conflicting fields. */
@@ -342,6 +349,10 @@ export class Registry {
     return JSON.parse(this.native.schemaJson());
   }
 
+  private jsonFields(): Set<string> {
+    return new Set(this.schema.fields.filter((f) => f.type === "json").map((f) => f.name));
+  }
+
   /** How many live records there are. */
   get size(): number {
     return Number(this.native.len());
@@ -349,7 +360,7 @@ export class Registry {
 
   /** Creates a record (no id: a new one) or updates the given fields of an existing one; returns its id. */
   put(fields: { [name: string]: Value }, id?: string): string {
-    return call(() => this.native.put(id, fieldsOf(fields)));
+    return call(() => this.native.put(id, fieldsOf(fields, this.jsonFields())));
   }
 
   /** Writes many records as one signed change: all land, or none do. */
@@ -695,7 +706,8 @@ export interface Adapter {
   table: string;
   columns(): string[];
   fetch(since: string | undefined): Fetch;
-  apply(ops: Op[]): Array<string | RowFailed>;
+  /** Per op: the row's id (undefined: the id proposed), or a `RowFailed`. */
+  apply(ops: Op[]): Array<string | undefined | RowFailed>;
 }
 
 function guard<T>(f: () => T): T {
@@ -749,8 +761,8 @@ function bridge(a: Adapter): ForeignAdapter {
           }
         });
         return a.apply(mine).map((r) =>
-          typeof r === "string"
-            ? RemoteOpResult.create({ id: r, error: undefined, retryable: false })
+          r === undefined || r === null || typeof r === "string"
+            ? RemoteOpResult.create({ id: r ?? undefined, error: undefined, retryable: false })
             : RemoteOpResult.create({ id: undefined, error: r.failed, retryable: r.retryable ?? false }),
         );
       }),

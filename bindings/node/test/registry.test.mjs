@@ -151,3 +151,12 @@ test("audit log, verify and revocation", () => {
   assert.equal(report.registries[0].revoked, 1n);
   assert.equal(report.registries[0].records, 1n);
 });
+
+test("an array for a json field stays JSON, on one write and in bulk", () => {
+  const services = Replica.open(join(dir(), "a.db")).createRegistry("services", schema());
+  const one = services.put({ name: "billing", meta: ["b", "a", "a"] });
+  const [bulk] = services.putMany([{ fields: { name: "search", meta: ["z", "y"] } }]);
+  assert.deepEqual(services.get(one).fields.meta, ["b", "a", "a"]);
+  assert.deepEqual(services.get(bulk).fields.meta, ["z", "y"]);
+  assert.throws(() => services.putMany([{ fields: { name: "mail", tier: null } }]), TypeError);
+});

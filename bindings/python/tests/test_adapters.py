@@ -135,7 +135,7 @@ def scenario(tmp, name, table):
     dry = asyncio.run(run(dry_run=True))
     assert dry.dry_run and dry.applied == 0
     assert set(remote.rows()) == {"x1", "bad"}, "a dry run writes nothing remotely"
-    assert reg.get("r-x1") is None and len(reg) == 2, "nor locally"
+    assert reg.get("x1") is None and len(reg) == 2, "nor locally"
 
     progress = Recorder()
     first = asyncio.run(replica.sync("mirror", table, progress=progress))

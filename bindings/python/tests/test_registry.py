@@ -186,3 +186,20 @@ def test_a_removed_members_concurrent_edit_is_revoked(tmp):
     revoked = [e for e in ra.audit() if e.revoked_by]
     assert [e.author for e in revoked] == [w.public_key]
     assert a.verify().registries[0].revoked == 1
+
+
+def test_bulk_writes_keep_json_as_given_and_filters_read_like_values(tmp_path):
+    services = cs.Replica(os.fspath(tmp_path / "a.db")).create_registry("services", schema())
+    ids = services.put_many(
+        [
+            {"name": "billing", "active": True, "meta": ["b", "a", "a"], "tags": {"core"}},
+            {"name": "search", "active": False, "tier": 3},
+        ]
+    )
+    assert services.get(ids[0])["meta"] == ["b", "a", "a"]
+    assert [r.id for r in services.list(active=True)] == [ids[0]]
+    assert [r["tier"] for r in services.list(active=False)] == [3]
+    with pytest.raises(cs.ChittyError.Argument) as caught:
+        services.put_many([{"name": "mail", "tier": None}])
+    assert "unset" in caught.value.message
+    assert len(services) == 2

@@ -74,9 +74,6 @@ __all__ = [
     "native",
 ]
 
-Value = Union[str, int, bool, decimal.Decimal, float, set, frozenset, dict, list, None]
-
-
 def to_native(value: Any) -> native.FieldValue:
     """Converts a Python value to a field value."""
     if isinstance(value, native.FieldValue):
@@ -99,6 +96,13 @@ def to_native(value: Any) -> native.FieldValue:
         f"cannot store a {type(value).__name__} in a field; use str, int, bool, "
         "Decimal, a set of options, or a dict/list for JSON"
     )
+
+
+def _filter_text(value: Any) -> str:
+    """A filter value as the registry shows values (``true``, not ``True``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _json_default(value: Any) -> Any:
@@ -300,7 +304,7 @@ class Registry:
     def list(self, **filters: Any) -> List[Record]:
         """Live records whose fields equal every filter (a multi-select
         matches when it holds the value)."""
-        text = self._inner.list_json({k: str(v) for k, v in filters.items()})
+        text = self._inner.list_json({k: _filter_text(v) for k, v in filters.items()})
         kinds = {f["name"]: f["type"] for f in self.schema["fields"]}
         out = []
         for r in json.loads(text):
@@ -685,7 +689,9 @@ class _Bridge(native.ForeignAdapter):
                         native.RemoteOpResult(id=None, error=result.message, retryable=result.retryable)
                     )
                 else:
-                    out.append(native.RemoteOpResult(id=str(result), error=None, retryable=False))
+                    # None: the row kept the id the engine proposed.
+                    rid = None if result is None else str(result)
+                    out.append(native.RemoteOpResult(id=rid, error=None, retryable=False))
             return out
 
         return self._guard(go)
