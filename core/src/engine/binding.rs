@@ -303,8 +303,10 @@ impl Replica {
     }
 
     /// The key that signs what binding `name` brings into its registry.
+    /// Made by [`Replica::add_binding`]; a missing key file is an error
+    /// (a new key would not be the member the registry knows).
     pub fn binding_identity(&self, name: &str) -> Result<Identity, EngineError> {
-        Identity::load_or_create(&self.binding_key_path(name)).map_err(EngineError::Identity)
+        Identity::load(&self.binding_key_path(name)).map_err(EngineError::Identity)
     }
 
     /// Stores a binding and gives it its own key (a 0600 key file beside the
@@ -322,7 +324,8 @@ impl Replica {
                         .into(),
             });
         }
-        let identity = self.binding_identity(&binding.name)?;
+        let identity = Identity::load_or_create(&self.binding_key_path(&binding.name))
+            .map_err(EngineError::Identity)?;
         let key = identity.public_key();
         let (made_writer, admin_must_run) = ensure_writer(self, &registry, binding, &key)?;
         let config = serde_json::to_string(binding).expect("bindings serialize");
