@@ -29,6 +29,21 @@ pub enum Value {
 }
 
 impl Value {
+    /// SHA-256 of the value with its kind: what the `hash` conflict policy
+    /// compares (the lowest wins), in the registry and in adapter syncs alike.
+    pub(crate) fn content_hash(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let tag = match self {
+            Value::Text(_) => "text",
+            Value::Integer(_) => "integer",
+            Value::Decimal(_) => "decimal",
+            Value::Bool(_) => "bool",
+            Value::Set(_) => "set",
+            Value::Json(_) => "json",
+        };
+        Sha256::digest(format!("{tag}:{}", self.to_json()).as_bytes()).into()
+    }
+
     /// The value as JSON, for `--json` output and exports.
     pub fn to_json(&self) -> serde_json::Value {
         match self {

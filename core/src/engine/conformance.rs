@@ -328,9 +328,18 @@ pub async fn conflicts_follow_the_policy(f: &dyn RemoteFactory) {
                 );
             }
             _ => {
-                let winner = c.winner.expect("settled");
-                // Deterministic: the same pick whichever side is which.
-                let want = if winner == Side::Local { 1 } else { 2 };
+                // The lower content hash wins, whichever side it is on.
+                let (local, remote) = (Value::Integer(1), Value::Integer(2));
+                let local_wins = local.content_hash() <= remote.content_hash();
+                let want = if local_wins { 1 } else { 2 };
+                assert_eq!(
+                    c.winner,
+                    Some(if local_wins {
+                        Side::Local
+                    } else {
+                        Side::Remote
+                    })
+                );
                 assert_eq!(
                     port(&s.registry.get("svc").unwrap().fields),
                     Some(Value::Integer(want))

@@ -82,20 +82,10 @@ pub(crate) fn record_id_for(remote_id: &str) -> String {
     }
 }
 
+/// The `hash` policy's key: the registry's content hash (no value: the
+/// hash of nothing).
 fn value_hash(v: Option<&Value>) -> [u8; 32] {
-    let text = v.map_or(String::new(), |v| format!("{}:{}", kind(v), v));
-    Sha256::digest(text.as_bytes()).into()
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Text(_) => "t",
-        Value::Integer(_) => "i",
-        Value::Decimal(_) => "d",
-        Value::Bool(_) => "b",
-        Value::Set(_) => "s",
-        Value::Json(_) => "j",
-    }
+    v.map_or_else(|| Sha256::digest(b"").into(), Value::content_hash)
 }
 
 /// A remote row's values checked against the schema and put in canonical

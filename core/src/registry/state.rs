@@ -971,7 +971,7 @@ impl DocState {
                 })
             }
             ConflictPolicy::LastWriteWins => (0..c.len()).max_by_key(|&i| (c[i].time, c[i].author)),
-            ConflictPolicy::Hash => (0..c.len()).min_by_key(|&i| value_hash(&c[i].value)),
+            ConflictPolicy::Hash => (0..c.len()).min_by_key(|&i| c[i].value.content_hash()),
         }
     }
 
@@ -1757,18 +1757,6 @@ fn distinct_values(candidates: &[Candidate]) -> usize {
 }
 
 /// Content hash of a value for the `hash` policy: type tag and canonical JSON.
-fn value_hash(v: &Value) -> [u8; 32] {
-    let tag = match v {
-        Value::Text(_) => "text",
-        Value::Integer(_) => "integer",
-        Value::Decimal(_) => "decimal",
-        Value::Bool(_) => "bool",
-        Value::Set(_) => "set",
-        Value::Json(_) => "json",
-    };
-    Sha256::digest(format!("{tag}:{}", v.to_json()).as_bytes()).into()
-}
-
 fn check_record_id(id: &str) -> Result<String, WriteError> {
     let ok = !id.is_empty()
         && id.len() <= 128
