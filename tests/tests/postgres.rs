@@ -761,6 +761,51 @@ async fn a_binding_keeps_no_secret_and_names_the_missing_variable() {
     );
 }
 
+/// A binding that reads its whole connection string (password included)
+/// from the environment, synced through `Replica::connect_binding`, leaves
+/// the password in no file of the replica: store, log, key files.
+#[tokio::test]
+async fn a_synced_binding_leaves_its_password_in_no_file_of_the_replica() {
+    let url = url();
+    let config: tokio_postgres::Config = url.parse().unwrap();
+    let password = String::from_utf8(
+        config
+            .get_password()
+            .expect("the test URL has a password")
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(password.len() >= 8, "a password too short to search for");
+    let b = bound("services", |b| b.secret_env("CHITTYSYNC_TEST_PG_URL")).await;
+    b.replica
+        .registry("services")
+        .unwrap()
+        .put(Some("r1"), [("name", "billing")])
+        .unwrap();
+    let adapter = b.replica.connect_binding("pg").await.unwrap();
+    let report = b
+        .replica
+        .sync_binding("pg", adapter.as_ref(), &AdapterSyncOptions::sync(), &())
+        .await
+        .unwrap();
+    assert_eq!(report.applied, 1);
+    let mut searched = 0;
+    for entry in std::fs::read_dir(b._dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        searched += 1;
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(&password),
+            "{} holds the password",
+            path.display()
+        );
+    }
+    assert!(
+        searched >= 3,
+        "the store, its log and the key files were searched"
+    );
+}
+
 #[tokio::test]
 async fn applications_with_only_table_rights_keep_writing_and_are_seen() {
     let b = bound("services", |b| b).await;
