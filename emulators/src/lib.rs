@@ -1,0 +1,15 @@
+//! Emulators of the external services ChittySync's adapters talk to, for
+//! tests and benchmarks: each serves the documented HTTP API on a random
+//! loopback port, from in-memory state.
+//!
+//! Both share a [`Control`]: an injectable clock, a fault queue ("the next N
+//! requests fail with this status, body or delay"), a request log (so a test
+//! can prove a dry run made no mutating call) and adjustable limits. Tests
+//! in the same process use the [`Control`] handle directly; other processes
+//! use the same powers over HTTP under `/_control/`.
+
+pub mod control;
+pub mod server;
+
+pub use control::{Control, Fault, LoggedRequest};
+pub use server::Running;
