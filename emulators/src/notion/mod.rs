@@ -18,8 +18,16 @@
 //!   before the property says `has_more:true`;
 //! - `page_size_max` (default 100): the largest `page_size` accepted.
 //!
-//! A query's `in_trash:true` returns only pages in the trash (as the official
-//! SDK documents it); without it, only pages not in the trash.
+//! Choices where the published material is silent or unclear:
+//! - a query's `in_trash:true` returns only pages in the trash (as the
+//!   official SDK documents it); without it, only pages not in the trash;
+//! - `request_status` appears only on capped queries, on every page of them;
+//! - a 429's `additional_data.rate_limit_reason` is `"connection_rate_limit"`
+//!   (the real values are not published);
+//! - the 500 KB body limit is 500,000 bytes;
+//! - relation targets are not checked to exist;
+//! - without sorts, a query returns pages oldest first;
+//! - `created_time` is rounded down to the minute like `last_edited_time`.
 
 mod query;
 mod validate;
@@ -167,6 +175,9 @@ struct Cursor {
     /// The data source queried, or the page and property listed.
     scope: String,
     offset: usize,
+    /// The page the next batch starts with, so pages trashed or edited
+    /// between calls do not shift the walk; `offset` is the fallback.
+    next_page: Option<String>,
 }
 
 #[derive(Debug)]
@@ -322,10 +333,16 @@ impl Inner {
         }
     }
 
-    fn new_cursor(&mut self, scope: String, offset: usize) -> String {
+    fn new_cursor(&mut self, scope: String, offset: usize, next_page: Option<String>) -> String {
         let cursor = uuid::Uuid::new_v4().to_string();
-        self.cursors
-            .insert(cursor.clone(), Cursor { scope, offset });
+        self.cursors.insert(
+            cursor.clone(),
+            Cursor {
+                scope,
+                offset,
+                next_page,
+            },
+        );
         cursor
     }
 
@@ -722,10 +739,10 @@ impl Inner {
             None | Some(Value::Null) => Vec::new(),
             Some(s) => query::parse_sorts(ds, s)?,
         };
-        let start = match body.get("start_cursor") {
-            None | Some(Value::Null) => 0,
+        let resume = match body.get("start_cursor") {
+            None | Some(Value::Null) => None,
             Some(Value::String(c)) => match self.cursors.get(c) {
-                Some(cursor) if cursor.scope == ds_id => cursor.offset,
+                Some(cursor) if cursor.scope == ds_id => Some(cursor.clone()),
                 _ => {
                     return Err(ApiError::validation(format!(
                         "body.start_cursor is not a valid cursor for this query: `{c}`."
@@ -748,6 +765,13 @@ impl Inner {
         let cap = control.limit("result_cap", 10_000.0).max(0.0) as usize;
         let capped = matched.len() > cap;
         matched.truncate(cap);
+        let start = match resume {
+            None => 0,
+            Some(cursor) => cursor
+                .next_page
+                .and_then(|id| matched.iter().position(|p| p.id == id))
+                .unwrap_or(cursor.offset),
+        };
         let relation_inline = control.limit("relation_inline", 25.0).max(0.0) as usize;
         let end = (start + page_size).min(matched.len());
         let results: Vec<Value> = matched
@@ -757,8 +781,9 @@ impl Inner {
             .map(|p| self.page_json(p, relation_inline))
             .collect();
         let has_more = end < matched.len();
+        let next_page = matched.get(end).map(|p| p.id.clone());
         let next_cursor = if has_more {
-            Value::String(self.new_cursor(ds_id.to_owned(), end))
+            Value::String(self.new_cursor(ds_id.to_owned(), end, next_page))
         } else {
             Value::Null
         };
@@ -844,7 +869,7 @@ impl Inner {
             .collect();
         let has_more = end < items.len();
         let next_cursor = if has_more {
-            Value::String(self.new_cursor(scope, end))
+            Value::String(self.new_cursor(scope, end, None))
         } else {
             Value::Null
         };
@@ -1094,7 +1119,7 @@ impl Notion {
             "This request exceeds the number of requests allowed. Slow down and try again.",
         );
         error.retry_after = Some(wait);
-        error.additional_data = Some(json!({ "rate_limit_reason": "request_rate" }));
+        error.additional_data = Some(json!({ "rate_limit_reason": "connection_rate_limit" }));
         Err(error)
     }
 

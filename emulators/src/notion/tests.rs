@@ -1011,3 +1011,54 @@ async fn injected_faults_and_the_request_log() {
     assert!(log[1].body.contains("\"number\":2"));
     assert!(!log.iter().any(|r| r.body.contains(TOKEN)));
 }
+
+#[tokio::test]
+async fn a_cursor_survives_pages_trashed_mid_walk() {
+    let api = Api::start().await;
+    let ds = one_source(&api);
+    let created: Vec<String> = (0..6)
+        .map(|i| {
+            api.notion
+                .create_page(&ds, json!({ "Name": title(&format!("p{i}")) }))
+        })
+        .collect();
+    let first = api.query(&ds, json!({ "page_size": 3 })).await;
+    let cursor = first.body["next_cursor"].as_str().unwrap().to_owned();
+    // Another application trashes a page the walk has already passed.
+    api.notion.trash_page(&created[0]);
+    let second = api
+        .query(&ds, json!({ "page_size": 3, "start_cursor": cursor }))
+        .await;
+    let ids: Vec<&str> = second.body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![&created[3], &created[4], &created[5]]);
+    assert_eq!(second.body["has_more"], false);
+}
+
+#[test]
+fn serves_from_a_thread_of_its_own() {
+    let notion = Notion::new();
+    notion.add_token(TOKEN);
+    let (db, _) = notion.create_database("T", vec![("T", json!({ "Name": { "title": {} } }))]);
+    let running = notion.start_thread().expect("start on a thread");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status = runtime.block_on(async {
+        reqwest::Client::new()
+            .get(format!("{}/v1/databases/{db}", running.base_url()))
+            .bearer_auth(TOKEN)
+            .header("Notion-Version", VERSION)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(status, 200);
+    assert_eq!(notion.control().requests().len(), 1);
+}
