@@ -52,6 +52,8 @@ use query::{Filter, Sort};
 
 /// The oldest `Notion-Version` with data-source endpoints.
 const MIN_VERSION: &str = "2025-09-03";
+/// The first `Notion-Version` without the `archived` alias of `in_trash`.
+const ARCHIVED_REMOVED: &str = "2026-03-11";
 /// The largest request body the API accepts.
 const MAX_REQUEST_BYTES: usize = 500 * 1000;
 
@@ -1239,6 +1241,12 @@ impl Notion {
                 .map(|p| inner.page_json(p, inline))
                 .ok_or_else(|| ApiError::not_found("page", id)),
             ("PATCH", ["pages", id]) => {
+                if json_body.get("archived").is_some() && version >= ARCHIVED_REMOVED {
+                    return Err(ApiError::validation(format!(
+                        "body.archived was removed in Notion-Version {ARCHIVED_REMOVED}; \
+                         send in_trash instead."
+                    )));
+                }
                 let in_trash = match json_body
                     .get("in_trash")
                     .or_else(|| json_body.get("archived"))

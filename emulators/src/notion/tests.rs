@@ -851,6 +851,20 @@ async fn trashed_pages_leave_queries_unless_asked_for() {
         ids(api.query(&ds, json!({ "in_trash": true })).await),
         vec![gone.clone()]
     );
+    // `archived` is an alias of in_trash only before 2026-03-11.
+    let path = format!("/v1/pages/{keep}");
+    let alias = Some(json!({ "archived": true }));
+    let new = api
+        .send(
+            Method::PATCH,
+            &path,
+            alias.clone(),
+            Some(TOKEN),
+            Some("2026-03-11"),
+        )
+        .await;
+    assert_error(&new, 400, "validation_error");
+    assert_eq!(api.notion.pages(&ds).len(), 1);
     let read = api
         .ok(Method::GET, &format!("/v1/pages/{gone}"), None)
         .await;
