@@ -10,6 +10,8 @@
 
 pub mod control;
 pub mod server;
+pub mod sheets;
 
 pub use control::{Control, Fault, LoggedRequest};
 pub use server::Running;
+pub use sheets::Sheets;
