@@ -7,6 +7,9 @@
 //! can prove a dry run made no mutating call) and adjustable limits. Tests
 //! in the same process use the [`Control`] handle directly; other processes
 //! use the same powers over HTTP under `/_control/`.
+//!
+//! [`Sheets`] emulates Google Sheets v4, the OAuth token endpoint for
+//! service accounts and Drive's file version check.
 
 pub mod control;
 pub mod server;

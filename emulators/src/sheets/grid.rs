@@ -156,8 +156,12 @@ pub(crate) struct Spreadsheet {
 }
 
 impl Spreadsheet {
+    /// The sheet with this title; like the real API, case does not matter.
     pub(crate) fn sheet_index(&self, title: &str) -> Option<usize> {
-        self.sheets.iter().position(|s| s.title == title)
+        let wanted = title.to_lowercase();
+        self.sheets
+            .iter()
+            .position(|s| s.title.to_lowercase() == wanted)
     }
 
     pub(crate) fn sheet_by_id(&mut self, id: i64) -> Option<&mut Sheet> {

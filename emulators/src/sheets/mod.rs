@@ -14,6 +14,24 @@
 //! `max_cells` (10,000,000 per spreadsheet), `max_cell_chars` (50,000).
 //! Quota windows (a sliding minute) and token expiry follow the control's
 //! clock.
+//!
+//! ```
+//! use chittysync_emulators::Sheets;
+//! use serde_json::json;
+//!
+//! let sheets = Sheets::new();
+//! let running = sheets.start_thread()?;
+//! let email = "sync@example-project.iam.gserviceaccount.com";
+//! // The key file an adapter is configured with: its token_uri points here.
+//! let key = sheets.service_account_key(&running.base_url(), email);
+//! assert_eq!(key["token_uri"], format!("{}/token", running.base_url()));
+//! let id = sheets.create_spreadsheet(&["Contacts"], &[email]);
+//! // A person edits the sheet; the adapter should see it.
+//! sheets.set_values(&id, "Contacts", vec![vec![json!("_id"), json!("name")]]);
+//! assert_eq!(sheets.values(&id, "Contacts"), vec![vec![json!("_id"), json!("name")]]);
+//! assert_eq!(sheets.version(&id), 2);
+//! # Ok::<(), std::io::Error>(())
+//! ```
 
 mod a1;
 mod auth;
@@ -55,11 +73,11 @@ const DRIVE_SCOPES: [&str; 5] = [
 #[derive(Clone)]
 pub struct Sheets {
     control: Control,
-    state: Arc<Mutex<State_>>,
+    state: Arc<Mutex<Store>>,
 }
 
 #[derive(Default)]
-struct State_ {
+struct Store {
     spreadsheets: BTreeMap<String, Spreadsheet>,
     /// Known service-account emails (lower-cased) → their key file's `token_uri`.
     accounts: BTreeMap<String, String>,
@@ -91,7 +109,7 @@ impl Sheets {
     pub fn new() -> Sheets {
         Sheets {
             control: Control::new(),
-            state: Arc::new(Mutex::new(State_::default())),
+            state: Arc::new(Mutex::new(Store::default())),
         }
     }
 
@@ -100,7 +118,7 @@ impl Sheets {
         &self.control
     }
 
-    fn lock(&self) -> MutexGuard<'_, State_> {
+    fn lock(&self) -> MutexGuard<'_, Store> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 

@@ -380,6 +380,9 @@ async fn reads_trim_ragged_rows_and_render_as_asked() {
         .get("/values/Sheet1%21A2%3AA?valueRenderOption=UNFORMATTED_VALUE")
         .await;
     assert_eq!(got["values"], json!([["r1"], ["r2"], [], ["r4"]]));
+    // Sheet names in ranges ignore case.
+    let (_, got) = h.get("/values/sheet1!B2").await;
+    assert_eq!(got["range"], "Sheet1!B2");
     let (_, got) = h.get("/values/B2").await;
     assert_eq!(got["values"], json!([["Ann"]]));
     let (_, got) = h
