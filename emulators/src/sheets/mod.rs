@@ -1103,6 +1103,27 @@ fn write_call(
         Call::Update(text) => {
             let user_entered = input_option(query.get("valueInputOption"))?;
             let (index, range) = resolve(spreadsheet, &text)?;
+            // A body may repeat the range; it must name the same cells.
+            if let Some(body_range) = body.get("range").and_then(Value::as_str) {
+                let (body_index, parsed) = resolve(spreadsheet, body_range)?;
+                let same = body_index == index
+                    && (
+                        parsed.start_row,
+                        parsed.start_col,
+                        parsed.end_row,
+                        parsed.end_col,
+                    ) == (
+                        range.start_row,
+                        range.start_col,
+                        range.end_row,
+                        range.end_col,
+                    );
+                if !same {
+                    return Err(ApiError::invalid(format!(
+                        "Requested range [{body_range}] in the body does not match the range [{text}] in the URL."
+                    )));
+                }
+            }
             let rows = value_rows(body)?;
             write_rows(
                 spreadsheet,

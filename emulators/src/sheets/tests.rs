@@ -468,6 +468,21 @@ async fn updates_store_raw_as_given_and_parse_user_entered() {
         h.sheets.values(&h.id, "My Sheet"),
         vec![vec![], vec![json!(""), json!(42), json!(true), json!("7")]]
     );
+    let (status, _) = h
+        .put(
+            "/values/Sheet1!A5?valueInputOption=RAW",
+            json!({ "range": "sheet1!A5", "values": [["same"]] }),
+        )
+        .await;
+    assert_eq!(status, 200, "the body may repeat the URL's range");
+    let (status, _) = h
+        .put(
+            "/values/Sheet1!A5?valueInputOption=RAW",
+            json!({ "range": "Sheet1!A6", "values": [["other"]] }),
+        )
+        .await;
+    assert_eq!(status, 400, "the body's range must match the URL's");
+    assert_eq!(h.sheets.values(&h.id, "Sheet1")[4], vec![json!("same")]);
     let (status, body) = h
         .put("/values/Sheet1!A1", json!({ "values": [["x"]] }))
         .await;
@@ -732,6 +747,18 @@ async fn columns_can_be_hidden_and_move_with_inserts() {
     assert_eq!(
         meta["sheets"][0]["properties"]["gridProperties"]["columnCount"],
         27
+    );
+    let delete = json!({ "requests": [{ "deleteDimension": {
+        "range": { "sheetId": 0, "dimension": "COLUMNS", "startIndex": 0, "endIndex": 2 }
+    }}]});
+    assert_eq!(h.post(":batchUpdate", delete).await.0, 200);
+    let (_, meta) = h
+        .get("?fields=sheets(properties,data.columnMetadata)")
+        .await;
+    assert_eq!(hidden(&meta), vec![0]);
+    assert_eq!(
+        meta["sheets"][0]["properties"]["gridProperties"]["columnCount"],
+        25
     );
 }
 
