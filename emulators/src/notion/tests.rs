@@ -1076,3 +1076,31 @@ fn serves_from_a_thread_of_its_own() {
     assert_eq!(status, 200);
     assert_eq!(notion.control().requests().len(), 1);
 }
+
+#[tokio::test]
+async fn text_limits_count_utf16_code_units() {
+    let api = Api::start().await;
+    let ds = one_source(&api);
+    // 1001 emoji are 1001 chars but 2002 UTF-16 code units.
+    let emoji = "😀".repeat(1001);
+    let reply = api.create(&ds, json!({ "Name": title(&emoji) })).await;
+    assert_error(&reply, 400, "validation_error");
+    let ok = "😀".repeat(1000);
+    assert_eq!(
+        api.create(&ds, json!({ "Name": title(&ok) })).await.status,
+        200
+    );
+    let mail = format!("{}@x.io", "é😀".repeat(66));
+    let reply = api
+        .create(
+            &ds,
+            json!({ "Name": title("m"), "Mail": { "email": mail } }),
+        )
+        .await;
+    assert_error(&reply, 400, "validation_error");
+    let link = format!("https://x.io/{}", "😀".repeat(994));
+    let reply = api
+        .create(&ds, json!({ "Name": title("u"), "Link": { "url": link } }))
+        .await;
+    assert_error(&reply, 400, "validation_error");
+}

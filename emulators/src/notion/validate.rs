@@ -42,6 +42,12 @@ fn shown(v: &Value) -> String {
     }
 }
 
+/// A string's length as the API's JavaScript `.length` counts it: in
+/// UTF-16 code units (an emoji outside the BMP counts 2).
+pub(super) fn js_len(s: &str) -> usize {
+    s.encode_utf16().count()
+}
+
 fn invalid(message: String) -> ApiError {
     ApiError::validation(message)
 }
@@ -233,9 +239,9 @@ fn array<'a>(at: &str, v: &'a Value) -> Result<&'a Vec<Value>, ApiError> {
 fn short_string(at: &str, v: &Value, max: usize) -> Result<Value, ApiError> {
     match v {
         Value::Null => Ok(Value::Null),
-        Value::String(s) if s.chars().count() > max => Err(invalid(format!(
+        Value::String(s) if js_len(s) > max => Err(invalid(format!(
             "{at}.length should be ≤ `{max}`, instead was `{}`.",
-            s.chars().count()
+            js_len(s)
         ))),
         Value::String(_) => Ok(v.clone()),
         other => Err(invalid(format!(
@@ -274,7 +280,7 @@ fn rich_text(at: &str, v: &Value) -> Result<Value, ApiError> {
                 )));
             }
         };
-        let length = content.chars().count();
+        let length = js_len(content);
         if length > MAX_TEXT {
             return Err(invalid(format!(
                 "{here}.text.content.length should be ≤ `{MAX_TEXT}`, instead was `{length}`."
@@ -283,7 +289,7 @@ fn rich_text(at: &str, v: &Value) -> Result<Value, ApiError> {
         let link = match text.get("link") {
             None | Some(Value::Null) => Value::Null,
             Some(l) => match l.get("url") {
-                Some(Value::String(u)) if u.chars().count() <= MAX_URL => json!({ "url": u }),
+                Some(Value::String(u)) if js_len(u) <= MAX_URL => json!({ "url": u }),
                 _ => {
                     return Err(invalid(format!(
                         "{here}.text.link.url should be a string of at most {MAX_URL} characters, \
