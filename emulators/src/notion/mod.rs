@@ -10,7 +10,10 @@
 //! - `result_cap` (default 10000): results one query can reach; past it the
 //!   query ends with `has_more:false` and
 //!   `request_status:{type:"incomplete", incomplete_reason:"query_result_limit_reached"}`
-//!   on every page of that query;
+//!   on the last page of that query (the one reaching the cap);
+//! - `request_status_early` (default 0): 1 moves that `request_status` to
+//!   the first page of the capped walk instead (the guide says it can come
+//!   on an earlier page than the last), and off the later pages;
 //! - `rate_per_sec` (default 3) and `rate_burst` (default 10): a token bucket
 //!   per integration token, refilled on the Control clock; an empty bucket
 //!   answers 429 `rate_limited` with an integer `Retry-After`;
@@ -21,7 +24,9 @@
 //! Choices where the published material is silent or unclear:
 //! - a query's `in_trash:true` returns only pages in the trash (as the
 //!   official SDK documents it); without it, only pages not in the trash;
-//! - `request_status` appears only on capped queries, on every page of them;
+//! - `request_status` appears only on capped queries, on one page of them;
+//! - before Notion-Version 2026-03-11, page, database and data source
+//!   objects carry `archived` (equal to `in_trash`) beside `in_trash`;
 //! - a 429's `additional_data.rate_limit_reason` is `"connection_rate_limit"`
 //!   (the real values are not published);
 //! - the 500 KB body limit is 500,000 bytes;
@@ -797,7 +802,12 @@ impl Inner {
             "type": "page_or_data_source",
             "page_or_data_source": {},
         });
-        if capped {
+        // The guide allows it on an earlier page than the last; by default
+        // it comes with the page that reaches the cap (the last one), with
+        // `request_status_early` = 1 on the first page of the walk only.
+        let early = control.limit("request_status_early", 0.0) >= 1.0;
+        let here = if early { start == 0 } else { !has_more };
+        if capped && here {
             out["request_status"] = json!({
                 "type": "incomplete",
                 "incomplete_reason": "query_result_limit_reached",
@@ -1186,7 +1196,7 @@ impl Notion {
         let now = self.control.now_ms();
         let inline = self.control.limit("relation_inline", 25.0).max(0.0) as usize;
         let mut inner = self.lock();
-        match (method, segs.as_slice()) {
+        let mut out = match (method, segs.as_slice()) {
             ("GET", ["databases", id]) => inner
                 .databases
                 .get(*id)
@@ -1273,7 +1283,27 @@ impl Notion {
                 inner.property_item(id, prop, &parse_query(query), &self.control)
             }
             _ => Err(invalid_url(method, path)),
+        }?;
+        if version < ARCHIVED_REMOVED {
+            add_archived(&mut out);
         }
+        Ok(out)
+    }
+}
+
+/// Adds the `archived` alias of `in_trash` to page, database and data
+/// source objects (and to those in a list's results), as Notion-Versions
+/// before 2026-03-11 return it.
+fn add_archived(v: &mut Value) {
+    if let Some(results) = v.get_mut("results").and_then(Value::as_array_mut) {
+        results.iter_mut().for_each(add_archived);
+    }
+    let is_object = matches!(
+        v.get("object").and_then(Value::as_str),
+        Some("page" | "database" | "data_source")
+    );
+    if is_object && let Some(t) = v.get("in_trash").cloned() {
+        v["archived"] = t;
     }
 }
 

@@ -402,21 +402,39 @@ async fn a_query_past_the_result_cap_is_marked_incomplete() {
         }
         let reply = api.query(&ds, body).await;
         assert_eq!(reply.status, 200);
-        assert_eq!(reply.body["request_status"]["type"], "incomplete");
-        assert_eq!(
-            reply.body["request_status"]["incomplete_reason"],
-            "query_result_limit_reached"
-        );
         total += reply.body["results"].as_array().unwrap().len();
         match reply.body["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
+            Some(c) => {
+                // Only the page that reaches the cap says so.
+                assert!(reply.body.get("request_status").is_none(), "{}", reply.body);
+                cursor = Some(c.to_owned());
+            }
             None => {
                 assert_eq!(reply.body["has_more"], false);
+                assert_eq!(reply.body["request_status"]["type"], "incomplete");
+                assert_eq!(
+                    reply.body["request_status"]["incomplete_reason"],
+                    "query_result_limit_reached"
+                );
                 break;
             }
         }
     }
     assert_eq!(total, 100);
+
+    // With `request_status_early`, it comes on the first page only.
+    api.notion.control().set_limit("request_status_early", 1.0);
+    let first = api.query(&ds, json!({ "page_size": 30 })).await;
+    assert_eq!(first.body["request_status"]["type"], "incomplete");
+    let mut cursor = first.body["next_cursor"].as_str().map(str::to_owned);
+    while let Some(c) = cursor {
+        let reply = api
+            .query(&ds, json!({ "page_size": 30, "start_cursor": c }))
+            .await;
+        assert!(reply.body.get("request_status").is_none(), "{}", reply.body);
+        cursor = reply.body["next_cursor"].as_str().map(str::to_owned);
+    }
+    api.notion.control().set_limit("request_status_early", 0.0);
 
     // A narrower query is under the cap again.
     let narrow = api
@@ -1103,4 +1121,33 @@ async fn text_limits_count_utf16_code_units() {
         .create(&ds, json!({ "Name": title("u"), "Link": { "url": link } }))
         .await;
     assert_error(&reply, 400, "validation_error");
+}
+
+#[tokio::test]
+async fn archived_accompanies_in_trash_before_2026_03_11() {
+    let api = Api::start().await;
+    let ds = one_source(&api);
+    let id = api.notion.create_page(&ds, json!({ "Name": title("a") }));
+    api.notion.trash_page(&id);
+    let old = api.ok(Method::GET, &format!("/v1/pages/{id}"), None).await;
+    assert_eq!(old["in_trash"], true);
+    assert_eq!(old["archived"], true);
+    let source = api
+        .ok(Method::GET, &format!("/v1/data_sources/{ds}"), None)
+        .await;
+    assert_eq!(source["archived"], false);
+    let listed = api.query(&ds, json!({ "in_trash": true })).await;
+    assert_eq!(listed.body["results"][0]["archived"], true);
+    let new = api
+        .send(
+            Method::GET,
+            &format!("/v1/pages/{id}"),
+            None,
+            Some(TOKEN),
+            Some("2026-03-11"),
+        )
+        .await;
+    assert_eq!(new.status, 200);
+    assert_eq!(new.body["in_trash"], true);
+    assert!(new.body.get("archived").is_none(), "{}", new.body);
 }
