@@ -17,6 +17,10 @@
 //! - `rate_per_sec` (default 3) and `rate_burst` (default 10): a token bucket
 //!   per integration token, refilled on the Control clock; an empty bucket
 //!   answers 429 `rate_limited` with an integer `Retry-After`;
+//! - `rate_per_minute` (default unset: off): requests a token may make in
+//!   any 60-second window (the documented per-connection budget); past it
+//!   the answer is 429 `rate_limited` with `Retry-After` = the seconds until
+//!   the oldest request in the window leaves it (1 to 60);
 //! - `relation_inline` (default 25): relation items inlined in a page object
 //!   before the property says `has_more:true`;
 //! - `page_size_max` (default 100): the largest `page_size` accepted.
@@ -201,6 +205,8 @@ struct Inner {
     pages: HashMap<String, Page>,
     cursors: HashMap<String, Cursor>,
     buckets: HashMap<String, Bucket>,
+    /// Times (ms) of each token's requests in the last 60 seconds.
+    minute_log: HashMap<String, std::collections::VecDeque<i64>>,
     next_seq: u64,
 }
 
@@ -1108,7 +1114,24 @@ impl Notion {
         let rate = self.control.limit("rate_per_sec", 3.0);
         let burst = self.control.limit("rate_burst", 10.0).max(1.0);
         let now = self.control.now_ms();
+        let per_minute = self.control.limit("rate_per_minute", f64::INFINITY);
         let mut inner = self.lock();
+        let window = inner.minute_log.entry(token.to_owned()).or_default();
+        while window.front().is_some_and(|t| *t <= now - 60_000) {
+            window.pop_front();
+        }
+        if per_minute.is_finite() && window.len() as f64 >= per_minute.max(0.0) {
+            let frees_at = window.front().map_or(now + 60_000, |t| t + 60_000);
+            let wait = ((frees_at - now) as f64 / 1000.0).ceil().clamp(1.0, 60.0) as u64;
+            let mut error = ApiError::new(
+                429,
+                "rate_limited",
+                "This request exceeds the number of requests allowed. Slow down and try again.",
+            );
+            error.retry_after = Some(wait);
+            error.additional_data = Some(json!({ "rate_limit_reason": "connection_rate_limit" }));
+            return Err(error);
+        }
         let bucket = inner.buckets.entry(token.to_owned()).or_insert(Bucket {
             tokens: burst,
             last_ms: now,
@@ -1118,6 +1141,11 @@ impl Notion {
         bucket.last_ms = now.max(bucket.last_ms);
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
+            inner
+                .minute_log
+                .entry(token.to_owned())
+                .or_default()
+                .push_back(now);
             return Ok(());
         }
         let wait = if rate > 0.0 {

@@ -1151,3 +1151,25 @@ async fn archived_accompanies_in_trash_before_2026_03_11() {
     assert_eq!(new.body["in_trash"], true);
     assert!(new.body.get("archived").is_none(), "{}", new.body);
 }
+
+#[tokio::test]
+async fn a_per_minute_budget_answers_429_until_the_window_frees() {
+    let api = Api::start().await;
+    let ds = one_source(&api);
+    let control = api.notion.control();
+    control.set_time(T0);
+    control.set_limit("rate_per_minute", 3.0);
+    let path = format!("/v1/data_sources/{ds}");
+    assert_eq!(api.call(Method::GET, &path, None).await.status, 200);
+    control.advance(Duration::from_secs(20));
+    assert_eq!(api.call(Method::GET, &path, None).await.status, 200);
+    assert_eq!(api.call(Method::GET, &path, None).await.status, 200);
+    control.advance(Duration::from_secs(10));
+    let limited = api.call(Method::GET, &path, None).await;
+    assert_error(&limited, 429, "rate_limited");
+    // The first request leaves the window 60 s after it was made.
+    assert_eq!(limited.retry_after.as_deref(), Some("30"));
+    control.advance(Duration::from_secs(30));
+    assert_eq!(api.call(Method::GET, &path, None).await.status, 200);
+    assert_eq!(api.call(Method::GET, &path, None).await.status, 429);
+}
