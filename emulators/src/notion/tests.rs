@@ -1173,3 +1173,58 @@ async fn a_per_minute_budget_answers_429_until_the_window_frees() {
     assert_eq!(api.call(Method::GET, &path, None).await.status, 200);
     assert_eq!(api.call(Method::GET, &path, None).await.status, 429);
 }
+
+#[tokio::test]
+async fn filter_keys_match_the_type_and_bare_dates_cover_the_day() {
+    let api = Api::start().await;
+    let ds = one_source(&api);
+    api.notion.create_page(
+        &ds,
+        json!({ "Name": title("a"), "Link": { "url": "https://a.io" },
+                "When": { "date": { "start": "2026-01-05T18:30:00.000+00:00" } } }),
+    );
+    for (prop, key) in [
+        ("Link", "rich_text"),
+        ("Name", "rich_text"),
+        ("Notes", "title"),
+        ("Mail", "url"),
+        ("Phone", "email"),
+    ] {
+        let reply = api
+            .query(
+                &ds,
+                json!({ "filter": { "property": prop, key: { "is_not_empty": true } } }),
+            )
+            .await;
+        assert_error(&reply, 400, "validation_error");
+    }
+    let by_url = api
+        .query(
+            &ds,
+            json!({ "filter": { "property": "Link", "url": { "contains": "a.io" } } }),
+        )
+        .await;
+    assert_eq!(by_url.body["results"].as_array().unwrap().len(), 1);
+    for (op, operand, hits) in [
+        ("on_or_before", "2026-01-05", 1),
+        ("before", "2026-01-05", 0),
+        ("on_or_after", "2026-01-05", 1),
+        ("after", "2026-01-05", 0),
+        ("after", "2026-01-04", 1),
+        ("equals", "2026-01-05", 1),
+        ("on_or_before", "2026-01-05T12:00:00Z", 0),
+    ] {
+        let reply = api
+            .query(
+                &ds,
+                json!({ "filter": { "property": "When", "date": { op: operand } } }),
+            )
+            .await;
+        assert_eq!(
+            reply.body["results"].as_array().unwrap().len(),
+            hits,
+            "{op} {operand}: {}",
+            reply.body
+        );
+    }
+}
