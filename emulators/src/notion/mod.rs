@@ -34,7 +34,12 @@
 //! - a 429's `additional_data.rate_limit_reason` is `"connection_rate_limit"`
 //!   (the real values are not published);
 //! - the 500 KB body limit is 500,000 bytes;
-//! - relation targets are not checked to exist;
+//! - a relation target must be a page not in the trash, in the data source
+//!   the relation's `data_source_id` names (any page when that names no
+//!   data source of the emulator); else 400 `validation_error` naming the
+//!   property and the id (the wording is ours);
+//! - ids are accepted with or without dashes (paths, parents, relation and
+//!   people items, filter operands) and always returned dashed;
 //! - without sorts, a query returns pages oldest first;
 //! - `created_time` is rounded down to the minute like `last_edited_time`.
 
@@ -257,6 +262,24 @@ pub(crate) fn parse_instant(s: &str) -> Option<i64> {
     }
     let date = time::Date::parse(s, format_description!("[year]-[month]-[day]")).ok()?;
     Some(date.midnight().assume_utc().unix_timestamp() * 1000)
+}
+
+/// An id in the API's dashed form (8-4-4-4-12, lower case); ids may be
+/// given with or without dashes. Anything not a UUID is returned as given.
+pub(crate) fn dashed(id: &str) -> String {
+    let hex: String = id.chars().filter(|c| *c != '-').collect();
+    if hex.len() != 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return id.to_owned();
+    }
+    let h = hex.to_ascii_lowercase();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 fn floor_minute(ms: i64) -> i64 {
@@ -493,6 +516,30 @@ impl Inner {
     ) -> Result<Vec<validate::Accepted>, ApiError> {
         let ds = self.data_source(ds_id)?;
         let accepted = validate::validate_properties(ds, properties, &mut short_id)?;
+        for a in &accepted {
+            let Some(p) = ds.properties.iter().find(|p| p.id == a.prop_id) else {
+                continue;
+            };
+            if p.kind != "relation" {
+                continue;
+            }
+            let target_ds = p.config["data_source_id"].as_str().map(dashed);
+            let target_ds = target_ds.filter(|t| self.data_sources.contains_key(t));
+            for item in a.value.as_array().into_iter().flatten() {
+                let id = item["id"].as_str().unwrap_or_default();
+                let found = self.pages.get(id).is_some_and(|page| {
+                    !page.in_trash && target_ds.as_ref().is_none_or(|t| *t == page.data_source_id)
+                });
+                if !found {
+                    return Err(ApiError::validation(format!(
+                        "Relation property `{}` cannot point to page {id}: it does not exist in \
+                         the related data source, is in the trash, or is not shared with the \
+                         integration.",
+                        p.name
+                    )));
+                }
+            }
+        }
         let ds = self
             .data_sources
             .get_mut(ds_id)
@@ -1051,7 +1098,7 @@ impl Notion {
         let now = self.control.now_ms();
         let person = self.person_user.clone();
         self.lock()
-            .create_page(data_source_id, &properties, now, &person)
+            .create_page(&dashed(data_source_id), &properties, now, &person)
             .unwrap_or_else(|e| panic!("create_page refused: {}: {}", e.code, e.message))
     }
 
@@ -1060,7 +1107,7 @@ impl Notion {
         let now = self.control.now_ms();
         let person = self.person_user.clone();
         self.lock()
-            .update_page(page_id, Some(&properties), None, now, &person)
+            .update_page(&dashed(page_id), Some(&properties), None, now, &person)
             .unwrap_or_else(|e| panic!("update_page refused: {}: {}", e.code, e.message));
     }
 
@@ -1069,13 +1116,14 @@ impl Notion {
         let now = self.control.now_ms();
         let person = self.person_user.clone();
         self.lock()
-            .update_page(page_id, None, Some(true), now, &person)
+            .update_page(&dashed(page_id), None, Some(true), now, &person)
             .unwrap_or_else(|e| panic!("trash_page refused: {}: {}", e.code, e.message));
     }
 
     /// Another application renames a property; its id stays the same.
     pub fn rename_property(&self, data_source_id: &str, old_name: &str, new_name: &str) {
         let now = self.control.now_ms();
+        let data_source_id = &dashed(data_source_id);
         let body = json!({ "properties": { old_name: { "name": new_name } } });
         let mut inner = self.lock();
         if inner
@@ -1094,7 +1142,10 @@ impl Notion {
     pub fn page(&self, page_id: &str) -> Option<Value> {
         let inner = self.lock();
         let inline = self.control.limit("relation_inline", 25.0).max(0.0) as usize;
-        inner.pages.get(page_id).map(|p| inner.page_json(p, inline))
+        inner
+            .pages
+            .get(&dashed(page_id))
+            .map(|p| inner.page_json(p, inline))
     }
 
     /// The data source's pages not in the trash, oldest first.
@@ -1104,7 +1155,7 @@ impl Notion {
         let mut pages: Vec<&Page> = inner
             .pages
             .values()
-            .filter(|p| p.data_source_id == data_source_id && !p.in_trash)
+            .filter(|p| p.data_source_id == dashed(data_source_id) && !p.in_trash)
             .collect();
         pages.sort_by(|a, b| query::compare(&[], a, b));
         pages.iter().map(|p| inner.page_json(p, inline)).collect()
@@ -1220,6 +1271,12 @@ impl Notion {
             })?
         };
         let segments: Vec<String> = rest.split('/').map(percent_decode).collect();
+        let mut segments = segments;
+        if segments.len() >= 2
+            && matches!(segments[0].as_str(), "databases" | "data_sources" | "pages")
+        {
+            segments[1] = dashed(&segments[1]);
+        }
         let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
         let now = self.control.now_ms();
         let inline = self.control.limit("relation_inline", 25.0).max(0.0) as usize;
@@ -1242,8 +1299,9 @@ impl Notion {
                     parent["data_source_id"].as_str(),
                     parent["database_id"].as_str(),
                 ) {
-                    (Some(ds), _) => ds.to_owned(),
+                    (Some(ds), _) => dashed(ds),
                     (None, Some(db)) => {
+                        let db = &dashed(db);
                         let Some(database) = inner.databases.get(db) else {
                             return Err(ApiError::not_found("database", db));
                         };

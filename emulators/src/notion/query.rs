@@ -178,6 +178,10 @@ pub(super) fn parse_filter(ds: &DataSource, v: &Value, depth: usize) -> Result<F
             _ => operand.is_string(),
         },
     };
+    let operand = match (kind, operand) {
+        ("relation" | "people", Value::String(id)) => Value::String(super::dashed(&id)),
+        (_, operand) => operand,
+    };
     if !operand_ok {
         return Err(invalid(format!(
             "body.filter.{given}.{op} has the wrong type for a {kind} property: `{operand}`."

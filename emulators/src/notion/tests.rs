@@ -684,7 +684,10 @@ async fn writes_are_validated_like_the_api() {
     let many_text =
         |n: usize| json!({ "rich_text": items(n, json!({ "text": { "content": "a" } })) });
     let tags = |n: usize| json!({ "multi_select": (0..n).map(|i| json!({ "name": format!("t{i}") })).collect::<Vec<_>>() });
-    let refs = |n: usize| json!({ "relation": items(n, json!({ "id": "p" })) });
+    let target = api
+        .notion
+        .create_page(&ds, json!({ "Name": title("target") }));
+    let refs = |n: usize| json!({ "relation": items(n, json!({ "id": target })) });
     let people = |n: usize| json!({ "people": items(n, json!({ "object": "user", "id": "u" })) });
     let url = |n: usize| json!({ "url": format!("https://{}", "a".repeat(n - 8)) });
     let mail = |n: usize| json!({ "email": format!("{}@x.io", "a".repeat(n - 5)) });
@@ -717,7 +720,7 @@ async fn writes_are_validated_like_the_api() {
         assert!(message.contains(&format!("{}", limit + 1)), "{message}");
     }
     let before = api.notion.pages(&ds).len();
-    assert_eq!(before, cases.len());
+    assert_eq!(before, cases.len() + 1); // and the relation target
 
     let refused = |reply: &Reply, needle: &str| {
         assert_error(reply, 400, "validation_error");
@@ -911,7 +914,12 @@ async fn trashed_pages_leave_queries_unless_asked_for() {
 async fn relations_are_inlined_up_to_the_cap_and_listed_in_full() {
     let api = Api::start().await;
     let ds = one_source(&api);
-    let targets: Vec<String> = (0..30).map(|i| format!("target-{i:02}")).collect();
+    let targets: Vec<String> = (0..30)
+        .map(|i| {
+            api.notion
+                .create_page(&ds, json!({ "Name": title(&format!("target-{i:02}")) }))
+        })
+        .collect();
     let refs: Vec<Value> = targets.iter().map(|t| json!({ "id": t })).collect();
     let id = api.notion.create_page(
         &ds,
@@ -1227,4 +1235,116 @@ async fn filter_keys_match_the_type_and_bare_dates_cover_the_day() {
             reply.body
         );
     }
+}
+
+#[tokio::test]
+async fn ids_without_dashes_are_accepted_and_returned_dashed() {
+    let api = Api::start().await;
+    let (db, sources) = api
+        .notion
+        .create_database("Services", vec![("Services", schema())]);
+    let ds = &sources[0];
+    let target = api.notion.create_page(ds, json!({ "Name": title("t") }));
+    let bare = |id: &str| id.replace('-', "");
+    let user = "0f8fad5bd9cb469fa16570867728950e";
+    let created = api
+        .call(
+            Method::POST,
+            "/v1/pages",
+            Some(
+                json!({ "parent": { "data_source_id": bare(ds) }, "properties": {
+                "Name": title("p"),
+                "Refs": { "relation": [{ "id": bare(&target) }] },
+                "Owners": { "people": [{ "id": user }] },
+            } }),
+            ),
+        )
+        .await;
+    assert_eq!(created.status, 200, "{}", created.body);
+    let page = &created.body;
+    assert_eq!(page["parent"]["data_source_id"], ds.as_str());
+    assert_eq!(
+        page["properties"]["Refs"]["relation"][0]["id"],
+        target.as_str()
+    );
+    assert_eq!(
+        page["properties"]["Owners"]["people"][0]["id"],
+        "0f8fad5b-d9cb-469f-a165-70867728950e"
+    );
+    let id = page["id"].as_str().unwrap();
+    for path in [
+        format!("/v1/pages/{}", bare(id)),
+        format!("/v1/data_sources/{}", bare(ds)),
+        format!("/v1/databases/{}", bare(&db)),
+    ] {
+        let got = api.ok(Method::GET, &path, None).await;
+        assert!(got["id"].as_str().unwrap().contains('-'), "{got}");
+    }
+    let by_parent_db = api
+        .call(
+            Method::POST,
+            "/v1/pages",
+            Some(json!({ "parent": { "database_id": bare(&db) }, "properties": { "Name": title("q") } })),
+        )
+        .await;
+    assert_eq!(by_parent_db.status, 200, "{}", by_parent_db.body);
+    let hits = api
+        .query(
+            ds,
+            json!({ "filter": { "property": "Refs", "relation": { "contains": bare(&target) } } }),
+        )
+        .await;
+    assert_eq!(hits.body["results"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn relation_targets_must_exist_in_the_related_source_and_not_be_trashed() {
+    let api = Api::start().await;
+    let (_, sources) = api.notion.create_database(
+        "Two",
+        vec![
+            ("Targets", json!({ "Name": { "title": {} } })),
+            ("Other", json!({ "Name": { "title": {} } })),
+        ],
+    );
+    let (_, linking) = api.notion.create_database(
+        "Links",
+        vec![(
+            "Links",
+            json!({ "Name": { "title": {} },
+                    "Rel": { "relation": { "data_source_id": sources[0], "type": "single_property", "single_property": {} } } }),
+        )],
+    );
+    let good = api
+        .notion
+        .create_page(&sources[0], json!({ "Name": title("t") }));
+    let elsewhere = api
+        .notion
+        .create_page(&sources[1], json!({ "Name": title("o") }));
+    let trashed = api
+        .notion
+        .create_page(&sources[0], json!({ "Name": title("x") }));
+    api.notion.trash_page(&trashed);
+    let missing = "11111111-2222-3333-4444-555555555555".to_owned();
+    for bad in [&elsewhere, &trashed, &missing] {
+        let reply = api
+            .create(
+                &linking[0],
+                json!({ "Name": title("l"), "Rel": { "relation": [{ "id": bad }] } }),
+            )
+            .await;
+        assert_error(&reply, 400, "validation_error");
+        let message = reply.body["message"].as_str().unwrap();
+        assert!(
+            message.contains("Rel") && message.contains(bad.as_str()),
+            "{message}"
+        );
+    }
+    let reply = api
+        .create(
+            &linking[0],
+            json!({ "Name": title("l"), "Rel": { "relation": [{ "id": good }] } }),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
 }

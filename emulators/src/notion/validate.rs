@@ -187,7 +187,7 @@ fn validate_value(
                         shown(item.get("id").unwrap_or(&Value::Null))
                     )));
                 };
-                ids.push(json!({ "id": id }));
+                ids.push(json!({ "id": super::dashed(id) }));
             }
             Value::Array(ids)
         }
@@ -201,7 +201,7 @@ fn validate_value(
                         shown(item.get("id").unwrap_or(&Value::Null))
                     )));
                 };
-                people.push(json!({ "object": "user", "id": id }));
+                people.push(json!({ "object": "user", "id": super::dashed(id) }));
             }
             Value::Array(people)
         }
