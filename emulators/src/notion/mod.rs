@@ -21,8 +21,8 @@
 //!   any 60-second window (the documented per-connection budget); past it
 //!   the answer is 429 `rate_limited` with `Retry-After` = the seconds until
 //!   the oldest request in the window leaves it (1 to 60);
-//! - `relation_inline` (default 25): relation items inlined in a page object
-//!   before the property says `has_more:true`;
+//! - `relation_inline` (default 25): relation and people items inlined in a
+//!   page object before the property says `has_more:true`;
 //! - `page_size_max` (default 100): the largest `page_size` accepted.
 //!
 //! Choices where the published material is silent or unclear:
@@ -33,6 +33,8 @@
 //!   objects carry `archived` (equal to `in_trash`) beside `in_trash`;
 //! - a 429's `additional_data.rate_limit_reason` is `"connection_rate_limit"`
 //!   (the real values are not published);
+//! - a property-item list's `property_item.next_url` points at this
+//!   emulator (the request's `Host`), with the next `start_cursor`;
 //! - the 500 KB body limit is 500,000 bytes;
 //! - a relation target must be a page not in the trash, in the data source
 //!   the relation's `data_source_id` names (any page when that names no
@@ -452,11 +454,11 @@ impl Inner {
         let stored = page.values.get(&p.id);
         let mut out = json!({ "id": p.id, "type": p.kind });
         let value = match p.kind.as_str() {
-            "title" | "rich_text" | "multi_select" | "people" | "files" => {
+            "title" | "rich_text" | "multi_select" | "files" => {
                 stored.cloned().unwrap_or(json!([]))
             }
             "checkbox" => stored.cloned().unwrap_or(json!(false)),
-            "relation" => {
+            "relation" | "people" => {
                 let all = stored
                     .and_then(Value::as_array)
                     .cloned()
@@ -875,6 +877,7 @@ impl Inner {
         prop_key: &str,
         query: &HashMap<String, String>,
         control: &Control,
+        base_url: &str,
     ) -> Result<Value, ApiError> {
         let page = self
             .pages
@@ -938,7 +941,14 @@ impl Inner {
         } else {
             Value::Null
         };
-        let mut property_item = json!({ "id": prop.id, "next_url": null, "type": prop.kind });
+        let next_url = match next_cursor.as_str() {
+            Some(c) => json!(format!(
+                "{base_url}/v1/pages/{page_id}/properties/{}?start_cursor={c}",
+                prop.id
+            )),
+            None => Value::Null,
+        };
+        let mut property_item = json!({ "id": prop.id, "next_url": next_url, "type": prop.kind });
         property_item[prop.kind.as_str()] = json!({});
         Ok(json!({
             "object": "list",
@@ -1366,7 +1376,12 @@ impl Notion {
                 Ok(inner.page_json(page, inline))
             }
             ("GET", ["pages", id, "properties", prop]) => {
-                inner.property_item(id, prop, &parse_query(query), &self.control)
+                let host = headers
+                    .get("host")
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or("api.notion.com");
+                let base = format!("http://{host}");
+                inner.property_item(id, prop, &parse_query(query), &self.control, &base)
             }
             _ => Err(invalid_url(method, path)),
         }?;

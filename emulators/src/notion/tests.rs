@@ -1348,3 +1348,49 @@ async fn relation_targets_must_exist_in_the_related_source_and_not_be_trashed() 
         .await;
     assert_eq!(reply.status, 200, "{}", reply.body);
 }
+
+#[tokio::test]
+async fn people_are_inlined_up_to_25_and_listed_in_full_with_next_url() {
+    let api = Api::start().await;
+    let ds = one_source(&api);
+    let users: Vec<String> = (0..30).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let people: Vec<Value> = users
+        .iter()
+        .map(|u| json!({ "object": "user", "id": u }))
+        .collect();
+    let id = api.notion.create_page(
+        &ds,
+        json!({ "Name": title("team"), "Owners": { "people": people } }),
+    );
+    let page = api.ok(Method::GET, &format!("/v1/pages/{id}"), None).await;
+    let owners = &page["properties"]["Owners"];
+    assert_eq!(owners["people"].as_array().unwrap().len(), 25);
+    assert_eq!(owners["has_more"], true);
+    let prop_id = owners["id"].as_str().unwrap();
+    let mut path = format!("/v1/pages/{id}/properties/{prop_id}?page_size=20");
+    let mut listed = Vec::new();
+    loop {
+        let list = api.ok(Method::GET, &path, None).await;
+        for item in list["results"].as_array().unwrap() {
+            listed.push(item["people"]["id"].as_str().unwrap().to_owned());
+        }
+        if list["has_more"] == true {
+            let next_url = list["property_item"]["next_url"]
+                .as_str()
+                .expect("next_url");
+            let cursor = list["next_cursor"].as_str().unwrap();
+            assert!(
+                next_url.ends_with(&format!("start_cursor={cursor}")),
+                "{next_url}"
+            );
+            path = next_url
+                .strip_prefix(&api.running.base_url())
+                .expect("next_url points at the emulator")
+                .to_owned();
+        } else {
+            assert!(list["property_item"]["next_url"].is_null());
+            break;
+        }
+    }
+    assert_eq!(listed, users);
+}
