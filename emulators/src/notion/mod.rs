@@ -42,6 +42,8 @@
 //!   property and the id (the wording is ours);
 //! - ids are accepted with or without dashes (paths, parents, relation and
 //!   people items, filter operands) and always returned dashed;
+//! - a select or multi_select option dropped from a data source keeps its
+//!   name on pages that already carry it;
 //! - without sorts, a query returns pages oldest first;
 //! - `created_time` is rounded down to the minute like `last_edited_time`.
 
@@ -682,7 +684,7 @@ impl Inner {
                     };
                     let kind = schema_kind(change);
                     let index = match existing {
-                        Some(id) => ds.properties.iter().position(|p| p.id == id),
+                        Some(ref id) => ds.properties.iter().position(|p| &p.id == id),
                         None => {
                             let Some((kind, config)) = &kind else {
                                 return Err(ApiError::validation(format!(
@@ -695,6 +697,14 @@ impl Inner {
                                     "A data source has exactly one title property.",
                                 ));
                             }
+                            if kind == "status"
+                                && config["options"].as_array().is_some_and(|o| !o.is_empty())
+                            {
+                                return Err(ApiError::validation(format!(
+                                    "body.properties.{key}.status: status options cannot be set \
+                                     through the API; add the status property without options."
+                                )));
+                            }
                             let id = Inner::fresh_prop_id(&ds);
                             ds.properties.push(PropSchema {
                                 id,
@@ -706,6 +716,15 @@ impl Inner {
                         }
                     };
                     let Some(index) = index else { continue };
+                    if existing.is_some()
+                        && ds.properties[index].kind == "status"
+                        && (new_name.is_some() || m.contains_key("status"))
+                    {
+                        return Err(ApiError::validation(format!(
+                            "body.properties.{key}: a status property's name and options cannot \
+                             be updated through the API."
+                        )));
+                    }
                     if let Some((kind, config)) = kind {
                         let p = &mut ds.properties[index];
                         if kind != p.kind {
@@ -717,14 +736,34 @@ impl Inner {
                             p.kind = kind.clone();
                             p.config = normalize_config(&kind, &config);
                         } else if matches!(kind.as_str(), "select" | "multi_select") {
-                            // Listed options are added; existing ones stay.
-                            let merged = normalize_config(&kind, &config);
+                            // The listed options become the options: existing
+                            // ones (by id or name) keep their id and colour,
+                            // new ones are added, omitted ones are removed.
                             let have = p.config["options"].as_array().cloned().unwrap_or_default();
-                            let mut all = have.clone();
-                            for o in merged["options"].as_array().cloned().unwrap_or_default() {
-                                if !have.iter().any(|h| h["name"] == o["name"]) {
-                                    all.push(o);
-                                }
+                            let given = config["options"].as_array().cloned().unwrap_or_default();
+                            let mut all = Vec::new();
+                            for o in given {
+                                let old = have.iter().find(|h| {
+                                    (o.get("id").is_some() && h["id"] == o["id"])
+                                        || (o.get("name").is_some() && h["name"] == o["name"])
+                                });
+                                let merged =
+                                    match old {
+                                        Some(h) => {
+                                            let mut h = h.clone();
+                                            if let Some(n) = o.get("name") {
+                                                h["name"] = n.clone();
+                                            }
+                                            if let Some(c) = o.get("color") {
+                                                h["color"] = c.clone();
+                                            }
+                                            h
+                                        }
+                                        None => normalize_config(&kind, &json!({ "options": [o] }))
+                                            ["options"][0]
+                                            .clone(),
+                                    };
+                                all.push(merged);
                             }
                             p.config["options"] = Value::Array(all);
                         }

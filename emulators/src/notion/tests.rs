@@ -1394,3 +1394,32 @@ async fn people_are_inlined_up_to_25_and_listed_in_full_with_next_url() {
     }
     assert_eq!(listed, users);
 }
+
+#[tokio::test]
+async fn data_source_option_updates_replace_and_status_is_locked() {
+    let api = Api::start().await;
+    let ds = one_source(&api);
+    let path = format!("/v1/data_sources/{ds}");
+    let patch = |body: Value| api.call(Method::PATCH, &path, Some(body));
+    let reply = patch(
+        json!({ "properties": { "Tier": { "select": { "options": [{ "name": "silver" }] } } } }),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let names: Vec<&str> = reply.body["properties"]["Tier"]["select"]["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["silver"], "omitted options are removed");
+    for body in [
+        json!({ "properties": { "Stage": { "status": { "options": [{ "name": "New" }] } } } }),
+        json!({ "properties": { "Stage": { "name": "Phase" } } }),
+        json!({ "properties": { "State": { "status": { "options": [{ "name": "A" }] } } } }),
+    ] {
+        assert_error(&patch(body).await, 400, "validation_error");
+    }
+    let added = patch(json!({ "properties": { "State": { "status": {} } } })).await;
+    assert_eq!(added.status, 200, "{}", added.body);
+}
