@@ -44,10 +44,15 @@
 //!   people items, filter operands) and always returned dashed;
 //! - a select or multi_select option dropped from a data source keeps its
 //!   name on pages that already carry it;
+//! - date-times in date properties read back in UTC as
+//!   `2026-11-23T10:15:00.000+00:00` (the API shows an offset, which one
+//!   could not be confirmed), bare dates as written, `time_zone` always null;
+//!   a date-time without offset or time_zone is taken as UTC;
 //! - without sorts, a query returns pages oldest first;
 //! - `created_time` is rounded down to the minute like `last_edited_time`.
 
 mod query;
+mod tz;
 mod validate;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -256,6 +261,56 @@ pub(crate) fn iso(ms: i64) -> String {
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     ))
     .unwrap_or_default()
+}
+
+/// Formats ms since the epoch as a date property's date-time:
+/// `2026-11-23T10:15:00.000+00:00` (UTC, milliseconds, numeric offset).
+pub(crate) fn iso_offset(ms: i64) -> String {
+    let mut s = iso(ms);
+    s.pop();
+    s + "+00:00"
+}
+
+/// A date property's `start`/`end` as written: a bare date (kept), a
+/// date-time with an offset (converted to UTC), or, with a `time_zone`, a
+/// date-time without offset in that zone. `None` when malformed.
+pub(crate) fn normalize_date(s: &str, zone: Option<&str>) -> Result<String, &'static str> {
+    let bare = time::Date::parse(s, format_description!("[year]-[month]-[day]")).is_ok();
+    let with_offset = OffsetDateTime::parse(s, &Rfc3339).ok();
+    match zone {
+        None if bare => Ok(s.to_owned()),
+        None => {
+            if let Some(t) = with_offset {
+                return Ok(iso_offset((t.unix_timestamp_nanos() / 1_000_000) as i64));
+            }
+            let local = parse_local(s).ok_or("an ISO 8601 date or date-time")?;
+            Ok(iso_offset(local))
+        }
+        Some(_) if bare => Err("a date-time (not a bare date) when time_zone is given"),
+        Some(_) if with_offset.is_some() => {
+            Err("a date-time without a UTC offset when time_zone is given")
+        }
+        Some(zone) => {
+            let local = parse_local(s).ok_or("an ISO 8601 date-time without offset")?;
+            let secs = tz::local_to_utc(zone, local.div_euclid(1000))
+                .ok_or("paired with a known IANA time_zone")?;
+            Ok(iso_offset(secs * 1000 + local.rem_euclid(1000)))
+        }
+    }
+}
+
+/// A date-time without offset, read as UTC, to ms.
+fn parse_local(s: &str) -> Option<i64> {
+    let formats = [
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond]"),
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]"),
+        format_description!("[year]-[month]-[day]T[hour]:[minute]"),
+    ];
+    formats.iter().find_map(|f| {
+        time::PrimitiveDateTime::parse(s, f)
+            .ok()
+            .map(|t| (t.assume_utc().unix_timestamp_nanos() / 1_000_000) as i64)
+    })
 }
 
 /// Parses an ISO 8601 date-time (with offset) or a date (taken as UTC

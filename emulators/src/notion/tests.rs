@@ -1423,3 +1423,38 @@ async fn data_source_option_updates_replace_and_status_is_locked() {
     let added = patch(json!({ "properties": { "State": { "status": {} } } })).await;
     assert_eq!(added.status, 200, "{}", added.body);
 }
+
+#[tokio::test]
+async fn dates_read_back_in_utc_with_time_zone_null() {
+    let api = Api::start().await;
+    let ds = one_source(&api);
+    let when = |d: Value| json!({ "Name": title("d"), "When": { "date": d } });
+    let read = |reply: &Reply| reply.body["properties"]["When"]["date"].clone();
+    let r = api
+        .create(
+            &ds,
+            when(json!({ "start": "2026-11-23T12:15:00+02:00", "end": "2026-11-24" })),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let d = read(&r);
+    assert_eq!(d["start"], "2026-11-23T10:15:00.000+00:00");
+    assert_eq!(d["end"], "2026-11-24");
+    assert!(d["time_zone"].is_null());
+    let r = api
+        .create(
+            &ds,
+            when(json!({ "start": "2026-07-01T09:00:00", "time_zone": "America/New_York" })),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(read(&r)["start"], "2026-07-01T13:00:00.000+00:00");
+    assert!(read(&r)["time_zone"].is_null());
+    for bad in [
+        json!({ "start": "2026-07-01T09:00:00-04:00", "time_zone": "America/New_York" }),
+        json!({ "start": "2026-07-01", "time_zone": "America/New_York" }),
+        json!({ "start": "2026-07-01T09:00:00", "time_zone": "Mars/Olympus" }),
+    ] {
+        assert_error(&api.create(&ds, when(bad)).await, 400, "validation_error");
+    }
+}

@@ -394,8 +394,20 @@ fn date(at: &str, v: &Value) -> Result<Value, ApiError> {
     match v {
         Value::Null => Ok(Value::Null),
         Value::Object(m) => {
+            let zone = match m.get("time_zone") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(s.as_str()),
+                Some(other) => {
+                    return Err(invalid(format!(
+                        "{at}.time_zone should be a string or `null`, instead was `{}`.",
+                        shown(other)
+                    )));
+                }
+            };
             let start = match m.get("start") {
-                Some(Value::String(s)) if super::parse_instant(s).is_some() => s.clone(),
+                Some(Value::String(s)) => super::normalize_date(s, zone).map_err(|want| {
+                    invalid(format!("{at}.start should be {want}, instead was `{s}`."))
+                })?,
                 other => {
                     return Err(invalid(format!(
                         "{at}.start should be an ISO 8601 date or date-time string, instead was `{}`.",
@@ -405,8 +417,10 @@ fn date(at: &str, v: &Value) -> Result<Value, ApiError> {
             };
             let end = match m.get("end") {
                 None | Some(Value::Null) => Value::Null,
-                Some(Value::String(s)) if super::parse_instant(s).is_some() => {
-                    Value::String(s.clone())
+                Some(Value::String(s)) => {
+                    Value::String(super::normalize_date(s, zone).map_err(|want| {
+                        invalid(format!("{at}.end should be {want}, instead was `{s}`."))
+                    })?)
                 }
                 Some(other) => {
                     return Err(invalid(format!(
@@ -416,17 +430,8 @@ fn date(at: &str, v: &Value) -> Result<Value, ApiError> {
                     )));
                 }
             };
-            let time_zone = match m.get("time_zone") {
-                None | Some(Value::Null) => Value::Null,
-                Some(Value::String(s)) => Value::String(s.clone()),
-                Some(other) => {
-                    return Err(invalid(format!(
-                        "{at}.time_zone should be a string or `null`, instead was `{}`.",
-                        shown(other)
-                    )));
-                }
-            };
-            Ok(json!({ "start": start, "end": end, "time_zone": time_zone }))
+            // The API always reads time_zone back as null.
+            Ok(json!({ "start": start, "end": end, "time_zone": null }))
         }
         other => Err(invalid(format!(
             "{at} should be an object or `null`, instead was `{}`.",
