@@ -318,6 +318,24 @@ impl ApiError {
         )
     }
 
+    /// 403 for a token whose scopes do not cover the call.
+    fn insufficient_scopes(service: &str) -> Self {
+        ApiError {
+            code: StatusCode::FORBIDDEN,
+            body: json!({ "error": {
+                "code": 403,
+                "message": "Request had insufficient authentication scopes.",
+                "status": "PERMISSION_DENIED",
+                "details": [{
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": "ACCESS_TOKEN_SCOPE_INSUFFICIENT",
+                    "domain": "googleapis.com",
+                    "metadata": { "service": service }
+                }]
+            }}),
+        }
+    }
+
     fn unauthenticated(missing: bool) -> Self {
         let message = if missing {
             "Request is missing required authentication credential. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project."
@@ -582,20 +600,7 @@ impl Sheets {
             .iter()
             .any(|s| DRIVE_SCOPES.contains(&s.as_str()))
         {
-            return Err(ApiError {
-                code: StatusCode::FORBIDDEN,
-                body: json!({ "error": {
-                    "code": 403,
-                    "message": "Request had insufficient authentication scopes.",
-                    "status": "PERMISSION_DENIED",
-                    "details": [{
-                        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                        "reason": "ACCESS_TOKEN_SCOPE_INSUFFICIENT",
-                        "domain": "googleapis.com",
-                        "metadata": { "service": "drive.googleapis.com", "method": "google.apps.drive.v3.DriveFiles.Get" }
-                    }]
-                }}),
-            });
+            return Err(ApiError::insufficient_scopes("drive.googleapis.com"));
         }
         let id = uri
             .path()
@@ -810,17 +815,16 @@ impl Sheets {
         body: &[u8],
     ) -> Result<Value, ApiError> {
         let grant = self.authenticate(headers)?;
-        if !grant.scopes.iter().any(|s| {
-            s == auth::SPREADSHEETS_SCOPE
-                || s == "https://www.googleapis.com/auth/spreadsheets.readonly"
-        }) {
-            return Err(ApiError::google(
-                403,
-                "PERMISSION_DENIED",
-                "Request had insufficient authentication scopes.",
-            ));
+        let write = method != Method::GET;
+        let allowed: &[&str] = if write {
+            &auth::WRITE_SCOPES
+        } else {
+            &auth::READ_SCOPES
+        };
+        if !grant.scopes.iter().any(|s| allowed.contains(&s.as_str())) {
+            return Err(ApiError::insufficient_scopes("sheets.googleapis.com"));
         }
-        self.charge(&grant.email, method != Method::GET)?;
+        self.charge(&grant.email, write)?;
         let rest = uri.path().strip_prefix("/v4/spreadsheets/").unwrap_or("");
         let (id, call) = route(method, rest).ok_or_else(|| {
             ApiError::google(

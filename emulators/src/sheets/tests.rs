@@ -215,14 +215,7 @@ async fn the_token_endpoint_checks_assertions_like_google() {
             Some("Invalid grant: account not found"),
         ),
         (
-            assertion(
-                pem,
-                EMAIL,
-                uri,
-                "https://www.googleapis.com/auth/drive",
-                now,
-                now + 60,
-            ),
+            assertion(pem, EMAIL, uri, "", now, now + 60),
             "invalid_scope",
             None,
         ),
@@ -958,4 +951,93 @@ async fn control_faults_and_the_request_log_apply() {
             .last()
             .is_some_and(|r| r.is_mutating(&[]))
     );
+}
+
+#[tokio::test]
+async fn scopes_decide_reads_and_writes_and_any_scope_gets_a_token() {
+    let h = Harness::new().await;
+    let read_only = h
+        .token_for(
+            EMAIL,
+            "https://www.googleapis.com/auth/spreadsheets.readonly",
+        )
+        .await;
+    let drive_read_only = h
+        .token_for(EMAIL, "https://www.googleapis.com/auth/drive.readonly")
+        .await;
+    // Tokens without the spreadsheets scope are still issued.
+    let drive = h
+        .token_for(EMAIL, "https://www.googleapis.com/auth/drive")
+        .await;
+    let drive_file = h
+        .token_for(EMAIL, "https://www.googleapis.com/auth/drive.file")
+        .await;
+    let unrelated = h
+        .token_for(EMAIL, "https://www.googleapis.com/auth/calendar")
+        .await;
+    let put = |token: String| {
+        let path = h.sheet_path("/values/Sheet1!A1?valueInputOption=RAW");
+        let h = &h;
+        async move {
+            h.call_as(
+                &token,
+                Method::PUT,
+                &path,
+                Some(json!({ "values": [["x"]] })),
+            )
+            .await
+        }
+    };
+    let writes = [
+        (
+            Method::PUT,
+            "/values/Sheet1!A1?valueInputOption=RAW",
+            json!({ "values": [["x"]] }),
+        ),
+        (
+            Method::POST,
+            "/values:batchUpdate",
+            json!({ "valueInputOption": "RAW", "data": [] }),
+        ),
+        (
+            Method::POST,
+            "/values/Sheet1!A1:append?valueInputOption=RAW",
+            json!({ "values": [["x"]] }),
+        ),
+        (Method::POST, "/values/Sheet1!A1:clear", json!({})),
+        (Method::POST, "/values:batchClear", json!({ "ranges": [] })),
+        (Method::POST, ":batchUpdate", json!({ "requests": [] })),
+    ];
+    for token in [&read_only, &drive_read_only, &unrelated] {
+        for (method, rest, body) in &writes {
+            let (status, body) = h
+                .call_as(
+                    token,
+                    method.clone(),
+                    &h.sheet_path(rest),
+                    Some(body.clone()),
+                )
+                .await;
+            assert_eq!(status, 403, "{method} {rest}: {body}");
+            assert_eq!(body["error"]["status"], "PERMISSION_DENIED");
+            assert_eq!(
+                body["error"]["message"],
+                "Request had insufficient authentication scopes."
+            );
+        }
+    }
+    for token in [&read_only, &drive_read_only, &drive, &drive_file] {
+        let (status, body) = h
+            .call_as(token, Method::GET, &h.sheet_path("/values/Sheet1!A1"), None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, _) = h
+        .call_as(&unrelated, Method::GET, &h.sheet_path(""), None)
+        .await;
+    assert_eq!(status, 403);
+    for token in [drive, drive_file] {
+        let (status, body) = put(token).await;
+        assert_eq!(status, 200, "{body}");
+    }
 }
