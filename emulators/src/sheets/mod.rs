@@ -35,6 +35,7 @@
 
 mod a1;
 mod auth;
+mod fields;
 mod grid;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -850,7 +851,7 @@ impl Sheets {
             max_chars,
         };
         match call {
-            Call::Metadata => Ok(metadata(spreadsheet, &query)),
+            Call::Metadata => metadata(spreadsheet, &query),
             Call::Get(range) => {
                 let options = ReadOptions::from_query(&query)?;
                 read_range(spreadsheet, &range, &options)
@@ -890,8 +891,19 @@ struct Limits {
     max_chars: usize,
 }
 
-fn metadata(spreadsheet: &Spreadsheet, query: &Query) -> Value {
+/// `spreadsheets.get`: the Spreadsheet resource, cut to the `fields` mask
+/// when one is given (see [`fields`]).
+fn metadata(spreadsheet: &Spreadsheet, query: &Query) -> Result<Value, ApiError> {
     let fields = query.get("fields").unwrap_or("");
+    let mask = match fields.trim() {
+        "" => None,
+        text => {
+            let mask = fields::parse(text)
+                .filter(|m| fields::valid(m, "Spreadsheet"))
+                .ok_or_else(|| ApiError::invalid("Request contains an invalid argument."))?;
+            Some(mask)
+        }
+    };
     let grid_data = query.get("includeGridData") == Some("true");
     let want_columns = grid_data || fields.contains("columnMetadata");
     let want_rows = grid_data || fields.contains("rowMetadata");
@@ -932,7 +944,7 @@ fn metadata(spreadsheet: &Spreadsheet, query: &Query) -> Value {
             sheet
         })
         .collect();
-    json!({
+    let all = json!({
         "spreadsheetId": spreadsheet.id,
         "properties": {
             "title": spreadsheet.title,
@@ -942,6 +954,10 @@ fn metadata(spreadsheet: &Spreadsheet, query: &Query) -> Value {
         },
         "sheets": sheets,
         "spreadsheetUrl": format!("https://docs.google.com/spreadsheets/d/{}/edit", spreadsheet.id),
+    });
+    Ok(match mask {
+        Some(mask) => fields::project(&all, &mask),
+        None => all,
     })
 }
 

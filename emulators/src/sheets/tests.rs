@@ -309,18 +309,59 @@ async fn metadata_lists_sheets_with_ids_titles_and_sizes() {
         .get("?fields=sheets.properties(sheetId,title,gridProperties)")
         .await;
     assert_eq!(status, 200, "{meta}");
-    assert_eq!(meta["spreadsheetId"], h.id.as_str());
-    let first = &meta["sheets"][0]["properties"];
-    assert_eq!(first["sheetId"], 0);
-    assert_eq!(first["title"], "Sheet1");
+    // Only what the mask asks for.
+    assert_eq!(
+        meta,
+        json!({ "sheets": [
+            { "properties": { "sheetId": 0, "title": "Sheet1", "gridProperties": { "rowCount": 1000, "columnCount": 26 } } },
+            { "properties": { "sheetId": 1_000_001, "title": "My Sheet", "gridProperties": { "rowCount": 1000, "columnCount": 26 } } }
+        ]})
+    );
+    let (status, full) = h.get("").await;
+    assert_eq!(status, 200, "{full}");
+    assert_eq!(full["spreadsheetId"], h.id.as_str());
+    let first = &full["sheets"][0]["properties"];
     assert_eq!(first["index"], 0);
     assert_eq!(first["sheetType"], "GRID");
+    assert_eq!(full["sheets"][1]["properties"]["index"], 1);
+
+    let (_, props) = h.get("?fields=sheets.properties").await;
+    assert_eq!(props["sheets"][1]["properties"]["index"], 1);
+    assert!(props.get("spreadsheetId").is_none(), "{props}");
+    let (_, id_only) = h.get("?fields=spreadsheetId").await;
+    assert_eq!(id_only, json!({ "spreadsheetId": h.id }));
+    let (_, title) = h.get("?fields=properties.title").await;
     assert_eq!(
-        first["gridProperties"],
-        json!({ "rowCount": 1000, "columnCount": 26 })
+        title,
+        json!({ "properties": { "title": "Untitled spreadsheet" } })
     );
-    assert_eq!(meta["sheets"][1]["properties"]["title"], "My Sheet");
-    assert_eq!(meta["sheets"][1]["properties"]["index"], 1);
+    let (_, both) = h
+        .get("?fields=spreadsheetId,sheets(properties(title),data.columnMetadata)")
+        .await;
+    assert_eq!(
+        both["sheets"][0]["properties"],
+        json!({ "title": "Sheet1" })
+    );
+    assert_eq!(
+        both["sheets"][0]["data"][0]["columnMetadata"]
+            .as_array()
+            .map(Vec::len),
+        Some(26)
+    );
+    for bad in [
+        "sheets.bogus",
+        "nosuchfield",
+        "sheets(properties",
+        "properties.title)",
+    ] {
+        let (status, body) = h.get(&format!("?fields={bad}")).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(body["error"]["status"], "INVALID_ARGUMENT");
+        assert_eq!(
+            body["error"]["message"],
+            "Request contains an invalid argument."
+        );
+    }
 }
 
 #[tokio::test]
