@@ -211,8 +211,11 @@ impl Sheets {
     }
 
     /// A person edits: replaces the whole grid of one sheet with `rows`
-    /// (ragged allowed; the grid grows to fit), stored as given, and bumps
-    /// the Drive version.
+    /// (ragged allowed; the grid grows to fit) and bumps the Drive version.
+    /// Values are stored as given (numeric-looking strings stay strings, as
+    /// RAW keeps them), except that a string starting with `=` is a
+    /// formula, as typing it (USER_ENTERED) would make it: reads then show
+    /// its computed value, and `valueRenderOption=FORMULA` its text.
     ///
     /// # Panics
     /// When the spreadsheet or sheet does not exist (a test's mistake).
@@ -232,12 +235,7 @@ impl Sheets {
         for (r, row) in rows.into_iter().enumerate() {
             target.column_count = target.column_count.max(row.len());
             for (c, value) in row.into_iter().enumerate() {
-                let value = match value {
-                    Value::Number(n) => grid::normalize_number(&n),
-                    Value::String(s) if s.is_empty() => Value::Null,
-                    other => other,
-                };
-                target.set(r, c, value);
+                target.set(r, c, grid::typed_by_person(value));
             }
         }
         spreadsheet.touch(now);
@@ -727,15 +725,16 @@ fn route(method: &Method, rest: &str) -> Option<(String, Call)> {
 
 /// Read options shared by get and batchGet.
 struct ReadOptions {
-    formatted: bool,
+    render: fn(&Value) -> Value,
     columns: bool,
 }
 
 impl ReadOptions {
     fn from_query(query: &Query) -> Result<Self, ApiError> {
-        let formatted = match query.get("valueRenderOption").unwrap_or("FORMATTED_VALUE") {
-            "FORMATTED_VALUE" => true,
-            "UNFORMATTED_VALUE" | "FORMULA" => false,
+        let render = match query.get("valueRenderOption").unwrap_or("FORMATTED_VALUE") {
+            "FORMATTED_VALUE" => grid::formatted,
+            "UNFORMATTED_VALUE" => grid::unformatted,
+            "FORMULA" => grid::formula,
             other => {
                 return Err(ApiError::invalid(format!(
                     "Invalid value at 'value_render_option' (type.googleapis.com/google.apps.sheets.v4.ValueRenderOption), \"{other}\""
@@ -751,7 +750,7 @@ impl ReadOptions {
             }
         }
         let columns = major_dimension(query.get("majorDimension"))?;
-        Ok(ReadOptions { formatted, columns })
+        Ok(ReadOptions { render, columns })
     }
 }
 
@@ -976,11 +975,7 @@ fn read_range(
         ));
     }
     let (rows, cols) = clamp(sheet, &range);
-    let render = if options.formatted {
-        grid::formatted
-    } else {
-        grid::unformatted
-    };
+    let render = options.render;
     let values: Vec<Value> = sheet
         .window(rows, cols, options.columns)
         .iter()

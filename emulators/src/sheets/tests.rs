@@ -1082,3 +1082,53 @@ async fn scopes_decide_reads_and_writes_and_any_scope_gets_a_token() {
         assert_eq!(status, 200, "{body}");
     }
 }
+
+#[tokio::test]
+async fn user_entered_formulas_render_by_value_render_option() {
+    let h = Harness::new().await;
+    let (status, body) = h
+        .put(
+            "/values/Sheet1!A1?valueInputOption=USER_ENTERED",
+            json!({ "values": [["=1+1", "=42", "=SUM(1,2)", "'=1+1"]] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = h
+        .put(
+            "/values/Sheet1!A2?valueInputOption=RAW",
+            json!({ "values": [["=1+1"]] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let read = |option: &'static str| {
+        let h = &h;
+        async move {
+            let (status, body) = h
+                .get(&format!("/values/Sheet1!A1:D2?valueRenderOption={option}"))
+                .await;
+            assert_eq!(status, 200, "{body}");
+            body["values"].clone()
+        }
+    };
+    assert_eq!(
+        read("FORMULA").await,
+        json!([["=1+1", "=42", "=SUM(1,2)", "=1+1"], ["=1+1"]])
+    );
+    assert_eq!(
+        read("UNFORMATTED_VALUE").await,
+        json!([[2, 42, "#NAME?", "=1+1"], ["=1+1"]])
+    );
+    assert_eq!(
+        read("FORMATTED_VALUE").await,
+        json!([["2", "42", "#NAME?", "=1+1"], ["=1+1"]])
+    );
+
+    // A person typing `=…` enters a formula; a numeric-looking string stays text.
+    h.sheets
+        .set_values(&h.id, "Sheet1", vec![vec![json!("=2*3"), json!("007")]]);
+    assert_eq!(
+        h.sheets.values(&h.id, "Sheet1"),
+        vec![vec![json!(6), json!("007")]]
+    );
+    assert_eq!(read("FORMULA").await, json!([["=2*3", "007"]]));
+}
