@@ -1239,10 +1239,27 @@ fn clear(spreadsheet: &mut Spreadsheet, text: &str) -> Result<String, ApiError> 
     Ok(format_range(&sheet.title, rows, cols))
 }
 
-/// `values:append`: finds the table in the range (the rows from the
-/// range's first row through the last non-empty one, in its columns) and
-/// writes after it; INSERT_ROWS inserts new rows there, OVERWRITE writes
-/// over what follows. Either way the grid grows to fit.
+/// `values:append`. The reference says the range is searched "for
+/// existing data" to "find a \"table\" within that range", and values go
+/// "to the next row of the table, starting with the first column of the
+/// table"
+/// (<https://developers.google.com/workspace/sheets/api/reference/rest/v4/spreadsheets.values/append>,
+/// <https://developers.google.com/workspace/sheets/api/guides/values#append_values>).
+/// The emulator's exact rule:
+/// - search columns: the range's columns; a single-cell range searches
+///   from its column to the sheet's last column;
+/// - the table starts at the first non-empty row (a row with a value in
+///   the search columns) at or after the range's first row, and runs
+///   through the following rows up to the first empty one (so a blank row
+///   ends the table; data below it is not part of it);
+/// - its columns run from the first to the last non-empty column of its
+///   rows (within the search columns); `tableRange` is that block;
+/// - values are written from the row after the table, at the table's
+///   first column; with no table, at the range's first cell (and no
+///   `tableRange`).
+///
+/// INSERT_ROWS inserts new rows there, OVERWRITE writes over what follows.
+/// Either way the grid grows to fit.
 fn append(
     spreadsheet: &mut Spreadsheet,
     text: &str,
@@ -1280,25 +1297,23 @@ fn append(
     } else {
         cols
     };
-    let last_filled = (row_span.0..row_span.1)
-        .rev()
-        .find(|&r| (col_span.0..col_span.1).any(|c| !sheet.get(r, c).is_null()));
-    let table_range = last_filled.map(|last| {
-        let width = (row_span.0..=last)
-            .filter_map(|r| {
-                (col_span.0..col_span.1)
-                    .rev()
-                    .find(|&c| !sheet.get(r, c).is_null())
-            })
-            .max()
-            .map_or(1, |c| c + 1 - col_span.0);
-        format_range(
-            &sheet.title,
-            (row_span.0, last + 1),
-            (col_span.0, col_span.0 + width),
-        )
+    let view: &Sheet = sheet;
+    let filled = |r: usize| (col_span.0..col_span.1).any(|c| !view.get(r, c).is_null());
+    let table = (row_span.0..row_span.1).find(|&r| filled(r)).map(|first| {
+        let end = (first..row_span.1)
+            .find(|&r| !filled(r))
+            .unwrap_or(row_span.1);
+        let non_empty: Vec<usize> = (first..end)
+            .flat_map(|r| (col_span.0..col_span.1).filter(move |&c| !view.get(r, c).is_null()))
+            .collect();
+        let c0 = non_empty.iter().copied().min().unwrap_or(col_span.0);
+        let c1 = non_empty.iter().copied().max().map_or(c0 + 1, |c| c + 1);
+        (first, end, c0, c1)
     });
-    let at = last_filled.map_or(row_span.0, |last| last + 1);
+    let table_range = table.map(|(r0, r1, c0, c1)| format_range(&view.title, (r0, r1), (c0, c1)));
+    let (at, at_col) = table.map_or((range.start_row, range.start_col), |(_, end, c0, _)| {
+        (end, c0)
+    });
     let height = rows.len();
     if insert {
         sheet.insert(false, at.min(sheet.row_count), height);
@@ -1308,7 +1323,7 @@ fn append(
     let target = A1Range {
         sheet: None,
         start_row: at,
-        start_col: range.start_col,
+        start_col: at_col,
         end_row: None,
         end_col: None,
     };

@@ -1132,3 +1132,43 @@ async fn user_entered_formulas_render_by_value_render_option() {
     );
     assert_eq!(read("FORMULA").await, json!([["=2*3", "007"]]));
 }
+
+#[tokio::test]
+async fn append_finds_the_first_contiguous_table_and_its_first_column() {
+    let h = Harness::new().await;
+    let e = || json!("");
+    h.sheets.set_values(
+        &h.id,
+        "Sheet1",
+        vec![
+            vec![],
+            vec![e(), json!("_id"), json!("name")],
+            vec![e(), json!("r1"), json!("Ann")],
+            vec![],
+            vec![e(), json!("notes below a blank row")],
+        ],
+    );
+    let (status, body) = h
+        .post(
+            "/values/Sheet1!A1:D1:append?valueInputOption=RAW&insertDataOption=OVERWRITE",
+            json!({ "values": [["r2", "Bo"]] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["tableRange"], "Sheet1!B2:C3");
+    assert_eq!(body["updates"]["updatedRange"], "Sheet1!B4:C4");
+    let rows = h.sheets.values(&h.id, "Sheet1");
+    assert_eq!(rows[3], vec![json!(""), json!("r2"), json!("Bo")]);
+    assert_eq!(rows[4], vec![json!(""), json!("notes below a blank row")]);
+
+    // No data at all: no tableRange, written at the range's first cell.
+    let (status, body) = h
+        .post(
+            "/values/'My Sheet'!C3:append?valueInputOption=RAW",
+            json!({ "values": [["x"]] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("tableRange").is_none(), "{body}");
+    assert_eq!(body["updates"]["updatedRange"], "'My Sheet'!C3");
+}
