@@ -175,9 +175,10 @@ impl Spreadsheet {
             .sum()
     }
 
-    /// Records a write: the Drive version only ever increases.
-    pub(crate) fn touch(&mut self, now_ms: i64) {
-        self.version += 1;
+    /// Records a write: the Drive version rises by `step` (at least 1); it
+    /// only ever increases.
+    pub(crate) fn touch(&mut self, now_ms: i64, step: u64) {
+        self.version = self.version.saturating_add(step.max(1));
         self.modified_ms = now_ms.max(self.modified_ms);
     }
 }

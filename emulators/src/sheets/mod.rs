@@ -11,7 +11,10 @@
 //! Limits, read through [`Control::limit`]: `read_per_minute_per_user` (60),
 //! `write_per_minute_per_user` (60), `read_per_minute` (300, the whole
 //! project), `write_per_minute` (300), `token_lifetime_secs` (3599),
-//! `max_cells` (10,000,000 per spreadsheet), `max_cell_chars` (50,000).
+//! `max_cells` (10,000,000 per spreadsheet), `max_cell_chars` (50,000),
+//! `version_step` (1: how much each write raises the Drive `version`; the
+//! real Drive only promises that it increases). [`Sheets::bump_version`]
+//! raises it without touching cells, as a format change would.
 //! Quota windows (a sliding minute) and token expiry follow the control's
 //! clock.
 //!
@@ -221,6 +224,7 @@ impl Sheets {
     /// When the spreadsheet or sheet does not exist (a test's mistake).
     pub fn set_values(&self, spreadsheet_id: &str, sheet: &str, rows: Vec<Vec<serde_json::Value>>) {
         let now = self.control.now_ms();
+        let step = self.version_step();
         let mut state = self.lock();
         let spreadsheet = state
             .spreadsheets
@@ -238,7 +242,7 @@ impl Sheets {
                 target.set(r, c, grid::typed_by_person(value));
             }
         }
-        spreadsheet.touch(now);
+        spreadsheet.touch(now, step);
     }
 
     /// The sheet's rows as UNFORMATTED values, trailing empty cells and
@@ -262,7 +266,8 @@ impl Sheets {
             .collect()
     }
 
-    /// The Drive file version (only ever increases; bumped on each write).
+    /// The Drive file version (only ever increases; raised by the
+    /// `version_step` limit on each write, and by [`Sheets::bump_version`]).
     ///
     /// # Panics
     /// When the spreadsheet does not exist.
@@ -272,6 +277,28 @@ impl Sheets {
             .get(spreadsheet_id)
             .unwrap_or_else(|| panic!("no spreadsheet {spreadsheet_id} in the emulator"))
             .version
+    }
+
+    /// A change that is not visible in the cells (a format change, a
+    /// comment, a rename elsewhere): the Drive version rises by `by` (at
+    /// least 1) and `modifiedTime` moves to now, while every cell stays the
+    /// same. Lets adapter tests check they do not read "version changed"
+    /// as "cells changed", nor assume exactly one step per own write.
+    ///
+    /// # Panics
+    /// When the spreadsheet does not exist.
+    pub fn bump_version(&self, id: &str, by: u64) {
+        let now = self.control.now_ms();
+        self.lock()
+            .spreadsheets
+            .get_mut(id)
+            .unwrap_or_else(|| panic!("no spreadsheet {id} in the emulator"))
+            .touch(now, by);
+    }
+
+    /// The `version_step` limit: how much each write raises the version.
+    fn version_step(&self) -> u64 {
+        self.limit("version_step", 1.0).max(1.0) as u64
     }
 
     fn limit(&self, name: &str, default: f64) -> f64 {
@@ -837,6 +864,7 @@ impl Sheets {
         let now = self.control.now_ms();
         let max_cells = self.limit("max_cells", 10_000_000.0) as usize;
         let max_chars = self.limit("max_cell_chars", 50_000.0) as usize;
+        let step = self.version_step();
         let mut state = self.lock();
         let spreadsheet = state
             .spreadsheets
@@ -876,7 +904,7 @@ impl Sheets {
                         limits.max_cells
                     )));
                 }
-                copy.touch(now);
+                copy.touch(now, step);
                 *spreadsheet = copy;
                 Ok(answer)
             }

@@ -1172,3 +1172,28 @@ async fn append_finds_the_first_contiguous_table_and_its_first_column() {
     assert!(body.get("tableRange").is_none(), "{body}");
     assert_eq!(body["updates"]["updatedRange"], "'My Sheet'!C3");
 }
+
+#[tokio::test]
+async fn versions_rise_by_the_configured_step_and_by_invisible_changes() {
+    let h = Harness::new().await;
+    h.sheets.control().set_limit("version_step", 5.0);
+    let v0 = h.sheets.version(&h.id);
+    let (status, _) = h
+        .put(
+            "/values/Sheet1!A1?valueInputOption=RAW",
+            json!({ "values": [["a"]] }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(h.sheets.version(&h.id), v0 + 5);
+    h.sheets.set_values(&h.id, "Sheet1", vec![vec![json!("b")]]);
+    assert_eq!(h.sheets.version(&h.id), v0 + 10);
+    let before = h.sheets.values(&h.id, "Sheet1");
+    h.sheets.control().advance(Duration::from_secs(3));
+    let (_, t_before) = h.drive_version().await;
+    h.sheets.bump_version(&h.id, 3);
+    let (version, t_after) = h.drive_version().await;
+    assert_eq!(version, (v0 + 13).to_string());
+    assert!(t_after > t_before, "{t_after} vs {t_before}");
+    assert_eq!(h.sheets.values(&h.id, "Sheet1"), before);
+}
