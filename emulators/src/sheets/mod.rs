@@ -362,13 +362,40 @@ impl ApiError {
         }
     }
 
-    fn unauthenticated(missing: bool) -> Self {
-        let message = if missing {
-            "Request is missing required authentication credential. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project."
+    /// 401: no token (`missing`) or a bad or expired one. The ErrorInfo
+    /// reasons are the ones Google's APIs answer with (CREDENTIALS_MISSING,
+    /// ACCESS_TOKEN_TYPE_UNSUPPORTED); the `WWW-Authenticate` challenge is
+    /// added in [`IntoResponse`].
+    fn unauthenticated(missing: bool, service: &str) -> Self {
+        let (message, detail) = if missing {
+            (
+                "Request is missing required authentication credential. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.",
+                json!({
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": "CREDENTIALS_MISSING",
+                    "domain": "googleapis.com",
+                    "metadata": { "service": service }
+                }),
+            )
         } else {
-            "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project."
+            (
+                "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.",
+                json!({
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": "ACCESS_TOKEN_TYPE_UNSUPPORTED",
+                    "metadata": { "service": service }
+                }),
+            )
         };
-        ApiError::google(401, "UNAUTHENTICATED", message)
+        ApiError {
+            code: StatusCode::UNAUTHORIZED,
+            body: json!({ "error": {
+                "code": 401,
+                "message": message,
+                "status": "UNAUTHENTICATED",
+                "details": [detail],
+            }}),
+        }
     }
 
     fn grid_limits(sheet: &Sheet, row: usize, col: usize) -> Self {
@@ -441,9 +468,38 @@ impl ApiError {
     }
 }
 
+/// Google's OAuth realm, named in `WWW-Authenticate` challenges.
+const REALM: &str = "https://accounts.google.com/";
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.code, axum::Json(self.body)).into_response()
+        // RFC 6750 §3 challenges, as Google sends them: a bad token is
+        // `invalid_token`; a missing one names only the realm; too few
+        // scopes is `insufficient_scope` with the scopes that would do.
+        let reason = self
+            .body
+            .pointer("/error/details/0/reason")
+            .and_then(Value::as_str);
+        let challenge = match (self.code, reason) {
+            (StatusCode::UNAUTHORIZED, Some("CREDENTIALS_MISSING")) => {
+                Some(format!("Bearer realm=\"{REALM}\""))
+            }
+            (StatusCode::UNAUTHORIZED, _) => {
+                Some(format!("Bearer realm=\"{REALM}\", error=\"invalid_token\""))
+            }
+            (StatusCode::FORBIDDEN, Some("ACCESS_TOKEN_SCOPE_INSUFFICIENT")) => Some(format!(
+                "Bearer realm=\"{REALM}\", error=\"insufficient_scope\", scope=\"{}\"",
+                auth::WRITE_SCOPES.join(" ")
+            )),
+            _ => None,
+        };
+        let mut response = (self.code, axum::Json(self.body)).into_response();
+        if let Some(value) = challenge.and_then(|c| axum::http::HeaderValue::from_str(&c).ok()) {
+            response
+                .headers_mut()
+                .insert(axum::http::header::WWW_AUTHENTICATE, value);
+        }
+        response
     }
 }
 
@@ -570,13 +626,13 @@ async fn token_route(State(sheets): State<Sheets>, headers: HeaderMap, body: Byt
 
 impl Sheets {
     /// The grant behind the request's bearer token, if it is live.
-    fn authenticate(&self, headers: &HeaderMap) -> Result<auth::Grant, ApiError> {
-        let token = bearer(headers).ok_or_else(|| ApiError::unauthenticated(true))?;
+    fn authenticate(&self, headers: &HeaderMap, service: &str) -> Result<auth::Grant, ApiError> {
+        let token = bearer(headers).ok_or_else(|| ApiError::unauthenticated(true, service))?;
         let now = self.control.now_ms();
         let state = self.lock();
         match state.tokens.get(token) {
             Some(grant) if grant.expires_ms > now => Ok(grant.clone()),
-            _ => Err(ApiError::unauthenticated(false)),
+            _ => Err(ApiError::unauthenticated(false, service)),
         }
     }
 
@@ -620,7 +676,7 @@ async fn drive_route(State(sheets): State<Sheets>, uri: Uri, headers: HeaderMap)
 
 impl Sheets {
     fn drive_file(&self, uri: &Uri, headers: &HeaderMap) -> Result<Value, ApiError> {
-        let grant = self.authenticate(headers)?;
+        let grant = self.authenticate(headers, "drive.googleapis.com")?;
         if !grant
             .scopes
             .iter()
@@ -841,7 +897,7 @@ impl Sheets {
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<Value, ApiError> {
-        let grant = self.authenticate(headers)?;
+        let grant = self.authenticate(headers, "sheets.googleapis.com")?;
         let write = method != Method::GET;
         let allowed: &[&str] = if write {
             &auth::WRITE_SCOPES

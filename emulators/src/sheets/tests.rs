@@ -1197,3 +1197,48 @@ async fn versions_rise_by_the_configured_step_and_by_invisible_changes() {
     assert!(t_after > t_before, "{t_after} vs {t_before}");
     assert_eq!(h.sheets.values(&h.id, "Sheet1"), before);
 }
+
+#[tokio::test]
+async fn auth_failures_carry_bearer_challenges_and_error_info() {
+    let h = Harness::new().await;
+    let send = |token: Option<&'static str>| {
+        let url = format!("{}{}", h.base, h.sheet_path(""));
+        let client = h.client.clone();
+        async move {
+            let mut request = client.get(url);
+            if let Some(t) = token {
+                request = request.bearer_auth(t);
+            }
+            let response = request.send().await.expect("send");
+            let status = response.status().as_u16();
+            let challenge = response
+                .headers()
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let body: Value = response.json().await.expect("json");
+            (status, challenge, body)
+        }
+    };
+    let (status, challenge, body) = send(Some("ya29.not-a-real-token")).await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        challenge.as_deref(),
+        Some(r#"Bearer realm="https://accounts.google.com/", error="invalid_token""#)
+    );
+    assert_eq!(
+        body["error"]["details"][0]["@type"],
+        "type.googleapis.com/google.rpc.ErrorInfo"
+    );
+    assert_eq!(
+        body["error"]["details"][0]["reason"],
+        "ACCESS_TOKEN_TYPE_UNSUPPORTED"
+    );
+    let (status, challenge, body) = send(None).await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        challenge.as_deref(),
+        Some(r#"Bearer realm="https://accounts.google.com/""#)
+    );
+    assert_eq!(body["error"]["details"][0]["reason"], "CREDENTIALS_MISSING");
+}
