@@ -584,6 +584,23 @@ fn rfc3339_ms(ms: i64) -> String {
         .unwrap_or_else(|| "1970-01-01T00:00:00.000Z".to_owned())
 }
 
+/// An answer object without zero numbers and empty lists, as Google's
+/// JSON (proto3) omits default values.
+fn without_defaults(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .filter(|(_, v)| match v {
+                    Value::Number(n) => n.as_f64() != Some(0.0),
+                    Value::Array(items) => !items.is_empty(),
+                    _ => true,
+                })
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
 // ---------------------------------------------------------------- token
 
 async fn token_route(State(sheets): State<Sheets>, headers: HeaderMap, body: Bytes) -> Response {
@@ -946,7 +963,9 @@ impl Sheets {
                     .into_iter()
                     .map(|r| read_range(spreadsheet, r, &options))
                     .collect::<Result<Vec<_>, _>>()?;
-                Ok(json!({ "spreadsheetId": spreadsheet.id, "valueRanges": ranges }))
+                Ok(without_defaults(
+                    json!({ "spreadsheetId": spreadsheet.id, "valueRanges": ranges }),
+                ))
             }
             write => {
                 // Writes apply to a copy that replaces the original only
@@ -1158,7 +1177,11 @@ fn write_rows(
     if c0 >= sheet.column_count || c0 + width > sheet.column_count {
         return Err(ApiError::grid_limits(sheet, r0, c0.max(sheet.column_count)));
     }
+    // Only cells actually written count (a JSON null leaves its cell as
+    // it is); rows and columns count those with at least one such cell.
     let mut cells = 0;
+    let mut rows_written = std::collections::BTreeSet::new();
+    let mut cols_written = std::collections::BTreeSet::new();
     for (r, row) in rows.iter().enumerate() {
         for (c, value) in row.iter().enumerate() {
             if let Value::String(s) = value
@@ -1173,8 +1196,10 @@ fn write_rows(
                 .map_err(|why| ApiError::invalid(format!("Invalid values[{r}][{c}]: {why}")))?;
             if let Some(cell) = cell {
                 sheet.set(r0 + r, c0 + c, cell);
+                cells += 1;
+                rows_written.insert(r);
+                cols_written.insert(c);
             }
-            cells += 1;
         }
     }
     let mut answer = json!({ "spreadsheetId": id });
@@ -1184,11 +1209,11 @@ fn write_rows(
             (r0, r0 + height),
             (c0, c0 + width),
         ));
-        answer["updatedRows"] = Value::from(height);
-        answer["updatedColumns"] = Value::from(width);
+        answer["updatedRows"] = Value::from(rows_written.len());
+        answer["updatedColumns"] = Value::from(cols_written.len());
         answer["updatedCells"] = Value::from(cells);
     }
-    Ok(answer)
+    Ok(without_defaults(answer))
 }
 
 fn write_call(
@@ -1270,14 +1295,14 @@ fn write_call(
                 total_cells += answer["updatedCells"].as_u64().unwrap_or(0);
                 responses.push(answer);
             }
-            Ok(json!({
+            Ok(without_defaults(json!({
                 "spreadsheetId": spreadsheet.id,
                 "totalUpdatedRows": total_rows,
                 "totalUpdatedColumns": total_cols,
                 "totalUpdatedCells": total_cells,
                 "totalUpdatedSheets": sheets_touched.len(),
                 "responses": responses,
-            }))
+            })))
         }
         Call::Append(text) => append(spreadsheet, &text, query, body, limits),
         Call::Clear(text) => {
@@ -1297,7 +1322,9 @@ fn write_call(
                     .ok_or_else(|| ApiError::invalid("Invalid ranges: each must be a string."))?;
                 cleared.push(clear(spreadsheet, text)?);
             }
-            Ok(json!({ "spreadsheetId": spreadsheet.id, "clearedRanges": cleared }))
+            Ok(without_defaults(
+                json!({ "spreadsheetId": spreadsheet.id, "clearedRanges": cleared }),
+            ))
         }
         Call::StructuralUpdate => structural(spreadsheet, body),
         Call::Metadata | Call::Get(_) | Call::BatchGet => Err(ApiError::not_found()),
@@ -1665,7 +1692,9 @@ fn structural(spreadsheet: &mut Spreadsheet, body: &Value) -> Result<Value, ApiE
         };
         replies.push(reply);
     }
-    Ok(json!({ "spreadsheetId": spreadsheet.id, "replies": replies }))
+    Ok(without_defaults(
+        json!({ "spreadsheetId": spreadsheet.id, "replies": replies }),
+    ))
 }
 
 #[cfg(test)]

@@ -1242,3 +1242,54 @@ async fn auth_failures_carry_bearer_challenges_and_error_info() {
     );
     assert_eq!(body["error"]["details"][0]["reason"], "CREDENTIALS_MISSING");
 }
+
+#[tokio::test]
+async fn answers_omit_empty_fields_and_count_only_written_cells() {
+    let h = Harness::new().await;
+    let (status, body) = h.get("/values:batchGet").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({ "spreadsheetId": h.id }));
+    let (status, body) = h
+        .post(
+            "/values:batchUpdate",
+            json!({ "valueInputOption": "RAW", "data": [] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({ "spreadsheetId": h.id }));
+    let (status, body) = h.post("/values:batchClear", json!({ "ranges": [] })).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({ "spreadsheetId": h.id }));
+
+    // Nulls leave cells alone and are not counted.
+    let (status, body) = h
+        .put(
+            "/values/Sheet1!A1?valueInputOption=RAW",
+            json!({ "values": [["a", null, "c"], [null, null, null]] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({
+            "spreadsheetId": h.id,
+            "updatedRange": "Sheet1!A1:C2",
+            "updatedRows": 1,
+            "updatedColumns": 2,
+            "updatedCells": 2,
+        })
+    );
+    let (status, body) = h
+        .post(
+            "/values:batchUpdate",
+            json!({ "valueInputOption": "RAW", "data": [
+                { "range": "Sheet1!A5", "values": [[null, "x"]] }
+            ] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["totalUpdatedCells"], 1);
+    assert_eq!(body["totalUpdatedRows"], 1);
+    assert_eq!(body["totalUpdatedColumns"], 1);
+    assert_eq!(body["totalUpdatedSheets"], 1);
+}
