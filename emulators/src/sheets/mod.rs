@@ -802,6 +802,11 @@ fn route(method: &Method, rest: &str) -> Option<(String, Call)> {
         Some("values:batchClear") if post => (id_part, Call::BatchClear),
         Some(tail) => {
             let range = tail.strip_prefix("values/")?;
+            // The range is one path segment: an unencoded `/` makes a path
+            // no route matches (Google's router answers 404); `%2F` is fine.
+            if range.contains('/') {
+                return None;
+            }
             let call = if post {
                 if let Some(r) = range.strip_suffix(":append") {
                     Call::Append(percent_decode(r, false)?)

@@ -1293,3 +1293,35 @@ async fn answers_omit_empty_fields_and_count_only_written_cells() {
     assert_eq!(body["totalUpdatedColumns"], 1);
     assert_eq!(body["totalUpdatedSheets"], 1);
 }
+
+#[tokio::test]
+async fn an_unencoded_slash_in_a_range_is_not_found() {
+    let h = Harness::new().await;
+    let (status, body) = h
+        .post(
+            ":batchUpdate",
+            json!({ "requests": [{ "addSheet": { "properties": { "title": "a/b" } } }] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = h.get("/values/a/b!A1").await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["status"], "NOT_FOUND");
+    let (status, body) = h
+        .put(
+            "/values/a/b!A1?valueInputOption=RAW",
+            json!({ "values": [["x"]] }),
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = h
+        .put(
+            "/values/a%2Fb!A1?valueInputOption=RAW",
+            json!({ "values": [["x"]] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = h.get("/values/a%2Fb!A1").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["values"], json!([["x"]]));
+}
