@@ -14,8 +14,23 @@ pub(crate) const PRIVATE_KEY_PEM: &str =
 /// Its public half, which verifies assertions.
 const PUBLIC_KEY_PEM: &str = include_str!("../../testdata/sheets_service_account_public.pem");
 
-/// The scope every Sheets call needs.
-pub(crate) const SPREADSHEETS_SCOPE: &str = "https://www.googleapis.com/auth/spreadsheets";
+/// Scopes that allow Sheets reads (any one suffices), per the API
+/// reference's "Authorization scopes" for `spreadsheets.get` and
+/// `spreadsheets.values.get`.
+pub(crate) const READ_SCOPES: [&str; 5] = [
+    "https://www.googleapis.com/auth/spreadsheets",
+    "https://www.googleapis.com/auth/spreadsheets.readonly",
+    "https://www.googleapis.com/auth/drive",
+    "https://www.googleapis.com/auth/drive.readonly",
+    "https://www.googleapis.com/auth/drive.file",
+];
+/// Scopes that allow Sheets writes (`values.update`, `append`, `clear`,
+/// `batchUpdate`, `batchClear`, `spreadsheets.batchUpdate`).
+pub(crate) const WRITE_SCOPES: [&str; 3] = [
+    "https://www.googleapis.com/auth/spreadsheets",
+    "https://www.googleapis.com/auth/drive",
+    "https://www.googleapis.com/auth/drive.file",
+];
 /// The JWT-bearer grant type.
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 /// Longest assertion Google accepts (`exp - iat`), seconds.
@@ -130,10 +145,12 @@ pub(crate) fn verify_assertion(
         ));
     }
     let scopes: Vec<String> = claims.scope.split_whitespace().map(str::to_owned).collect();
-    if !scopes.iter().any(|s| s == SPREADSHEETS_SCOPE) {
+    // Google issues a token for any scope set; the API then refuses calls
+    // the scopes do not cover (403). Only an empty scope is refused here.
+    if scopes.is_empty() {
         return Err(OAuthError::new(
             "invalid_scope",
-            format!("The assertion's scope must include {SPREADSHEETS_SCOPE}."),
+            "Invalid OAuth scope or ID token audience provided.",
         ));
     }
     Ok((claims.iss.to_ascii_lowercase(), scopes))

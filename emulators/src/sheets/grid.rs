@@ -175,9 +175,10 @@ impl Spreadsheet {
             .sum()
     }
 
-    /// Records a write: the Drive version only ever increases.
-    pub(crate) fn touch(&mut self, now_ms: i64) {
-        self.version += 1;
+    /// Records a write: the Drive version rises by `step` (at least 1); it
+    /// only ever increases.
+    pub(crate) fn touch(&mut self, now_ms: i64, step: u64) {
+        self.version = self.version.saturating_add(step.max(1));
         self.modified_ms = now_ms.max(self.modified_ms);
     }
 }
@@ -192,7 +193,8 @@ pub(crate) fn normalize_number(n: &Number) -> Value {
 
 /// What a written value becomes: `None` leaves the cell as it is (a JSON
 /// null), `Some(Value::Null)` empties it (an empty string). `user_entered`
-/// parses strings like typing: numbers, TRUE/FALSE, a leading `'` keeps text.
+/// parses strings like typing: numbers, TRUE/FALSE, a leading `'` keeps text,
+/// a leading `=` makes a formula (RAW keeps `=…` as a literal string).
 pub(crate) fn input_cell(value: &Value, user_entered: bool) -> Result<Option<Value>, String> {
     Ok(Some(match value {
         Value::Null => return Ok(None),
@@ -208,9 +210,37 @@ pub(crate) fn input_cell(value: &Value, user_entered: bool) -> Result<Option<Val
     }))
 }
 
+/// A formula cell: stored as `{"formula": "=…"}` (no other cell is an
+/// object, since written objects are refused).
+pub(crate) fn formula_cell(text: &str) -> Value {
+    serde_json::json!({ "formula": text })
+}
+
+/// The formula text of a formula cell.
+fn formula_text(value: &Value) -> Option<&str> {
+    value.as_object()?.get("formula")?.as_str()
+}
+
+/// What a person typing into the sheet leaves in a cell (used by
+/// `Sheets::set_values`): a string starting with `=` (and longer than
+/// that) is a formula, as USER_ENTERED would store it; every other value is
+/// kept as given, so numeric-looking strings stay strings, as RAW keeps
+/// them.
+pub(crate) fn typed_by_person(value: Value) -> Value {
+    match value {
+        Value::Number(n) => normalize_number(&n),
+        Value::String(s) if s.is_empty() => Value::Null,
+        Value::String(s) if s.len() > 1 && s.starts_with('=') => formula_cell(&s),
+        other => other,
+    }
+}
+
 fn parse_typed(text: &str) -> Value {
     if let Some(literal) = text.strip_prefix('\'') {
         return Value::String(literal.to_owned());
+    }
+    if text.len() > 1 && text.starts_with('=') {
+        return formula_cell(text);
     }
     let trimmed = text.trim();
     if trimmed.eq_ignore_ascii_case("TRUE") {
@@ -232,9 +262,112 @@ fn parse_typed(text: &str) -> Value {
     Value::String(text.to_owned())
 }
 
+/// A formula's value. Only trivial formulas are computed: number literals
+/// joined by `+ - * /` with parentheses and unary signs (`=42`, `=1+1`,
+/// `=(2+3)*-4/8`). Division by zero gives `#DIV/0!`; anything else
+/// (references, functions, text) gives `#NAME?` — where the real Sheets
+/// would compute `=A1` or `=SUM(1,2)`, the emulator does not.
+fn compute(formula: &str) -> Value {
+    let body: Vec<u8> = formula
+        .trim_start_matches('=')
+        .bytes()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    let mut pos = 0;
+    match arithmetic::expr(&body, &mut pos) {
+        Ok(n) if pos == body.len() && n.is_finite() => Number::from_f64(n)
+            .map(|n| normalize_number(&n))
+            .unwrap_or_else(|| Value::String("#NUM!".to_owned())),
+        Err(arithmetic::DIV_ZERO) => Value::String(arithmetic::DIV_ZERO.to_owned()),
+        _ => Value::String("#NAME?".to_owned()),
+    }
+}
+
+mod arithmetic {
+    pub(super) const DIV_ZERO: &str = "#DIV/0!";
+    const NAME: &str = "#NAME?";
+
+    pub(super) fn expr(s: &[u8], pos: &mut usize) -> Result<f64, &'static str> {
+        let mut value = term(s, pos)?;
+        while let Some(&op) = s.get(*pos).filter(|b| matches!(b, b'+' | b'-')) {
+            *pos += 1;
+            let rhs = term(s, pos)?;
+            value = if op == b'+' { value + rhs } else { value - rhs };
+        }
+        Ok(value)
+    }
+
+    fn term(s: &[u8], pos: &mut usize) -> Result<f64, &'static str> {
+        let mut value = factor(s, pos)?;
+        while let Some(&op) = s.get(*pos).filter(|b| matches!(b, b'*' | b'/')) {
+            *pos += 1;
+            let rhs = factor(s, pos)?;
+            if op == b'*' {
+                value *= rhs;
+            } else if rhs == 0.0 {
+                return Err(DIV_ZERO);
+            } else {
+                value /= rhs;
+            }
+        }
+        Ok(value)
+    }
+
+    fn factor(s: &[u8], pos: &mut usize) -> Result<f64, &'static str> {
+        match s.get(*pos) {
+            Some(b'-') => {
+                *pos += 1;
+                Ok(-factor(s, pos)?)
+            }
+            Some(b'+') => {
+                *pos += 1;
+                factor(s, pos)
+            }
+            Some(b'(') => {
+                *pos += 1;
+                let value = expr(s, pos)?;
+                if s.get(*pos) != Some(&b')') {
+                    return Err(NAME);
+                }
+                *pos += 1;
+                Ok(value)
+            }
+            _ => {
+                let start = *pos;
+                while s
+                    .get(*pos)
+                    .is_some_and(|b| b.is_ascii_digit() || *b == b'.')
+                {
+                    *pos += 1;
+                }
+                std::str::from_utf8(&s[start..*pos])
+                    .ok()
+                    .and_then(|t| t.parse().ok())
+                    .ok_or(NAME)
+            }
+        }
+    }
+}
+
+/// A cell's value: itself, or a formula's computed value.
+fn computed(value: &Value) -> std::borrow::Cow<'_, Value> {
+    match formula_text(value) {
+        Some(f) => std::borrow::Cow::Owned(compute(f)),
+        None => std::borrow::Cow::Borrowed(value),
+    }
+}
+
+/// FORMULA: a formula's text; other cells as UNFORMATTED_VALUE.
+pub(crate) fn formula(value: &Value) -> Value {
+    match formula_text(value) {
+        Some(f) => Value::String(f.to_owned()),
+        None => unformatted(value),
+    }
+}
+
 /// FORMATTED_VALUE: what the cell shows, always a string.
 pub(crate) fn formatted(value: &Value) -> Value {
-    match value {
+    match computed(value).as_ref() {
         Value::Null => Value::String(String::new()),
         Value::Bool(true) => Value::String("TRUE".to_owned()),
         Value::Bool(false) => Value::String("FALSE".to_owned()),
@@ -249,7 +382,7 @@ pub(crate) fn formatted(value: &Value) -> Value {
 /// UNFORMATTED_VALUE: the value itself (an empty cell inside a row reads as
 /// an empty string, as in the real API).
 pub(crate) fn unformatted(value: &Value) -> Value {
-    match value {
+    match computed(value).as_ref() {
         Value::Null => Value::String(String::new()),
         other => other.clone(),
     }
@@ -285,6 +418,29 @@ mod tests {
         assert_eq!(input_cell(&json!(null), true), Ok(None));
         assert_eq!(input_cell(&json!(""), false), Ok(Some(Value::Null)));
         assert!(input_cell(&json!([1]), false).is_err());
+    }
+
+    #[test]
+    fn trivial_formulas_compute_and_others_are_name_errors() {
+        let cases = [
+            ("=42", json!(42), "42"),
+            ("=1+1", json!(2), "2"),
+            ("= (2 + 3) * -4 / 8", json!(-2.5), "-2.5"),
+            ("=1/0", json!("#DIV/0!"), "#DIV/0!"),
+            ("=A1", json!("#NAME?"), "#NAME?"),
+            ("=SUM(1,2)", json!("#NAME?"), "#NAME?"),
+            ("=1+", json!("#NAME?"), "#NAME?"),
+        ];
+        for (text, value, shown) in cases {
+            let cell = input_cell(&json!(text), true).unwrap().unwrap();
+            assert_eq!(formula(&cell), json!(text));
+            assert_eq!(unformatted(&cell), value, "{text}");
+            assert_eq!(formatted(&cell), json!(shown), "{text}");
+            assert_eq!(input_cell(&json!(text), false), Ok(Some(json!(text))));
+        }
+        assert_eq!(typed_by_person(json!("=1+2")), formula_cell("=1+2"));
+        assert_eq!(typed_by_person(json!("42")), json!("42"));
+        assert_eq!(typed_by_person(json!("=")), json!("="));
     }
 
     #[test]

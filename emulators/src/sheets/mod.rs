@@ -11,7 +11,10 @@
 //! Limits, read through [`Control::limit`]: `read_per_minute_per_user` (60),
 //! `write_per_minute_per_user` (60), `read_per_minute` (300, the whole
 //! project), `write_per_minute` (300), `token_lifetime_secs` (3599),
-//! `max_cells` (10,000,000 per spreadsheet), `max_cell_chars` (50,000).
+//! `max_cells` (10,000,000 per spreadsheet), `max_cell_chars` (50,000),
+//! `version_step` (1: how much each write raises the Drive `version`; the
+//! real Drive only promises that it increases). [`Sheets::bump_version`]
+//! raises it without touching cells, as a format change would.
 //! Quota windows (a sliding minute) and token expiry follow the control's
 //! clock.
 //!
@@ -35,6 +38,7 @@
 
 mod a1;
 mod auth;
+mod fields;
 mod grid;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -210,13 +214,17 @@ impl Sheets {
     }
 
     /// A person edits: replaces the whole grid of one sheet with `rows`
-    /// (ragged allowed; the grid grows to fit), stored as given, and bumps
-    /// the Drive version.
+    /// (ragged allowed; the grid grows to fit) and bumps the Drive version.
+    /// Values are stored as given (numeric-looking strings stay strings, as
+    /// RAW keeps them), except that a string starting with `=` is a
+    /// formula, as typing it (USER_ENTERED) would make it: reads then show
+    /// its computed value, and `valueRenderOption=FORMULA` its text.
     ///
     /// # Panics
     /// When the spreadsheet or sheet does not exist (a test's mistake).
     pub fn set_values(&self, spreadsheet_id: &str, sheet: &str, rows: Vec<Vec<serde_json::Value>>) {
         let now = self.control.now_ms();
+        let step = self.version_step();
         let mut state = self.lock();
         let spreadsheet = state
             .spreadsheets
@@ -231,15 +239,10 @@ impl Sheets {
         for (r, row) in rows.into_iter().enumerate() {
             target.column_count = target.column_count.max(row.len());
             for (c, value) in row.into_iter().enumerate() {
-                let value = match value {
-                    Value::Number(n) => grid::normalize_number(&n),
-                    Value::String(s) if s.is_empty() => Value::Null,
-                    other => other,
-                };
-                target.set(r, c, value);
+                target.set(r, c, grid::typed_by_person(value));
             }
         }
-        spreadsheet.touch(now);
+        spreadsheet.touch(now, step);
     }
 
     /// The sheet's rows as UNFORMATTED values, trailing empty cells and
@@ -263,7 +266,8 @@ impl Sheets {
             .collect()
     }
 
-    /// The Drive file version (only ever increases; bumped on each write).
+    /// The Drive file version (only ever increases; raised by the
+    /// `version_step` limit on each write, and by [`Sheets::bump_version`]).
     ///
     /// # Panics
     /// When the spreadsheet does not exist.
@@ -273,6 +277,28 @@ impl Sheets {
             .get(spreadsheet_id)
             .unwrap_or_else(|| panic!("no spreadsheet {spreadsheet_id} in the emulator"))
             .version
+    }
+
+    /// A change that is not visible in the cells (a format change, a
+    /// comment, a rename elsewhere): the Drive version rises by `by` (at
+    /// least 1) and `modifiedTime` moves to now, while every cell stays the
+    /// same. Lets adapter tests check they do not read "version changed"
+    /// as "cells changed", nor assume exactly one step per own write.
+    ///
+    /// # Panics
+    /// When the spreadsheet does not exist.
+    pub fn bump_version(&self, id: &str, by: u64) {
+        let now = self.control.now_ms();
+        self.lock()
+            .spreadsheets
+            .get_mut(id)
+            .unwrap_or_else(|| panic!("no spreadsheet {id} in the emulator"))
+            .touch(now, by);
+    }
+
+    /// The `version_step` limit: how much each write raises the version.
+    fn version_step(&self) -> u64 {
+        self.limit("version_step", 1.0).max(1.0) as u64
     }
 
     fn limit(&self, name: &str, default: f64) -> f64 {
@@ -318,13 +344,58 @@ impl ApiError {
         )
     }
 
-    fn unauthenticated(missing: bool) -> Self {
-        let message = if missing {
-            "Request is missing required authentication credential. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project."
+    /// 403 for a token whose scopes do not cover the call.
+    fn insufficient_scopes(service: &str) -> Self {
+        ApiError {
+            code: StatusCode::FORBIDDEN,
+            body: json!({ "error": {
+                "code": 403,
+                "message": "Request had insufficient authentication scopes.",
+                "status": "PERMISSION_DENIED",
+                "details": [{
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": "ACCESS_TOKEN_SCOPE_INSUFFICIENT",
+                    "domain": "googleapis.com",
+                    "metadata": { "service": service }
+                }]
+            }}),
+        }
+    }
+
+    /// 401: no token (`missing`) or a bad or expired one. The ErrorInfo
+    /// reasons are the ones Google's APIs answer with (CREDENTIALS_MISSING,
+    /// ACCESS_TOKEN_TYPE_UNSUPPORTED); the `WWW-Authenticate` challenge is
+    /// added in [`IntoResponse`].
+    fn unauthenticated(missing: bool, service: &str) -> Self {
+        let (message, detail) = if missing {
+            (
+                "Request is missing required authentication credential. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.",
+                json!({
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": "CREDENTIALS_MISSING",
+                    "domain": "googleapis.com",
+                    "metadata": { "service": service }
+                }),
+            )
         } else {
-            "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project."
+            (
+                "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.",
+                json!({
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": "ACCESS_TOKEN_TYPE_UNSUPPORTED",
+                    "metadata": { "service": service }
+                }),
+            )
         };
-        ApiError::google(401, "UNAUTHENTICATED", message)
+        ApiError {
+            code: StatusCode::UNAUTHORIZED,
+            body: json!({ "error": {
+                "code": 401,
+                "message": message,
+                "status": "UNAUTHENTICATED",
+                "details": [detail],
+            }}),
+        }
     }
 
     fn grid_limits(sheet: &Sheet, row: usize, col: usize) -> Self {
@@ -397,9 +468,38 @@ impl ApiError {
     }
 }
 
+/// Google's OAuth realm, named in `WWW-Authenticate` challenges.
+const REALM: &str = "https://accounts.google.com/";
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.code, axum::Json(self.body)).into_response()
+        // RFC 6750 §3 challenges, as Google sends them: a bad token is
+        // `invalid_token`; a missing one names only the realm; too few
+        // scopes is `insufficient_scope` with the scopes that would do.
+        let reason = self
+            .body
+            .pointer("/error/details/0/reason")
+            .and_then(Value::as_str);
+        let challenge = match (self.code, reason) {
+            (StatusCode::UNAUTHORIZED, Some("CREDENTIALS_MISSING")) => {
+                Some(format!("Bearer realm=\"{REALM}\""))
+            }
+            (StatusCode::UNAUTHORIZED, _) => {
+                Some(format!("Bearer realm=\"{REALM}\", error=\"invalid_token\""))
+            }
+            (StatusCode::FORBIDDEN, Some("ACCESS_TOKEN_SCOPE_INSUFFICIENT")) => Some(format!(
+                "Bearer realm=\"{REALM}\", error=\"insufficient_scope\", scope=\"{}\"",
+                auth::WRITE_SCOPES.join(" ")
+            )),
+            _ => None,
+        };
+        let mut response = (self.code, axum::Json(self.body)).into_response();
+        if let Some(value) = challenge.and_then(|c| axum::http::HeaderValue::from_str(&c).ok()) {
+            response
+                .headers_mut()
+                .insert(axum::http::header::WWW_AUTHENTICATE, value);
+        }
+        response
     }
 }
 
@@ -484,6 +584,23 @@ fn rfc3339_ms(ms: i64) -> String {
         .unwrap_or_else(|| "1970-01-01T00:00:00.000Z".to_owned())
 }
 
+/// An answer object without zero numbers and empty lists, as Google's
+/// JSON (proto3) omits default values.
+fn without_defaults(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .filter(|(_, v)| match v {
+                    Value::Number(n) => n.as_f64() != Some(0.0),
+                    Value::Array(items) => !items.is_empty(),
+                    _ => true,
+                })
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
 // ---------------------------------------------------------------- token
 
 async fn token_route(State(sheets): State<Sheets>, headers: HeaderMap, body: Bytes) -> Response {
@@ -526,13 +643,13 @@ async fn token_route(State(sheets): State<Sheets>, headers: HeaderMap, body: Byt
 
 impl Sheets {
     /// The grant behind the request's bearer token, if it is live.
-    fn authenticate(&self, headers: &HeaderMap) -> Result<auth::Grant, ApiError> {
-        let token = bearer(headers).ok_or_else(|| ApiError::unauthenticated(true))?;
+    fn authenticate(&self, headers: &HeaderMap, service: &str) -> Result<auth::Grant, ApiError> {
+        let token = bearer(headers).ok_or_else(|| ApiError::unauthenticated(true, service))?;
         let now = self.control.now_ms();
         let state = self.lock();
         match state.tokens.get(token) {
             Some(grant) if grant.expires_ms > now => Ok(grant.clone()),
-            _ => Err(ApiError::unauthenticated(false)),
+            _ => Err(ApiError::unauthenticated(false, service)),
         }
     }
 
@@ -576,26 +693,13 @@ async fn drive_route(State(sheets): State<Sheets>, uri: Uri, headers: HeaderMap)
 
 impl Sheets {
     fn drive_file(&self, uri: &Uri, headers: &HeaderMap) -> Result<Value, ApiError> {
-        let grant = self.authenticate(headers)?;
+        let grant = self.authenticate(headers, "drive.googleapis.com")?;
         if !grant
             .scopes
             .iter()
             .any(|s| DRIVE_SCOPES.contains(&s.as_str()))
         {
-            return Err(ApiError {
-                code: StatusCode::FORBIDDEN,
-                body: json!({ "error": {
-                    "code": 403,
-                    "message": "Request had insufficient authentication scopes.",
-                    "status": "PERMISSION_DENIED",
-                    "details": [{
-                        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                        "reason": "ACCESS_TOKEN_SCOPE_INSUFFICIENT",
-                        "domain": "googleapis.com",
-                        "metadata": { "service": "drive.googleapis.com", "method": "google.apps.drive.v3.DriveFiles.Get" }
-                    }]
-                }}),
-            });
+            return Err(ApiError::insufficient_scopes("drive.googleapis.com"));
         }
         let id = uri
             .path()
@@ -698,6 +802,11 @@ fn route(method: &Method, rest: &str) -> Option<(String, Call)> {
         Some("values:batchClear") if post => (id_part, Call::BatchClear),
         Some(tail) => {
             let range = tail.strip_prefix("values/")?;
+            // The range is one path segment: an unencoded `/` makes a path
+            // no route matches (Google's router answers 404); `%2F` is fine.
+            if range.contains('/') {
+                return None;
+            }
             let call = if post {
                 if let Some(r) = range.strip_suffix(":append") {
                     Call::Append(percent_decode(r, false)?)
@@ -721,15 +830,16 @@ fn route(method: &Method, rest: &str) -> Option<(String, Call)> {
 
 /// Read options shared by get and batchGet.
 struct ReadOptions {
-    formatted: bool,
+    render: fn(&Value) -> Value,
     columns: bool,
 }
 
 impl ReadOptions {
     fn from_query(query: &Query) -> Result<Self, ApiError> {
-        let formatted = match query.get("valueRenderOption").unwrap_or("FORMATTED_VALUE") {
-            "FORMATTED_VALUE" => true,
-            "UNFORMATTED_VALUE" | "FORMULA" => false,
+        let render = match query.get("valueRenderOption").unwrap_or("FORMATTED_VALUE") {
+            "FORMATTED_VALUE" => grid::formatted,
+            "UNFORMATTED_VALUE" => grid::unformatted,
+            "FORMULA" => grid::formula,
             other => {
                 return Err(ApiError::invalid(format!(
                     "Invalid value at 'value_render_option' (type.googleapis.com/google.apps.sheets.v4.ValueRenderOption), \"{other}\""
@@ -745,7 +855,7 @@ impl ReadOptions {
             }
         }
         let columns = major_dimension(query.get("majorDimension"))?;
-        Ok(ReadOptions { formatted, columns })
+        Ok(ReadOptions { render, columns })
     }
 }
 
@@ -809,18 +919,17 @@ impl Sheets {
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<Value, ApiError> {
-        let grant = self.authenticate(headers)?;
-        if !grant.scopes.iter().any(|s| {
-            s == auth::SPREADSHEETS_SCOPE
-                || s == "https://www.googleapis.com/auth/spreadsheets.readonly"
-        }) {
-            return Err(ApiError::google(
-                403,
-                "PERMISSION_DENIED",
-                "Request had insufficient authentication scopes.",
-            ));
+        let grant = self.authenticate(headers, "sheets.googleapis.com")?;
+        let write = method != Method::GET;
+        let allowed: &[&str] = if write {
+            &auth::WRITE_SCOPES
+        } else {
+            &auth::READ_SCOPES
+        };
+        if !grant.scopes.iter().any(|s| allowed.contains(&s.as_str())) {
+            return Err(ApiError::insufficient_scopes("sheets.googleapis.com"));
         }
-        self.charge(&grant.email, method != Method::GET)?;
+        self.charge(&grant.email, write)?;
         let rest = uri.path().strip_prefix("/v4/spreadsheets/").unwrap_or("");
         let (id, call) = route(method, rest).ok_or_else(|| {
             ApiError::google(
@@ -833,6 +942,7 @@ impl Sheets {
         let now = self.control.now_ms();
         let max_cells = self.limit("max_cells", 10_000_000.0) as usize;
         let max_chars = self.limit("max_cell_chars", 50_000.0) as usize;
+        let step = self.version_step();
         let mut state = self.lock();
         let spreadsheet = state
             .spreadsheets
@@ -846,7 +956,7 @@ impl Sheets {
             max_chars,
         };
         match call {
-            Call::Metadata => Ok(metadata(spreadsheet, &query)),
+            Call::Metadata => metadata(spreadsheet, &query),
             Call::Get(range) => {
                 let options = ReadOptions::from_query(&query)?;
                 read_range(spreadsheet, &range, &options)
@@ -858,7 +968,9 @@ impl Sheets {
                     .into_iter()
                     .map(|r| read_range(spreadsheet, r, &options))
                     .collect::<Result<Vec<_>, _>>()?;
-                Ok(json!({ "spreadsheetId": spreadsheet.id, "valueRanges": ranges }))
+                Ok(without_defaults(
+                    json!({ "spreadsheetId": spreadsheet.id, "valueRanges": ranges }),
+                ))
             }
             write => {
                 // Writes apply to a copy that replaces the original only
@@ -872,7 +984,7 @@ impl Sheets {
                         limits.max_cells
                     )));
                 }
-                copy.touch(now);
+                copy.touch(now, step);
                 *spreadsheet = copy;
                 Ok(answer)
             }
@@ -886,8 +998,19 @@ struct Limits {
     max_chars: usize,
 }
 
-fn metadata(spreadsheet: &Spreadsheet, query: &Query) -> Value {
+/// `spreadsheets.get`: the Spreadsheet resource, cut to the `fields` mask
+/// when one is given (see [`fields`]).
+fn metadata(spreadsheet: &Spreadsheet, query: &Query) -> Result<Value, ApiError> {
     let fields = query.get("fields").unwrap_or("");
+    let mask = match fields.trim() {
+        "" => None,
+        text => {
+            let mask = fields::parse(text)
+                .filter(|m| fields::valid(m, "Spreadsheet"))
+                .ok_or_else(|| ApiError::invalid("Request contains an invalid argument."))?;
+            Some(mask)
+        }
+    };
     let grid_data = query.get("includeGridData") == Some("true");
     let want_columns = grid_data || fields.contains("columnMetadata");
     let want_rows = grid_data || fields.contains("rowMetadata");
@@ -928,7 +1051,7 @@ fn metadata(spreadsheet: &Spreadsheet, query: &Query) -> Value {
             sheet
         })
         .collect();
-    json!({
+    let all = json!({
         "spreadsheetId": spreadsheet.id,
         "properties": {
             "title": spreadsheet.title,
@@ -938,6 +1061,10 @@ fn metadata(spreadsheet: &Spreadsheet, query: &Query) -> Value {
         },
         "sheets": sheets,
         "spreadsheetUrl": format!("https://docs.google.com/spreadsheets/d/{}/edit", spreadsheet.id),
+    });
+    Ok(match mask {
+        Some(mask) => fields::project(&all, &mask),
+        None => all,
     })
 }
 
@@ -956,11 +1083,7 @@ fn read_range(
         ));
     }
     let (rows, cols) = clamp(sheet, &range);
-    let render = if options.formatted {
-        grid::formatted
-    } else {
-        grid::unformatted
-    };
+    let render = options.render;
     let values: Vec<Value> = sheet
         .window(rows, cols, options.columns)
         .iter()
@@ -1059,7 +1182,11 @@ fn write_rows(
     if c0 >= sheet.column_count || c0 + width > sheet.column_count {
         return Err(ApiError::grid_limits(sheet, r0, c0.max(sheet.column_count)));
     }
+    // Only cells actually written count (a JSON null leaves its cell as
+    // it is); rows and columns count those with at least one such cell.
     let mut cells = 0;
+    let mut rows_written = std::collections::BTreeSet::new();
+    let mut cols_written = std::collections::BTreeSet::new();
     for (r, row) in rows.iter().enumerate() {
         for (c, value) in row.iter().enumerate() {
             if let Value::String(s) = value
@@ -1074,8 +1201,10 @@ fn write_rows(
                 .map_err(|why| ApiError::invalid(format!("Invalid values[{r}][{c}]: {why}")))?;
             if let Some(cell) = cell {
                 sheet.set(r0 + r, c0 + c, cell);
+                cells += 1;
+                rows_written.insert(r);
+                cols_written.insert(c);
             }
-            cells += 1;
         }
     }
     let mut answer = json!({ "spreadsheetId": id });
@@ -1085,11 +1214,11 @@ fn write_rows(
             (r0, r0 + height),
             (c0, c0 + width),
         ));
-        answer["updatedRows"] = Value::from(height);
-        answer["updatedColumns"] = Value::from(width);
+        answer["updatedRows"] = Value::from(rows_written.len());
+        answer["updatedColumns"] = Value::from(cols_written.len());
         answer["updatedCells"] = Value::from(cells);
     }
-    Ok(answer)
+    Ok(without_defaults(answer))
 }
 
 fn write_call(
@@ -1171,14 +1300,14 @@ fn write_call(
                 total_cells += answer["updatedCells"].as_u64().unwrap_or(0);
                 responses.push(answer);
             }
-            Ok(json!({
+            Ok(without_defaults(json!({
                 "spreadsheetId": spreadsheet.id,
                 "totalUpdatedRows": total_rows,
                 "totalUpdatedColumns": total_cols,
                 "totalUpdatedCells": total_cells,
                 "totalUpdatedSheets": sheets_touched.len(),
                 "responses": responses,
-            }))
+            })))
         }
         Call::Append(text) => append(spreadsheet, &text, query, body, limits),
         Call::Clear(text) => {
@@ -1198,7 +1327,9 @@ fn write_call(
                     .ok_or_else(|| ApiError::invalid("Invalid ranges: each must be a string."))?;
                 cleared.push(clear(spreadsheet, text)?);
             }
-            Ok(json!({ "spreadsheetId": spreadsheet.id, "clearedRanges": cleared }))
+            Ok(without_defaults(
+                json!({ "spreadsheetId": spreadsheet.id, "clearedRanges": cleared }),
+            ))
         }
         Call::StructuralUpdate => structural(spreadsheet, body),
         Call::Metadata | Call::Get(_) | Call::BatchGet => Err(ApiError::not_found()),
@@ -1224,10 +1355,27 @@ fn clear(spreadsheet: &mut Spreadsheet, text: &str) -> Result<String, ApiError> 
     Ok(format_range(&sheet.title, rows, cols))
 }
 
-/// `values:append`: finds the table in the range (the rows from the
-/// range's first row through the last non-empty one, in its columns) and
-/// writes after it; INSERT_ROWS inserts new rows there, OVERWRITE writes
-/// over what follows. Either way the grid grows to fit.
+/// `values:append`. The reference says the range is searched "for
+/// existing data" to "find a \"table\" within that range", and values go
+/// "to the next row of the table, starting with the first column of the
+/// table"
+/// (<https://developers.google.com/workspace/sheets/api/reference/rest/v4/spreadsheets.values/append>,
+/// <https://developers.google.com/workspace/sheets/api/guides/values#append_values>).
+/// The emulator's exact rule:
+/// - search columns: the range's columns; a single-cell range searches
+///   from its column to the sheet's last column;
+/// - the table starts at the first non-empty row (a row with a value in
+///   the search columns) at or after the range's first row, and runs
+///   through the following rows up to the first empty one (so a blank row
+///   ends the table; data below it is not part of it);
+/// - its columns run from the first to the last non-empty column of its
+///   rows (within the search columns); `tableRange` is that block;
+/// - values are written from the row after the table, at the table's
+///   first column; with no table, at the range's first cell (and no
+///   `tableRange`).
+///
+/// INSERT_ROWS inserts new rows there, OVERWRITE writes over what follows.
+/// Either way the grid grows to fit.
 fn append(
     spreadsheet: &mut Spreadsheet,
     text: &str,
@@ -1265,25 +1413,23 @@ fn append(
     } else {
         cols
     };
-    let last_filled = (row_span.0..row_span.1)
-        .rev()
-        .find(|&r| (col_span.0..col_span.1).any(|c| !sheet.get(r, c).is_null()));
-    let table_range = last_filled.map(|last| {
-        let width = (row_span.0..=last)
-            .filter_map(|r| {
-                (col_span.0..col_span.1)
-                    .rev()
-                    .find(|&c| !sheet.get(r, c).is_null())
-            })
-            .max()
-            .map_or(1, |c| c + 1 - col_span.0);
-        format_range(
-            &sheet.title,
-            (row_span.0, last + 1),
-            (col_span.0, col_span.0 + width),
-        )
+    let view: &Sheet = sheet;
+    let filled = |r: usize| (col_span.0..col_span.1).any(|c| !view.get(r, c).is_null());
+    let table = (row_span.0..row_span.1).find(|&r| filled(r)).map(|first| {
+        let end = (first..row_span.1)
+            .find(|&r| !filled(r))
+            .unwrap_or(row_span.1);
+        let non_empty: Vec<usize> = (first..end)
+            .flat_map(|r| (col_span.0..col_span.1).filter(move |&c| !view.get(r, c).is_null()))
+            .collect();
+        let c0 = non_empty.iter().copied().min().unwrap_or(col_span.0);
+        let c1 = non_empty.iter().copied().max().map_or(c0 + 1, |c| c + 1);
+        (first, end, c0, c1)
     });
-    let at = last_filled.map_or(row_span.0, |last| last + 1);
+    let table_range = table.map(|(r0, r1, c0, c1)| format_range(&view.title, (r0, r1), (c0, c1)));
+    let (at, at_col) = table.map_or((range.start_row, range.start_col), |(_, end, c0, _)| {
+        (end, c0)
+    });
     let height = rows.len();
     if insert {
         sheet.insert(false, at.min(sheet.row_count), height);
@@ -1293,7 +1439,7 @@ fn append(
     let target = A1Range {
         sheet: None,
         start_row: at,
-        start_col: range.start_col,
+        start_col: at_col,
         end_row: None,
         end_col: None,
     };
@@ -1551,7 +1697,9 @@ fn structural(spreadsheet: &mut Spreadsheet, body: &Value) -> Result<Value, ApiE
         };
         replies.push(reply);
     }
-    Ok(json!({ "spreadsheetId": spreadsheet.id, "replies": replies }))
+    Ok(without_defaults(
+        json!({ "spreadsheetId": spreadsheet.id, "replies": replies }),
+    ))
 }
 
 #[cfg(test)]

@@ -215,14 +215,7 @@ async fn the_token_endpoint_checks_assertions_like_google() {
             Some("Invalid grant: account not found"),
         ),
         (
-            assertion(
-                pem,
-                EMAIL,
-                uri,
-                "https://www.googleapis.com/auth/drive",
-                now,
-                now + 60,
-            ),
+            assertion(pem, EMAIL, uri, "", now, now + 60),
             "invalid_scope",
             None,
         ),
@@ -316,18 +309,59 @@ async fn metadata_lists_sheets_with_ids_titles_and_sizes() {
         .get("?fields=sheets.properties(sheetId,title,gridProperties)")
         .await;
     assert_eq!(status, 200, "{meta}");
-    assert_eq!(meta["spreadsheetId"], h.id.as_str());
-    let first = &meta["sheets"][0]["properties"];
-    assert_eq!(first["sheetId"], 0);
-    assert_eq!(first["title"], "Sheet1");
+    // Only what the mask asks for.
+    assert_eq!(
+        meta,
+        json!({ "sheets": [
+            { "properties": { "sheetId": 0, "title": "Sheet1", "gridProperties": { "rowCount": 1000, "columnCount": 26 } } },
+            { "properties": { "sheetId": 1_000_001, "title": "My Sheet", "gridProperties": { "rowCount": 1000, "columnCount": 26 } } }
+        ]})
+    );
+    let (status, full) = h.get("").await;
+    assert_eq!(status, 200, "{full}");
+    assert_eq!(full["spreadsheetId"], h.id.as_str());
+    let first = &full["sheets"][0]["properties"];
     assert_eq!(first["index"], 0);
     assert_eq!(first["sheetType"], "GRID");
+    assert_eq!(full["sheets"][1]["properties"]["index"], 1);
+
+    let (_, props) = h.get("?fields=sheets.properties").await;
+    assert_eq!(props["sheets"][1]["properties"]["index"], 1);
+    assert!(props.get("spreadsheetId").is_none(), "{props}");
+    let (_, id_only) = h.get("?fields=spreadsheetId").await;
+    assert_eq!(id_only, json!({ "spreadsheetId": h.id }));
+    let (_, title) = h.get("?fields=properties.title").await;
     assert_eq!(
-        first["gridProperties"],
-        json!({ "rowCount": 1000, "columnCount": 26 })
+        title,
+        json!({ "properties": { "title": "Untitled spreadsheet" } })
     );
-    assert_eq!(meta["sheets"][1]["properties"]["title"], "My Sheet");
-    assert_eq!(meta["sheets"][1]["properties"]["index"], 1);
+    let (_, both) = h
+        .get("?fields=spreadsheetId,sheets(properties(title),data.columnMetadata)")
+        .await;
+    assert_eq!(
+        both["sheets"][0]["properties"],
+        json!({ "title": "Sheet1" })
+    );
+    assert_eq!(
+        both["sheets"][0]["data"][0]["columnMetadata"]
+            .as_array()
+            .map(Vec::len),
+        Some(26)
+    );
+    for bad in [
+        "sheets.bogus",
+        "nosuchfield",
+        "sheets(properties",
+        "properties.title)",
+    ] {
+        let (status, body) = h.get(&format!("?fields={bad}")).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(body["error"]["status"], "INVALID_ARGUMENT");
+        assert_eq!(
+            body["error"]["message"],
+            "Request contains an invalid argument."
+        );
+    }
 }
 
 #[tokio::test]
@@ -958,4 +992,336 @@ async fn control_faults_and_the_request_log_apply() {
             .last()
             .is_some_and(|r| r.is_mutating(&[]))
     );
+}
+
+#[tokio::test]
+async fn scopes_decide_reads_and_writes_and_any_scope_gets_a_token() {
+    let h = Harness::new().await;
+    let read_only = h
+        .token_for(
+            EMAIL,
+            "https://www.googleapis.com/auth/spreadsheets.readonly",
+        )
+        .await;
+    let drive_read_only = h
+        .token_for(EMAIL, "https://www.googleapis.com/auth/drive.readonly")
+        .await;
+    // Tokens without the spreadsheets scope are still issued.
+    let drive = h
+        .token_for(EMAIL, "https://www.googleapis.com/auth/drive")
+        .await;
+    let drive_file = h
+        .token_for(EMAIL, "https://www.googleapis.com/auth/drive.file")
+        .await;
+    let unrelated = h
+        .token_for(EMAIL, "https://www.googleapis.com/auth/calendar")
+        .await;
+    let put = |token: String| {
+        let path = h.sheet_path("/values/Sheet1!A1?valueInputOption=RAW");
+        let h = &h;
+        async move {
+            h.call_as(
+                &token,
+                Method::PUT,
+                &path,
+                Some(json!({ "values": [["x"]] })),
+            )
+            .await
+        }
+    };
+    let writes = [
+        (
+            Method::PUT,
+            "/values/Sheet1!A1?valueInputOption=RAW",
+            json!({ "values": [["x"]] }),
+        ),
+        (
+            Method::POST,
+            "/values:batchUpdate",
+            json!({ "valueInputOption": "RAW", "data": [] }),
+        ),
+        (
+            Method::POST,
+            "/values/Sheet1!A1:append?valueInputOption=RAW",
+            json!({ "values": [["x"]] }),
+        ),
+        (Method::POST, "/values/Sheet1!A1:clear", json!({})),
+        (Method::POST, "/values:batchClear", json!({ "ranges": [] })),
+        (Method::POST, ":batchUpdate", json!({ "requests": [] })),
+    ];
+    for token in [&read_only, &drive_read_only, &unrelated] {
+        for (method, rest, body) in &writes {
+            let (status, body) = h
+                .call_as(
+                    token,
+                    method.clone(),
+                    &h.sheet_path(rest),
+                    Some(body.clone()),
+                )
+                .await;
+            assert_eq!(status, 403, "{method} {rest}: {body}");
+            assert_eq!(body["error"]["status"], "PERMISSION_DENIED");
+            assert_eq!(
+                body["error"]["message"],
+                "Request had insufficient authentication scopes."
+            );
+        }
+    }
+    for token in [&read_only, &drive_read_only, &drive, &drive_file] {
+        let (status, body) = h
+            .call_as(token, Method::GET, &h.sheet_path("/values/Sheet1!A1"), None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, _) = h
+        .call_as(&unrelated, Method::GET, &h.sheet_path(""), None)
+        .await;
+    assert_eq!(status, 403);
+    for token in [drive, drive_file] {
+        let (status, body) = put(token).await;
+        assert_eq!(status, 200, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn user_entered_formulas_render_by_value_render_option() {
+    let h = Harness::new().await;
+    let (status, body) = h
+        .put(
+            "/values/Sheet1!A1?valueInputOption=USER_ENTERED",
+            json!({ "values": [["=1+1", "=42", "=SUM(1,2)", "'=1+1"]] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = h
+        .put(
+            "/values/Sheet1!A2?valueInputOption=RAW",
+            json!({ "values": [["=1+1"]] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let read = |option: &'static str| {
+        let h = &h;
+        async move {
+            let (status, body) = h
+                .get(&format!("/values/Sheet1!A1:D2?valueRenderOption={option}"))
+                .await;
+            assert_eq!(status, 200, "{body}");
+            body["values"].clone()
+        }
+    };
+    assert_eq!(
+        read("FORMULA").await,
+        json!([["=1+1", "=42", "=SUM(1,2)", "=1+1"], ["=1+1"]])
+    );
+    assert_eq!(
+        read("UNFORMATTED_VALUE").await,
+        json!([[2, 42, "#NAME?", "=1+1"], ["=1+1"]])
+    );
+    assert_eq!(
+        read("FORMATTED_VALUE").await,
+        json!([["2", "42", "#NAME?", "=1+1"], ["=1+1"]])
+    );
+
+    // A person typing `=…` enters a formula; a numeric-looking string stays text.
+    h.sheets
+        .set_values(&h.id, "Sheet1", vec![vec![json!("=2*3"), json!("007")]]);
+    assert_eq!(
+        h.sheets.values(&h.id, "Sheet1"),
+        vec![vec![json!(6), json!("007")]]
+    );
+    assert_eq!(read("FORMULA").await, json!([["=2*3", "007"]]));
+}
+
+#[tokio::test]
+async fn append_finds_the_first_contiguous_table_and_its_first_column() {
+    let h = Harness::new().await;
+    let e = || json!("");
+    h.sheets.set_values(
+        &h.id,
+        "Sheet1",
+        vec![
+            vec![],
+            vec![e(), json!("_id"), json!("name")],
+            vec![e(), json!("r1"), json!("Ann")],
+            vec![],
+            vec![e(), json!("notes below a blank row")],
+        ],
+    );
+    let (status, body) = h
+        .post(
+            "/values/Sheet1!A1:D1:append?valueInputOption=RAW&insertDataOption=OVERWRITE",
+            json!({ "values": [["r2", "Bo"]] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["tableRange"], "Sheet1!B2:C3");
+    assert_eq!(body["updates"]["updatedRange"], "Sheet1!B4:C4");
+    let rows = h.sheets.values(&h.id, "Sheet1");
+    assert_eq!(rows[3], vec![json!(""), json!("r2"), json!("Bo")]);
+    assert_eq!(rows[4], vec![json!(""), json!("notes below a blank row")]);
+
+    // No data at all: no tableRange, written at the range's first cell.
+    let (status, body) = h
+        .post(
+            "/values/'My Sheet'!C3:append?valueInputOption=RAW",
+            json!({ "values": [["x"]] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("tableRange").is_none(), "{body}");
+    assert_eq!(body["updates"]["updatedRange"], "'My Sheet'!C3");
+}
+
+#[tokio::test]
+async fn versions_rise_by_the_configured_step_and_by_invisible_changes() {
+    let h = Harness::new().await;
+    h.sheets.control().set_limit("version_step", 5.0);
+    let v0 = h.sheets.version(&h.id);
+    let (status, _) = h
+        .put(
+            "/values/Sheet1!A1?valueInputOption=RAW",
+            json!({ "values": [["a"]] }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(h.sheets.version(&h.id), v0 + 5);
+    h.sheets.set_values(&h.id, "Sheet1", vec![vec![json!("b")]]);
+    assert_eq!(h.sheets.version(&h.id), v0 + 10);
+    let before = h.sheets.values(&h.id, "Sheet1");
+    h.sheets.control().advance(Duration::from_secs(3));
+    let (_, t_before) = h.drive_version().await;
+    h.sheets.bump_version(&h.id, 3);
+    let (version, t_after) = h.drive_version().await;
+    assert_eq!(version, (v0 + 13).to_string());
+    assert!(t_after > t_before, "{t_after} vs {t_before}");
+    assert_eq!(h.sheets.values(&h.id, "Sheet1"), before);
+}
+
+#[tokio::test]
+async fn auth_failures_carry_bearer_challenges_and_error_info() {
+    let h = Harness::new().await;
+    let send = |token: Option<&'static str>| {
+        let url = format!("{}{}", h.base, h.sheet_path(""));
+        let client = h.client.clone();
+        async move {
+            let mut request = client.get(url);
+            if let Some(t) = token {
+                request = request.bearer_auth(t);
+            }
+            let response = request.send().await.expect("send");
+            let status = response.status().as_u16();
+            let challenge = response
+                .headers()
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let body: Value = response.json().await.expect("json");
+            (status, challenge, body)
+        }
+    };
+    let (status, challenge, body) = send(Some("ya29.not-a-real-token")).await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        challenge.as_deref(),
+        Some(r#"Bearer realm="https://accounts.google.com/", error="invalid_token""#)
+    );
+    assert_eq!(
+        body["error"]["details"][0]["@type"],
+        "type.googleapis.com/google.rpc.ErrorInfo"
+    );
+    assert_eq!(
+        body["error"]["details"][0]["reason"],
+        "ACCESS_TOKEN_TYPE_UNSUPPORTED"
+    );
+    let (status, challenge, body) = send(None).await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        challenge.as_deref(),
+        Some(r#"Bearer realm="https://accounts.google.com/""#)
+    );
+    assert_eq!(body["error"]["details"][0]["reason"], "CREDENTIALS_MISSING");
+}
+
+#[tokio::test]
+async fn answers_omit_empty_fields_and_count_only_written_cells() {
+    let h = Harness::new().await;
+    let (status, body) = h.get("/values:batchGet").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({ "spreadsheetId": h.id }));
+    let (status, body) = h
+        .post(
+            "/values:batchUpdate",
+            json!({ "valueInputOption": "RAW", "data": [] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({ "spreadsheetId": h.id }));
+    let (status, body) = h.post("/values:batchClear", json!({ "ranges": [] })).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({ "spreadsheetId": h.id }));
+
+    // Nulls leave cells alone and are not counted.
+    let (status, body) = h
+        .put(
+            "/values/Sheet1!A1?valueInputOption=RAW",
+            json!({ "values": [["a", null, "c"], [null, null, null]] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({
+            "spreadsheetId": h.id,
+            "updatedRange": "Sheet1!A1:C2",
+            "updatedRows": 1,
+            "updatedColumns": 2,
+            "updatedCells": 2,
+        })
+    );
+    let (status, body) = h
+        .post(
+            "/values:batchUpdate",
+            json!({ "valueInputOption": "RAW", "data": [
+                { "range": "Sheet1!A5", "values": [[null, "x"]] }
+            ] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["totalUpdatedCells"], 1);
+    assert_eq!(body["totalUpdatedRows"], 1);
+    assert_eq!(body["totalUpdatedColumns"], 1);
+    assert_eq!(body["totalUpdatedSheets"], 1);
+}
+
+#[tokio::test]
+async fn an_unencoded_slash_in_a_range_is_not_found() {
+    let h = Harness::new().await;
+    let (status, body) = h
+        .post(
+            ":batchUpdate",
+            json!({ "requests": [{ "addSheet": { "properties": { "title": "a/b" } } }] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = h.get("/values/a/b!A1").await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["status"], "NOT_FOUND");
+    let (status, body) = h
+        .put(
+            "/values/a/b!A1?valueInputOption=RAW",
+            json!({ "values": [["x"]] }),
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = h
+        .put(
+            "/values/a%2Fb!A1?valueInputOption=RAW",
+            json!({ "values": [["x"]] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = h.get("/values/a%2Fb!A1").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["values"], json!([["x"]]));
 }
