@@ -160,6 +160,16 @@ const BENCHES: &[Bench] = &[
         "Python and Node packages vs Rust",
         bindings::run,
     ),
+    (
+        "notion",
+        "Notion adapter: request budget, calls per change",
+        notion::run,
+    ),
+    (
+        "sheets",
+        "Sheets adapter: write batching, request budget, calls per change",
+        sheets::run,
+    ),
 ];
 
 fn run(options: &Options) -> Result<Vec<Figure>> {

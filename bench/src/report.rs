@@ -18,6 +18,12 @@ pub(crate) enum Unit {
     ChangesPerSecond,
     /// Bytes on disk.
     Bytes,
+    /// Requests per second to a remote API; higher is better.
+    RequestsPerSecond,
+    /// Rows carried per write request; higher is better.
+    RowsPerRequest,
+    /// A count of API requests; lower is better.
+    Requests,
 }
 
 impl Unit {
@@ -27,6 +33,9 @@ impl Unit {
             Unit::RecordsPerSecond => "records/s",
             Unit::ChangesPerSecond => "changes/s",
             Unit::Bytes => "bytes",
+            Unit::RequestsPerSecond => "requests/s",
+            Unit::RowsPerRequest => "rows/request",
+            Unit::Requests => "requests",
         }
     }
 
@@ -39,6 +48,9 @@ impl Unit {
             Unit::RecordsPerSecond => show_rate(v, "rec/s"),
             Unit::ChangesPerSecond => show_rate(v, "changes/s"),
             Unit::Bytes => show_bytes(v),
+            Unit::RequestsPerSecond => format!("{v:.2} req/s"),
+            Unit::RowsPerRequest => format!("{v:.0} rows/req"),
+            Unit::Requests => format!("{v:.0} req"),
         }
     }
 }
@@ -256,7 +268,13 @@ pub(crate) fn json(figures: &[Figure], options: &Options, elapsed: Duration) -> 
         .map(|f| {
             let ratio_of = match (f.ratio, f.unit) {
                 (None, _) => None,
-                (Some(_), Unit::RecordsPerSecond | Unit::ChangesPerSecond) => Some("throughput"),
+                (
+                    Some(_),
+                    Unit::RecordsPerSecond
+                    | Unit::ChangesPerSecond
+                    | Unit::RequestsPerSecond
+                    | Unit::RowsPerRequest,
+                ) => Some("throughput"),
                 (Some(_), _) => Some("time"),
             };
             json!({
