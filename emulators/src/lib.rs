@@ -9,7 +9,9 @@
 //! use the same powers over HTTP under `/_control/`.
 
 pub mod control;
+pub mod notion;
 pub mod server;
 
 pub use control::{Control, Fault, LoggedRequest};
+pub use notion::Notion;
 pub use server::Running;
