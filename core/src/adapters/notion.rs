@@ -846,8 +846,9 @@ fn write_value(
 
 impl NotionAdapter {
     /// An adapter on the database in `options`, mirroring the fields of
-    /// `spec` (each [`ColumnSpec::column`] is a property id or name).
-    /// Nothing is requested until the first call.
+    /// `spec` (each [`ColumnSpec::column`] is a property id or name; the
+    /// record ids live in [`NotionOptions::id_property`], not in
+    /// `spec.id_column`). Nothing is requested until the first call.
     pub fn new(spec: TableSpec, options: NotionOptions) -> Result<Self, AdapterError> {
         if options.token.trim().is_empty() {
             return Err(AdapterError::Config(
@@ -945,6 +946,12 @@ impl NotionAdapter {
             .iter()
             .map(|(c, p)| (c.field.clone(), p.id.clone()))
             .collect())
+    }
+
+    /// The id of the record-id property. Stored as the binding's id column,
+    /// it keeps the binding working when that property is renamed.
+    pub async fn pinned_id_property(&self) -> Result<String, AdapterError> {
+        Ok(self.layout(false, false).await?.id_prop.id)
     }
 
     fn request_error(&self, action: &str, e: &CallError) -> AdapterError {
@@ -1233,6 +1240,7 @@ impl NotionAdapter {
     async fn query_all(&self, ds: &str, body: &Json) -> Result<(Vec<Json>, bool), AdapterError> {
         let mut pages = Vec::new();
         let mut cursor: Option<String> = None;
+        let mut capped = false;
         loop {
             let mut body = body.clone();
             body["page_size"] = json!(PAGE_SIZE);
@@ -1263,11 +1271,11 @@ impl NotionAdapter {
                 .get("next_cursor")
                 .and_then(Json::as_str)
                 .map(str::to_owned);
-            if incomplete {
-                return Ok((pages, true));
-            }
+            // Notion marks every page of a capped query; the last one also
+            // says has_more: false.
+            capped |= incomplete;
             if !has_more || cursor.is_none() {
-                return Ok((pages, false));
+                return Ok((pages, capped));
             }
         }
     }
