@@ -914,3 +914,40 @@ async fn unfit_properties_are_refused_at_prepare() {
         fetched.rows[0]
     );
 }
+
+/// A reference field lives in a relation to the same data source: record
+/// ids become page ids on the way out and back on the way in, also when
+/// the referenced record is created in the same batch.
+#[tokio::test]
+async fn references_travel_as_relations_between_pages() {
+    let schema = Schema::new()
+        .field(FieldDef::new("name", FieldType::Text).required())
+        .field(FieldDef::new("parent", FieldType::Reference));
+    let b = bound(schema, |_| {}, |b| b).await;
+    let (parent_prop, kind) = b.layout.fields["parent"].clone();
+    assert_eq!(kind, "relation", "prepare(true) made a relation");
+    let reg = b.registry();
+    // "child" sorts first, so its create would come before its parent's.
+    reg.put(Some("child"), [("name", "child"), ("parent", "root")])
+        .unwrap();
+    reg.put(Some("root"), [("name", "root")]).unwrap();
+    b.sync().await;
+    let (child, root) = (
+        b.layout.page_id(&b.emu, "child"),
+        b.layout.page_id(&b.emu, "root"),
+    );
+    let page = b.emu.notion.page(&child).unwrap();
+    let related = prop_by_id(&page, &parent_prop).unwrap()["relation"].clone();
+    assert_eq!(related, json!([{"id": root}]));
+    assert!(b.sync().await.plan.rows.is_empty(), "reads back as written");
+    // Someone points root at child in Notion.
+    b.emu.notion.update_page(
+        &root,
+        json!({ parent_prop.as_str(): {"relation": [{"id": child}]} }),
+    );
+    b.sync().await;
+    assert_eq!(
+        reg.get("root").unwrap().get("parent"),
+        Some(&Value::from("child"))
+    );
+}

@@ -1750,37 +1750,59 @@ impl NotionAdapter {
         }
     }
 
-    async fn apply_now(&self, ops: &[RowOp]) -> Result<Vec<RowResult>, AdapterError> {
-        let layout = self.layout(false, false).await?;
-        let mut wanted: BTreeSet<String> = ops.iter().map(|op| op.id().to_owned()).collect();
-        // Record ids that relations will point to.
+    /// The record ids an op's relation properties point to.
+    fn referenced(layout: &Layout, op: &RowOp) -> Vec<String> {
+        let mut ids = Vec::new();
         for (c, p) in &layout.mapped {
             if p.kind != "relation" {
                 continue;
             }
-            for op in ops {
-                let value = match op {
-                    RowOp::Create { fields, .. } => fields.get(&c.field),
-                    RowOp::Update { fields, .. } => fields.get(&c.field).and_then(Option::as_ref),
-                    RowOp::Delete { .. } => None,
-                };
-                match value {
-                    Some(Value::Set(s)) => wanted.extend(s.iter().cloned()),
-                    Some(v) => {
-                        wanted.insert(v.to_string());
-                    }
-                    None => {}
-                }
+            let value = match op {
+                RowOp::Create { fields, .. } => fields.get(&c.field),
+                RowOp::Update { fields, .. } => fields.get(&c.field).and_then(Option::as_ref),
+                RowOp::Delete { .. } => None,
+            };
+            match value {
+                Some(Value::Set(s)) => ids.extend(s.iter().cloned()),
+                Some(v) => ids.push(v.to_string()),
+                None => {}
             }
         }
+        ids
+    }
+
+    async fn apply_now(&self, ops: &[RowOp]) -> Result<Vec<RowResult>, AdapterError> {
+        let layout = self.layout(false, false).await?;
+        let references: Vec<Vec<String>> =
+            ops.iter().map(|op| Self::referenced(&layout, op)).collect();
+        let wanted: BTreeSet<String> = ops
+            .iter()
+            .map(|op| op.id().to_owned())
+            .chain(references.iter().flatten().cloned())
+            .collect();
         self.lookup(&layout, wanted)
             .await
             .map_err(|e| self.request_error("looking up pages by record id", &e))?;
-        let mut results = Vec::with_capacity(ops.len());
-        for op in ops {
-            results.push(self.apply_one(&layout, op).await);
+        // A row pointing to a record this batch creates is written after
+        // it, so the relation can name the new page.
+        let creating: HashSet<&str> = {
+            let state = self.state.lock().await;
+            ops.iter()
+                .filter(|op| matches!(op, RowOp::Create { .. }))
+                .map(RowOp::id)
+                .filter(|id| !state.pages.contains_key(*id))
+                .collect()
+        };
+        let (first, later): (Vec<usize>, Vec<usize>) = (0..ops.len()).partition(|&i| {
+            !references[i]
+                .iter()
+                .any(|r| r != ops[i].id() && creating.contains(r.as_str()))
+        });
+        let mut results: Vec<Option<RowResult>> = vec![None; ops.len()];
+        for i in first.into_iter().chain(later) {
+            results[i] = Some(self.apply_one(&layout, &ops[i]).await);
         }
-        Ok(results)
+        Ok(results.into_iter().flatten().collect())
     }
 }
 
