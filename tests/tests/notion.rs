@@ -951,3 +951,144 @@ async fn references_travel_as_relations_between_pages() {
         Some(&Value::from("child"))
     );
 }
+
+/// A bulk edit in Notion (more pages edited in one minute than one query
+/// returns) cannot be read by edit time: the fetch reads every page
+/// instead, and no edit is lost.
+#[tokio::test]
+async fn a_bulk_edit_past_the_cap_in_one_minute_is_read_in_full() {
+    let b = bound(conformance::schema(), |_| {}, |b| b).await;
+    let control = b.emu.control();
+    control.set_time(T0);
+    control.set_limit("result_cap", 100.0);
+    for i in 0..150 {
+        if i % 50 == 0 {
+            control.advance(std::time::Duration::from_secs(60));
+        }
+        let id = format!("r{i:03}");
+        let mut props = b
+            .layout
+            .properties([("name", Some(&Value::from(id.as_str())))]);
+        props[b.layout.id_prop.as_str()] = raw_value("rich_text", Some(&Value::from(id.as_str())));
+        b.emu.notion.create_page(&b.layout.ds, props);
+    }
+    b.sync().await;
+    assert_eq!(b.registry().len(), 150);
+    control.advance(std::time::Duration::from_secs(60));
+    for page in b.emu.notion.pages(&b.layout.ds) {
+        let id = page["id"].as_str().unwrap().to_owned();
+        b.emu.notion.update_page(
+            &id,
+            b.layout.properties([("port", Some(&Value::Integer(443)))]),
+        );
+    }
+    let report = b.sync().await;
+    assert_eq!(report.plan.count(Side::Local, Action::Update), 150);
+    let reg = b.registry();
+    assert!(
+        reg.list(&Query::all())
+            .iter()
+            .all(|r| r.get("port") == Some(&Value::Integer(443)))
+    );
+}
+
+/// A database with several data sources needs the `data_source` setting;
+/// without it the error lists them.
+#[tokio::test]
+async fn a_database_with_several_data_sources_needs_one_chosen() {
+    let emu = emulator();
+    let (db, sources) = emu.notion.create_database(
+        "Inventory",
+        vec![
+            (
+                "Servers",
+                json!({"name": {"title": {}}, "id": {"rich_text": {}}}),
+            ),
+            (
+                "Services",
+                json!({"name": {"title": {}}, "id": {"rich_text": {}}}),
+            ),
+        ],
+    );
+    let schema = Schema::new().field(FieldDef::new("name", FieldType::Text));
+    let spec = AdapterBinding::new("n", "services", "notion", &db).table_spec(&schema);
+    let unsure = NotionAdapter::new(spec.clone(), emu.options(&db)).unwrap();
+    let err = unsure.describe().await.unwrap_err().to_string();
+    assert!(
+        err.contains("'Servers'") && err.contains("'Services'") && err.contains("data_source"),
+        "{err}"
+    );
+    for choice in ["Services", sources[1].as_str()] {
+        let mut options = emu.options(&db);
+        options.data_source = Some(choice.to_owned());
+        let adapter = NotionAdapter::new(spec.clone(), options).unwrap();
+        let table = adapter.describe().await.unwrap();
+        assert!(table.name.contains(&sources[1]), "{}", table.name);
+    }
+}
+
+/// A wrong token is refused with a hint, and the token appears in no error.
+#[tokio::test]
+async fn a_wrong_token_is_reported_without_showing_it() {
+    let emu = emulator();
+    let (db, _) = emu.database("name");
+    let mut options = emu.options(&db);
+    options.token = "secret_wrong_token_value".into();
+    let schema = Schema::new().field(FieldDef::new("name", FieldType::Text));
+    let spec = AdapterBinding::new("n", "services", "notion", &db).table_spec(&schema);
+    let adapter = NotionAdapter::new(spec, options.clone()).unwrap();
+    let err = adapter.describe().await.unwrap_err().to_string();
+    assert!(
+        err.contains("401") && err.contains("integration token"),
+        "{err}"
+    );
+    assert!(!err.contains("secret_wrong_token_value"));
+    assert!(!format!("{options:?} {adapter:?}").contains("secret_wrong_token_value"));
+}
+
+/// 409 (conflict) and 529 (overload) answers to updates are retried.
+#[tokio::test]
+async fn conflicts_and_overloads_on_updates_are_retried() {
+    let b = bound(conformance::schema(), |_| {}, |b| b).await;
+    let reg = b.registry();
+    reg.put(Some("a"), [("name", "a")]).unwrap();
+    b.sync().await;
+    reg.put(Some("a"), [("port", 8080)]).unwrap();
+    let control = b.emu.control();
+    control.inject(
+        Fault::status(409, json!({"object": "error", "status": 409, "code": "conflict_error", "message": "Conflict occurred while saving. Please try again."}))
+            .method("PATCH"),
+    );
+    control.inject(
+        Fault::status(529, json!({"object": "error", "status": 529, "code": "service_overload", "message": "overloaded"}))
+            .method("PATCH"),
+    );
+    b.sync().await;
+    assert_eq!((statuses(&b.emu, 409), statuses(&b.emu, 529)), (1, 1));
+    assert_eq!(b.remote()["a"]["port"], Value::Integer(8080));
+}
+
+/// Long text is split into rich-text items Notion accepts (at most 2000
+/// characters each) and joined back, so it reads back as written.
+#[tokio::test]
+async fn long_text_round_trips_through_rich_text_chunks() {
+    let schema = Schema::new()
+        .field(FieldDef::new("name", FieldType::Text).required())
+        .field(FieldDef::new("notes", FieldType::LongText));
+    let b = bound(schema, |_| {}, |b| b).await;
+    let notes: String = (0..4500)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    b.registry()
+        .put(Some("a"), [("name", "a"), ("notes", notes.as_str())])
+        .unwrap();
+    b.sync().await;
+    let page = b.emu.notion.page(&b.layout.page_id(&b.emu, "a")).unwrap();
+    let items = prop_by_id(&page, &b.layout.fields["notes"].0).unwrap()["rich_text"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(items, 3);
+    assert_eq!(b.remote()["a"]["notes"], Value::from(notes.as_str()));
+    assert!(b.sync().await.plan.rows.is_empty(), "no echo");
+}

@@ -17,7 +17,10 @@
 //!   within one minute fail the fetch loudly. An incremental fetch re-reads
 //!   from one minute before the cursor (Notion rounds `last_edited_time`
 //!   down to the minute), de-duplicates, and reports pages moved to the
-//!   trash since then as deleted.
+//!   trash since then as deleted; when more pages were edited within one
+//!   minute than a query returns (a bulk edit), it reads every page instead.
+//!   A page's edit time, for last-write-wins, is the end of its minute: in
+//!   the same minute, an edit in Notion wins over one in the registry.
 //! - **Writing.** Create (`POST /v1/pages`), update (`PATCH`), delete (move
 //!   to the trash). A create for a record id that already has a page updates
 //!   that page, so a retried create never duplicates a page.
@@ -234,6 +237,13 @@ impl State {
             self.rows.remove(&page);
         }
     }
+}
+
+/// More pages than one query returns share one minute of a timestamp.
+#[derive(Clone, Debug)]
+struct Crowded {
+    timestamp: String,
+    minute: String,
 }
 
 /// An error answer from the API (after any retries).
@@ -1283,14 +1293,15 @@ impl NotionAdapter {
     /// Every page (live, or in the trash when `trash`) whose `timestamp`
     /// (`created_time` or `last_edited_time`) is on or after `from`, split
     /// into windows so the result cap never truncates; de-duplicated by page
-    /// id, in timestamp order.
+    /// id, in timestamp order. `Err(Crowded)` when more pages than the
+    /// cap share one minute, so windows cannot split them.
     async fn scan(
         &self,
         ds: &str,
         timestamp: &str,
         from: Option<String>,
         trash: bool,
-    ) -> Result<Vec<Json>, AdapterError> {
+    ) -> Result<Result<Vec<Json>, Crowded>, AdapterError> {
         let mut seen = HashSet::new();
         let mut out = Vec::new();
         let mut start = from;
@@ -1319,20 +1330,15 @@ impl NotionAdapter {
                 }
             }
             if !capped {
-                return Ok(out);
+                return Ok(Ok(out));
             }
             match last {
                 Some(last) if Some(&last) != start.as_ref() => start = Some(last),
                 _ => {
-                    return Err(AdapterError::Request {
-                        system: SYSTEM.into(),
-                        table: self.options.database_id.clone(),
-                        action: "reading every page".into(),
-                        reason: format!(
-                            "more pages share one {timestamp} minute ({}) than Notion returns for one query, so they cannot all be read; nothing was synced. Split the data source or contact Notion support",
-                            start.unwrap_or_default()
-                        ),
-                    });
+                    return Ok(Err(Crowded {
+                        timestamp: timestamp.to_owned(),
+                        minute: start.unwrap_or_default(),
+                    }));
                 }
             }
         }
@@ -1500,16 +1506,37 @@ impl NotionAdapter {
     async fn fetch_now(&self, since: Option<&str>) -> Result<Fetched, AdapterError> {
         let layout = self.layout(false, false).await?;
         let ds = &layout.data_source_id;
-        let (live, trashed, complete) = match since.and_then(window_start) {
-            Some(from) => {
-                let live = self
-                    .scan(ds, "last_edited_time", Some(from.clone()), false)
-                    .await?;
-                let trashed = self.scan(ds, "last_edited_time", Some(from), true).await?;
-                (live, trashed, false)
+        let mut changed = None;
+        if let Some(from) = since.and_then(window_start) {
+            let live = self
+                .scan(ds, "last_edited_time", Some(from.clone()), false)
+                .await?;
+            let trashed = self.scan(ds, "last_edited_time", Some(from), true).await?;
+            match (live, trashed) {
+                (Ok(live), Ok(trashed)) => changed = Some((live, trashed)),
+                // More edits in one minute than one query returns (a bulk
+                // edit in Notion): read everything instead.
+                (Err(crowded), _) | (_, Err(crowded)) => tracing::info!(
+                    minute = %crowded.minute,
+                    "more pages edited in one minute than one Notion query returns; reading every page"
+                ),
             }
+        }
+        let (live, trashed, complete) = match changed {
+            Some((live, trashed)) => (live, trashed, false),
             None => {
-                let live = self.scan(ds, "created_time", None, false).await?;
+                let live = self
+                    .scan(ds, "created_time", None, false)
+                    .await?
+                    .map_err(|crowded| AdapterError::Request {
+                        system: SYSTEM.into(),
+                        table: self.options.database_id.clone(),
+                        action: "reading every page".into(),
+                        reason: format!(
+                            "more pages share one {} minute ({}) than Notion returns for one query, so they cannot all be read; nothing was synced. Split the data source or contact Notion support",
+                            crowded.timestamp, crowded.minute
+                        ),
+                    })?;
                 (live, Vec::new(), true)
             }
         };
