@@ -1092,3 +1092,27 @@ async fn long_text_round_trips_through_rich_text_chunks() {
     assert_eq!(b.remote()["a"]["notes"], Value::from(notes.as_str()));
     assert!(b.sync().await.plan.rows.is_empty(), "no echo");
 }
+
+/// A page moved to the trash (seen by a full compare) while its record
+/// was edited: keeping the registry's side writes the record to a fresh
+/// page, not to the trashed one.
+#[tokio::test]
+async fn keeping_a_record_whose_page_was_trashed_makes_a_new_page() {
+    let schema = conformance::schema().conflict_policy(chittysync::ConflictPolicy::Manual);
+    let b = bound(schema, |_| {}, |b| b).await;
+    let reg = b.registry();
+    reg.put(Some("a"), [("name", "a")]).unwrap();
+    b.sync().await;
+    let old = b.layout.page_id(&b.emu, "a");
+    reg.put(Some("a"), [("name", "kept")]).unwrap();
+    b.emu.notion.trash_page(&old);
+    let report = b.run(AdapterSyncOptions::sync().full()).await;
+    assert_eq!(report.plan.open_conflicts(), 1);
+    let report = b
+        .run(AdapterSyncOptions::sync().full().take(Side::Local))
+        .await;
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    let new = b.layout.page_id(&b.emu, "a");
+    assert_ne!(new, old);
+    assert_eq!(b.remote()["a"]["name"], Value::from("kept"));
+}

@@ -1553,6 +1553,12 @@ impl NotionAdapter {
                 newest = Some(newest.map_or(ms, |n| n.max(ms)));
             }
         }
+        if complete {
+            // Every live page is here: forget pages that are gone.
+            let mut state = self.state.lock().await;
+            state.pages.clear();
+            state.rows.clear();
+        }
         let rows = self.rows_of(&layout, &live).await?;
         let live_ids: HashSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
         let mut deleted = Vec::new();
@@ -1716,7 +1722,14 @@ impl NotionAdapter {
     }
 
     async fn apply_one(&self, layout: &Layout, op: &RowOp) -> RowResult {
-        let pages = self.state.lock().await.pages.clone();
+        // The pages this op needs: its own and those its relations name.
+        let pages: HashMap<String, String> = {
+            let state = self.state.lock().await;
+            std::iter::once(op.id().to_owned())
+                .chain(Self::referenced(layout, op))
+                .filter_map(|id| state.pages.get(&id).map(|p| (id, p.clone())))
+                .collect()
+        };
         match op {
             RowOp::Create { id, fields } => {
                 let fields: BTreeMap<String, Option<Value>> = fields
