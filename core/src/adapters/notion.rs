@@ -730,6 +730,13 @@ fn write_value(
     Ok(match prop.kind.as_str() {
         "title" | "rich_text" => {
             let text = text.unwrap_or_default();
+            let chars = text.chars().count();
+            if chars > TEXT_CHUNK * MAX_ITEMS {
+                return Err(bad(format!(
+                    "{chars} characters, more than Notion holds in one property ({} in {MAX_ITEMS} pieces of {TEXT_CHUNK})",
+                    TEXT_CHUNK * MAX_ITEMS
+                )));
+            }
             json!({prop.kind.as_str(): rich_text(&text)})
         }
         "number" => match value {
@@ -1032,10 +1039,9 @@ impl NotionAdapter {
                 }
                 Err(e) => {
                     let what = if e.is_timeout() {
-                        "timed out".to_owned()
+                        format!("no answer within {:?}", self.options.timeout)
                     } else {
-                        // Without the URL: it could carry nothing secret,
-                        // but keep errors short.
+                        // The address once, not reqwest's full URL per error.
                         format!(
                             "could not reach {} ({})",
                             self.options.base_url,
@@ -1926,6 +1932,18 @@ mod tests {
         assert_eq!(lens, vec![2000, 2000, 500]);
         assert_eq!(plain_text(&items), text);
         assert_eq!(rich_text(""), json!([]));
+        let too_long: String = "x".repeat(TEXT_CHUNK * MAX_ITEMS + 1);
+        let err = write(
+            FieldType::LongText,
+            "rich_text",
+            Some(too_long.as_str().into()),
+        )
+        .unwrap_err();
+        assert!(
+            err.message.contains("200000") && !err.retryable,
+            "{}",
+            err.message
+        );
         let back = read(FieldType::LongText, "rich_text", items);
         assert_eq!(back, Some(Cell::Ready(Value::Text(text))));
     }
