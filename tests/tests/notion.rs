@@ -1116,3 +1116,26 @@ async fn keeping_a_record_whose_page_was_trashed_makes_a_new_page() {
     assert_ne!(new, old);
     assert_eq!(b.remote()["a"]["name"], Value::from("kept"));
 }
+
+/// A read that gets no answer in time is abandoned and sent again (the
+/// first answer would take ten minutes; the outer limit only stops a hang).
+#[tokio::test]
+async fn a_read_without_an_answer_in_time_is_retried() {
+    let emu = emulator();
+    let (db, _) = emu.database("name");
+    let mut options = emu.options(&db);
+    options.timeout = std::time::Duration::from_millis(200);
+    let schema = Schema::new().field(FieldDef::new("name", FieldType::Text));
+    let spec = AdapterBinding::new("n", "services", "notion", &db).table_spec(&schema);
+    let adapter = NotionAdapter::new(spec, options).unwrap();
+    emu.control().inject(
+        Fault::default()
+            .delay(std::time::Duration::from_secs(600))
+            .method("GET")
+            .times(1),
+    );
+    tokio::time::timeout(std::time::Duration::from_secs(120), adapter.prepare(true))
+        .await
+        .expect("the adapter stopped waiting")
+        .expect("answered on the retry");
+}
