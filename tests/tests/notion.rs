@@ -1193,3 +1193,92 @@ async fn dates_urls_emails_and_json_round_trip() {
     assert_eq!(a.get("price"), Some(&Value::Decimal("20.5".into())));
     assert_eq!(a.get("meta"), Some(&Value::Json(r#"{"tier":1}"#.into())));
 }
+
+/// Edits past the result cap spread over several minutes are read by edit
+/// time in windows, still incrementally.
+#[tokio::test]
+async fn many_edits_since_the_cursor_are_read_in_windows() {
+    let b = bound(conformance::schema(), |_| {}, |b| b).await;
+    let control = b.emu.control();
+    control.set_time(T0);
+    control.set_limit("result_cap", 100.0);
+    for i in 0..250 {
+        let mut props = b
+            .layout
+            .properties([("name", Some(&Value::from(format!("n{i}"))))]);
+        props[b.layout.id_prop.as_str()] =
+            raw_value("rich_text", Some(&Value::from(format!("r{i:03}"))));
+        if i % 50 == 0 {
+            control.advance(std::time::Duration::from_secs(60));
+        }
+        b.emu.notion.create_page(&b.layout.ds, props);
+    }
+    let first = b.adapter.fetch(None).await.unwrap();
+    assert_eq!(first.rows.len(), 250);
+    for (i, page) in b.emu.notion.pages(&b.layout.ds).iter().enumerate() {
+        if i % 60 == 0 {
+            control.advance(std::time::Duration::from_secs(60));
+        }
+        let id = page["id"].as_str().unwrap();
+        b.emu.notion.update_page(
+            id,
+            b.layout.properties([("port", Some(&Value::Integer(7)))]),
+        );
+    }
+    let next = b.adapter.fetch(first.cursor.as_deref()).await.unwrap();
+    assert!(!next.complete, "still incremental");
+    let ids: BTreeSet<&str> = next.rows.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(
+        (next.rows.len(), ids.len()),
+        (250, 250),
+        "each edited page once"
+    );
+    assert!(
+        next.rows
+            .iter()
+            .all(|r| r.fields.get("port") == Some(&Value::Integer(7)))
+    );
+}
+
+/// A select field may live in a status property, whose options the API
+/// cannot create: an unknown option fails its row only.
+#[tokio::test]
+async fn a_status_property_takes_only_its_options() {
+    let emu = emulator();
+    let (db, ds) = emu.notion.create_database(
+        "Services",
+        vec![(
+            "Services",
+            json!({"name": {"title": {}}, "id": {"rich_text": {}},
+                   "stage": {"status": {"options": [{"name": "Planned"}, {"name": "Live"}]}}}),
+        )],
+    );
+    let ds = &ds[0];
+    let schema = Schema::new()
+        .field(FieldDef::new("name", FieldType::Text).required())
+        .field(FieldDef::new("stage", FieldType::Select).options(["Planned", "Live", "Retired"]));
+    let dir = tempfile::tempdir().unwrap();
+    let replica = Replica::open(dir.path().join("a.db")).unwrap();
+    let reg = replica.create_registry("services", schema.clone()).unwrap();
+    let binding = AdapterBinding::new("notion", "services", "notion", &db);
+    replica.add_binding(&binding).unwrap();
+    let adapter = NotionAdapter::new(binding.table_spec(&schema), emu.options(&db)).unwrap();
+    reg.put(Some("a"), [("name", "a"), ("stage", "Live")])
+        .unwrap();
+    reg.put(Some("b"), [("name", "b"), ("stage", "Retired")])
+        .unwrap();
+    let report = replica
+        .sync_binding("notion", &adapter, &AdapterSyncOptions::sync(), &())
+        .await
+        .unwrap();
+    assert_eq!(report.failed.len(), 1, "{:?}", report.failed);
+    assert_eq!(report.failed[0].record, "b");
+    assert!(
+        report.failed[0].reason.contains("Planned, Live"),
+        "{}",
+        report.failed[0].reason
+    );
+    let pages = emu.notion.pages(ds);
+    assert_eq!(pages.len(), 1);
+    assert_eq!(pages[0]["properties"]["stage"]["status"]["name"], "Live");
+}
