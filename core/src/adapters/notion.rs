@@ -1587,7 +1587,7 @@ impl NotionAdapter {
     }
 
     /// Finds the pages of record ids not yet known, one query per chunk.
-    async fn lookup(&self, layout: &Layout, ids: BTreeSet<String>) -> Result<(), CallError> {
+    async fn lookup(&self, layout: &Layout, ids: BTreeSet<String>) -> Result<(), AdapterError> {
         let wanted: Vec<String> = {
             let state = self.state.lock().await;
             ids.into_iter()
@@ -1604,10 +1604,7 @@ impl NotionAdapter {
                 "filter": {"or": any},
                 "sorts": [{"timestamp": "created_time", "direction": "ascending"}],
             });
-            let (pages, _) = self
-                .query_all(&layout.data_source_id, &body)
-                .await
-                .map_err(|e| CallError::Transport(e.to_string()))?;
+            let (pages, _) = self.query_all(&layout.data_source_id, &body).await?;
             let mut state = self.state.lock().await;
             for page in &pages {
                 if page
@@ -1697,7 +1694,9 @@ impl NotionAdapter {
                     if !unknown || attempt >= self.options.max_retries {
                         return Err(e);
                     }
-                    self.lookup(layout, BTreeSet::from([id.to_owned()])).await?;
+                    self.lookup(layout, BTreeSet::from([id.to_owned()]))
+                        .await
+                        .map_err(|e| CallError::Transport(e.to_string()))?;
                     if let Some(page) = self.state.lock().await.pages.get(id) {
                         return Ok(page.clone());
                     }
@@ -1826,9 +1825,7 @@ impl NotionAdapter {
             .map(|op| op.id().to_owned())
             .chain(references.iter().flatten().cloned())
             .collect();
-        self.lookup(&layout, wanted)
-            .await
-            .map_err(|e| self.request_error("looking up pages by record id", &e))?;
+        self.lookup(&layout, wanted).await?;
         // A row pointing to a record this batch creates is written after
         // it, so the relation can name the new page.
         let creating: HashSet<&str> = {
