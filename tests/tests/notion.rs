@@ -214,6 +214,17 @@ impl Layout {
         Json::Object(props)
     }
 
+    /// Properties of a page holding record `id` and these fields.
+    fn record<'v>(
+        &self,
+        id: &str,
+        fields: impl IntoIterator<Item = (&'v str, Option<&'v Value>)>,
+    ) -> Json {
+        let mut props = self.properties(fields);
+        props[self.id_prop.as_str()] = raw_value("rich_text", Some(&Value::from(id)));
+        props
+    }
+
     fn rows(&self, emu: &Emulator) -> BTreeMap<String, Row> {
         emu.notion
             .pages(&self.ds)
@@ -303,10 +314,9 @@ impl Remote for NotionRemote {
     }
 
     fn insert<'a>(&'a self, id: &'a str, fields: Vec<(&'a str, Value)>) -> BoxFuture<'a, ()> {
-        let mut props = self
+        let props = self
             .layout
-            .properties(fields.iter().map(|(f, v)| (*f, Some(v))));
-        props[self.layout.id_prop.as_str()] = raw_value("rich_text", Some(&Value::from(id)));
+            .record(id, fields.iter().map(|(f, v)| (*f, Some(v))));
         self.emu.notion.create_page(&self.layout.ds, props);
         Box::pin(async {})
     }
@@ -502,9 +512,7 @@ async fn full_fetch_past_the_cap(pages: usize, cap: usize, per_minute: usize) {
         let id = format!("r{i:05}");
         let props = b
             .layout
-            .properties([("name", Some(&Value::from(id.as_str())))]);
-        let mut props = props;
-        props[b.layout.id_prop.as_str()] = raw_value("rich_text", Some(&Value::from(id.as_str())));
+            .record(&id, [("name", Some(&Value::from(id.as_str())))]);
         b.emu.notion.create_page(&b.layout.ds, props);
         want.insert(id);
     }
@@ -967,10 +975,9 @@ async fn a_bulk_edit_past_the_cap_in_one_minute_is_read_in_full() {
             control.advance(std::time::Duration::from_secs(60));
         }
         let id = format!("r{i:03}");
-        let mut props = b
+        let props = b
             .layout
-            .properties([("name", Some(&Value::from(id.as_str())))]);
-        props[b.layout.id_prop.as_str()] = raw_value("rich_text", Some(&Value::from(id.as_str())));
+            .record(&id, [("name", Some(&Value::from(id.as_str())))]);
         b.emu.notion.create_page(&b.layout.ds, props);
     }
     b.sync().await;
@@ -1203,11 +1210,10 @@ async fn many_edits_since_the_cursor_are_read_in_windows() {
     control.set_time(T0);
     control.set_limit("result_cap", 100.0);
     for i in 0..250 {
-        let mut props = b
-            .layout
-            .properties([("name", Some(&Value::from(format!("n{i}"))))]);
-        props[b.layout.id_prop.as_str()] =
-            raw_value("rich_text", Some(&Value::from(format!("r{i:03}"))));
+        let props = b.layout.record(
+            &format!("r{i:03}"),
+            [("name", Some(&Value::from(format!("n{i}"))))],
+        );
         if i % 50 == 0 {
             control.advance(std::time::Duration::from_secs(60));
         }
