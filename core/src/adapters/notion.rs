@@ -13,8 +13,8 @@
 //!   in Notion) is known by its page id.
 //! - **Reading.** Queries are sorted by a timestamp and split into windows
 //!   (`on_or_after` the last timestamp seen), so Notion's cap on the results
-//!   of one query never truncates a scan silently; more pages than the cap
-//!   within one minute fail the fetch loudly. An incremental fetch re-reads
+//!   of one query never truncates a scan silently; more pages created within
+//!   one minute than the cap fail a full fetch loudly. An incremental fetch re-reads
 //!   from one minute before the cursor (Notion rounds `last_edited_time`
 //!   down to the minute), de-duplicates, and reports pages moved to the
 //!   trash since then as deleted; when more pages were edited within one
@@ -23,7 +23,8 @@
 //!   the same minute, an edit in Notion wins over one in the registry.
 //! - **Writing.** Create (`POST /v1/pages`), update (`PATCH`), delete (move
 //!   to the trash). A create for a record id that already has a page updates
-//!   that page, so a retried create never duplicates a page.
+//!   that page, so a retried create never duplicates a page. A row whose
+//!   relation names a record created in the same batch is written after it.
 //! - **Rate limits.** A client-side budget (2.5 requests/s by default),
 //!   `Retry-After` honoured on 429, jittered exponential backoff on 409 and
 //!   529 (any request) and on 500/503/504 (reads and queries only; a create
@@ -37,13 +38,13 @@
 //! | long_text | title, rich_text | chunks of at most 2000 characters, joined on read |
 //! | integer | number | beyond ±2^53 cannot be held exactly: the row fails |
 //! | decimal | number | more than 15 significant digits cannot be held exactly: the row fails |
-//! | bool | checkbox | a checkbox cannot be empty: unchecked reads as no value, and no value writes unchecked |
+//! | bool | checkbox | a checkbox cannot be empty: unchecked reads as no value and no value writes unchecked, so a registry `false` comes back as no value |
 //! | date | date | `{start: "YYYY-MM-DD"}` |
 //! | datetime | date | `{start: RFC 3339}` |
 //! | select | select, status | no commas; a status option must already exist |
 //! | multi_select | multi_select, relation, people | at most 100 items; options without commas; relation items are record ids, people items user ids |
-//! | url | url, rich_text | at most 2000 characters |
-//! | email | email, rich_text | at most 200 characters |
+//! | url | url, rich_text, title | at most 2000 characters |
+//! | email | email, rich_text, title | at most 200 characters |
 //! | reference | relation (to the same data source), rich_text | record id ↔ page id |
 //! | json | rich_text | the compact JSON text |
 //!
