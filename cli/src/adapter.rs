@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use chittysync::{
     Action, Adapter, AdapterBinding, AdapterProgress, AdapterSyncOptions, AdapterSyncReport,
-    ChangeTracking, ConflictPolicy, Direction, EngineError, PostgresAdapter, Replica, Side, Stage,
-    Value,
+    ChangeTracking, ConflictPolicy, Direction, EngineError, NotionAdapter, PostgresAdapter,
+    RemoteTable, Replica, Side, Stage, Value,
 };
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -47,20 +47,27 @@ pub(crate) struct AddArgs {
     /// The registry to bind (name or id).
     #[arg(long)]
     registry: String,
-    /// The adapter kind.
+    /// The adapter kind: postgres or notion.
     #[arg(long, default_value = "postgres")]
     kind: String,
-    /// The remote table (`table` or `schema.table`).
+    /// The remote table: for Postgres `table` or `schema.table`; for Notion
+    /// the database id.
     #[arg(long)]
     table: String,
     /// Connection URL without a password, e.g. postgres://sync@db.internal:5432/app.
     #[arg(long)]
     url: Option<String>,
     /// Environment variable holding the password (with --url) or the whole
-    /// connection string (without --url). Its value is never stored.
+    /// connection string (without --url); for Notion, the integration
+    /// token. Its value is never stored.
     #[arg(long, value_name = "VAR")]
     secret_env: Option<String>,
-    /// The remote column holding record ids.
+    /// An adapter setting (repeatable). Notion: base_url, data_source (id or
+    /// name, when the database has several), requests_per_second (default
+    /// 2.5), retry_base_ms, max_retries, timeout_ms.
+    #[arg(long = "setting", value_name = "KEY=VALUE")]
+    settings: Vec<String>,
+    /// The remote column (Notion: the rich-text property) holding record ids.
     #[arg(long, default_value = "id")]
     id_column: String,
     /// Map a registry field to a differently named column (repeatable).
@@ -260,6 +267,17 @@ fn binding_json(b: &AdapterBinding) -> serde_json::Value {
     })
 }
 
+/// How an incrementally tracked table's changes are found, in words.
+fn tracking(binding: &AdapterBinding, table: &RemoteTable) -> String {
+    match binding.kind.as_str() {
+        "notion" => format!(
+            "pages edited since the last sync, and pages moved to the trash ({})",
+            table.name
+        ),
+        _ => "change-log trigger (cost follows what changed)".into(),
+    }
+}
+
 fn add(replica: &Replica, args: AddArgs, as_json: bool) -> Result<()> {
     let registry = replica.registry(&args.registry)?;
     let mut binding = AdapterBinding::new(&args.name, &registry.name(), &args.kind, &args.table)
@@ -278,23 +296,38 @@ fn add(replica: &Replica, args: AddArgs, as_json: bool) -> Result<()> {
             .settings
             .insert("statement_timeout_ms".into(), ms.to_string());
     }
+    for pair in &args.settings {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--setting '{pair}' is not KEY=VALUE"))?;
+        binding.settings.insert(k.to_owned(), v.to_owned());
+    }
     for pair in &args.mapping {
         let (f, c) = pair
             .split_once('=')
             .ok_or_else(|| anyhow!("--map '{pair}' is not FIELD=COLUMN"))?;
         binding.mapping.insert(f.to_owned(), c.to_owned());
     }
-    if binding.kind != "postgres" {
+    if !matches!(binding.kind.as_str(), "postgres" | "notion") {
         bail!(
-            "adapter kind '{}' is not available from the command line; kinds: postgres",
+            "adapter kind '{}' is not available from the command line; kinds: postgres, notion",
             binding.kind
         );
     }
     binding.validate(&registry.schema())?;
     // Check the table (and make it ready) before storing anything.
     let rt = runtime()?;
+    let schema = registry.schema();
     let table = rt.block_on(async {
-        let schema = registry.schema();
+        if binding.kind == "notion" {
+            let adapter = NotionAdapter::for_binding(&binding, &schema)?;
+            let table = adapter.prepare(args.create).await?;
+            // Pin the mapping to property ids: renames in Notion then
+            // break nothing.
+            binding.mapping = adapter.pinned_mapping().await?;
+            binding.id_column = adapter.pinned_id_property().await?;
+            return anyhow::Ok(table);
+        }
         let origin = "chittysync-setup";
         let adapter = PostgresAdapter::for_binding(&binding, &schema, origin).await?;
         anyhow::Ok(adapter.prepare(args.create).await?)
@@ -323,7 +356,7 @@ fn add(replica: &Replica, args: AddArgs, as_json: bool) -> Result<()> {
         );
         match &table.change_tracking {
             ChangeTracking::Incremental => {
-                println!("change tracking: change-log trigger (cost follows what changed)")
+                println!("change tracking: {}", tracking(&binding, &table))
             }
             ChangeTracking::FullCompare { reason } => {
                 println!("change tracking: none — every sync compares the whole table ({reason})")
@@ -490,6 +523,7 @@ fn shown(v: &Option<Value>) -> String {
 fn print_report(report: &AdapterSyncReport, adapter: &dyn Adapter) {
     let plan = &report.plan;
     let tracking = match &plan.change_tracking {
+        ChangeTracking::Incremental if adapter.system() == "notion" => "edited pages".to_owned(),
         ChangeTracking::Incremental => "change log".to_owned(),
         ChangeTracking::FullCompare { reason } => format!("full compare ({reason})"),
     };

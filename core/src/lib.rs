@@ -62,6 +62,8 @@ mod trust;
 mod value;
 
 pub use adapters::memory::MemoryAdapter;
+#[cfg(feature = "notion")]
+pub use adapters::notion::{NotionAdapter, NotionOptions};
 #[cfg(feature = "postgres")]
 pub use adapters::postgres::{PostgresAdapter, PostgresOptions};
 pub use adapters::{

@@ -3,6 +3,8 @@
 //! resolution, dry-run and bookkeeping live once, in the engine.
 
 pub(crate) mod memory;
+#[cfg(feature = "notion")]
+pub(crate) mod notion;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
 

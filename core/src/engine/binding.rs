@@ -97,7 +97,7 @@ pub struct AdapterBinding {
     pub name: String,
     /// The bound registry's name (as given when binding).
     pub registry: String,
-    /// The adapter kind: `postgres` or `memory`.
+    /// The adapter kind: `postgres`, `notion` or `memory`.
     pub kind: String,
     /// Non-secret settings (for Postgres: `url` without a password, or
     /// nothing when `secret_env` holds the whole connection string).
@@ -257,6 +257,22 @@ impl AdapterBinding {
             }
         }
         Ok(())
+    }
+}
+
+/// The adapter kinds this build can connect by itself.
+fn built_in_kinds() -> String {
+    let kinds: Vec<&str> = [
+        (cfg!(feature = "postgres"), "postgres"),
+        (cfg!(feature = "notion"), "notion"),
+    ]
+    .into_iter()
+    .filter_map(|(on, kind)| on.then_some(kind))
+    .collect();
+    if kinds.is_empty() {
+        "none".into()
+    } else {
+        kinds.join(", ")
     }
 }
 
@@ -476,8 +492,8 @@ impl Replica {
     }
 
     /// Connects to the external table a stored binding names, through the
-    /// adapter of its kind that this build includes (`postgres`, with the
-    /// `postgres` feature). Adapters of other kinds (in-memory, written in
+    /// adapter of its kind that this build includes (`postgres` and
+    /// `notion`, with the features of those names). Adapters of other kinds (in-memory, written in
     /// another language) are given to [`Replica::sync_binding`] directly.
     pub async fn connect_binding(
         &self,
@@ -497,15 +513,18 @@ impl Replica {
                 .await?;
                 Ok(Box::new(adapter))
             }
+            #[cfg(feature = "notion")]
+            "notion" => {
+                let schema = self.registry(&binding.registry)?.schema();
+                let adapter =
+                    crate::adapters::notion::NotionAdapter::for_binding(&binding, &schema)?;
+                Ok(Box::new(adapter))
+            }
             other => Err(EngineError::BadBinding {
                 binding: binding.name.clone(),
                 reason: format!(
                     "its adapter kind '{other}' has no built-in connection (built in: {}); pass the adapter to sync_binding",
-                    if cfg!(feature = "postgres") {
-                        "postgres"
-                    } else {
-                        "none"
-                    }
+                    built_in_kinds()
                 ),
             }),
         }
