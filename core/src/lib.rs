@@ -64,6 +64,8 @@ mod value;
 pub use adapters::memory::MemoryAdapter;
 #[cfg(feature = "postgres")]
 pub use adapters::postgres::{PostgresAdapter, PostgresOptions};
+#[cfg(feature = "sheets")]
+pub use adapters::sheets::{SheetsAdapter, SheetsOptions};
 pub use adapters::{
     Adapter, AdapterError, BoxFuture, ChangeTracking, ColumnSpec, Fetched, RemoteColumn, RemoteRow,
     RemoteTable, RowError, RowOp, RowResult, TableSpec,

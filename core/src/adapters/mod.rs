@@ -5,6 +5,8 @@
 pub(crate) mod memory;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
+#[cfg(feature = "sheets")]
+pub(crate) mod sheets;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -476,8 +476,8 @@ impl Replica {
     }
 
     /// Connects to the external table a stored binding names, through the
-    /// adapter of its kind that this build includes (`postgres`, with the
-    /// `postgres` feature). Adapters of other kinds (in-memory, written in
+    /// adapter of its kind that this build includes (`postgres` with the
+    /// `postgres` feature, `sheets` with the `sheets` feature). Adapters of other kinds (in-memory, written in
     /// another language) are given to [`Replica::sync_binding`] directly.
     pub async fn connect_binding(
         &self,
@@ -497,17 +497,33 @@ impl Replica {
                 .await?;
                 Ok(Box::new(adapter))
             }
-            other => Err(EngineError::BadBinding {
-                binding: binding.name.clone(),
-                reason: format!(
-                    "its adapter kind '{other}' has no built-in connection (built in: {}); pass the adapter to sync_binding",
-                    if cfg!(feature = "postgres") {
-                        "postgres"
-                    } else {
-                        "none"
-                    }
-                ),
-            }),
+            #[cfg(feature = "sheets")]
+            "sheets" => {
+                let schema = self.registry(&binding.registry)?.schema();
+                let adapter =
+                    crate::adapters::sheets::SheetsAdapter::for_binding(&binding, &schema)?;
+                Ok(Box::new(adapter))
+            }
+            other => {
+                let built_in: Vec<&str> = [
+                    cfg!(feature = "postgres").then_some("postgres"),
+                    cfg!(feature = "sheets").then_some("sheets"),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                Err(EngineError::BadBinding {
+                    binding: binding.name.clone(),
+                    reason: format!(
+                        "its adapter kind '{other}' has no built-in connection (built in: {}); pass the adapter to sync_binding",
+                        if built_in.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            built_in.join(", ")
+                        }
+                    ),
+                })
+            }
         }
     }
 }
