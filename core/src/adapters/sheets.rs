@@ -15,6 +15,9 @@
 //!   sheet is not read. Otherwise the whole sheet is read in one
 //!   `values:batchGet` (unformatted values, dates as serial numbers) and
 //!   returned as a complete fetch, so deletes are seen as missing rows.
+//!   Sheets keeps no per-row times: every row's modification time is the
+//!   file's `modifiedTime` (an upper bound), which is what last-write-wins
+//!   compares.
 //! - **Ids for rows people add.** A row without an id gets a fresh UUIDv7,
 //!   written into the id column by the first fetch after
 //!   [`Adapter::prepare`] (one `values:batchUpdate`), so the sheet is read
@@ -1068,8 +1071,9 @@ impl SheetsAdapter {
         .map(|_| ())
     }
 
-    /// The file's Drive version: the cursor.
-    async fn drive_version(&self) -> Result<String, AdapterError> {
+    /// The file's Drive version (the cursor) and when it last changed (ms
+    /// since the epoch).
+    async fn drive_version(&self) -> Result<(String, Option<i64>), AdapterError> {
         let mut url = Url::parse(&self.options.drive_base_url).expect("checked in new");
         url.path_segments_mut()
             .expect("an http(s) URL")
@@ -1088,9 +1092,16 @@ impl SheetsAdapter {
                 "read the file version from Drive",
             )
             .await?;
+        let modified = body
+            .get("modifiedTime")
+            .and_then(Json::as_str)
+            .and_then(|t| {
+                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+            })
+            .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64);
         match body.get("version") {
-            Some(Json::String(v)) => Ok(v.clone()),
-            Some(Json::Number(n)) => Ok(n.to_string()),
+            Some(Json::String(v)) => Ok((v.clone(), modified)),
+            Some(Json::Number(n)) => Ok((n.to_string(), modified)),
             _ => Err(self.failed(
                 "read the file version from Drive",
                 Failure {
@@ -1268,7 +1279,7 @@ impl SheetsAdapter {
     async fn fetch_now(&self, since: Option<&str>) -> Result<Fetched, AdapterError> {
         // The version first: an edit landing between it and the read is
         // read now and seen again next time (the version moved on).
-        let version = self.drive_version().await?;
+        let (version, modified_at) = self.drive_version().await?;
         if since == Some(version.as_str()) {
             return Ok(Fetched {
                 rows: Vec::new(),
@@ -1342,7 +1353,7 @@ impl SheetsAdapter {
             rows.push(RemoteRow {
                 id,
                 fields,
-                modified_at: None,
+                modified_at,
             });
         }
         if !new_ids.is_empty() {
