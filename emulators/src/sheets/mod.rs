@@ -1,0 +1,1558 @@
+//! The Google Sheets v4 API, Google's OAuth token endpoint (service-account
+//! JWT grant) and the Drive v3 `files/{id}` version check, from in-memory
+//! spreadsheets.
+//!
+//! Serves `POST /token`, `GET /drive/v3/files/{id}` and
+//! `/v4/spreadsheets/{id}…` (metadata, values get/batchGet/update/
+//! batchUpdate/append/clear/batchClear, and the structural `:batchUpdate`
+//! with deleteDimension, insertDimension, appendDimension,
+//! updateDimensionProperties and addSheet).
+//!
+//! Limits, read through [`Control::limit`]: `read_per_minute_per_user` (60),
+//! `write_per_minute_per_user` (60), `read_per_minute` (300, the whole
+//! project), `write_per_minute` (300), `token_lifetime_secs` (3599),
+//! `max_cells` (10,000,000 per spreadsheet), `max_cell_chars` (50,000).
+//! Quota windows (a sliding minute) and token expiry follow the control's
+//! clock.
+//!
+//! ```
+//! use chittysync_emulators::Sheets;
+//! use serde_json::json;
+//!
+//! let sheets = Sheets::new();
+//! let running = sheets.start_thread()?;
+//! let email = "sync@example-project.iam.gserviceaccount.com";
+//! // The key file an adapter is configured with: its token_uri points here.
+//! let key = sheets.service_account_key(&running.base_url(), email);
+//! assert_eq!(key["token_uri"], format!("{}/token", running.base_url()));
+//! let id = sheets.create_spreadsheet(&["Contacts"], &[email]);
+//! // A person edits the sheet; the adapter should see it.
+//! sheets.set_values(&id, "Contacts", vec![vec![json!("_id"), json!("name")]]);
+//! assert_eq!(sheets.values(&id, "Contacts"), vec![vec![json!("_id"), json!("name")]]);
+//! assert_eq!(sheets.version(&id), 2);
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+mod a1;
+mod auth;
+mod grid;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use serde_json::{Map, Value, json};
+
+use crate::control::Control;
+use crate::server::Running;
+use a1::{A1Range, format_range};
+use grid::{Sheet, Spreadsheet};
+
+/// The Google Cloud project every test service account belongs to.
+const PROJECT_ID: &str = "chittysync-emulator";
+/// Its project number, as quota errors name it.
+const PROJECT_NUMBER: &str = "424242424242";
+/// One quota window.
+const MINUTE_MS: i64 = 60_000;
+/// Scopes that let a token read Drive file metadata.
+const DRIVE_SCOPES: [&str; 5] = [
+    "https://www.googleapis.com/auth/drive",
+    "https://www.googleapis.com/auth/drive.readonly",
+    "https://www.googleapis.com/auth/drive.metadata",
+    "https://www.googleapis.com/auth/drive.metadata.readonly",
+    "https://www.googleapis.com/auth/drive.file",
+];
+
+/// The Sheets (+ token + Drive version) emulator. Cloning shares the state.
+#[derive(Clone)]
+pub struct Sheets {
+    control: Control,
+    state: Arc<Mutex<Store>>,
+}
+
+#[derive(Default)]
+struct Store {
+    spreadsheets: BTreeMap<String, Spreadsheet>,
+    /// Known service-account emails (lower-cased) → their key file's `token_uri`.
+    accounts: BTreeMap<String, String>,
+    tokens: HashMap<String, auth::Grant>,
+    /// Quota bucket → request times within the last minute.
+    quota: HashMap<String, VecDeque<i64>>,
+}
+
+impl fmt::Debug for Sheets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Counts only: tokens must never reach a log.
+        let state = self.lock();
+        f.debug_struct("Sheets")
+            .field("spreadsheets", &state.spreadsheets.len())
+            .field("accounts", &state.accounts.len())
+            .field("tokens", &state.tokens.len())
+            .finish()
+    }
+}
+
+impl Default for Sheets {
+    fn default() -> Self {
+        Sheets::new()
+    }
+}
+
+impl Sheets {
+    /// An emulator with no spreadsheets and no service accounts.
+    pub fn new() -> Sheets {
+        Sheets {
+            control: Control::new(),
+            state: Arc::new(Mutex::new(Store::default())),
+        }
+    }
+
+    /// The test controls: clock, faults, request log, limits.
+    pub fn control(&self) -> &Control {
+        &self.control
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Store> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The HTTP API (wrapped with [`Control::wrap`]): `/v4/spreadsheets/…`,
+    /// `/drive/v3/files/{id}` and `/token`.
+    pub fn router(&self) -> Router {
+        let routes = Router::new()
+            .route("/token", post(token_route))
+            .route("/drive/v3/files/{id}", get(drive_route))
+            .route("/v4/spreadsheets/{*rest}", any(sheets_route))
+            .with_state(self.clone());
+        self.control.wrap(routes)
+    }
+
+    /// Serves the API on a random loopback port on the current runtime.
+    pub async fn start(&self) -> std::io::Result<Running> {
+        Running::spawn(self.router()).await
+    }
+
+    /// Serves the API on a thread of its own.
+    pub fn start_thread(&self) -> std::io::Result<Running> {
+        Running::spawn_thread(self.router())
+    }
+
+    /// A service-account key file (the JSON Google issues) for a test
+    /// account the emulator now knows; its `token_uri` is
+    /// `{base_url}/token`. The private key is the test-only key the
+    /// emulator verifies assertions with.
+    pub fn service_account_key(&self, base_url: &str, client_email: &str) -> serde_json::Value {
+        let base_url = base_url.trim_end_matches('/');
+        let token_uri = format!("{base_url}/token");
+        self.lock()
+            .accounts
+            .insert(client_email.to_ascii_lowercase(), token_uri.clone());
+        let client_id: u128 = client_email
+            .bytes()
+            .fold(100_000_000_000_000_000_000u128, |n, b| {
+                (n.wrapping_mul(31).wrapping_add(b as u128)) % 1_000_000_000_000_000_000_000
+            });
+        json!({
+            "type": "service_account",
+            "project_id": PROJECT_ID,
+            "private_key_id": "5ee7e57c0ffee0000000000000000000000d0e5a",
+            "private_key": auth::PRIVATE_KEY_PEM,
+            "client_email": client_email,
+            "client_id": client_id.to_string(),
+            "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+            "token_uri": token_uri,
+            "auth_provider_x509_cert_url": "https://www.googleapis.com/oauth2/v1/certs",
+            "client_x509_cert_url": format!(
+                "https://www.googleapis.com/robot/v1/metadata/x509/{}",
+                client_email.replace('@', "%40")
+            ),
+            "universe_domain": "googleapis.com",
+        })
+    }
+
+    /// A spreadsheet with sheets of these titles (each 1000 rows by 26
+    /// columns, like a new Google sheet; one `Sheet1` when `titles` is
+    /// empty), shared with `share_with`. Returns its id.
+    pub fn create_spreadsheet(&self, titles: &[&str], share_with: &[&str]) -> String {
+        let id = format!(
+            "1{}{}",
+            uuid::Uuid::new_v4().simple(),
+            &uuid::Uuid::new_v4().simple().to_string()[..11]
+        );
+        let titles: Vec<&str> = if titles.is_empty() {
+            vec!["Sheet1"]
+        } else {
+            titles.to_vec()
+        };
+        // The first sheet of a new spreadsheet has id 0, as in Google's.
+        let sheets = titles
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Sheet::new(if i == 0 { 0 } else { 1_000_000 + i as i64 }, t))
+            .collect();
+        let spreadsheet = Spreadsheet {
+            id: id.clone(),
+            title: "Untitled spreadsheet".to_owned(),
+            sheets,
+            shared_with: share_with.iter().map(|e| e.to_ascii_lowercase()).collect(),
+            version: 1,
+            modified_ms: self.control.now_ms(),
+            next_sheet_id: 1_000_000 + titles.len() as i64,
+        };
+        self.lock().spreadsheets.insert(id.clone(), spreadsheet);
+        id
+    }
+
+    /// A person edits: replaces the whole grid of one sheet with `rows`
+    /// (ragged allowed; the grid grows to fit), stored as given, and bumps
+    /// the Drive version.
+    ///
+    /// # Panics
+    /// When the spreadsheet or sheet does not exist (a test's mistake).
+    pub fn set_values(&self, spreadsheet_id: &str, sheet: &str, rows: Vec<Vec<serde_json::Value>>) {
+        let now = self.control.now_ms();
+        let mut state = self.lock();
+        let spreadsheet = state
+            .spreadsheets
+            .get_mut(spreadsheet_id)
+            .unwrap_or_else(|| panic!("no spreadsheet {spreadsheet_id} in the emulator"));
+        let index = spreadsheet
+            .sheet_index(sheet)
+            .unwrap_or_else(|| panic!("no sheet {sheet:?} in spreadsheet {spreadsheet_id}"));
+        let target = &mut spreadsheet.sheets[index];
+        target.cells.clear();
+        target.row_count = target.row_count.max(rows.len());
+        for (r, row) in rows.into_iter().enumerate() {
+            target.column_count = target.column_count.max(row.len());
+            for (c, value) in row.into_iter().enumerate() {
+                let value = match value {
+                    Value::Number(n) => grid::normalize_number(&n),
+                    Value::String(s) if s.is_empty() => Value::Null,
+                    other => other,
+                };
+                target.set(r, c, value);
+            }
+        }
+        spreadsheet.touch(now);
+    }
+
+    /// The sheet's rows as UNFORMATTED values, trailing empty cells and
+    /// rows trimmed (empty cells inside a row read as `""`).
+    ///
+    /// # Panics
+    /// When the spreadsheet or sheet does not exist.
+    pub fn values(&self, spreadsheet_id: &str, sheet: &str) -> Vec<Vec<serde_json::Value>> {
+        let state = self.lock();
+        let spreadsheet = state
+            .spreadsheets
+            .get(spreadsheet_id)
+            .unwrap_or_else(|| panic!("no spreadsheet {spreadsheet_id} in the emulator"));
+        let index = spreadsheet
+            .sheet_index(sheet)
+            .unwrap_or_else(|| panic!("no sheet {sheet:?} in spreadsheet {spreadsheet_id}"));
+        let s = &spreadsheet.sheets[index];
+        s.window((0, s.row_count), (0, s.column_count), false)
+            .into_iter()
+            .map(|row| row.iter().map(grid::unformatted).collect())
+            .collect()
+    }
+
+    /// The Drive file version (only ever increases; bumped on each write).
+    ///
+    /// # Panics
+    /// When the spreadsheet does not exist.
+    pub fn version(&self, spreadsheet_id: &str) -> u64 {
+        self.lock()
+            .spreadsheets
+            .get(spreadsheet_id)
+            .unwrap_or_else(|| panic!("no spreadsheet {spreadsheet_id} in the emulator"))
+            .version
+    }
+
+    fn limit(&self, name: &str, default: f64) -> f64 {
+        self.control.limit(name, default)
+    }
+}
+
+// ---------------------------------------------------------------- errors
+
+/// A Google API error: status code and JSON body.
+#[derive(Debug)]
+struct ApiError {
+    code: StatusCode,
+    body: Value,
+}
+
+impl ApiError {
+    fn google(code: u16, status: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        ApiError {
+            code: StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            body: json!({ "error": { "code": code, "message": message, "status": status } }),
+        }
+    }
+
+    fn invalid(message: impl Into<String>) -> Self {
+        ApiError::google(400, "INVALID_ARGUMENT", message)
+    }
+
+    fn unparsable_range(range: &str) -> Self {
+        ApiError::invalid(format!("Unable to parse range: {range}"))
+    }
+
+    fn not_found() -> Self {
+        ApiError::google(404, "NOT_FOUND", "Requested entity was not found.")
+    }
+
+    fn permission_denied() -> Self {
+        ApiError::google(
+            403,
+            "PERMISSION_DENIED",
+            "The caller does not have permission",
+        )
+    }
+
+    fn unauthenticated(missing: bool) -> Self {
+        let message = if missing {
+            "Request is missing required authentication credential. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project."
+        } else {
+            "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project."
+        };
+        ApiError::google(401, "UNAUTHENTICATED", message)
+    }
+
+    fn grid_limits(sheet: &Sheet, row: usize, col: usize) -> Self {
+        ApiError::invalid(format!(
+            "Range ('{}'!{}{}) exceeds grid limits. Max rows: {}, max columns: {}",
+            sheet.title.replace('\'', "''"),
+            a1::column_letters(col),
+            row + 1,
+            sheet.row_count,
+            sheet.column_count
+        ))
+    }
+
+    fn quota(write: bool, per_user: bool, limit: u64) -> Self {
+        let (metric_name, metric) = if write {
+            ("Write requests", "sheets.googleapis.com/write_requests")
+        } else {
+            ("Read requests", "sheets.googleapis.com/read_requests")
+        };
+        let (limit_name, limit_id) = match (write, per_user) {
+            (false, true) => (
+                "Read requests per minute per user",
+                "ReadRequestsPerMinutePerUser",
+            ),
+            (false, false) => (
+                "Read requests per minute",
+                "ReadRequestsPerMinutePerProject",
+            ),
+            (true, true) => (
+                "Write requests per minute per user",
+                "WriteRequestsPerMinutePerUser",
+            ),
+            (true, false) => (
+                "Write requests per minute",
+                "WriteRequestsPerMinutePerProject",
+            ),
+        };
+        ApiError {
+            code: StatusCode::TOO_MANY_REQUESTS,
+            body: json!({ "error": {
+                "code": 429,
+                "message": format!(
+                    "Quota exceeded for quota metric '{metric_name}' and limit '{limit_name}' of service 'sheets.googleapis.com' for consumer 'project_number:{PROJECT_NUMBER}'."
+                ),
+                "status": "RESOURCE_EXHAUSTED",
+                "details": [
+                    {
+                        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                        "reason": "RATE_LIMIT_EXCEEDED",
+                        "domain": "googleapis.com",
+                        "metadata": {
+                            "quota_location": "global",
+                            "quota_metric": metric,
+                            "quota_limit": limit_id,
+                            "quota_limit_value": limit.to_string(),
+                            "consumer": format!("projects/{PROJECT_NUMBER}"),
+                            "service": "sheets.googleapis.com",
+                        }
+                    },
+                    {
+                        "@type": "type.googleapis.com/google.rpc.Help",
+                        "links": [{
+                            "description": "Request a higher quota limit.",
+                            "url": "https://cloud.google.com/docs/quotas/help/request_increase"
+                        }]
+                    }
+                ]
+            }}),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.code, axum::Json(self.body)).into_response()
+    }
+}
+
+// ---------------------------------------------------------------- helpers
+
+/// Decodes `%XX` escapes (and `+` as a space when `plus_is_space`).
+fn percent_decode(text: &str, plus_is_space: bool) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' if plus_is_space => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// `a=1&b=2&b=3` as pairs, in order (repeated keys kept).
+fn parse_pairs(text: &str) -> Vec<(String, String)> {
+    text.split('&')
+        .filter(|p| !p.is_empty())
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            Some((percent_decode(k, true)?, percent_decode(v, true)?))
+        })
+        .collect()
+}
+
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn all(&self, key: &str) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+fn json_body(body: &[u8]) -> Result<Value, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(json!({}));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid(format!("Invalid JSON payload received. {e}")))
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get("authorization")?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn rfc3339_ms(ms: i64) -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_else(|| "1970-01-01T00:00:00.000Z".to_owned())
+}
+
+// ---------------------------------------------------------------- token
+
+async fn token_route(State(sheets): State<Sheets>, headers: HeaderMap, body: Bytes) -> Response {
+    let form: BTreeMap<String, String> = parse_pairs(&String::from_utf8_lossy(&body))
+        .into_iter()
+        .collect();
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let host_uri = format!("http://{host}/token");
+    let now = sheets.control.now_ms();
+    let lifetime = sheets.limit("token_lifetime_secs", 3599.0) as i64;
+    let mut state = sheets.lock();
+    match auth::verify_assertion(&form, &state.accounts, &host_uri, now) {
+        Ok((email, scopes)) => {
+            let token = format!(
+                "ya29.emu{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            );
+            state.tokens.insert(
+                token.clone(),
+                auth::Grant {
+                    email,
+                    scopes,
+                    expires_ms: now + lifetime * 1000,
+                },
+            );
+            axum::Json(json!({
+                "access_token": token,
+                "expires_in": lifetime,
+                "token_type": "Bearer",
+            }))
+            .into_response()
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, axum::Json(e.body())).into_response(),
+    }
+}
+
+impl Sheets {
+    /// The grant behind the request's bearer token, if it is live.
+    fn authenticate(&self, headers: &HeaderMap) -> Result<auth::Grant, ApiError> {
+        let token = bearer(headers).ok_or_else(|| ApiError::unauthenticated(true))?;
+        let now = self.control.now_ms();
+        let state = self.lock();
+        match state.tokens.get(token) {
+            Some(grant) if grant.expires_ms > now => Ok(grant.clone()),
+            _ => Err(ApiError::unauthenticated(false)),
+        }
+    }
+
+    /// Counts one request against the per-user and per-project minute.
+    fn charge(&self, email: &str, write: bool) -> Result<(), ApiError> {
+        let kind = if write { "write" } else { "read" };
+        let user_limit = self.limit(&format!("{kind}_per_minute_per_user"), 60.0) as u64;
+        let project_limit = self.limit(&format!("{kind}_per_minute"), 300.0) as u64;
+        let now = self.control.now_ms();
+        let mut state = self.lock();
+        let user_key = format!("user:{email}:{kind}");
+        let project_key = format!("project:{kind}");
+        let mut count = |key: &str| {
+            let times = state.quota.entry(key.to_owned()).or_default();
+            while times.front().is_some_and(|&t| t <= now - MINUTE_MS) {
+                times.pop_front();
+            }
+            times.len() as u64
+        };
+        if count(&user_key) >= user_limit {
+            return Err(ApiError::quota(write, true, user_limit));
+        }
+        if count(&project_key) >= project_limit {
+            return Err(ApiError::quota(write, false, project_limit));
+        }
+        for key in [user_key, project_key] {
+            state.quota.entry(key).or_default().push_back(now);
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- drive
+
+async fn drive_route(State(sheets): State<Sheets>, uri: Uri, headers: HeaderMap) -> Response {
+    match sheets.drive_file(&uri, &headers) {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+impl Sheets {
+    fn drive_file(&self, uri: &Uri, headers: &HeaderMap) -> Result<Value, ApiError> {
+        let grant = self.authenticate(headers)?;
+        if !grant
+            .scopes
+            .iter()
+            .any(|s| DRIVE_SCOPES.contains(&s.as_str()))
+        {
+            return Err(ApiError {
+                code: StatusCode::FORBIDDEN,
+                body: json!({ "error": {
+                    "code": 403,
+                    "message": "Request had insufficient authentication scopes.",
+                    "status": "PERMISSION_DENIED",
+                    "details": [{
+                        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                        "reason": "ACCESS_TOKEN_SCOPE_INSUFFICIENT",
+                        "domain": "googleapis.com",
+                        "metadata": { "service": "drive.googleapis.com", "method": "google.apps.drive.v3.DriveFiles.Get" }
+                    }]
+                }}),
+            });
+        }
+        let id = uri
+            .path()
+            .strip_prefix("/drive/v3/files/")
+            .and_then(|id| percent_decode(id, false))
+            .unwrap_or_default();
+        let query = Query(parse_pairs(uri.query().unwrap_or("")));
+        let state = self.lock();
+        let file = state
+            .spreadsheets
+            .get(&id)
+            .filter(|s| s.shared_with.contains(&grant.email))
+            .ok_or_else(|| {
+                // Drive answers 404 for files the caller cannot see.
+                let message = format!("File not found: {id}.");
+                ApiError {
+                    code: StatusCode::NOT_FOUND,
+                    body: json!({ "error": {
+                        "code": 404,
+                        "message": message,
+                        "errors": [{
+                            "message": message,
+                            "domain": "global",
+                            "reason": "notFound",
+                            "location": "fileId",
+                            "locationType": "parameter"
+                        }]
+                    }}),
+                }
+            })?;
+        let all = json!({
+            "kind": "drive#file",
+            "id": file.id,
+            "name": file.title,
+            "mimeType": "application/vnd.google-apps.spreadsheet",
+            "modifiedTime": rfc3339_ms(file.modified_ms),
+            "version": file.version.to_string(),
+        });
+        let fields = query.get("fields").unwrap_or("kind,id,name,mimeType");
+        if fields.trim() == "*" {
+            return Ok(all);
+        }
+        let mut out = Map::new();
+        for field in fields.split(',').map(str::trim) {
+            if let Some(v) = all.get(field) {
+                out.insert(field.to_owned(), v.clone());
+            } else if !field.is_empty() {
+                return Err(ApiError::invalid(format!(
+                    "Invalid field selection {field}"
+                )));
+            }
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+// ---------------------------------------------------------------- sheets
+
+async fn sheets_route(
+    State(sheets): State<Sheets>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match sheets.serve(&method, &uri, &headers, &body) {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// What a `/v4/spreadsheets/…` path asks for.
+enum Call {
+    Metadata,
+    StructuralUpdate,
+    BatchGet,
+    BatchUpdateValues,
+    BatchClear,
+    Get(String),
+    Update(String),
+    Append(String),
+    Clear(String),
+}
+
+fn route(method: &Method, rest: &str) -> Option<(String, Call)> {
+    let (id_part, tail) = match rest.split_once('/') {
+        Some((id, tail)) => (id, Some(tail)),
+        None => (rest, None),
+    };
+    let post = method == Method::POST;
+    let get = method == Method::GET;
+    let (id, call) = match tail {
+        None => match id_part.strip_suffix(":batchUpdate") {
+            Some(id) if post => (id, Call::StructuralUpdate),
+            None if get => (id_part, Call::Metadata),
+            _ => return None,
+        },
+        Some("values:batchGet") if get => (id_part, Call::BatchGet),
+        Some("values:batchUpdate") if post => (id_part, Call::BatchUpdateValues),
+        Some("values:batchClear") if post => (id_part, Call::BatchClear),
+        Some(tail) => {
+            let range = tail.strip_prefix("values/")?;
+            let call = if post {
+                if let Some(r) = range.strip_suffix(":append") {
+                    Call::Append(percent_decode(r, false)?)
+                } else if let Some(r) = range.strip_suffix(":clear") {
+                    Call::Clear(percent_decode(r, false)?)
+                } else {
+                    return None;
+                }
+            } else if get {
+                Call::Get(percent_decode(range, false)?)
+            } else if method == Method::PUT {
+                Call::Update(percent_decode(range, false)?)
+            } else {
+                return None;
+            };
+            (id_part, call)
+        }
+    };
+    Some((percent_decode(id, false)?, call))
+}
+
+/// Read options shared by get and batchGet.
+struct ReadOptions {
+    formatted: bool,
+    columns: bool,
+}
+
+impl ReadOptions {
+    fn from_query(query: &Query) -> Result<Self, ApiError> {
+        let formatted = match query.get("valueRenderOption").unwrap_or("FORMATTED_VALUE") {
+            "FORMATTED_VALUE" => true,
+            "UNFORMATTED_VALUE" | "FORMULA" => false,
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "Invalid value at 'value_render_option' (type.googleapis.com/google.apps.sheets.v4.ValueRenderOption), \"{other}\""
+                )));
+            }
+        };
+        match query.get("dateTimeRenderOption").unwrap_or("SERIAL_NUMBER") {
+            "SERIAL_NUMBER" | "FORMATTED_STRING" => {}
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "Invalid value at 'date_time_render_option' (type.googleapis.com/google.apps.sheets.v4.DateTimeRenderOption), \"{other}\""
+                )));
+            }
+        }
+        let columns = major_dimension(query.get("majorDimension"))?;
+        Ok(ReadOptions { formatted, columns })
+    }
+}
+
+/// `COLUMNS` → true; `ROWS`, unspecified → false.
+fn major_dimension(value: Option<&str>) -> Result<bool, ApiError> {
+    match value.unwrap_or("ROWS") {
+        "ROWS" | "DIMENSION_UNSPECIFIED" => Ok(false),
+        "COLUMNS" => Ok(true),
+        other => Err(ApiError::invalid(format!(
+            "Invalid value at 'major_dimension' (type.googleapis.com/google.apps.sheets.v4.Dimension), \"{other}\""
+        ))),
+    }
+}
+
+/// RAW → false, USER_ENTERED → true; anything else (or none) is refused.
+fn input_option(value: Option<&str>) -> Result<bool, ApiError> {
+    match value {
+        Some("RAW") => Ok(false),
+        Some("USER_ENTERED") => Ok(true),
+        None | Some("") | Some("INPUT_VALUE_OPTION_UNSPECIFIED") => Err(ApiError::invalid(
+            "Invalid valueInputOption: INPUT_VALUE_OPTION_UNSPECIFIED",
+        )),
+        Some(other) => Err(ApiError::invalid(format!(
+            "Invalid value at 'value_input_option' (type.googleapis.com/google.apps.sheets.v4.ValueInputOption), \"{other}\""
+        ))),
+    }
+}
+
+/// A range resolved against a spreadsheet: the sheet's index and the
+/// parsed bounds.
+fn resolve(spreadsheet: &Spreadsheet, text: &str) -> Result<(usize, A1Range), ApiError> {
+    let range = a1::parse(text, |name| spreadsheet.sheet_index(name).is_some())
+        .ok_or_else(|| ApiError::unparsable_range(text))?;
+    let index = match &range.sheet {
+        Some(name) => spreadsheet
+            .sheet_index(name)
+            .ok_or_else(|| ApiError::unparsable_range(text))?,
+        None => 0,
+    };
+    Ok((index, range))
+}
+
+/// The part of a range inside the grid: (rows, cols), end-exclusive.
+fn clamp(sheet: &Sheet, range: &A1Range) -> ((usize, usize), (usize, usize)) {
+    let r1 = range
+        .end_row
+        .unwrap_or(sheet.row_count)
+        .min(sheet.row_count);
+    let c1 = range
+        .end_col
+        .unwrap_or(sheet.column_count)
+        .min(sheet.column_count);
+    ((range.start_row.min(r1), r1), (range.start_col.min(c1), c1))
+}
+
+impl Sheets {
+    fn serve(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Value, ApiError> {
+        let grant = self.authenticate(headers)?;
+        if !grant.scopes.iter().any(|s| {
+            s == auth::SPREADSHEETS_SCOPE
+                || s == "https://www.googleapis.com/auth/spreadsheets.readonly"
+        }) {
+            return Err(ApiError::google(
+                403,
+                "PERMISSION_DENIED",
+                "Request had insufficient authentication scopes.",
+            ));
+        }
+        self.charge(&grant.email, method != Method::GET)?;
+        let rest = uri.path().strip_prefix("/v4/spreadsheets/").unwrap_or("");
+        let (id, call) = route(method, rest).ok_or_else(|| {
+            ApiError::google(
+                404,
+                "NOT_FOUND",
+                format!("Method not found: {method} {}", uri.path()),
+            )
+        })?;
+        let query = Query(parse_pairs(uri.query().unwrap_or("")));
+        let now = self.control.now_ms();
+        let max_cells = self.limit("max_cells", 10_000_000.0) as usize;
+        let max_chars = self.limit("max_cell_chars", 50_000.0) as usize;
+        let mut state = self.lock();
+        let spreadsheet = state
+            .spreadsheets
+            .get_mut(&id)
+            .ok_or_else(ApiError::not_found)?;
+        if !spreadsheet.shared_with.contains(&grant.email) {
+            return Err(ApiError::permission_denied());
+        }
+        let limits = Limits {
+            max_cells,
+            max_chars,
+        };
+        match call {
+            Call::Metadata => Ok(metadata(spreadsheet, &query)),
+            Call::Get(range) => {
+                let options = ReadOptions::from_query(&query)?;
+                read_range(spreadsheet, &range, &options)
+            }
+            Call::BatchGet => {
+                let options = ReadOptions::from_query(&query)?;
+                let ranges = query
+                    .all("ranges")
+                    .into_iter()
+                    .map(|r| read_range(spreadsheet, r, &options))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(json!({ "spreadsheetId": spreadsheet.id, "valueRanges": ranges }))
+            }
+            write => {
+                // Writes apply to a copy that replaces the original only
+                // when every part succeeded: all or nothing.
+                let mut copy = spreadsheet.clone();
+                let body = json_body(body)?;
+                let answer = write_call(&mut copy, write, &query, &body, limits)?;
+                if copy.cell_count() > limits.max_cells {
+                    return Err(ApiError::invalid(format!(
+                        "This action would increase the number of cells in the workbook above the limit of {} cells.",
+                        limits.max_cells
+                    )));
+                }
+                copy.touch(now);
+                *spreadsheet = copy;
+                Ok(answer)
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Limits {
+    max_cells: usize,
+    max_chars: usize,
+}
+
+fn metadata(spreadsheet: &Spreadsheet, query: &Query) -> Value {
+    let fields = query.get("fields").unwrap_or("");
+    let grid_data = query.get("includeGridData") == Some("true");
+    let want_columns = grid_data || fields.contains("columnMetadata");
+    let want_rows = grid_data || fields.contains("rowMetadata");
+    let sheets: Vec<Value> = spreadsheet
+        .sheets
+        .iter()
+        .enumerate()
+        .map(|(index, s)| {
+            let mut sheet = json!({ "properties": {
+                "sheetId": s.id,
+                "title": s.title,
+                "index": index,
+                "sheetType": "GRID",
+                "gridProperties": { "rowCount": s.row_count, "columnCount": s.column_count },
+            }});
+            if want_columns || want_rows {
+                let meta = |hidden: &std::collections::BTreeSet<usize>, n: usize, size: u32| {
+                    (0..n)
+                        .map(|i| {
+                            if hidden.contains(&i) {
+                                json!({ "hiddenByUser": true, "pixelSize": size })
+                            } else {
+                                json!({ "pixelSize": size })
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                };
+                let mut data = json!({});
+                if want_rows {
+                    data["rowMetadata"] = Value::from(meta(&s.hidden_rows, s.row_count, 21));
+                }
+                if want_columns {
+                    data["columnMetadata"] =
+                        Value::from(meta(&s.hidden_columns, s.column_count, 100));
+                }
+                sheet["data"] = json!([data]);
+            }
+            sheet
+        })
+        .collect();
+    json!({
+        "spreadsheetId": spreadsheet.id,
+        "properties": {
+            "title": spreadsheet.title,
+            "locale": "en_US",
+            "autoRecalc": "ON_CHANGE",
+            "timeZone": "Etc/GMT",
+        },
+        "sheets": sheets,
+        "spreadsheetUrl": format!("https://docs.google.com/spreadsheets/d/{}/edit", spreadsheet.id),
+    })
+}
+
+fn read_range(
+    spreadsheet: &Spreadsheet,
+    text: &str,
+    options: &ReadOptions,
+) -> Result<Value, ApiError> {
+    let (index, range) = resolve(spreadsheet, text)?;
+    let sheet = &spreadsheet.sheets[index];
+    if range.start_row >= sheet.row_count || range.start_col >= sheet.column_count {
+        return Err(ApiError::grid_limits(
+            sheet,
+            range.start_row,
+            range.start_col,
+        ));
+    }
+    let (rows, cols) = clamp(sheet, &range);
+    let render = if options.formatted {
+        grid::formatted
+    } else {
+        grid::unformatted
+    };
+    let values: Vec<Value> = sheet
+        .window(rows, cols, options.columns)
+        .iter()
+        .map(|line| Value::from(line.iter().map(render).collect::<Vec<_>>()))
+        .collect();
+    let mut answer = json!({
+        "range": format_range(&sheet.title, rows, cols),
+        "majorDimension": if options.columns { "COLUMNS" } else { "ROWS" },
+    });
+    if !values.is_empty() {
+        answer["values"] = Value::from(values);
+    }
+    Ok(answer)
+}
+
+/// A ValueRange body's values as rows (transposed from COLUMNS).
+fn value_rows(value_range: &Value) -> Result<Vec<Vec<Value>>, ApiError> {
+    let columns = major_dimension(value_range.get("majorDimension").and_then(Value::as_str))?;
+    let lines: Vec<Vec<Value>> = match value_range.get("values") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(lines)) => lines
+            .iter()
+            .map(|line| match line {
+                Value::Array(cells) => Ok(cells.clone()),
+                _ => Err(ApiError::invalid(
+                    "Invalid JSON payload received. 'values' must be a list of lists.",
+                )),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "Invalid JSON payload received. 'values' must be a list of lists.",
+            ));
+        }
+    };
+    if !columns {
+        return Ok(lines);
+    }
+    let height = lines.iter().map(Vec::len).max().unwrap_or(0);
+    Ok((0..height)
+        .map(|r| {
+            let mut row: Vec<Value> = lines
+                .iter()
+                .map(|col| col.get(r).cloned().unwrap_or(Value::Null))
+                .collect();
+            while row.last().is_some_and(Value::is_null) {
+                row.pop();
+            }
+            row
+        })
+        .collect())
+}
+
+/// Writes rows at a range's top-left corner, checking they fit the range
+/// and the grid. Returns an UpdateValuesResponse.
+fn write_rows(
+    spreadsheet: &mut Spreadsheet,
+    index: usize,
+    range: &A1Range,
+    text: &str,
+    rows: &[Vec<Value>],
+    user_entered: bool,
+    limits: Limits,
+) -> Result<Value, ApiError> {
+    let id = spreadsheet.id.clone();
+    let sheet = &mut spreadsheet.sheets[index];
+    let (r0, c0) = (range.start_row, range.start_col);
+    let height = rows.len();
+    let width = rows.iter().map(Vec::len).max().unwrap_or(0);
+    // A single cell only says where to start, as in the real API.
+    let single_cell = range.end_row == Some(r0 + 1) && range.end_col == Some(c0 + 1);
+    let (end_row, end_col) = if single_cell {
+        (None, None)
+    } else {
+        (range.end_row, range.end_col)
+    };
+    if let Some(end) = end_row
+        && r0 + height > end
+    {
+        return Err(ApiError::invalid(format!(
+            "Requested writing within range [{text}], but tried writing to row [{}]",
+            end + 1
+        )));
+    }
+    if let Some(end) = end_col
+        && c0 + width > end
+    {
+        return Err(ApiError::invalid(format!(
+            "Requested writing within range [{text}], but tried writing to column [{}]",
+            a1::column_letters(end)
+        )));
+    }
+    if r0 >= sheet.row_count || r0 + height > sheet.row_count {
+        return Err(ApiError::grid_limits(sheet, r0.max(sheet.row_count), c0));
+    }
+    if c0 >= sheet.column_count || c0 + width > sheet.column_count {
+        return Err(ApiError::grid_limits(sheet, r0, c0.max(sheet.column_count)));
+    }
+    let mut cells = 0;
+    for (r, row) in rows.iter().enumerate() {
+        for (c, value) in row.iter().enumerate() {
+            if let Value::String(s) = value
+                && s.chars().count() > limits.max_chars
+            {
+                return Err(ApiError::invalid(format!(
+                    "Your input contains more than the maximum of {} characters in a single cell.",
+                    limits.max_chars
+                )));
+            }
+            let cell = grid::input_cell(value, user_entered)
+                .map_err(|why| ApiError::invalid(format!("Invalid values[{r}][{c}]: {why}")))?;
+            if let Some(cell) = cell {
+                sheet.set(r0 + r, c0 + c, cell);
+            }
+            cells += 1;
+        }
+    }
+    let mut answer = json!({ "spreadsheetId": id });
+    if height > 0 && width > 0 {
+        answer["updatedRange"] = Value::from(format_range(
+            &sheet.title,
+            (r0, r0 + height),
+            (c0, c0 + width),
+        ));
+        answer["updatedRows"] = Value::from(height);
+        answer["updatedColumns"] = Value::from(width);
+        answer["updatedCells"] = Value::from(cells);
+    }
+    Ok(answer)
+}
+
+fn write_call(
+    spreadsheet: &mut Spreadsheet,
+    call: Call,
+    query: &Query,
+    body: &Value,
+    limits: Limits,
+) -> Result<Value, ApiError> {
+    match call {
+        Call::Update(text) => {
+            let user_entered = input_option(query.get("valueInputOption"))?;
+            let (index, range) = resolve(spreadsheet, &text)?;
+            // A body may repeat the range; it must name the same cells.
+            if let Some(body_range) = body.get("range").and_then(Value::as_str) {
+                let (body_index, parsed) = resolve(spreadsheet, body_range)?;
+                let same = body_index == index
+                    && (
+                        parsed.start_row,
+                        parsed.start_col,
+                        parsed.end_row,
+                        parsed.end_col,
+                    ) == (
+                        range.start_row,
+                        range.start_col,
+                        range.end_row,
+                        range.end_col,
+                    );
+                if !same {
+                    return Err(ApiError::invalid(format!(
+                        "Requested range [{body_range}] in the body does not match the range [{text}] in the URL."
+                    )));
+                }
+            }
+            let rows = value_rows(body)?;
+            write_rows(
+                spreadsheet,
+                index,
+                &range,
+                &text,
+                &rows,
+                user_entered,
+                limits,
+            )
+        }
+        Call::BatchUpdateValues => {
+            let user_entered = input_option(body.get("valueInputOption").and_then(Value::as_str))?;
+            let data = body
+                .get("data")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let mut responses = Vec::new();
+            let mut sheets_touched = std::collections::BTreeSet::new();
+            let (mut total_rows, mut total_cols, mut total_cells) = (0, 0, 0);
+            for (i, value_range) in data.iter().enumerate() {
+                let text = value_range
+                    .get("range")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| {
+                        ApiError::invalid(format!("Invalid data[{i}]: a range is required."))
+                    })?;
+                let (index, range) = resolve(spreadsheet, text)?;
+                let rows = value_rows(value_range)?;
+                let answer = write_rows(
+                    spreadsheet,
+                    index,
+                    &range,
+                    text,
+                    &rows,
+                    user_entered,
+                    limits,
+                )?;
+                if answer.get("updatedCells").is_some() {
+                    sheets_touched.insert(index);
+                }
+                total_rows += answer["updatedRows"].as_u64().unwrap_or(0);
+                total_cols += answer["updatedColumns"].as_u64().unwrap_or(0);
+                total_cells += answer["updatedCells"].as_u64().unwrap_or(0);
+                responses.push(answer);
+            }
+            Ok(json!({
+                "spreadsheetId": spreadsheet.id,
+                "totalUpdatedRows": total_rows,
+                "totalUpdatedColumns": total_cols,
+                "totalUpdatedCells": total_cells,
+                "totalUpdatedSheets": sheets_touched.len(),
+                "responses": responses,
+            }))
+        }
+        Call::Append(text) => append(spreadsheet, &text, query, body, limits),
+        Call::Clear(text) => {
+            let cleared = clear(spreadsheet, &text)?;
+            Ok(json!({ "spreadsheetId": spreadsheet.id, "clearedRange": cleared }))
+        }
+        Call::BatchClear => {
+            let ranges = body
+                .get("ranges")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let mut cleared = Vec::new();
+            for r in &ranges {
+                let text = r
+                    .as_str()
+                    .ok_or_else(|| ApiError::invalid("Invalid ranges: each must be a string."))?;
+                cleared.push(clear(spreadsheet, text)?);
+            }
+            Ok(json!({ "spreadsheetId": spreadsheet.id, "clearedRanges": cleared }))
+        }
+        Call::StructuralUpdate => structural(spreadsheet, body),
+        Call::Metadata | Call::Get(_) | Call::BatchGet => Err(ApiError::not_found()),
+    }
+}
+
+fn clear(spreadsheet: &mut Spreadsheet, text: &str) -> Result<String, ApiError> {
+    let (index, range) = resolve(spreadsheet, text)?;
+    let sheet = &mut spreadsheet.sheets[index];
+    if range.start_row >= sheet.row_count || range.start_col >= sheet.column_count {
+        return Err(ApiError::grid_limits(
+            sheet,
+            range.start_row,
+            range.start_col,
+        ));
+    }
+    let (rows, cols) = clamp(sheet, &range);
+    for r in rows.0..rows.1 {
+        for c in cols.0..cols.1 {
+            sheet.set(r, c, Value::Null);
+        }
+    }
+    Ok(format_range(&sheet.title, rows, cols))
+}
+
+/// `values:append`: finds the table in the range (the rows from the
+/// range's first row through the last non-empty one, in its columns) and
+/// writes after it; INSERT_ROWS inserts new rows there, OVERWRITE writes
+/// over what follows. Either way the grid grows to fit.
+fn append(
+    spreadsheet: &mut Spreadsheet,
+    text: &str,
+    query: &Query,
+    body: &Value,
+    limits: Limits,
+) -> Result<Value, ApiError> {
+    let user_entered = input_option(query.get("valueInputOption"))?;
+    let insert = match query.get("insertDataOption").unwrap_or("OVERWRITE") {
+        "INSERT_ROWS" => true,
+        "OVERWRITE" => false,
+        other => {
+            return Err(ApiError::invalid(format!(
+                "Invalid value at 'insert_data_option' (type.googleapis.com/google.apps.sheets.v4.InsertDataOption), \"{other}\""
+            )));
+        }
+    };
+    let (index, range) = resolve(spreadsheet, text)?;
+    let rows = value_rows(body)?;
+    let sheet = &mut spreadsheet.sheets[index];
+    if range.start_row >= sheet.row_count || range.start_col >= sheet.column_count {
+        return Err(ApiError::grid_limits(
+            sheet,
+            range.start_row,
+            range.start_col,
+        ));
+    }
+    // The table may run past the range's own rows (and, for a single cell,
+    // past its column), as in the real API.
+    let (_, cols) = clamp(sheet, &range);
+    let single_cell = range.end_row == Some(range.start_row + 1) && cols.1 == cols.0 + 1;
+    let row_span = (range.start_row, sheet.row_count);
+    let col_span = if single_cell {
+        (cols.0, sheet.column_count)
+    } else {
+        cols
+    };
+    let last_filled = (row_span.0..row_span.1)
+        .rev()
+        .find(|&r| (col_span.0..col_span.1).any(|c| !sheet.get(r, c).is_null()));
+    let table_range = last_filled.map(|last| {
+        let width = (row_span.0..=last)
+            .filter_map(|r| {
+                (col_span.0..col_span.1)
+                    .rev()
+                    .find(|&c| !sheet.get(r, c).is_null())
+            })
+            .max()
+            .map_or(1, |c| c + 1 - col_span.0);
+        format_range(
+            &sheet.title,
+            (row_span.0, last + 1),
+            (col_span.0, col_span.0 + width),
+        )
+    });
+    let at = last_filled.map_or(row_span.0, |last| last + 1);
+    let height = rows.len();
+    if insert {
+        sheet.insert(false, at.min(sheet.row_count), height);
+    } else if at + height > sheet.row_count {
+        sheet.row_count = at + height;
+    }
+    let target = A1Range {
+        sheet: None,
+        start_row: at,
+        start_col: range.start_col,
+        end_row: None,
+        end_col: None,
+    };
+    let updates = write_rows(
+        spreadsheet,
+        index,
+        &target,
+        text,
+        &rows,
+        user_entered,
+        limits,
+    )?;
+    let mut answer = json!({ "spreadsheetId": spreadsheet.id, "updates": updates });
+    if let Some(table) = table_range {
+        answer["tableRange"] = Value::from(table);
+    }
+    Ok(answer)
+}
+
+/// Reads a `DimensionRange`: the sheet's index in the spreadsheet, whether
+/// it is COLUMNS, and `[start, end)` checked against the grid.
+fn dimension_range(
+    spreadsheet: &mut Spreadsheet,
+    range: &Value,
+    at: &str,
+) -> Result<(i64, bool, usize, usize), ApiError> {
+    let sheet_id = range.get("sheetId").and_then(Value::as_i64).unwrap_or(0);
+    let columns = match range.get("dimension").and_then(Value::as_str) {
+        Some("ROWS") => false,
+        Some("COLUMNS") => true,
+        _ => {
+            return Err(ApiError::invalid(format!(
+                "Invalid {at}: dimension must be ROWS or COLUMNS."
+            )));
+        }
+    };
+    let sheet = spreadsheet
+        .sheet_by_id(sheet_id)
+        .ok_or_else(|| ApiError::invalid(format!("Invalid {at}: No grid with id: {sheet_id}")))?;
+    let count = if columns {
+        sheet.column_count
+    } else {
+        sheet.row_count
+    };
+    let start = range.get("startIndex").and_then(Value::as_u64).unwrap_or(0) as usize;
+    let end = range
+        .get("endIndex")
+        .and_then(Value::as_u64)
+        .map_or(count, |e| e as usize);
+    if start >= end {
+        return Err(ApiError::invalid(format!(
+            "Invalid {at}: the range [{start}, {end}) is empty; endIndex must be greater than startIndex."
+        )));
+    }
+    Ok((sheet_id, columns, start, end))
+}
+
+fn structural(spreadsheet: &mut Spreadsheet, body: &Value) -> Result<Value, ApiError> {
+    let requests = body
+        .get("requests")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut replies = Vec::new();
+    for (i, request) in requests.iter().enumerate() {
+        let Some((kind, args)) = request
+            .as_object()
+            .and_then(|o| (o.len() == 1).then(|| o.iter().next()).flatten())
+        else {
+            return Err(ApiError::invalid(format!(
+                "Invalid requests[{i}]: each request must set exactly one kind."
+            )));
+        };
+        let at = format!("requests[{i}].{kind}");
+        let reply = match kind.as_str() {
+            "deleteDimension" => {
+                let range = args.get("range").cloned().unwrap_or(Value::Null);
+                let (sheet_id, columns, start, end) = dimension_range(spreadsheet, &range, &at)?;
+                let sheet = spreadsheet
+                    .sheet_by_id(sheet_id)
+                    .ok_or_else(ApiError::not_found)?;
+                let (count, noun) = if columns {
+                    (sheet.column_count, "column")
+                } else {
+                    (sheet.row_count, "row")
+                };
+                if end > count {
+                    return Err(ApiError::invalid(format!(
+                        "Invalid {at}: Cannot delete a {noun} that doesn't exist. Tried to delete {noun} index {} but there are only {count} {noun}s.",
+                        end - 1
+                    )));
+                }
+                if end - start == count {
+                    return Err(ApiError::invalid(format!(
+                        "Invalid {at}: You can't delete all the {noun}s on the sheet."
+                    )));
+                }
+                sheet.delete(columns, start, end);
+                json!({})
+            }
+            "insertDimension" => {
+                let range = args.get("range").cloned().unwrap_or(Value::Null);
+                let (sheet_id, columns, start, end) = dimension_range(spreadsheet, &range, &at)?;
+                let sheet = spreadsheet
+                    .sheet_by_id(sheet_id)
+                    .ok_or_else(ApiError::not_found)?;
+                let count = if columns {
+                    sheet.column_count
+                } else {
+                    sheet.row_count
+                };
+                if start > count {
+                    return Err(ApiError::invalid(format!(
+                        "Invalid {at}: startIndex {start} is past the end of the grid ({count})."
+                    )));
+                }
+                if start == 0 && args.get("inheritFromBefore") == Some(&Value::Bool(true)) {
+                    return Err(ApiError::invalid(format!(
+                        "Invalid {at}: Cannot inherit from before when inserting at index 0."
+                    )));
+                }
+                sheet.insert(columns, start, end - start);
+                json!({})
+            }
+            "appendDimension" => {
+                let sheet_id = args.get("sheetId").and_then(Value::as_i64).unwrap_or(0);
+                let columns = match args.get("dimension").and_then(Value::as_str) {
+                    Some("ROWS") => false,
+                    Some("COLUMNS") => true,
+                    _ => {
+                        return Err(ApiError::invalid(format!(
+                            "Invalid {at}: dimension must be ROWS or COLUMNS."
+                        )));
+                    }
+                };
+                let length = args.get("length").and_then(Value::as_u64).unwrap_or(0) as usize;
+                if length == 0 {
+                    return Err(ApiError::invalid(format!(
+                        "Invalid {at}: length must be greater than 0."
+                    )));
+                }
+                let sheet = spreadsheet.sheet_by_id(sheet_id).ok_or_else(|| {
+                    ApiError::invalid(format!("Invalid {at}: No grid with id: {sheet_id}"))
+                })?;
+                if columns {
+                    sheet.column_count += length;
+                } else {
+                    sheet.row_count += length;
+                }
+                json!({})
+            }
+            "updateDimensionProperties" => {
+                let range = args.get("range").cloned().unwrap_or(Value::Null);
+                let (sheet_id, columns, start, end) = dimension_range(spreadsheet, &range, &at)?;
+                let fields = args.get("fields").and_then(Value::as_str).ok_or_else(|| {
+                    ApiError::invalid(format!("Invalid {at}: fields is required."))
+                })?;
+                let sheet = spreadsheet
+                    .sheet_by_id(sheet_id)
+                    .ok_or_else(ApiError::not_found)?;
+                let count = if columns {
+                    sheet.column_count
+                } else {
+                    sheet.row_count
+                };
+                if end > count {
+                    return Err(ApiError::invalid(format!(
+                        "Invalid {at}: index {} is past the end of the grid ({count}).",
+                        end - 1
+                    )));
+                }
+                let applies = fields
+                    .split(',')
+                    .any(|f| matches!(f.trim(), "*" | "hiddenByUser"));
+                if applies {
+                    let hidden = args
+                        .pointer("/properties/hiddenByUser")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false);
+                    let set = if columns {
+                        &mut sheet.hidden_columns
+                    } else {
+                        &mut sheet.hidden_rows
+                    };
+                    for i in start..end {
+                        if hidden {
+                            set.insert(i);
+                        } else {
+                            set.remove(&i);
+                        }
+                    }
+                }
+                json!({})
+            }
+            "addSheet" => {
+                let props = args.get("properties").cloned().unwrap_or(json!({}));
+                let sheet_id = match props.get("sheetId").and_then(Value::as_i64) {
+                    Some(id) if spreadsheet.sheets.iter().any(|s| s.id == id) => {
+                        return Err(ApiError::invalid(format!(
+                            "Invalid {at}: A sheet with id {id} already exists."
+                        )));
+                    }
+                    Some(id) => id,
+                    None => {
+                        spreadsheet.next_sheet_id += 1;
+                        spreadsheet.next_sheet_id
+                    }
+                };
+                let title = match props.get("title").and_then(Value::as_str) {
+                    Some(t) => t.to_owned(),
+                    None => (1..)
+                        .map(|n| format!("Sheet{n}"))
+                        .find(|t| spreadsheet.sheet_index(t).is_none())
+                        .unwrap_or_default(),
+                };
+                if spreadsheet.sheet_index(&title).is_some() {
+                    return Err(ApiError::invalid(format!(
+                        "Invalid {at}: A sheet with the name \"{title}\" already exists. Please enter another name."
+                    )));
+                }
+                let mut sheet = Sheet::new(sheet_id, &title);
+                if let Some(rows) = props
+                    .pointer("/gridProperties/rowCount")
+                    .and_then(Value::as_u64)
+                {
+                    sheet.row_count = rows as usize;
+                }
+                if let Some(cols) = props
+                    .pointer("/gridProperties/columnCount")
+                    .and_then(Value::as_u64)
+                {
+                    sheet.column_count = cols as usize;
+                }
+                let index = props
+                    .get("index")
+                    .and_then(Value::as_u64)
+                    .map_or(spreadsheet.sheets.len(), |i| {
+                        (i as usize).min(spreadsheet.sheets.len())
+                    });
+                let reply = json!({ "addSheet": { "properties": {
+                    "sheetId": sheet.id,
+                    "title": sheet.title,
+                    "index": index,
+                    "sheetType": "GRID",
+                    "gridProperties": { "rowCount": sheet.row_count, "columnCount": sheet.column_count },
+                }}});
+                spreadsheet.sheets.insert(index, sheet);
+                reply
+            }
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "Invalid JSON payload received. Unknown name \"{other}\" at 'requests[{i}]': Cannot find field."
+                )));
+            }
+        };
+        replies.push(reply);
+    }
+    Ok(json!({ "spreadsheetId": spreadsheet.id, "replies": replies }))
+}
+
+#[cfg(test)]
+mod tests;
