@@ -888,3 +888,89 @@ async fn a_sheet_without_the_mapped_headers_is_refused_by_name() {
     });
     assert!(hidden, "the id column is hidden");
 }
+
+#[tokio::test]
+async fn a_value_too_long_for_a_cell_fails_only_its_row() {
+    let b = bound(schema()).await;
+    b.put("ok", "fits", 1);
+    let long = "x".repeat(50_001);
+    b.registry()
+        .put(Some("long"), [("name", Value::from(long.as_str()))])
+        .unwrap();
+    let report = b
+        .replica
+        .sync_binding("sheet", &b.adapter, &AdapterSyncOptions::sync(), &())
+        .await
+        .unwrap();
+    assert_eq!(report.failed.len(), 1, "{:?}", report.failed);
+    let failure = &report.failed[0];
+    assert_eq!(failure.record, "long");
+    assert!(!failure.retryable, "retrying cannot help");
+    assert!(
+        failure.reason.contains("50000") || failure.reason.contains("50,000"),
+        "{}",
+        failure.reason
+    );
+    let rows = b.sheet_rows();
+    assert_eq!(
+        rows.keys().collect::<Vec<_>>(),
+        vec!["ok"],
+        "the other row landed"
+    );
+}
+
+#[tokio::test]
+async fn binding_a_sheet_people_already_use_adds_a_hidden_id_column() {
+    let emu = Emu::start();
+    let headers = ["name", "port", "price", "active", "tier", "tags", "notes"];
+    emu.set_grid(vec![
+        headers.iter().map(|h| json!(h)).collect(),
+        vec![
+            json!("billing"),
+            json!(8080),
+            json!(""),
+            json!(true),
+            json!("gold"),
+            json!(""),
+            json!("keep me"),
+        ],
+        vec![json!("search"), json!(9200)],
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let replica = Replica::open(dir.path().join("a.db")).unwrap();
+    replica.create_registry("services", schema()).unwrap();
+    let binding = AdapterBinding::new("sheet", "services", "sheets", &emu.id);
+    replica.add_binding(&binding).unwrap();
+    let adapter = emu.adapter(&binding.table_spec(&schema()));
+    let err = adapter.prepare(false).await.unwrap_err().to_string();
+    assert!(err.contains("'_id'") && err.contains("--create"), "{err}");
+    adapter.prepare(true).await.expect("add the id column");
+    let grid = emu.grid();
+    assert_eq!(grid[0].len(), 8);
+    assert_eq!(grid[0][7], json!("_id"), "after the people's own columns");
+    let report = replica
+        .sync_binding("sheet", &adapter, &AdapterSyncOptions::sync(), &())
+        .await
+        .unwrap();
+    assert_eq!(report.plan.count(Side::Local, Action::Create), 2);
+    let grid = emu.grid();
+    assert!(
+        grid[1..]
+            .iter()
+            .all(|r| cell(r, 7).as_str().is_some_and(|id| !id.is_empty()))
+    );
+    assert_eq!(
+        cell(&grid[1], 6),
+        json!("keep me"),
+        "unmapped columns untouched"
+    );
+    let billing = replica
+        .registry("services")
+        .unwrap()
+        .list(&Query::all())
+        .into_iter()
+        .find(|r| r.get("name") == Some(&Value::from("billing")))
+        .expect("billing pulled");
+    assert_eq!(billing.get("port"), Some(&Value::Integer(8080)));
+    assert_eq!(billing.get("active"), Some(&Value::Bool(true)));
+}

@@ -131,7 +131,7 @@ impl SheetsOptions {
         let s = &binding.settings;
         let key_file = s.get("key_file").ok_or_else(|| {
             AdapterError::Config(format!(
-                "binding '{}' has no key_file setting; give the path of the service account's JSON key file (--set key_file=PATH)",
+                "binding '{}' has no key_file setting; set it to the path of the service account's JSON key file",
                 binding.name
             ))
         })?;
