@@ -1597,7 +1597,9 @@ impl SheetsAdapter {
 
         // Then every cell in one values write (split only if very large).
         let mut next_new = last_left;
-        let mut ranges: Vec<(usize, Vec<(String, Json)>)> = Vec::new();
+        /// An op's cells by A1 range, on its row.
+        type Placed = (usize, u64, Vec<(String, Json)>);
+        let mut ranges: Vec<Placed> = Vec::new();
         for (i, target, cells) in writes {
             let row = match target {
                 Target::Existing(row) => shift(row),
@@ -1610,12 +1612,12 @@ impl SheetsAdapter {
                 .into_iter()
                 .map(|(col, cell)| (a1_cell(&layout.title, col, row), cell))
                 .collect();
-            ranges.push((i, cells));
+            ranges.push((i, row, cells));
         }
         let sizes: Vec<(usize, usize)> = ranges
             .iter()
             .enumerate()
-            .map(|(k, (_, cells))| {
+            .map(|(k, (_, _, cells))| {
                 let bytes = cells
                     .iter()
                     .map(|(r, c)| r.len() + c.to_string().len() + 48)
@@ -1623,10 +1625,11 @@ impl SheetsAdapter {
                 (k, bytes)
             })
             .collect();
+        let mut last_written = last_left;
         for chunk in chunk_by_size(&sizes, MAX_BODY_BYTES) {
             let cells: Vec<(String, Json)> = chunk
                 .iter()
-                .flat_map(|&k| ranges[k].1.iter().cloned())
+                .flat_map(|&k| ranges[k].2.iter().cloned())
                 .collect();
             let outcome = if cells.is_empty() {
                 Ok(())
@@ -1634,7 +1637,12 @@ impl SheetsAdapter {
                 self.write_cells(cells, "write rows").await
             };
             for &k in &chunk {
-                let i = ranges[k].0;
+                let (i, row) = (ranges[k].0, ranges[k].1);
+                if outcome.is_ok() {
+                    // New rows that failed stay empty: the next ones go
+                    // right after the last row written.
+                    last_written = last_written.max(row);
+                }
                 results.insert(
                     i,
                     match &outcome {
@@ -1649,7 +1657,7 @@ impl SheetsAdapter {
         }
         {
             let mut state = self.state.lock().expect("state lock");
-            state.last_data_row = next_new;
+            state.last_data_row = last_written;
             state.layout = Some(Layout {
                 row_count: rows_left + grow,
                 ..layout
