@@ -10,8 +10,8 @@
 //! refused whole.
 //!
 //! A registry can also be mirrored to an external table through an
-//! [`Adapter`] (Postgres behind the `postgres` feature, or the in-memory
-//! [`MemoryAdapter`]): [`Replica::add_binding`] stores the binding and
+//! [`Adapter`] (Postgres behind the `postgres` feature, a Google Sheet
+//! behind the `sheets` feature, or the in-memory [`MemoryAdapter`]): [`Replica::add_binding`] stores the binding and
 //! [`Replica::sync_binding`] runs Fetch → Diff → Validate → Resolve → Apply,
 //! or only plans it with [`AdapterSyncOptions::dry_run`].
 //!
