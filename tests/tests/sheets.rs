@@ -974,3 +974,68 @@ async fn binding_a_sheet_people_already_use_adds_a_hidden_id_column() {
     assert_eq!(billing.get("port"), Some(&Value::Integer(8080)));
     assert_eq!(billing.get("active"), Some(&Value::Bool(true)));
 }
+
+#[tokio::test]
+async fn columns_people_move_are_found_by_their_headers() {
+    let b = bound(schema()).await;
+    b.put("a", "a", 1);
+    b.sync().await;
+    // A person moves the id column to the front and swaps name and port.
+    let grid = b.emu.grid();
+    let mut order: Vec<usize> = (0..grid[0].len()).collect();
+    let (id_col, name, port) = (col(&grid, "_id"), col(&grid, "name"), col(&grid, "port"));
+    order.retain(|&i| i != id_col);
+    order.insert(0, id_col);
+    let (pn, pp) = (
+        order.iter().position(|&i| i == name).unwrap(),
+        order.iter().position(|&i| i == port).unwrap(),
+    );
+    order.swap(pn, pp);
+    let moved: Vec<Vec<Json>> = grid
+        .iter()
+        .map(|r| order.iter().map(|&i| cell(r, i)).collect())
+        .collect();
+    b.emu.set_grid(moved);
+    b.registry().put(Some("a"), [("port", 2)]).unwrap();
+    b.put("b", "b", 3);
+    let report = b.sync().await;
+    assert_eq!(report.plan.count(Side::Remote, Action::Update), 1);
+    assert_eq!(report.plan.count(Side::Remote, Action::Create), 1);
+    let grid = b.emu.grid();
+    assert_eq!(grid[0][0], json!("_id"));
+    let rows = b.sheet_rows();
+    assert_eq!(rows["a"]["port"], json!(2));
+    assert_eq!(rows["a"]["name"], json!("a"));
+    assert_eq!(rows["b"]["port"], json!(3));
+    assert_eq!(rows["b"]["name"], json!("b"));
+    assert!(b.sync().await.plan.rows.is_empty());
+}
+
+#[tokio::test]
+async fn a_key_the_token_endpoint_refuses_is_reported_without_secrets() {
+    let emu = Emu::start();
+    let mut key = emu
+        .sheets
+        .service_account_key(&emu.running.base_url(), EMAIL);
+    key["private_key"] = json!(include_str!(
+        "../../emulators/testdata/unknown_signer_private.pem"
+    ));
+    std::fs::write(&emu.key_file, key.to_string()).unwrap();
+    emu.set_grid(vec![vec![json!("_id")]]);
+    let spec = TableSpec {
+        table: emu.id.clone(),
+        id_column: "id".into(),
+        columns: Vec::new(),
+    };
+    let err = emu.adapter(&spec).describe().await.unwrap_err();
+    assert!(matches!(err, AdapterError::Connect { .. }), "{err:?}");
+    let text = format!("{err} {err:?}");
+    assert!(
+        text.contains("invalid_grant") && text.contains(EMAIL),
+        "{text}"
+    );
+    assert!(
+        !text.contains("eyJ") && !text.contains("PRIVATE KEY"),
+        "no assertion or key in the error: {text}"
+    );
+}
