@@ -1039,3 +1039,37 @@ async fn a_key_the_token_endpoint_refuses_is_reported_without_secrets() {
         "no assertion or key in the error: {text}"
     );
 }
+
+#[tokio::test]
+async fn a_row_typed_in_during_a_run_is_not_overwritten_by_new_rows() {
+    let b = bound(schema()).await;
+    b.put("a", "a", 1);
+    b.sync().await;
+    b.put("b", "b", 2);
+    let emu = b.emu.clone();
+    let hooked = Hooked {
+        inner: b.emu.adapter(
+            &AdapterBinding::new("sheet", "services", "sheets", "x").table_spec(&schema()),
+        ),
+        // Between the fetch and the write, a person types a row below a.
+        before_apply: Box::new(move || {
+            let mut grid = emu.grid();
+            let (name, port) = (col(&grid, "name"), col(&grid, "port"));
+            let mut row = Vec::new();
+            set_cell(&mut row, name, json!("typed"));
+            set_cell(&mut row, port, json!(9));
+            grid.push(row);
+            emu.set_grid(grid);
+        }),
+    };
+    b.run_with(&hooked, AdapterSyncOptions::sync()).await;
+    let grid = b.emu.grid();
+    let name = col(&grid, "name");
+    let names: Vec<Json> = grid[1..].iter().map(|r| cell(r, name)).collect();
+    assert_eq!(names, vec![json!("a"), json!("typed"), json!("b")]);
+    // The next run gives the typed row an id and pulls it.
+    let report = b.sync().await;
+    assert_eq!(report.plan.count(Side::Local, Action::Create), 1);
+    assert_eq!(b.registry().len(), 3);
+    assert_eq!(b.sheet_rows().len(), 3);
+}

@@ -26,7 +26,9 @@
 //!   provisional id `sheet-row-<hash of its cells>`, used only for the plan.
 //! - **Writes.** An apply re-reads the header row and the id column (one
 //!   `values:batchGet`), so rows a person moved since the fetch are found
-//!   where they are now. Then, in this order: one structural `:batchUpdate`
+//!   where they are now; when it adds rows it re-reads the whole sheet
+//!   instead (still one request), so new rows go below every row with
+//!   content, including rows typed in since the fetch. Then, in this order: one structural `:batchUpdate`
 //!   deleting rows bottom-up and growing the grid for new rows (deletes
 //!   first so new rows land right after the last remaining row), then one
 //!   `values:batchUpdate` (RAW) of every changed cell, whose row numbers
@@ -611,8 +613,6 @@ struct State {
     /// Whether fetches may write ids (armed by `prepare`, disarmed by
     /// `describe`).
     fill_ids: bool,
-    /// The last row with content seen by the last full read.
-    last_data_row: u64,
 }
 
 /// A sheet of a Google spreadsheet as an adapter.
@@ -1307,13 +1307,11 @@ impl SheetsAdapter {
         let mut rows = Vec::new();
         let mut seen: HashSet<String> = HashSet::new();
         let mut new_ids: Vec<(String, Json)> = Vec::new();
-        let mut last_data_row = 1;
         for (i, cells) in grid.iter_mut().enumerate().skip(1) {
             if cells.iter().all(is_empty_cell) {
                 continue;
             }
             let row_number = i as u64 + 1;
-            last_data_row = row_number;
             let id = match id_of(cells.get(layout.id_col)) {
                 Some(id) if seen.insert(id.clone()) => id,
                 // No id, or a copy of another row's: a new row.
@@ -1361,11 +1359,7 @@ impl SheetsAdapter {
             self.write_cells(new_ids, "write ids of rows added without one")
                 .await?;
         }
-        {
-            let mut state = self.state.lock().expect("state lock");
-            state.layout = Some(layout);
-            state.last_data_row = last_data_row;
-        }
+        self.state.lock().expect("state lock").layout = Some(layout);
         Ok(Fetched {
             rows,
             deleted: Vec::new(),
@@ -1376,21 +1370,28 @@ impl SheetsAdapter {
 
     // -- apply --------------------------------------------------------------
 
-    /// Re-reads the header row and the id column: the layout now and each
-    /// id's row.
+    /// Re-reads where rows are now: the layout, each id's row and the last
+    /// row with content. Only the header row and the id column, unless
+    /// `whole`: rows will be added, and must go below every row with
+    /// content, including rows typed in since the fetch without an id.
+    /// Either way one request (two if someone moved the id column).
     async fn current_rows(
         &self,
         layout: &Layout,
+        whole: bool,
     ) -> Result<(Layout, HashMap<String, u64>, u64), AdapterError> {
         let title = quote_sheet(&layout.title);
         let letter = column_letters(layout.id_col);
+        let ranges = if whole {
+            vec![title.clone()]
+        } else {
+            vec![format!("{title}!1:1"), format!("{title}!{letter}:{letter}")]
+        };
         let got = self
-            .batch_get(
-                &[format!("{title}!1:1"), format!("{title}!{letter}:{letter}")],
-                "re-read the ids before writing",
-            )
+            .batch_get(&ranges, "re-read the ids before writing")
             .await?;
-        let headers = header_texts(range_rows(&got[0]).first());
+        let first = range_rows(&got[0]);
+        let headers = header_texts(first.first());
         let meta = SheetMeta {
             sheet_id: layout.sheet_id,
             title: layout.title.clone(),
@@ -1400,27 +1401,36 @@ impl SheetsAdapter {
         let fresh = self
             .layout_from(&meta, headers)
             .map_err(|m| self.missing_headers(&m, false))?;
-        let id_column = if fresh.id_col == layout.id_col {
-            range_rows(&got[1])
+        let ids: Vec<Option<String>> = if whole {
+            first.iter().map(|r| id_of(r.get(fresh.id_col))).collect()
         } else {
-            // Someone moved the id column: read it where it is now.
-            let letter = column_letters(fresh.id_col);
-            let got = self
-                .batch_get(
-                    &[format!("{title}!{letter}:{letter}")],
-                    "re-read the moved id column",
-                )
-                .await?;
-            range_rows(&got[0])
+            let column = if fresh.id_col == layout.id_col {
+                range_rows(&got[1])
+            } else {
+                // Someone moved the id column: read it where it is now.
+                let letter = column_letters(fresh.id_col);
+                let got = self
+                    .batch_get(
+                        &[format!("{title}!{letter}:{letter}")],
+                        "re-read the moved id column",
+                    )
+                    .await?;
+                range_rows(&got[0])
+            };
+            column.iter().map(|r| id_of(r.first())).collect()
         };
         let mut rows = HashMap::new();
         let mut last = 1;
-        for (i, cells) in id_column.iter().enumerate().skip(1) {
-            if let Some(id) = id_of(cells.first()) {
+        for (i, id) in ids.into_iter().enumerate().skip(1) {
+            if let Some(id) = id {
                 let row = i as u64 + 1;
                 last = row;
                 rows.entry(id).or_insert(row);
             }
+        }
+        if whole {
+            // Trailing empty rows are trimmed: the last one read has content.
+            last = last.max(first.len() as u64);
         }
         Ok((fresh, rows, last))
     }
@@ -1453,9 +1463,7 @@ impl SheetsAdapter {
         } else {
             cached
         };
-        let (layout, row_of, last_id_row) = self.current_rows(&cached).await?;
-        let known_last = self.state.lock().expect("state lock").last_data_row;
-        let last_row = last_id_row.max(known_last);
+        let (layout, row_of, last_row) = self.current_rows(&cached, has_creates).await?;
 
         // Cells per op, in terms of "row of this id" (resolved below).
         enum Target {
@@ -1554,7 +1562,11 @@ impl SheetsAdapter {
             .count() as u64;
         let rows_left = layout.row_count.saturating_sub(deleted.len() as u64);
         let last_left = last_row - deleted.iter().filter(|&&r| r <= last_row).count() as u64;
-        let grow = (last_left + new_rows).saturating_sub(rows_left);
+        let grow = if new_rows > 0 {
+            (last_left + new_rows).saturating_sub(rows_left)
+        } else {
+            0
+        };
         let mut requests: Vec<Json> = deleted
             .iter()
             .map(|row| {
@@ -1597,9 +1609,7 @@ impl SheetsAdapter {
 
         // Then every cell in one values write (split only if very large).
         let mut next_new = last_left;
-        /// An op's cells by A1 range, on its row.
-        type Placed = (usize, u64, Vec<(String, Json)>);
-        let mut ranges: Vec<Placed> = Vec::new();
+        let mut ranges: Vec<(usize, Vec<(String, Json)>)> = Vec::new();
         for (i, target, cells) in writes {
             let row = match target {
                 Target::Existing(row) => shift(row),
@@ -1612,12 +1622,12 @@ impl SheetsAdapter {
                 .into_iter()
                 .map(|(col, cell)| (a1_cell(&layout.title, col, row), cell))
                 .collect();
-            ranges.push((i, row, cells));
+            ranges.push((i, cells));
         }
         let sizes: Vec<(usize, usize)> = ranges
             .iter()
             .enumerate()
-            .map(|(k, (_, _, cells))| {
+            .map(|(k, (_, cells))| {
                 let bytes = cells
                     .iter()
                     .map(|(r, c)| r.len() + c.to_string().len() + 48)
@@ -1625,11 +1635,10 @@ impl SheetsAdapter {
                 (k, bytes)
             })
             .collect();
-        let mut last_written = last_left;
         for chunk in chunk_by_size(&sizes, MAX_BODY_BYTES) {
             let cells: Vec<(String, Json)> = chunk
                 .iter()
-                .flat_map(|&k| ranges[k].2.iter().cloned())
+                .flat_map(|&k| ranges[k].1.iter().cloned())
                 .collect();
             let outcome = if cells.is_empty() {
                 Ok(())
@@ -1637,12 +1646,7 @@ impl SheetsAdapter {
                 self.write_cells(cells, "write rows").await
             };
             for &k in &chunk {
-                let (i, row) = (ranges[k].0, ranges[k].1);
-                if outcome.is_ok() {
-                    // New rows that failed stay empty: the next ones go
-                    // right after the last row written.
-                    last_written = last_written.max(row);
-                }
+                let i = ranges[k].0;
                 results.insert(
                     i,
                     match &outcome {
@@ -1655,14 +1659,10 @@ impl SheetsAdapter {
                 );
             }
         }
-        {
-            let mut state = self.state.lock().expect("state lock");
-            state.last_data_row = last_written;
-            state.layout = Some(Layout {
-                row_count: rows_left + grow,
-                ..layout
-            });
-        }
+        self.state.lock().expect("state lock").layout = Some(Layout {
+            row_count: rows_left + grow,
+            ..layout
+        });
         Ok(ops
             .iter()
             .map(|op| {
