@@ -666,11 +666,13 @@ impl SheetsAdapter {
             )));
         }
         for base in [&options.base_url, &options.drive_base_url] {
-            Url::parse(base).map_err(|_| {
-                AdapterError::Config(format!(
-                    "'{base}' is not a URL; give the API root like https://sheets.googleapis.com"
-                ))
-            })?;
+            let usable = Url::parse(base)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && !u.cannot_be_a_base());
+            if !usable {
+                return Err(AdapterError::Config(format!(
+                    "'{base}' is not an http(s) URL; give the API root like https://sheets.googleapis.com"
+                )));
+            }
         }
         let http = reqwest::Client::builder()
             .timeout(options.timeout)
@@ -1931,6 +1933,40 @@ mod tests {
             allowed += 1;
         }
         assert_eq!(allowed, 10);
+    }
+
+    #[test]
+    fn binding_settings_become_options() {
+        let binding = crate::AdapterBinding::new("s", "services", "sheets", "sheet-id")
+            .setting("key_file", "key.json")
+            .setting("sheet", "Contacts")
+            .setting("retry_base_ms", "10")
+            .setting("reads_per_minute", "120");
+        let o = SheetsOptions::from_binding(&binding).unwrap();
+        assert_eq!(o.spreadsheet_id, "sheet-id");
+        assert_eq!(o.sheet.as_deref(), Some("Contacts"));
+        assert_eq!(o.id_header, DEFAULT_ID_HEADER);
+        assert_eq!(o.retry_base, Duration::from_millis(10));
+        assert_eq!((o.reads_per_minute, o.writes_per_minute), (120, 60));
+        assert_eq!(o.base_url, "https://sheets.googleapis.com");
+
+        let mut renamed = binding.clone().setting("max_retries", "many");
+        let err = SheetsOptions::from_binding(&renamed)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_retries") && err.contains("many"), "{err}");
+        renamed.settings.remove("max_retries");
+        renamed.id_column = "record_id".into();
+        assert_eq!(
+            SheetsOptions::from_binding(&renamed).unwrap().id_header,
+            "record_id"
+        );
+        let mut keyless = binding;
+        keyless.settings.remove("key_file");
+        let err = SheetsOptions::from_binding(&keyless)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("key_file"), "{err}");
     }
 
     #[cfg(unix)]
