@@ -28,15 +28,23 @@
 //!   `values:batchGet`), so rows a person moved since the fetch are found
 //!   where they are now; when it adds rows it re-reads the whole sheet
 //!   instead (still one request), so new rows go below every row with
-//!   content, including rows typed in since the fetch. Then, in this order: one structural `:batchUpdate`
-//!   deleting rows bottom-up and growing the grid for new rows (deletes
-//!   first so new rows land right after the last remaining row), then one
-//!   `values:batchUpdate` (RAW) of every changed cell, whose row numbers
-//!   are the re-read ones shifted up by the deleted rows above them. A
-//!   create whose id is already in the sheet updates that row, so a retried
-//!   create never duplicates a row. A request that fails marks every op it
-//!   carried as failed and retryable; nothing is reported as written that
-//!   was not.
+//!   content, including rows typed in since the fetch. Then, in this
+//!   order: one structural `:batchUpdate` deleting rows bottom-up and
+//!   growing the grid for new rows (deletes first, so new rows land right
+//!   after the last remaining row), then one `values:batchUpdate` (RAW) of
+//!   every changed cell, whose row numbers are the re-read ones shifted up
+//!   by the deleted rows above them. A create whose id is already in the
+//!   sheet updates that row, so a retried create never duplicates a row.
+//!   A request that fails marks every op it carried as failed and
+//!   retryable; nothing is reported as written that was not. The
+//!   structural request is never repeated after a lost answer (deleting
+//!   twice would delete other rows): the next run re-reads and finishes.
+//! - **Values.** Text-like fields, dates and date-times are written as
+//!   strings (ISO 8601), numbers as numbers (as text when a double cannot
+//!   hold them exactly), booleans as booleans, multi-selects as a JSON
+//!   array string, JSON as its text. Serial numbers in date and date-time
+//!   columns (what people's typed dates become) are read as days since
+//!   1899-12-30, date-times taken as UTC.
 //! - **Quotas.** A client-side budget of reads and writes per minute
 //!   (Google's per-user limits are 60 each), retries of 429 (honouring
 //!   `Retry-After`) and, where a retry cannot apply a change twice, of 5xx
