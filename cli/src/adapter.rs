@@ -106,9 +106,10 @@ pub(crate) struct RunArgs {
     /// Settle open manual conflicts by taking this side's value (local or remote).
     #[arg(long, value_name = "SIDE")]
     pub(crate) take: Option<Side>,
-    /// Rows per write batch.
-    #[arg(long, default_value_t = 500)]
-    pub(crate) batch_size: usize,
+    /// Rows per write batch (default: the adapter's own, e.g. 500 for
+    /// Postgres, every row in one request for Sheets).
+    #[arg(long)]
+    pub(crate) batch_size: Option<usize>,
     /// Keep running, once per --interval, until interrupted.
     #[arg(long)]
     pub(crate) watch: bool,
@@ -406,7 +407,8 @@ pub(crate) fn run(
             args.binding
         )
     })?;
-    let mut options = AdapterSyncOptions::sync().batch_size(args.batch_size);
+    let mut options = AdapterSyncOptions::sync();
+    options.batch_size = args.batch_size;
     options.direction = direction;
     options.dry_run = args.dry_run;
     options.allow_deletes = args.allow_deletes;

@@ -27,9 +27,10 @@ pub(crate) struct SyncArgs {
     /// binding, run once per --interval. Until interrupted.
     #[arg(long)]
     watch: bool,
-    /// With a peer: give up when it says nothing for this many seconds.
-    #[arg(long, default_value_t = 60)]
-    timeout: u64,
+    /// With a peer: give up when it says nothing for this many seconds
+    /// (default 60).
+    #[arg(long)]
+    timeout: Option<u64>,
     /// With a binding: show the plan; write nothing to either side.
     #[arg(long)]
     dry_run: bool,
@@ -43,9 +44,10 @@ pub(crate) struct SyncArgs {
     /// value (local or remote).
     #[arg(long, value_name = "SIDE")]
     take: Option<Side>,
-    /// With a binding: rows per write batch.
-    #[arg(long, default_value_t = 500)]
-    batch_size: usize,
+    /// With a binding: rows per write batch (default: the adapter's own,
+    /// e.g. 500 for Postgres, every row in one request for Sheets).
+    #[arg(long)]
+    batch_size: Option<usize>,
     /// With a binding and --watch: time between runs (30s, 5m, 500ms, or
     /// plain seconds).
     #[arg(long, default_value = "30s", value_parser = adapter::parse_interval)]
@@ -60,7 +62,7 @@ pub(crate) fn run(replica: &Replica, args: SyncArgs, as_json: bool) -> Result<()
         let peer_only = [
             (!args.registries.is_empty(), "registry names"),
             (args.key.is_some(), "--key"),
-            (args.timeout != 60, "--timeout"),
+            (args.timeout.is_some(), "--timeout"),
         ];
         if let Some((_, what)) = peer_only.iter().find(|(given, _)| *given) {
             bail!(
@@ -93,6 +95,7 @@ pub(crate) fn run(replica: &Replica, args: SyncArgs, as_json: bool) -> Result<()
         (args.full, "--full"),
         (args.take.is_some(), "--take"),
         (args.runs.is_some(), "--runs"),
+        (args.batch_size.is_some(), "--batch-size"),
     ];
     if let Some((_, what)) = binding_only.iter().find(|(given, _)| *given) {
         bail!(
@@ -105,7 +108,7 @@ pub(crate) fn run(replica: &Replica, args: SyncArgs, as_json: bool) -> Result<()
         registries: args.registries,
         key: args.key,
         watch: args.watch,
-        timeout: args.timeout,
+        timeout: args.timeout.unwrap_or(60),
     };
     peer::sync(replica, sync, as_json)
 }

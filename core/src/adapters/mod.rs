@@ -258,6 +258,13 @@ pub trait Adapter: Send + Sync {
     /// `Err` means nothing of the batch is known to have been applied.
     fn apply<'a>(&'a self, ops: &'a [RowOp])
     -> BoxFuture<'a, Result<Vec<RowResult>, AdapterError>>;
+
+    /// How many ops one [`Adapter::apply`] should carry when the run does
+    /// not say: systems that bill per request (Sheets) want every row in one
+    /// request, others a bounded transaction. `None`: the engine's default.
+    fn preferred_batch(&self) -> Option<usize> {
+        None
+    }
 }
 
 impl fmt::Debug for dyn Adapter + '_ {

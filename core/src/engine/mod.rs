@@ -33,6 +33,9 @@ use crate::store::{StoreError, now_ms};
 use crate::value::Value;
 use plan::{Fields, LocalRec, Next};
 
+/// Rows per write batch when neither the run nor the adapter says.
+const DEFAULT_BATCH: usize = 500;
+
 /// A sync run failed as a whole. Rows that fail alone are reported in
 /// [`AdapterSyncReport::failed`] instead.
 #[derive(Debug, thiserror::Error)]
@@ -373,8 +376,9 @@ pub struct AdapterSyncOptions {
     pub full: bool,
     /// Settle open manual conflicts in favour of this side.
     pub take: Option<Side>,
-    /// Rows per write batch on either side.
-    pub batch_size: usize,
+    /// Rows per write batch on either side; `None` lets the adapter choose
+    /// ([`Adapter::preferred_batch`], else 500).
+    pub batch_size: Option<usize>,
 }
 
 impl Default for AdapterSyncOptions {
@@ -385,7 +389,7 @@ impl Default for AdapterSyncOptions {
             allow_deletes: false,
             full: false,
             take: None,
-            batch_size: 500,
+            batch_size: None,
         }
     }
 }
@@ -436,9 +440,9 @@ impl AdapterSyncOptions {
         self
     }
 
-    /// Sets the batch size.
+    /// Sets the batch size (overriding the adapter's preference).
     pub fn batch_size(mut self, n: usize) -> Self {
-        self.batch_size = n.max(1);
+        self.batch_size = Some(n.max(1));
         self
     }
 }
@@ -782,6 +786,11 @@ async fn run(
     }
 
     // Apply.
+    let batch_size = options
+        .batch_size
+        .or_else(|| adapter.preferred_batch())
+        .unwrap_or(DEFAULT_BATCH)
+        .max(1);
     let mut rows = planned.rows;
     let mut failed: HashMap<usize, RowFailure> = HashMap::new();
     let where_from = format!("{} table {}", adapter.system(), adapter.table());
@@ -790,7 +799,7 @@ async fn run(
         identity,
         &where_from,
         &rows,
-        options.batch_size.min(100),
+        batch_size.min(100),
         &mut failed,
         progress,
     );
@@ -799,7 +808,7 @@ async fn run(
         binding,
         adapter,
         &mut rows,
-        options.batch_size,
+        batch_size,
         &mut failed,
         progress,
     )

@@ -10,26 +10,49 @@
 //! - `result_cap` (default 10000): results one query can reach; past it the
 //!   query ends with `has_more:false` and
 //!   `request_status:{type:"incomplete", incomplete_reason:"query_result_limit_reached"}`
-//!   on every page of that query;
+//!   on the last page of that query (the one reaching the cap);
+//! - `request_status_early` (default 0): 1 moves that `request_status` to
+//!   the first page of the capped walk instead (the guide says it can come
+//!   on an earlier page than the last), and off the later pages;
 //! - `rate_per_sec` (default 3) and `rate_burst` (default 10): a token bucket
 //!   per integration token, refilled on the Control clock; an empty bucket
 //!   answers 429 `rate_limited` with an integer `Retry-After`;
-//! - `relation_inline` (default 25): relation items inlined in a page object
-//!   before the property says `has_more:true`;
+//! - `rate_per_minute` (default unset: off): requests a token may make in
+//!   any 60-second window (the documented per-connection budget); past it
+//!   the answer is 429 `rate_limited` with `Retry-After` = the seconds until
+//!   the oldest request in the window leaves it (1 to 60);
+//! - `relation_inline` (default 25): relation and people items inlined in a
+//!   page object before the property says `has_more:true`;
 //! - `page_size_max` (default 100): the largest `page_size` accepted.
 //!
 //! Choices where the published material is silent or unclear:
 //! - a query's `in_trash:true` returns only pages in the trash (as the
 //!   official SDK documents it); without it, only pages not in the trash;
-//! - `request_status` appears only on capped queries, on every page of them;
+//! - `request_status` appears only on capped queries, on one page of them;
+//! - before Notion-Version 2026-03-11, page, database and data source
+//!   objects carry `archived` (equal to `in_trash`) beside `in_trash`;
 //! - a 429's `additional_data.rate_limit_reason` is `"connection_rate_limit"`
 //!   (the real values are not published);
+//! - a property-item list's `property_item.next_url` points at this
+//!   emulator (the request's `Host`), with the next `start_cursor`;
 //! - the 500 KB body limit is 500,000 bytes;
-//! - relation targets are not checked to exist;
+//! - a relation target must be a page not in the trash, in the data source
+//!   the relation's `data_source_id` names (any page when that names no
+//!   data source of the emulator); else 400 `validation_error` naming the
+//!   property and the id (the wording is ours);
+//! - ids are accepted with or without dashes (paths, parents, relation and
+//!   people items, filter operands) and always returned dashed;
+//! - a select or multi_select option dropped from a data source keeps its
+//!   name on pages that already carry it;
+//! - date-times in date properties read back in UTC as
+//!   `2026-11-23T10:15:00.000+00:00` (the API shows an offset, which one
+//!   could not be confirmed), bare dates as written, `time_zone` always null;
+//!   a date-time without offset or time_zone is taken as UTC;
 //! - without sorts, a query returns pages oldest first;
 //! - `created_time` is rounded down to the minute like `last_edited_time`.
 
 mod query;
+mod tz;
 mod validate;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -196,6 +219,8 @@ struct Inner {
     pages: HashMap<String, Page>,
     cursors: HashMap<String, Cursor>,
     buckets: HashMap<String, Bucket>,
+    /// Times (ms) of each token's requests in the last 60 seconds.
+    minute_log: HashMap<String, std::collections::VecDeque<i64>>,
     next_seq: u64,
 }
 
@@ -238,6 +263,56 @@ pub(crate) fn iso(ms: i64) -> String {
     .unwrap_or_default()
 }
 
+/// Formats ms since the epoch as a date property's date-time:
+/// `2026-11-23T10:15:00.000+00:00` (UTC, milliseconds, numeric offset).
+pub(crate) fn iso_offset(ms: i64) -> String {
+    let mut s = iso(ms);
+    s.pop();
+    s + "+00:00"
+}
+
+/// A date property's `start`/`end` as written: a bare date (kept), a
+/// date-time with an offset (converted to UTC), or, with a `time_zone`, a
+/// date-time without offset in that zone. `None` when malformed.
+pub(crate) fn normalize_date(s: &str, zone: Option<&str>) -> Result<String, &'static str> {
+    let bare = time::Date::parse(s, format_description!("[year]-[month]-[day]")).is_ok();
+    let with_offset = OffsetDateTime::parse(s, &Rfc3339).ok();
+    match zone {
+        None if bare => Ok(s.to_owned()),
+        None => {
+            if let Some(t) = with_offset {
+                return Ok(iso_offset((t.unix_timestamp_nanos() / 1_000_000) as i64));
+            }
+            let local = parse_local(s).ok_or("an ISO 8601 date or date-time")?;
+            Ok(iso_offset(local))
+        }
+        Some(_) if bare => Err("a date-time (not a bare date) when time_zone is given"),
+        Some(_) if with_offset.is_some() => {
+            Err("a date-time without a UTC offset when time_zone is given")
+        }
+        Some(zone) => {
+            let local = parse_local(s).ok_or("an ISO 8601 date-time without offset")?;
+            let secs = tz::local_to_utc(zone, local.div_euclid(1000))
+                .ok_or("paired with a known IANA time_zone")?;
+            Ok(iso_offset(secs * 1000 + local.rem_euclid(1000)))
+        }
+    }
+}
+
+/// A date-time without offset, read as UTC, to ms.
+fn parse_local(s: &str) -> Option<i64> {
+    let formats = [
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond]"),
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]"),
+        format_description!("[year]-[month]-[day]T[hour]:[minute]"),
+    ];
+    formats.iter().find_map(|f| {
+        time::PrimitiveDateTime::parse(s, f)
+            .ok()
+            .map(|t| (t.assume_utc().unix_timestamp_nanos() / 1_000_000) as i64)
+    })
+}
+
 /// Parses an ISO 8601 date-time (with offset) or a date (taken as UTC
 /// midnight) to ms since the epoch.
 pub(crate) fn parse_instant(s: &str) -> Option<i64> {
@@ -246,6 +321,24 @@ pub(crate) fn parse_instant(s: &str) -> Option<i64> {
     }
     let date = time::Date::parse(s, format_description!("[year]-[month]-[day]")).ok()?;
     Some(date.midnight().assume_utc().unix_timestamp() * 1000)
+}
+
+/// An id in the API's dashed form (8-4-4-4-12, lower case); ids may be
+/// given with or without dashes. Anything not a UUID is returned as given.
+pub(crate) fn dashed(id: &str) -> String {
+    let hex: String = id.chars().filter(|c| *c != '-').collect();
+    if hex.len() != 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return id.to_owned();
+    }
+    let h = hex.to_ascii_lowercase();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 fn floor_minute(ms: i64) -> i64 {
@@ -418,11 +511,11 @@ impl Inner {
         let stored = page.values.get(&p.id);
         let mut out = json!({ "id": p.id, "type": p.kind });
         let value = match p.kind.as_str() {
-            "title" | "rich_text" | "multi_select" | "people" | "files" => {
+            "title" | "rich_text" | "multi_select" | "files" => {
                 stored.cloned().unwrap_or(json!([]))
             }
             "checkbox" => stored.cloned().unwrap_or(json!(false)),
-            "relation" => {
+            "relation" | "people" => {
                 let all = stored
                     .and_then(Value::as_array)
                     .cloned()
@@ -482,6 +575,30 @@ impl Inner {
     ) -> Result<Vec<validate::Accepted>, ApiError> {
         let ds = self.data_source(ds_id)?;
         let accepted = validate::validate_properties(ds, properties, &mut short_id)?;
+        for a in &accepted {
+            let Some(p) = ds.properties.iter().find(|p| p.id == a.prop_id) else {
+                continue;
+            };
+            if p.kind != "relation" {
+                continue;
+            }
+            let target_ds = p.config["data_source_id"].as_str().map(dashed);
+            let target_ds = target_ds.filter(|t| self.data_sources.contains_key(t));
+            for item in a.value.as_array().into_iter().flatten() {
+                let id = item["id"].as_str().unwrap_or_default();
+                let found = self.pages.get(id).is_some_and(|page| {
+                    !page.in_trash && target_ds.as_ref().is_none_or(|t| *t == page.data_source_id)
+                });
+                if !found {
+                    return Err(ApiError::validation(format!(
+                        "Relation property `{}` cannot point to page {id}: it does not exist in \
+                         the related data source, is in the trash, or is not shared with the \
+                         integration.",
+                        p.name
+                    )));
+                }
+            }
+        }
         let ds = self
             .data_sources
             .get_mut(ds_id)
@@ -622,7 +739,7 @@ impl Inner {
                     };
                     let kind = schema_kind(change);
                     let index = match existing {
-                        Some(id) => ds.properties.iter().position(|p| p.id == id),
+                        Some(ref id) => ds.properties.iter().position(|p| &p.id == id),
                         None => {
                             let Some((kind, config)) = &kind else {
                                 return Err(ApiError::validation(format!(
@@ -635,6 +752,14 @@ impl Inner {
                                     "A data source has exactly one title property.",
                                 ));
                             }
+                            if kind == "status"
+                                && config["options"].as_array().is_some_and(|o| !o.is_empty())
+                            {
+                                return Err(ApiError::validation(format!(
+                                    "body.properties.{key}.status: status options cannot be set \
+                                     through the API; add the status property without options."
+                                )));
+                            }
                             let id = Inner::fresh_prop_id(&ds);
                             ds.properties.push(PropSchema {
                                 id,
@@ -646,6 +771,15 @@ impl Inner {
                         }
                     };
                     let Some(index) = index else { continue };
+                    if existing.is_some()
+                        && ds.properties[index].kind == "status"
+                        && (new_name.is_some() || m.contains_key("status"))
+                    {
+                        return Err(ApiError::validation(format!(
+                            "body.properties.{key}: a status property's name and options cannot \
+                             be updated through the API."
+                        )));
+                    }
                     if let Some((kind, config)) = kind {
                         let p = &mut ds.properties[index];
                         if kind != p.kind {
@@ -657,14 +791,34 @@ impl Inner {
                             p.kind = kind.clone();
                             p.config = normalize_config(&kind, &config);
                         } else if matches!(kind.as_str(), "select" | "multi_select") {
-                            // Listed options are added; existing ones stay.
-                            let merged = normalize_config(&kind, &config);
+                            // The listed options become the options: existing
+                            // ones (by id or name) keep their id and colour,
+                            // new ones are added, omitted ones are removed.
                             let have = p.config["options"].as_array().cloned().unwrap_or_default();
-                            let mut all = have.clone();
-                            for o in merged["options"].as_array().cloned().unwrap_or_default() {
-                                if !have.iter().any(|h| h["name"] == o["name"]) {
-                                    all.push(o);
-                                }
+                            let given = config["options"].as_array().cloned().unwrap_or_default();
+                            let mut all = Vec::new();
+                            for o in given {
+                                let old = have.iter().find(|h| {
+                                    (o.get("id").is_some() && h["id"] == o["id"])
+                                        || (o.get("name").is_some() && h["name"] == o["name"])
+                                });
+                                let merged =
+                                    match old {
+                                        Some(h) => {
+                                            let mut h = h.clone();
+                                            if let Some(n) = o.get("name") {
+                                                h["name"] = n.clone();
+                                            }
+                                            if let Some(c) = o.get("color") {
+                                                h["color"] = c.clone();
+                                            }
+                                            h
+                                        }
+                                        None => normalize_config(&kind, &json!({ "options": [o] }))
+                                            ["options"][0]
+                                            .clone(),
+                                    };
+                                all.push(merged);
                             }
                             p.config["options"] = Value::Array(all);
                         }
@@ -797,7 +951,12 @@ impl Inner {
             "type": "page_or_data_source",
             "page_or_data_source": {},
         });
-        if capped {
+        // The guide allows it on an earlier page than the last; by default
+        // it comes with the page that reaches the cap (the last one), with
+        // `request_status_early` = 1 on the first page of the walk only.
+        let early = control.limit("request_status_early", 0.0) >= 1.0;
+        let here = if early { start == 0 } else { !has_more };
+        if capped && here {
             out["request_status"] = json!({
                 "type": "incomplete",
                 "incomplete_reason": "query_result_limit_reached",
@@ -812,6 +971,7 @@ impl Inner {
         prop_key: &str,
         query: &HashMap<String, String>,
         control: &Control,
+        base_url: &str,
     ) -> Result<Value, ApiError> {
         let page = self
             .pages
@@ -875,7 +1035,14 @@ impl Inner {
         } else {
             Value::Null
         };
-        let mut property_item = json!({ "id": prop.id, "next_url": null, "type": prop.kind });
+        let next_url = match next_cursor.as_str() {
+            Some(c) => json!(format!(
+                "{base_url}/v1/pages/{page_id}/properties/{}?start_cursor={c}",
+                prop.id
+            )),
+            None => Value::Null,
+        };
+        let mut property_item = json!({ "id": prop.id, "next_url": next_url, "type": prop.kind });
         property_item[prop.kind.as_str()] = json!({});
         Ok(json!({
             "object": "list",
@@ -1035,7 +1202,7 @@ impl Notion {
         let now = self.control.now_ms();
         let person = self.person_user.clone();
         self.lock()
-            .create_page(data_source_id, &properties, now, &person)
+            .create_page(&dashed(data_source_id), &properties, now, &person)
             .unwrap_or_else(|e| panic!("create_page refused: {}: {}", e.code, e.message))
     }
 
@@ -1044,7 +1211,7 @@ impl Notion {
         let now = self.control.now_ms();
         let person = self.person_user.clone();
         self.lock()
-            .update_page(page_id, Some(&properties), None, now, &person)
+            .update_page(&dashed(page_id), Some(&properties), None, now, &person)
             .unwrap_or_else(|e| panic!("update_page refused: {}: {}", e.code, e.message));
     }
 
@@ -1053,13 +1220,14 @@ impl Notion {
         let now = self.control.now_ms();
         let person = self.person_user.clone();
         self.lock()
-            .update_page(page_id, None, Some(true), now, &person)
+            .update_page(&dashed(page_id), None, Some(true), now, &person)
             .unwrap_or_else(|e| panic!("trash_page refused: {}: {}", e.code, e.message));
     }
 
     /// Another application renames a property; its id stays the same.
     pub fn rename_property(&self, data_source_id: &str, old_name: &str, new_name: &str) {
         let now = self.control.now_ms();
+        let data_source_id = &dashed(data_source_id);
         let body = json!({ "properties": { old_name: { "name": new_name } } });
         let mut inner = self.lock();
         if inner
@@ -1078,7 +1246,10 @@ impl Notion {
     pub fn page(&self, page_id: &str) -> Option<Value> {
         let inner = self.lock();
         let inline = self.control.limit("relation_inline", 25.0).max(0.0) as usize;
-        inner.pages.get(page_id).map(|p| inner.page_json(p, inline))
+        inner
+            .pages
+            .get(&dashed(page_id))
+            .map(|p| inner.page_json(p, inline))
     }
 
     /// The data source's pages not in the trash, oldest first.
@@ -1088,7 +1259,7 @@ impl Notion {
         let mut pages: Vec<&Page> = inner
             .pages
             .values()
-            .filter(|p| p.data_source_id == data_source_id && !p.in_trash)
+            .filter(|p| p.data_source_id == dashed(data_source_id) && !p.in_trash)
             .collect();
         pages.sort_by(|a, b| query::compare(&[], a, b));
         pages.iter().map(|p| inner.page_json(p, inline)).collect()
@@ -1098,7 +1269,24 @@ impl Notion {
         let rate = self.control.limit("rate_per_sec", 3.0);
         let burst = self.control.limit("rate_burst", 10.0).max(1.0);
         let now = self.control.now_ms();
+        let per_minute = self.control.limit("rate_per_minute", f64::INFINITY);
         let mut inner = self.lock();
+        let window = inner.minute_log.entry(token.to_owned()).or_default();
+        while window.front().is_some_and(|t| *t <= now - 60_000) {
+            window.pop_front();
+        }
+        if per_minute.is_finite() && window.len() as f64 >= per_minute.max(0.0) {
+            let frees_at = window.front().map_or(now + 60_000, |t| t + 60_000);
+            let wait = ((frees_at - now) as f64 / 1000.0).ceil().clamp(1.0, 60.0) as u64;
+            let mut error = ApiError::new(
+                429,
+                "rate_limited",
+                "This request exceeds the number of requests allowed. Slow down and try again.",
+            );
+            error.retry_after = Some(wait);
+            error.additional_data = Some(json!({ "rate_limit_reason": "connection_rate_limit" }));
+            return Err(error);
+        }
         let bucket = inner.buckets.entry(token.to_owned()).or_insert(Bucket {
             tokens: burst,
             last_ms: now,
@@ -1108,6 +1296,11 @@ impl Notion {
         bucket.last_ms = now.max(bucket.last_ms);
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
+            inner
+                .minute_log
+                .entry(token.to_owned())
+                .or_default()
+                .push_back(now);
             return Ok(());
         }
         let wait = if rate > 0.0 {
@@ -1182,11 +1375,17 @@ impl Notion {
             })?
         };
         let segments: Vec<String> = rest.split('/').map(percent_decode).collect();
+        let mut segments = segments;
+        if segments.len() >= 2
+            && matches!(segments[0].as_str(), "databases" | "data_sources" | "pages")
+        {
+            segments[1] = dashed(&segments[1]);
+        }
         let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
         let now = self.control.now_ms();
         let inline = self.control.limit("relation_inline", 25.0).max(0.0) as usize;
         let mut inner = self.lock();
-        match (method, segs.as_slice()) {
+        let mut out = match (method, segs.as_slice()) {
             ("GET", ["databases", id]) => inner
                 .databases
                 .get(*id)
@@ -1204,8 +1403,9 @@ impl Notion {
                     parent["data_source_id"].as_str(),
                     parent["database_id"].as_str(),
                 ) {
-                    (Some(ds), _) => ds.to_owned(),
+                    (Some(ds), _) => dashed(ds),
                     (None, Some(db)) => {
+                        let db = &dashed(db);
                         let Some(database) = inner.databases.get(db) else {
                             return Err(ApiError::not_found("database", db));
                         };
@@ -1270,10 +1470,35 @@ impl Notion {
                 Ok(inner.page_json(page, inline))
             }
             ("GET", ["pages", id, "properties", prop]) => {
-                inner.property_item(id, prop, &parse_query(query), &self.control)
+                let host = headers
+                    .get("host")
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or("api.notion.com");
+                let base = format!("http://{host}");
+                inner.property_item(id, prop, &parse_query(query), &self.control, &base)
             }
             _ => Err(invalid_url(method, path)),
+        }?;
+        if version < ARCHIVED_REMOVED {
+            add_archived(&mut out);
         }
+        Ok(out)
+    }
+}
+
+/// Adds the `archived` alias of `in_trash` to page, database and data
+/// source objects (and to those in a list's results), as Notion-Versions
+/// before 2026-03-11 return it.
+fn add_archived(v: &mut Value) {
+    if let Some(results) = v.get_mut("results").and_then(Value::as_array_mut) {
+        results.iter_mut().for_each(add_archived);
+    }
+    let is_object = matches!(
+        v.get("object").and_then(Value::as_str),
+        Some("page" | "database" | "data_source")
+    );
+    if is_object && let Some(t) = v.get("in_trash").cloned() {
+        v["archived"] = t;
     }
 }
 

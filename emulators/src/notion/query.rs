@@ -18,7 +18,9 @@ pub(super) enum Filter {
     Timestamp {
         edited: bool,
         op: String,
-        at_ms: i64,
+        /// The operand as the span it names: a bare date is its whole
+        /// day in UTC, a date-time one millisecond.
+        span: (i64, i64),
     },
     /// A property filter: `{property, <type>: {op: operand}}`.
     Property {
@@ -112,8 +114,8 @@ pub(super) fn parse_filter(ds: &DataSource, v: &Value, depth: usize) -> Result<F
             "created_time"
         };
         let (op, operand) = single_condition(m.get(field), field, DATE_OPS)?;
-        let at_ms = match operand.as_str().and_then(parse_instant) {
-            Some(ms) => ms,
+        let span = match operand.as_str().and_then(span_of) {
+            Some(span) => span,
             None => {
                 return Err(invalid(format!(
                     "body.filter.{field}.{op} should be an ISO 8601 date or date-time string, \
@@ -121,7 +123,7 @@ pub(super) fn parse_filter(ds: &DataSource, v: &Value, depth: usize) -> Result<F
                 )));
             }
         };
-        return Ok(Filter::Timestamp { edited, op, at_ms });
+        return Ok(Filter::Timestamp { edited, op, span });
     }
     let Some(key) = m.get("property").and_then(Value::as_str) else {
         return Err(invalid(
@@ -133,14 +135,18 @@ pub(super) fn parse_filter(ds: &DataSource, v: &Value, depth: usize) -> Result<F
             "Could not find property with name or id: {key}"
         )));
     };
-    // Text filters apply to title and rich_text alike.
+    // The condition's key must be the property's type.
     let kind = prop.kind.as_str();
-    let text_kinds = ["title", "rich_text", "url", "email", "phone_number"];
-    let given = ["title", "rich_text"]
-        .iter()
-        .find(|k| m.contains_key(**k) && text_kinds.contains(&kind))
-        .copied()
-        .unwrap_or(kind);
+    let given = kind;
+    if !m.contains_key(kind)
+        && let Some(other) = m.keys().find(|k| k.as_str() != "property")
+    {
+        return Err(invalid(format!(
+            "body.filter.{other} does not match the type of property `{}`: it is a {kind} \
+             property, so the condition must be given as `{kind}`.",
+            prop.name
+        )));
+    }
     let ops: &[&str] = match kind {
         "title" | "rich_text" | "url" | "email" | "phone_number" => TEXT_OPS,
         "number" => NUMBER_OPS,
@@ -171,6 +177,10 @@ pub(super) fn parse_filter(ds: &DataSource, v: &Value, depth: usize) -> Result<F
             }
             _ => operand.is_string(),
         },
+    };
+    let operand = match (kind, operand) {
+        ("relation" | "people", Value::String(id)) => Value::String(super::dashed(&id)),
+        (_, operand) => operand,
     };
     if !operand_ok {
         return Err(invalid(format!(
@@ -209,13 +219,24 @@ fn single_condition(
     }
 }
 
-fn compare_time(op: &str, value_ms: i64, at_ms: i64) -> bool {
+/// A date operand as a half-open span of ms: a bare date (`2026-01-05`) is
+/// that whole day in UTC, a date-time the one millisecond it names.
+fn span_of(s: &str) -> Option<(i64, i64)> {
+    let start = parse_instant(s)?;
+    Some(if s.contains('T') {
+        (start, start + 1)
+    } else {
+        (start, start + 86_400_000)
+    })
+}
+
+fn compare_time(op: &str, value_ms: i64, (from, to): (i64, i64)) -> bool {
     match op {
-        "equals" => value_ms == at_ms,
-        "before" => value_ms < at_ms,
-        "after" => value_ms > at_ms,
-        "on_or_before" => value_ms <= at_ms,
-        "on_or_after" => value_ms >= at_ms,
+        "equals" => from <= value_ms && value_ms < to,
+        "before" => value_ms < from,
+        "after" => value_ms >= to,
+        "on_or_before" => value_ms < to,
+        "on_or_after" => value_ms >= from,
         _ => false,
     }
 }
@@ -245,13 +266,13 @@ pub(super) fn matches(filter: &Filter, page: &Page) -> bool {
     match filter {
         Filter::And(parts) => parts.iter().all(|f| matches(f, page)),
         Filter::Or(parts) => parts.iter().any(|f| matches(f, page)),
-        Filter::Timestamp { edited, op, at_ms } => {
+        Filter::Timestamp { edited, op, span } => {
             let t = if *edited {
                 page.edited_ms
             } else {
                 page.created_ms
             };
-            compare_time(op, t, *at_ms)
+            compare_time(op, t, *span)
         }
         Filter::Property {
             prop_id,
@@ -319,7 +340,7 @@ pub(super) fn matches(filter: &Filter, page: &Page) -> bool {
                         Value::String(s) => parse_instant(s),
                         v => v["start"].as_str().and_then(parse_instant),
                     };
-                    match (have, operand.as_str().and_then(parse_instant)) {
+                    match (have, operand.as_str().and_then(span_of)) {
                         (Some(h), Some(w)) => compare_time(op, h, w),
                         _ => false,
                     }

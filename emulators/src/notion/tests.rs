@@ -402,21 +402,39 @@ async fn a_query_past_the_result_cap_is_marked_incomplete() {
         }
         let reply = api.query(&ds, body).await;
         assert_eq!(reply.status, 200);
-        assert_eq!(reply.body["request_status"]["type"], "incomplete");
-        assert_eq!(
-            reply.body["request_status"]["incomplete_reason"],
-            "query_result_limit_reached"
-        );
         total += reply.body["results"].as_array().unwrap().len();
         match reply.body["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
+            Some(c) => {
+                // Only the page that reaches the cap says so.
+                assert!(reply.body.get("request_status").is_none(), "{}", reply.body);
+                cursor = Some(c.to_owned());
+            }
             None => {
                 assert_eq!(reply.body["has_more"], false);
+                assert_eq!(reply.body["request_status"]["type"], "incomplete");
+                assert_eq!(
+                    reply.body["request_status"]["incomplete_reason"],
+                    "query_result_limit_reached"
+                );
                 break;
             }
         }
     }
     assert_eq!(total, 100);
+
+    // With `request_status_early`, it comes on the first page only.
+    api.notion.control().set_limit("request_status_early", 1.0);
+    let first = api.query(&ds, json!({ "page_size": 30 })).await;
+    assert_eq!(first.body["request_status"]["type"], "incomplete");
+    let mut cursor = first.body["next_cursor"].as_str().map(str::to_owned);
+    while let Some(c) = cursor {
+        let reply = api
+            .query(&ds, json!({ "page_size": 30, "start_cursor": c }))
+            .await;
+        assert!(reply.body.get("request_status").is_none(), "{}", reply.body);
+        cursor = reply.body["next_cursor"].as_str().map(str::to_owned);
+    }
+    api.notion.control().set_limit("request_status_early", 0.0);
 
     // A narrower query is under the cap again.
     let narrow = api
@@ -666,7 +684,10 @@ async fn writes_are_validated_like_the_api() {
     let many_text =
         |n: usize| json!({ "rich_text": items(n, json!({ "text": { "content": "a" } })) });
     let tags = |n: usize| json!({ "multi_select": (0..n).map(|i| json!({ "name": format!("t{i}") })).collect::<Vec<_>>() });
-    let refs = |n: usize| json!({ "relation": items(n, json!({ "id": "p" })) });
+    let target = api
+        .notion
+        .create_page(&ds, json!({ "Name": title("target") }));
+    let refs = |n: usize| json!({ "relation": items(n, json!({ "id": target })) });
     let people = |n: usize| json!({ "people": items(n, json!({ "object": "user", "id": "u" })) });
     let url = |n: usize| json!({ "url": format!("https://{}", "a".repeat(n - 8)) });
     let mail = |n: usize| json!({ "email": format!("{}@x.io", "a".repeat(n - 5)) });
@@ -699,7 +720,7 @@ async fn writes_are_validated_like_the_api() {
         assert!(message.contains(&format!("{}", limit + 1)), "{message}");
     }
     let before = api.notion.pages(&ds).len();
-    assert_eq!(before, cases.len());
+    assert_eq!(before, cases.len() + 1); // and the relation target
 
     let refused = |reply: &Reply, needle: &str| {
         assert_error(reply, 400, "validation_error");
@@ -893,7 +914,12 @@ async fn trashed_pages_leave_queries_unless_asked_for() {
 async fn relations_are_inlined_up_to_the_cap_and_listed_in_full() {
     let api = Api::start().await;
     let ds = one_source(&api);
-    let targets: Vec<String> = (0..30).map(|i| format!("target-{i:02}")).collect();
+    let targets: Vec<String> = (0..30)
+        .map(|i| {
+            api.notion
+                .create_page(&ds, json!({ "Name": title(&format!("target-{i:02}")) }))
+        })
+        .collect();
     let refs: Vec<Value> = targets.iter().map(|t| json!({ "id": t })).collect();
     let id = api.notion.create_page(
         &ds,
@@ -1075,4 +1101,360 @@ fn serves_from_a_thread_of_its_own() {
     });
     assert_eq!(status, 200);
     assert_eq!(notion.control().requests().len(), 1);
+}
+
+#[tokio::test]
+async fn text_limits_count_utf16_code_units() {
+    let api = Api::start().await;
+    let ds = one_source(&api);
+    // 1001 emoji are 1001 chars but 2002 UTF-16 code units.
+    let emoji = "😀".repeat(1001);
+    let reply = api.create(&ds, json!({ "Name": title(&emoji) })).await;
+    assert_error(&reply, 400, "validation_error");
+    let ok = "😀".repeat(1000);
+    assert_eq!(
+        api.create(&ds, json!({ "Name": title(&ok) })).await.status,
+        200
+    );
+    let mail = format!("{}@x.io", "é😀".repeat(66));
+    let reply = api
+        .create(
+            &ds,
+            json!({ "Name": title("m"), "Mail": { "email": mail } }),
+        )
+        .await;
+    assert_error(&reply, 400, "validation_error");
+    let link = format!("https://x.io/{}", "😀".repeat(994));
+    let reply = api
+        .create(&ds, json!({ "Name": title("u"), "Link": { "url": link } }))
+        .await;
+    assert_error(&reply, 400, "validation_error");
+}
+
+#[tokio::test]
+async fn archived_accompanies_in_trash_before_2026_03_11() {
+    let api = Api::start().await;
+    let ds = one_source(&api);
+    let id = api.notion.create_page(&ds, json!({ "Name": title("a") }));
+    api.notion.trash_page(&id);
+    let old = api.ok(Method::GET, &format!("/v1/pages/{id}"), None).await;
+    assert_eq!(old["in_trash"], true);
+    assert_eq!(old["archived"], true);
+    let source = api
+        .ok(Method::GET, &format!("/v1/data_sources/{ds}"), None)
+        .await;
+    assert_eq!(source["archived"], false);
+    let listed = api.query(&ds, json!({ "in_trash": true })).await;
+    assert_eq!(listed.body["results"][0]["archived"], true);
+    let new = api
+        .send(
+            Method::GET,
+            &format!("/v1/pages/{id}"),
+            None,
+            Some(TOKEN),
+            Some("2026-03-11"),
+        )
+        .await;
+    assert_eq!(new.status, 200);
+    assert_eq!(new.body["in_trash"], true);
+    assert!(new.body.get("archived").is_none(), "{}", new.body);
+}
+
+#[tokio::test]
+async fn a_per_minute_budget_answers_429_until_the_window_frees() {
+    let api = Api::start().await;
+    let ds = one_source(&api);
+    let control = api.notion.control();
+    control.set_time(T0);
+    control.set_limit("rate_per_minute", 3.0);
+    let path = format!("/v1/data_sources/{ds}");
+    assert_eq!(api.call(Method::GET, &path, None).await.status, 200);
+    control.advance(Duration::from_secs(20));
+    assert_eq!(api.call(Method::GET, &path, None).await.status, 200);
+    assert_eq!(api.call(Method::GET, &path, None).await.status, 200);
+    control.advance(Duration::from_secs(10));
+    let limited = api.call(Method::GET, &path, None).await;
+    assert_error(&limited, 429, "rate_limited");
+    // The first request leaves the window 60 s after it was made.
+    assert_eq!(limited.retry_after.as_deref(), Some("30"));
+    control.advance(Duration::from_secs(30));
+    assert_eq!(api.call(Method::GET, &path, None).await.status, 200);
+    assert_eq!(api.call(Method::GET, &path, None).await.status, 429);
+}
+
+#[tokio::test]
+async fn filter_keys_match_the_type_and_bare_dates_cover_the_day() {
+    let api = Api::start().await;
+    let ds = one_source(&api);
+    api.notion.create_page(
+        &ds,
+        json!({ "Name": title("a"), "Link": { "url": "https://a.io" },
+                "When": { "date": { "start": "2026-01-05T18:30:00.000+00:00" } } }),
+    );
+    for (prop, key) in [
+        ("Link", "rich_text"),
+        ("Name", "rich_text"),
+        ("Notes", "title"),
+        ("Mail", "url"),
+        ("Phone", "email"),
+    ] {
+        let reply = api
+            .query(
+                &ds,
+                json!({ "filter": { "property": prop, key: { "is_not_empty": true } } }),
+            )
+            .await;
+        assert_error(&reply, 400, "validation_error");
+    }
+    let by_url = api
+        .query(
+            &ds,
+            json!({ "filter": { "property": "Link", "url": { "contains": "a.io" } } }),
+        )
+        .await;
+    assert_eq!(by_url.body["results"].as_array().unwrap().len(), 1);
+    for (op, operand, hits) in [
+        ("on_or_before", "2026-01-05", 1),
+        ("before", "2026-01-05", 0),
+        ("on_or_after", "2026-01-05", 1),
+        ("after", "2026-01-05", 0),
+        ("after", "2026-01-04", 1),
+        ("equals", "2026-01-05", 1),
+        ("on_or_before", "2026-01-05T12:00:00Z", 0),
+    ] {
+        let reply = api
+            .query(
+                &ds,
+                json!({ "filter": { "property": "When", "date": { op: operand } } }),
+            )
+            .await;
+        assert_eq!(
+            reply.body["results"].as_array().unwrap().len(),
+            hits,
+            "{op} {operand}: {}",
+            reply.body
+        );
+    }
+}
+
+#[tokio::test]
+async fn ids_without_dashes_are_accepted_and_returned_dashed() {
+    let api = Api::start().await;
+    let (db, sources) = api
+        .notion
+        .create_database("Services", vec![("Services", schema())]);
+    let ds = &sources[0];
+    let target = api.notion.create_page(ds, json!({ "Name": title("t") }));
+    let bare = |id: &str| id.replace('-', "");
+    let user = "0f8fad5bd9cb469fa16570867728950e";
+    let created = api
+        .call(
+            Method::POST,
+            "/v1/pages",
+            Some(
+                json!({ "parent": { "data_source_id": bare(ds) }, "properties": {
+                "Name": title("p"),
+                "Refs": { "relation": [{ "id": bare(&target) }] },
+                "Owners": { "people": [{ "id": user }] },
+            } }),
+            ),
+        )
+        .await;
+    assert_eq!(created.status, 200, "{}", created.body);
+    let page = &created.body;
+    assert_eq!(page["parent"]["data_source_id"], ds.as_str());
+    assert_eq!(
+        page["properties"]["Refs"]["relation"][0]["id"],
+        target.as_str()
+    );
+    assert_eq!(
+        page["properties"]["Owners"]["people"][0]["id"],
+        "0f8fad5b-d9cb-469f-a165-70867728950e"
+    );
+    let id = page["id"].as_str().unwrap();
+    for path in [
+        format!("/v1/pages/{}", bare(id)),
+        format!("/v1/data_sources/{}", bare(ds)),
+        format!("/v1/databases/{}", bare(&db)),
+    ] {
+        let got = api.ok(Method::GET, &path, None).await;
+        assert!(got["id"].as_str().unwrap().contains('-'), "{got}");
+    }
+    let by_parent_db = api
+        .call(
+            Method::POST,
+            "/v1/pages",
+            Some(json!({ "parent": { "database_id": bare(&db) }, "properties": { "Name": title("q") } })),
+        )
+        .await;
+    assert_eq!(by_parent_db.status, 200, "{}", by_parent_db.body);
+    let hits = api
+        .query(
+            ds,
+            json!({ "filter": { "property": "Refs", "relation": { "contains": bare(&target) } } }),
+        )
+        .await;
+    assert_eq!(hits.body["results"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn relation_targets_must_exist_in_the_related_source_and_not_be_trashed() {
+    let api = Api::start().await;
+    let (_, sources) = api.notion.create_database(
+        "Two",
+        vec![
+            ("Targets", json!({ "Name": { "title": {} } })),
+            ("Other", json!({ "Name": { "title": {} } })),
+        ],
+    );
+    let (_, linking) = api.notion.create_database(
+        "Links",
+        vec![(
+            "Links",
+            json!({ "Name": { "title": {} },
+                    "Rel": { "relation": { "data_source_id": sources[0], "type": "single_property", "single_property": {} } } }),
+        )],
+    );
+    let good = api
+        .notion
+        .create_page(&sources[0], json!({ "Name": title("t") }));
+    let elsewhere = api
+        .notion
+        .create_page(&sources[1], json!({ "Name": title("o") }));
+    let trashed = api
+        .notion
+        .create_page(&sources[0], json!({ "Name": title("x") }));
+    api.notion.trash_page(&trashed);
+    let missing = "11111111-2222-3333-4444-555555555555".to_owned();
+    for bad in [&elsewhere, &trashed, &missing] {
+        let reply = api
+            .create(
+                &linking[0],
+                json!({ "Name": title("l"), "Rel": { "relation": [{ "id": bad }] } }),
+            )
+            .await;
+        assert_error(&reply, 400, "validation_error");
+        let message = reply.body["message"].as_str().unwrap();
+        assert!(
+            message.contains("Rel") && message.contains(bad.as_str()),
+            "{message}"
+        );
+    }
+    let reply = api
+        .create(
+            &linking[0],
+            json!({ "Name": title("l"), "Rel": { "relation": [{ "id": good }] } }),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+}
+
+#[tokio::test]
+async fn people_are_inlined_up_to_25_and_listed_in_full_with_next_url() {
+    let api = Api::start().await;
+    let ds = one_source(&api);
+    let users: Vec<String> = (0..30).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let people: Vec<Value> = users
+        .iter()
+        .map(|u| json!({ "object": "user", "id": u }))
+        .collect();
+    let id = api.notion.create_page(
+        &ds,
+        json!({ "Name": title("team"), "Owners": { "people": people } }),
+    );
+    let page = api.ok(Method::GET, &format!("/v1/pages/{id}"), None).await;
+    let owners = &page["properties"]["Owners"];
+    assert_eq!(owners["people"].as_array().unwrap().len(), 25);
+    assert_eq!(owners["has_more"], true);
+    let prop_id = owners["id"].as_str().unwrap();
+    let mut path = format!("/v1/pages/{id}/properties/{prop_id}?page_size=20");
+    let mut listed = Vec::new();
+    loop {
+        let list = api.ok(Method::GET, &path, None).await;
+        for item in list["results"].as_array().unwrap() {
+            listed.push(item["people"]["id"].as_str().unwrap().to_owned());
+        }
+        if list["has_more"] == true {
+            let next_url = list["property_item"]["next_url"]
+                .as_str()
+                .expect("next_url");
+            let cursor = list["next_cursor"].as_str().unwrap();
+            assert!(
+                next_url.ends_with(&format!("start_cursor={cursor}")),
+                "{next_url}"
+            );
+            path = next_url
+                .strip_prefix(&api.running.base_url())
+                .expect("next_url points at the emulator")
+                .to_owned();
+        } else {
+            assert!(list["property_item"]["next_url"].is_null());
+            break;
+        }
+    }
+    assert_eq!(listed, users);
+}
+
+#[tokio::test]
+async fn data_source_option_updates_replace_and_status_is_locked() {
+    let api = Api::start().await;
+    let ds = one_source(&api);
+    let path = format!("/v1/data_sources/{ds}");
+    let patch = |body: Value| api.call(Method::PATCH, &path, Some(body));
+    let reply = patch(
+        json!({ "properties": { "Tier": { "select": { "options": [{ "name": "silver" }] } } } }),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let names: Vec<&str> = reply.body["properties"]["Tier"]["select"]["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["silver"], "omitted options are removed");
+    for body in [
+        json!({ "properties": { "Stage": { "status": { "options": [{ "name": "New" }] } } } }),
+        json!({ "properties": { "Stage": { "name": "Phase" } } }),
+        json!({ "properties": { "State": { "status": { "options": [{ "name": "A" }] } } } }),
+    ] {
+        assert_error(&patch(body).await, 400, "validation_error");
+    }
+    let added = patch(json!({ "properties": { "State": { "status": {} } } })).await;
+    assert_eq!(added.status, 200, "{}", added.body);
+}
+
+#[tokio::test]
+async fn dates_read_back_in_utc_with_time_zone_null() {
+    let api = Api::start().await;
+    let ds = one_source(&api);
+    let when = |d: Value| json!({ "Name": title("d"), "When": { "date": d } });
+    let read = |reply: &Reply| reply.body["properties"]["When"]["date"].clone();
+    let r = api
+        .create(
+            &ds,
+            when(json!({ "start": "2026-11-23T12:15:00+02:00", "end": "2026-11-24" })),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let d = read(&r);
+    assert_eq!(d["start"], "2026-11-23T10:15:00.000+00:00");
+    assert_eq!(d["end"], "2026-11-24");
+    assert!(d["time_zone"].is_null());
+    let r = api
+        .create(
+            &ds,
+            when(json!({ "start": "2026-07-01T09:00:00", "time_zone": "America/New_York" })),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(read(&r)["start"], "2026-07-01T13:00:00.000+00:00");
+    assert!(read(&r)["time_zone"].is_null());
+    for bad in [
+        json!({ "start": "2026-07-01T09:00:00-04:00", "time_zone": "America/New_York" }),
+        json!({ "start": "2026-07-01", "time_zone": "America/New_York" }),
+        json!({ "start": "2026-07-01T09:00:00", "time_zone": "Mars/Olympus" }),
+    ] {
+        assert_error(&api.create(&ds, when(bad)).await, 400, "validation_error");
+    }
 }

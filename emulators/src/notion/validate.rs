@@ -42,6 +42,12 @@ fn shown(v: &Value) -> String {
     }
 }
 
+/// A string's length as the API's JavaScript `.length` counts it: in
+/// UTF-16 code units (an emoji outside the BMP counts 2).
+pub(super) fn js_len(s: &str) -> usize {
+    s.encode_utf16().count()
+}
+
 fn invalid(message: String) -> ApiError {
     ApiError::validation(message)
 }
@@ -181,7 +187,7 @@ fn validate_value(
                         shown(item.get("id").unwrap_or(&Value::Null))
                     )));
                 };
-                ids.push(json!({ "id": id }));
+                ids.push(json!({ "id": super::dashed(id) }));
             }
             Value::Array(ids)
         }
@@ -195,7 +201,7 @@ fn validate_value(
                         shown(item.get("id").unwrap_or(&Value::Null))
                     )));
                 };
-                people.push(json!({ "object": "user", "id": id }));
+                people.push(json!({ "object": "user", "id": super::dashed(id) }));
             }
             Value::Array(people)
         }
@@ -233,9 +239,9 @@ fn array<'a>(at: &str, v: &'a Value) -> Result<&'a Vec<Value>, ApiError> {
 fn short_string(at: &str, v: &Value, max: usize) -> Result<Value, ApiError> {
     match v {
         Value::Null => Ok(Value::Null),
-        Value::String(s) if s.chars().count() > max => Err(invalid(format!(
+        Value::String(s) if js_len(s) > max => Err(invalid(format!(
             "{at}.length should be ≤ `{max}`, instead was `{}`.",
-            s.chars().count()
+            js_len(s)
         ))),
         Value::String(_) => Ok(v.clone()),
         other => Err(invalid(format!(
@@ -274,7 +280,7 @@ fn rich_text(at: &str, v: &Value) -> Result<Value, ApiError> {
                 )));
             }
         };
-        let length = content.chars().count();
+        let length = js_len(content);
         if length > MAX_TEXT {
             return Err(invalid(format!(
                 "{here}.text.content.length should be ≤ `{MAX_TEXT}`, instead was `{length}`."
@@ -283,7 +289,7 @@ fn rich_text(at: &str, v: &Value) -> Result<Value, ApiError> {
         let link = match text.get("link") {
             None | Some(Value::Null) => Value::Null,
             Some(l) => match l.get("url") {
-                Some(Value::String(u)) if u.chars().count() <= MAX_URL => json!({ "url": u }),
+                Some(Value::String(u)) if js_len(u) <= MAX_URL => json!({ "url": u }),
                 _ => {
                     return Err(invalid(format!(
                         "{here}.text.link.url should be a string of at most {MAX_URL} characters, \
@@ -388,8 +394,20 @@ fn date(at: &str, v: &Value) -> Result<Value, ApiError> {
     match v {
         Value::Null => Ok(Value::Null),
         Value::Object(m) => {
+            let zone = match m.get("time_zone") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(s.as_str()),
+                Some(other) => {
+                    return Err(invalid(format!(
+                        "{at}.time_zone should be a string or `null`, instead was `{}`.",
+                        shown(other)
+                    )));
+                }
+            };
             let start = match m.get("start") {
-                Some(Value::String(s)) if super::parse_instant(s).is_some() => s.clone(),
+                Some(Value::String(s)) => super::normalize_date(s, zone).map_err(|want| {
+                    invalid(format!("{at}.start should be {want}, instead was `{s}`."))
+                })?,
                 other => {
                     return Err(invalid(format!(
                         "{at}.start should be an ISO 8601 date or date-time string, instead was `{}`.",
@@ -399,8 +417,10 @@ fn date(at: &str, v: &Value) -> Result<Value, ApiError> {
             };
             let end = match m.get("end") {
                 None | Some(Value::Null) => Value::Null,
-                Some(Value::String(s)) if super::parse_instant(s).is_some() => {
-                    Value::String(s.clone())
+                Some(Value::String(s)) => {
+                    Value::String(super::normalize_date(s, zone).map_err(|want| {
+                        invalid(format!("{at}.end should be {want}, instead was `{s}`."))
+                    })?)
                 }
                 Some(other) => {
                     return Err(invalid(format!(
@@ -410,17 +430,8 @@ fn date(at: &str, v: &Value) -> Result<Value, ApiError> {
                     )));
                 }
             };
-            let time_zone = match m.get("time_zone") {
-                None | Some(Value::Null) => Value::Null,
-                Some(Value::String(s)) => Value::String(s.clone()),
-                Some(other) => {
-                    return Err(invalid(format!(
-                        "{at}.time_zone should be a string or `null`, instead was `{}`.",
-                        shown(other)
-                    )));
-                }
-            };
-            Ok(json!({ "start": start, "end": end, "time_zone": time_zone }))
+            // The API always reads time_zone back as null.
+            Ok(json!({ "start": start, "end": end, "time_zone": null }))
         }
         other => Err(invalid(format!(
             "{at} should be an object or `null`, instead was `{}`.",
