@@ -1094,7 +1094,11 @@ impl SheetsAdapter {
                 Call {
                     method: Method::GET,
                     url,
-                    query: vec![("fields", "modifiedTime,version".into())],
+                    query: vec![
+                        ("fields", "modifiedTime,version".into()),
+                        // Spreadsheets in shared drives are 404 without it.
+                        ("supportsAllDrives", "true".into()),
+                    ],
                     body: None,
                     budget: Budget::Other,
                     idempotent: true,
