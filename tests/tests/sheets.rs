@@ -1073,3 +1073,35 @@ async fn a_row_typed_in_during_a_run_is_not_overwritten_by_new_rows() {
     assert_eq!(b.registry().len(), 3);
     assert_eq!(b.sheet_rows().len(), 3);
 }
+
+#[tokio::test]
+async fn a_quota_that_stays_exhausted_fails_the_run_saying_what_to_do() {
+    let b = bound(schema()).await;
+    b.put("a", "a", 1);
+    b.emu.sheets.control().clear_log();
+    b.emu.sheets.control().inject(
+        Fault::status(
+            429,
+            json!({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED",
+                "message": "Quota exceeded for quota metric 'Read requests'"}}),
+        )
+        .path_contains("values:batchGet")
+        .times(RETRIES + 1),
+    );
+    let err = b
+        .replica
+        .sync_binding("sheet", &b.adapter, &AdapterSyncOptions::sync(), &())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("sheets")
+            && err.contains("RESOURCE_EXHAUSTED")
+            && err.contains("reads_per_minute"),
+        "{err}"
+    );
+    assert!(b.emu.mutating().is_empty(), "nothing written");
+    // The quota refills: the next run goes through.
+    b.sync().await;
+    assert_eq!(b.sheet_rows().len(), 1);
+}
