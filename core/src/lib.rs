@@ -10,8 +10,8 @@
 //! refused whole.
 //!
 //! A registry can also be mirrored to an external table through an
-//! [`Adapter`] (Postgres behind the `postgres` feature, or the in-memory
-//! [`MemoryAdapter`]): [`Replica::add_binding`] stores the binding and
+//! [`Adapter`] (Postgres behind the `postgres` feature, a Google Sheet
+//! behind the `sheets` feature, or the in-memory [`MemoryAdapter`]): [`Replica::add_binding`] stores the binding and
 //! [`Replica::sync_binding`] runs Fetch → Diff → Validate → Resolve → Apply,
 //! or only plans it with [`AdapterSyncOptions::dry_run`].
 //!
@@ -66,6 +66,8 @@ pub use adapters::memory::MemoryAdapter;
 pub use adapters::notion::{NotionAdapter, NotionOptions};
 #[cfg(feature = "postgres")]
 pub use adapters::postgres::{PostgresAdapter, PostgresOptions};
+#[cfg(feature = "sheets")]
+pub use adapters::sheets::{SheetsAdapter, SheetsOptions};
 pub use adapters::{
     Adapter, AdapterError, BoxFuture, ChangeTracking, ColumnSpec, Fetched, RemoteColumn, RemoteRow,
     RemoteTable, RowError, RowOp, RowResult, TableSpec,

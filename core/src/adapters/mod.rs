@@ -7,6 +7,8 @@ pub(crate) mod memory;
 pub(crate) mod notion;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
+#[cfg(feature = "sheets")]
+pub(crate) mod sheets;
 
 use std::collections::BTreeMap;
 use std::fmt;

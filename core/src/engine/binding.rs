@@ -265,6 +265,7 @@ fn built_in_kinds() -> String {
     let kinds: Vec<&str> = [
         (cfg!(feature = "postgres"), "postgres"),
         (cfg!(feature = "notion"), "notion"),
+        (cfg!(feature = "sheets"), "sheets"),
     ]
     .into_iter()
     .filter_map(|(on, kind)| on.then_some(kind))
@@ -492,8 +493,9 @@ impl Replica {
     }
 
     /// Connects to the external table a stored binding names, through the
-    /// adapter of its kind that this build includes (`postgres` and
-    /// `notion`, with the features of those names). Adapters of other kinds (in-memory, written in
+    /// adapter of its kind that this build includes (`postgres`, `notion`
+    /// and `sheets`, with the features of those names). Adapters of other
+    /// kinds (in-memory, written in
     /// another language) are given to [`Replica::sync_binding`] directly.
     pub async fn connect_binding(
         &self,
@@ -518,6 +520,13 @@ impl Replica {
                 let schema = self.registry(&binding.registry)?.schema();
                 let adapter =
                     crate::adapters::notion::NotionAdapter::for_binding(&binding, &schema)?;
+                Ok(Box::new(adapter))
+            }
+            #[cfg(feature = "sheets")]
+            "sheets" => {
+                let schema = self.registry(&binding.registry)?.schema();
+                let adapter =
+                    crate::adapters::sheets::SheetsAdapter::for_binding(&binding, &schema)?;
                 Ok(Box::new(adapter))
             }
             other => Err(EngineError::BadBinding {
