@@ -7,7 +7,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use chittysync::{
     Action, Adapter, AdapterBinding, AdapterProgress, AdapterSyncOptions, AdapterSyncReport,
     ChangeTracking, ConflictPolicy, Direction, EngineError, NotionAdapter, PostgresAdapter,
-    RemoteTable, Replica, Side, Stage, Value,
+    RemoteTable, Replica, SheetsAdapter, Side, Stage, Value,
 };
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -47,11 +47,11 @@ pub(crate) struct AddArgs {
     /// The registry to bind (name or id).
     #[arg(long)]
     registry: String,
-    /// The adapter kind: postgres or notion.
+    /// The adapter kind: postgres, notion or sheets.
     #[arg(long, default_value = "postgres")]
     kind: String,
     /// The remote table: for Postgres `table` or `schema.table`; for Notion
-    /// the database id.
+    /// the database id; for Sheets the spreadsheet id (from its URL).
     #[arg(long)]
     table: String,
     /// Connection URL without a password, e.g. postgres://sync@db.internal:5432/app.
@@ -64,10 +64,20 @@ pub(crate) struct AddArgs {
     secret_env: Option<String>,
     /// An adapter setting (repeatable). Notion: base_url, data_source (id or
     /// name, when the database has several), requests_per_second (default
-    /// 2.5), retry_base_ms, max_retries, timeout_ms.
+    /// 2.5), retry_base_ms, max_retries, timeout_ms. Sheets: base_url,
+    /// drive_base_url, reads_per_minute and writes_per_minute (default 60),
+    /// retry_base_ms, max_retries, timeout_ms.
     #[arg(long = "setting", value_name = "KEY=VALUE")]
     settings: Vec<String>,
-    /// The remote column (Notion: the rich-text property) holding record ids.
+    /// Sheets: the service account's key file (JSON, mode 0600). Its path is
+    /// stored, never its content.
+    #[arg(long, value_name = "PATH")]
+    key_file: Option<std::path::PathBuf>,
+    /// Sheets: the sheet (tab) to mirror (default: the first).
+    #[arg(long, value_name = "TITLE")]
+    sheet: Option<String>,
+    /// The remote column holding record ids (Notion: a rich-text property;
+    /// Sheets: the hidden column, headed `_id` unless this says otherwise).
     #[arg(long, default_value = "id")]
     id_column: String,
     /// Map a registry field to a differently named column (repeatable).
@@ -274,6 +284,7 @@ fn tracking(binding: &AdapterBinding, table: &RemoteTable) -> String {
             "pages edited since the last sync, and pages moved to the trash ({})",
             table.name
         ),
+        "sheets" => "the file's Drive version; a changed sheet is read in one request".into(),
         _ => "change-log trigger (cost follows what changed)".into(),
     }
 }
@@ -302,15 +313,26 @@ fn add(replica: &Replica, args: AddArgs, as_json: bool) -> Result<()> {
             .ok_or_else(|| anyhow!("--setting '{pair}' is not KEY=VALUE"))?;
         binding.settings.insert(k.to_owned(), v.to_owned());
     }
+    if let Some(path) = &args.key_file {
+        // Stored absolute, so later runs from elsewhere find it.
+        let path = std::path::absolute(path)
+            .with_context(|| format!("resolving the key file path {}", path.display()))?;
+        binding
+            .settings
+            .insert("key_file".into(), path.display().to_string());
+    }
+    if let Some(sheet) = &args.sheet {
+        binding.settings.insert("sheet".into(), sheet.clone());
+    }
     for pair in &args.mapping {
         let (f, c) = pair
             .split_once('=')
             .ok_or_else(|| anyhow!("--map '{pair}' is not FIELD=COLUMN"))?;
         binding.mapping.insert(f.to_owned(), c.to_owned());
     }
-    if !matches!(binding.kind.as_str(), "postgres" | "notion") {
+    if !matches!(binding.kind.as_str(), "postgres" | "notion" | "sheets") {
         bail!(
-            "adapter kind '{}' is not available from the command line; kinds: postgres, notion",
+            "adapter kind '{}' is not available from the command line; kinds: postgres, notion, sheets",
             binding.kind
         );
     }
@@ -327,6 +349,10 @@ fn add(replica: &Replica, args: AddArgs, as_json: bool) -> Result<()> {
             binding.mapping = adapter.pinned_mapping().await?;
             binding.id_column = adapter.pinned_id_property().await?;
             return anyhow::Ok(table);
+        }
+        if binding.kind == "sheets" {
+            let adapter = SheetsAdapter::for_binding(&binding, &schema)?;
+            return anyhow::Ok(adapter.prepare(args.create).await?);
         }
         let origin = "chittysync-setup";
         let adapter = PostgresAdapter::for_binding(&binding, &schema, origin).await?;
@@ -524,6 +550,7 @@ fn print_report(report: &AdapterSyncReport, adapter: &dyn Adapter) {
     let plan = &report.plan;
     let tracking = match &plan.change_tracking {
         ChangeTracking::Incremental if adapter.system() == "notion" => "edited pages".to_owned(),
+        ChangeTracking::Incremental if adapter.system() == "sheets" => "Drive version".to_owned(),
         ChangeTracking::Incremental => "change log".to_owned(),
         ChangeTracking::FullCompare { reason } => format!("full compare ({reason})"),
     };
