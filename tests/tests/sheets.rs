@@ -806,6 +806,41 @@ async fn a_one_row_change_in_a_large_sheet_costs_a_few_requests() {
 }
 
 #[tokio::test]
+async fn a_first_push_of_many_rows_is_one_values_write() {
+    // Quotas count requests: the engine hands the adapter every row at once
+    // (its preferred batch), and the adapter sends them in one request.
+    const ROWS: usize = 3_000;
+    let b = bound(schema()).await;
+    b.registry()
+        .write(|w| {
+            for i in 0..ROWS {
+                w.put(
+                    Some(&format!("r{i:05}")),
+                    [
+                        ("name", Value::from(format!("n{i}"))),
+                        ("port", Value::from(i as i64 % 60_000 + 1)),
+                    ],
+                )?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    b.emu.sheets.control().clear_log();
+    let report = b.sync().await;
+    assert_eq!(report.applied, ROWS);
+    let writes = kinds(&b.emu.log())
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("POST"))
+        .collect::<BTreeMap<_, _>>();
+    assert_eq!(
+        writes,
+        counts(&[("POST batchUpdate", 1), ("POST structural batchUpdate", 1)]),
+        "one structural request growing the grid, one values write"
+    );
+    assert_eq!(b.sheet_rows().len(), ROWS);
+}
+
+#[tokio::test]
 async fn a_stored_binding_connects_from_its_settings() {
     let emu = Emu::start();
     let dir = tempfile::tempdir().unwrap();

@@ -76,6 +76,9 @@ pub(crate) const DEFAULT_ID_HEADER: &str = "_id";
 const MAX_CELL_CHARS: usize = 50_000;
 /// Keep each write request's body well under Google's ~2 MB advice.
 const MAX_BODY_BYTES: usize = 1_500_000;
+/// Ops per apply unless the run says otherwise: every row of any sheet
+/// that fits Google's cell limit with a few columns.
+const PREFERRED_BATCH: usize = 1_000_000;
 /// Prefix of the provisional ids a dry run gives rows without an id.
 const PROVISIONAL_PREFIX: &str = "sheet-row-";
 
@@ -1728,6 +1731,13 @@ impl Adapter for SheetsAdapter {
         ops: &'a [RowOp],
     ) -> BoxFuture<'a, Result<Vec<RowResult>, AdapterError>> {
         Box::pin(self.apply_now(ops))
+    }
+
+    /// Quotas count requests, not rows: a run's writes go in one apply,
+    /// which splits its values write only where a request body would pass
+    /// the size Google advises.
+    fn preferred_batch(&self) -> Option<usize> {
+        Some(PREFERRED_BATCH)
     }
 }
 
