@@ -25,11 +25,13 @@ mod bindings;
 mod data;
 mod measure;
 mod merge;
+mod notion;
 mod open;
 mod peer;
 mod postgres;
 mod report;
 mod scale;
+mod sheets;
 mod verify;
 mod writes;
 
@@ -65,7 +67,7 @@ usage: chittysync-bench [--quick] [--json] [--records N] [--changes N] [--only N
   --changes N  record writes, one signed change each, in the verified registry
                (default 100000; quick 2000)
   --only NAME  run only merge, open, batched, single, scale, verify, sync,
-               postgres or bindings
+               postgres, bindings, notion or sheets
 
 The postgres benchmark needs CHITTYSYNC_BENCH_PG_URL or CHITTYSYNC_TEST_PG_URL
 (scripts/pg-up prints one); without a server its figures read \"not measured\".

@@ -64,7 +64,7 @@ pub(crate) struct AddArgs {
     secret_env: Option<String>,
     /// An adapter setting (repeatable). Notion: base_url, data_source (id or
     /// name, when the database has several), requests_per_second (default
-    /// 2.5), retry_base_ms, max_retries, timeout_ms. Sheets: base_url,
+    /// 2.8), retry_base_ms, max_retries, timeout_ms. Sheets: base_url,
     /// drive_base_url, reads_per_minute and writes_per_minute (default 60),
     /// retry_base_ms, max_retries, timeout_ms.
     #[arg(long = "setting", value_name = "KEY=VALUE")]

@@ -828,7 +828,7 @@ async fn a_value_notion_refuses_fails_only_its_row() {
     assert_eq!(rows.keys().collect::<Vec<_>>(), vec!["b", "c"]);
 }
 
-/// At the default budget (2.5 requests/s) against Notion's limit (3/s,
+/// At the default budget (2.8 requests/s) against Notion's limit (3/s,
 /// bursts of 10), a sync never meets a 429.
 #[tokio::test]
 async fn the_default_budget_stays_under_the_rate_limit() {

@@ -25,7 +25,7 @@
 //!   to the trash). A create for a record id that already has a page updates
 //!   that page, so a retried create never duplicates a page. A row whose
 //!   relation names a record created in the same batch is written after it.
-//! - **Rate limits.** A client-side budget (2.5 requests/s by default),
+//! - **Rate limits.** A client-side budget (2.8 requests/s by default),
 //!   `Retry-After` honoured on 429, jittered exponential backoff on 409 and
 //!   529 (any request) and on 500/503/504 (reads and queries only; a create
 //!   is retried after a 5xx only once a lookup shows it did not land).
@@ -120,7 +120,7 @@ pub struct NotionOptions {
     /// The rich-text property holding each page's record id, by name or id
     /// (the binding's id column).
     pub id_property: String,
-    /// The client-side request budget (`requests_per_second`; default 2.5,
+    /// The client-side request budget (`requests_per_second`; default 2.8,
     /// below Notion's average of 3).
     pub requests_per_second: f64,
     /// The first retry's wait, doubled on each further retry and jittered
@@ -137,7 +137,7 @@ pub struct NotionOptions {
 
 impl NotionOptions {
     /// Options for `database_id` with `token`: the public API, the id in a
-    /// property named `id`, 2.5 requests/s, 5 retries from 1 s, 30 s
+    /// property named `id`, 2.8 requests/s, 5 retries from 1 s, 30 s
     /// timeout, both directions.
     pub fn new(token: impl Into<String>, database_id: impl Into<String>) -> Self {
         NotionOptions {
@@ -146,7 +146,7 @@ impl NotionOptions {
             database_id: database_id.into(),
             data_source: None,
             id_property: "id".into(),
-            requests_per_second: 2.5,
+            requests_per_second: 2.8,
             retry_base_ms: 1000,
             max_retries: 5,
             timeout: Duration::from_secs(30),
