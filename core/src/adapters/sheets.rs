@@ -74,8 +74,11 @@ const SCOPES: &str = "https://www.googleapis.com/auth/spreadsheets https://www.g
 pub(crate) const DEFAULT_ID_HEADER: &str = "_id";
 /// Google Sheets holds at most this many characters in one cell.
 const MAX_CELL_CHARS: usize = 50_000;
-/// Keep each write request's body well under Google's ~2 MB advice.
-const MAX_BODY_BYTES: usize = 1_500_000;
+/// Keep each write request's body under Google's ~2 MB advice.
+const MAX_BODY_BYTES: usize = 1_900_000;
+/// The JSON around one cell's value in a values write:
+/// `{"range":"…","values":[[…]]},` plus escaping slack.
+const CELL_OVERHEAD_BYTES: usize = 30;
 /// Ops per apply unless the run says otherwise: every row of any sheet
 /// that fits Google's cell limit with a few columns.
 const PREFERRED_BATCH: usize = 1_000_000;
@@ -1648,7 +1651,7 @@ impl SheetsAdapter {
             .map(|(k, (_, cells))| {
                 let bytes = cells
                     .iter()
-                    .map(|(r, c)| r.len() + c.to_string().len() + 48)
+                    .map(|(r, c)| r.len() + c.to_string().len() + CELL_OVERHEAD_BYTES)
                     .sum();
                 (k, bytes)
             })
