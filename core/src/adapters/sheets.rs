@@ -77,8 +77,8 @@ const MAX_CELL_CHARS: usize = 50_000;
 /// Keep each write request's body under Google's ~2 MB advice.
 const MAX_BODY_BYTES: usize = 1_900_000;
 /// The JSON around one cell's value in a values write:
-/// `{"range":"…","values":[[…]]},` plus escaping slack.
-const CELL_OVERHEAD_BYTES: usize = 30;
+/// `{"range":"…","majorDimension":"ROWS","values":[[…]]},` (51 bytes).
+const CELL_OVERHEAD_BYTES: usize = 52;
 /// Ops per apply unless the run says otherwise: every row of any sheet
 /// that fits Google's cell limit with a few columns.
 const PREFERRED_BATCH: usize = 1_000_000;
@@ -340,6 +340,7 @@ fn advice(status: Option<StatusCode>, client_email: &str) -> String {
         Some(404) => "check the spreadsheet id (the binding's table) and the sheet title".into(),
         Some(429) => "the Sheets quota is exhausted; lower reads_per_minute/writes_per_minute or run again in a minute".into(),
         Some(400) => "the request was refused as invalid; check the sheet title and that the sheet is not protected".into(),
+        Some(413) => "the request was too large for the server; run with a smaller --batch-size".into(),
         _ => "the service is unavailable or unreachable; run again later".into(),
     }
 }
