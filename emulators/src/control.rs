@@ -324,10 +324,21 @@ async fn intercept(State(control): State<Control>, request: Request, next: Next)
                 .and_then(|s| StatusCode::from_u16(s).ok())
                 .or_else(|| served.as_ref().map(Response::status))
                 .unwrap_or(StatusCode::OK);
-            let broken = futures_util::stream::iter([
-                Ok::<_, std::io::Error>(axum::body::Bytes::from_static(b"{\"object\":")),
-                Err(std::io::Error::other("the answer was cut off")),
-            ]);
+            // The headers and a first piece go out, then the body breaks
+            // (a pause between, so the client has read the headers).
+            let broken = futures_util::stream::unfold(0u8, |step| async move {
+                match step {
+                    0 => Some((
+                        Ok::<_, std::io::Error>(axum::body::Bytes::from_static(b"{\"object\":")),
+                        1,
+                    )),
+                    1 => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        Some((Err(std::io::Error::other("the answer was cut off")), 2))
+                    }
+                    _ => None,
+                }
+            });
             let mut response = Response::new(Body::from_stream(broken));
             *response.status_mut() = status;
             response.headers_mut().insert(

@@ -1304,8 +1304,15 @@ async fn a_duplicated_page_never_takes_over_its_record() {
         .unwrap();
     b.sync().await;
     let original = b.layout.page_id(&b.emu, "a");
-    // Long after the sync, so only the copy is in the next run's window.
-    b.emu.control().advance(std::time::Duration::from_secs(600));
+    // A page edited later moves the cursor past the original's minute, so
+    // the next run's window holds the copy, not the original.
+    b.emu.control().advance(std::time::Duration::from_secs(300));
+    b.emu.notion.create_page(
+        &b.layout.ds,
+        b.layout.record("z", [("name", Some(&Value::from("z")))]),
+    );
+    b.sync().await;
+    b.emu.control().advance(std::time::Duration::from_secs(300));
     let copy = b.emu.notion.create_page(
         &b.layout.ds,
         b.layout.record(
@@ -1321,7 +1328,19 @@ async fn a_duplicated_page_never_takes_over_its_record() {
         &copy,
         b.layout.properties([("port", Some(&Value::Integer(9999)))]),
     );
-    b.sync().await;
+    // A new run (a new process): the page map starts empty.
+    let binding = AdapterBinding::new("notion", "services", "notion", &b.db);
+    let fresh = NotionAdapter::new(
+        binding.table_spec(&conformance::schema()),
+        b.emu.options(&b.db),
+    )
+    .unwrap();
+    let report = b
+        .replica
+        .sync_binding("notion", &fresh, &AdapterSyncOptions::sync(), &())
+        .await
+        .expect("sync");
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
     assert_eq!(
         reg.get("a").unwrap().get("port"),
         Some(&Value::Integer(80)),
@@ -1329,7 +1348,7 @@ async fn a_duplicated_page_never_takes_over_its_record() {
     );
     let copied = reg.get(&copy).expect("the copy is a record of its own");
     assert_eq!(copied.get("port"), Some(&Value::Integer(9999)));
-    assert_eq!(reg.list(&Query::all()).len(), 2);
+    assert_eq!(reg.list(&Query::all()).len(), 3);
     let page = b.emu.notion.page(&original).unwrap();
     let port = prop_by_id(&page, &b.layout.fields["port"].0).unwrap();
     assert_eq!(
@@ -1400,6 +1419,12 @@ async fn a_create_that_landed_without_a_usable_answer_is_not_duplicated() {
             .path_contains("/v1/pages"),
     );
     b.sync().await;
+    let creates = b.emu.control().requests();
+    let creates = creates
+        .iter()
+        .filter(|r| r.method == "POST" && r.path == "/v1/pages")
+        .count();
+    assert_eq!(creates, 2, "one create per record");
     let pages = b.emu.notion.pages(&b.layout.ds);
     let mut ids: Vec<String> = pages.iter().map(|p| b.layout.row_id(p)).collect();
     ids.sort();
