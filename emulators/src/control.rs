@@ -49,6 +49,14 @@ pub struct Fault {
     /// How many requests this fault applies to.
     #[serde(default = "one")]
     pub times: u32,
+    /// Serve the request first (it takes effect), then answer with
+    /// `status` instead (a write that landed but whose answer was lost).
+    #[serde(default)]
+    pub after_processing: bool,
+    /// Send the status and headers, then break off the body (the answer
+    /// cannot be read).
+    #[serde(default)]
+    pub break_body: bool,
 }
 
 fn one() -> u32 {
@@ -93,6 +101,18 @@ impl Fault {
     /// Only requests whose path contains `part`.
     pub fn path_contains(mut self, part: &str) -> Self {
         self.path_contains = Some(part.to_owned());
+        self
+    }
+
+    /// Serves the request before answering with this fault's status.
+    pub fn after_processing(mut self) -> Self {
+        self.after_processing = true;
+        self
+    }
+
+    /// Breaks off the answer's body after its status and headers.
+    pub fn break_body(mut self) -> Self {
+        self.break_body = true;
         self
     }
 
@@ -289,11 +309,55 @@ async fn intercept(State(control): State<Control>, request: Request, next: Next)
     }
     let response = match fault {
         Some(Fault {
+            status,
+            break_body: true,
+            after_processing,
+            ..
+        }) => {
+            let served = if after_processing {
+                let request = Request::from_parts(parts, Body::from(bytes));
+                Some(next.run(request).await)
+            } else {
+                None
+            };
+            let status = status
+                .and_then(|s| StatusCode::from_u16(s).ok())
+                .or_else(|| served.as_ref().map(Response::status))
+                .unwrap_or(StatusCode::OK);
+            // The headers and a first piece go out, then the body breaks
+            // (a pause between, so the client has read the headers).
+            let broken = futures_util::stream::unfold(0u8, |step| async move {
+                match step {
+                    0 => Some((
+                        Ok::<_, std::io::Error>(axum::body::Bytes::from_static(b"{\"object\":")),
+                        1,
+                    )),
+                    1 => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        Some((Err(std::io::Error::other("the answer was cut off")), 2))
+                    }
+                    _ => None,
+                }
+            });
+            let mut response = Response::new(Body::from_stream(broken));
+            *response.status_mut() = status;
+            response.headers_mut().insert(
+                axum::http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+        Some(Fault {
             status: Some(status),
             body,
             headers,
+            after_processing,
             ..
         }) => {
+            if after_processing {
+                let request = Request::from_parts(parts, Body::from(bytes));
+                let _ = next.run(request).await;
+            }
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut response = (status, Json(body.unwrap_or(Value::Null))).into_response();
             for (k, v) in headers {

@@ -101,7 +101,7 @@ fn value_of(value: &Json) -> Option<Value> {
             .filter(|t| !t.is_empty())
             .map(Value::from),
         "number" if inner.is_number() => Some(Value::from_json(inner)),
-        "checkbox" => (inner.as_bool() == Some(true)).then_some(Value::Bool(true)),
+        "checkbox" => inner.as_bool().map(Value::Bool),
         "select" => inner["name"].as_str().map(Value::from),
         "multi_select" => {
             let names: BTreeSet<String> = inner
@@ -266,6 +266,9 @@ impl Adapter for Armed {
     }
     fn fetch<'a>(&'a self, since: Option<&'a str>) -> BoxFuture<'a, Result<Fetched, AdapterError>> {
         self.inner.fetch(since)
+    }
+    fn unset_reads_as(&self) -> BTreeMap<String, Value> {
+        self.inner.unset_reads_as()
     }
     fn apply<'a>(
         &'a self,
@@ -1287,4 +1290,252 @@ async fn a_status_property_takes_only_its_options() {
     let pages = emu.notion.pages(ds);
     assert_eq!(pages.len(), 1);
     assert_eq!(pages[0]["properties"]["stage"]["status"]["name"], "Live");
+}
+
+/// A page duplicated in Notion (Duplicate copies the record-id property)
+/// and then edited does not take over the record on an incremental run:
+/// the oldest page holding an id owns it, the copy arrives as a record of
+/// its own under its page id.
+#[tokio::test]
+async fn a_duplicated_page_never_takes_over_its_record() {
+    let b = bound(conformance::schema(), |e| e.control().set_time(T0), |b| b).await;
+    let reg = b.registry();
+    reg.put(Some("a"), [("name", Value::from("a")), ("port", 80.into())])
+        .unwrap();
+    b.sync().await;
+    let original = b.layout.page_id(&b.emu, "a");
+    // A page edited later moves the cursor past the original's minute, so
+    // the next run's window holds the copy, not the original.
+    b.emu.control().advance(std::time::Duration::from_secs(300));
+    b.emu.notion.create_page(
+        &b.layout.ds,
+        b.layout.record("z", [("name", Some(&Value::from("z")))]),
+    );
+    b.sync().await;
+    b.emu.control().advance(std::time::Duration::from_secs(300));
+    let copy = b.emu.notion.create_page(
+        &b.layout.ds,
+        b.layout.record(
+            "a",
+            [
+                ("name", Some(&Value::from("a"))),
+                ("port", Some(&Value::Integer(80))),
+            ],
+        ),
+    );
+    b.emu.control().advance(std::time::Duration::from_secs(60));
+    b.emu.notion.update_page(
+        &copy,
+        b.layout.properties([("port", Some(&Value::Integer(9999)))]),
+    );
+    // A new run (a new process): the page map starts empty.
+    let binding = AdapterBinding::new("notion", "services", "notion", &b.db);
+    let fresh = NotionAdapter::new(
+        binding.table_spec(&conformance::schema()),
+        b.emu.options(&b.db),
+    )
+    .unwrap();
+    let report = b
+        .replica
+        .sync_binding("notion", &fresh, &AdapterSyncOptions::sync(), &())
+        .await
+        .expect("sync");
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(
+        reg.get("a").unwrap().get("port"),
+        Some(&Value::Integer(80)),
+        "the original keeps the record"
+    );
+    let copied = reg.get(&copy).expect("the copy is a record of its own");
+    assert_eq!(copied.get("port"), Some(&Value::Integer(9999)));
+    assert_eq!(reg.list(&Query::all()).len(), 3);
+    let page = b.emu.notion.page(&original).unwrap();
+    let port = prop_by_id(&page, &b.layout.fields["port"].0).unwrap();
+    assert_eq!(
+        value_of(port),
+        Some(Value::Integer(80)),
+        "original untouched"
+    );
+    assert!(b.sync().await.plan.rows.is_empty());
+}
+
+/// A create that got no answer in time (nothing landed) is looked up, then
+/// sent again: one page.
+#[tokio::test]
+async fn a_create_without_an_answer_in_time_makes_one_page() {
+    let emu = emulator();
+    let (db, ds) = emu.database("name");
+    let mut options = emu.options(&db);
+    options.timeout = std::time::Duration::from_millis(200);
+    let schema = Schema::new().field(FieldDef::new("name", FieldType::Text));
+    let spec = AdapterBinding::new("n", "services", "notion", &db).table_spec(&schema);
+    let adapter = NotionAdapter::new(spec, options).unwrap();
+    adapter.prepare(true).await.unwrap();
+    emu.control().inject(
+        Fault::default()
+            .delay(std::time::Duration::from_secs(600))
+            .method("POST")
+            .path_contains("/v1/pages"),
+    );
+    let op = RowOp::Create {
+        id: "a".into(),
+        fields: BTreeMap::from([("name".to_owned(), Value::from("a"))]),
+    };
+    let results = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        adapter.apply(std::slice::from_ref(&op)),
+    )
+    .await
+    .expect("the adapter stopped waiting")
+    .unwrap();
+    assert_eq!(results, vec![Ok("a".to_owned())]);
+    assert_eq!(emu.notion.pages(&ds).len(), 1);
+}
+
+/// A create that landed but was answered with a 5xx, or whose answer was
+/// cut off, is found by its record id instead of being sent again.
+#[tokio::test]
+async fn a_create_that_landed_without_a_usable_answer_is_not_duplicated() {
+    let b = bound(conformance::schema(), |_| {}, |b| b).await;
+    let reg = b.registry();
+    reg.put(Some("a"), [("name", "a")]).unwrap();
+    b.emu.control().inject(
+        Fault::status(
+            502,
+            json!({"object": "error", "status": 502, "code": "bad_gateway", "message": "bad gateway"}),
+        )
+        .after_processing()
+        .method("POST")
+        .path_contains("/v1/pages"),
+    );
+    b.sync().await;
+    assert_eq!(statuses(&b.emu, 502), 1);
+    reg.put(Some("b"), [("name", "b")]).unwrap();
+    b.emu.control().inject(
+        Fault::default()
+            .after_processing()
+            .break_body()
+            .method("POST")
+            .path_contains("/v1/pages"),
+    );
+    b.sync().await;
+    let creates = b.emu.control().requests();
+    let creates = creates
+        .iter()
+        .filter(|r| r.method == "POST" && r.path == "/v1/pages")
+        .count();
+    assert_eq!(creates, 2, "one create per record");
+    let pages = b.emu.notion.pages(&b.layout.ds);
+    let mut ids: Vec<String> = pages.iter().map(|p| b.layout.row_id(p)).collect();
+    ids.sort();
+    assert_eq!(ids, vec!["a", "b"], "each record once");
+    assert!(b.sync().await.plan.rows.is_empty());
+}
+
+/// A checkbox is never empty: a registry `false` comes back `false`, and a
+/// page made in Notion with the box unchecked pulls `false`; a record
+/// without a value is not turned into `false` by reading its box back.
+#[tokio::test]
+async fn an_unchecked_box_reads_as_false() {
+    let b = bound(conformance::schema(), |_| {}, |b| b).await;
+    let reg = b.registry();
+    reg.put(
+        Some("off"),
+        [("name", Value::from("off")), ("active", false.into())],
+    )
+    .unwrap();
+    reg.put(Some("unset"), [("name", "unset")]).unwrap();
+    b.sync().await;
+    let page = b.emu.notion.create_page(
+        &b.layout.ds,
+        b.layout.properties([
+            ("name", Some(&Value::from("by hand"))),
+            ("active", Some(&Value::Bool(false))),
+        ]),
+    );
+    b.sync().await;
+    let fetched = b.adapter.fetch(None).await.unwrap();
+    let active = |id: &str| {
+        fetched
+            .rows
+            .iter()
+            .find(|r| r.id == id)
+            .and_then(|r| r.fields.get("active").cloned())
+    };
+    assert_eq!(active("off"), Some(Value::Bool(false)));
+    assert_eq!(active(&page), Some(Value::Bool(false)));
+    assert_eq!(
+        reg.get("off").unwrap().get("active"),
+        Some(&Value::Bool(false))
+    );
+    assert_eq!(
+        reg.get(&page).unwrap().get("active"),
+        Some(&Value::Bool(false))
+    );
+    assert_eq!(reg.get("unset").unwrap().get("active"), None, "no echo");
+    assert!(b.sync().await.plan.rows.is_empty());
+}
+
+/// Notion counts text in UTF-16 units: 1,500 emoji (3,000 units) are sent
+/// in pieces Notion accepts, and come back whole.
+#[tokio::test]
+async fn emoji_text_is_chunked_as_notion_counts_it() {
+    let b = bound(conformance::schema(), |_| {}, |b| b).await;
+    let text = format!("x{}", "😀".repeat(1500));
+    b.registry()
+        .put(Some("a"), [("name", Value::from(text.as_str()))])
+        .unwrap();
+    b.sync().await;
+    assert_eq!(b.remote()["a"]["name"], Value::from(text.as_str()));
+    let fetched = b.adapter.fetch(None).await.unwrap();
+    assert_eq!(fetched.rows[0].fields["name"], Value::from(text.as_str()));
+    assert!(b.sync().await.plan.rows.is_empty());
+}
+
+/// More people than a page object inlines (25) are read in full through
+/// the property endpoint.
+#[tokio::test]
+async fn a_people_property_with_many_people_is_read_in_full() {
+    let emu = emulator();
+    let (db, sources) = emu.notion.create_database(
+        "Services",
+        vec![(
+            "Services",
+            json!({"name": {"title": {}}, "owners": {"people": {}}, "id": {"rich_text": {}}}),
+        )],
+    );
+    let users: BTreeSet<String> = (0..40)
+        .map(|i| format!("00000000-0000-4000-8000-{i:012}"))
+        .collect();
+    let people: Vec<Json> = users
+        .iter()
+        .map(|u| json!({"object": "user", "id": u}))
+        .collect();
+    emu.notion.create_page(
+        &sources[0],
+        json!({
+            "name": {"title": [{"type": "text", "text": {"content": "svc"}}]},
+            "owners": {"people": people},
+        }),
+    );
+    let schema = Schema::new()
+        .field(FieldDef::new("name", FieldType::Text))
+        .field(FieldDef::new("owners", FieldType::MultiSelect));
+    let spec = AdapterBinding::new("n", "services", "notion", &db).table_spec(&schema);
+    let adapter = NotionAdapter::new(spec, emu.options(&db)).unwrap();
+    let fetched = adapter.fetch(None).await.unwrap();
+    assert_eq!(fetched.rows.len(), 1);
+    assert_eq!(fetched.rows[0].fields["owners"], Value::Set(users));
+}
+
+/// The record-id property must be Text (rich_text), not the title.
+#[tokio::test]
+async fn a_title_as_the_record_id_property_is_refused() {
+    let emu = emulator();
+    let (db, _) = emu.database("id");
+    let schema = Schema::new().field(FieldDef::new("name", FieldType::Text));
+    let spec = AdapterBinding::new("n", "services", "notion", &db).table_spec(&schema);
+    let adapter = NotionAdapter::new(spec, emu.options(&db)).unwrap();
+    let err = adapter.prepare(true).await.unwrap_err().to_string();
+    assert!(err.contains("title") && err.contains("rich_text"), "{err}");
 }

@@ -261,6 +261,16 @@ pub trait Adapter: Send + Sync {
     fn apply<'a>(&'a self, ops: &'a [RowOp])
     -> BoxFuture<'a, Result<Vec<RowResult>, AdapterError>>;
 
+    /// Fields the remote system cannot leave empty, with the value an
+    /// empty one reads back as (a Notion checkbox: `false`). When a row last
+    /// held no value for such a field and now reads this value, the engine
+    /// sees no change, so writing a record without the field is not echoed
+    /// back as a change; the value itself (say a registry `false`) still
+    /// travels both ways. Default: none.
+    fn unset_reads_as(&self) -> BTreeMap<String, Value> {
+        BTreeMap::new()
+    }
+
     /// How many ops one [`Adapter::apply`] should carry when the run does
     /// not say: systems that bill per request (Sheets) want every row in one
     /// request, others a bounded transaction. `None`: the engine's default.

@@ -26,9 +26,11 @@
 //!   that page, so a retried create never duplicates a page. A row whose
 //!   relation names a record created in the same batch is written after it.
 //! - **Rate limits.** A client-side budget (2.8 requests/s by default),
-//!   `Retry-After` honoured on 429, jittered exponential backoff on 409 and
-//!   529 (any request) and on 500/503/504 (reads and queries only; a create
-//!   is retried after a 5xx only once a lookup shows it did not land).
+//!   `Retry-After` honoured (up to a minute) on 429, 503 and 529, jittered
+//!   exponential backoff on 409 and 529 (any request) and on
+//!   500/502/503/504 (reads and queries only; a create is retried after a
+//!   5xx or a lost answer only once a wait and a lookup show it did not
+//!   land).
 //!
 //! # Field types
 //!
@@ -38,8 +40,8 @@
 //! | long_text | title, rich_text | chunks of at most 2000 characters, joined on read |
 //! | integer | number | beyond ±2^53 cannot be held exactly: the row fails |
 //! | decimal | number | more than 15 significant digits cannot be held exactly: the row fails |
-//! | bool | checkbox | a checkbox cannot be empty: unchecked reads as no value and no value writes unchecked, so a registry `false` comes back as no value |
-//! | date | date | `{start: "YYYY-MM-DD"}` |
+//! | bool | checkbox | a checkbox cannot be empty: unchecked reads as `false` and no value writes unchecked; a record without a value is not changed to `false` by reading its unchecked box back ([`Adapter::unset_reads_as`]) |
+//! | date | date | `{start: "YYYY-MM-DD"}`; a date with a time set in Notion reads as its day; only a range's start is read, and writing the field replaces the whole date, dropping a range's end |
 //! | datetime | date | `{start: RFC 3339}` |
 //! | select | select, status | no commas; a status option must already exist |
 //! | multi_select | multi_select, relation, people | at most 100 items; options without commas; relation items are record ids, people items user ids |
@@ -228,9 +230,21 @@ struct State {
 }
 
 impl State {
+    /// Records that `page_id` holds row `row_id`, dropping what either
+    /// held before (a page whose row id changed, a row now on another page).
     fn remember(&mut self, row_id: &str, page_id: &str) {
-        self.pages.insert(row_id.to_owned(), page_id.to_owned());
-        self.rows.insert(page_id.to_owned(), row_id.to_owned());
+        if let Some(old_row) = self.rows.insert(page_id.to_owned(), row_id.to_owned())
+            && old_row != row_id
+            && self.pages.get(&old_row).is_some_and(|p| p == page_id)
+        {
+            self.pages.remove(&old_row);
+        }
+        if let Some(old_page) = self.pages.insert(row_id.to_owned(), page_id.to_owned())
+            && old_page != page_id
+            && self.rows.get(&old_page).is_some_and(|r| r == row_id)
+        {
+            self.rows.remove(&old_page);
+        }
     }
 
     fn forget(&mut self, row_id: &str) {
@@ -328,21 +342,29 @@ fn parse_error(status: u16, body: &str) -> ApiError {
 }
 
 /// Whether a failed request may be sent again: 429, 409 and 529 always;
-/// 500/503/504 only for requests safe to repeat (reads and queries).
+/// 500/502/503/504 only for requests safe to repeat (reads and queries).
 fn retryable_status(status: u16, safe: bool) -> bool {
     match status {
         409 | 429 | 529 => true,
-        500 | 503 | 504 => safe,
+        500 | 502 | 503 | 504 => safe,
         _ => false,
     }
 }
 
-/// The wait before retry `attempt` (0-based): `Retry-After` when given,
-/// else `base · 2^attempt` capped at a minute, scaled by a jitter factor
-/// in [0.5, 1] (`unit` in [0, 1)).
+/// Whether a status's `Retry-After` is honoured (rate limits and overload).
+fn honours_retry_after(status: u16) -> bool {
+    matches!(status, 429 | 503 | 529)
+}
+
+/// The longest `Retry-After` waited, so one odd header cannot stall a run.
+const MAX_RETRY_AFTER_SECS: u64 = 60;
+
+/// The wait before retry `attempt` (0-based): `Retry-After` when given
+/// (at most [`MAX_RETRY_AFTER_SECS`]), else `base · 2^attempt` capped at a
+/// minute, scaled by a jitter factor in [0.5, 1] (`unit` in [0, 1)).
 fn backoff(base_ms: u64, attempt: u32, retry_after: Option<u64>, unit: f64) -> Duration {
     if let Some(secs) = retry_after {
-        return Duration::from_secs(secs);
+        return Duration::from_secs(secs.min(MAX_RETRY_AFTER_SECS));
     }
     let full = base_ms
         .saturating_mul(1u64 << attempt.min(20))
@@ -376,12 +398,35 @@ fn window_start(cursor: &str) -> Option<String> {
     parse_ms(cursor).map(|ms| format_ms(ms - OVERLAP_MS))
 }
 
-/// Splits text into rich-text items of at most [`TEXT_CHUNK`] characters.
+/// The length of text as Notion counts it: UTF-16 code units (an emoji
+/// outside the Basic Multilingual Plane counts 2).
+fn utf16_len(text: &str) -> usize {
+    text.chars().map(char::len_utf16).sum()
+}
+
+/// Splits text into pieces of at most [`TEXT_CHUNK`] UTF-16 units, never
+/// inside a character (so never between the halves of a surrogate pair).
+fn text_chunks(text: &str) -> Vec<&str> {
+    let mut chunks = Vec::new();
+    let (mut start, mut units) = (0, 0);
+    for (at, c) in text.char_indices() {
+        if units + c.len_utf16() > TEXT_CHUNK {
+            chunks.push(&text[start..at]);
+            (start, units) = (at, 0);
+        }
+        units += c.len_utf16();
+    }
+    if start < text.len() {
+        chunks.push(&text[start..]);
+    }
+    chunks
+}
+
+/// Splits text into rich-text items of at most [`TEXT_CHUNK`] UTF-16 units.
 fn rich_text(text: &str) -> Json {
-    let chars: Vec<char> = text.chars().collect();
-    let items: Vec<Json> = chars
-        .chunks(TEXT_CHUNK)
-        .map(|c| json!({"type": "text", "text": {"content": c.iter().collect::<String>()}}))
+    let items: Vec<Json> = text_chunks(text)
+        .into_iter()
+        .map(|c| json!({"type": "text", "text": {"content": c}}))
         .collect();
     Json::Array(items)
 }
@@ -576,6 +621,8 @@ enum Cell {
         ids: Vec<String>,
         has_more: bool,
     },
+    /// People the page object held only some of: read them all.
+    People,
 }
 
 /// Reads one property value of a page for a field.
@@ -596,15 +643,14 @@ fn read_cell(ft: FieldType, pv: &Json) -> Option<Cell> {
             Json::Number(n) => ready(number_value(ft, n)),
             _ => None,
         },
-        // A checkbox cannot be empty: unchecked is no value.
-        "checkbox" => match inner.as_bool() {
-            Some(true) => ready(if ft == FieldType::Bool {
-                Value::Bool(true)
+        // A checkbox is never empty: unchecked is false.
+        "checkbox" => inner.as_bool().and_then(|b| {
+            ready(if ft == FieldType::Bool {
+                Value::Bool(b)
             } else {
-                Value::Text("true".into())
-            }),
-            _ => None,
-        },
+                Value::Text(b.to_string())
+            })
+        }),
         "select" | "status" => inner
             .get("name")
             .and_then(Json::as_str)
@@ -635,8 +681,11 @@ fn read_cell(ft: FieldType, pv: &Json) -> Option<Cell> {
                         .collect()
                 })
                 .unwrap_or_default();
+            let has_more = pv.get("has_more").and_then(Json::as_bool).unwrap_or(false);
             if ids.is_empty() {
                 None
+            } else if has_more {
+                Some(Cell::People)
             } else {
                 ready(Value::Set(ids))
             }
@@ -658,10 +707,15 @@ fn read_cell(ft: FieldType, pv: &Json) -> Option<Cell> {
                 Some(Cell::Pages { ids, has_more })
             }
         }
-        "date" => inner
-            .get("start")
-            .and_then(Json::as_str)
-            .map(|s| Cell::Ready(Value::Text(s.to_owned()))),
+        // A date field takes the day of a date with a time (people can
+        // add a time in Notion); only the start of a range is read.
+        "date" => inner.get("start").and_then(Json::as_str).map(|s| {
+            let s = match (ft, s.split_once('T')) {
+                (FieldType::Date, Some((day, _))) => day,
+                _ => s,
+            };
+            Cell::Ready(Value::Text(s.to_owned()))
+        }),
         "url" | "email" | "phone_number" | "created_time" | "last_edited_time" => inner
             .as_str()
             .filter(|s| !s.is_empty())
@@ -731,10 +785,10 @@ fn write_value(
     Ok(match prop.kind.as_str() {
         "title" | "rich_text" => {
             let text = text.unwrap_or_default();
-            let chars = text.chars().count();
-            if chars > TEXT_CHUNK * MAX_ITEMS {
+            if text_chunks(&text).len() > MAX_ITEMS {
                 return Err(bad(format!(
-                    "{chars} characters, more than Notion holds in one property ({} in {MAX_ITEMS} pieces of {TEXT_CHUNK})",
+                    "{} characters (UTF-16 units, as Notion counts), more than Notion holds in one property ({} in {MAX_ITEMS} pieces of {TEXT_CHUNK}); shorten the text",
+                    utf16_len(&text),
                     TEXT_CHUNK * MAX_ITEMS
                 )));
             }
@@ -825,7 +879,9 @@ fn write_value(
             }
             let mut related = Vec::new();
             for id in &ids {
-                let page = pages.get(id).ok_or_else(|| RowError {
+                // A page made by hand is known by its page id.
+                let by_page_id = looks_like_page_id(id).then(|| id.clone());
+                let page = pages.get(id).or(by_page_id.as_ref()).ok_or_else(|| RowError {
                     message: format!(
                         "field '{}': the referenced record '{id}' has no page in Notion yet; it is written once that record is",
                         c.field
@@ -847,10 +903,10 @@ fn write_value(
                 MAX_EMAIL
             };
             match text {
-                Some(t) if t.chars().count() > limit => {
+                Some(t) if utf16_len(&t) > limit => {
                     return Err(bad(format!(
-                        "{} characters, more than Notion's limit of {limit}",
-                        t.chars().count()
+                        "{} characters (UTF-16 units, as Notion counts), more than Notion's limit of {limit}; shorten it",
+                        utf16_len(&t)
                     )));
                 }
                 t => json!({prop.kind.as_str(): t}),
@@ -949,7 +1005,13 @@ impl NotionAdapter {
             options.max_retries = n.max(0.0) as u32;
         }
         if let Some(ms) = number("timeout_ms")? {
-            options.timeout = Duration::from_millis(ms.max(1.0) as u64);
+            if !(ms.is_finite() && ms >= 1.0) {
+                return Err(wrap(AdapterError::Config(format!(
+                    "binding '{}': setting timeout_ms = {ms} must be a finite number of milliseconds, at least 1 (e.g. 30000)",
+                    binding.name
+                ))));
+            }
+            options.timeout = Duration::from_millis(ms as u64);
         }
         NotionAdapter::new(binding.table_spec(schema), options).map_err(wrap)
     }
@@ -1030,12 +1092,21 @@ impl NotionAdapter {
                             if !retryable_status(status, safe) {
                                 return Err(CallError::Api(error));
                             }
-                            (CallError::Api(error), retry_after.filter(|_| status == 429))
+                            (
+                                CallError::Api(error),
+                                retry_after.filter(|_| honours_retry_after(status)),
+                            )
                         }
-                        Err(e) => (
-                            CallError::Transport(format!("reading the answer failed ({e})")),
-                            None,
-                        ),
+                        Err(e) => {
+                            let failure =
+                                CallError::Transport(format!("reading the answer failed ({e})"));
+                            // The request was served: sending it again
+                            // could do it twice.
+                            if !safe {
+                                return Err(failure);
+                            }
+                            (failure, None)
+                        }
                     }
                 }
                 Err(e) => {
@@ -1168,7 +1239,7 @@ impl NotionAdapter {
                     self.options.id_property, self.options.id_property
                 ))
             })?;
-        if !matches!(id_prop.kind.as_str(), "rich_text" | "title") {
+        if id_prop.kind != "rich_text" {
             return Err(self.mismatch(format!(
                 "the record-id property '{}' is a {} property; it must be Text (rich_text)",
                 id_prop.name, id_prop.kind
@@ -1359,8 +1430,16 @@ impl NotionAdapter {
             .and_then(Json::as_str)
             .unwrap_or("")
             .to_owned();
-        let record = page
-            .get("properties")
+        let id = match Self::record_id(layout, page) {
+            Some(r) if state.pages.get(&r).is_none_or(|p| *p == page_id) => r,
+            _ => page_id.clone(),
+        };
+        (id, page_id)
+    }
+
+    /// The record id a page's id property holds, if any.
+    fn record_id(layout: &Layout, page: &Json) -> Option<String> {
+        page.get("properties")
             .and_then(Json::as_object)
             .and_then(|props| {
                 props
@@ -1373,17 +1452,17 @@ impl NotionAdapter {
                         .unwrap_or(&Json::Null),
                 )
             })
-            .filter(|s| !s.is_empty());
-        let id = match record {
-            Some(r) if state.pages.get(&r).is_none_or(|p| *p == page_id) => r,
-            _ => page_id.clone(),
-        };
-        (id, page_id)
+            .filter(|s| !s.is_empty())
     }
 
-    /// The related pages of a relation property that the page object held
-    /// only partly.
-    async fn relation_items(&self, page: &str, prop: &str) -> Result<Vec<String>, AdapterError> {
+    /// The ids in a relation or people property (`kind`) that the page
+    /// object held only partly, page by page.
+    async fn property_items(
+        &self,
+        page: &str,
+        prop: &str,
+        kind: &str,
+    ) -> Result<Vec<String>, AdapterError> {
         let mut ids = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
@@ -1394,12 +1473,13 @@ impl NotionAdapter {
             let answer = self
                 .call(Method::GET, &path, None, true)
                 .await
-                .map_err(|e| self.request_error("reading a relation", &e))?;
+                .map_err(|e| self.request_error(&format!("reading a {kind} property"), &e))?;
+            let pointer = format!("/{kind}/id");
             if let Some(results) = answer.get("results").and_then(Json::as_array) {
                 ids.extend(
                     results
                         .iter()
-                        .filter_map(|r| r.pointer("/relation/id").and_then(Json::as_str))
+                        .filter_map(|r| r.pointer(&pointer).and_then(Json::as_str))
                         .map(str::to_owned),
                 );
             }
@@ -1465,9 +1545,15 @@ impl NotionAdapter {
             for (field, (cell, prop_id)) in cells {
                 let value = match cell {
                     Cell::Ready(v) => v,
+                    Cell::People => Value::Set(
+                        self.property_items(&page_id, &prop_id, "people")
+                            .await?
+                            .into_iter()
+                            .collect(),
+                    ),
                     Cell::Pages { mut ids, has_more } => {
                         if has_more {
-                            ids = self.relation_items(&page_id, &prop_id).await?;
+                            ids = self.property_items(&page_id, &prop_id, "relation").await?;
                         }
                         let mut records = Vec::new();
                         for page in ids {
@@ -1565,6 +1651,18 @@ impl NotionAdapter {
             let mut state = self.state.lock().await;
             state.pages.clear();
             state.rows.clear();
+        }
+        if !complete {
+            // The page map may not know these record ids yet (it starts
+            // empty each run): find their owners first, so a copy of a
+            // page (Notion's Duplicate copies the id property) never takes
+            // over the record; the oldest page holding an id owns it.
+            let ids: BTreeSet<String> = live
+                .iter()
+                .chain(&trashed)
+                .filter_map(|p| Self::record_id(&layout, p))
+                .collect();
+            self.lookup(&layout, ids).await?;
         }
         let rows = self.rows_of(&layout, &live).await?;
         let live_ids: HashSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
@@ -1695,14 +1793,16 @@ impl NotionAdapter {
                     if !unknown || attempt >= self.options.max_retries {
                         return Err(e);
                     }
+                    // A page that landed may take a moment to show up in
+                    // queries: wait before looking.
+                    let wait = backoff(self.options.retry_base_ms, attempt, None, jitter_unit());
+                    tokio::time::sleep(wait).await;
                     self.lookup(layout, BTreeSet::from([id.to_owned()]))
                         .await
                         .map_err(|e| CallError::Transport(e.to_string()))?;
                     if let Some(page) = self.state.lock().await.pages.get(id) {
                         return Ok(page.clone());
                     }
-                    let wait = backoff(self.options.retry_base_ms, attempt, None, jitter_unit());
-                    tokio::time::sleep(wait).await;
                     attempt += 1;
                 }
             }
@@ -1877,6 +1977,17 @@ impl Adapter for NotionAdapter {
         Box::pin(self.fetch_now(since))
     }
 
+    fn unset_reads_as(&self) -> BTreeMap<String, Value> {
+        // A bool field lives in a checkbox, which reads unchecked when
+        // nothing was written to it.
+        self.spec
+            .columns
+            .iter()
+            .filter(|c| c.field_type == FieldType::Bool)
+            .map(|c| (c.field.clone(), Value::Bool(false)))
+            .collect()
+    }
+
     fn apply<'a>(
         &'a self,
         ops: &'a [RowOp],
@@ -1947,8 +2058,27 @@ mod tests {
     }
 
     #[test]
+    fn text_is_chunked_in_utf16_units_without_splitting_a_character() {
+        let text = format!("x{}", "😀".repeat(1500));
+        let chunks = text_chunks(&text);
+        let units: Vec<usize> = chunks.iter().map(|c| utf16_len(c)).collect();
+        assert_eq!(units, vec![1999, 1002]);
+        assert_eq!(chunks.concat(), text);
+        assert_eq!(plain_text(&rich_text(&text)), text);
+        let url = format!("https://x.example/{}", "😀".repeat(995));
+        let err = write(FieldType::Url, "url", Some(url.as_str().into())).unwrap_err();
+        assert!(err.message.contains("2008"), "{}", err.message);
+    }
+
+    #[test]
     fn backoff_honours_retry_after_then_doubles_with_jitter_up_to_a_minute() {
         assert_eq!(backoff(1000, 3, Some(7), 0.9), Duration::from_secs(7));
+        assert_eq!(
+            backoff(1000, 0, Some(86_400), 0.9),
+            Duration::from_secs(MAX_RETRY_AFTER_SECS)
+        );
+        assert!(honours_retry_after(503) && honours_retry_after(529));
+        assert!(!honours_retry_after(500));
         assert_eq!(backoff(1000, 0, Some(0), 0.9), Duration::ZERO);
         assert_eq!(backoff(1000, 0, None, 1.0), Duration::from_millis(1000));
         assert_eq!(backoff(1000, 0, None, 0.0), Duration::from_millis(500));
@@ -1971,6 +2101,9 @@ mod tests {
             assert!(retryable_status(s, false), "{s} on any method");
         }
         for s in [500, 503, 504] {
+            assert!(retryable_status(s, true), "{s} on reads");
+        }
+        for s in [500, 502, 503, 504] {
             assert!(retryable_status(s, true), "{s} on reads");
             assert!(!retryable_status(s, false), "{s} not on writes");
         }
@@ -2108,8 +2241,11 @@ mod tests {
     }
 
     #[test]
-    fn checkboxes_and_empty_values_read_as_no_value() {
-        assert_eq!(read(FieldType::Bool, "checkbox", json!(false)), None);
+    fn unchecked_reads_as_false_and_empty_values_as_no_value() {
+        assert_eq!(
+            read(FieldType::Bool, "checkbox", json!(false)),
+            Some(Cell::Ready(Value::Bool(false)))
+        );
         assert_eq!(
             read(FieldType::Bool, "checkbox", json!(true)),
             Some(Cell::Ready(Value::Bool(true)))
@@ -2241,6 +2377,78 @@ mod tests {
         assert!(looks_like_page_id("598337872cf94fdf8782e53db20768a5"));
         assert!(!looks_like_page_id("billing"));
         assert!(!looks_like_page_id("r01"));
+    }
+
+    #[test]
+    fn a_relation_to_a_page_made_by_hand_is_written_by_its_page_id() {
+        let page = "59833787-2cf9-4fdf-8782-e53db20768a5";
+        let v = write_value(
+            &spec("f", FieldType::Reference),
+            &prop("relation"),
+            Some(&Value::Text(page.into())),
+            &HashMap::new(),
+        )
+        .unwrap();
+        assert_eq!(v, json!({"relation": [{"id": page}]}));
+        let missing = write_value(
+            &spec("f", FieldType::Reference),
+            &prop("relation"),
+            Some(&Value::Text("billing".into())),
+            &HashMap::new(),
+        )
+        .unwrap_err();
+        assert!(missing.retryable, "{}", missing.message);
+    }
+
+    #[test]
+    fn a_date_field_takes_the_day_of_a_date_with_a_time() {
+        let day = read(
+            FieldType::Date,
+            "date",
+            json!({"start": "2026-11-23T10:00:00.000+01:00", "end": null}),
+        );
+        assert_eq!(day, Some(Cell::Ready(Value::Text("2026-11-23".into()))));
+        let time = read(
+            FieldType::Datetime,
+            "date",
+            json!({"start": "2026-11-23T10:00:00.000+01:00"}),
+        );
+        assert_eq!(
+            time,
+            Some(Cell::Ready(Value::Text(
+                "2026-11-23T10:00:00.000+01:00".into()
+            )))
+        );
+    }
+
+    #[test]
+    fn a_page_whose_row_id_changed_is_remembered_once() {
+        let mut state = State::default();
+        state.remember("p1", "p1");
+        state.remember("svc", "p1");
+        assert_eq!(state.pages.get("p1"), None, "the old row id is dropped");
+        assert_eq!(state.pages["svc"], "p1");
+        assert_eq!(state.rows["p1"], "svc");
+        state.remember("svc", "p2");
+        assert_eq!(state.rows.get("p1"), None, "the old page is dropped");
+        assert_eq!(state.pages.len(), 1);
+        assert_eq!(state.rows.len(), 1);
+    }
+
+    #[test]
+    fn a_timeout_that_is_not_a_finite_number_is_refused() {
+        let schema = crate::Schema::new().field(crate::FieldDef::new("name", FieldType::Text));
+        for bad in ["NaN", "inf", "-5", "0"] {
+            let binding = crate::AdapterBinding::new("n", "services", "notion", "db1")
+                .secret_env("PATH")
+                .setting("timeout_ms", bad);
+            let err = NotionAdapter::for_binding(&binding, &schema).unwrap_err();
+            assert!(err.to_string().contains("timeout_ms"), "{bad}: {err}");
+        }
+        let binding = crate::AdapterBinding::new("n", "services", "notion", "db1")
+            .secret_env("PATH")
+            .setting("timeout_ms", "250");
+        assert!(NotionAdapter::for_binding(&binding, &schema).is_ok());
     }
 
     #[test]

@@ -126,12 +126,23 @@ impl Setup {
         report
     }
 
+    /// A row without values a remote reads for "nothing written" (an
+    /// unchecked Notion checkbox is `false` and no value alike).
+    fn without_unset(&self, mut row: Row) -> Row {
+        for (field, unset) in self.adapter.unset_reads_as() {
+            if row.get(&field) == Some(&unset) {
+                row.remove(&field);
+            }
+        }
+        row
+    }
+
     fn local_rows(&self) -> Vec<Row> {
         let mut rows: Vec<Row> = self
             .registry
             .list(&Query::all())
             .into_iter()
-            .map(|r| r.fields)
+            .map(|r| self.without_unset(r.fields))
             .collect();
         rows.sort();
         rows
@@ -146,12 +157,14 @@ impl Setup {
             .await
             .into_values()
             .map(|row| {
-                row.into_iter()
-                    .filter_map(|(k, v)| {
-                        let v = schema.check_value(&k, v.clone()).unwrap_or(v);
-                        schema.schema.get(&k).map(|_| (k, v))
-                    })
-                    .collect()
+                self.without_unset(
+                    row.into_iter()
+                        .filter_map(|(k, v)| {
+                            let v = schema.check_value(&k, v.clone()).unwrap_or(v);
+                            schema.schema.get(&k).map(|_| (k, v))
+                        })
+                        .collect(),
+                )
             })
             .collect();
         rows.sort();

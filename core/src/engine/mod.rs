@@ -718,6 +718,7 @@ async fn run(
             .unwrap_or(schema.schema.conflict_policy)
     };
     let local_time = |record: &str, field: &str| registry.field_time(record, field);
+    let unset_reads_as = adapter.unset_reads_as();
     clock.lap("read_local");
     let planned = plan::plan(&plan::Inputs {
         registry: &binding.registry,
@@ -731,6 +732,7 @@ async fn run(
         fetched: &fetched,
         local_time: &local_time,
         take: options.take,
+        unset_reads_as: &unset_reads_as,
     });
     let deletes = planned
         .rows

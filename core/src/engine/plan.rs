@@ -52,6 +52,9 @@ pub(crate) struct Inputs<'a> {
     pub(crate) fetched: &'a Fetched,
     pub(crate) local_time: &'a dyn Fn(&str, &str) -> Option<i64>,
     pub(crate) take: Option<Side>,
+    /// Fields the remote cannot leave empty, and what empty reads as
+    /// ([`crate::Adapter::unset_reads_as`]).
+    pub(crate) unset_reads_as: &'a BTreeMap<String, Value>,
 }
 
 pub(crate) struct Planned {
@@ -103,6 +106,15 @@ fn canonical(
         let shown = v.to_string();
         match inputs.schema.check_value(field, v.clone()) {
             Ok(v) => {
+                // The remote's reading of "nothing written" for a row that
+                // last held nothing there: no value, as before.
+                let unset = inputs.unset_reads_as.get(field) == Some(&v)
+                    && record
+                        .and_then(|r| inputs.snaps.get(r))
+                        .is_some_and(|s| !s.remote.contains_key(field));
+                if unset {
+                    continue;
+                }
                 out.insert(field.clone(), v);
             }
             Err(rule) => {
