@@ -1343,3 +1343,30 @@ async fn a_refused_delete_fails_only_the_deletes() {
     assert_eq!(rows["c"]["port"], json!(3), "the create was written");
     assert!(rows.contains_key("b"), "b is still there");
 }
+
+#[tokio::test]
+async fn create_puts_the_id_column_after_columns_with_data_but_no_header() {
+    let emu = Emu::start();
+    let headers = ["name", "port", "price", "active", "tier", "tags", "notes"];
+    let mut noted = vec![json!("billing"), json!(8080)];
+    set_cell(&mut noted, 8, json!("a note without a header"));
+    emu.set_grid(vec![
+        headers.iter().map(|h| json!(h)).collect(),
+        noted,
+        vec![json!("search"), json!(9200)],
+    ]);
+    let binding = AdapterBinding::new("sheet", "services", "sheets", &emu.id);
+    let adapter = emu.adapter(&binding.table_spec(&schema()));
+    adapter.prepare(true).await.expect("add the id column");
+    let grid = emu.grid();
+    assert_eq!(col(&grid, "_id"), 9, "past the last column with content");
+    assert_eq!(cell(&grid[1], 8), json!("a note without a header"));
+    adapter.fetch(None).await.unwrap();
+    let grid = emu.grid();
+    assert_eq!(
+        cell(&grid[1], 8),
+        json!("a note without a header"),
+        "the note survives the ids"
+    );
+    assert!(cell(&grid[1], 9).as_str().is_some_and(|id| !id.is_empty()));
+}

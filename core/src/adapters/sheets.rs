@@ -456,6 +456,9 @@ fn number_text(n: &serde_json::Number) -> String {
     }
     match n.as_f64() {
         Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => format!("{}", f as i64),
+        // Plain decimals (`0.0000001`, `10000000000000000`), never the
+        // exponent form (`1e-7`), which is not a decimal's text.
+        Some(f) if f.is_finite() => format!("{f}"),
         _ => n.to_string(),
     }
 }
@@ -485,7 +488,7 @@ fn cell_to_value(cell: &Json, ty: FieldType) -> Option<Value> {
             T::Integer => match (n.as_i64(), n.as_f64()) {
                 (Some(i), _) => Value::Integer(i),
                 (None, Some(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => Value::Integer(f as i64),
-                _ => Value::Decimal(n.to_string()),
+                _ => Value::Decimal(number_text(n)),
             },
             T::Decimal => Value::Decimal(number_text(n)),
             T::Date => match n.as_f64().and_then(serial_to_date) {
@@ -1353,7 +1356,23 @@ impl SheetsAdapter {
                 if empty {
                     headers.extend(self.spec.columns.iter().map(|c| c.column.clone()));
                 }
-                let start = if empty { 0 } else { headers.len() };
+                let start = if empty {
+                    0
+                } else {
+                    // After the last column with any content, headed or not
+                    // (people keep notes in columns without a header).
+                    let got = self
+                        .batch_get(&[quote_sheet(&meta.title)], "read the sheet's used columns")
+                        .await?;
+                    let used = range_rows(&got[0])
+                        .iter()
+                        .filter_map(|r| r.iter().rposition(|c| !is_empty_cell(c)))
+                        .map(|last| last + 1)
+                        .max()
+                        .unwrap_or(0);
+                    used.max(headers.len())
+                };
+                headers.resize(start, String::new());
                 headers.push(self.options.id_header.clone());
                 self.write_headers(&meta, &headers, start).await?;
                 let mut meta = meta;
@@ -2236,6 +2255,30 @@ mod tests {
         assert_eq!(
             cell_to_value(&json!(1.5), T::Integer),
             Some(Value::Decimal("1.5".into()))
+        );
+    }
+
+    #[test]
+    fn very_small_and_large_numbers_read_as_plain_decimals() {
+        use FieldType as T;
+        for (cell, text) in [
+            (json!(1e-7), "0.0000001"),
+            (json!(1e16), "10000000000000000"),
+            (json!(-2.5e-10), "-0.00000000025"),
+            (json!(1.5e20), "150000000000000000000"),
+        ] {
+            let value = cell_to_value(&cell, T::Decimal).unwrap();
+            assert_eq!(value, Value::Decimal(text.into()));
+            crate::schema::coerce(T::Decimal, value.clone()).expect("a valid decimal");
+            assert_eq!(
+                value_to_cell(&value, T::Decimal),
+                cell,
+                "{text} written back"
+            );
+        }
+        assert_eq!(
+            cell_to_value(&json!(1.5e20), T::Integer),
+            Some(Value::Decimal("150000000000000000000".into()))
         );
     }
 
