@@ -1370,3 +1370,59 @@ async fn create_puts_the_id_column_after_columns_with_data_but_no_header() {
     );
     assert!(cell(&grid[1], 9).as_str().is_some_and(|id| !id.is_empty()));
 }
+
+#[tokio::test]
+async fn serial_date_times_are_read_in_the_spreadsheet_time_zone() {
+    let schema = Schema::new()
+        .field(FieldDef::new("name", FieldType::Text).required())
+        .field(FieldDef::new("seen", FieldType::Datetime));
+    let b = bound(schema).await;
+    // Two hours ahead of UTC (POSIX sign).
+    b.emu.sheets.set_time_zone(&b.emu.id, "Etc/GMT-2");
+    let mut grid = b.emu.grid();
+    let mut row = Vec::new();
+    set_cell(&mut row, col(&grid, "_id"), json!("d1"));
+    set_cell(&mut row, col(&grid, "name"), json!("dated"));
+    set_cell(&mut row, col(&grid, "seen"), json!(46349.75));
+    grid.push(row);
+    b.emu.set_grid(grid);
+    // The adapter reads the zone when it reads the layout.
+    let adapter = b.emu.adapter(
+        &AdapterBinding::new("sheet", "services", "sheets", "x").table_spec(&b.registry().schema()),
+    );
+    adapter.prepare(false).await.unwrap();
+    b.run_with(&adapter, AdapterSyncOptions::sync()).await;
+    let rec = b.registry().get("d1").unwrap();
+    assert_eq!(rec.get("seen"), Some(&Value::from("2026-11-23T16:00:00Z")));
+    // A zone with daylight saving: refused per row, saying why.
+    b.emu.sheets.set_time_zone(&b.emu.id, "Europe/Berlin");
+    let mut grid = b.emu.grid();
+    let mut row = Vec::new();
+    set_cell(&mut row, col(&grid, "_id"), json!("d2"));
+    set_cell(&mut row, col(&grid, "name"), json!("berlin"));
+    set_cell(&mut row, col(&grid, "seen"), json!(46349.75));
+    grid.push(row);
+    b.emu.set_grid(grid);
+    let adapter = b.emu.adapter(
+        &AdapterBinding::new("sheet", "services", "sheets", "x").table_spec(&b.registry().schema()),
+    );
+    adapter.prepare(false).await.unwrap();
+    let report = b.run_with(&adapter, AdapterSyncOptions::sync()).await;
+    // Both serial date-times (d1's too) are refused, saying why.
+    let invalid: Vec<&str> = report
+        .plan
+        .invalid
+        .iter()
+        .map(|i| i.remote_id.as_str())
+        .collect();
+    assert_eq!(invalid, ["d1", "d2"], "{:?}", report.plan.invalid);
+    for i in &report.plan.invalid {
+        assert!(i.value.contains("Europe/Berlin"), "{i:?}");
+    }
+    assert_eq!(
+        b.registry().get("d1").unwrap().get("seen"),
+        Some(&Value::from("2026-11-23T16:00:00Z")),
+        "kept, not shifted"
+    );
+    assert!(b.registry().get("d2").is_none(), "never shifted silently");
+}

@@ -50,7 +50,13 @@
 //!   hold them exactly), booleans as booleans, multi-selects as a JSON
 //!   array string, JSON as its text. Serial numbers in date and date-time
 //!   columns (what people's typed dates become) are read as days since
-//!   1899-12-30, date-times taken as UTC.
+//!   1899-12-30; date-times are local times of the spreadsheet's time zone
+//!   (`properties.timeZone`). Without a time-zone database, only zones with
+//!   a fixed offset are converted (`UTC`, `GMT`, `Etc/GMT±N`); in any other
+//!   zone a typed (serial) date-time is passed on as an invalid value
+//!   saying what to do, so the engine reports that row instead of storing a
+//!   shifted time. Dates, and date-times typed as text with an offset, read
+//!   the same in every zone.
 //! - **Quotas.** A client-side budget of reads and writes per minute
 //!   (Google's per-user limits are 60 each), retries of 429 (honouring
 //!   `Retry-After`) and, where a retry cannot apply a change twice, of 5xx
@@ -435,16 +441,40 @@ fn serial_to_date(serial: f64) -> Option<String> {
     date.format(format).ok()
 }
 
-/// A serial date-time (fractional days since 1899-12-30, taken as UTC) as
-/// RFC 3339, to the millisecond.
-fn serial_to_datetime(serial: f64) -> Option<String> {
+/// The UTC offset of a spreadsheet time zone, for the zones whose offset
+/// never changes: `UTC`, `GMT`, `Etc/UTC`, `Etc/GMT` and `Etc/GMT±N`
+/// (POSIX signs: `Etc/GMT-2` is two hours *ahead* of UTC). `None` for
+/// other zones (their offsets follow daylight-saving rules this adapter
+/// does not carry). An empty zone (not reported) is taken as UTC.
+fn zone_offset(zone: &str) -> Option<time::UtcOffset> {
+    match zone {
+        "" | "UTC" | "GMT" | "UCT" | "Zulu" | "Etc/UTC" | "Etc/UCT" | "Etc/GMT" | "Etc/GMT0"
+        | "Etc/GMT+0" | "Etc/GMT-0" | "Etc/Universal" | "Etc/Zulu" | "Etc/Greenwich" => {
+            return Some(time::UtcOffset::UTC);
+        }
+        _ => {}
+    }
+    let rest = zone.strip_prefix("Etc/GMT")?;
+    let (sign, hours) = match rest.split_at_checked(1)? {
+        ("+", h) => (-1, h),
+        ("-", h) => (1, h),
+        _ => return None,
+    };
+    let hours: i8 = hours.parse().ok().filter(|h| (1..=14).contains(h))?;
+    time::UtcOffset::from_hms(sign * hours, 0, 0).ok()
+}
+
+/// A serial date-time (fractional days since 1899-12-30, a local time at
+/// `offset`) as RFC 3339 in UTC, to the millisecond.
+fn serial_to_datetime(serial: f64, offset: time::UtcOffset) -> Option<String> {
     if !serial.is_finite() || serial.abs() > 3_000_000.0 {
         return None;
     }
     let ms = (serial * 86_400_000.0).round() as i64;
     let at = serial_epoch()
         .checked_add(time::Duration::milliseconds(ms))?
-        .assume_utc();
+        .assume_offset(offset)
+        .to_offset(time::UtcOffset::UTC);
     at.format(&time::format_description::well_known::Rfc3339)
         .ok()
 }
@@ -463,10 +493,18 @@ fn number_text(n: &serde_json::Number) -> String {
     }
 }
 
-/// A cell as read (unformatted) → the value of a field of type `ty`;
-/// `None` for an empty cell. What does not fit the type is passed on as
-/// read, for the engine to report as invalid.
+/// [`cell_to_value_in`] a spreadsheet whose time zone is UTC.
+#[cfg(test)]
 fn cell_to_value(cell: &Json, ty: FieldType) -> Option<Value> {
+    cell_to_value_in(cell, ty, "Etc/GMT")
+}
+
+/// A cell as read (unformatted) → the value of a field of type `ty`, in a
+/// spreadsheet whose time zone is `zone`; `None` for an empty cell. What
+/// does not fit the type is passed on as read, for the engine to report as
+/// invalid; so is a serial date-time in a zone whose offset is not known
+/// (see [`zone_offset`]), with what to do.
+fn cell_to_value_in(cell: &Json, ty: FieldType, zone: &str) -> Option<Value> {
     use FieldType as T;
     match cell {
         Json::Null => None,
@@ -495,9 +533,15 @@ fn cell_to_value(cell: &Json, ty: FieldType) -> Option<Value> {
                 Some(d) => Value::Text(d),
                 None => Value::Text(number_text(n)),
             },
-            T::Datetime => match n.as_f64().and_then(serial_to_datetime) {
-                Some(d) => Value::Text(d),
-                None => Value::Text(number_text(n)),
+            T::Datetime => match zone_offset(zone) {
+                Some(offset) => match n.as_f64().and_then(|f| serial_to_datetime(f, offset)) {
+                    Some(d) => Value::Text(d),
+                    None => Value::Text(number_text(n)),
+                },
+                None => Value::Text(format!(
+                    "{} (a date-time typed in the spreadsheet's time zone {zone}, which ChittySync cannot convert: type it as text with an offset, like 2026-11-23T18:00:00+01:00, or set the spreadsheet's time zone to UTC or Etc/GMT±N)",
+                    number_text(n)
+                )),
             },
             T::Json => Value::Json(n.to_string()),
             T::Bool => match n.as_i64() {
@@ -628,6 +672,8 @@ struct Layout {
     sheet_id: i64,
     /// The sheet's title (for ranges).
     title: String,
+    /// The spreadsheet's time zone (serial date-times are local to it).
+    time_zone: String,
     /// Rows in the grid.
     row_count: u64,
     /// Columns in the grid.
@@ -655,6 +701,8 @@ struct Snapshot {
 #[derive(Clone, Debug)]
 struct SheetMeta {
     sheet_id: i64,
+    /// The spreadsheet's time zone (`properties.timeZone`).
+    time_zone: String,
     title: String,
     row_count: u64,
     column_count: u64,
@@ -1093,7 +1141,8 @@ impl SheetsAdapter {
                     url,
                     query: vec![(
                         "fields",
-                        "sheets.properties(sheetId,title,gridProperties)".into(),
+                        "properties.timeZone,sheets.properties(sheetId,title,gridProperties)"
+                            .into(),
                     )],
                     body: None,
                     budget: Budget::Read,
@@ -1132,6 +1181,11 @@ impl SheetsAdapter {
                 .unwrap_or(0)
         };
         Ok(SheetMeta {
+            time_zone: body
+                .pointer("/properties/timeZone")
+                .and_then(Json::as_str)
+                .unwrap_or("")
+                .to_owned(),
             sheet_id: chosen.get("sheetId").and_then(Json::as_i64).unwrap_or(0),
             title: title_of(chosen),
             row_count: count("rowCount"),
@@ -1299,6 +1353,7 @@ impl SheetsAdapter {
         match id_col {
             Some(id_col) if missing.is_empty() => Ok(Layout {
                 sheet_id: meta.sheet_id,
+                time_zone: meta.time_zone.clone(),
                 title: meta.title.clone(),
                 row_count: meta.row_count,
                 column_count: meta.column_count,
@@ -1372,7 +1427,8 @@ impl SheetsAdapter {
                         .unwrap_or(0);
                     used.max(headers.len())
                 };
-                headers.resize(start, String::new());
+                let id_at = start.max(headers.len());
+                headers.resize(id_at, String::new());
                 headers.push(self.options.id_header.clone());
                 self.write_headers(&meta, &headers, start).await?;
                 let mut meta = meta;
@@ -1478,6 +1534,7 @@ impl SheetsAdapter {
         let mut grid = range_rows(&got[0]);
         let headers = header_texts(grid.first());
         let meta = SheetMeta {
+            time_zone: cached.time_zone.clone(),
             sheet_id: cached.sheet_id,
             title: cached.title.clone(),
             row_count: cached.row_count.max(grid.len() as u64),
@@ -1526,7 +1583,7 @@ impl SheetsAdapter {
             for (spec, col) in &layout.columns {
                 if let Some(v) = cells
                     .get(*col)
-                    .and_then(|c| cell_to_value(c, spec.field_type))
+                    .and_then(|c| cell_to_value_in(c, spec.field_type, &layout.time_zone))
                 {
                     fields.insert(spec.field.clone(), v);
                 }
@@ -1644,6 +1701,7 @@ impl SheetsAdapter {
         let first = range_rows(&got[0]);
         let headers = header_texts(first.first());
         let meta = SheetMeta {
+            time_zone: layout.time_zone.clone(),
             sheet_id: layout.sheet_id,
             title: layout.title.clone(),
             row_count: layout.row_count,
@@ -1695,6 +1753,7 @@ impl SheetsAdapter {
             let meta = self.sheet_meta().await?;
             Layout {
                 sheet_id: meta.sheet_id,
+                time_zone: meta.time_zone,
                 title: meta.title,
                 row_count: meta.row_count,
                 column_count: meta.column_count,
@@ -2178,12 +2237,13 @@ mod tests {
         assert_eq!(serial_to_date(46349.0).as_deref(), Some("2026-11-23"));
         // The time of day is dropped.
         assert_eq!(serial_to_date(46349.75).as_deref(), Some("2026-11-23"));
+        let utc = time::UtcOffset::UTC;
         assert_eq!(
-            serial_to_datetime(46349.5).as_deref(),
+            serial_to_datetime(46349.5, utc).as_deref(),
             Some("2026-11-23T12:00:00Z")
         );
         assert_eq!(
-            serial_to_datetime(46349.0 + 1.0 / 86400.0).as_deref(),
+            serial_to_datetime(46349.0 + 1.0 / 86400.0, utc).as_deref(),
             Some("2026-11-23T00:00:01Z")
         );
         assert_eq!(serial_to_date(f64::NAN), None);
@@ -2255,6 +2315,42 @@ mod tests {
         assert_eq!(
             cell_to_value(&json!(1.5), T::Integer),
             Some(Value::Decimal("1.5".into()))
+        );
+    }
+
+    #[test]
+    fn serial_date_times_are_local_to_the_spreadsheet_time_zone() {
+        use FieldType as T;
+        let at = |zone: &str| cell_to_value_in(&json!(46349.75), T::Datetime, zone);
+        assert_eq!(
+            at("Etc/GMT"),
+            Some(Value::Text("2026-11-23T18:00:00Z".into()))
+        );
+        assert_eq!(at("UTC"), at("Etc/GMT"));
+        // POSIX signs: Etc/GMT-2 is UTC+2, Etc/GMT+5 is UTC-5.
+        assert_eq!(
+            at("Etc/GMT-2"),
+            Some(Value::Text("2026-11-23T16:00:00Z".into()))
+        );
+        assert_eq!(
+            at("Etc/GMT+5"),
+            Some(Value::Text("2026-11-23T23:00:00Z".into()))
+        );
+        // Zones with daylight saving are refused, saying why, never shifted.
+        let Some(Value::Text(refused)) = at("Europe/Berlin") else {
+            panic!("a text value")
+        };
+        assert!(
+            refused.contains("Europe/Berlin") && refused.contains("offset"),
+            "{refused}"
+        );
+        assert!(crate::schema::coerce(T::Datetime, Value::Text(refused)).is_err());
+        assert_eq!(zone_offset("Etc/GMT+15"), None);
+        assert_eq!(zone_offset("Etc/GMTx"), None);
+        // Dates have no time of day: every zone reads them.
+        assert_eq!(
+            cell_to_value_in(&json!(46349), T::Date, "Europe/Berlin"),
+            Some(Value::Text("2026-11-23".into()))
         );
     }
 
