@@ -1426,3 +1426,44 @@ async fn serial_date_times_are_read_in_the_spreadsheet_time_zone() {
     );
     assert!(b.registry().get("d2").is_none(), "never shifted silently");
 }
+
+#[tokio::test]
+async fn a_pinned_sheet_id_finds_the_tab_whatever_comes_first() {
+    let emu = Emu::start();
+    let id = emu.sheets.create_spreadsheet(&["notes", SHEET], &[EMAIL]);
+    let spec = {
+        let mut spec =
+            AdapterBinding::new("sheet", "services", "sheets", &id).table_spec(&schema());
+        spec.table = id.clone();
+        spec
+    };
+    let options = |sheet_id: Option<i64>| {
+        let mut o = emu.options();
+        o.spreadsheet_id = id.clone();
+        o.sheet = None;
+        o.sheet_id = sheet_id;
+        o
+    };
+    // Bound to the second tab by its title, as `adapter add --sheet` does.
+    let mut by_title = options(None);
+    by_title.sheet = Some(SHEET.into());
+    let adding = SheetsAdapter::new(spec.clone(), by_title).unwrap();
+    adding.prepare(true).await.unwrap();
+    let pinned = adding.pinned_sheet_id().await.unwrap();
+    assert_ne!(pinned, 0, "not the first tab's id");
+    // Without a title, the pinned id picks that tab, not the first one.
+    let adapter = SheetsAdapter::new(spec.clone(), options(Some(pinned))).unwrap();
+    adapter.prepare(false).await.expect("the pinned tab");
+    assert!(
+        emu.sheets.values(&id, "notes").is_empty(),
+        "first tab untouched"
+    );
+    assert!(!emu.sheets.values(&id, SHEET).is_empty());
+    // A pinned tab that is gone is an error saying so.
+    let gone = SheetsAdapter::new(spec, options(Some(pinned + 7))).unwrap();
+    let err = gone.prepare(false).await.unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("sheet id {}", pinned + 7)) && err.contains("notes"),
+        "{err}"
+    );
+}

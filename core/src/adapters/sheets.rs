@@ -106,6 +106,10 @@ pub struct SheetsOptions {
     /// The sheet (tab) title; `None` = the spreadsheet's first sheet
     /// (setting `sheet`).
     pub sheet: Option<String>,
+    /// The sheet's numeric id (`sheetId`, setting `sheet_id`): when set, the
+    /// tab is found by it, so renaming or reordering tabs changes nothing.
+    /// `chittysync adapter add` stores it ([`SheetsAdapter::pinned_sheet_id`]).
+    pub sheet_id: Option<i64>,
     /// The service-account key file (JSON, as Google issues it); on unix it
     /// must not be readable by group or others (setting `key_file`).
     pub key_file: PathBuf,
@@ -146,6 +150,7 @@ impl SheetsOptions {
         SheetsOptions {
             spreadsheet_id: spreadsheet_id.into(),
             sheet: None,
+            sheet_id: None,
             key_file: key_file.into(),
             id_header: DEFAULT_ID_HEADER.into(),
             base_url: "https://sheets.googleapis.com".into(),
@@ -171,6 +176,14 @@ impl SheetsOptions {
         let mut o = SheetsOptions::new(binding.table.clone(), key_file);
         o.sheet = s.get("sheet").cloned();
         o.pull_only = !binding.direction.pushes();
+        if let Some(id) = s.get("sheet_id") {
+            o.sheet_id = Some(id.trim().parse().map_err(|_| {
+                AdapterError::Config(format!(
+                    "binding '{}': setting sheet_id = '{id}' is not a sheet id (a whole number, the gid= in the sheet's URL)",
+                    binding.name
+                ))
+            })?);
+        }
         if binding.id_column != "id" {
             o.id_header = binding.id_column.clone();
         }
@@ -842,6 +855,14 @@ impl SheetsAdapter {
         SheetsAdapter::new(binding.table_spec(schema), options).map_err(wrap)
     }
 
+    /// The numeric id (`sheetId`) of the sheet this adapter mirrors (read
+    /// now unless known). Stored as the binding's `sheet_id` setting, it
+    /// keeps the binding on that tab when tabs are renamed, reordered or
+    /// added before it.
+    pub async fn pinned_sheet_id(&self) -> Result<i64, AdapterError> {
+        Ok(self.layout().await?.sheet_id)
+    }
+
     fn failed(&self, action: &str, f: Failure) -> AdapterError {
         AdapterError::Request {
             system: SYSTEM.into(),
@@ -1162,15 +1183,26 @@ impl SheetsAdapter {
                 .unwrap_or("")
                 .to_owned()
         };
-        let chosen = match &self.options.sheet {
-            Some(wanted) => sheets.iter().find(|p| title_of(p) == *wanted).ok_or_else(|| {
+        let id_of_sheet = |p: &Json| p.get("sheetId").and_then(Json::as_i64).unwrap_or(0);
+        let chosen = match (self.options.sheet_id, &self.options.sheet) {
+            (Some(pinned), _) => sheets.iter().find(|p| id_of_sheet(p) == pinned).ok_or_else(|| {
+                let titles: Vec<String> = sheets
+                    .iter()
+                    .map(|p| format!("'{}' (id {})", title_of(p), id_of_sheet(p)))
+                    .collect();
+                self.mismatch(format!(
+                    "the sheet this binding was added for (sheet id {pinned}) is no longer in the spreadsheet (it has: {}); it was deleted: restore it from the version history, or set the binding's sheet_id setting to one of these ids",
+                    titles.join(", ")
+                ))
+            })?,
+            (None, Some(wanted)) => sheets.iter().find(|p| title_of(p) == *wanted).ok_or_else(|| {
                 let titles: Vec<String> = sheets.iter().map(|p| title_of(p)).collect();
                 self.mismatch(format!(
                     "the spreadsheet has no sheet titled '{wanted}' (it has: {}); fix the sheet setting or add the sheet",
                     titles.join(", ")
                 ))
             })?,
-            None => sheets.first().ok_or_else(|| {
+            (None, None) => sheets.first().ok_or_else(|| {
                 self.mismatch("the spreadsheet has no sheets; add one".into())
             })?,
         };
@@ -2508,6 +2540,18 @@ mod tests {
         assert_eq!((o.reads_per_minute, o.writes_per_minute), (120, 60));
         assert_eq!(o.base_url, "https://sheets.googleapis.com");
         assert!(!o.pull_only);
+        assert_eq!(o.sheet_id, None);
+        let pinned = binding.clone().setting("sheet_id", "1234");
+        assert_eq!(
+            SheetsOptions::from_binding(&pinned).unwrap().sheet_id,
+            Some(1234)
+        );
+        let bad = binding.clone().setting("sheet_id", "Contacts");
+        let err = SheetsOptions::from_binding(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("sheet_id") && err.contains("Contacts"),
+            "{err}"
+        );
         let pulling = binding.clone().direction(crate::Direction::Pull);
         assert!(SheetsOptions::from_binding(&pulling).unwrap().pull_only);
 
