@@ -1467,3 +1467,49 @@ async fn a_pinned_sheet_id_finds_the_tab_whatever_comes_first() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn only_mapped_columns_make_a_row_a_record() {
+    let b = bound(schema()).await;
+    b.put("a", "a", 1);
+    b.put("b", "b", 2);
+    b.sync().await;
+    let mut grid = b.emu.grid();
+    let id_col = col(&grid, "_id");
+    let comment = grid[0].len();
+    set_cell(&mut grid[0], comment, json!("comment"));
+    // A person clears b's cells (not the row), and writes a note in a
+    // column no field maps to, on a row of its own.
+    for row in grid.iter_mut().skip(1) {
+        if cell(row, id_col) == json!("b") {
+            for (i, c) in row.iter_mut().enumerate() {
+                if i != id_col {
+                    *c = json!("");
+                }
+            }
+        }
+    }
+    let mut note = Vec::new();
+    set_cell(&mut note, comment, json!("call Bob about billing"));
+    grid.push(note);
+    b.emu.set_grid(grid.clone());
+    let report = b.sync().await;
+    let invalid: Vec<&str> = report
+        .plan
+        .invalid
+        .iter()
+        .map(|i| i.remote_id.as_str())
+        .collect();
+    assert_eq!(invalid, ["b"], "{:?}", report.plan.invalid);
+    assert!(
+        report.plan.invalid[0]
+            .reason
+            .contains("no value in any mapped column"),
+        "{:?}",
+        report.plan.invalid[0]
+    );
+    let rec = b.registry().get("b").unwrap();
+    assert_eq!(rec.get("name"), Some(&Value::from("b")), "b not cleared");
+    assert_eq!(b.registry().len(), 2, "the note is no record");
+    assert_eq!(b.emu.grid(), grid, "no id written to the note's row");
+}

@@ -1582,10 +1582,39 @@ impl SheetsAdapter {
         let mut seen: HashSet<String> = HashSet::new();
         let mut new_ids: Vec<NewId> = Vec::new();
         for (i, cells) in grid.iter_mut().enumerate().skip(1) {
-            if cells.iter().all(is_empty_cell) {
+            let row_number = i as u64 + 1;
+            // Only mapped columns hold a record's content: a row with
+            // something only in other columns (people's notes) is none.
+            let mapped = layout
+                .columns
+                .iter()
+                .any(|(_, c)| cells.get(*c).is_some_and(|c| !is_empty_cell(c)));
+            if !mapped {
+                // A record whose cells were all cleared (not deleted):
+                // reported, never taken as a clearing of every field.
+                if let Some(id) = id_of(cells.get(layout.id_col))
+                    && seen.insert(id.clone())
+                {
+                    let headers: Vec<&str> = layout
+                        .columns
+                        .iter()
+                        .map(|(c, _)| c.column.as_str())
+                        .collect();
+                    let reason = format!(
+                        "sheet row {row_number} has an id but no value in any mapped column ({}); fill it in, or delete the whole row to delete the record",
+                        headers.join(", ")
+                    );
+                    rows.push(RemoteRow {
+                        id,
+                        fields: BTreeMap::from([(
+                            super::INVALID_ROW_FIELD.to_owned(),
+                            Value::Text(reason),
+                        )]),
+                        modified_at,
+                    });
+                }
                 continue;
             }
-            let row_number = i as u64 + 1;
             let id = match id_of(cells.get(layout.id_col)) {
                 Some(id) if seen.insert(id.clone()) => id,
                 // No id, or a copy of another row's: a new row.
