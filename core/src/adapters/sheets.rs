@@ -379,6 +379,16 @@ fn advice(status: Option<StatusCode>, client_email: &str) -> String {
     }
 }
 
+/// What to do when the token endpoint refuses the key.
+fn token_advice(reason: &str) -> &'static str {
+    if reason.contains("invalid_grant") {
+        // Google answers invalid_grant to a JWT whose iat/exp are off, too.
+        "check the key file is current and the account is enabled, and that this machine's clock is right (the token request carries the current time, and is refused when the clock is off by minutes)"
+    } else {
+        "check the key file is current and the account is enabled"
+    }
+}
+
 /// A request that failed for good.
 struct Failure {
     status: Option<StatusCode>,
@@ -970,11 +980,12 @@ impl SheetsAdapter {
                     if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
                         error_reason(status, &text)
                     } else {
+                        let reason = error_reason(status, &text);
                         return Err(connect(format!(
-                            "the token endpoint {} refused the service account {}: {}; check the key file is current and the account is enabled",
+                            "the token endpoint {} refused the service account {}: {reason}; {}",
                             self.account.token_uri,
                             self.account.client_email,
-                            error_reason(status, &text)
+                            token_advice(&reason)
                         )));
                     }
                 }
@@ -2518,6 +2529,8 @@ mod tests {
             "HTTP 502 <html>oops</html>"
         );
         assert!(advice(Some(StatusCode::FORBIDDEN), "sa@p.iam").contains("sa@p.iam"));
+        assert!(token_advice("HTTP 400 invalid_grant: Invalid JWT").contains("clock"));
+        assert!(!token_advice("HTTP 401 unauthorized_client").contains("clock"));
     }
 
     #[test]
