@@ -352,7 +352,14 @@ fn add(replica: &Replica, args: AddArgs, as_json: bool) -> Result<()> {
         }
         if binding.kind == "sheets" {
             let adapter = SheetsAdapter::for_binding(&binding, &schema)?;
-            return anyhow::Ok(adapter.prepare(args.create).await?);
+            let table = adapter.prepare(args.create).await?;
+            // Pin the tab by its id: renaming, reordering or adding tabs
+            // then moves nothing (without --sheet, "the first tab" would).
+            binding.settings.insert(
+                "sheet_id".into(),
+                adapter.pinned_sheet_id().await?.to_string(),
+            );
+            return anyhow::Ok(table);
         }
         let origin = "chittysync-setup";
         let adapter = PostgresAdapter::for_binding(&binding, &schema, origin).await?;

@@ -1140,3 +1140,376 @@ async fn a_quota_that_stays_exhausted_fails_the_run_saying_what_to_do() {
     b.sync().await;
     assert_eq!(b.sheet_rows().len(), 1);
 }
+
+/// A 429 on requests whose path contains `path`, asking for a one-second
+/// wait (the adapters cap it at 64 backoff units, 640 ms), long enough for
+/// a person to act between the refusal and the retry.
+fn quota_refusal(path: &str) -> Fault {
+    Fault::status(
+        429,
+        json!({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED",
+            "message": "Quota exceeded for quota metric 'Write requests'"}}),
+    )
+    .method("POST")
+    .path_contains(path)
+    .header("Retry-After", "1")
+}
+
+/// Runs `act` (a person editing) on another thread as soon as the emulator
+/// has answered a request with 429, i.e. while the adapter waits to retry.
+fn when_refused(
+    emu: &Arc<Emu>,
+    act: impl FnOnce(&Emu) + Send + 'static,
+) -> std::thread::JoinHandle<bool> {
+    let emu = emu.clone();
+    std::thread::spawn(move || {
+        for _ in 0..20_000 {
+            if emu.log().iter().any(|r| r.status == 429) {
+                act(&emu);
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        false
+    })
+}
+
+/// Reverses the rows below the header.
+fn reverse_rows(emu: &Emu) {
+    let mut grid = emu.grid();
+    let header = grid.remove(0);
+    grid.retain(|r| !r.iter().all(|c| c == "" || c.is_null()));
+    grid.reverse();
+    grid.insert(0, header);
+    emu.set_grid(grid);
+}
+
+#[tokio::test]
+async fn a_retried_delete_deletes_the_row_where_it_is_after_a_person_sorted() {
+    let b = bound(schema()).await;
+    for (id, port) in [("a", 1), ("b", 2), ("c", 3), ("d", 4)] {
+        b.put(id, id, port);
+    }
+    b.sync().await;
+    b.registry().delete("b").unwrap();
+    b.emu.sheets.control().clear_log();
+    // The delete is refused once (quota); while the adapter waits, a
+    // person reverses the rows (b moves from row 3 to row 4, c to row 3).
+    b.emu
+        .sheets
+        .control()
+        .inject(quota_refusal(&format!("{}:batchUpdate", b.emu.id)));
+    let person = when_refused(&b.emu, reverse_rows);
+    b.sync().await;
+    assert!(person.join().unwrap(), "the person acted during the wait");
+    let rows = b.sheet_rows();
+    assert_eq!(
+        rows.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["a", "c", "d"],
+        "b deleted, not the row that moved into its place"
+    );
+    for (id, r) in &rows {
+        assert_eq!(r["name"], json!(id), "row {id} holds its own data");
+    }
+    assert!(b.sync().await.plan.rows.is_empty(), "settled");
+}
+
+#[tokio::test]
+async fn a_retried_cell_write_lands_on_the_row_where_it_is_now() {
+    let b = bound(schema()).await;
+    for (id, port) in [("a", 1), ("b", 2), ("c", 3)] {
+        b.put(id, id, port);
+    }
+    b.sync().await;
+    b.put("a", "a", 10);
+    b.emu.sheets.control().clear_log();
+    b.emu
+        .sheets
+        .control()
+        .inject(quota_refusal("values:batchUpdate"));
+    let person = when_refused(&b.emu, reverse_rows);
+    b.sync().await;
+    assert!(person.join().unwrap(), "the person acted during the wait");
+    let rows = b.sheet_rows();
+    assert_eq!(rows["a"]["port"], json!(10));
+    assert_eq!(rows["c"]["port"], json!(3), "c untouched");
+    for (id, r) in &rows {
+        assert_eq!(r["name"], json!(id), "row {id} holds its own data");
+    }
+}
+
+#[tokio::test]
+async fn an_id_write_retried_after_a_sort_never_lands_on_another_row() {
+    let b = bound(schema()).await;
+    b.put("a", "a", 1);
+    b.put("b", "b", 2);
+    b.sync().await;
+    // A person types x below b (row 4) ...
+    let mut grid = b.emu.grid();
+    let (name, port) = (col(&grid, "name"), col(&grid, "port"));
+    let mut row = Vec::new();
+    set_cell(&mut row, name, json!("x"));
+    set_cell(&mut row, port, json!(7));
+    grid.push(row);
+    b.emu.set_grid(grid);
+    b.emu.sheets.control().clear_log();
+    // ... and, while the id write waits out a 429, sorts x to the top.
+    b.emu
+        .sheets
+        .control()
+        .inject(quota_refusal("values:batchUpdate"));
+    let person = when_refused(&b.emu, reverse_rows);
+    b.sync().await;
+    assert!(person.join().unwrap(), "the person acted during the wait");
+    let grid = b.emu.grid();
+    let id_col = col(&grid, "_id");
+    let ids: Vec<Json> = grid[1..].iter().map(|r| cell(r, id_col)).collect();
+    assert_eq!(
+        ids,
+        vec![json!(""), json!("b"), json!("a")],
+        "no id overwritten; x gets its id next run"
+    );
+    b.sync().await;
+    let rows = b.sheet_rows();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(b.registry().len(), 3, "x pulled once");
+    for (id, r) in &rows {
+        let reg = b.registry().get(id).unwrap();
+        assert_eq!(
+            reg.get("name").map(ToString::to_string),
+            r["name"].as_str().map(str::to_owned)
+        );
+    }
+    assert!(b.sync().await.plan.rows.is_empty(), "settled");
+}
+
+#[tokio::test]
+async fn a_pull_only_binding_never_writes_ids() {
+    let b = bound(schema()).await;
+    let mut grid = b.emu.grid();
+    let (name, port) = (col(&grid, "name"), col(&grid, "port"));
+    let mut row = Vec::new();
+    set_cell(&mut row, name, json!("typed"));
+    set_cell(&mut row, port, json!(5));
+    grid.push(row);
+    b.emu.set_grid(grid.clone());
+    b.emu.sheets.control().clear_log();
+    let mut options = b.emu.options();
+    options.pull_only = true;
+    let mut spec = AdapterBinding::new("sheet", "services", "sheets", "x").table_spec(&schema());
+    spec.table = b.emu.id.clone();
+    let pulling = SheetsAdapter::new(spec, options).unwrap();
+    pulling.prepare(false).await.unwrap();
+    for _ in 0..2 {
+        b.run_with(&pulling, AdapterSyncOptions::pull()).await;
+    }
+    assert!(b.emu.mutating().is_empty(), "{:?}", b.emu.mutating());
+    assert_eq!(b.emu.grid(), grid, "the sheet is untouched");
+    assert_eq!(b.registry().len(), 1, "pulled once, under a provisional id");
+}
+
+#[tokio::test]
+async fn a_refused_delete_fails_only_the_deletes() {
+    let b = bound(schema()).await;
+    for (id, port) in [("a", 1), ("b", 2)] {
+        b.put(id, id, port);
+    }
+    b.sync().await;
+    b.registry().delete("b").unwrap();
+    b.put("a", "a", 10);
+    b.put("c", "c", 3);
+    b.emu.sheets.control().inject(
+        Fault::status(
+            400,
+            json!({"error": {"code": 400, "status": "INVALID_ARGUMENT",
+                "message": "You are trying to edit a protected cell or object."}}),
+        )
+        .method("POST")
+        .path_contains(&format!("{}:batchUpdate", b.emu.id))
+        .times(10),
+    );
+    let report = b
+        .replica
+        .sync_binding("sheet", &b.adapter, &AdapterSyncOptions::sync(), &())
+        .await
+        .unwrap();
+    assert_eq!(report.failed.len(), 1, "{:?}", report.failed);
+    let failed = &report.failed[0];
+    assert_eq!(failed.remote_id, "b");
+    assert!(!failed.retryable);
+    assert!(failed.reason.contains("protected"), "{}", failed.reason);
+    let rows = b.sheet_rows();
+    assert_eq!(rows["a"]["port"], json!(10), "the update was written");
+    assert_eq!(rows["c"]["port"], json!(3), "the create was written");
+    assert!(rows.contains_key("b"), "b is still there");
+}
+
+#[tokio::test]
+async fn create_puts_the_id_column_after_columns_with_data_but_no_header() {
+    let emu = Emu::start();
+    let headers = ["name", "port", "price", "active", "tier", "tags", "notes"];
+    let mut noted = vec![json!("billing"), json!(8080)];
+    set_cell(&mut noted, 8, json!("a note without a header"));
+    emu.set_grid(vec![
+        headers.iter().map(|h| json!(h)).collect(),
+        noted,
+        vec![json!("search"), json!(9200)],
+    ]);
+    let binding = AdapterBinding::new("sheet", "services", "sheets", &emu.id);
+    let adapter = emu.adapter(&binding.table_spec(&schema()));
+    adapter.prepare(true).await.expect("add the id column");
+    let grid = emu.grid();
+    assert_eq!(col(&grid, "_id"), 9, "past the last column with content");
+    assert_eq!(cell(&grid[1], 8), json!("a note without a header"));
+    adapter.fetch(None).await.unwrap();
+    let grid = emu.grid();
+    assert_eq!(
+        cell(&grid[1], 8),
+        json!("a note without a header"),
+        "the note survives the ids"
+    );
+    assert!(cell(&grid[1], 9).as_str().is_some_and(|id| !id.is_empty()));
+}
+
+#[tokio::test]
+async fn serial_date_times_are_read_in_the_spreadsheet_time_zone() {
+    let schema = Schema::new()
+        .field(FieldDef::new("name", FieldType::Text).required())
+        .field(FieldDef::new("seen", FieldType::Datetime));
+    let b = bound(schema).await;
+    // Two hours ahead of UTC (POSIX sign).
+    b.emu.sheets.set_time_zone(&b.emu.id, "Etc/GMT-2");
+    let mut grid = b.emu.grid();
+    let mut row = Vec::new();
+    set_cell(&mut row, col(&grid, "_id"), json!("d1"));
+    set_cell(&mut row, col(&grid, "name"), json!("dated"));
+    set_cell(&mut row, col(&grid, "seen"), json!(46349.75));
+    grid.push(row);
+    b.emu.set_grid(grid);
+    // The adapter reads the zone when it reads the layout.
+    let adapter = b.emu.adapter(
+        &AdapterBinding::new("sheet", "services", "sheets", "x").table_spec(&b.registry().schema()),
+    );
+    adapter.prepare(false).await.unwrap();
+    b.run_with(&adapter, AdapterSyncOptions::sync()).await;
+    let rec = b.registry().get("d1").unwrap();
+    assert_eq!(rec.get("seen"), Some(&Value::from("2026-11-23T16:00:00Z")));
+    // A zone with daylight saving: refused per row, saying why.
+    b.emu.sheets.set_time_zone(&b.emu.id, "Europe/Berlin");
+    let mut grid = b.emu.grid();
+    let mut row = Vec::new();
+    set_cell(&mut row, col(&grid, "_id"), json!("d2"));
+    set_cell(&mut row, col(&grid, "name"), json!("berlin"));
+    set_cell(&mut row, col(&grid, "seen"), json!(46349.75));
+    grid.push(row);
+    b.emu.set_grid(grid);
+    let adapter = b.emu.adapter(
+        &AdapterBinding::new("sheet", "services", "sheets", "x").table_spec(&b.registry().schema()),
+    );
+    adapter.prepare(false).await.unwrap();
+    let report = b.run_with(&adapter, AdapterSyncOptions::sync()).await;
+    // Both serial date-times (d1's too) are refused, saying why.
+    let invalid: Vec<&str> = report
+        .plan
+        .invalid
+        .iter()
+        .map(|i| i.remote_id.as_str())
+        .collect();
+    assert_eq!(invalid, ["d1", "d2"], "{:?}", report.plan.invalid);
+    for i in &report.plan.invalid {
+        assert!(i.value.contains("Europe/Berlin"), "{i:?}");
+    }
+    assert_eq!(
+        b.registry().get("d1").unwrap().get("seen"),
+        Some(&Value::from("2026-11-23T16:00:00Z")),
+        "kept, not shifted"
+    );
+    assert!(b.registry().get("d2").is_none(), "never shifted silently");
+}
+
+#[tokio::test]
+async fn a_pinned_sheet_id_finds_the_tab_whatever_comes_first() {
+    let emu = Emu::start();
+    let id = emu.sheets.create_spreadsheet(&["notes", SHEET], &[EMAIL]);
+    let spec = {
+        let mut spec =
+            AdapterBinding::new("sheet", "services", "sheets", &id).table_spec(&schema());
+        spec.table = id.clone();
+        spec
+    };
+    let options = |sheet_id: Option<i64>| {
+        let mut o = emu.options();
+        o.spreadsheet_id = id.clone();
+        o.sheet = None;
+        o.sheet_id = sheet_id;
+        o
+    };
+    // Bound to the second tab by its title, as `adapter add --sheet` does.
+    let mut by_title = options(None);
+    by_title.sheet = Some(SHEET.into());
+    let adding = SheetsAdapter::new(spec.clone(), by_title).unwrap();
+    adding.prepare(true).await.unwrap();
+    let pinned = adding.pinned_sheet_id().await.unwrap();
+    assert_ne!(pinned, 0, "not the first tab's id");
+    // Without a title, the pinned id picks that tab, not the first one.
+    let adapter = SheetsAdapter::new(spec.clone(), options(Some(pinned))).unwrap();
+    adapter.prepare(false).await.expect("the pinned tab");
+    assert!(
+        emu.sheets.values(&id, "notes").is_empty(),
+        "first tab untouched"
+    );
+    assert!(!emu.sheets.values(&id, SHEET).is_empty());
+    // A pinned tab that is gone is an error saying so.
+    let gone = SheetsAdapter::new(spec, options(Some(pinned + 7))).unwrap();
+    let err = gone.prepare(false).await.unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("sheet id {}", pinned + 7)) && err.contains("notes"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn only_mapped_columns_make_a_row_a_record() {
+    let b = bound(schema()).await;
+    b.put("a", "a", 1);
+    b.put("b", "b", 2);
+    b.sync().await;
+    let mut grid = b.emu.grid();
+    let id_col = col(&grid, "_id");
+    let comment = grid[0].len();
+    set_cell(&mut grid[0], comment, json!("comment"));
+    // A person clears b's cells (not the row), and writes a note in a
+    // column no field maps to, on a row of its own.
+    for row in grid.iter_mut().skip(1) {
+        if cell(row, id_col) == json!("b") {
+            for (i, c) in row.iter_mut().enumerate() {
+                if i != id_col {
+                    *c = json!("");
+                }
+            }
+        }
+    }
+    let mut note = Vec::new();
+    set_cell(&mut note, comment, json!("call Bob about billing"));
+    grid.push(note);
+    b.emu.set_grid(grid.clone());
+    let report = b.sync().await;
+    let invalid: Vec<&str> = report
+        .plan
+        .invalid
+        .iter()
+        .map(|i| i.remote_id.as_str())
+        .collect();
+    assert_eq!(invalid, ["b"], "{:?}", report.plan.invalid);
+    assert!(
+        report.plan.invalid[0]
+            .reason
+            .contains("no value in any mapped column"),
+        "{:?}",
+        report.plan.invalid[0]
+    );
+    let rec = b.registry().get("b").unwrap();
+    assert_eq!(rec.get("name"), Some(&Value::from("b")), "b not cleared");
+    assert_eq!(b.registry().len(), 2, "the note is no record");
+    assert_eq!(b.emu.grid(), grid, "no id written to the note's row");
+}

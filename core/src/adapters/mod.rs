@@ -38,6 +38,12 @@ pub struct RemoteRow {
     pub modified_at: Option<i64>,
 }
 
+/// A field name no schema can have (it starts with a NUL). A fetched row
+/// carrying it, its value the reason as text, is reported invalid with
+/// that reason and skipped (neither synced nor taken as deleted): for rows
+/// an adapter can tell are broken although each value is fine.
+pub(crate) const INVALID_ROW_FIELD: &str = "\u{0}invalid";
+
 /// What a fetch returned.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Fetched {

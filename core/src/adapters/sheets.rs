@@ -20,31 +20,43 @@
 //!   compares.
 //! - **Ids for rows people add.** A row without an id gets a fresh UUIDv7,
 //!   written into the id column by the first fetch after
-//!   [`Adapter::prepare`] (one `values:batchUpdate`), so the sheet is read
-//!   once per run. [`Adapter::describe`] (what a dry run calls) disarms
-//!   this: a dry-run fetch never writes, and gives such a row a
-//!   provisional id `sheet-row-<hash of its cells>`, used only for the plan.
-//! - **Writes.** An apply re-reads the header row and the id column (one
-//!   `values:batchGet`), so rows a person moved since the fetch are found
-//!   where they are now; when it adds rows it re-reads the whole sheet
-//!   instead (still one request), so new rows go below every row with
-//!   content, including rows typed in since the fetch. Then, in this
-//!   order: one structural `:batchUpdate` deleting rows bottom-up and
-//!   growing the grid for new rows (deletes first, so new rows land right
-//!   after the last remaining row), then one `values:batchUpdate` (RAW) of
-//!   every changed cell, whose row numbers are the re-read ones shifted up
-//!   by the deleted rows above them. A create whose id is already in the
-//!   sheet updates that row, so a retried create never duplicates a row.
-//!   A request that fails marks every op it carried as failed and
-//!   retryable; nothing is reported as written that was not. The
-//!   structural request is never repeated after a lost answer (deleting
-//!   twice would delete other rows): the next run re-reads and finishes.
+//!   [`Adapter::prepare`] (one `values:batchUpdate`). Just before that
+//!   write (after every wait) the sheet is read again, and a row whose id
+//!   cell or content changed meanwhile (a person sorted the sheet) is
+//!   skipped and left out of the fetch: it gets its id next run, and no id
+//!   lands on another row. [`Adapter::describe`] (what a dry run calls)
+//!   disarms this, and so does a binding that only pulls
+//!   ([`SheetsOptions::pull_only`]): such fetches never write, and give
+//!   such a row a provisional id `sheet-row-<hash of its cells>`.
+//! - **Writes.** Every request that addresses rows by number (deletes,
+//!   cell writes, id writes) takes its row numbers from a read of the id
+//!   column made after the last wait before it (the write budget, a retry's
+//!   backoff), so rows a person moves meanwhile are found where they are
+//!   now; a 429 is retried by reading again, never by resending old row
+//!   numbers. In this order: one structural `:batchUpdate` deleting rows
+//!   bottom-up (a request of its own: if it is refused, only the deletes
+//!   fail, for good, with the reason, and the other changes are still
+//!   written); then, when rows are added, one growing the grid (new rows go
+//!   below every row with content, including rows typed in since the
+//!   fetch: the whole sheet is read then); then one `values:batchUpdate`
+//!   (RAW) of every changed cell. A create whose id is already in the sheet
+//!   updates that row, so a retried create never duplicates a row. A
+//!   request that fails marks the ops it carried as failed; nothing is
+//!   reported as written that was not. A structural request is never
+//!   repeated after a lost answer (deleting twice would delete other
+//!   rows): the next run re-reads and finishes.
 //! - **Values.** Text-like fields, dates and date-times are written as
 //!   strings (ISO 8601), numbers as numbers (as text when a double cannot
 //!   hold them exactly), booleans as booleans, multi-selects as a JSON
 //!   array string, JSON as its text. Serial numbers in date and date-time
 //!   columns (what people's typed dates become) are read as days since
-//!   1899-12-30, date-times taken as UTC.
+//!   1899-12-30; date-times are local times of the spreadsheet's time zone
+//!   (`properties.timeZone`). Without a time-zone database, only zones with
+//!   a fixed offset are converted (`UTC`, `GMT`, `Etc/GMT±N`); in any other
+//!   zone a typed (serial) date-time is passed on as an invalid value
+//!   saying what to do, so the engine reports that row instead of storing a
+//!   shifted time. Dates, and date-times typed as text with an offset, read
+//!   the same in every zone.
 //! - **Quotas.** A client-side budget of reads and writes per minute
 //!   (Google's per-user limits are 60 each), retries of 429 (honouring
 //!   `Retry-After`) and, where a retry cannot apply a change twice, of 5xx
@@ -94,6 +106,10 @@ pub struct SheetsOptions {
     /// The sheet (tab) title; `None` = the spreadsheet's first sheet
     /// (setting `sheet`).
     pub sheet: Option<String>,
+    /// The sheet's numeric id (`sheetId`, setting `sheet_id`): when set, the
+    /// tab is found by it, so renaming or reordering tabs changes nothing.
+    /// `chittysync adapter add` stores it ([`SheetsAdapter::pinned_sheet_id`]).
+    pub sheet_id: Option<i64>,
     /// The service-account key file (JSON, as Google issues it); on unix it
     /// must not be readable by group or others (setting `key_file`).
     pub key_file: PathBuf,
@@ -120,6 +136,10 @@ pub struct SheetsOptions {
     pub max_retries: u32,
     /// Timeout of each request (setting `timeout_ms`, default 30 s).
     pub timeout: Duration,
+    /// The binding only pulls: fetches never write to the sheet, and rows
+    /// without an id keep provisional ids (set from the binding's
+    /// direction).
+    pub pull_only: bool,
 }
 
 impl SheetsOptions {
@@ -130,6 +150,7 @@ impl SheetsOptions {
         SheetsOptions {
             spreadsheet_id: spreadsheet_id.into(),
             sheet: None,
+            sheet_id: None,
             key_file: key_file.into(),
             id_header: DEFAULT_ID_HEADER.into(),
             base_url: "https://sheets.googleapis.com".into(),
@@ -139,6 +160,7 @@ impl SheetsOptions {
             retry_base: Duration::from_millis(1000),
             max_retries: 5,
             timeout: Duration::from_secs(30),
+            pull_only: false,
         }
     }
 
@@ -153,6 +175,15 @@ impl SheetsOptions {
         })?;
         let mut o = SheetsOptions::new(binding.table.clone(), key_file);
         o.sheet = s.get("sheet").cloned();
+        o.pull_only = !binding.direction.pushes();
+        if let Some(id) = s.get("sheet_id") {
+            o.sheet_id = Some(id.trim().parse().map_err(|_| {
+                AdapterError::Config(format!(
+                    "binding '{}': setting sheet_id = '{id}' is not a sheet id (a whole number, the gid= in the sheet's URL)",
+                    binding.name
+                ))
+            })?);
+        }
         if binding.id_column != "id" {
             o.id_header = binding.id_column.clone();
         }
@@ -285,6 +316,9 @@ enum Budget {
     /// Drive metadata and the token endpoint (quotas of their own, far
     /// above what one binding uses).
     Other,
+    /// A Sheets write whose budget was already waited for (before the
+    /// re-read its row numbers come from).
+    Prepaid,
 }
 
 /// The n-th retry's wait: `min(2^n + jitter, 32)` units of `base`, with
@@ -345,10 +379,34 @@ fn advice(status: Option<StatusCode>, client_email: &str) -> String {
     }
 }
 
+/// What to do when the token endpoint refuses the key.
+fn token_advice(reason: &str) -> &'static str {
+    if reason.contains("invalid_grant") {
+        // Google answers invalid_grant to a JWT whose iat/exp are off, too.
+        "check the key file is current and the account is enabled, and that this machine's clock is right (the token request carries the current time, and is refused when the clock is off by minutes)"
+    } else {
+        "check the key file is current and the account is enabled"
+    }
+}
+
 /// A request that failed for good.
 struct Failure {
     status: Option<StatusCode>,
     reason: String,
+}
+
+/// Why one attempt of a request failed.
+enum Refusal {
+    /// It may be sent again (429; 5xx or no answer when repeating is safe).
+    Retry {
+        failure: Failure,
+        retry_after: Option<Duration>,
+    },
+    /// Not to be repeated; `status` is the HTTP status when there was one.
+    Final {
+        error: AdapterError,
+        status: Option<StatusCode>,
+    },
 }
 
 /// One request to send.
@@ -406,16 +464,40 @@ fn serial_to_date(serial: f64) -> Option<String> {
     date.format(format).ok()
 }
 
-/// A serial date-time (fractional days since 1899-12-30, taken as UTC) as
-/// RFC 3339, to the millisecond.
-fn serial_to_datetime(serial: f64) -> Option<String> {
+/// The UTC offset of a spreadsheet time zone, for the zones whose offset
+/// never changes: `UTC`, `GMT`, `Etc/UTC`, `Etc/GMT` and `Etc/GMT±N`
+/// (POSIX signs: `Etc/GMT-2` is two hours *ahead* of UTC). `None` for
+/// other zones (their offsets follow daylight-saving rules this adapter
+/// does not carry). An empty zone (not reported) is taken as UTC.
+fn zone_offset(zone: &str) -> Option<time::UtcOffset> {
+    match zone {
+        "" | "UTC" | "GMT" | "UCT" | "Zulu" | "Etc/UTC" | "Etc/UCT" | "Etc/GMT" | "Etc/GMT0"
+        | "Etc/GMT+0" | "Etc/GMT-0" | "Etc/Universal" | "Etc/Zulu" | "Etc/Greenwich" => {
+            return Some(time::UtcOffset::UTC);
+        }
+        _ => {}
+    }
+    let rest = zone.strip_prefix("Etc/GMT")?;
+    let (sign, hours) = match rest.split_at_checked(1)? {
+        ("+", h) => (-1, h),
+        ("-", h) => (1, h),
+        _ => return None,
+    };
+    let hours: i8 = hours.parse().ok().filter(|h| (1..=14).contains(h))?;
+    time::UtcOffset::from_hms(sign * hours, 0, 0).ok()
+}
+
+/// A serial date-time (fractional days since 1899-12-30, a local time at
+/// `offset`) as RFC 3339 in UTC, to the millisecond.
+fn serial_to_datetime(serial: f64, offset: time::UtcOffset) -> Option<String> {
     if !serial.is_finite() || serial.abs() > 3_000_000.0 {
         return None;
     }
     let ms = (serial * 86_400_000.0).round() as i64;
     let at = serial_epoch()
         .checked_add(time::Duration::milliseconds(ms))?
-        .assume_utc();
+        .assume_offset(offset)
+        .to_offset(time::UtcOffset::UTC);
     at.format(&time::format_description::well_known::Rfc3339)
         .ok()
 }
@@ -427,14 +509,25 @@ fn number_text(n: &serde_json::Number) -> String {
     }
     match n.as_f64() {
         Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => format!("{}", f as i64),
+        // Plain decimals (`0.0000001`, `10000000000000000`), never the
+        // exponent form (`1e-7`), which is not a decimal's text.
+        Some(f) if f.is_finite() => format!("{f}"),
         _ => n.to_string(),
     }
 }
 
-/// A cell as read (unformatted) → the value of a field of type `ty`;
-/// `None` for an empty cell. What does not fit the type is passed on as
-/// read, for the engine to report as invalid.
+/// [`cell_to_value_in`] a spreadsheet whose time zone is UTC.
+#[cfg(test)]
 fn cell_to_value(cell: &Json, ty: FieldType) -> Option<Value> {
+    cell_to_value_in(cell, ty, "Etc/GMT")
+}
+
+/// A cell as read (unformatted) → the value of a field of type `ty`, in a
+/// spreadsheet whose time zone is `zone`; `None` for an empty cell. What
+/// does not fit the type is passed on as read, for the engine to report as
+/// invalid; so is a serial date-time in a zone whose offset is not known
+/// (see [`zone_offset`]), with what to do.
+fn cell_to_value_in(cell: &Json, ty: FieldType, zone: &str) -> Option<Value> {
     use FieldType as T;
     match cell {
         Json::Null => None,
@@ -456,16 +549,22 @@ fn cell_to_value(cell: &Json, ty: FieldType) -> Option<Value> {
             T::Integer => match (n.as_i64(), n.as_f64()) {
                 (Some(i), _) => Value::Integer(i),
                 (None, Some(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => Value::Integer(f as i64),
-                _ => Value::Decimal(n.to_string()),
+                _ => Value::Decimal(number_text(n)),
             },
             T::Decimal => Value::Decimal(number_text(n)),
             T::Date => match n.as_f64().and_then(serial_to_date) {
                 Some(d) => Value::Text(d),
                 None => Value::Text(number_text(n)),
             },
-            T::Datetime => match n.as_f64().and_then(serial_to_datetime) {
-                Some(d) => Value::Text(d),
-                None => Value::Text(number_text(n)),
+            T::Datetime => match zone_offset(zone) {
+                Some(offset) => match n.as_f64().and_then(|f| serial_to_datetime(f, offset)) {
+                    Some(d) => Value::Text(d),
+                    None => Value::Text(number_text(n)),
+                },
+                None => Value::Text(format!(
+                    "{} (a date-time typed in the spreadsheet's time zone {zone}, which ChittySync cannot convert: type it as text with an offset, like 2026-11-23T18:00:00+01:00, or set the spreadsheet's time zone to UTC or Etc/GMT±N)",
+                    number_text(n)
+                )),
             },
             T::Json => Value::Json(n.to_string()),
             T::Bool => match n.as_i64() {
@@ -540,6 +639,32 @@ fn provisional_id(cells: &[Json]) -> String {
     format!("{PROVISIONAL_PREFIX}{}", hex::encode(&digest[..12]))
 }
 
+/// A row's cells with its id cell emptied.
+fn without_id(cells: &[Json], id_col: usize) -> Vec<Json> {
+    let mut out = cells.to_vec();
+    if let Some(c) = out.get_mut(id_col) {
+        *c = Json::Null;
+    }
+    out
+}
+
+/// A fingerprint of a row's content (its cells but the id).
+fn content_of(cells: &[Json], id_col: usize) -> String {
+    provisional_id(&without_id(cells, id_col))
+}
+
+/// An id to write into a row added without one.
+struct NewId {
+    /// The row (1-based) as read.
+    row: u64,
+    /// The id cell as read (a copy of another row's id, or none).
+    had: Option<String>,
+    /// [`content_of`] the row as read.
+    content: String,
+    /// The id to write.
+    id: String,
+}
+
 /// Splits cell writes into request bodies of at most `max_bytes` (roughly),
 /// never splitting one op's cells: returns groups of op indexes.
 fn chunk_by_size(sizes: &[(usize, usize)], max_bytes: usize) -> Vec<Vec<usize>> {
@@ -570,6 +695,8 @@ struct Layout {
     sheet_id: i64,
     /// The sheet's title (for ranges).
     title: String,
+    /// The spreadsheet's time zone (serial date-times are local to it).
+    time_zone: String,
     /// Rows in the grid.
     row_count: u64,
     /// Columns in the grid.
@@ -582,10 +709,23 @@ struct Layout {
     columns: Vec<(ColumnSpec, usize)>,
 }
 
+/// The cells an op writes: `(column, cell)`.
+type Cells = Vec<(usize, Json)>;
+
+/// Where rows are, as read: the layout, each id's row (1-based) and the
+/// last row with content.
+struct Snapshot {
+    layout: Layout,
+    row_of: HashMap<String, u64>,
+    last: u64,
+}
+
 /// The sheet's properties.
 #[derive(Clone, Debug)]
 struct SheetMeta {
     sheet_id: i64,
+    /// The spreadsheet's time zone (`properties.timeZone`).
+    time_zone: String,
     title: String,
     row_count: u64,
     column_count: u64,
@@ -725,6 +865,14 @@ impl SheetsAdapter {
         SheetsAdapter::new(binding.table_spec(schema), options).map_err(wrap)
     }
 
+    /// The numeric id (`sheetId`) of the sheet this adapter mirrors (read
+    /// now unless known). Stored as the binding's `sheet_id` setting, it
+    /// keeps the binding on that tab when tabs are renamed, reordered or
+    /// added before it.
+    pub async fn pinned_sheet_id(&self) -> Result<i64, AdapterError> {
+        Ok(self.layout().await?.sheet_id)
+    }
+
     fn failed(&self, action: &str, f: Failure) -> AdapterError {
         AdapterError::Request {
             system: SYSTEM.into(),
@@ -832,11 +980,12 @@ impl SheetsAdapter {
                     if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
                         error_reason(status, &text)
                     } else {
+                        let reason = error_reason(status, &text);
                         return Err(connect(format!(
-                            "the token endpoint {} refused the service account {}: {}; check the key file is current and the account is enabled",
+                            "the token endpoint {} refused the service account {}: {reason}; {}",
                             self.account.token_uri,
                             self.account.client_email,
-                            error_reason(status, &text)
+                            token_advice(&reason)
                         )));
                     }
                 }
@@ -859,14 +1008,61 @@ impl SheetsAdapter {
     /// Sends a request within the budget, with auth, retries and backoff.
     async fn send(&self, call: Call<'_>, action: &str) -> Result<Json, AdapterError> {
         let mut attempt = 0;
+        loop {
+            match self.attempt(&call, action).await {
+                Ok(body) => return Ok(body),
+                Err(Refusal::Final { error, .. }) => return Err(error),
+                Err(Refusal::Retry {
+                    failure,
+                    retry_after,
+                }) => {
+                    if attempt >= self.options.max_retries {
+                        return Err(self.exhausted(action, failure, attempt));
+                    }
+                    self.pause(action, &failure, attempt, retry_after).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// The final error after `attempt` retries.
+    fn exhausted(&self, action: &str, mut failure: Failure, attempt: u32) -> AdapterError {
+        failure.reason = format!("{} (after {} attempts)", failure.reason, attempt + 1);
+        self.failed(action, failure)
+    }
+
+    /// Waits before the retry after `attempt` retries.
+    async fn pause(
+        &self,
+        action: &str,
+        failure: &Failure,
+        attempt: u32,
+        retry_after: Option<Duration>,
+    ) {
+        let wait = backoff(self.options.retry_base, attempt, jitter());
+        let wait = match retry_after {
+            Some(asked) => asked.min(self.options.retry_base * 64).max(wait),
+            None => wait,
+        };
+        tracing::debug!(table = %self.shown, %action, reason = %failure.reason, ?wait, "retrying");
+        tokio::time::sleep(wait).await;
+    }
+
+    /// Sends a request once (within the budget, with auth, renewing a
+    /// refused token once); says whether it may be retried.
+    async fn attempt(&self, call: &Call<'_>, action: &str) -> Result<Json, Refusal> {
         let mut refreshed = false;
         loop {
             match call.budget {
                 Budget::Read => self.reads.until_ready().await,
                 Budget::Write => self.writes.until_ready().await,
-                Budget::Other => {}
+                Budget::Other | Budget::Prepaid => {}
             }
-            let token = self.access_token().await?;
+            let token = self.access_token().await.map_err(|error| Refusal::Final {
+                error,
+                status: None,
+            })?;
             let mut request = self
                 .http
                 .request(call.method.clone(), call.url.clone())
@@ -875,22 +1071,44 @@ impl SheetsAdapter {
             if let Some(body) = &call.body {
                 request = request.json(body);
             }
-            let (failure, retry_after) = match request.send().await {
+            return match request.send().await {
                 Ok(resp) if resp.status().is_success() => {
-                    let text = resp.text().await.unwrap_or_default();
+                    let status = resp.status();
+                    let text = resp.text().await.map_err(|e| {
+                        let failure = Failure {
+                            status: None,
+                            reason: format!(
+                                "the answer (HTTP {}) could not be read: {}",
+                                status.as_u16(),
+                                transport_reason(&e)
+                            ),
+                        };
+                        if call.idempotent {
+                            Refusal::Retry {
+                                failure,
+                                retry_after: None,
+                            }
+                        } else {
+                            Refusal::Final {
+                                error: self.failed(action, failure),
+                                status: None,
+                            }
+                        }
+                    })?;
                     if text.trim().is_empty() {
                         return Ok(Json::Null);
                     }
-                    return serde_json::from_str(&text).map_err(|_| {
-                        self.failed(
+                    serde_json::from_str(&text).map_err(|_| Refusal::Final {
+                        error: self.failed(
                             action,
                             Failure {
                                 status: None,
                                 reason: "the answer is not JSON (is base_url the Sheets API?)"
                                     .into(),
                             },
-                        )
-                    });
+                        ),
+                        status: None,
+                    })
                 }
                 Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && !refreshed => {
                     // Expired or revoked early: one new token, then again.
@@ -913,35 +1131,36 @@ impl SheetsAdapter {
                         status: Some(status),
                         reason: error_reason(status, &text),
                     };
-                    if !retryable {
-                        return Err(self.failed(action, failure));
+                    if retryable {
+                        Err(Refusal::Retry {
+                            failure,
+                            retry_after,
+                        })
+                    } else {
+                        Err(Refusal::Final {
+                            error: self.failed(action, failure),
+                            status: Some(status),
+                        })
                     }
-                    (failure, retry_after)
                 }
                 Err(e) => {
                     let failure = Failure {
                         status: None,
                         reason: transport_reason(&e),
                     };
-                    if !call.idempotent {
-                        return Err(self.failed(action, failure));
+                    if call.idempotent {
+                        Err(Refusal::Retry {
+                            failure,
+                            retry_after: None,
+                        })
+                    } else {
+                        Err(Refusal::Final {
+                            error: self.failed(action, failure),
+                            status: None,
+                        })
                     }
-                    (failure, None)
                 }
             };
-            if attempt >= self.options.max_retries {
-                let mut failure = failure;
-                failure.reason = format!("{} (after {} attempts)", failure.reason, attempt + 1);
-                return Err(self.failed(action, failure));
-            }
-            let wait = backoff(self.options.retry_base, attempt, jitter());
-            let wait = match retry_after {
-                Some(asked) => asked.min(self.options.retry_base * 64).max(wait),
-                None => wait,
-            };
-            tracing::debug!(table = %self.shown, %action, reason = %failure.reason, ?wait, "retrying");
-            tokio::time::sleep(wait).await;
-            attempt += 1;
         }
     }
 
@@ -954,7 +1173,8 @@ impl SheetsAdapter {
                     url,
                     query: vec![(
                         "fields",
-                        "sheets.properties(sheetId,title,gridProperties)".into(),
+                        "properties.timeZone,sheets.properties(sheetId,title,gridProperties)"
+                            .into(),
                     )],
                     body: None,
                     budget: Budget::Read,
@@ -974,15 +1194,26 @@ impl SheetsAdapter {
                 .unwrap_or("")
                 .to_owned()
         };
-        let chosen = match &self.options.sheet {
-            Some(wanted) => sheets.iter().find(|p| title_of(p) == *wanted).ok_or_else(|| {
+        let id_of_sheet = |p: &Json| p.get("sheetId").and_then(Json::as_i64).unwrap_or(0);
+        let chosen = match (self.options.sheet_id, &self.options.sheet) {
+            (Some(pinned), _) => sheets.iter().find(|p| id_of_sheet(p) == pinned).ok_or_else(|| {
+                let titles: Vec<String> = sheets
+                    .iter()
+                    .map(|p| format!("'{}' (id {})", title_of(p), id_of_sheet(p)))
+                    .collect();
+                self.mismatch(format!(
+                    "the sheet this binding was added for (sheet id {pinned}) is no longer in the spreadsheet (it has: {}); it was deleted: restore it from the version history, or set the binding's sheet_id setting to one of these ids",
+                    titles.join(", ")
+                ))
+            })?,
+            (None, Some(wanted)) => sheets.iter().find(|p| title_of(p) == *wanted).ok_or_else(|| {
                 let titles: Vec<String> = sheets.iter().map(|p| title_of(p)).collect();
                 self.mismatch(format!(
                     "the spreadsheet has no sheet titled '{wanted}' (it has: {}); fix the sheet setting or add the sheet",
                     titles.join(", ")
                 ))
             })?,
-            None => sheets.first().ok_or_else(|| {
+            (None, None) => sheets.first().ok_or_else(|| {
                 self.mismatch("the spreadsheet has no sheets; add one".into())
             })?,
         };
@@ -993,6 +1224,11 @@ impl SheetsAdapter {
                 .unwrap_or(0)
         };
         Ok(SheetMeta {
+            time_zone: body
+                .pointer("/properties/timeZone")
+                .and_then(Json::as_str)
+                .unwrap_or("")
+                .to_owned(),
             sheet_id: chosen.get("sheetId").and_then(Json::as_i64).unwrap_or(0),
             title: title_of(chosen),
             row_count: count("rowCount"),
@@ -1043,50 +1279,56 @@ impl SheetsAdapter {
         Ok(ranges_out)
     }
 
-    /// One `values:batchUpdate` (RAW) of `(range, cell)` pairs.
-    async fn write_cells(
-        &self,
-        cells: Vec<(String, Json)>,
-        action: &str,
-    ) -> Result<(), AdapterError> {
+    /// A `values:batchUpdate` (RAW) of `(range, cell)` pairs.
+    fn values_call(&self, cells: Vec<(String, Json)>, budget: Budget) -> Call<'static> {
         let url = self.sheets_url(&[&self.options.spreadsheet_id, "values:batchUpdate"]);
         let data: Vec<Json> = cells
             .into_iter()
             .map(|(range, cell)| json!({"range": range, "majorDimension": "ROWS", "values": [[cell]]}))
             .collect();
-        self.send(
-            Call {
-                method: Method::POST,
-                url,
-                query: Vec::new(),
-                body: Some(json!({"valueInputOption": "RAW", "data": data})),
-                budget: Budget::Write,
-                // The same cells get the same values: safe to repeat.
-                idempotent: true,
-            },
-            action,
-        )
-        .await
-        .map(|_| ())
+        Call {
+            method: Method::POST,
+            url,
+            query: Vec::new(),
+            body: Some(json!({"valueInputOption": "RAW", "data": data})),
+            budget,
+            // The same cells get the same values: safe to repeat.
+            idempotent: true,
+        }
     }
 
-    /// One structural `:batchUpdate` (atomic; never repeated after a lost
+    /// A structural `:batchUpdate` (atomic; never repeated after a lost
     /// answer, since deleting rows twice would delete other rows).
-    async fn structural(&self, requests: Vec<Json>, action: &str) -> Result<(), AdapterError> {
+    fn structural_call(&self, requests: Vec<Json>, budget: Budget) -> Call<'static> {
         let url = self.sheets_url(&[&format!("{}:batchUpdate", self.options.spreadsheet_id)]);
-        self.send(
-            Call {
-                method: Method::POST,
-                url,
-                query: Vec::new(),
-                body: Some(json!({"requests": requests})),
-                budget: Budget::Write,
-                idempotent: false,
-            },
-            action,
-        )
-        .await
-        .map(|_| ())
+        Call {
+            method: Method::POST,
+            url,
+            query: Vec::new(),
+            body: Some(json!({"requests": requests})),
+            budget,
+            idempotent: false,
+        }
+    }
+
+    /// One `values:batchUpdate` (RAW) of cells whose rows do not move (the
+    /// header row), retried as needed.
+    async fn write_cells(
+        &self,
+        cells: Vec<(String, Json)>,
+        action: &str,
+    ) -> Result<(), AdapterError> {
+        self.send(self.values_call(cells, Budget::Write), action)
+            .await
+            .map(|_| ())
+    }
+
+    /// One structural `:batchUpdate` that addresses no row (columns, grid
+    /// growth).
+    async fn structural(&self, requests: Vec<Json>, action: &str) -> Result<(), AdapterError> {
+        self.send(self.structural_call(requests, Budget::Write), action)
+            .await
+            .map(|_| ())
     }
 
     /// The file's Drive version (the cursor) and when it last changed (ms
@@ -1154,6 +1396,7 @@ impl SheetsAdapter {
         match id_col {
             Some(id_col) if missing.is_empty() => Ok(Layout {
                 sheet_id: meta.sheet_id,
+                time_zone: meta.time_zone.clone(),
                 title: meta.title.clone(),
                 row_count: meta.row_count,
                 column_count: meta.column_count,
@@ -1211,7 +1454,24 @@ impl SheetsAdapter {
                 if empty {
                     headers.extend(self.spec.columns.iter().map(|c| c.column.clone()));
                 }
-                let start = if empty { 0 } else { headers.len() };
+                let start = if empty {
+                    0
+                } else {
+                    // After the last column with any content, headed or not
+                    // (people keep notes in columns without a header).
+                    let got = self
+                        .batch_get(&[quote_sheet(&meta.title)], "read the sheet's used columns")
+                        .await?;
+                    let used = range_rows(&got[0])
+                        .iter()
+                        .filter_map(|r| r.iter().rposition(|c| !is_empty_cell(c)))
+                        .map(|last| last + 1)
+                        .max()
+                        .unwrap_or(0);
+                    used.max(headers.len())
+                };
+                let id_at = start.max(headers.len());
+                headers.resize(id_at, String::new());
                 headers.push(self.options.id_header.clone());
                 self.write_headers(&meta, &headers, start).await?;
                 let mut meta = meta;
@@ -1317,6 +1577,7 @@ impl SheetsAdapter {
         let mut grid = range_rows(&got[0]);
         let headers = header_texts(grid.first());
         let meta = SheetMeta {
+            time_zone: cached.time_zone.clone(),
             sheet_id: cached.sheet_id,
             title: cached.title.clone(),
             row_count: cached.row_count.max(grid.len() as u64),
@@ -1325,33 +1586,62 @@ impl SheetsAdapter {
         let layout = self
             .layout_from(&meta, headers)
             .map_err(|m| self.missing_headers(&m, false))?;
-        let fill = self.state.lock().expect("state lock").fill_ids;
+        // A binding that only pulls never writes to the sheet: its new rows
+        // keep provisional ids.
+        let fill = self.state.lock().expect("state lock").fill_ids && !self.options.pull_only;
         let mut rows = Vec::new();
         let mut seen: HashSet<String> = HashSet::new();
-        let mut new_ids: Vec<(String, Json)> = Vec::new();
+        let mut new_ids: Vec<NewId> = Vec::new();
         for (i, cells) in grid.iter_mut().enumerate().skip(1) {
-            if cells.iter().all(is_empty_cell) {
+            let row_number = i as u64 + 1;
+            // Only mapped columns hold a record's content: a row with
+            // something only in other columns (people's notes) is none.
+            let mapped = layout
+                .columns
+                .iter()
+                .any(|(_, c)| cells.get(*c).is_some_and(|c| !is_empty_cell(c)));
+            if !mapped {
+                // A record whose cells were all cleared (not deleted):
+                // reported, never taken as a clearing of every field.
+                if let Some(id) = id_of(cells.get(layout.id_col))
+                    && seen.insert(id.clone())
+                {
+                    let headers: Vec<&str> = layout
+                        .columns
+                        .iter()
+                        .map(|(c, _)| c.column.as_str())
+                        .collect();
+                    let reason = format!(
+                        "sheet row {row_number} has an id but no value in any mapped column ({}); fill it in, or delete the whole row to delete the record",
+                        headers.join(", ")
+                    );
+                    rows.push(RemoteRow {
+                        id,
+                        fields: BTreeMap::from([(
+                            super::INVALID_ROW_FIELD.to_owned(),
+                            Value::Text(reason),
+                        )]),
+                        modified_at,
+                    });
+                }
                 continue;
             }
-            let row_number = i as u64 + 1;
             let id = match id_of(cells.get(layout.id_col)) {
                 Some(id) if seen.insert(id.clone()) => id,
                 // No id, or a copy of another row's: a new row.
                 _ if fill => {
                     let id = uuid::Uuid::now_v7().to_string();
                     seen.insert(id.clone());
-                    new_ids.push((
-                        a1_cell(&layout.title, layout.id_col, row_number),
-                        Json::String(id.clone()),
-                    ));
+                    new_ids.push(NewId {
+                        row: row_number,
+                        had: id_of(cells.get(layout.id_col)),
+                        content: content_of(cells, layout.id_col),
+                        id: id.clone(),
+                    });
                     id
                 }
                 _ => {
-                    let mut cells_only = cells.clone();
-                    if let Some(c) = cells_only.get_mut(layout.id_col) {
-                        *c = Json::Null;
-                    }
-                    let base = provisional_id(&cells_only);
+                    let base = provisional_id(&without_id(cells, layout.id_col));
                     let mut id = base.clone();
                     let mut n = 1;
                     while !seen.insert(id.clone()) {
@@ -1365,7 +1655,7 @@ impl SheetsAdapter {
             for (spec, col) in &layout.columns {
                 if let Some(v) = cells
                     .get(*col)
-                    .and_then(|c| cell_to_value(c, spec.field_type))
+                    .and_then(|c| cell_to_value_in(c, spec.field_type, &layout.time_zone))
                 {
                     fields.insert(spec.field.clone(), v);
                 }
@@ -1378,8 +1668,9 @@ impl SheetsAdapter {
         }
         if !new_ids.is_empty() {
             tracing::info!(table = %self.shown, rows = new_ids.len(), "giving ids to rows added without one");
-            self.write_cells(new_ids, "write ids of rows added without one")
-                .await?;
+            let skipped = self.write_new_ids(&layout, new_ids).await?;
+            // A row that moved or got an id meanwhile gets its id next run.
+            rows.retain(|r| !skipped.contains(&r.id));
         }
         self.state.lock().expect("state lock").layout = Some(layout);
         Ok(Fetched {
@@ -1388,6 +1679,73 @@ impl SheetsAdapter {
             complete: true,
             cursor: Some(version),
         })
+    }
+
+    /// Writes the ids of rows added without one. Before each attempt
+    /// (after every wait: backoff and budget) the sheet is read again, and
+    /// a row whose id cell is no longer as read, or whose content moved, is
+    /// skipped (it gets its id next run), so an id never lands on another
+    /// row. Returns the ids not written.
+    async fn write_new_ids(
+        &self,
+        layout: &Layout,
+        mut pending: Vec<NewId>,
+    ) -> Result<HashSet<String>, AdapterError> {
+        let action = "write ids of rows added without one";
+        let mut skipped = HashSet::new();
+        let mut attempt = 0;
+        loop {
+            self.writes.until_ready().await;
+            let got = self
+                .batch_get(
+                    &[quote_sheet(&layout.title)],
+                    "re-read the sheet before writing ids",
+                )
+                .await?;
+            let grid = range_rows(&got[0]);
+            let headers = header_texts(grid.first());
+            let id_col = headers.iter().position(|h| *h == self.options.id_header);
+            pending.retain(|p| {
+                let here = id_col == Some(layout.id_col)
+                    && grid.get(p.row as usize - 1).is_some_and(|cells| {
+                        id_of(cells.get(layout.id_col)) == p.had
+                            && content_of(cells, layout.id_col) == p.content
+                    });
+                if !here {
+                    skipped.insert(p.id.clone());
+                }
+                here
+            });
+            if pending.is_empty() {
+                return Ok(skipped);
+            }
+            let cells = pending
+                .iter()
+                .map(|p| {
+                    (
+                        a1_cell(&layout.title, layout.id_col, p.row),
+                        Json::String(p.id.clone()),
+                    )
+                })
+                .collect();
+            match self
+                .attempt(&self.values_call(cells, Budget::Prepaid), action)
+                .await
+            {
+                Ok(_) => return Ok(skipped),
+                Err(Refusal::Retry {
+                    failure,
+                    retry_after,
+                }) if attempt < self.options.max_retries => {
+                    self.pause(action, &failure, attempt, retry_after).await;
+                    attempt += 1;
+                }
+                Err(Refusal::Retry { failure, .. }) => {
+                    return Err(self.exhausted(action, failure, attempt));
+                }
+                Err(Refusal::Final { error, .. }) => return Err(error),
+            }
+        }
     }
 
     // -- apply --------------------------------------------------------------
@@ -1415,6 +1773,7 @@ impl SheetsAdapter {
         let first = range_rows(&got[0]);
         let headers = header_texts(first.first());
         let meta = SheetMeta {
+            time_zone: layout.time_zone.clone(),
             sheet_id: layout.sheet_id,
             title: layout.title.clone(),
             row_count: layout.row_count,
@@ -1457,6 +1816,367 @@ impl SheetsAdapter {
         Ok((fresh, rows, last))
     }
 
+    /// Where rows are now (see [`Self::current_rows`]); with `whole`, the
+    /// grid's size too. Called right after waiting for the write budget,
+    /// so the write that follows uses row numbers read after every wait.
+    async fn snapshot(&self, known: &Layout, whole: bool) -> Result<Snapshot, AdapterError> {
+        let known = if whole {
+            // New rows may need a bigger grid: its size now.
+            let meta = self.sheet_meta().await?;
+            Layout {
+                sheet_id: meta.sheet_id,
+                time_zone: meta.time_zone,
+                title: meta.title,
+                row_count: meta.row_count,
+                column_count: meta.column_count,
+                ..known.clone()
+            }
+        } else {
+            known.clone()
+        };
+        let (layout, row_of, last) = self.current_rows(&known, whole).await?;
+        Ok(Snapshot {
+            layout,
+            row_of,
+            last,
+        })
+    }
+
+    /// The cells an op writes: `(column, cell)`.
+    fn op_cells(layout: &Layout, op: &RowOp) -> Cells {
+        match op {
+            RowOp::Delete { .. } => Vec::new(),
+            RowOp::Create { fields, .. } => layout
+                .columns
+                .iter()
+                .map(|(spec, col)| {
+                    let cell = fields
+                        .get(&spec.field)
+                        .map_or(Json::String(String::new()), |v| {
+                            value_to_cell(v, spec.field_type)
+                        });
+                    (*col, cell)
+                })
+                .collect(),
+            RowOp::Update { fields, .. } => layout
+                .columns
+                .iter()
+                .filter_map(|(spec, col)| {
+                    let change = fields.get(&spec.field)?;
+                    let cell = change.as_ref().map_or(Json::String(String::new()), |v| {
+                        value_to_cell(v, spec.field_type)
+                    });
+                    Some((*col, cell))
+                })
+                .collect(),
+        }
+    }
+
+    /// The error of an op with a value too long for a cell, if it has one.
+    fn too_long(&self, layout: &Layout, op: &RowOp) -> Option<RowError> {
+        let cells = Self::op_cells(layout, op);
+        let (col, cell) = cells.iter().find(|(_, c)| cell_chars(c) > MAX_CELL_CHARS)?;
+        let field = layout
+            .columns
+            .iter()
+            .find(|(_, c)| c == col)
+            .map_or("?", |(s, _)| s.field.as_str());
+        Some(RowError {
+            message: format!(
+                "{SYSTEM} {}: row {}: field {field} has {} characters, but a Google Sheets cell holds at most {MAX_CELL_CHARS}; shorten the value",
+                self.shown,
+                op.id(),
+                cell_chars(cell)
+            ),
+            retryable: false,
+        })
+    }
+
+    /// Deletes the rows of the delete ops `todo` bottom-up, in a request of
+    /// their own. Before each attempt (after every wait: backoff and
+    /// budget) the ids are read again, so a row a person moved meanwhile is
+    /// deleted where it is now. A refused request (4xx) fails only these
+    /// ops, for good, with the reason. Returns where rows are after the
+    /// deletes when that is known without reading again.
+    async fn delete_rows(
+        &self,
+        ops: &[RowOp],
+        todo: &[usize],
+        known: &Layout,
+        whole: bool,
+        results: &mut HashMap<usize, RowResult>,
+    ) -> Result<Option<Snapshot>, AdapterError> {
+        let action = "delete rows";
+        let mut attempt = 0;
+        loop {
+            self.writes.until_ready().await;
+            let snap = self.snapshot(known, whole).await?;
+            let mut rows: Vec<(usize, u64)> = Vec::new();
+            for &i in todo {
+                match snap.row_of.get(ops[i].id()) {
+                    Some(&row) => rows.push((i, row)),
+                    // Gone already (a person, or an earlier attempt).
+                    None => {
+                        results.insert(i, Ok(ops[i].id().to_owned()));
+                    }
+                }
+            }
+            if rows.is_empty() {
+                return Ok(Some(snap));
+            }
+            rows.sort_by_key(|&(_, row)| std::cmp::Reverse(row));
+            let requests: Vec<Json> = rows
+                .iter()
+                .map(|(_, row)| {
+                    json!({"deleteDimension": {"range": {
+                        "sheetId": snap.layout.sheet_id, "dimension": "ROWS",
+                        "startIndex": row - 1, "endIndex": row,
+                    }}})
+                })
+                .collect();
+            let (message, retryable) = match self
+                .attempt(&self.structural_call(requests, Budget::Prepaid), action)
+                .await
+            {
+                Ok(_) => {
+                    for (i, _) in &rows {
+                        results.insert(*i, Ok(ops[*i].id().to_owned()));
+                    }
+                    let deleted: Vec<u64> = rows.iter().map(|(_, r)| *r).collect();
+                    let shift =
+                        |row: u64| row - deleted.iter().filter(|&&d| d < row).count() as u64;
+                    let row_of = snap
+                        .row_of
+                        .into_iter()
+                        .filter(|(_, r)| !deleted.contains(r))
+                        .map(|(id, r)| (id, shift(r)))
+                        .collect();
+                    let last =
+                        snap.last - deleted.iter().filter(|&&r| r <= snap.last).count() as u64;
+                    let layout = Layout {
+                        row_count: snap.layout.row_count.saturating_sub(deleted.len() as u64),
+                        ..snap.layout
+                    };
+                    return Ok(Some(Snapshot {
+                        layout,
+                        row_of,
+                        last,
+                    }));
+                }
+                Err(Refusal::Retry {
+                    failure,
+                    retry_after,
+                }) if attempt < self.options.max_retries => {
+                    self.pause(action, &failure, attempt, retry_after).await;
+                    attempt += 1;
+                    continue;
+                }
+                Err(Refusal::Retry { failure, .. }) => (
+                    format!(
+                        "{}; no row was deleted, run the sync again",
+                        self.exhausted(action, failure, attempt)
+                    ),
+                    true,
+                ),
+                Err(Refusal::Final { error, status })
+                    if status.is_some_and(|s| s.is_client_error()) =>
+                {
+                    (
+                        format!(
+                            "{error}; these rows were not deleted (other changes were written)"
+                        ),
+                        false,
+                    )
+                }
+                Err(Refusal::Final { error, .. }) => (
+                    format!(
+                        "{error}; the rows may not have been deleted: the next sync reads the sheet again and finishes"
+                    ),
+                    true,
+                ),
+            };
+            for (i, _) in &rows {
+                results.insert(
+                    *i,
+                    Err(RowError {
+                        message: message.clone(),
+                        retryable,
+                    }),
+                );
+            }
+            return Ok(None);
+        }
+    }
+
+    /// Writes the cells of the create and update ops `todo`: grows the grid
+    /// for new rows, then one values write (split only if very large). The
+    /// row numbers of every request are read after the last wait before it
+    /// (backoff or budget): `fresh` is used only if no wait is needed.
+    /// Returns the layout as last read.
+    async fn write_rows(
+        &self,
+        ops: &[RowOp],
+        todo: Vec<usize>,
+        known: &Layout,
+        mut fresh: Option<Snapshot>,
+        results: &mut HashMap<usize, RowResult>,
+    ) -> Result<Layout, AdapterError> {
+        let action = "write rows";
+        let mut pending = todo;
+        let mut known = known.clone();
+        let mut attempt = 0;
+        while !pending.is_empty() {
+            let creates = pending
+                .iter()
+                .any(|&i| matches!(ops[i], RowOp::Create { .. }));
+            let snap = match fresh.take() {
+                Some(snap) if self.writes.check().is_ok() => snap,
+                _ => {
+                    self.writes.until_ready().await;
+                    self.snapshot(&known, creates).await?
+                }
+            };
+            known = snap.layout.clone();
+            let layout = &snap.layout;
+            // `(op, its row or None for a new one, cells)`.
+            let mut writes: Vec<(usize, Option<u64>, Cells)> = Vec::new();
+            for &i in &pending {
+                let op = &ops[i];
+                let mut cells = Self::op_cells(layout, op);
+                match (op, snap.row_of.get(op.id())) {
+                    (_, Some(&row)) => writes.push((i, Some(row), cells)),
+                    (RowOp::Create { id, .. }, None) => {
+                        cells.push((layout.id_col, Json::String(id.clone())));
+                        writes.push((i, None, cells));
+                    }
+                    (_, None) => {
+                        results.insert(
+                            i,
+                            Err(RowError {
+                                message: format!(
+                                    "{SYSTEM} {}: row {} is no longer in the sheet (deleted since it was read); the next sync takes the delete into account",
+                                    self.shown,
+                                    op.id()
+                                ),
+                                retryable: true,
+                            }),
+                        );
+                    }
+                }
+            }
+            pending = writes.iter().map(|(i, _, _)| *i).collect();
+            if writes.is_empty() {
+                break;
+            }
+            let new_rows = writes.iter().filter(|(_, r, _)| r.is_none()).count() as u64;
+            let grow = (snap.last + new_rows).saturating_sub(layout.row_count);
+            // The ops a failure of this request fails.
+            let carried: Vec<usize>;
+            let outcome = if grow > 0 {
+                carried = pending.clone();
+                let request = json!({"appendDimension": {
+                    "sheetId": layout.sheet_id, "dimension": "ROWS", "length": grow,
+                }});
+                match self
+                    .attempt(
+                        &self.structural_call(vec![request], Budget::Prepaid),
+                        "make room for new rows",
+                    )
+                    .await
+                {
+                    Ok(_) => {
+                        // Appending moves no row: the snapshot still holds.
+                        let layout = Layout {
+                            row_count: layout.row_count + grow,
+                            ..snap.layout.clone()
+                        };
+                        fresh = Some(Snapshot { layout, ..snap });
+                        continue;
+                    }
+                    Err(refusal) => refusal,
+                }
+            } else {
+                let mut next_new = snap.last;
+                let ranges: Vec<(usize, Vec<(String, Json)>)> = writes
+                    .into_iter()
+                    .map(|(i, row, cells)| {
+                        let row = row.unwrap_or_else(|| {
+                            next_new += 1;
+                            next_new
+                        });
+                        let cells = cells
+                            .into_iter()
+                            .map(|(col, cell)| (a1_cell(&layout.title, col, row), cell))
+                            .collect();
+                        (i, cells)
+                    })
+                    .collect();
+                let sizes: Vec<(usize, usize)> = ranges
+                    .iter()
+                    .enumerate()
+                    .map(|(k, (_, cells))| {
+                        let bytes = cells
+                            .iter()
+                            .map(|(r, c)| r.len() + c.to_string().len() + CELL_OVERHEAD_BYTES)
+                            .sum();
+                        (k, bytes)
+                    })
+                    .collect();
+                let chunk = chunk_by_size(&sizes, MAX_BODY_BYTES)
+                    .into_iter()
+                    .next()
+                    .unwrap_or_default();
+                carried = chunk.iter().map(|&k| ranges[k].0).collect();
+                let cells: Vec<(String, Json)> = chunk
+                    .iter()
+                    .flat_map(|&k| ranges[k].1.iter().cloned())
+                    .collect();
+                match self
+                    .attempt(&self.values_call(cells, Budget::Prepaid), action)
+                    .await
+                {
+                    Ok(_) => {
+                        for &i in &carried {
+                            results.insert(i, Ok(ops[i].id().to_owned()));
+                        }
+                        pending.retain(|i| !carried.contains(i));
+                        attempt = 0;
+                        continue;
+                    }
+                    Err(refusal) => refusal,
+                }
+            };
+            let message = match outcome {
+                Refusal::Retry {
+                    failure,
+                    retry_after,
+                } if attempt < self.options.max_retries => {
+                    self.pause(action, &failure, attempt, retry_after).await;
+                    attempt += 1;
+                    continue;
+                }
+                Refusal::Retry { failure, .. } => {
+                    format!(
+                        "{}; run the sync again",
+                        self.exhausted(action, failure, attempt)
+                    )
+                }
+                Refusal::Final { error, .. } => format!("{error}; run the sync again"),
+            };
+            for &i in &carried {
+                results.insert(
+                    i,
+                    Err(RowError {
+                        message: message.clone(),
+                        retryable: true,
+                    }),
+                );
+            }
+            pending.retain(|i| !carried.contains(i));
+        }
+        Ok(known)
+    }
+
     async fn apply_now(&self, ops: &[RowOp]) -> Result<Vec<RowResult>, AdapterError> {
         if ops.is_empty() {
             return Ok(Vec::new());
@@ -1470,221 +2190,42 @@ impl SheetsAdapter {
         todo.sort_unstable();
         let mut results: HashMap<usize, RowResult> = HashMap::new();
 
-        let cached = self.layout().await?;
-        let has_creates = todo.iter().any(|&i| matches!(ops[i], RowOp::Create { .. }));
-        let cached = if has_creates {
-            // New rows may need a bigger grid: its size now.
-            let meta = self.sheet_meta().await?;
-            Layout {
-                sheet_id: meta.sheet_id,
-                title: meta.title,
-                row_count: meta.row_count,
-                column_count: meta.column_count,
-                ..cached
-            }
-        } else {
-            cached
-        };
-        let (layout, row_of, last_row) = self.current_rows(&cached, has_creates).await?;
-
-        // Cells per op, in terms of "row of this id" (resolved below).
-        enum Target {
-            Existing(u64),
-            New,
-        }
-        /// The cells of one op: `(column, cell)`.
-        type Cells = Vec<(usize, Json)>;
-        let mut writes: Vec<(usize, Target, Cells)> = Vec::new();
-        let mut delete_rows: Vec<(usize, u64)> = Vec::new();
+        let known = self.layout().await?;
+        let mut deletes = Vec::new();
+        let mut writes = Vec::new();
         for &i in &todo {
-            let op = &ops[i];
-            let cells: Vec<(usize, Json)> = match op {
-                RowOp::Delete { id } => {
-                    match row_of.get(id) {
-                        Some(&row) => delete_rows.push((i, row)),
-                        None => {
-                            results.insert(i, Ok(id.clone()));
-                        }
+            match &ops[i] {
+                RowOp::Delete { .. } => deletes.push(i),
+                op => match self.too_long(&known, op) {
+                    Some(e) => {
+                        results.insert(i, Err(e));
                     }
-                    continue;
-                }
-                RowOp::Create { fields, .. } => layout
-                    .columns
-                    .iter()
-                    .map(|(spec, col)| {
-                        let cell = fields
-                            .get(&spec.field)
-                            .map_or(Json::String(String::new()), |v| {
-                                value_to_cell(v, spec.field_type)
-                            });
-                        (*col, cell)
-                    })
-                    .collect(),
-                RowOp::Update { fields, .. } => layout
-                    .columns
-                    .iter()
-                    .filter_map(|(spec, col)| {
-                        let change = fields.get(&spec.field)?;
-                        let cell = change.as_ref().map_or(Json::String(String::new()), |v| {
-                            value_to_cell(v, spec.field_type)
-                        });
-                        Some((*col, cell))
-                    })
-                    .collect(),
-            };
-            if let Some((col, cell)) = cells.iter().find(|(_, c)| cell_chars(c) > MAX_CELL_CHARS) {
-                let field = layout
-                    .columns
-                    .iter()
-                    .find(|(_, c)| c == col)
-                    .map_or("?", |(s, _)| s.field.as_str());
-                results.insert(
-                    i,
-                    Err(RowError {
-                        message: format!(
-                            "{SYSTEM} {}: row {}: field {field} has {} characters, but a Google Sheets cell holds at most {MAX_CELL_CHARS}; shorten the value",
-                            self.shown,
-                            op.id(),
-                            cell_chars(cell)
-                        ),
-                        retryable: false,
-                    }),
-                );
-                continue;
-            }
-            match (op, row_of.get(op.id())) {
-                (_, Some(&row)) => writes.push((i, Target::Existing(row), cells)),
-                (RowOp::Create { id, .. }, None) => {
-                    let mut cells = cells;
-                    cells.push((layout.id_col, Json::String(id.clone())));
-                    writes.push((i, Target::New, cells));
-                }
-                (_, None) => {
-                    results.insert(
-                        i,
-                        Err(RowError {
-                            message: format!(
-                                "{SYSTEM} {}: row {} is no longer in the sheet (deleted since it was read); the next sync takes the delete into account",
-                                self.shown,
-                                op.id()
-                            ),
-                            retryable: true,
-                        }),
-                    );
-                }
+                    None => writes.push(i),
+                },
             }
         }
-
-        // Structural first: delete rows bottom-up and grow the grid.
-        delete_rows.sort_by_key(|&(_, row)| std::cmp::Reverse(row));
-        let deleted: Vec<u64> = delete_rows.iter().map(|(_, r)| *r).collect();
-        let new_rows = writes
+        let has_creates = writes
             .iter()
-            .filter(|(_, t, _)| matches!(t, Target::New))
-            .count() as u64;
-        let rows_left = layout.row_count.saturating_sub(deleted.len() as u64);
-        let last_left = last_row - deleted.iter().filter(|&&r| r <= last_row).count() as u64;
-        let grow = if new_rows > 0 {
-            (last_left + new_rows).saturating_sub(rows_left)
+            .any(|&i| matches!(ops[i], RowOp::Create { .. }));
+        // Deletes first (a request of their own), so new rows land right
+        // after the last remaining row.
+        let fresh = if deletes.is_empty() {
+            None
         } else {
-            0
+            self.delete_rows(ops, &deletes, &known, has_creates, &mut results)
+                .await?
         };
-        let mut requests: Vec<Json> = deleted
-            .iter()
-            .map(|row| {
-                json!({"deleteDimension": {"range": {
-                    "sheetId": layout.sheet_id, "dimension": "ROWS",
-                    "startIndex": row - 1, "endIndex": row,
-                }}})
-            })
-            .collect();
-        if grow > 0 {
-            requests.push(json!({"appendDimension": {
-                "sheetId": layout.sheet_id, "dimension": "ROWS", "length": grow,
-            }}));
-        }
-        if !requests.is_empty()
-            && let Err(e) = self
-                .structural(requests, "delete rows and make room for new ones")
-                .await
-        {
-            // Atomic, and nothing else is written: every op is retried later.
-            let message = format!("{e}; nothing of this batch was written, run the sync again");
-            return Ok(ops
-                .iter()
-                .map(|op| {
-                    let owner = last_op[op.id()];
-                    match results.get(&owner) {
-                        Some(Err(e)) if !e.retryable => Err(e.clone()),
-                        _ => Err(RowError {
-                            message: message.clone(),
-                            retryable: true,
-                        }),
-                    }
-                })
-                .collect());
-        }
-        for (i, _) in &delete_rows {
-            results.insert(*i, Ok(ops[*i].id().to_owned()));
-        }
-        let shift = |row: u64| row - deleted.iter().filter(|&&d| d < row).count() as u64;
-
-        // Then every cell in one values write (split only if very large).
-        let mut next_new = last_left;
-        let mut ranges: Vec<(usize, Vec<(String, Json)>)> = Vec::new();
-        for (i, target, cells) in writes {
-            let row = match target {
-                Target::Existing(row) => shift(row),
-                Target::New => {
-                    next_new += 1;
-                    next_new
-                }
-            };
-            let cells = cells
-                .into_iter()
-                .map(|(col, cell)| (a1_cell(&layout.title, col, row), cell))
-                .collect();
-            ranges.push((i, cells));
-        }
-        let sizes: Vec<(usize, usize)> = ranges
-            .iter()
-            .enumerate()
-            .map(|(k, (_, cells))| {
-                let bytes = cells
-                    .iter()
-                    .map(|(r, c)| r.len() + c.to_string().len() + CELL_OVERHEAD_BYTES)
-                    .sum();
-                (k, bytes)
-            })
-            .collect();
-        for chunk in chunk_by_size(&sizes, MAX_BODY_BYTES) {
-            let cells: Vec<(String, Json)> = chunk
-                .iter()
-                .flat_map(|&k| ranges[k].1.iter().cloned())
-                .collect();
-            let outcome = if cells.is_empty() {
-                Ok(())
-            } else {
-                self.write_cells(cells, "write rows").await
-            };
-            for &k in &chunk {
-                let i = ranges[k].0;
-                results.insert(
-                    i,
-                    match &outcome {
-                        Ok(()) => Ok(ops[i].id().to_owned()),
-                        Err(e) => Err(RowError {
-                            message: format!("{e}; run the sync again"),
-                            retryable: true,
-                        }),
-                    },
-                );
-            }
-        }
-        self.state.lock().expect("state lock").layout = Some(Layout {
-            row_count: rows_left + grow,
-            ..layout
-        });
+        let known = match &fresh {
+            Some(snap) => snap.layout.clone(),
+            None => known,
+        };
+        let layout = if writes.is_empty() {
+            known
+        } else {
+            self.write_rows(ops, writes, &known, fresh, &mut results)
+                .await?
+        };
+        self.state.lock().expect("state lock").layout = Some(layout);
         Ok(ops
             .iter()
             .map(|op| {
@@ -1768,12 +2309,13 @@ mod tests {
         assert_eq!(serial_to_date(46349.0).as_deref(), Some("2026-11-23"));
         // The time of day is dropped.
         assert_eq!(serial_to_date(46349.75).as_deref(), Some("2026-11-23"));
+        let utc = time::UtcOffset::UTC;
         assert_eq!(
-            serial_to_datetime(46349.5).as_deref(),
+            serial_to_datetime(46349.5, utc).as_deref(),
             Some("2026-11-23T12:00:00Z")
         );
         assert_eq!(
-            serial_to_datetime(46349.0 + 1.0 / 86400.0).as_deref(),
+            serial_to_datetime(46349.0 + 1.0 / 86400.0, utc).as_deref(),
             Some("2026-11-23T00:00:01Z")
         );
         assert_eq!(serial_to_date(f64::NAN), None);
@@ -1845,6 +2387,66 @@ mod tests {
         assert_eq!(
             cell_to_value(&json!(1.5), T::Integer),
             Some(Value::Decimal("1.5".into()))
+        );
+    }
+
+    #[test]
+    fn serial_date_times_are_local_to_the_spreadsheet_time_zone() {
+        use FieldType as T;
+        let at = |zone: &str| cell_to_value_in(&json!(46349.75), T::Datetime, zone);
+        assert_eq!(
+            at("Etc/GMT"),
+            Some(Value::Text("2026-11-23T18:00:00Z".into()))
+        );
+        assert_eq!(at("UTC"), at("Etc/GMT"));
+        // POSIX signs: Etc/GMT-2 is UTC+2, Etc/GMT+5 is UTC-5.
+        assert_eq!(
+            at("Etc/GMT-2"),
+            Some(Value::Text("2026-11-23T16:00:00Z".into()))
+        );
+        assert_eq!(
+            at("Etc/GMT+5"),
+            Some(Value::Text("2026-11-23T23:00:00Z".into()))
+        );
+        // Zones with daylight saving are refused, saying why, never shifted.
+        let Some(Value::Text(refused)) = at("Europe/Berlin") else {
+            panic!("a text value")
+        };
+        assert!(
+            refused.contains("Europe/Berlin") && refused.contains("offset"),
+            "{refused}"
+        );
+        assert!(crate::schema::coerce(T::Datetime, Value::Text(refused)).is_err());
+        assert_eq!(zone_offset("Etc/GMT+15"), None);
+        assert_eq!(zone_offset("Etc/GMTx"), None);
+        // Dates have no time of day: every zone reads them.
+        assert_eq!(
+            cell_to_value_in(&json!(46349), T::Date, "Europe/Berlin"),
+            Some(Value::Text("2026-11-23".into()))
+        );
+    }
+
+    #[test]
+    fn very_small_and_large_numbers_read_as_plain_decimals() {
+        use FieldType as T;
+        for (cell, text) in [
+            (json!(1e-7), "0.0000001"),
+            (json!(1e16), "10000000000000000"),
+            (json!(-2.5e-10), "-0.00000000025"),
+            (json!(1.5e20), "150000000000000000000"),
+        ] {
+            let value = cell_to_value(&cell, T::Decimal).unwrap();
+            assert_eq!(value, Value::Decimal(text.into()));
+            crate::schema::coerce(T::Decimal, value.clone()).expect("a valid decimal");
+            assert_eq!(
+                value_to_cell(&value, T::Decimal),
+                cell,
+                "{text} written back"
+            );
+        }
+        assert_eq!(
+            cell_to_value(&json!(1.5e20), T::Integer),
+            Some(Value::Decimal("150000000000000000000".into()))
         );
     }
 
@@ -1927,6 +2529,8 @@ mod tests {
             "HTTP 502 <html>oops</html>"
         );
         assert!(advice(Some(StatusCode::FORBIDDEN), "sa@p.iam").contains("sa@p.iam"));
+        assert!(token_advice("HTTP 400 invalid_grant: Invalid JWT").contains("clock"));
+        assert!(!token_advice("HTTP 401 unauthorized_client").contains("clock"));
     }
 
     #[test]
@@ -1977,6 +2581,21 @@ mod tests {
         assert_eq!(o.retry_base, Duration::from_millis(10));
         assert_eq!((o.reads_per_minute, o.writes_per_minute), (120, 60));
         assert_eq!(o.base_url, "https://sheets.googleapis.com");
+        assert!(!o.pull_only);
+        assert_eq!(o.sheet_id, None);
+        let pinned = binding.clone().setting("sheet_id", "1234");
+        assert_eq!(
+            SheetsOptions::from_binding(&pinned).unwrap().sheet_id,
+            Some(1234)
+        );
+        let bad = binding.clone().setting("sheet_id", "Contacts");
+        let err = SheetsOptions::from_binding(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("sheet_id") && err.contains("Contacts"),
+            "{err}"
+        );
+        let pulling = binding.clone().direction(crate::Direction::Pull);
+        assert!(SheetsOptions::from_binding(&pulling).unwrap().pull_only);
 
         let mut renamed = binding.clone().setting("max_retries", "many");
         let err = SheetsOptions::from_binding(&renamed)

@@ -98,6 +98,18 @@ fn canonical(
     row: &RemoteRow,
     record: Option<&str>,
 ) -> Result<Fields, InvalidRow> {
+    if let Some(reason) = row.fields.get(crate::adapters::INVALID_ROW_FIELD) {
+        return Err(InvalidRow {
+            remote_id: row.id.clone(),
+            record: record.map(str::to_owned),
+            field: String::new(),
+            value: String::new(),
+            reason: match reason {
+                Value::Text(text) => text.clone(),
+                other => other.to_string(),
+            },
+        });
+    }
     let mut out = Fields::new();
     for field in inputs.fields {
         let Some(v) = row.fields.get(field) else {

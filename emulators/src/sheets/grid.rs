@@ -153,6 +153,9 @@ pub(crate) struct Spreadsheet {
     pub(crate) version: u64,
     pub(crate) modified_ms: i64,
     pub(crate) next_sheet_id: i64,
+    /// The spreadsheet's time zone (`properties.timeZone`), in which serial
+    /// date-times are local times.
+    pub(crate) time_zone: String,
 }
 
 impl Spreadsheet {

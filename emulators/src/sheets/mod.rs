@@ -208,6 +208,7 @@ impl Sheets {
             version: 1,
             modified_ms: self.control.now_ms(),
             next_sheet_id: 1_000_000 + titles.len() as i64,
+            time_zone: "Etc/GMT".to_owned(),
         };
         self.lock().spreadsheets.insert(id.clone(), spreadsheet);
         id
@@ -277,6 +278,20 @@ impl Sheets {
             .get(spreadsheet_id)
             .unwrap_or_else(|| panic!("no spreadsheet {spreadsheet_id} in the emulator"))
             .version
+    }
+
+    /// Sets the spreadsheet's time zone (File > Settings; an IANA name such
+    /// as `Europe/Berlin` or `Etc/GMT-2`), as `properties.timeZone` reports
+    /// it. A new spreadsheet's is `Etc/GMT`.
+    ///
+    /// # Panics
+    /// When the spreadsheet does not exist.
+    pub fn set_time_zone(&self, id: &str, time_zone: &str) {
+        self.lock()
+            .spreadsheets
+            .get_mut(id)
+            .unwrap_or_else(|| panic!("no spreadsheet {id} in the emulator"))
+            .time_zone = time_zone.to_owned();
     }
 
     /// A change that is not visible in the cells (a format change, a
@@ -1057,7 +1072,7 @@ fn metadata(spreadsheet: &Spreadsheet, query: &Query) -> Result<Value, ApiError>
             "title": spreadsheet.title,
             "locale": "en_US",
             "autoRecalc": "ON_CHANGE",
-            "timeZone": "Etc/GMT",
+            "timeZone": spreadsheet.time_zone,
         },
         "sheets": sheets,
         "spreadsheetUrl": format!("https://docs.google.com/spreadsheets/d/{}/edit", spreadsheet.id),
