@@ -126,6 +126,10 @@ fn bind_a_sheet_and_keep_it_in_sync_both_ways() {
     // The binding keeps the key file's path, not the key.
     let shown = ok(&r, &["--json", "adapter", "show", "s"]);
     assert!(shown.contains("sync-bot.json"), "{shown}");
+    assert!(
+        shown.contains("\"sheet_id\""),
+        "the tab is pinned by its id: {shown}"
+    );
     let stored = String::from_utf8_lossy(&std::fs::read(&r).unwrap()).into_owned();
     let key_body = &private_key[40..80];
     assert!(!stored.contains(key_body) && !shown.contains(key_body));

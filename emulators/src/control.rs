@@ -160,7 +160,10 @@ impl LoggedRequest {
     }
 }
 
-#[derive(Debug, Default)]
+/// Something a test does at the moment a fault answers a request.
+type Hook = Box<dyn FnOnce() + Send>;
+
+#[derive(Default)]
 struct Inner {
     /// The clock's offset from real time, or a fixed time.
     clock_offset_ms: i64,
@@ -168,6 +171,18 @@ struct Inner {
     faults: VecDeque<Fault>,
     log: Vec<LoggedRequest>,
     limits: BTreeMap<String, f64>,
+    /// Run, once each, when the next fault answers a request.
+    fault_hooks: Vec<Hook>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("faults", &self.faults.len())
+            .field("log", &self.log.len())
+            .field("fault_hooks", &self.fault_hooks.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// An emulator's test controls, shared by its handlers and the test.
@@ -223,6 +238,13 @@ impl Control {
     /// Queues a fault.
     pub fn inject(&self, fault: Fault) {
         self.lock().faults.push_back(fault);
+    }
+
+    /// Runs `hook` once, at the moment the next injected fault answers a
+    /// request, before the answer leaves: a test's "meanwhile, a person…"
+    /// then happens exactly between a refused request and its retry.
+    pub fn on_next_fault(&self, hook: impl FnOnce() + Send + 'static) {
+        self.lock().fault_hooks.push(Box::new(hook));
     }
 
     /// Drops every queued fault.
@@ -302,6 +324,12 @@ async fn intercept(State(control): State<Control>, request: Request, next: Next)
     let body_text = String::from_utf8_lossy(&bytes).into_owned();
     let at_ms = control.now_ms();
     let fault = control.take_fault(&method, &path);
+    if fault.as_ref().is_some_and(|f| f.status.is_some()) {
+        let hooks = std::mem::take(&mut control.lock().fault_hooks);
+        for hook in hooks {
+            hook();
+        }
+    }
     if let Some(f) = &fault
         && f.delay_ms > 0
     {

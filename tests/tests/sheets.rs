@@ -1142,8 +1142,7 @@ async fn a_quota_that_stays_exhausted_fails_the_run_saying_what_to_do() {
 }
 
 /// A 429 on requests whose path contains `path`, asking for a one-second
-/// wait (the adapters cap it at 64 backoff units, 640 ms), long enough for
-/// a person to act between the refusal and the retry.
+/// wait (the adapters cap it at 64 backoff units, 640 ms).
 fn quota_refusal(path: &str) -> Fault {
     Fault::status(
         429,
@@ -1155,23 +1154,19 @@ fn quota_refusal(path: &str) -> Fault {
     .header("Retry-After", "1")
 }
 
-/// Runs `act` (a person editing) on another thread as soon as the emulator
-/// has answered a request with 429, i.e. while the adapter waits to retry.
+/// Has `act` (a person editing) happen the moment the injected refusal answers, so it falls
+/// between the refused request and its retry.
 fn when_refused(
     emu: &Arc<Emu>,
     act: impl FnOnce(&Emu) + Send + 'static,
-) -> std::thread::JoinHandle<bool> {
-    let emu = emu.clone();
-    std::thread::spawn(move || {
-        for _ in 0..20_000 {
-            if emu.log().iter().any(|r| r.status == 429) {
-                act(&emu);
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        false
-    })
+) -> std::sync::mpsc::Receiver<()> {
+    let (done, acted) = std::sync::mpsc::channel();
+    let for_hook = emu.clone();
+    emu.sheets.control().on_next_fault(move || {
+        act(&for_hook);
+        let _ = done.send(());
+    });
+    acted
 }
 
 /// Reverses the rows below the header.
@@ -1201,7 +1196,10 @@ async fn a_retried_delete_deletes_the_row_where_it_is_after_a_person_sorted() {
         .inject(quota_refusal(&format!("{}:batchUpdate", b.emu.id)));
     let person = when_refused(&b.emu, reverse_rows);
     b.sync().await;
-    assert!(person.join().unwrap(), "the person acted during the wait");
+    assert!(
+        person.try_recv().is_ok(),
+        "the person acted during the wait"
+    );
     let rows = b.sheet_rows();
     assert_eq!(
         rows.keys().map(String::as_str).collect::<Vec<_>>(),
@@ -1229,7 +1227,10 @@ async fn a_retried_cell_write_lands_on_the_row_where_it_is_now() {
         .inject(quota_refusal("values:batchUpdate"));
     let person = when_refused(&b.emu, reverse_rows);
     b.sync().await;
-    assert!(person.join().unwrap(), "the person acted during the wait");
+    assert!(
+        person.try_recv().is_ok(),
+        "the person acted during the wait"
+    );
     let rows = b.sheet_rows();
     assert_eq!(rows["a"]["port"], json!(10));
     assert_eq!(rows["c"]["port"], json!(3), "c untouched");
@@ -1260,7 +1261,10 @@ async fn an_id_write_retried_after_a_sort_never_lands_on_another_row() {
         .inject(quota_refusal("values:batchUpdate"));
     let person = when_refused(&b.emu, reverse_rows);
     b.sync().await;
-    assert!(person.join().unwrap(), "the person acted during the wait");
+    assert!(
+        person.try_recv().is_ok(),
+        "the person acted during the wait"
+    );
     let grid = b.emu.grid();
     let id_col = col(&grid, "_id");
     let ids: Vec<Json> = grid[1..].iter().map(|r| cell(r, id_col)).collect();
