@@ -493,4 +493,87 @@ mod tests {
         c.real_time();
         assert!(c.now_ms() > 1_700_000_000_000);
     }
+
+    #[tokio::test]
+    async fn other_processes_have_the_same_powers_over_http() {
+        let control = Control::new();
+        let app = control.wrap(Router::new().route("/v1/ping", get(|| async { "pong" })));
+        let server = crate::Running::spawn(app).await.unwrap();
+        let base = server.base_url();
+        let http = reqwest::Client::new();
+        let ping = || http.get(format!("{base}/v1/ping")).send();
+
+        // A fault queued over HTTP answers the next matching request.
+        let queued = http
+            .post(format!("{base}/_control/faults"))
+            .json(
+                &json!({"status": 503, "body": {"error": "down"}, "method": "GET",
+                          "path_contains": "/ping", "headers": {"Retry-After": "2"}}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(queued.status(), 204);
+        let refused = ping().await.unwrap();
+        assert_eq!(refused.status(), 503);
+        assert_eq!(refused.headers()["retry-after"], "2");
+        assert_eq!(
+            refused.json::<Value>().await.unwrap(),
+            json!({"error": "down"})
+        );
+        assert_eq!(ping().await.unwrap().text().await.unwrap(), "pong");
+
+        // The clock: fixed, then advanced; requests are logged by it.
+        let clock: Value = http
+            .post(format!("{base}/_control/clock"))
+            .json(&json!({"set_ms": 1_000_000, "advance_ms": 61_000}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(clock["now_ms"], 1_061_000);
+        ping().await.unwrap();
+
+        // The log holds every served request (not the control routes), with
+        // the status each got.
+        let log: Vec<LoggedRequest> = http
+            .get(format!("{base}/_control/log"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let statuses: Vec<u16> = log.iter().map(|r| r.status).collect();
+        assert_eq!(statuses, [503, 200, 200]);
+        assert_eq!(log[2].at_ms, 1_061_000);
+        assert!(log.iter().all(|r| r.path == "/v1/ping"));
+
+        // Limits set over HTTP are the ones the emulator reads.
+        http.post(format!("{base}/_control/limits"))
+            .json(&json!({"rate_per_sec": 7.5}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(control.limit("rate_per_sec", 3.0), 7.5);
+
+        // Clearing the log and the faults.
+        http.post(format!("{base}/_control/faults"))
+            .json(&json!({"status": 500, "times": 5}))
+            .send()
+            .await
+            .unwrap();
+        http.delete(format!("{base}/_control/faults"))
+            .send()
+            .await
+            .unwrap();
+        http.delete(format!("{base}/_control/log"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ping().await.unwrap().status(), 200, "no fault left");
+        assert_eq!(control.requests().len(), 1);
+    }
 }
