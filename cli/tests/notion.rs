@@ -5,15 +5,25 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use chittysync_emulators::Notion;
-use common::Run;
+use common::{Run, chittysync_env, services_replica};
 use serde_json::json;
 
 const TOKEN: &str = "secret_cli_integration_token";
 const TOKEN_VAR: &str = "CHITTYSYNC_TEST_NOTION_TOKEN";
+
+/// Runs the binary with the token in its environment.
+fn run(replica: &Path, args: &[&str]) -> Run {
+    chittysync_env(replica, args, &[(TOKEN_VAR, TOKEN)])
+}
+
+fn ok(replica: &Path, args: &[&str]) -> String {
+    let r = run(replica, args);
+    assert_eq!(r.code, 0, "chittysync {args:?} failed: {}", r.stderr);
+    r.stdout
+}
 
 const SCHEMA: &str = r#"
 [[fields]]
@@ -26,48 +36,8 @@ name = "port"
 type = "integer"
 "#;
 
-/// Runs the binary with the token in its environment.
-fn run(replica: &Path, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_chittysync"))
-        .arg("--replica")
-        .arg(replica)
-        .args(args)
-        .env_remove("CHITTYSYNC_REPLICA")
-        .env(TOKEN_VAR, TOKEN)
-        .output()
-        .expect("the binary runs");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn ok(replica: &Path, args: &[&str]) -> String {
-    let r = run(replica, args);
-    assert_eq!(r.code, 0, "chittysync {args:?} failed: {}", r.stderr);
-    r.stdout
-}
-
 fn title(text: &str) -> serde_json::Value {
     json!({"title": [{"type": "text", "text": {"content": text}}]})
-}
-
-fn setup(dir: &Path) -> PathBuf {
-    let replica = dir.join("r.db");
-    let schema = dir.join("schema.toml");
-    std::fs::write(&schema, SCHEMA).unwrap();
-    ok(
-        &replica,
-        &[
-            "registry",
-            "create",
-            "services",
-            "--schema",
-            schema.to_str().unwrap(),
-        ],
-    );
-    replica
 }
 
 #[test]
@@ -84,7 +54,7 @@ fn bind_a_notion_database_and_keep_it_in_sync_through_renames() {
     );
     let ds = &sources[0];
     let dir = tempfile::tempdir().unwrap();
-    let r = setup(dir.path());
+    let r = services_replica(dir.path(), SCHEMA);
     let base = format!("base_url={}", server.base_url());
     let add = |extra: &[&str]| {
         let mut args = vec![

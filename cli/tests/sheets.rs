@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use chittysync_emulators::Sheets;
-use common::Run;
+use common::{chittysync as run, ok, services_replica};
 use serde_json::json;
 
 const ACCOUNT: &str = "sync-bot@chittysync-tests.iam.gserviceaccount.com";
@@ -23,44 +22,6 @@ required = true
 name = "port"
 type = "integer"
 "#;
-
-fn run(replica: &Path, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_chittysync"))
-        .arg("--replica")
-        .arg(replica)
-        .args(args)
-        .env_remove("CHITTYSYNC_REPLICA")
-        .output()
-        .expect("the binary runs");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn ok(replica: &Path, args: &[&str]) -> String {
-    let r = run(replica, args);
-    assert_eq!(r.code, 0, "chittysync {args:?} failed: {}", r.stderr);
-    r.stdout
-}
-
-fn setup(dir: &Path) -> PathBuf {
-    let replica = dir.join("r.db");
-    let schema = dir.join("schema.toml");
-    std::fs::write(&schema, SCHEMA).unwrap();
-    ok(
-        &replica,
-        &[
-            "registry",
-            "create",
-            "services",
-            "--schema",
-            schema.to_str().unwrap(),
-        ],
-    );
-    replica
-}
 
 fn write_key(path: &Path, key: &serde_json::Value, mode: u32) {
     std::fs::write(path, serde_json::to_vec(key).unwrap()).unwrap();
@@ -77,7 +38,7 @@ fn bind_a_sheet_and_keep_it_in_sync_both_ways() {
     let server = sheets.start_thread().unwrap();
     let spreadsheet = sheets.create_spreadsheet(&["Services"], &[ACCOUNT]);
     let dir = tempfile::tempdir().unwrap();
-    let r = setup(dir.path());
+    let r = services_replica(dir.path(), SCHEMA);
     let key = sheets.service_account_key(&server.base_url(), ACCOUNT);
     let private_key = key["private_key"].as_str().unwrap().to_owned();
     let key_file = dir.path().join("sync-bot.json");

@@ -15,11 +15,18 @@ pub(crate) struct Run {
 
 /// Runs `chittysync --replica REPLICA ARGS…` with no replica from the environment.
 pub(crate) fn chittysync(replica: &Path, args: &[&str]) -> Run {
+    chittysync_env(replica, args, &[])
+}
+
+/// The same, with these environment variables set (e.g. a token a binding
+/// names).
+pub(crate) fn chittysync_env(replica: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     let out = Command::new(env!("CARGO_BIN_EXE_chittysync"))
         .arg("--replica")
         .arg(replica)
         .args(args)
         .env_remove("CHITTYSYNC_REPLICA")
+        .envs(env.iter().copied())
         .output()
         .expect("the binary runs");
     Run {
@@ -41,4 +48,23 @@ pub(crate) fn json(replica: &Path, args: &[&str]) -> serde_json::Value {
     let mut all = vec!["--json"];
     all.extend_from_slice(args);
     serde_json::from_str(&ok(replica, &all)).expect("--json prints JSON")
+}
+
+/// A replica `r.db` in `dir` with registry `services` made from the TOML
+/// schema `schema`.
+pub(crate) fn services_replica(dir: &Path, schema: &str) -> std::path::PathBuf {
+    let replica = dir.join("r.db");
+    let file = dir.join("schema.toml");
+    std::fs::write(&file, schema).expect("write the schema");
+    ok(
+        &replica,
+        &[
+            "registry",
+            "create",
+            "services",
+            "--schema",
+            file.to_str().expect("a UTF-8 path"),
+        ],
+    );
+    replica
 }
