@@ -20,6 +20,14 @@ use serde::{Deserialize, Serialize};
 use crate::schema::{FieldType, Schema};
 use crate::value::Value;
 
+/// A random number in [0, 1), for jittering retry waits of the HTTP
+/// adapters.
+#[cfg(any(feature = "notion", feature = "sheets"))]
+pub(crate) fn jitter_unit() -> f64 {
+    let r = getrandom::u64().unwrap_or(0x9e37_79b9_7f4a_7c15);
+    (r >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// A boxed, sendable future: what [`Adapter`] methods return, so the trait
 /// stays usable as `dyn Adapter` without tying core to one runtime.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -70,7 +70,7 @@ use tokio::sync::Mutex;
 
 use super::{
     Adapter, AdapterError, BoxFuture, ChangeTracking, ColumnSpec, Fetched, RemoteColumn, RemoteRow,
-    RemoteTable, RowError, RowOp, RowResult, TableSpec,
+    RemoteTable, RowError, RowOp, RowResult, TableSpec, jitter_unit,
 };
 use crate::schema::FieldType;
 use crate::value::Value;
@@ -351,6 +351,17 @@ fn retryable_status(status: u16, safe: bool) -> bool {
     }
 }
 
+/// The `key` string of each object in a property value's array (the names
+/// of multi-select options, the ids of people and related pages).
+fn strings_at<'a>(inner: &'a Json, key: &'a str) -> impl Iterator<Item = String> + 'a {
+    inner
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(move |o| o.get(key).and_then(Json::as_str))
+        .map(str::to_owned)
+}
+
 /// Whether a status's `Retry-After` is honoured (rate limits and overload).
 fn honours_retry_after(status: u16) -> bool {
     matches!(status, 429 | 503 | 529)
@@ -370,12 +381,6 @@ fn backoff(base_ms: u64, attempt: u32, retry_after: Option<u64>, unit: f64) -> D
         .saturating_mul(1u64 << attempt.min(20))
         .min(MAX_BACKOFF_MS);
     Duration::from_millis((full as f64 * (0.5 + 0.5 * unit.clamp(0.0, 1.0))) as u64)
-}
-
-/// A random number in [0, 1).
-fn jitter_unit() -> f64 {
-    let r = getrandom::u64().unwrap_or(0x9e37_79b9_7f4a_7c15);
-    (r >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Parses an RFC 3339 time to ms since the epoch.
@@ -656,15 +661,7 @@ fn read_cell(ft: FieldType, pv: &Json) -> Option<Cell> {
             .and_then(Json::as_str)
             .and_then(|n| ready(text_value(ft, n.to_owned()))),
         "multi_select" => {
-            let names: BTreeSet<String> = inner
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|o| o.get("name").and_then(Json::as_str))
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default();
+            let names: BTreeSet<String> = strings_at(inner, "name").collect();
             if names.is_empty() {
                 None
             } else {
@@ -672,15 +669,7 @@ fn read_cell(ft: FieldType, pv: &Json) -> Option<Cell> {
             }
         }
         "people" => {
-            let ids: BTreeSet<String> = inner
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|o| o.get("id").and_then(Json::as_str))
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default();
+            let ids: BTreeSet<String> = strings_at(inner, "id").collect();
             let has_more = pv.get("has_more").and_then(Json::as_bool).unwrap_or(false);
             if ids.is_empty() {
                 None
@@ -691,15 +680,7 @@ fn read_cell(ft: FieldType, pv: &Json) -> Option<Cell> {
             }
         }
         "relation" => {
-            let ids: Vec<String> = inner
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|o| o.get("id").and_then(Json::as_str))
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default();
+            let ids: Vec<String> = strings_at(inner, "id").collect();
             let has_more = pv.get("has_more").and_then(Json::as_bool).unwrap_or(false);
             if ids.is_empty() {
                 None

@@ -75,7 +75,7 @@ use serde_json::{Value as Json, json};
 
 use super::{
     Adapter, AdapterError, BoxFuture, ChangeTracking, ColumnSpec, Fetched, RemoteColumn, RemoteRow,
-    RemoteTable, RowError, RowOp, RowResult, TableSpec,
+    RemoteTable, RowError, RowOp, RowResult, TableSpec, jitter_unit,
 };
 use crate::schema::FieldType;
 use crate::value::Value;
@@ -326,10 +326,6 @@ enum Budget {
 fn backoff(base: Duration, attempt: u32, jitter: f64) -> Duration {
     let units = (2f64.powi(attempt.min(16) as i32) + jitter.clamp(0.0, 1.0)).min(32.0);
     base.mul_f64(units)
-}
-
-fn jitter() -> f64 {
-    getrandom::u32().map_or(0.5, |r| f64::from(r) / (f64::from(u32::MAX) + 1.0))
 }
 
 /// The message of a Google error body (`{error:{code, status, message}}`),
@@ -998,7 +994,7 @@ impl SheetsAdapter {
                     attempt + 1
                 )));
             }
-            tokio::time::sleep(backoff(self.options.retry_base, attempt, jitter())).await;
+            tokio::time::sleep(backoff(self.options.retry_base, attempt, jitter_unit())).await;
             attempt += 1;
         }
     }
@@ -1040,7 +1036,7 @@ impl SheetsAdapter {
         attempt: u32,
         retry_after: Option<Duration>,
     ) {
-        let wait = backoff(self.options.retry_base, attempt, jitter());
+        let wait = backoff(self.options.retry_base, attempt, jitter_unit());
         let wait = match retry_after {
             Some(asked) => asked.min(self.options.retry_base * 64).max(wait),
             None => wait,
@@ -2497,7 +2493,7 @@ mod tests {
         assert_eq!(backoff(base, 3, 0.5), Duration::from_millis(85));
         assert_eq!(backoff(base, 5, 0.9), Duration::from_millis(320));
         assert_eq!(backoff(base, 30, 0.9), Duration::from_millis(320));
-        assert!(jitter() >= 0.0 && jitter() < 1.0);
+        assert!((0.0..1.0).contains(&jitter_unit()));
     }
 
     #[test]
