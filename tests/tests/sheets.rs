@@ -523,6 +523,12 @@ async fn rows_people_reorder_and_edit_keep_their_own_data() {
     }
     let order: Vec<String> = rows.keys().cloned().collect();
     assert_eq!(order.len(), 4);
+    // The rows stay where the person put them (b, d, a, c): the sync writes
+    // cells in place and moves no row.
+    let grid = b.emu.grid();
+    let id_col = col(&grid, "_id");
+    let placed: Vec<Json> = grid.iter().skip(1).map(|r| cell(r, id_col)).collect();
+    assert_eq!(placed, [json!("b"), json!("d"), json!("a"), json!("c")]);
     assert_eq!(
         b.registry().get("c").unwrap().get("port"),
         Some(&Value::Integer(33))
