@@ -6,7 +6,7 @@
 //! cargo run --example peer_sync
 //! ```
 
-use chittysync::{FieldDef, FieldType, Peer, Replica, Role, Schema, ServeOptions, SyncOptions};
+use chittysync::{FieldDef, FieldKind, Peer, PeerOptions, Replica, Role, Schema, ServeOptions};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -15,7 +15,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let laptop = Replica::open(dir.path().join("laptop.db"))?;
     let phone = Replica::open(dir.path().join("phone.db"))?;
 
-    let schema = Schema::new().field(FieldDef::new("name", FieldType::Text).required());
+    let schema = Schema::new().field(FieldDef::new("name", FieldKind::Text).required());
     let services = hub.create_registry("services", schema)?;
     services.set_member(laptop.public_key(), Role::Writer)?;
     services.set_member(phone.public_key(), Role::Reader)?;
@@ -27,7 +27,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The phone stays connected and is told when changes arrive.
     let mut arrivals = phone.subscribe();
-    let _live = phone.watch(to_hub.clone(), SyncOptions::default());
+    let _live = phone.watch(to_hub.clone(), PeerOptions::default());
     let first = arrivals.next().await.ok_or("the phone stopped")?;
     println!(
         "phone received {} change(s) of '{}'",
@@ -35,7 +35,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     // The laptop syncs one round, writes offline, and syncs again.
-    let report = laptop.sync_with(&to_hub, &SyncOptions::default()).await?;
+    let report = laptop.sync_peer(&to_hub, &PeerOptions::default()).await?;
     println!(
         "laptop: {} change(s) in, {} out, {} bytes",
         report.changes_in(),
@@ -45,7 +45,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     laptop
         .registry("services")?
         .put(Some("search"), [("name", "search")])?;
-    laptop.sync_with(&to_hub, &SyncOptions::default()).await?;
+    laptop.sync_peer(&to_hub, &PeerOptions::default()).await?;
 
     // The hub pushes the laptop's change to the phone as it lands.
     let pushed = arrivals.next().await.ok_or("the phone stopped")?;

@@ -7,13 +7,13 @@
 //!
 //! ```sh
 //! export CHITTYSYNC_PG_URL=postgres://user:password@127.0.0.1:5432/db
-//! cargo run -p chittysync --features postgres --example postgres_mirror
+//! cargo run -p chittysync-postgres --example postgres_mirror
 //! ```
 
 use chittysync::{
-    Adapter, AdapterBinding, AdapterSyncOptions, AuditQuery, FieldDef, FieldType, PostgresAdapter,
-    Replica, Schema, Side,
+    Adapter, AdapterBinding, AuditFilter, FieldDef, FieldKind, MirrorOptions, Replica, Schema, Side,
 };
+use chittysync_postgres::PostgresAdapter;
 
 const URL_VAR: &str = "CHITTYSYNC_PG_URL";
 
@@ -25,8 +25,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let replica = Replica::open(dir.path().join("replica.db"))?;
     let schema = Schema::new()
-        .field(FieldDef::new("name", FieldType::Text).required())
-        .field(FieldDef::new("port", FieldType::Integer));
+        .field(FieldDef::new("name", FieldKind::Text).required())
+        .field(FieldDef::new("port", FieldKind::Integer));
     let services = replica.create_registry("services", schema.clone())?;
     services.put(Some("billing"), [("name", "billing")])?;
 
@@ -40,7 +40,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     pg.prepare(true).await?; // create the table, install change tracking
 
     let plan = replica
-        .sync_binding("pg", &pg, &AdapterSyncOptions::sync().dry_run(), &())
+        .run_mirror("pg", &pg, &MirrorOptions::sync().dry_run(), &())
         .await?
         .plan;
     println!(
@@ -48,7 +48,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         plan.count(Side::Remote, chittysync::Action::Create)
     );
     replica
-        .sync_binding("pg", &pg, &AdapterSyncOptions::sync(), &())
+        .run_mirror("pg", &pg, &MirrorOptions::sync(), &())
         .await?;
 
     // Another application edits the table with plain SQL.
@@ -61,14 +61,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     ))
     .await?;
     let report = replica
-        .sync_binding("pg", &pg, &AdapterSyncOptions::sync(), &())
+        .run_mirror("pg", &pg, &MirrorOptions::sync(), &())
         .await?;
     println!("pulled {} row(s)", report.applied);
     for record in services.list(&chittysync::Query::all()) {
         println!("{}", record.to_json());
     }
     // What came from Postgres is signed by the binding's own key.
-    let last = services.audit(&AuditQuery::all().record("ledger"))?;
+    let last = services.audit(&AuditFilter::all().record("ledger"))?;
     assert_eq!(last[0].author, added.key);
     println!(
         "signed by the binding: {}",

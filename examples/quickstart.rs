@@ -2,7 +2,7 @@
 //!
 //! Run with `cargo run --example quickstart`.
 
-use chittysync::{FieldDef, FieldType, Query, Replica, Schema};
+use chittysync::{FieldDef, FieldKind, Query, Replica, Schema};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
@@ -10,10 +10,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("this replica signs as {}", replica.public_key());
 
     let schema = Schema::new()
-        .field(FieldDef::new("title", FieldType::Text).required())
-        .field(FieldDef::new("status", FieldType::Select).options(["open", "mitigated", "closed"]))
-        .field(FieldDef::new("severity", FieldType::Integer).range(Some(1.0), Some(5.0)))
-        .field(FieldDef::new("notes", FieldType::LongText));
+        .field(FieldDef::new("title", FieldKind::Text).required())
+        .field(FieldDef::new("status", FieldKind::Select).options(["open", "mitigated", "closed"]))
+        .field(FieldDef::new("severity", FieldKind::Integer).range(Some(1.0), Some(5.0)))
+        .field(FieldDef::new("notes", FieldKind::LongText));
     let incidents = replica.create_registry("incidents", schema)?;
 
     let id = incidents.put(

@@ -3,7 +3,7 @@
 //!
 //! Run with `cargo run --example service_registry`.
 
-use chittysync::{ConflictPolicy, FieldDef, FieldType, Replica, Role, Schema};
+use chittysync::{ConflictPolicy, FieldDef, FieldKind, Replica, Role, Schema};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
@@ -11,10 +11,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let payments = Replica::open(dir.path().join("payments.db"))?;
 
     let schema = Schema::new()
-        .field(FieldDef::new("name", FieldType::Text).required().unique())
-        .field(FieldDef::new("url", FieldType::Url))
-        .field(FieldDef::new("owner", FieldType::Email).conflict_policy(ConflictPolicy::Manual))
-        .field(FieldDef::new("tags", FieldType::MultiSelect).options(["pci", "public", "internal"]))
+        .field(FieldDef::new("name", FieldKind::Text).required().unique())
+        .field(FieldDef::new("url", FieldKind::Url))
+        .field(FieldDef::new("owner", FieldKind::Email).conflict_policy(ConflictPolicy::Manual))
+        .field(FieldDef::new("tags", FieldKind::MultiSelect).options(["pci", "public", "internal"]))
         .conflict_policy(ConflictPolicy::LastWriteWins);
     let services = platform.create_registry("services", schema)?;
     services.set_member(payments.public_key(), Role::Writer)?;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use chittysync::{FieldDef, FieldType, Query, Replica, Schema};
+use chittysync::{FieldDef, FieldKind, Query, Replica, Schema};
 
 use crate::measure::Pairs;
 use crate::report::{Figure, Goal};
@@ -104,8 +104,8 @@ fn rust_samples(warmup: usize, iterations: usize) -> Result<(Vec<f64>, Vec<f64>)
     for i in 0..warmup + iterations {
         let dir = tempfile::tempdir()?;
         let schema = Schema::new()
-            .field(FieldDef::new("name", FieldType::Text).required())
-            .field(FieldDef::new("tier", FieldType::Integer));
+            .field(FieldDef::new("name", FieldKind::Text).required())
+            .field(FieldDef::new("tier", FieldKind::Integer));
         let reg = Replica::open(dir.path().join("bench.db"))?.create_registry("bench", schema)?;
         let rows: Vec<Vec<(String, chittysync::Value)>> = (0..RECORDS)
             .map(|n| {

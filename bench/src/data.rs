@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use automerge::transaction::Transactable;
 use automerge::{AutoCommit, Change, ObjId, ObjType, ReadDoc};
-use chittysync::{FieldDef, FieldType, Registry, Schema, Value};
+use chittysync::{FieldDef, FieldKind, Registry, Schema, Value};
 use rusqlite::{Connection, TransactionBehavior, params};
 
 use crate::Result;
@@ -22,11 +22,11 @@ const TIERS: [&str; 3] = ["gold", "silver", "bronze"];
 /// A service-registry schema: five typed fields, one required, one select.
 pub(crate) fn schema() -> Schema {
     Schema::new()
-        .field(FieldDef::new("name", FieldType::Text).required())
-        .field(FieldDef::new("host", FieldType::Text))
-        .field(FieldDef::new("port", FieldType::Integer))
-        .field(FieldDef::new("tier", FieldType::Select).options(TIERS))
-        .field(FieldDef::new("active", FieldType::Bool))
+        .field(FieldDef::new("name", FieldKind::Text).required())
+        .field(FieldDef::new("host", FieldKind::Text))
+        .field(FieldDef::new("port", FieldKind::Integer))
+        .field(FieldDef::new("tier", FieldKind::Select).options(TIERS))
+        .field(FieldDef::new("active", FieldKind::Bool))
 }
 
 /// One record's id and field values, identical for ours and the baseline.

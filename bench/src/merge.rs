@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use automerge::{AutoCommit, Change};
-use chittysync::{Bundle, ChangeHash, FieldDef, FieldType, Identity, Replica, Role, Schema};
+use chittysync::{Bundle, ChangeHash, FieldDef, FieldKind, Identity, Replica, Role, Schema};
 use ed25519_dalek::{Signature, VerifyingKey};
 use serde_json::json;
 
@@ -43,7 +43,7 @@ struct Workload {
 fn workload(dir: &Path, ops: usize, changes: usize) -> Result<Workload> {
     let fields: Vec<String> = (0..ops).map(|k| format!("f{k:03}")).collect();
     let schema = fields.iter().fold(Schema::new(), |s, f| {
-        s.field(FieldDef::new(f.as_str(), FieldType::Text))
+        s.field(FieldDef::new(f.as_str(), FieldKind::Text))
     });
     let open = |who: &str| {
         Replica::open_with_identity(dir.join(format!("{who}-{ops}.db")), Identity::generate()?)

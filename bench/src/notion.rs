@@ -12,9 +12,8 @@
 
 use std::time::Instant;
 
-use chittysync::{
-    AdapterBinding, AdapterSyncOptions, NotionAdapter, NotionOptions, Replica, Value,
-};
+use chittysync::{AdapterBinding, MirrorOptions, Replica, Value};
+use chittysync_adapters::notion::{NotionAdapter, NotionOptions};
 use chittysync_emulators::{LoggedRequest, Notion};
 use serde_json::json;
 use tokio::runtime::Runtime;
@@ -88,11 +87,11 @@ fn bind(
     })
 }
 
-fn sync(rt: &Runtime, bound: &Bound, options: &AdapterSyncOptions) -> Result<usize> {
+fn sync(rt: &Runtime, bound: &Bound, options: &MirrorOptions) -> Result<usize> {
     let report = rt.block_on(
         bound
             .replica
-            .sync_binding("notion", &bound.adapter, options, &()),
+            .run_mirror("notion", &bound.adapter, options, &()),
     )?;
     if !report.failed.is_empty() {
         return Err(format!(
@@ -124,7 +123,7 @@ fn budget(rt: &Runtime, options: &Options) -> Result<Figure> {
     let bound = bind(&emulator, &server.base_url(), &Payload::batch(0, n), None)?;
     emulator.control().clear_log();
     let start = Instant::now();
-    let applied = sync(rt, &bound, &AdapterSyncOptions::push())?;
+    let applied = sync(rt, &bound, &MirrorOptions::push())?;
     let elapsed = start.elapsed().as_secs_f64();
     if applied != n {
         return Err(format!("pushed {applied} of {n} records").into());
@@ -164,7 +163,7 @@ fn calls(rt: &Runtime, options: &Options) -> Result<Vec<Figure>> {
         .iter()
         .map(|p| emulator.create_page(&source, page_properties(p)))
         .collect();
-    let pulled = sync(rt, &bound, &AdapterSyncOptions::sync())?;
+    let pulled = sync(rt, &bound, &MirrorOptions::sync())?;
     if pulled != size {
         return Err(format!("the first sync brought {pulled} of {size} rows").into());
     }
@@ -180,12 +179,12 @@ fn calls(rt: &Runtime, options: &Options) -> Result<Vec<Figure>> {
     };
     later();
     emulator.update_page(&pages[1], json!({"port": {"number": 2}}));
-    sync(rt, &bound, &AdapterSyncOptions::sync())?;
+    sync(rt, &bound, &MirrorOptions::sync())?;
     later();
 
     emulator.control().clear_log();
     emulator.update_page(&pages[size / 2], json!({"port": {"number": 1}}));
-    let applied = sync(rt, &bound, &AdapterSyncOptions::sync())?;
+    let applied = sync(rt, &bound, &MirrorOptions::sync())?;
     let remote = emulator.control().requests();
     if applied != 1 {
         return Err(format!("expected 1 row pulled, got {applied}").into());
@@ -199,7 +198,7 @@ fn calls(rt: &Runtime, options: &Options) -> Result<Vec<Figure>> {
         .ok_or("no record to change")?;
     registry.put(Some(&record.id), [("port", Value::from(2))])?;
     emulator.control().clear_log();
-    let applied = sync(rt, &bound, &AdapterSyncOptions::sync())?;
+    let applied = sync(rt, &bound, &MirrorOptions::sync())?;
     let local = emulator.control().requests();
     if applied != 1 {
         return Err(format!("expected 1 row pushed, got {applied}").into());

@@ -15,7 +15,7 @@ use std::time::Instant;
 use automerge::sync::{Message, State, SyncDoc};
 use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ObjType, ReadDoc};
-use chittysync::{Identity, Peer, Replica, Role, ServeOptions, SyncOptions, SyncReport};
+use chittysync::{Identity, Peer, PeerOptions, PeerReport, Replica, Role, ServeOptions};
 use serde_json::json;
 
 use crate::data::{self, Payload, REGISTRY};
@@ -85,7 +85,7 @@ fn plain_sync(
     Err("plain sync did not converge".into())
 }
 
-fn wire_bytes(report: &SyncReport) -> usize {
+fn wire_bytes(report: &PeerReport) -> usize {
     (report.bytes_sent + report.bytes_received) as usize
 }
 
@@ -125,7 +125,7 @@ fn full(options: &Options, dir: &Path, rt: &tokio::runtime::Runtime) -> Result<V
                 Identity::from_secret_bytes(client_seed),
             )?;
             let started = Instant::now();
-            let report = rt.block_on(client.sync_with(&peer, &SyncOptions::default()))?;
+            let report = rt.block_on(client.sync_peer(&peer, &PeerOptions::default()))?;
             let took = started.elapsed();
             if client.registry(REGISTRY)?.heads() != registry.heads() {
                 return Err("the client did not converge".into());
@@ -203,7 +203,7 @@ fn hub(options: &Options, dir: &Path, rt: &tokio::runtime::Runtime) -> Result<Ve
     }
     let server = rt.block_on(hub.serve("127.0.0.1:0", ServeOptions::default()))?;
     let peer = Peer::new(server.local_addr().to_string()).with_key(hub.public_key());
-    let sync = |p: &Replica| rt.block_on(p.sync_with(&peer, &SyncOptions::default()));
+    let sync = |p: &Replica| rt.block_on(p.sync_peer(&peer, &PeerOptions::default()));
     for p in &peers {
         sync(p)?;
     }
@@ -313,12 +313,12 @@ fn incremental(options: &Options, dir: &Path, rt: &tokio::runtime::Runtime) -> R
         }
         let server = rt.block_on(hub.serve("127.0.0.1:0", ServeOptions::default()))?;
         let peer = Peer::new(server.local_addr().to_string()).with_key(hub.public_key());
-        rt.block_on(client.sync_with(&peer, &SyncOptions::default()))?;
+        rt.block_on(client.sync_peer(&peer, &PeerOptions::default()))?;
         let (mut times, mut bytes) = (Vec::new(), Vec::new());
         for k in 0..options.pick(7, 2) {
             data::write_batch(&registry, &Payload::batch(size + k, 1))?;
             let started = Instant::now();
-            let report = rt.block_on(client.sync_with(&peer, &SyncOptions::default()))?;
+            let report = rt.block_on(client.sync_peer(&peer, &PeerOptions::default()))?;
             times.push(started.elapsed().as_secs_f64());
             bytes.push(wire_bytes(&report) as f64);
             if report.changes_in() != 1 {

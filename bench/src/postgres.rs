@@ -12,9 +12,8 @@
 use std::pin::pin;
 use std::time::{Duration, Instant};
 
-use chittysync::{
-    Adapter, AdapterBinding, AdapterSyncOptions, PostgresAdapter, PostgresOptions, Replica,
-};
+use chittysync::{Adapter, AdapterBinding, MirrorOptions, Replica};
+use chittysync_adapters::postgres::{PostgresAdapter, PostgresOptions};
 use tokio::runtime::Runtime;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
@@ -183,11 +182,11 @@ impl<'r> Pg<'r> {
 
     fn push_ours_timed(&self, rows: &[Payload]) -> Result<(Duration, Vec<(&'static str, f64)>)> {
         let (_dir, replica, adapter) = self.bound(rows)?;
-        let options = AdapterSyncOptions::push().batch_size(CHUNK);
+        let options = MirrorOptions::push().batch_size(CHUNK);
         let start = Instant::now();
         let report = self
             .rt
-            .block_on(replica.sync_binding("pg", &adapter, &options, &()))?;
+            .block_on(replica.run_mirror("pg", &adapter, &options, &()))?;
         let elapsed = start.elapsed();
         if report.applied != rows.len() || !report.failed.is_empty() {
             return Err(format!(
@@ -275,9 +274,9 @@ impl<'r> Pg<'r> {
     fn incremental(&self, size: usize, runs: usize) -> Result<Figure> {
         let rows = Payload::batch(0, size);
         let (_dir, replica, adapter) = self.bound(&rows)?;
-        let options = AdapterSyncOptions::sync().batch_size(CHUNK);
+        let options = MirrorOptions::sync().batch_size(CHUNK);
         self.rt
-            .block_on(replica.sync_binding("pg", &adapter, &options, &()))?;
+            .block_on(replica.run_mirror("pg", &adapter, &options, &()))?;
         let table = adapter.table().to_owned();
         let mut samples = Vec::new();
         for i in 0..runs {
@@ -289,7 +288,7 @@ impl<'r> Pg<'r> {
             let start = Instant::now();
             let report = self
                 .rt
-                .block_on(replica.sync_binding("pg", &adapter, &options, &()))?;
+                .block_on(replica.run_mirror("pg", &adapter, &options, &()))?;
             samples.push(start.elapsed().as_secs_f64());
             if report.applied != 1 {
                 return Err(format!("expected 1 row synced, got {}", report.applied).into());

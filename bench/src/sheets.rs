@@ -16,9 +16,8 @@
 use std::path::Path;
 use std::time::Instant;
 
-use chittysync::{
-    Adapter, AdapterBinding, AdapterSyncOptions, Replica, SheetsAdapter, SheetsOptions, Value,
-};
+use chittysync::{Adapter, AdapterBinding, MirrorOptions, Replica, Value};
+use chittysync_adapters::sheets::{SheetsAdapter, SheetsOptions};
 use chittysync_emulators::{LoggedRequest, Sheets};
 use serde_json::json;
 use tokio::runtime::Runtime;
@@ -84,11 +83,11 @@ fn write_key(path: &Path, key: &serde_json::Value) -> Result<()> {
     Ok(())
 }
 
-fn sync(rt: &Runtime, bound: &Bound, options: &AdapterSyncOptions) -> Result<usize> {
+fn sync(rt: &Runtime, bound: &Bound, options: &MirrorOptions) -> Result<usize> {
     let report = rt.block_on(
         bound
             .replica
-            .sync_binding("sheet", &bound.adapter, options, &()),
+            .run_mirror("sheet", &bound.adapter, options, &()),
     )?;
     if !report.failed.is_empty() {
         return Err(format!(
@@ -127,7 +126,7 @@ fn batching(rt: &Runtime, options: &Options) -> Result<Figure> {
         None,
     )?;
     emulator.control().clear_log();
-    let applied = sync(rt, &bound, &AdapterSyncOptions::push())?;
+    let applied = sync(rt, &bound, &MirrorOptions::push())?;
     if applied != n {
         return Err(format!("pushed {applied} of {n} records").into());
     }
@@ -179,7 +178,7 @@ fn budget(rt: &Runtime, options: &Options) -> Result<Figure> {
         &Payload::batch(0, 50),
         Some(PER_MINUTE),
     )?;
-    sync(rt, &bound, &AdapterSyncOptions::push())?;
+    sync(rt, &bound, &MirrorOptions::push())?;
     let registry = bound.replica.registry(REGISTRY)?;
     let rounds = options.pick(140, 10);
     emulator.control().clear_log();
@@ -187,7 +186,7 @@ fn budget(rt: &Runtime, options: &Options) -> Result<Figure> {
     for i in 0..rounds {
         let p = Payload::new(i % 50);
         registry.put(Some(&p.id), [("port", Value::from(i as i64))])?;
-        sync(rt, &bound, &AdapterSyncOptions::sync())?;
+        sync(rt, &bound, &MirrorOptions::sync())?;
     }
     let elapsed = start.elapsed().as_secs_f64();
     let log = emulator.control().requests();
@@ -232,12 +231,12 @@ fn calls(rt: &Runtime, options: &Options) -> Result<Figure> {
         &Payload::batch(0, size),
         None,
     )?;
-    sync(rt, &bound, &AdapterSyncOptions::push())?;
+    sync(rt, &bound, &MirrorOptions::push())?;
     let registry = bound.replica.registry(REGISTRY)?;
     let p = Payload::new(size / 2);
     registry.put(Some(&p.id), [("port", Value::from(7))])?;
     emulator.control().clear_log();
-    let applied = sync(rt, &bound, &AdapterSyncOptions::sync())?;
+    let applied = sync(rt, &bound, &MirrorOptions::sync())?;
     if applied != 1 {
         return Err(format!("expected 1 row pushed, got {applied}").into());
     }

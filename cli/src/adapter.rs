@@ -5,9 +5,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use chittysync::{
-    Action, Adapter, AdapterBinding, AdapterProgress, AdapterSyncOptions, AdapterSyncReport,
-    ChangeTracking, ConflictPolicy, Direction, EngineError, NotionAdapter, PostgresAdapter,
-    RemoteTable, Replica, SheetsAdapter, Side, Stage, Value,
+    Action, Adapter, AdapterBinding, ChangeTracking, ConflictPolicy, Direction, MirrorError,
+    MirrorOptions, MirrorProgress, MirrorReport, Replica, Side, Stage, Value,
 };
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -27,7 +26,7 @@ pub(crate) enum AdapterCmd {
         /// The binding's name.
         name: String,
     },
-    /// Remove a binding, its snapshots and its key file (records stay).
+    /// Remove a binding, its merge bases and its key file (records stay).
     Rm {
         /// The binding's name.
         name: String,
@@ -50,10 +49,11 @@ pub(crate) struct AddArgs {
     /// The adapter kind: postgres, notion or sheets.
     #[arg(long, default_value = "postgres")]
     kind: String,
-    /// The remote table: for Postgres `table` or `schema.table`; for Notion
-    /// the database id; for Sheets the spreadsheet id (from its URL).
-    #[arg(long)]
-    table: String,
+    /// What the binding points at: for Postgres a table (`table` or
+    /// `schema.table`); for Notion the database id; for Sheets the
+    /// spreadsheet id (from its URL).
+    #[arg(long, alias = "table")]
+    target: String,
     /// Connection URL without a password, e.g. postgres://sync@db.internal:5432/app.
     #[arg(long)]
     url: Option<String>,
@@ -186,12 +186,12 @@ pub(crate) fn adapter_cmd(replica: &Replica, cmd: AdapterCmd, as_json: bool) -> 
                             b.name.clone(),
                             b.registry.clone(),
                             b.kind.clone(),
-                            b.table.clone(),
+                            b.target.clone(),
                             b.direction.name().to_owned(),
                         ]
                     })
                     .collect();
-                output::table(&["name", "registry", "kind", "table", "direction"], &rows);
+                output::table(&["name", "registry", "kind", "target", "direction"], &rows);
             }
             Ok(())
         }
@@ -212,7 +212,7 @@ pub(crate) fn adapter_cmd(replica: &Replica, cmd: AdapterCmd, as_json: bool) -> 
                     vec!["name".into(), b.name.clone()],
                     vec!["registry".into(), b.registry.clone()],
                     vec!["kind".into(), b.kind.clone()],
-                    vec!["table".into(), b.table.clone()],
+                    vec!["target".into(), b.target.clone()],
                     vec!["id column".into(), b.id_column.clone()],
                     vec!["direction".into(), b.direction.name().into()],
                     vec![
@@ -264,7 +264,7 @@ fn binding_json(b: &AdapterBinding) -> serde_json::Value {
         "name": b.name,
         "registry": b.registry,
         "kind": b.kind,
-        "table": b.table,
+        "target": b.target,
         "id_column": b.id_column,
         "settings": b.settings,
         "secret_env": b.secret_env,
@@ -277,21 +277,9 @@ fn binding_json(b: &AdapterBinding) -> serde_json::Value {
     })
 }
 
-/// How an incrementally tracked table's changes are found, in words.
-fn tracking(binding: &AdapterBinding, table: &RemoteTable) -> String {
-    match binding.kind.as_str() {
-        "notion" => format!(
-            "pages edited since the last sync, and pages moved to the trash ({})",
-            table.name
-        ),
-        "sheets" => "the file's Drive version; a changed sheet is read in one request".into(),
-        _ => "change-log trigger (cost follows what changed)".into(),
-    }
-}
-
 fn add(replica: &Replica, args: AddArgs, as_json: bool) -> Result<()> {
     let registry = replica.registry(&args.registry)?;
-    let mut binding = AdapterBinding::new(&args.name, &registry.name(), &args.kind, &args.table)
+    let mut binding = AdapterBinding::new(&args.name, &registry.name(), &args.kind, &args.target)
         .direction(args.direction);
     binding.id_column = args.id_column;
     binding.key_field = args.key_field;
@@ -330,41 +318,11 @@ fn add(replica: &Replica, args: AddArgs, as_json: bool) -> Result<()> {
             .ok_or_else(|| anyhow!("--map '{pair}' is not FIELD=COLUMN"))?;
         binding.mapping.insert(f.to_owned(), c.to_owned());
     }
-    if !matches!(binding.kind.as_str(), "postgres" | "notion" | "sheets") {
-        bail!(
-            "adapter kind '{}' is not available from the command line; kinds: postgres, notion, sheets",
-            binding.kind
-        );
-    }
-    binding.validate(&registry.schema())?;
-    // Check the table (and make it ready) before storing anything.
-    let rt = runtime()?;
+    // Check the target (and make it ready) before storing anything.
+    let kinds = chittysync_adapters::kinds();
     let schema = registry.schema();
-    let table = rt.block_on(async {
-        if binding.kind == "notion" {
-            let adapter = NotionAdapter::for_binding(&binding, &schema)?;
-            let table = adapter.prepare(args.create).await?;
-            // Pin the mapping to property ids: renames in Notion then
-            // break nothing.
-            binding.mapping = adapter.pinned_mapping().await?;
-            binding.id_column = adapter.pinned_id_property().await?;
-            return anyhow::Ok(table);
-        }
-        if binding.kind == "sheets" {
-            let adapter = SheetsAdapter::for_binding(&binding, &schema)?;
-            let table = adapter.prepare(args.create).await?;
-            // Pin the tab by its id: renaming, reordering or adding tabs
-            // then moves nothing (without --sheet, "the first tab" would).
-            binding.settings.insert(
-                "sheet_id".into(),
-                adapter.pinned_sheet_id().await?.to_string(),
-            );
-            return anyhow::Ok(table);
-        }
-        let origin = "chittysync-setup";
-        let adapter = PostgresAdapter::for_binding(&binding, &schema, origin).await?;
-        anyhow::Ok(adapter.prepare(args.create).await?)
-    })?;
+    let table = runtime()?.block_on(kinds.setup(&mut binding, &schema, args.create))?;
+    let kind = kinds.of(&binding)?;
     let added = replica.add_binding(&binding)?;
     if as_json {
         output::json(&json!({
@@ -389,7 +347,7 @@ fn add(replica: &Replica, args: AddArgs, as_json: bool) -> Result<()> {
         );
         match &table.change_tracking {
             ChangeTracking::Incremental => {
-                println!("change tracking: {}", tracking(&binding, &table))
+                println!("change tracking: {}", kind.tracking(&table))
             }
             ChangeTracking::FullCompare { reason } => {
                 println!("change tracking: none — every sync compares the whole table ({reason})")
@@ -428,7 +386,7 @@ impl Bars {
     }
 }
 
-impl AdapterProgress for Bars {
+impl MirrorProgress for Bars {
     fn stage(&self, stage: Stage, total: u64) {
         let mut slot = self.bar.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(old) = slot.take() {
@@ -473,7 +431,7 @@ pub(crate) fn run(
             args.binding
         )
     })?;
-    let mut options = AdapterSyncOptions::sync();
+    let mut options = MirrorOptions::sync();
     options.batch_size = args.batch_size;
     options.direction = direction;
     options.dry_run = args.dry_run;
@@ -489,12 +447,15 @@ pub(crate) fn run(
                 Some(adapter) => {
                     let bars = Bars::new(as_json);
                     let result = replica
-                        .sync_binding(&binding.name, adapter.as_ref(), &options, &bars)
+                        .run_mirror(&binding.name, adapter.as_ref(), &options, &bars)
                         .await;
                     bars.finish();
                     result
                 }
-                None => match replica.connect_binding(&binding.name).await {
+                None => match replica
+                    .connect_binding(&binding.name, &chittysync_adapters::kinds())
+                    .await
+                {
                     Ok(adapter) => {
                         connected = Some(adapter);
                         continue;
@@ -509,7 +470,7 @@ pub(crate) fn run(
                 // delete the guard stopped): say so and try again later,
                 // reconnecting if the remote system failed.
                 Err(e) if args.watch && args.runs.is_none_or(|n| done < n) => {
-                    if matches!(e, EngineError::Adapter { .. }) {
+                    if matches!(e, MirrorError::Adapter { .. }) {
                         connected = None;
                     }
                     eprintln!("error: {e}; trying again in {}", humanize(args.interval));
@@ -553,7 +514,7 @@ fn shown(v: &Option<Value>) -> String {
         .map_or("∅".into(), |v| output::clip(&v.to_string(), 30))
 }
 
-fn print_report(report: &AdapterSyncReport, adapter: &dyn Adapter) {
+fn print_report(report: &MirrorReport, adapter: &dyn Adapter) {
     let plan = &report.plan;
     let tracking = match &plan.change_tracking {
         ChangeTracking::Incremental if adapter.system() == "notion" => "edited pages".to_owned(),

@@ -1,7 +1,7 @@
 //! `chittysync audit`: who changed what, when, with which signature.
 
 use anyhow::{Result, anyhow, bail};
-use chittysync::{AuditEntry, AuditQuery, PublicKey, Registry, Replica, SignatureStatus};
+use chittysync::{AuditEntry, AuditFilter, PublicKey, Registry, Replica, SignatureStatus};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -30,7 +30,7 @@ pub(crate) struct AuditArgs {
 /// Prints the audit log as a table, or as JSON Lines with `--json`.
 pub(crate) fn run(replica: &Replica, args: AuditArgs, as_json: bool) -> Result<()> {
     let reg = replica.registry(&args.registry)?;
-    let mut query = AuditQuery::all();
+    let mut query = AuditFilter::all();
     if let Some(id) = args.record {
         query = query.record(id);
     }

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use chittysync::{Bundle, ConflictPolicy, FieldDef, FieldType, Registry, Replica, Role, Schema};
+use chittysync::{Bundle, ConflictPolicy, FieldDef, FieldKind, Registry, Replica, Role, Schema};
 
 use crate::output;
 
@@ -52,16 +52,16 @@ pub(crate) fn run(dir: Option<&Path>) -> Result<()> {
     );
     let schema = Schema::new()
         .field(
-            FieldDef::new("name", FieldType::Text)
+            FieldDef::new("name", FieldKind::Text)
                 .required()
                 .unique()
                 .pattern("[a-z][a-z0-9-]*"),
         )
-        .field(FieldDef::new("owner", FieldType::Email).required())
-        .field(FieldDef::new("tier", FieldType::Select).options(["gold", "silver", "bronze"]))
-        .field(FieldDef::new("port", FieldType::Integer).range(Some(1.0), Some(65535.0)))
+        .field(FieldDef::new("owner", FieldKind::Email).required())
+        .field(FieldDef::new("tier", FieldKind::Select).options(["gold", "silver", "bronze"]))
+        .field(FieldDef::new("port", FieldKind::Integer).range(Some(1.0), Some(65535.0)))
         .field(
-            FieldDef::new("tags", FieldType::MultiSelect)
+            FieldDef::new("tags", FieldKind::MultiSelect)
                 .options(["public", "internal", "pci", "beta"]),
         )
         .display_field("name")

@@ -297,11 +297,11 @@ fn main() -> ExitCode {
             } else if e
                 .downcast_ref::<ImportError>()
                 .is_some_and(|i| !matches!(i, ImportError::Store(_) | ImportError::File { .. }))
-                || e.downcast_ref::<chittysync::SyncError>().is_some_and(|s| {
+                || e.downcast_ref::<chittysync::PeerError>().is_some_and(|s| {
                     matches!(
                         s,
-                        chittysync::SyncError::Refused { .. }
-                            | chittysync::SyncError::RefusedByPeer { .. }
+                        chittysync::PeerError::Refused { .. }
+                            | chittysync::PeerError::RefusedByPeer { .. }
                     )
                 })
             {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use chittysync::{
-    HubEvent, Peer, Progress, PublicKey, Replica, ServeOptions, SyncOptions, SyncReport, WatchEvent,
+    HubEvent, Peer, PeerOptions, PeerReport, Progress, PublicKey, Replica, ServeOptions, WatchEvent,
 };
 use clap::Args;
 use serde_json::json;
@@ -81,7 +81,7 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
-fn report_json(report: &SyncReport) -> serde_json::Value {
+fn report_json(report: &PeerReport) -> serde_json::Value {
     json!({
         "peer": report.peer.to_string(),
         "registries": report.registries.iter().map(|r| json!({
@@ -99,7 +99,7 @@ fn report_json(report: &SyncReport) -> serde_json::Value {
     })
 }
 
-fn print_report(report: &SyncReport) {
+fn print_report(report: &PeerReport) {
     let rows: Vec<Vec<String>> = report
         .registries
         .iter()
@@ -161,11 +161,11 @@ pub(crate) fn sync(replica: &Replica, args: SyncArgs, as_json: bool) -> Result<(
             ));
         }) as chittysync::ProgressFn
     });
-    let options = SyncOptions {
+    let options = PeerOptions {
         registries: args.registries.clone(),
         timeout: Duration::from_secs(args.timeout.max(1)),
         progress,
-        ..SyncOptions::default()
+        ..PeerOptions::default()
     };
     let rt = runtime()?;
     if args.watch {
@@ -174,7 +174,7 @@ pub(crate) fn sync(replica: &Replica, args: SyncArgs, as_json: bool) -> Result<(
         }
         return rt.block_on(watch(replica, peer, options, as_json));
     }
-    let result = rt.block_on(replica.sync_with(&peer, &options));
+    let result = rt.block_on(replica.sync_peer(&peer, &options));
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
@@ -189,7 +189,7 @@ pub(crate) fn sync(replica: &Replica, args: SyncArgs, as_json: bool) -> Result<(
 
 /// `sync --watch`: one line per event, until interrupted (Ctrl-C closes
 /// the connection cleanly).
-async fn watch(replica: &Replica, peer: Peer, options: SyncOptions, as_json: bool) -> Result<()> {
+async fn watch(replica: &Replica, peer: Peer, options: PeerOptions, as_json: bool) -> Result<()> {
     let mut changes = replica.subscribe();
     let mut watch = replica.watch(peer.clone(), options);
     let interrupted = tokio::signal::ctrl_c();
@@ -266,7 +266,7 @@ pub(crate) fn serve(replica: &Replica, args: ServeArgs, as_json: bool) -> Result
         // Keep the mesh links alive for as long as the hub runs.
         let _links: Vec<_> = peers
             .into_iter()
-            .map(|p| replica.watch(p, SyncOptions::default()))
+            .map(|p| replica.watch(p, PeerOptions::default()))
             .collect();
         while let Some(event) = hub.next_event().await {
             match event {

@@ -19,7 +19,7 @@ use ed25519_dalek::Signature;
 use crate::identity::PublicKey;
 use crate::registry::doc::{self, DELETED, Layout, Role};
 use crate::registry::{DocState, RegistryId};
-use crate::schema::{CompiledSchema, FieldType};
+use crate::schema::{CompiledSchema, FieldKind};
 use crate::store::{self, Store, StoreError};
 use crate::trust::signing_message;
 use crate::value::Value;
@@ -66,13 +66,13 @@ impl fmt::Display for SignatureStatus {
 /// One thing a change did, in registry terms.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
-pub enum Effect {
+pub enum AuditEffect {
     /// The registry was created (its genesis change).
     RegistryCreated {
         /// The registry's name.
         name: String,
     },
-    /// A record was created. Its first values follow as [`Effect::FieldSet`]
+    /// A record was created. Its first values follow as [`AuditEffect::FieldSet`]
     /// with `old: None`.
     RecordCreated {
         /// The record's id.
@@ -135,13 +135,13 @@ pub enum Effect {
     },
 }
 
-impl Effect {
+impl AuditEffect {
     /// The record the effect is about, if it is about one.
     pub fn record(&self) -> Option<&str> {
         match self {
-            Effect::RecordCreated { record }
-            | Effect::RecordDeleted { record }
-            | Effect::FieldSet { record, .. } => Some(record),
+            AuditEffect::RecordCreated { record }
+            | AuditEffect::RecordDeleted { record }
+            | AuditEffect::FieldSet { record, .. } => Some(record),
             _ => None,
         }
     }
@@ -154,14 +154,16 @@ impl Effect {
         let value = |v: &Option<Value>| v.as_ref().map_or(serde_json::Value::Null, Value::to_json);
         let role = |r: &Option<Role>| r.map(Role::name);
         match self {
-            Effect::RegistryCreated { name } => json!({ "kind": "registry_created", "name": name }),
-            Effect::RecordCreated { record } => {
+            AuditEffect::RegistryCreated { name } => {
+                json!({ "kind": "registry_created", "name": name })
+            }
+            AuditEffect::RecordCreated { record } => {
                 json!({ "kind": "record_created", "record": record })
             }
-            Effect::RecordDeleted { record } => {
+            AuditEffect::RecordDeleted { record } => {
                 json!({ "kind": "record_deleted", "record": record })
             }
-            Effect::FieldSet {
+            AuditEffect::FieldSet {
                 record,
                 field,
                 old,
@@ -170,17 +172,17 @@ impl Effect {
                 "kind": "field_set", "record": record, "field": field,
                 "old": value(old), "new": value(new),
             }),
-            Effect::SchemaChanged { field, detail } => {
+            AuditEffect::SchemaChanged { field, detail } => {
                 json!({ "kind": "schema_changed", "field": field, "detail": detail })
             }
-            Effect::MemberChanged { key, old, new } => json!({
+            AuditEffect::MemberChanged { key, old, new } => json!({
                 "kind": "member_changed", "key": key.to_string(),
                 "old": role(old), "new": role(new),
             }),
-            Effect::AliasChanged { key, old, new } => json!({
+            AuditEffect::AliasChanged { key, old, new } => json!({
                 "kind": "alias_changed", "key": key.to_string(), "old": old, "new": new,
             }),
-            Effect::Other { path, detail } => {
+            AuditEffect::Other { path, detail } => {
                 json!({ "kind": "other", "path": path, "detail": detail })
             }
         }
@@ -190,31 +192,31 @@ impl Effect {
 /// One line for people: `svc.port 80 → 81`, `created svc`, `deleted svc`,
 /// `member 1a2b3c4d (none) → writer`. Values are shown as JSON, so text is
 /// quoted and sets are lists.
-impl fmt::Display for Effect {
+impl fmt::Display for AuditEffect {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fn or_none<T: fmt::Display>(v: Option<T>) -> String {
             v.map_or_else(|| "(none)".to_owned(), |v| v.to_string())
         }
         let value = |v: &Option<Value>| or_none(v.as_ref().map(Value::to_json));
         match self {
-            Effect::RegistryCreated { name } => write!(f, "created registry '{name}'"),
-            Effect::RecordCreated { record } => write!(f, "created {record}"),
-            Effect::RecordDeleted { record } => write!(f, "deleted {record}"),
-            Effect::FieldSet {
+            AuditEffect::RegistryCreated { name } => write!(f, "created registry '{name}'"),
+            AuditEffect::RecordCreated { record } => write!(f, "created {record}"),
+            AuditEffect::RecordDeleted { record } => write!(f, "deleted {record}"),
+            AuditEffect::FieldSet {
                 record,
                 field,
                 old,
                 new,
             } => write!(f, "{record}.{field} {} → {}", value(old), value(new)),
-            Effect::SchemaChanged {
+            AuditEffect::SchemaChanged {
                 field: Some(field),
                 detail,
             } => write!(f, "schema: field {field} {detail}"),
-            Effect::SchemaChanged {
+            AuditEffect::SchemaChanged {
                 field: None,
                 detail,
             } => write!(f, "schema: {detail}"),
-            Effect::MemberChanged { key, old, new } => {
+            AuditEffect::MemberChanged { key, old, new } => {
                 write!(
                     f,
                     "member {} {} → {}",
@@ -223,14 +225,14 @@ impl fmt::Display for Effect {
                     or_none(*new)
                 )
             }
-            Effect::AliasChanged { key, old, new } => write!(
+            AuditEffect::AliasChanged { key, old, new } => write!(
                 f,
                 "alias of {} {} → {}",
                 key.short(),
                 or_none(old.as_ref().map(|a| serde_json::Value::from(a.as_str()))),
                 or_none(new.as_ref().map(|a| serde_json::Value::from(a.as_str())))
             ),
-            Effect::Other { path, detail } => write!(f, "{path}: {detail}"),
+            AuditEffect::Other { path, detail } => write!(f, "{path}: {detail}"),
         }
     }
 }
@@ -258,7 +260,7 @@ pub struct AuditEntry {
     pub message: Option<String>,
     /// What the change did. Empty for a change that wrote values as they
     /// already were.
-    pub effects: Vec<Effect>,
+    pub effects: Vec<AuditEffect>,
     /// The removal that revoked this change, if its author was removed
     /// concurrently with it (strong removal): the change stays in the
     /// history, but its effects are masked from the registry.
@@ -268,7 +270,7 @@ pub struct AuditEntry {
 impl AuditEntry {
     /// The entry as one JSON object: `position`, `change`, `time` (ms),
     /// `at` (RFC 3339, UTC), `author`, `alias`, `signature`, `message`,
-    /// `effects` (see [`Effect::to_json`]) and `revoked_by` (a change hash
+    /// `effects` (see [`AuditEffect::to_json`]) and `revoked_by` (a change hash
     /// or null).
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
@@ -280,7 +282,7 @@ impl AuditEntry {
             "alias": self.alias,
             "signature": self.signature.name(),
             "message": self.message,
-            "effects": self.effects.iter().map(Effect::to_json).collect::<Vec<_>>(),
+            "effects": self.effects.iter().map(AuditEffect::to_json).collect::<Vec<_>>(),
             "revoked_by": self.revoked_by.map(|h| h.to_string()),
         })
     }
@@ -304,13 +306,13 @@ fn rfc3339(ms: i64) -> Option<String> {
 /// Which changes [`Registry::audit`](crate::Registry::audit) lists.
 ///
 /// ```
-/// # use chittysync::AuditQuery;
-/// let q = AuditQuery::all().record("svc").since(1_700_000_000_000);
+/// # use chittysync::AuditFilter;
+/// let q = AuditFilter::all().record("svc").since(1_700_000_000_000);
 /// assert_eq!(q.record.as_deref(), Some("svc"));
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct AuditQuery {
+pub struct AuditFilter {
     /// Only changes that touched this record, and only their effects on it.
     pub record: Option<String>,
     /// Only changes signed by this key.
@@ -321,10 +323,10 @@ pub struct AuditQuery {
     pub until: Option<i64>,
 }
 
-impl AuditQuery {
+impl AuditFilter {
     /// Every change.
     pub fn all() -> Self {
-        AuditQuery::default()
+        AuditFilter::default()
     }
 
     /// Only changes that touched record `id`, with only their effects on it.
@@ -408,7 +410,7 @@ struct Pending {
 pub(crate) fn audit(
     state: &mut DocState,
     store: &Store,
-    query: &AuditQuery,
+    query: &AuditFilter,
 ) -> Result<Vec<AuditEntry>, StoreError> {
     let id = state.id;
     let layout = state.layout().clone();
@@ -598,13 +600,13 @@ fn effects(
     meta: &Meta,
     touched: BTreeSet<Touch>,
     record: Option<&str>,
-) -> Vec<Effect> {
+) -> Vec<AuditEffect> {
     let before = meta.deps.as_slice();
     let after = [meta.hash];
     let genesis = before.is_empty();
     let mut out = Vec::new();
     if genesis && record.is_none() {
-        out.push(Effect::RegistryCreated {
+        out.push(AuditEffect::RegistryCreated {
             name: str_at(doc, &layout.meta, "name", &after).unwrap_or_default(),
         });
     }
@@ -615,7 +617,7 @@ fn effects(
                 let old = was(genesis, || str_at(doc, &layout.fields, &name, before));
                 let new = str_at(doc, &layout.fields, &name, &after);
                 field_def_detail(old.as_deref(), new.as_deref()).map(|detail| {
-                    Effect::SchemaChanged {
+                    AuditEffect::SchemaChanged {
                         field: Some(name),
                         detail,
                     }
@@ -632,7 +634,7 @@ fn effects(
                     (Some(old), Some(new)) => Some(format!("{label} {old} → {new}")),
                     (None, None) => None,
                 };
-                detail.map(|detail| Effect::SchemaChanged {
+                detail.map(|detail| AuditEffect::SchemaChanged {
                     field: None,
                     detail,
                 })
@@ -641,7 +643,7 @@ fn effects(
                 Ok(k) => {
                     let old = was(genesis, || layout.role_at(doc, &k, before));
                     let new = layout.role_at(doc, &k, &after);
-                    (old != new).then_some(Effect::MemberChanged { key: k, old, new })
+                    (old != new).then_some(AuditEffect::MemberChanged { key: k, old, new })
                 }
                 Err(_) => Some(other(format!("members.{key}"))),
             },
@@ -649,7 +651,7 @@ fn effects(
                 (Ok(k), Some(aliases)) => {
                     let old = was(genesis, || str_at(doc, aliases, &key, before));
                     let new = str_at(doc, aliases, &key, &after);
-                    (old != new).then_some(Effect::AliasChanged { key: k, old, new })
+                    (old != new).then_some(AuditEffect::AliasChanged { key: k, old, new })
                 }
                 _ => Some(other(format!("aliases.{key}"))),
             },
@@ -666,8 +668,8 @@ fn was<T>(genesis: bool, read: impl FnOnce() -> Option<T>) -> Option<T> {
     if genesis { None } else { read() }
 }
 
-fn other(path: String) -> Effect {
-    Effect::Other {
+fn other(path: String) -> AuditEffect {
+    AuditEffect::Other {
         path,
         detail: "changed outside the registry layout".into(),
     }
@@ -853,7 +855,7 @@ fn record_effect(
     part: Part,
     before: &[ChangeHash],
     after: &[ChangeHash],
-) -> Option<Effect> {
+) -> Option<AuditEffect> {
     let copies_before = if before.is_empty() {
         Vec::new()
     } else {
@@ -862,8 +864,8 @@ fn record_effect(
     let copies_after = layout.copies(doc, &id, Some(after));
     match part {
         Part::Existence => match (copies_before.is_empty(), copies_after.is_empty()) {
-            (true, false) => Some(Effect::RecordCreated { record: id }),
-            (false, true) => Some(Effect::Other {
+            (true, false) => Some(AuditEffect::RecordCreated { record: id }),
+            (false, true) => Some(AuditEffect::Other {
                 path: format!("records.{id}"),
                 detail: "record removed without a tombstone".into(),
             }),
@@ -876,8 +878,8 @@ fn record_effect(
                     .any(|c| matches!(doc.get_at(c, DELETED, heads), Ok(Some(_))))
             };
             match (dead(&copies_before, before), dead(&copies_after, after)) {
-                (false, true) => Some(Effect::RecordDeleted { record: id }),
-                (true, false) => Some(Effect::Other {
+                (false, true) => Some(AuditEffect::RecordDeleted { record: id }),
+                (true, false) => Some(AuditEffect::Other {
                     path: format!("records.{id}.{DELETED}"),
                     detail: "tombstone removed".into(),
                 }),
@@ -888,7 +890,7 @@ fn record_effect(
             let ty = schema.schema.get(&field).map(|d| d.field_type);
             let old = field_at(doc, &copies_before, &field, ty, before);
             let new = field_at(doc, &copies_after, &field, ty, after);
-            (old != new).then_some(Effect::FieldSet {
+            (old != new).then_some(AuditEffect::FieldSet {
                 record: id,
                 field,
                 old,
@@ -904,7 +906,7 @@ fn field_at(
     doc: &AutoCommit,
     copies: &[ObjId],
     field: &str,
-    ty: Option<FieldType>,
+    ty: Option<FieldKind>,
     heads: &[ChangeHash],
 ) -> Option<Value> {
     copies.iter().find_map(|copy| {
@@ -925,7 +927,7 @@ fn field_at(
             scalar => doc::read_value(doc, &scalar, &id, ty)?,
         };
         let empty = matches!(&value, Value::Set(s) if s.is_empty())
-            || (ty == Some(FieldType::LongText) && value == Value::Text(String::new()));
+            || (ty == Some(FieldKind::LongText) && value == Value::Text(String::new()));
         (!empty).then_some(value)
     })
 }
@@ -1028,10 +1030,10 @@ mod tests {
 
     fn schema() -> Schema {
         Schema::new()
-            .field(FieldDef::new("name", FieldType::Text).required())
-            .field(FieldDef::new("port", FieldType::Integer))
-            .field(FieldDef::new("notes", FieldType::LongText))
-            .field(FieldDef::new("tags", FieldType::MultiSelect).options(["a", "b", "c"]))
+            .field(FieldDef::new("name", FieldKind::Text).required())
+            .field(FieldDef::new("port", FieldKind::Integer))
+            .field(FieldDef::new("notes", FieldKind::LongText))
+            .field(FieldDef::new("tags", FieldKind::MultiSelect).options(["a", "b", "c"]))
     }
 
     struct Setup {
@@ -1072,14 +1074,14 @@ mod tests {
         a.import(rb.export(&ra.heads()).unwrap()).unwrap();
         ra.delete("web").unwrap();
         ra.unset("svc", ["port"]).unwrap();
-        ra.set_schema(schema().field(FieldDef::new("owner", FieldType::Text)))
+        ra.set_schema(schema().field(FieldDef::new("owner", FieldKind::Text)))
             .unwrap();
         ra.set_member(b.public_key(), Role::Reader).unwrap();
         Setup { dir, a, b, ra, rb }
     }
 
-    fn field_set(record: &str, field: &str, old: Option<Value>, new: Option<Value>) -> Effect {
-        Effect::FieldSet {
+    fn field_set(record: &str, field: &str, old: Option<Value>, new: Option<Value>) -> AuditEffect {
+        AuditEffect::FieldSet {
             record: record.into(),
             field: field.into(),
             old,
@@ -1097,7 +1099,7 @@ mod tests {
     fn every_change_is_listed_with_author_alias_signature_and_effects() {
         let s = setup();
         let (alice, bob) = (s.a.public_key(), s.b.public_key());
-        let log = s.ra.audit(&AuditQuery::all()).unwrap();
+        let log = s.ra.audit(&AuditFilter::all()).unwrap();
         assert_eq!(log.len(), s.ra.change_count());
         assert!(log.windows(2).all(|w| w[0].position < w[1].position));
         assert!(log.iter().all(|e| e.signature == SignatureStatus::Valid));
@@ -1112,37 +1114,37 @@ mod tests {
         let genesis = &log[0].effects;
         assert_eq!(
             genesis[0],
-            Effect::RegistryCreated {
+            AuditEffect::RegistryCreated {
                 name: "services".into()
             }
         );
-        assert!(genesis.contains(&Effect::SchemaChanged {
+        assert!(genesis.contains(&AuditEffect::SchemaChanged {
             field: Some("port".into()),
             detail: "added (integer)".into()
         }));
-        assert!(genesis.contains(&Effect::MemberChanged {
+        assert!(genesis.contains(&AuditEffect::MemberChanged {
             key: alice,
             old: None,
             new: Some(Role::Admin)
         }));
 
-        let effects: Vec<&[Effect]> = log.iter().map(|e| e.effects.as_slice()).collect();
+        let effects: Vec<&[AuditEffect]> = log.iter().map(|e| e.effects.as_slice()).collect();
         let text = |t: &str| Some(Value::from(t));
         assert_eq!(
             effects[1..],
             [
-                &[Effect::MemberChanged {
+                &[AuditEffect::MemberChanged {
                     key: bob,
                     old: None,
                     new: Some(Role::Writer)
                 }][..],
-                &[Effect::AliasChanged {
+                &[AuditEffect::AliasChanged {
                     key: bob,
                     old: None,
                     new: Some("bob".into())
                 }],
                 &[
-                    Effect::RecordCreated {
+                    AuditEffect::RecordCreated {
                         record: "svc".into()
                     },
                     field_set("svc", "name", None, text("svc")),
@@ -1164,20 +1166,20 @@ mod tests {
                     Some(["a", "b"].into())
                 )],
                 &[
-                    Effect::RecordCreated {
+                    AuditEffect::RecordCreated {
                         record: "web".into()
                     },
                     field_set("web", "name", None, text("web")),
                 ],
-                &[Effect::RecordDeleted {
+                &[AuditEffect::RecordDeleted {
                     record: "web".into()
                 }],
                 &[field_set("svc", "port", Some(81.into()), None)],
-                &[Effect::SchemaChanged {
+                &[AuditEffect::SchemaChanged {
                     field: Some("owner".into()),
                     detail: "added (text)".into()
                 }],
-                &[Effect::MemberChanged {
+                &[AuditEffect::MemberChanged {
                     key: bob,
                     old: Some(Role::Writer),
                     new: Some(Role::Reader)
@@ -1195,9 +1197,9 @@ mod tests {
     fn filters_by_record_author_and_time() {
         let s = setup();
         let bob = s.b.public_key();
-        let all = s.ra.audit(&AuditQuery::all()).unwrap();
+        let all = s.ra.audit(&AuditFilter::all()).unwrap();
 
-        let web = s.ra.audit(&AuditQuery::all().record("web")).unwrap();
+        let web = s.ra.audit(&AuditFilter::all().record("web")).unwrap();
         let kinds: Vec<String> = web.iter().map(|e| e.effects[0].to_string()).collect();
         assert_eq!(kinds, ["created web", "deleted web"]);
         assert!(
@@ -1206,23 +1208,23 @@ mod tests {
                 .all(|f| f.record() == Some("web"))
         );
 
-        let bobs = s.ra.audit(&AuditQuery::all().author(bob)).unwrap();
+        let bobs = s.ra.audit(&AuditFilter::all().author(bob)).unwrap();
         assert_eq!(bobs.len(), 4);
         assert!(bobs.iter().all(|e| e.author == bob));
         let bobs_svc =
-            s.ra.audit(&AuditQuery::all().author(bob).record("svc"))
+            s.ra.audit(&AuditFilter::all().author(bob).record("svc"))
                 .unwrap();
         assert_eq!(bobs_svc.len(), 3);
 
         // Hybrid-logical-clock times grow along this causal chain.
         assert!(all.windows(2).all(|w| w[0].time < w[1].time));
         let t = all[5].time;
-        let since = s.ra.audit(&AuditQuery::all().since(t)).unwrap();
-        let until = s.ra.audit(&AuditQuery::all().until(t)).unwrap();
+        let since = s.ra.audit(&AuditFilter::all().since(t)).unwrap();
+        let until = s.ra.audit(&AuditFilter::all().until(t)).unwrap();
         assert_eq!(since, all[5..]);
         assert_eq!(until, all[..5]);
         let one =
-            s.ra.audit(&AuditQuery::all().since(t).until(t + 1))
+            s.ra.audit(&AuditFilter::all().since(t).until(t + 1))
                 .unwrap();
         assert_eq!(one, all[5..6]);
     }
@@ -1230,18 +1232,18 @@ mod tests {
     #[test]
     fn compaction_reopening_and_the_other_replica_tell_the_same_history() {
         let s = setup();
-        let before = s.ra.audit(&AuditQuery::all()).unwrap();
+        let before = s.ra.audit(&AuditFilter::all()).unwrap();
         s.ra.compact().unwrap();
-        assert_eq!(s.ra.audit(&AuditQuery::all()).unwrap(), before);
+        assert_eq!(s.ra.audit(&AuditFilter::all()).unwrap(), before);
         let path = s.a.path().to_owned();
         let reopened = Replica::open(&path).unwrap();
         let again = reopened.registry("services").unwrap();
-        assert_eq!(again.audit(&AuditQuery::all()).unwrap(), before);
+        assert_eq!(again.audit(&AuditFilter::all()).unwrap(), before);
 
         // Bob's replica accepted the changes in another order, so its
         // positions differ, but each change did the same there.
         s.b.import(s.ra.export(&s.rb.heads()).unwrap()).unwrap();
-        let theirs = s.rb.audit(&AuditQuery::all()).unwrap();
+        let theirs = s.rb.audit(&AuditFilter::all()).unwrap();
         let key = |e: &AuditEntry| (e.change, e.author, e.alias.clone(), e.effects.clone());
         let mut ours: Vec<_> = before.iter().map(key).collect();
         let mut bobs: Vec<_> = theirs.iter().map(key).collect();
@@ -1254,7 +1256,7 @@ mod tests {
     #[test]
     fn altered_or_removed_signatures_are_flagged_per_change() {
         let s = setup();
-        let log = s.ra.audit(&AuditQuery::all()).unwrap();
+        let log = s.ra.audit(&AuditFilter::all()).unwrap();
         // Bob's port write gets the signature of his next change.
         let stolen = s.ra.export(&[]).unwrap();
         let next = stolen
@@ -1283,7 +1285,7 @@ mod tests {
         );
         sql(&s, "DELETE FROM changes WHERE hash = ?1", &log[10].change);
 
-        let now = s.ra.audit(&AuditQuery::all()).unwrap();
+        let now = s.ra.audit(&AuditFilter::all()).unwrap();
         assert_eq!(now.len(), log.len());
         let status = |h: &ChangeHash| now.iter().find(|e| e.change == *h).unwrap().signature;
         use SignatureStatus::*;
@@ -1319,11 +1321,11 @@ mod tests {
         s.a.import(s.rb.export(&s.ra.heads()).unwrap()).unwrap();
         s.ra.put(Some("svc"), [("port", 92)]).unwrap();
 
-        let svc = s.ra.audit(&AuditQuery::all().record("svc")).unwrap();
-        let last: Vec<&Effect> = svc[svc.len() - 3..].iter().map(|e| &e.effects[0]).collect();
+        let svc = s.ra.audit(&AuditFilter::all().record("svc")).unwrap();
+        let last: Vec<&AuditEffect> = svc[svc.len() - 3..].iter().map(|e| &e.effects[0]).collect();
         assert_eq!(last[0], &field_set("svc", "port", None, Some(90.into())));
         assert_eq!(last[1], &field_set("svc", "port", None, Some(91.into())));
-        let Effect::FieldSet { old, new, .. } = last[2] else {
+        let AuditEffect::FieldSet { old, new, .. } = last[2] else {
             panic!("{last:?}")
         };
         assert!(matches!(old, Some(Value::Integer(90 | 91))), "{old:?}");
@@ -1333,7 +1335,7 @@ mod tests {
     #[test]
     fn entries_export_as_json_lines() {
         let s = setup();
-        let log = s.ra.audit(&AuditQuery::all().record("svc")).unwrap();
+        let log = s.ra.audit(&AuditFilter::all().record("svc")).unwrap();
         let mut out = Vec::new();
         export_jsonl(&log, &mut out).unwrap();
         let lines: Vec<serde_json::Value> = String::from_utf8(out)

@@ -9,13 +9,15 @@
 //! bundle with any bad signature, forged author or unauthorised change is
 //! refused whole.
 //!
-//! A registry can also be mirrored to an external table through an
-//! [`Adapter`] (Postgres behind the `postgres` feature, a Google Sheet
-//! behind the `sheets` feature, or the in-memory [`MemoryAdapter`]): [`Replica::add_binding`] stores the binding and
-//! [`Replica::sync_binding`] runs Fetch → Diff → Validate → Resolve → Apply,
-//! or only plans it with [`AdapterSyncOptions::dry_run`].
+//! A registry can also be mirrored to an external target through an
+//! [`Adapter`]: the in-memory [`MemoryAdapter`] here, and Postgres, Notion
+//! and Google Sheets in their own crates (`chittysync-postgres`,
+//! `chittysync-notion`, `chittysync-sheets`; `chittysync-adapters` ships all
+//! three as [`AdapterKinds`]). [`Replica::add_binding`] stores the binding
+//! and [`Replica::run_mirror`] runs Fetch → Diff → Validate → Resolve →
+//! Apply, or only plans it with [`MirrorOptions::dry_run`].
 //!
-//! Replicas also sync over the network ([`Replica::sync_with`],
+//! Replicas also sync with peers over the network ([`Replica::sync_peer`],
 //! [`Replica::serve`], [`Replica::watch`]): connections are mutually
 //! authenticated by the replicas' keys and encrypted (Noise), every message
 //! is a signed envelope, Automerge's sync protocol finds what each side
@@ -25,12 +27,12 @@
 //!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use chittysync::{FieldDef, FieldType, Replica, Role, Schema};
+//! use chittysync::{FieldDef, FieldKind, Replica, Role, Schema};
 //! let dir = tempfile::tempdir()?;
 //! let alice = Replica::open(dir.path().join("alice.db"))?;
 //! let bob = Replica::open(dir.path().join("bob.db"))?;
 //!
-//! let schema = Schema::new().field(FieldDef::new("name", FieldType::Text).required());
+//! let schema = Schema::new().field(FieldDef::new("name", FieldKind::Text).required());
 //! let services = alice.create_registry("services", schema)?;
 //! services.set_member(bob.public_key(), Role::Writer)?;
 //! services.put(None, [("name", "billing")])?;
@@ -47,59 +49,50 @@
 //! # Ok(()) }
 //! ```
 
-mod adapters;
 mod audit;
-mod engine;
 mod error;
 mod exchange;
 mod identity;
+mod mirror;
+mod peer;
 mod registry;
 mod replica;
 mod schema;
 mod store;
-mod sync;
 mod trust;
 mod value;
 
-pub use adapters::memory::MemoryAdapter;
-#[cfg(feature = "notion")]
-pub use adapters::notion::{NotionAdapter, NotionOptions};
-#[cfg(feature = "postgres")]
-pub use adapters::postgres::{PostgresAdapter, PostgresOptions};
-#[cfg(feature = "sheets")]
-pub use adapters::sheets::{SheetsAdapter, SheetsOptions};
-pub use adapters::{
-    Adapter, AdapterError, BoxFuture, ChangeTracking, ColumnSpec, Fetched, RemoteColumn, RemoteRow,
-    RemoteTable, RowError, RowOp, RowResult, TableSpec,
-};
-pub use audit::{AuditEntry, AuditQuery, Effect, SignatureStatus, export_jsonl};
+pub use audit::{AuditEffect, AuditEntry, AuditFilter, SignatureStatus, export_jsonl};
 pub use automerge::ChangeHash;
-#[cfg(feature = "conformance")]
-pub use engine::conformance;
-pub use engine::{
-    Action, AdapterBinding, AdapterProgress, AdapterSyncOptions, AdapterSyncReport, BindingAdded,
-    Direction, EngineError, FieldChange, FieldConflict, InvalidRow, RowFailure, RowPlan, Side,
-    Stage, SyncPlan,
-};
 pub use error::{
     ExportError, ImportError, LookupError, OpenError, ProveError, StoreError, WriteError,
 };
 pub use exchange::{Bundle, ImportReport};
 pub use identity::{Identity, IdentityError, PublicKey};
+#[cfg(any(test, feature = "conformance"))]
+pub use mirror::conformance;
+pub use mirror::{
+    Action, Adapter, AdapterBinding, AdapterError, AdapterKind, AdapterKinds, BindingAdded,
+    BoxFuture, ChangeTracking, ColumnSpec, Connect, Direction, Fetched, FieldChange, FieldConflict,
+    InvalidRow, MemoryAdapter, MirrorError, MirrorOptions, MirrorPlan, MirrorProgress,
+    MirrorReport, RemoteColumn, RemoteRow, RemoteTable, RowError, RowFailure, RowOp, RowPlan,
+    RowResult, SettingSpec, Side, Stage, TableSpec,
+};
+pub use peer::{
+    ChangeSubscription, Hub, HubEvent, Peer, PeerError, PeerOptions, PeerRegistryReport,
+    PeerReport, Progress, ProgressFn, RemoteChanges, ServeOptions, Watch, WatchEvent,
+};
 pub use registry::{
     Candidate, Conflict, Member, Query, Record, Registry, RegistryId, RegistryInfo, Role,
     Tombstone, Writer,
 };
 pub use replica::{JournalEntry, Replica};
 pub use schema::{
-    ConflictPolicy, FieldDef, FieldType, RecordRule, Rule, Schema, SchemaError, ValidationError,
-};
-pub use sync::{
-    ChangeSubscription, Hub, HubEvent, Peer, Progress, ProgressFn, RegistrySync, RemoteChanges,
-    ServeOptions, SyncError, SyncOptions, SyncReport, Watch, WatchEvent,
+    ConflictPolicy, FieldDef, FieldKind, RecordRule, Rule, Schema, SchemaError, ValidationError,
+    coerce,
 };
 pub use trust::SignedChange;
-pub use trust::attest::{Attestation, Status};
+pub use trust::attest::{Attestation, AttestationStatus};
 pub use trust::tlog::{Checkpoint, ConsistencyProof, InclusionProof, LogError};
 pub use trust::verify::{RegistryReport, VerifyError, VerifyReport};
 pub use value::Value;

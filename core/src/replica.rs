@@ -42,7 +42,7 @@ pub(crate) struct Shared {
     open: Mutex<HashMap<RegistryId, Arc<Mutex<DocState>>>>,
     path: PathBuf,
     /// Changes received from peers, for subscribers.
-    pub(crate) remote_changes: tokio::sync::broadcast::Sender<crate::sync::RemoteChanges>,
+    pub(crate) remote_changes: tokio::sync::broadcast::Sender<crate::peer::RemoteChanges>,
 }
 
 impl Shared {
@@ -59,12 +59,12 @@ impl Shared {
 ///
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// use chittysync::{FieldDef, FieldType, Replica, Schema};
+/// use chittysync::{FieldDef, FieldKind, Replica, Schema};
 /// let dir = tempfile::tempdir()?;
 /// let replica = Replica::open(dir.path().join("replica.db"))?;
 /// let schema = Schema::new()
-///     .field(FieldDef::new("name", FieldType::Text).required().unique())
-///     .field(FieldDef::new("port", FieldType::Integer));
+///     .field(FieldDef::new("name", FieldKind::Text).required().unique())
+///     .field(FieldDef::new("port", FieldKind::Integer));
 /// let services = replica.create_registry("services", schema)?;
 /// let id = services.put(None, [("name", "billing"), ("port", "8080")])?;
 /// assert_eq!(services.get(&id).unwrap().get("port"), Some(&8080.into()));
@@ -493,11 +493,11 @@ impl Replica {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::{FieldDef, FieldType};
+    use crate::schema::{FieldDef, FieldKind};
 
     fn replica_with_writes(dir: &Path, n: usize) -> (Replica, Registry) {
         let replica = Replica::open(dir.join("r.db")).unwrap();
-        let schema = Schema::new().field(FieldDef::new("name", FieldType::Text));
+        let schema = Schema::new().field(FieldDef::new("name", FieldKind::Text));
         let reg = replica.create_registry("r", schema).unwrap();
         for i in 0..n {
             reg.put(None, [("name", format!("n{i}"))]).unwrap();

@@ -14,7 +14,7 @@ use crate::value::Value;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
-pub enum FieldType {
+pub enum FieldKind {
     /// A short string, replaced whole on each write.
     Text,
     /// A long string that merges character by character (Automerge text).
@@ -47,28 +47,28 @@ pub enum FieldType {
     Json,
 }
 
-impl FieldType {
+impl FieldKind {
     /// The name used in schema files.
     pub fn name(self) -> &'static str {
         match self {
-            FieldType::Text => "text",
-            FieldType::LongText => "long_text",
-            FieldType::Integer => "integer",
-            FieldType::Decimal => "decimal",
-            FieldType::Bool => "bool",
-            FieldType::Date => "date",
-            FieldType::Datetime => "datetime",
-            FieldType::Select => "select",
-            FieldType::MultiSelect => "multi_select",
-            FieldType::Url => "url",
-            FieldType::Email => "email",
-            FieldType::Reference => "reference",
-            FieldType::Json => "json",
+            FieldKind::Text => "text",
+            FieldKind::LongText => "long_text",
+            FieldKind::Integer => "integer",
+            FieldKind::Decimal => "decimal",
+            FieldKind::Bool => "bool",
+            FieldKind::Date => "date",
+            FieldKind::Datetime => "datetime",
+            FieldKind::Select => "select",
+            FieldKind::MultiSelect => "multi_select",
+            FieldKind::Url => "url",
+            FieldKind::Email => "email",
+            FieldKind::Reference => "reference",
+            FieldKind::Json => "json",
         }
     }
 }
 
-impl fmt::Display for FieldType {
+impl fmt::Display for FieldKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
@@ -130,7 +130,7 @@ pub struct FieldDef {
     pub name: String,
     /// What the field holds.
     #[serde(rename = "type")]
-    pub field_type: FieldType,
+    pub field_type: FieldKind,
     /// Every live record must have a value.
     #[serde(default, skip_serializing_if = "is_false")]
     pub required: bool,
@@ -163,7 +163,7 @@ fn is_false(b: &bool) -> bool {
 
 impl FieldDef {
     /// A field of the given name and type with no rules.
-    pub fn new(name: impl Into<String>, field_type: FieldType) -> Self {
+    pub fn new(name: impl Into<String>, field_type: FieldKind) -> Self {
         FieldDef {
             name: name.into(),
             field_type,
@@ -361,7 +361,7 @@ impl Schema {
             if !seen.insert(f.name.as_str()) {
                 return Err(bad("defined twice".into()));
             }
-            let wants_options = matches!(f.field_type, FieldType::Select | FieldType::MultiSelect);
+            let wants_options = matches!(f.field_type, FieldKind::Select | FieldKind::MultiSelect);
             if wants_options && f.options.is_empty() {
                 return Err(bad(format!("a {} field needs options", f.field_type)));
             }
@@ -377,7 +377,7 @@ impl Schema {
             {
                 return Err(bad(format!("min {min} is greater than max {max}")));
             }
-            if f.unique && matches!(f.field_type, FieldType::LongText | FieldType::MultiSelect) {
+            if f.unique && matches!(f.field_type, FieldKind::LongText | FieldKind::MultiSelect) {
                 return Err(bad(format!("a {} field cannot be unique", f.field_type)));
             }
         }
@@ -440,7 +440,7 @@ pub enum Rule {
     /// The value is not of the field's type.
     Type {
         /// The field's type.
-        expected: FieldType,
+        expected: FieldKind,
         /// Why it does not fit.
         reason: String,
     },
@@ -529,7 +529,7 @@ impl CompiledSchema {
         let measure = match value {
             Value::Integer(i) => Some(*i as f64),
             Value::Decimal(d) => d.parse::<f64>().ok(),
-            Value::Text(t) if !matches!(def.field_type, FieldType::Date | FieldType::Datetime) => {
+            Value::Text(t) if !matches!(def.field_type, FieldKind::Date | FieldKind::Datetime) => {
                 Some(t.chars().count() as f64)
             }
             Value::Set(s) => Some(s.len() as f64),
@@ -545,7 +545,7 @@ impl CompiledSchema {
         }
         match value {
             Value::Text(t)
-                if def.field_type == FieldType::Select && !def.options.iter().any(|o| o == t) =>
+                if def.field_type == FieldKind::Select && !def.options.iter().any(|o| o == t) =>
             {
                 return Err(Rule::Options {
                     allowed: def.options.clone(),
@@ -567,7 +567,7 @@ impl CompiledSchema {
     }
 }
 
-fn type_err(expected: FieldType, reason: impl Into<String>) -> Rule {
+fn type_err(expected: FieldKind, reason: impl Into<String>) -> Rule {
     Rule::Type {
         expected,
         reason: reason.into(),
@@ -575,8 +575,8 @@ fn type_err(expected: FieldType, reason: impl Into<String>) -> Rule {
 }
 
 /// Converts a value to the representation of `ty`, where that is lossless.
-pub(crate) fn coerce(ty: FieldType, value: Value) -> Result<Value, Rule> {
-    use FieldType as T;
+pub fn coerce(ty: FieldKind, value: Value) -> Result<Value, Rule> {
+    use FieldKind as T;
     match (ty, value) {
         (T::Text | T::LongText | T::Select | T::Reference, Value::Text(t)) => {
             if ty == T::Reference && t.trim().is_empty() {
@@ -703,19 +703,19 @@ mod tests {
         CompiledSchema::new(
             Schema::new()
                 .field(
-                    FieldDef::new("name", FieldType::Text)
+                    FieldDef::new("name", FieldKind::Text)
                         .required()
                         .pattern("[a-z-]+"),
                 )
-                .field(FieldDef::new("port", FieldType::Integer).range(Some(1.0), Some(65535.0)))
-                .field(FieldDef::new("tier", FieldType::Select).options(["gold", "silver"]))
-                .field(FieldDef::new("tags", FieldType::MultiSelect).options(["a", "b"]))
-                .field(FieldDef::new("price", FieldType::Decimal))
-                .field(FieldDef::new("at", FieldType::Datetime))
-                .field(FieldDef::new("on", FieldType::Date))
-                .field(FieldDef::new("home", FieldType::Url))
-                .field(FieldDef::new("owner", FieldType::Email))
-                .field(FieldDef::new("meta", FieldType::Json)),
+                .field(FieldDef::new("port", FieldKind::Integer).range(Some(1.0), Some(65535.0)))
+                .field(FieldDef::new("tier", FieldKind::Select).options(["gold", "silver"]))
+                .field(FieldDef::new("tags", FieldKind::MultiSelect).options(["a", "b"]))
+                .field(FieldDef::new("price", FieldKind::Decimal))
+                .field(FieldDef::new("at", FieldKind::Datetime))
+                .field(FieldDef::new("on", FieldKind::Date))
+                .field(FieldDef::new("home", FieldKind::Url))
+                .field(FieldDef::new("owner", FieldKind::Email))
+                .field(FieldDef::new("meta", FieldKind::Json)),
         )
     }
 

@@ -5,7 +5,7 @@ use std::fmt;
 
 /// The value of one field of a record.
 ///
-/// Which variant a field holds follows its [`FieldType`](crate::FieldType):
+/// Which variant a field holds follows its [`FieldKind`](crate::FieldKind):
 /// text-like types (text, long text, select, url, email, reference, date,
 /// datetime) are [`Value::Text`]; integers [`Value::Integer`]; decimals
 /// [`Value::Decimal`] in canonical form (`"12.5"`, never a float); multi-select

@@ -1,7 +1,7 @@
 //! Adapter bindings and sync runs: Postgres bindings stored in the replica,
 //! the in-memory table, and adapters written in the foreign language — all
 //! driven by the same Rust sync engine (plan, dry run, conflict policies,
-//! provenance, snapshots).
+//! provenance, merge bases).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -112,7 +112,7 @@ impl BindingSpec {
             name: b.name,
             registry: b.registry,
             kind: b.kind,
-            table: b.table,
+            table: b.target,
             id_column: b.id_column,
             mapping: b.mapping.into_iter().collect(),
             key_field: b.key_field,
@@ -152,12 +152,12 @@ pub struct SyncSettings {
     pub full: bool,
 }
 
-impl From<SyncSettings> for core::AdapterSyncOptions {
+impl From<SyncSettings> for core::MirrorOptions {
     fn from(s: SyncSettings) -> Self {
         let mut o = match s.direction.unwrap_or(SyncDirection::Both) {
-            SyncDirection::Push => core::AdapterSyncOptions::push(),
-            SyncDirection::Pull => core::AdapterSyncOptions::pull(),
-            SyncDirection::Both => core::AdapterSyncOptions::sync(),
+            SyncDirection::Push => core::MirrorOptions::push(),
+            SyncDirection::Pull => core::MirrorOptions::pull(),
+            SyncDirection::Both => core::MirrorOptions::sync(),
         };
         if s.dry_run {
             o = o.dry_run();
@@ -188,8 +188,8 @@ pub struct SyncOutcome {
     pub report_json: String,
 }
 
-impl From<core::AdapterSyncReport> for SyncOutcome {
-    fn from(r: core::AdapterSyncReport) -> Self {
+impl From<core::MirrorReport> for SyncOutcome {
+    fn from(r: core::MirrorReport) -> Self {
         SyncOutcome {
             dry_run: r.dry_run,
             applied: r.applied as u64,
@@ -218,7 +218,7 @@ pub trait ProgressListener: Send + Sync {
 // does not lower in the Node runtime (the wrappers pass a silent one).
 struct Progress(Arc<dyn ProgressListener>);
 
-impl core::AdapterProgress for Progress {
+impl core::MirrorProgress for Progress {
     fn stage(&self, stage: core::Stage, total: u64) {
         self.0.stage(stage.label().to_owned(), total);
     }
@@ -238,6 +238,11 @@ pub struct RemoteRow {
     /// When the row last changed (ms since the epoch), if known.
     #[uniffi(default = None)]
     pub modified_at: Option<i64>,
+    /// Why the row cannot be read as a record, if the adapter can tell it
+    /// is broken (reported invalid with this reason on every run until
+    /// fixed; neither mirrored nor taken as deleted).
+    #[uniffi(default = None)]
+    pub invalid: Option<String>,
 }
 
 /// What a foreign adapter's fetch returns.
@@ -405,10 +410,12 @@ impl Adapter for Bridge {
                 rows: f
                     .rows
                     .into_iter()
-                    .map(|r| core::RemoteRow {
-                        id: r.id,
-                        fields: values(r.fields),
-                        modified_at: r.modified_at,
+                    .map(|r| {
+                        match r.invalid {
+                            Some(reason) => core::RemoteRow::invalid(r.id, reason),
+                            None => core::RemoteRow::new(r.id, values(r.fields)),
+                        }
+                        .modified_at(r.modified_at)
                     })
                     .collect(),
                 deleted: f.deleted,
@@ -524,6 +531,7 @@ impl MemoryTable {
                 id,
                 fields: fields.into_iter().map(|(k, v)| (k, v.into())).collect(),
                 modified_at: None,
+                invalid: None,
             })
             .collect()
     }
@@ -588,7 +596,10 @@ impl Replica {
         name: String,
         create: bool,
     ) -> Result<RemoteTableInfo, ChittyError> {
-        let adapter = self.core().connect_binding(&name).await?;
+        let adapter = self
+            .core()
+            .connect_binding(&name, &chittysync_adapters::kinds())
+            .await?;
         let table = adapter
             .prepare(create)
             .await
@@ -609,16 +620,18 @@ impl Replica {
 
     /// Runs a stored Postgres binding once: plan, then (unless a dry run)
     /// the writes on both sides.
-    pub async fn sync_binding(
+    pub async fn run_mirror(
         &self,
         name: String,
         settings: SyncSettings,
         progress: Arc<dyn ProgressListener>,
     ) -> Result<SyncOutcome, ChittyError> {
         let replica = self.core();
-        let adapter = replica.connect_binding(&name).await?;
+        let adapter = replica
+            .connect_binding(&name, &chittysync_adapters::kinds())
+            .await?;
         let report = replica
-            .sync_binding(
+            .run_mirror(
                 &name,
                 adapter.as_ref(),
                 &settings.into(),
@@ -640,7 +653,7 @@ impl Replica {
         let bridge = Bridge::new(adapter);
         let report = self
             .core()
-            .sync_binding(&name, &bridge, &settings.into(), &Progress(progress))
+            .run_mirror(&name, &bridge, &settings.into(), &Progress(progress))
             .await?;
         Ok(report.into())
     }
@@ -655,7 +668,7 @@ impl Replica {
     ) -> Result<SyncOutcome, ChittyError> {
         let report = self
             .core()
-            .sync_binding(&name, &table.inner, &settings.into(), &Progress(progress))
+            .run_mirror(&name, &table.inner, &settings.into(), &Progress(progress))
             .await?;
         Ok(report.into())
     }

@@ -3,7 +3,7 @@
 //! failed and what to do) and the fields a program may branch on.
 
 use chittysync::{
-    EngineError, ExportError, ImportError, LookupError, OpenError, StoreError, SyncError,
+    ExportError, ImportError, LookupError, MirrorError, OpenError, PeerError, StoreError,
     VerifyError, WriteError,
 };
 
@@ -154,28 +154,28 @@ impl From<VerifyError> for ChittyError {
     }
 }
 
-impl From<EngineError> for ChittyError {
-    fn from(e: EngineError) -> Self {
+impl From<MirrorError> for ChittyError {
+    fn from(e: MirrorError) -> Self {
         let message = e.to_string();
         match e {
-            EngineError::Write(w) => w.into(),
-            EngineError::Lookup(l) => l.into(),
-            EngineError::Store(_) => ChittyError::Store { message },
-            EngineError::TooManyDeletes { .. } => ChittyError::TooManyDeletes { message },
-            EngineError::NotWriter { .. } => ChittyError::NotPermitted { message },
-            EngineError::NoBinding { .. } => ChittyError::NotFound { message },
-            EngineError::Identity(_) => ChittyError::Store { message },
+            MirrorError::Write(w) => w.into(),
+            MirrorError::Lookup(l) => l.into(),
+            MirrorError::Store(_) => ChittyError::Store { message },
+            MirrorError::TooManyDeletes { .. } => ChittyError::TooManyDeletes { message },
+            MirrorError::NotWriter { .. } => ChittyError::NotPermitted { message },
+            MirrorError::NoBinding { .. } => ChittyError::NotFound { message },
+            MirrorError::Identity(_) => ChittyError::Store { message },
             _ => ChittyError::Adapter { message },
         }
     }
 }
 
-impl From<SyncError> for ChittyError {
-    fn from(e: SyncError) -> Self {
+impl From<PeerError> for ChittyError {
+    fn from(e: PeerError) -> Self {
         let message = e.to_string();
         match e {
-            SyncError::Store(_) => ChittyError::Store { message },
-            SyncError::Refused { .. } | SyncError::RefusedByPeer { .. } => {
+            PeerError::Store(_) => ChittyError::Store { message },
+            PeerError::Refused { .. } | PeerError::RefusedByPeer { .. } => {
                 ChittyError::Refused { message }
             }
             _ => ChittyError::Network { message },

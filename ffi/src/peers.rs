@@ -40,8 +40,8 @@ pub struct PeerSyncSummary {
     pub duration_ms: u64,
 }
 
-impl From<core::SyncReport> for PeerSyncSummary {
-    fn from(r: core::SyncReport) -> Self {
+impl From<core::PeerReport> for PeerSyncSummary {
+    fn from(r: core::PeerReport) -> Self {
         PeerSyncSummary {
             peer: r.peer.to_string(),
             registries: r
@@ -139,7 +139,7 @@ impl Replica {
     /// `key`, the peer must prove that key; without it, the key it proves
     /// first is pinned for its address (trust on first use). `registries`
     /// limits the round to those (empty: every registry shared with it).
-    pub async fn sync_with(
+    pub async fn sync_peer(
         &self,
         address: String,
         key: Option<String>,
@@ -150,12 +150,12 @@ impl Replica {
         if let Some(k) = key {
             peer = peer.with_key(public_key(&k)?);
         }
-        let options = core::SyncOptions {
+        let options = core::PeerOptions {
             registries,
             timeout: Duration::from_secs(timeout_secs.unwrap_or(60)),
-            ..core::SyncOptions::default()
+            ..core::PeerOptions::default()
         };
-        Ok(self.core().sync_with(&peer, &options).await?.into())
+        Ok(self.core().sync_peer(&peer, &options).await?.into())
     }
 
     /// Serves this replica's registries at `address` (`host:port`; port 0

@@ -98,7 +98,7 @@ impl Registry {
                 // A json field keeps its JSON as given (an array of strings
                 // would otherwise read as a set of options).
                 let value = match schema.get(&name).map(|d| d.field_type) {
-                    Some(core::FieldType::Json) => core::Value::Json(v.to_string()),
+                    Some(core::FieldKind::Json) => core::Value::Json(v.to_string()),
                     _ => core::Value::from_json(&v),
                 };
                 fields.push((name, value));

@@ -104,9 +104,9 @@ pub enum FieldKind {
     Json,
 }
 
-impl From<FieldKind> for core::FieldType {
+impl From<FieldKind> for core::FieldKind {
     fn from(k: FieldKind) -> Self {
-        use core::FieldType as T;
+        use core::FieldKind as T;
         match k {
             FieldKind::Text => T::Text,
             FieldKind::LongText => T::LongText,
@@ -435,13 +435,13 @@ pub enum AuditEffect {
     },
 }
 
-impl From<core::Effect> for AuditEffect {
-    fn from(e: core::Effect) -> Self {
+impl From<core::AuditEffect> for AuditEffect {
+    fn from(e: core::AuditEffect) -> Self {
         match e {
-            core::Effect::RegistryCreated { name } => AuditEffect::RegistryCreated { name },
-            core::Effect::RecordCreated { record } => AuditEffect::RecordCreated { record },
-            core::Effect::RecordDeleted { record } => AuditEffect::RecordDeleted { record },
-            core::Effect::FieldSet {
+            core::AuditEffect::RegistryCreated { name } => AuditEffect::RegistryCreated { name },
+            core::AuditEffect::RecordCreated { record } => AuditEffect::RecordCreated { record },
+            core::AuditEffect::RecordDeleted { record } => AuditEffect::RecordDeleted { record },
+            core::AuditEffect::FieldSet {
                 record,
                 field,
                 old,
@@ -452,10 +452,10 @@ impl From<core::Effect> for AuditEffect {
                 old: old.map(Into::into),
                 new: new.map(Into::into),
             },
-            core::Effect::SchemaChanged { field, detail } => {
+            core::AuditEffect::SchemaChanged { field, detail } => {
                 AuditEffect::SchemaChanged { field, detail }
             }
-            core::Effect::MemberChanged { key, old, new } => AuditEffect::MemberChanged {
+            core::AuditEffect::MemberChanged { key, old, new } => AuditEffect::MemberChanged {
                 key: key.to_string(),
                 old: old.map(Into::into),
                 new: new.map(Into::into),
@@ -524,11 +524,11 @@ pub struct AuditFilter {
     pub until: Option<i64>,
 }
 
-impl TryFrom<AuditFilter> for core::AuditQuery {
+impl TryFrom<AuditFilter> for core::AuditFilter {
     type Error = ChittyError;
 
     fn try_from(f: AuditFilter) -> Result<Self, ChittyError> {
-        let mut q = core::AuditQuery::all();
+        let mut q = core::AuditFilter::all();
         if let Some(r) = f.record {
             q = q.record(r);
         }
@@ -564,8 +564,8 @@ pub struct AttestationStatus {
     pub attested: bool,
 }
 
-impl From<core::Status> for AttestationStatus {
-    fn from(s: core::Status) -> Self {
+impl From<core::AttestationStatus> for AttestationStatus {
+    fn from(s: core::AttestationStatus) -> Self {
         AttestationStatus {
             attested: s.attested(),
             heads: s.heads.iter().map(ToString::to_string).collect(),

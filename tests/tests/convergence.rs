@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use chittysync::{
-    ConflictPolicy, FieldDef, FieldType, Query, Registry, Replica, Role, Schema, Value,
+    ConflictPolicy, FieldDef, FieldKind, Query, Registry, Replica, Role, Schema, Value,
 };
 use common::{observe, replica};
 use proptest::prelude::*;
@@ -15,10 +15,10 @@ const FIELDS: [&str; 4] = ["name", "n", "tags", "notes"];
 
 fn schema(policy: ConflictPolicy) -> Schema {
     Schema::new()
-        .field(FieldDef::new("name", FieldType::Text))
-        .field(FieldDef::new("n", FieldType::Integer))
-        .field(FieldDef::new("tags", FieldType::MultiSelect).options(["a", "b", "c"]))
-        .field(FieldDef::new("notes", FieldType::LongText))
+        .field(FieldDef::new("name", FieldKind::Text))
+        .field(FieldDef::new("n", FieldKind::Integer))
+        .field(FieldDef::new("tags", FieldKind::MultiSelect).options(["a", "b", "c"]))
+        .field(FieldDef::new("notes", FieldKind::LongText))
         .conflict_policy(policy)
 }
 

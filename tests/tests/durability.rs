@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
-use chittysync::{FieldDef, FieldType, Query, Registry, Replica, Role, Schema, Value};
+use chittysync::{FieldDef, FieldKind, Query, Registry, Replica, Role, Schema, Value};
 use common::observe;
 
 /// Tells the child process which store to write to.
@@ -15,9 +15,9 @@ const DB_ENV: &str = "CHITTYSYNC_TEST_DURABILITY_DB";
 
 fn schema() -> Schema {
     Schema::new()
-        .field(FieldDef::new("n", FieldType::Integer).required())
-        .field(FieldDef::new("note", FieldType::Text))
-        .field(FieldDef::new("body", FieldType::LongText))
+        .field(FieldDef::new("n", FieldKind::Integer).required())
+        .field(FieldDef::new("note", FieldKind::Text))
+        .field(FieldDef::new("body", FieldKind::LongText))
 }
 
 /// Not a test on its own: `acknowledged_writes_survive_sigkill` runs this

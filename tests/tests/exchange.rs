@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 
 use chittysync::{
-    Bundle, ConflictPolicy, FieldDef, FieldType, ImportError, Query, Registry, Replica, Role, Rule,
+    Bundle, ConflictPolicy, FieldDef, FieldKind, ImportError, Query, Registry, Replica, Role, Rule,
     Schema, Value, WriteError,
 };
 use common::{observe, replica, send_file};
@@ -14,10 +14,10 @@ use tempfile::TempDir;
 
 fn services_schema() -> Schema {
     Schema::new()
-        .field(FieldDef::new("name", FieldType::Text).required())
-        .field(FieldDef::new("port", FieldType::Integer).range(Some(1.0), Some(65535.0)))
-        .field(FieldDef::new("owner", FieldType::Email))
-        .field(FieldDef::new("tier", FieldType::Select).options(["gold", "silver"]))
+        .field(FieldDef::new("name", FieldKind::Text).required())
+        .field(FieldDef::new("port", FieldKind::Integer).range(Some(1.0), Some(65535.0)))
+        .field(FieldDef::new("owner", FieldKind::Email))
+        .field(FieldDef::new("tier", FieldKind::Select).options(["gold", "silver"]))
 }
 
 /// Replica A creates `services` and makes B a writer; B gets it via a file.
@@ -342,7 +342,7 @@ fn writers_cannot_change_members_or_schema() {
         Some("writer"),
         "admin",
     );
-    let wider = services_schema().field(FieldDef::new("notes", FieldType::Text));
+    let wider = services_schema().field(FieldDef::new("notes", FieldKind::Text));
     assert_not_permitted(p.rb.set_schema(wider).unwrap_err(), Some("writer"), "admin");
     assert_eq!(observe(&p.rb), before);
     // The admin's view did not move either.
@@ -435,9 +435,9 @@ fn schema_changes_add_fields_and_options_and_replicate() {
     );
 
     let mut wider =
-        services_schema().field(FieldDef::new("region", FieldType::Select).options(["eu", "us"]));
+        services_schema().field(FieldDef::new("region", FieldKind::Select).options(["eu", "us"]));
     wider.fields[3] =
-        FieldDef::new("tier", FieldType::Select).options(["gold", "silver", "bronze"]);
+        FieldDef::new("tier", FieldKind::Select).options(["gold", "silver", "bronze"]);
     p.ra.set_schema(wider.clone()).unwrap();
     assert_eq!(p.ra.schema(), wider);
     send_file(&p.ra, &p.b, p.path());
@@ -465,7 +465,7 @@ fn schema_changes_that_live_records_would_break_are_refused() {
     let before = observe(&p.ra);
 
     // A required field that existing records lack.
-    let required = services_schema().field(FieldDef::new("team", FieldType::Text).required());
+    let required = services_schema().field(FieldDef::new("team", FieldKind::Text).required());
     match p.ra.set_schema(required.clone()).unwrap_err() {
         WriteError::Invalid(e) => {
             assert_eq!(e.registry, "services");
@@ -479,7 +479,7 @@ fn schema_changes_that_live_records_would_break_are_refused() {
 
     // Dropping an option a record uses.
     let mut narrower = services_schema();
-    narrower.fields[3] = FieldDef::new("tier", FieldType::Select).options(["gold"]);
+    narrower.fields[3] = FieldDef::new("tier", FieldKind::Select).options(["gold"]);
     match p.ra.set_schema(narrower).unwrap_err() {
         WriteError::Invalid(e) => {
             assert_eq!((e.field.as_str(), e.value.as_str()), ("tier", "silver"));
@@ -489,7 +489,7 @@ fn schema_changes_that_live_records_would_break_are_refused() {
     }
     // Changing a field's type.
     let mut retyped = services_schema();
-    retyped.fields[1] = FieldDef::new("port", FieldType::Text);
+    retyped.fields[1] = FieldDef::new("port", FieldKind::Text);
     assert!(matches!(
         p.ra.set_schema(retyped).unwrap_err(),
         WriteError::Schema(_)
@@ -499,7 +499,7 @@ fn schema_changes_that_live_records_would_break_are_refused() {
     // Once every record has the field, the same change is accepted.
     p.ra.put(Some(&billing), [("team", "payments")])
         .unwrap_err();
-    let optional = services_schema().field(FieldDef::new("team", FieldType::Text));
+    let optional = services_schema().field(FieldDef::new("team", FieldKind::Text));
     p.ra.set_schema(optional).unwrap();
     p.ra.put(Some(&billing), [("team", "payments")]).unwrap();
     p.ra.set_schema(required.clone()).unwrap();
@@ -550,8 +550,8 @@ fn concurrent_writes_to_one_field_are_a_conflict_listed_identically_on_both() {
 #[test]
 fn last_write_wins_picks_the_later_write_on_both_replicas() {
     let schema = services_schema()
-        .field(FieldDef::new("x", FieldType::Text))
-        .field(FieldDef::new("y", FieldType::Text))
+        .field(FieldDef::new("x", FieldKind::Text))
+        .field(FieldDef::new("y", FieldKind::Text))
         .conflict_policy(ConflictPolicy::LastWriteWins);
     let (p, id) = pair_with_record(schema);
     // Field x: A first, then B. Field y: B first, then A. Whoever writes
@@ -585,8 +585,8 @@ fn last_write_wins_picks_the_later_write_on_both_replicas() {
 #[test]
 fn hash_policy_picks_by_value_alone_identically_on_both_replicas() {
     let schema = services_schema()
-        .field(FieldDef::new("x", FieldType::Text).conflict_policy(ConflictPolicy::Hash))
-        .field(FieldDef::new("y", FieldType::Text).conflict_policy(ConflictPolicy::Hash));
+        .field(FieldDef::new("x", FieldKind::Text).conflict_policy(ConflictPolicy::Hash))
+        .field(FieldDef::new("y", FieldKind::Text).conflict_policy(ConflictPolicy::Hash));
     let (p, id) = pair_with_record(schema);
     // The same two values, written by opposite sides on x and y: a policy
     // that looks only at the values picks the same value for both fields.
@@ -610,7 +610,7 @@ fn hash_policy_picks_by_value_alone_identically_on_both_replicas() {
 #[test]
 fn manual_conflicts_stay_open_until_resolved_then_clear_everywhere() {
     let schema = services_schema()
-        .field(FieldDef::new("team", FieldType::Text).conflict_policy(ConflictPolicy::Manual));
+        .field(FieldDef::new("team", FieldKind::Text).conflict_policy(ConflictPolicy::Manual));
     let (p, id) = pair_with_record(schema);
     p.ra.put(
         Some(&id),
@@ -661,8 +661,8 @@ fn conflicting_long_text_and_multi_select_values_are_cleared_by_resolve() {
     let id = p.ra.put(Some("svc"), [("name", "svc")]).unwrap();
     let wider = base
         .conflict_policy(ConflictPolicy::Manual)
-        .field(FieldDef::new("notes", FieldType::LongText))
-        .field(FieldDef::new("tags", FieldType::MultiSelect).options(["x", "y", "z"]));
+        .field(FieldDef::new("notes", FieldKind::LongText))
+        .field(FieldDef::new("tags", FieldKind::MultiSelect).options(["x", "y", "z"]));
     p.ra.set_schema(wider).unwrap();
     send_file(&p.ra, &p.b, p.path());
     p.ra.put(
@@ -764,7 +764,7 @@ fn concurrent_edits_to_different_fields_of_one_record_both_survive() {
 
 #[test]
 fn concurrent_long_text_edits_at_different_places_merge_character_wise() {
-    let schema = services_schema().field(FieldDef::new("notes", FieldType::LongText));
+    let schema = services_schema().field(FieldDef::new("notes", FieldKind::LongText));
     let p = pair(schema);
     let id =
         p.ra.put(None, [("name", "svc"), ("notes", "the quick fox jumps")])
@@ -792,7 +792,7 @@ fn concurrent_long_text_edits_at_different_places_merge_character_wise() {
 #[test]
 fn concurrent_multi_select_add_and_remove_of_different_options_both_apply() {
     let schema = services_schema()
-        .field(FieldDef::new("tags", FieldType::MultiSelect).options(["a", "b", "c", "d"]));
+        .field(FieldDef::new("tags", FieldKind::MultiSelect).options(["a", "b", "c", "d"]));
     let p = pair(schema);
     let id =
         p.ra.put(
@@ -818,7 +818,7 @@ fn concurrent_multi_select_add_and_remove_of_different_options_both_apply() {
 #[test]
 fn multi_select_add_wins_over_a_concurrent_remove_of_the_same_option() {
     let schema = services_schema()
-        .field(FieldDef::new("tags", FieldType::MultiSelect).options(["a", "b", "c"]));
+        .field(FieldDef::new("tags", FieldKind::MultiSelect).options(["a", "b", "c"]));
     let p = pair(schema);
     let one =
         p.ra.put(
@@ -869,7 +869,7 @@ fn multi_select_add_wins_over_a_concurrent_remove_of_the_same_option() {
 fn an_invalid_local_write_names_the_problem_and_writes_nothing() {
     let p = pair(
         services_schema().field(
-            FieldDef::new("code", FieldType::Text)
+            FieldDef::new("code", FieldKind::Text)
                 .unique()
                 .pattern("[a-z]+"),
         ),
@@ -944,7 +944,7 @@ fn an_invalid_local_write_names_the_problem_and_writes_nothing() {
     // A type error, and an unset of a required field.
     let err = p.ra.put(Some(&id), [("port", "eighty")]).unwrap_err();
     assert!(
-        matches!(&err, WriteError::Invalid(e) if matches!(e.rule, Rule::Type { expected: FieldType::Integer, .. }))
+        matches!(&err, WriteError::Invalid(e) if matches!(e.rule, Rule::Type { expected: FieldKind::Integer, .. }))
     );
     let err = p.ra.unset(&id, ["name"]).unwrap_err();
     assert!(

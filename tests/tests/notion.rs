@@ -11,10 +11,11 @@ use std::sync::{Arc, Mutex};
 
 use chittysync::conformance::{self, Remote, RemoteFactory, Row};
 use chittysync::{
-    Action, Adapter, AdapterBinding, AdapterError, AdapterSyncOptions, AdapterSyncReport,
-    BoxFuture, Fetched, FieldDef, FieldType, NotionAdapter, NotionOptions, Query, RemoteTable,
-    Replica, RowOp, RowResult, Schema, Side, TableSpec, Value,
+    Action, Adapter, AdapterBinding, AdapterError, BoxFuture, Fetched, FieldDef, FieldKind,
+    MirrorOptions, MirrorReport, Query, RemoteTable, Replica, RowOp, RowResult, Schema, Side,
+    TableSpec, Value,
 };
+use chittysync_adapters::notion::{NotionAdapter, NotionOptions};
 use chittysync_emulators::{Control, Fault, Notion, Running};
 use serde_json::{Value as Json, json};
 
@@ -373,7 +374,7 @@ impl RemoteFactory for NotionFactory {
             let title = spec
                 .columns
                 .iter()
-                .find(|c| c.field_type == FieldType::Text)
+                .find(|c| c.field_type == FieldKind::Text)
                 .map(|c| c.column.clone())
                 .unwrap();
             let (db, ds) = emu.database(&title);
@@ -396,28 +397,7 @@ impl RemoteFactory for NotionFactory {
     }
 }
 
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {$(
-        #[tokio::test]
-        async fn $name() {
-            conformance::$name(&NotionFactory).await;
-        }
-    )*};
-}
-
-conformance!(
-    create_update_delete_both_ways,
-    three_way_merge_keeps_both_sides_edits,
-    conflicts_follow_the_policy,
-    invalid_remote_rows_are_skipped,
-    dry_run_writes_nothing,
-    resume_after_failure_mid_batch,
-    no_echo,
-    first_sync_matches_by_key,
-    delete_guard_stops_bulk_deletes,
-    push_and_pull_move_one_way,
-    delete_against_edit,
-);
+chittysync::adapter_conformance_tests!(NotionFactory);
 
 /// A replica whose registry `services` is bound to a fresh Notion database.
 struct Bound {
@@ -456,15 +436,15 @@ async fn bound(
 }
 
 impl Bound {
-    async fn run(&self, options: AdapterSyncOptions) -> AdapterSyncReport {
+    async fn run(&self, options: MirrorOptions) -> MirrorReport {
         self.replica
-            .sync_binding("notion", &self.adapter, &options, &())
+            .run_mirror("notion", &self.adapter, &options, &())
             .await
             .expect("sync")
     }
 
-    async fn sync(&self) -> AdapterSyncReport {
-        let report = self.run(AdapterSyncOptions::sync()).await;
+    async fn sync(&self) -> MirrorReport {
+        let report = self.run(MirrorOptions::sync()).await;
         assert!(report.failed.is_empty(), "{:?}", report.failed);
         report
     }
@@ -555,7 +535,7 @@ async fn more_pages_than_the_cap_in_one_minute_fail_loudly() {
     b.registry().put(Some("x"), [("name", "x")]).unwrap();
     let err = b
         .replica
-        .sync_binding("notion", &b.adapter, &AdapterSyncOptions::sync(), &())
+        .run_mirror("notion", &b.adapter, &MirrorOptions::sync(), &())
         .await
         .unwrap_err();
     assert!(err.to_string().contains("cannot all be read"), "{err}");
@@ -678,7 +658,7 @@ async fn a_dry_run_sends_no_mutating_request() {
     );
     b.emu.control().clear_log();
     let before = b.remote();
-    let report = b.run(AdapterSyncOptions::sync().dry_run()).await;
+    let report = b.run(MirrorOptions::sync().dry_run()).await;
     assert!(report.dry_run && !report.plan.rows.is_empty());
     assert!(!b.emu.control().requests().is_empty(), "it did read");
     assert_eq!(b.emu.mutating(), Vec::<String>::new());
@@ -714,7 +694,7 @@ async fn a_property_renamed_in_notion_keeps_syncing() {
     assert_ne!(binding.id_column, "id", "pinned to the property's id");
     let sync = || async {
         let report = replica
-            .sync_binding("notion", &adapter, &AdapterSyncOptions::sync(), &())
+            .run_mirror("notion", &adapter, &MirrorOptions::sync(), &())
             .await
             .expect("sync");
         assert!(report.failed.is_empty(), "{:?}", report.failed);
@@ -808,8 +788,8 @@ async fn a_page_made_by_hand_is_pulled_and_edits_round_trip() {
 #[tokio::test]
 async fn a_value_notion_refuses_fails_only_its_row() {
     let schema = Schema::new()
-        .field(FieldDef::new("name", FieldType::Text).required())
-        .field(FieldDef::new("tier", FieldType::Select).options(["gold", "gold, silver"]));
+        .field(FieldDef::new("name", FieldKind::Text).required())
+        .field(FieldDef::new("tier", FieldKind::Select).options(["gold", "gold, silver"]));
     let b = bound(schema, |_| {}, |b| b).await;
     let reg = b.registry();
     reg.put(Some("a"), [("name", "a"), ("tier", "gold, silver")])
@@ -817,7 +797,7 @@ async fn a_value_notion_refuses_fails_only_its_row() {
     reg.put(Some("b"), [("name", "b"), ("tier", "gold")])
         .unwrap();
     reg.put(Some("c"), [("name", "c")]).unwrap();
-    let report = b.run(AdapterSyncOptions::sync()).await;
+    let report = b.run(MirrorOptions::sync()).await;
     assert_eq!(report.failed.len(), 1, "{:?}", report.failed);
     let failed = &report.failed[0];
     assert_eq!(failed.record, "a");
@@ -863,7 +843,7 @@ async fn the_default_budget_stays_under_the_rate_limit() {
     b.emu.control().clear_log();
     let report = b
         .replica
-        .sync_binding("notion", &adapter, &AdapterSyncOptions::sync(), &())
+        .run_mirror("notion", &adapter, &MirrorOptions::sync(), &())
         .await
         .unwrap();
     assert_eq!(report.applied, 14);
@@ -886,8 +866,8 @@ async fn unfit_properties_are_refused_at_prepare() {
         )],
     );
     let schema = Schema::new()
-        .field(FieldDef::new("name", FieldType::Text))
-        .field(FieldDef::new("port", FieldType::Integer));
+        .field(FieldDef::new("name", FieldKind::Text))
+        .field(FieldDef::new("port", FieldKind::Integer));
     let spec = AdapterBinding::new("n", "services", "notion", &db).table_spec(&schema);
     let adapter = NotionAdapter::new(spec, emu.options(&db)).unwrap();
     let err = adapter.describe().await.unwrap_err().to_string();
@@ -897,8 +877,8 @@ async fn unfit_properties_are_refused_at_prepare() {
     );
 
     let schema = Schema::new()
-        .field(FieldDef::new("name", FieldType::Text))
-        .field(FieldDef::new("made", FieldType::Datetime));
+        .field(FieldDef::new("name", FieldKind::Text))
+        .field(FieldDef::new("made", FieldKind::Datetime));
     let spec = AdapterBinding::new("n", "services", "notion", &db).table_spec(&schema);
     let adapter = NotionAdapter::new(spec.clone(), emu.options(&db)).unwrap();
     let err = adapter.prepare(false).await.unwrap_err().to_string();
@@ -933,8 +913,8 @@ async fn unfit_properties_are_refused_at_prepare() {
 #[tokio::test]
 async fn references_travel_as_relations_between_pages() {
     let schema = Schema::new()
-        .field(FieldDef::new("name", FieldType::Text).required())
-        .field(FieldDef::new("parent", FieldType::Reference));
+        .field(FieldDef::new("name", FieldKind::Text).required())
+        .field(FieldDef::new("parent", FieldKind::Reference));
     let b = bound(schema, |_| {}, |b| b).await;
     let (parent_prop, kind) = b.layout.fields["parent"].clone();
     assert_eq!(kind, "relation", "prepare(true) made a relation");
@@ -1021,7 +1001,7 @@ async fn a_database_with_several_data_sources_needs_one_chosen() {
             ),
         ],
     );
-    let schema = Schema::new().field(FieldDef::new("name", FieldType::Text));
+    let schema = Schema::new().field(FieldDef::new("name", FieldKind::Text));
     let spec = AdapterBinding::new("n", "services", "notion", &db).table_spec(&schema);
     let unsure = NotionAdapter::new(spec.clone(), emu.options(&db)).unwrap();
     let err = unsure.describe().await.unwrap_err().to_string();
@@ -1045,7 +1025,7 @@ async fn a_wrong_token_is_reported_without_showing_it() {
     let (db, _) = emu.database("name");
     let mut options = emu.options(&db);
     options.token = "secret_wrong_token_value".into();
-    let schema = Schema::new().field(FieldDef::new("name", FieldType::Text));
+    let schema = Schema::new().field(FieldDef::new("name", FieldKind::Text));
     let spec = AdapterBinding::new("n", "services", "notion", &db).table_spec(&schema);
     let adapter = NotionAdapter::new(spec, options.clone()).unwrap();
     let err = adapter.describe().await.unwrap_err().to_string();
@@ -1084,8 +1064,8 @@ async fn conflicts_and_overloads_on_updates_are_retried() {
 #[tokio::test]
 async fn long_text_round_trips_through_rich_text_chunks() {
     let schema = Schema::new()
-        .field(FieldDef::new("name", FieldType::Text).required())
-        .field(FieldDef::new("notes", FieldType::LongText));
+        .field(FieldDef::new("name", FieldKind::Text).required())
+        .field(FieldDef::new("notes", FieldKind::LongText));
     let b = bound(schema, |_| {}, |b| b).await;
     let notes: String = (0..4500)
         .map(|i| char::from(b'a' + (i % 26) as u8))
@@ -1117,11 +1097,9 @@ async fn keeping_a_record_whose_page_was_trashed_makes_a_new_page() {
     let old = b.layout.page_id(&b.emu, "a");
     reg.put(Some("a"), [("name", "kept")]).unwrap();
     b.emu.notion.trash_page(&old);
-    let report = b.run(AdapterSyncOptions::sync().full()).await;
+    let report = b.run(MirrorOptions::sync().full()).await;
     assert_eq!(report.plan.open_conflicts(), 1);
-    let report = b
-        .run(AdapterSyncOptions::sync().full().take(Side::Local))
-        .await;
+    let report = b.run(MirrorOptions::sync().full().take(Side::Local)).await;
     assert!(report.failed.is_empty(), "{:?}", report.failed);
     let new = b.layout.page_id(&b.emu, "a");
     assert_ne!(new, old);
@@ -1136,7 +1114,7 @@ async fn a_read_without_an_answer_in_time_is_retried() {
     let (db, _) = emu.database("name");
     let mut options = emu.options(&db);
     options.timeout = std::time::Duration::from_millis(200);
-    let schema = Schema::new().field(FieldDef::new("name", FieldType::Text));
+    let schema = Schema::new().field(FieldDef::new("name", FieldKind::Text));
     let spec = AdapterBinding::new("n", "services", "notion", &db).table_spec(&schema);
     let adapter = NotionAdapter::new(spec, options).unwrap();
     emu.control().inject(
@@ -1156,13 +1134,13 @@ async fn a_read_without_an_answer_in_time_is_retried() {
 #[tokio::test]
 async fn dates_urls_emails_and_json_round_trip() {
     let schema = Schema::new()
-        .field(FieldDef::new("name", FieldType::Text).required())
-        .field(FieldDef::new("since", FieldType::Date))
-        .field(FieldDef::new("seen", FieldType::Datetime))
-        .field(FieldDef::new("home", FieldType::Url))
-        .field(FieldDef::new("owner", FieldType::Email))
-        .field(FieldDef::new("meta", FieldType::Json))
-        .field(FieldDef::new("price", FieldType::Decimal));
+        .field(FieldDef::new("name", FieldKind::Text).required())
+        .field(FieldDef::new("since", FieldKind::Date))
+        .field(FieldDef::new("seen", FieldKind::Datetime))
+        .field(FieldDef::new("home", FieldKind::Url))
+        .field(FieldDef::new("owner", FieldKind::Email))
+        .field(FieldDef::new("meta", FieldKind::Json))
+        .field(FieldDef::new("price", FieldKind::Decimal));
     let b = bound(schema, |_| {}, |b| b).await;
     let kinds: BTreeMap<&str, &str> = b
         .layout
@@ -1264,8 +1242,8 @@ async fn a_status_property_takes_only_its_options() {
     );
     let ds = &ds[0];
     let schema = Schema::new()
-        .field(FieldDef::new("name", FieldType::Text).required())
-        .field(FieldDef::new("stage", FieldType::Select).options(["Planned", "Live", "Retired"]));
+        .field(FieldDef::new("name", FieldKind::Text).required())
+        .field(FieldDef::new("stage", FieldKind::Select).options(["Planned", "Live", "Retired"]));
     let dir = tempfile::tempdir().unwrap();
     let replica = Replica::open(dir.path().join("a.db")).unwrap();
     let reg = replica.create_registry("services", schema.clone()).unwrap();
@@ -1277,7 +1255,7 @@ async fn a_status_property_takes_only_its_options() {
     reg.put(Some("b"), [("name", "b"), ("stage", "Retired")])
         .unwrap();
     let report = replica
-        .sync_binding("notion", &adapter, &AdapterSyncOptions::sync(), &())
+        .run_mirror("notion", &adapter, &MirrorOptions::sync(), &())
         .await
         .unwrap();
     assert_eq!(report.failed.len(), 1, "{:?}", report.failed);
@@ -1337,7 +1315,7 @@ async fn a_duplicated_page_never_takes_over_its_record() {
     .unwrap();
     let report = b
         .replica
-        .sync_binding("notion", &fresh, &AdapterSyncOptions::sync(), &())
+        .run_mirror("notion", &fresh, &MirrorOptions::sync(), &())
         .await
         .expect("sync");
     assert!(report.failed.is_empty(), "{:?}", report.failed);
@@ -1367,7 +1345,7 @@ async fn a_create_without_an_answer_in_time_makes_one_page() {
     let (db, ds) = emu.database("name");
     let mut options = emu.options(&db);
     options.timeout = std::time::Duration::from_millis(200);
-    let schema = Schema::new().field(FieldDef::new("name", FieldType::Text));
+    let schema = Schema::new().field(FieldDef::new("name", FieldKind::Text));
     let spec = AdapterBinding::new("n", "services", "notion", &db).table_spec(&schema);
     let adapter = NotionAdapter::new(spec, options).unwrap();
     adapter.prepare(true).await.unwrap();
@@ -1519,8 +1497,8 @@ async fn a_people_property_with_many_people_is_read_in_full() {
         }),
     );
     let schema = Schema::new()
-        .field(FieldDef::new("name", FieldType::Text))
-        .field(FieldDef::new("owners", FieldType::MultiSelect));
+        .field(FieldDef::new("name", FieldKind::Text))
+        .field(FieldDef::new("owners", FieldKind::MultiSelect));
     let spec = AdapterBinding::new("n", "services", "notion", &db).table_spec(&schema);
     let adapter = NotionAdapter::new(spec, emu.options(&db)).unwrap();
     let fetched = adapter.fetch(None).await.unwrap();
@@ -1533,7 +1511,7 @@ async fn a_people_property_with_many_people_is_read_in_full() {
 async fn a_title_as_the_record_id_property_is_refused() {
     let emu = emulator();
     let (db, _) = emu.database("id");
-    let schema = Schema::new().field(FieldDef::new("name", FieldType::Text));
+    let schema = Schema::new().field(FieldDef::new("name", FieldKind::Text));
     let spec = AdapterBinding::new("n", "services", "notion", &db).table_spec(&schema);
     let adapter = NotionAdapter::new(spec, emu.options(&db)).unwrap();
     let err = adapter.prepare(true).await.unwrap_err().to_string();

@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chittysync::{
-    FieldDef, FieldType, Peer, Registry, Replica, Role, Schema, ServeOptions, SyncError,
-    SyncOptions,
+    FieldDef, FieldKind, Peer, PeerError, PeerOptions, Registry, Replica, Role, Schema,
+    ServeOptions,
 };
 use common::{observe, replica};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -18,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 const PATIENCE: Duration = Duration::from_secs(120);
 
 fn schema() -> Schema {
-    Schema::new().field(FieldDef::new("name", FieldType::Text))
+    Schema::new().field(FieldDef::new("name", FieldKind::Text))
 }
 
 fn hub_peer(hub: &Replica, addr: std::net::SocketAddr) -> Peer {
@@ -62,7 +62,7 @@ async fn two_peers_with_concurrent_writers_converge_over_tcp() {
         .unwrap();
     let peer = hub_peer(&alice, hub.local_addr());
 
-    let first = bob.sync_with(&peer, &SyncOptions::default()).await.unwrap();
+    let first = bob.sync_peer(&peer, &PeerOptions::default()).await.unwrap();
     let names: BTreeSet<String> = first.registries.iter().map(|r| r.name.clone()).collect();
     assert_eq!(
         names,
@@ -80,13 +80,13 @@ async fn two_peers_with_concurrent_writers_converge_over_tcp() {
     ];
     let mut rounds = 0;
     while writers.iter().any(|w| !w.is_finished()) {
-        bob.sync_with(&peer, &SyncOptions::default()).await.unwrap();
+        bob.sync_peer(&peer, &PeerOptions::default()).await.unwrap();
         rounds += 1;
     }
     for w in writers {
         w.await.unwrap();
     }
-    let last = bob.sync_with(&peer, &SyncOptions::default()).await.unwrap();
+    let last = bob.sync_peer(&peer, &PeerOptions::default()).await.unwrap();
     assert!(rounds >= 1);
     assert_eq!(
         last.registries.len(),
@@ -147,7 +147,7 @@ async fn twenty_peers_through_a_hub_converge_and_see_only_their_registries() {
                         .await
                         .unwrap();
                     }
-                    p.sync_with(&peer, &SyncOptions::default()).await.unwrap()
+                    p.sync_peer(&peer, &PeerOptions::default()).await.unwrap()
                 })
             })
             .collect();
@@ -158,7 +158,7 @@ async fn twenty_peers_through_a_hub_converge_and_see_only_their_registries() {
     // After the concurrent round every write is at the hub; one more
     // round brings everyone the writes of those who synced before them.
     for p in &peers {
-        p.sync_with(&hub_peer(&hub, addr), &SyncOptions::default())
+        p.sync_peer(&hub_peer(&hub, addr), &PeerOptions::default())
             .await
             .unwrap();
     }
@@ -223,7 +223,7 @@ async fn a_connection_cut_mid_sync_applies_nothing_half_way_and_the_next_sync_he
         .await
         .unwrap();
     let direct = hub_peer(&alice, server.local_addr());
-    bob.sync_with(&direct, &SyncOptions::default())
+    bob.sync_peer(&direct, &PeerOptions::default())
         .await
         .unwrap();
     let bobs = bob.registry("services").unwrap();
@@ -241,10 +241,10 @@ async fn a_connection_cut_mid_sync_applies_nothing_half_way_and_the_next_sync_he
     // The first attempt is cut while the hub is sending.
     let proxy = cutting_proxy(server.local_addr(), 20_000).await;
     let cut = bob
-        .sync_with(&hub_peer(&alice, proxy), &SyncOptions::default())
+        .sync_peer(&hub_peer(&alice, proxy), &PeerOptions::default())
         .await;
     assert!(
-        matches!(cut, Err(SyncError::Connection { .. })),
+        matches!(cut, Err(PeerError::Connection { .. })),
         "the cut surfaces as a connection error: {cut:?}"
     );
     // Whatever arrived was verified and committed whole, or not at all.
@@ -254,7 +254,7 @@ async fn a_connection_cut_mid_sync_applies_nothing_half_way_and_the_next_sync_he
 
     // Heal.
     let healed = bob
-        .sync_with(&direct, &SyncOptions::default())
+        .sync_peer(&direct, &PeerOptions::default())
         .await
         .unwrap();
     assert!(healed.changes_out() > 0 || after_cut.change_count > before.change_count);
@@ -278,7 +278,7 @@ async fn a_watched_connection_carries_changes_both_ways_and_reconnects() {
     let addr = server.local_addr();
     let mut bob_sees = bob.subscribe();
     let mut alice_sees = alice.subscribe();
-    let watch = bob.watch(hub_peer(&alice, addr), SyncOptions::default());
+    let watch = bob.watch(hub_peer(&alice, addr), PeerOptions::default());
 
     // The registry arrives, then a change made at the hub is pushed.
     let first = tokio::time::timeout(PATIENCE, bob_sees.next())
@@ -364,14 +364,14 @@ async fn hubs_linked_to_each_other_carry_changes_between_their_clients() {
         .unwrap();
     let _link = east.watch(
         hub_peer(&west, west_hub.local_addr()),
-        SyncOptions::default(),
+        PeerOptions::default(),
     );
 
     // The laptop talks only to east, the phone only to west.
     let to_east = hub_peer(&east, east_hub.local_addr());
     let to_west = hub_peer(&west, west_hub.local_addr());
     laptop
-        .sync_with(&to_east, &SyncOptions::default())
+        .sync_peer(&to_east, &PeerOptions::default())
         .await
         .unwrap();
     laptop
@@ -380,14 +380,14 @@ async fn hubs_linked_to_each_other_carry_changes_between_their_clients() {
         .put(Some("from-laptop"), [("name", "written on the laptop")])
         .unwrap();
     laptop
-        .sync_with(&to_east, &SyncOptions::default())
+        .sync_peer(&to_east, &PeerOptions::default())
         .await
         .unwrap();
 
     let mut rounds = 0;
     loop {
         phone
-            .sync_with(&to_west, &SyncOptions::default())
+            .sync_peer(&to_west, &PeerOptions::default())
             .await
             .unwrap();
         if let Ok(reg) = phone.registry("services")
@@ -407,7 +407,7 @@ async fn hubs_linked_to_each_other_carry_changes_between_their_clients() {
         .put(Some("from-phone"), [("name", "written on the phone")])
         .unwrap();
     phone
-        .sync_with(&to_west, &SyncOptions::default())
+        .sync_peer(&to_west, &PeerOptions::default())
         .await
         .unwrap();
     eventually("the phone's change reaches east", || {
@@ -415,7 +415,7 @@ async fn hubs_linked_to_each_other_carry_changes_between_their_clients() {
     })
     .await;
     laptop
-        .sync_with(&to_east, &SyncOptions::default())
+        .sync_peer(&to_east, &PeerOptions::default())
         .await
         .unwrap();
     let laptops = laptop.registry("services").unwrap();
@@ -447,7 +447,7 @@ async fn trust_on_first_use_pins_the_key_and_refuses_another_at_that_address() {
         .unwrap();
     let addr = server.local_addr();
     // No key given: the first key seen at this address is pinned.
-    bob.sync_with(&Peer::new(addr.to_string()), &SyncOptions::default())
+    bob.sync_peer(&Peer::new(addr.to_string()), &PeerOptions::default())
         .await
         .unwrap();
     let pinned = bob.journal().unwrap();
@@ -467,11 +467,11 @@ async fn trust_on_first_use_pins_the_key_and_refuses_another_at_that_address() {
         }
     };
     let err = bob
-        .sync_with(&Peer::new(addr.to_string()), &SyncOptions::default())
+        .sync_peer(&Peer::new(addr.to_string()), &PeerOptions::default())
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, SyncError::Refused { reason, .. } if reason.contains("pinned to key")),
+        matches!(&err, PeerError::Refused { reason, .. } if reason.contains("pinned to key")),
         "{err}"
     );
     assert_eq!(
@@ -481,9 +481,9 @@ async fn trust_on_first_use_pins_the_key_and_refuses_another_at_that_address() {
     );
     assert_eq!(bob.registry("services").unwrap().id(), services.id());
     // Naming the new key explicitly is how a user accepts a real key change.
-    bob.sync_with(
+    bob.sync_peer(
         &Peer::new(addr.to_string()).with_key(mallory.public_key()),
-        &SyncOptions::default(),
+        &PeerOptions::default(),
     )
     .await
     .unwrap();

@@ -14,10 +14,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use chittysync::conformance::{self, Remote, RemoteFactory, Row};
 use chittysync::{
-    Adapter, AdapterBinding, AdapterError, AdapterSyncOptions, BoxFuture, ChangeTracking, Fetched,
-    FieldDef, FieldType, PostgresAdapter, PostgresOptions, Query, RemoteTable, Replica, RowOp,
-    RowResult, Schema, TableSpec, Value,
+    Adapter, AdapterBinding, AdapterError, BoxFuture, ChangeTracking, Fetched, FieldDef, FieldKind,
+    MirrorOptions, Query, RemoteTable, Replica, RowOp, RowResult, Schema, TableSpec, Value,
 };
+use chittysync_adapters::postgres::{PostgresAdapter, PostgresOptions};
 use tokio_postgres::{Client, NoTls};
 
 fn url() -> String {
@@ -127,10 +127,10 @@ impl PgRemote {
             .find(|c| c.field == field)
             .map(|c| c.field_type);
         match ty {
-            Some(FieldType::Integer) => ("::bigint", false),
-            Some(FieldType::Decimal) => ("::numeric", false),
-            Some(FieldType::Bool) => ("::boolean", false),
-            Some(FieldType::MultiSelect) => ("", true),
+            Some(FieldKind::Integer) => ("::bigint", false),
+            Some(FieldKind::Decimal) => ("::numeric", false),
+            Some(FieldKind::Bool) => ("::boolean", false),
+            Some(FieldKind::MultiSelect) => ("", true),
             _ => ("", false),
         }
     }
@@ -324,28 +324,7 @@ impl RemoteFactory for Pg {
     }
 }
 
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {$(
-        #[tokio::test]
-        async fn $name() {
-            conformance::$name(&Pg).await;
-        }
-    )*};
-}
-
-conformance!(
-    create_update_delete_both_ways,
-    three_way_merge_keeps_both_sides_edits,
-    conflicts_follow_the_policy,
-    invalid_remote_rows_are_skipped,
-    dry_run_writes_nothing,
-    resume_after_failure_mid_batch,
-    no_echo,
-    first_sync_matches_by_key,
-    delete_guard_stops_bulk_deletes,
-    push_and_pull_move_one_way,
-    delete_against_edit,
-);
+chittysync::adapter_conformance_tests!(Pg);
 
 fn schema() -> Schema {
     conformance::schema()
@@ -393,10 +372,10 @@ async fn bound(table: &str, tune: impl FnOnce(AdapterBinding) -> AdapterBinding)
 }
 
 impl Bound {
-    async fn sync(&self) -> chittysync::AdapterSyncReport {
+    async fn sync(&self) -> chittysync::MirrorReport {
         let report = self
             .replica
-            .sync_binding("pg", &self.adapter, &AdapterSyncOptions::sync(), &())
+            .run_mirror("pg", &self.adapter, &MirrorOptions::sync(), &())
             .await
             .unwrap();
         assert!(report.failed.is_empty(), "{:?}", report.failed);
@@ -509,7 +488,7 @@ async fn a_constraint_violation_fails_only_its_row_and_is_not_retried() {
     reg.put(Some("c"), [("name", "other")]).unwrap();
     let report = b
         .replica
-        .sync_binding("pg", &b.adapter, &AdapterSyncOptions::sync(), &())
+        .run_mirror("pg", &b.adapter, &MirrorOptions::sync(), &())
         .await
         .unwrap();
     assert_eq!(report.failed.len(), 1, "{:?}", report.failed);
@@ -620,7 +599,7 @@ async fn without_trigger_rights_it_says_so_and_compares_the_whole_table() {
     reg.put(Some("b"), [("name", "b")]).unwrap();
     let report = b
         .replica
-        .sync_binding("pg", &limited, &AdapterSyncOptions::sync(), &())
+        .run_mirror("pg", &limited, &MirrorOptions::sync(), &())
         .await
         .unwrap();
     assert!(matches!(
@@ -632,7 +611,7 @@ async fn without_trigger_rights_it_says_so_and_compares_the_whole_table() {
         .await
         .unwrap();
     b.replica
-        .sync_binding("pg", &limited, &AdapterSyncOptions::sync(), &())
+        .run_mirror("pg", &limited, &MirrorOptions::sync(), &())
         .await
         .unwrap();
     assert!(
@@ -735,7 +714,7 @@ async fn a_binding_keeps_no_secret_and_names_the_missing_variable() {
     replica
         .create_registry(
             "services",
-            Schema::new().field(FieldDef::new("name", FieldType::Text)),
+            Schema::new().field(FieldDef::new("name", FieldKind::Text)),
         )
         .unwrap();
     let leaky = AdapterBinding::new("pg", "services", "postgres", "services")
@@ -782,10 +761,14 @@ async fn a_synced_binding_leaves_its_password_in_no_file_of_the_replica() {
         .unwrap()
         .put(Some("r1"), [("name", "billing")])
         .unwrap();
-    let adapter = b.replica.connect_binding("pg").await.unwrap();
+    let adapter = b
+        .replica
+        .connect_binding("pg", &chittysync_adapters::kinds())
+        .await
+        .unwrap();
     let report = b
         .replica
-        .sync_binding("pg", adapter.as_ref(), &AdapterSyncOptions::sync(), &())
+        .run_mirror("pg", adapter.as_ref(), &MirrorOptions::sync(), &())
         .await
         .unwrap();
     assert_eq!(report.applied, 1);
@@ -896,7 +879,7 @@ async fn serialization_failures_are_retried_and_constraint_errors_are_not() {
     reg.put(Some("fk"), [("name", "fk")]).unwrap();
     let report = b
         .replica
-        .sync_binding("pg", &b.adapter, &AdapterSyncOptions::sync(), &())
+        .run_mirror("pg", &b.adapter, &MirrorOptions::sync(), &())
         .await
         .unwrap();
     assert_eq!(report.failed.len(), 1);

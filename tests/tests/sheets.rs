@@ -13,10 +13,11 @@ use std::time::Duration;
 
 use chittysync::conformance::{self, Remote, RemoteFactory, Row};
 use chittysync::{
-    Action, Adapter, AdapterBinding, AdapterError, AdapterSyncOptions, AdapterSyncReport,
-    BoxFuture, Fetched, FieldDef, FieldType, Query, RemoteTable, Replica, RowOp, RowResult, Schema,
-    SheetsAdapter, SheetsOptions, Side, TableSpec, Value,
+    Action, Adapter, AdapterBinding, AdapterError, BoxFuture, Fetched, FieldDef, FieldKind,
+    MirrorOptions, MirrorReport, Query, RemoteTable, Replica, RowOp, RowResult, Schema, Side,
+    TableSpec, Value,
 };
+use chittysync_adapters::sheets::{SheetsAdapter, SheetsOptions};
 use chittysync_emulators::{Fault, LoggedRequest, Running, Sheets};
 use serde_json::{Value as Json, json};
 
@@ -141,11 +142,11 @@ fn typed(value: &Value) -> Json {
 
 /// A cell read back as a value of a field of type `ty` (independently of
 /// the adapter's own reading).
-fn read(cell: &Json, ty: FieldType) -> Option<Value> {
+fn read(cell: &Json, ty: FieldKind) -> Option<Value> {
     match cell {
         Json::Null => None,
         Json::String(s) if s.is_empty() => None,
-        Json::String(s) if ty == FieldType::MultiSelect && s.starts_with('[') => {
+        Json::String(s) if ty == FieldKind::MultiSelect && s.starts_with('[') => {
             let items: Vec<String> = serde_json::from_str(s).expect("a JSON array of options");
             Some(Value::Set(items.into_iter().collect()))
         }
@@ -230,7 +231,7 @@ impl Remote for SheetRemote {
         let id_col = col(&grid, "_id");
         let mut out = BTreeMap::new();
         for r in grid.iter().skip(1) {
-            let Some(id) = read(&cell(r, id_col), FieldType::Text) else {
+            let Some(id) = read(&cell(r, id_col), FieldKind::Text) else {
                 continue;
             };
             let mut row = Row::new();
@@ -287,28 +288,7 @@ impl RemoteFactory for SheetsFactory {
     }
 }
 
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {$(
-        #[tokio::test]
-        async fn $name() {
-            conformance::$name(&SheetsFactory).await;
-        }
-    )*};
-}
-
-conformance!(
-    create_update_delete_both_ways,
-    three_way_merge_keeps_both_sides_edits,
-    conflicts_follow_the_policy,
-    invalid_remote_rows_are_skipped,
-    dry_run_writes_nothing,
-    resume_after_failure_mid_batch,
-    no_echo,
-    first_sync_matches_by_key,
-    delete_guard_stops_bulk_deletes,
-    push_and_pull_move_one_way,
-    delete_against_edit,
-);
+chittysync::adapter_conformance_tests!(SheetsFactory);
 
 // ---------------------------------------------------------------------------
 // Beyond the suite
@@ -372,23 +352,18 @@ async fn bound(schema: Schema) -> Bound {
 }
 
 impl Bound {
-    async fn run_with(
-        &self,
-        adapter: &dyn Adapter,
-        options: AdapterSyncOptions,
-    ) -> AdapterSyncReport {
+    async fn run_with(&self, adapter: &dyn Adapter, options: MirrorOptions) -> MirrorReport {
         let report = self
             .replica
-            .sync_binding("sheet", adapter, &options, &())
+            .run_mirror("sheet", adapter, &options, &())
             .await
             .expect("sync");
         assert!(report.failed.is_empty(), "{:?}", report.failed);
         report
     }
 
-    async fn sync(&self) -> AdapterSyncReport {
-        self.run_with(&self.adapter, AdapterSyncOptions::sync())
-            .await
+    async fn sync(&self) -> MirrorReport {
+        self.run_with(&self.adapter, MirrorOptions::sync()).await
     }
 
     fn registry(&self) -> chittysync::Registry {
@@ -500,7 +475,7 @@ async fn rows_people_reorder_and_edit_keep_their_own_data() {
             emu.set_grid(grid);
         }),
     };
-    let report = b.run_with(&hooked, AdapterSyncOptions::sync()).await;
+    let report = b.run_with(&hooked, MirrorOptions::sync()).await;
     assert_eq!(report.plan.count(Side::Local, Action::Update), 1);
     assert_eq!(report.plan.count(Side::Remote, Action::Update), 1);
     let rows = b.sheet_rows();
@@ -553,7 +528,7 @@ async fn a_token_that_expires_mid_run_is_renewed() {
         before_apply: Box::new(move || emu.sheets.control().advance(Duration::from_secs(660))),
     };
     b.emu.sheets.control().clear_log();
-    b.run_with(&hooked, AdapterSyncOptions::sync()).await;
+    b.run_with(&hooked, MirrorOptions::sync()).await;
     let log = b.emu.log();
     let tokens = log.iter().filter(|r| r.path == "/token").count();
     let refused = log.iter().filter(|r| r.status == 401).count();
@@ -579,7 +554,7 @@ async fn a_dry_run_sends_no_write_request() {
     b.emu.sheets.control().clear_log();
     for _ in 0..2 {
         let report = b
-            .run_with(&b.adapter, AdapterSyncOptions::sync().dry_run())
+            .run_with(&b.adapter, MirrorOptions::sync().dry_run())
             .await;
         assert_eq!(report.plan.count(Side::Remote, Action::Update), 1);
         assert_eq!(report.plan.count(Side::Remote, Action::Delete), 1);
@@ -658,9 +633,9 @@ async fn a_row_a_person_deletes_deletes_the_record() {
 #[tokio::test]
 async fn serial_date_cells_read_as_dates() {
     let schema = Schema::new()
-        .field(FieldDef::new("name", FieldType::Text).required())
-        .field(FieldDef::new("since", FieldType::Date))
-        .field(FieldDef::new("seen", FieldType::Datetime));
+        .field(FieldDef::new("name", FieldKind::Text).required())
+        .field(FieldDef::new("since", FieldKind::Date))
+        .field(FieldDef::new("seen", FieldKind::Datetime));
     let b = bound(schema).await;
     let grid = b.emu.grid();
     let mut row = Vec::new();
@@ -736,7 +711,7 @@ async fn a_429_storm_is_ridden_out_without_duplicates() {
     );
     let report = b
         .replica
-        .sync_binding("sheet", &b.adapter, &AdapterSyncOptions::sync(), &())
+        .run_mirror("sheet", &b.adapter, &MirrorOptions::sync(), &())
         .await
         .unwrap();
     assert_eq!(report.failed.len(), 10);
@@ -862,7 +837,10 @@ async fn a_stored_binding_connects_from_its_settings() {
         .setting("reads_per_minute", "100000")
         .setting("writes_per_minute", "100000");
     replica.add_binding(&binding).unwrap();
-    let adapter = replica.connect_binding("sheet").await.expect("connect");
+    let adapter = replica
+        .connect_binding("sheet", &chittysync_adapters::kinds())
+        .await
+        .expect("connect");
     adapter.prepare(true).await.expect("headers");
     replica
         .registry("services")
@@ -870,7 +848,7 @@ async fn a_stored_binding_connects_from_its_settings() {
         .put(Some("a"), [("name", "a")])
         .unwrap();
     let report = replica
-        .sync_binding("sheet", adapter.as_ref(), &AdapterSyncOptions::sync(), &())
+        .run_mirror("sheet", adapter.as_ref(), &MirrorOptions::sync(), &())
         .await
         .unwrap();
     assert_eq!(report.applied, 1);
@@ -883,7 +861,7 @@ async fn a_stored_binding_connects_from_its_settings() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&emu.key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = replica
-            .connect_binding("sheet")
+            .connect_binding("sheet", &chittysync_adapters::kinds())
             .await
             .unwrap_err()
             .to_string();
@@ -940,7 +918,7 @@ async fn a_value_too_long_for_a_cell_fails_only_its_row() {
         .unwrap();
     let report = b
         .replica
-        .sync_binding("sheet", &b.adapter, &AdapterSyncOptions::sync(), &())
+        .run_mirror("sheet", &b.adapter, &MirrorOptions::sync(), &())
         .await
         .unwrap();
     assert_eq!(report.failed.len(), 1, "{:?}", report.failed);
@@ -990,7 +968,7 @@ async fn binding_a_sheet_people_already_use_adds_a_hidden_id_column() {
     assert_eq!(grid[0].len(), 8);
     assert_eq!(grid[0][7], json!("_id"), "after the people's own columns");
     let report = replica
-        .sync_binding("sheet", &adapter, &AdapterSyncOptions::sync(), &())
+        .run_mirror("sheet", &adapter, &MirrorOptions::sync(), &())
         .await
         .unwrap();
     assert_eq!(report.plan.count(Side::Local, Action::Create), 2);
@@ -1103,7 +1081,7 @@ async fn a_row_typed_in_during_a_run_is_not_overwritten_by_new_rows() {
             emu.set_grid(grid);
         }),
     };
-    b.run_with(&hooked, AdapterSyncOptions::sync()).await;
+    b.run_with(&hooked, MirrorOptions::sync()).await;
     let grid = b.emu.grid();
     let name = col(&grid, "name");
     let names: Vec<Json> = grid[1..].iter().map(|r| cell(r, name)).collect();
@@ -1131,7 +1109,7 @@ async fn a_quota_that_stays_exhausted_fails_the_run_saying_what_to_do() {
     );
     let err = b
         .replica
-        .sync_binding("sheet", &b.adapter, &AdapterSyncOptions::sync(), &())
+        .run_mirror("sheet", &b.adapter, &MirrorOptions::sync(), &())
         .await
         .unwrap_err()
         .to_string();
@@ -1311,7 +1289,7 @@ async fn a_pull_only_binding_never_writes_ids() {
     let pulling = SheetsAdapter::new(spec, options).unwrap();
     pulling.prepare(false).await.unwrap();
     for _ in 0..2 {
-        b.run_with(&pulling, AdapterSyncOptions::pull()).await;
+        b.run_with(&pulling, MirrorOptions::pull()).await;
     }
     assert!(b.emu.mutating().is_empty(), "{:?}", b.emu.mutating());
     assert_eq!(b.emu.grid(), grid, "the sheet is untouched");
@@ -1340,7 +1318,7 @@ async fn a_refused_delete_fails_only_the_deletes() {
     );
     let report = b
         .replica
-        .sync_binding("sheet", &b.adapter, &AdapterSyncOptions::sync(), &())
+        .run_mirror("sheet", &b.adapter, &MirrorOptions::sync(), &())
         .await
         .unwrap();
     assert_eq!(report.failed.len(), 1, "{:?}", report.failed);
@@ -1384,8 +1362,8 @@ async fn create_puts_the_id_column_after_columns_with_data_but_no_header() {
 #[tokio::test]
 async fn serial_date_times_are_read_in_the_spreadsheet_time_zone() {
     let schema = Schema::new()
-        .field(FieldDef::new("name", FieldType::Text).required())
-        .field(FieldDef::new("seen", FieldType::Datetime));
+        .field(FieldDef::new("name", FieldKind::Text).required())
+        .field(FieldDef::new("seen", FieldKind::Datetime));
     let b = bound(schema).await;
     // Two hours ahead of UTC (POSIX sign).
     b.emu.sheets.set_time_zone(&b.emu.id, "Etc/GMT-2");
@@ -1401,7 +1379,7 @@ async fn serial_date_times_are_read_in_the_spreadsheet_time_zone() {
         &AdapterBinding::new("sheet", "services", "sheets", "x").table_spec(&b.registry().schema()),
     );
     adapter.prepare(false).await.unwrap();
-    b.run_with(&adapter, AdapterSyncOptions::sync()).await;
+    b.run_with(&adapter, MirrorOptions::sync()).await;
     let rec = b.registry().get("d1").unwrap();
     assert_eq!(rec.get("seen"), Some(&Value::from("2026-11-23T16:00:00Z")));
     // A zone with daylight saving: refused per row, saying why.
@@ -1417,7 +1395,7 @@ async fn serial_date_times_are_read_in_the_spreadsheet_time_zone() {
         &AdapterBinding::new("sheet", "services", "sheets", "x").table_spec(&b.registry().schema()),
     );
     adapter.prepare(false).await.unwrap();
-    let report = b.run_with(&adapter, AdapterSyncOptions::sync()).await;
+    let report = b.run_with(&adapter, MirrorOptions::sync()).await;
     // Both serial date-times (d1's too) are refused, saying why.
     let invalid: Vec<&str> = report
         .plan

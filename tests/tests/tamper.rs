@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use automerge::ReadDoc;
 use automerge::transaction::Transactable;
 use chittysync::{
-    Bundle, FieldDef, FieldType, Identity, ImportError, PublicKey, Registry, Replica, Role, Schema,
+    Bundle, FieldDef, FieldKind, Identity, ImportError, PublicKey, Registry, Replica, Role, Schema,
 };
 use common::{
     Observed, RawBundle, RawEntry, forge_doc, forged_entry, key_of, observe, raw_bundle,
@@ -26,9 +26,9 @@ const SEED_N: [u8; 32] = [0xD4; 32];
 
 fn schema() -> Schema {
     Schema::new()
-        .field(FieldDef::new("name", FieldType::Text).required())
-        .field(FieldDef::new("port", FieldType::Integer))
-        .field(FieldDef::new("owner", FieldType::Email))
+        .field(FieldDef::new("name", FieldKind::Text).required())
+        .field(FieldDef::new("port", FieldKind::Integer))
+        .field(FieldDef::new("owner", FieldKind::Email))
 }
 
 fn hex_key(seed: [u8; 32]) -> String {

@@ -1,7 +1,7 @@
 //! For random histories, any single-byte tamper of a stored change, its
 //! signature or author, or a journal row is detected by `verify`.
 
-use chittysync::{FieldDef, FieldType, Identity, Replica, Role, Schema};
+use chittysync::{FieldDef, FieldKind, Identity, Replica, Role, Schema};
 use proptest::prelude::*;
 use rusqlite::{Connection, params};
 
@@ -139,7 +139,7 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let a = Replica::open_with_identity(dir.path().join("a.db"), Identity::from_secret_bytes([1; 32])).unwrap();
         let b = Replica::open_with_identity(dir.path().join("b.db"), Identity::from_secret_bytes([2; 32])).unwrap();
-        let schema = Schema::new().field(FieldDef::new("v", FieldType::Integer));
+        let schema = Schema::new().field(FieldDef::new("v", FieldKind::Integer));
         let ra = a.create_registry("r", schema).unwrap();
         ra.set_member(b.public_key(), Role::Writer).unwrap();
         b.import(ra.export(&[]).unwrap()).unwrap();
@@ -182,7 +182,7 @@ proptest! {
 fn every_byte_of_a_stored_change_is_covered() {
     let dir = tempfile::tempdir().unwrap();
     let a = Replica::open(dir.path().join("a.db")).unwrap();
-    let schema = Schema::new().field(FieldDef::new("v", FieldType::Integer));
+    let schema = Schema::new().field(FieldDef::new("v", FieldKind::Integer));
     let ra = a.create_registry("r", schema).unwrap();
     ra.put(Some("x"), [("v", 1i64)]).unwrap();
     let db = a.path().to_path_buf();

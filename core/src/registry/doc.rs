@@ -19,7 +19,7 @@ use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ChangeHash, ObjId, ObjType, ROOT, ReadDoc, ScalarValue};
 
 use crate::identity::PublicKey;
-use crate::schema::{ConflictPolicy, FieldDef, FieldType, RecordRule, Schema};
+use crate::schema::{ConflictPolicy, FieldDef, FieldKind, RecordRule, Schema};
 use crate::value::Value;
 
 /// The document format this version writes.
@@ -386,7 +386,7 @@ pub(crate) fn read_value(
     doc: &AutoCommit,
     value: &automerge::Value<'_>,
     id: &ObjId,
-    ty: Option<FieldType>,
+    ty: Option<FieldKind>,
 ) -> Option<Value> {
     match value {
         automerge::Value::Object(ObjType::Text) => doc.text(id).ok().map(Value::Text),
@@ -403,8 +403,8 @@ pub(crate) fn read_value(
         )),
         automerge::Value::Object(_) => None,
         automerge::Value::Scalar(s) => Some(match (s.as_ref(), ty) {
-            (ScalarValue::Str(t), Some(FieldType::Decimal)) => Value::Decimal(t.to_string()),
-            (ScalarValue::Str(t), Some(FieldType::Json)) => Value::Json(t.to_string()),
+            (ScalarValue::Str(t), Some(FieldKind::Decimal)) => Value::Decimal(t.to_string()),
+            (ScalarValue::Str(t), Some(FieldKind::Json)) => Value::Json(t.to_string()),
             (ScalarValue::Str(t), _) => Value::Text(t.to_string()),
             (ScalarValue::Int(i), _) => Value::Integer(*i),
             (ScalarValue::Uint(u), _) => Value::Integer(*u as i64),
@@ -426,18 +426,18 @@ pub(crate) fn write_value(
     doc: &mut AutoCommit,
     record: &ObjId,
     field: &str,
-    ty: FieldType,
+    ty: FieldKind,
     value: &Value,
 ) -> Result<(), automerge::AutomergeError> {
     match (ty, value) {
-        (FieldType::LongText, Value::Text(text)) => {
+        (FieldKind::LongText, Value::Text(text)) => {
             let obj = match container(doc, record, field, ObjType::Text)? {
                 Some(id) => id,
                 None => doc.put_object(record, field, ObjType::Text)?,
             };
             doc.update_text(&obj, text)?;
         }
-        (FieldType::MultiSelect, Value::Set(wanted)) => {
+        (FieldKind::MultiSelect, Value::Set(wanted)) => {
             let obj = match container(doc, record, field, ObjType::Map)? {
                 Some(id) => id,
                 None => doc.put_object(record, field, ObjType::Map)?,
@@ -491,8 +491,8 @@ pub(crate) fn create_record(
         .iter()
         .filter_map(|def| {
             let empty = match def.field_type {
-                FieldType::LongText => hydrate::Text::new(encoding, "").into(),
-                FieldType::MultiSelect => {
+                FieldKind::LongText => hydrate::Text::new(encoding, "").into(),
+                FieldKind::MultiSelect => {
                     hydrate::Map::from(std::collections::HashMap::<String, hydrate::Value>::new())
                         .into()
                 }
@@ -502,10 +502,10 @@ pub(crate) fn create_record(
         })
         .collect();
     for (field, value) in fields {
-        let ty = schema.get(field).map_or(FieldType::Json, |d| d.field_type);
+        let ty = schema.get(field).map_or(FieldKind::Json, |d| d.field_type);
         let v: hydrate::Value = match (ty, value) {
-            (FieldType::LongText, Value::Text(t)) => hydrate::Text::new(encoding, t).into(),
-            (FieldType::MultiSelect, Value::Set(options)) => hydrate::Map::from(
+            (FieldKind::LongText, Value::Text(t)) => hydrate::Text::new(encoding, t).into(),
+            (FieldKind::MultiSelect, Value::Set(options)) => hydrate::Map::from(
                 options
                     .iter()
                     .map(|o| (o.clone(), hydrate::Value::from(ScalarValue::Boolean(true))))

@@ -29,7 +29,7 @@ pub(crate) use state::{
     DocState, Guard, creator_or_admin_at, foreign_record, foreign_record_in, import_new, legacy_obj,
 };
 
-use crate::audit::{AuditEntry, AuditQuery};
+use crate::audit::{AuditEntry, AuditFilter};
 use crate::error::{ExportError, StoreError, WriteError};
 use crate::exchange::Bundle;
 use crate::identity::PublicKey;
@@ -512,7 +512,7 @@ impl Registry {
 
     /// Which members attest the current state, and whether the registry's
     /// quorum (k of n) is met.
-    pub fn status(&self) -> Result<crate::Status, crate::StoreError> {
+    pub fn status(&self) -> Result<crate::AttestationStatus, crate::StoreError> {
         let mut state = self.fresh();
         let store = self.shared.store();
         state.status(&store)
@@ -546,21 +546,21 @@ impl Registry {
     ///
     /// ```
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// use chittysync::{AuditQuery, Effect, FieldDef, FieldType, Replica, Schema};
+    /// use chittysync::{AuditFilter, AuditEffect, FieldDef, FieldKind, Replica, Schema};
     /// let dir = tempfile::tempdir()?;
     /// let replica = Replica::open(dir.path().join("r.db"))?;
-    /// let schema = Schema::new().field(FieldDef::new("port", FieldType::Integer));
+    /// let schema = Schema::new().field(FieldDef::new("port", FieldKind::Integer));
     /// let services = replica.create_registry("services", schema)?;
     /// services.put(Some("svc"), [("port", 80)])?;
     /// services.put(Some("svc"), [("port", 81)])?;
     ///
-    /// let log = services.audit(&AuditQuery::all().record("svc"))?;
+    /// let log = services.audit(&AuditFilter::all().record("svc"))?;
     /// assert_eq!(log.len(), 2);
     /// assert!(log.iter().all(|e| e.signature.is_valid()));
     /// assert_eq!(log[1].effects[0].to_string(), "svc.port 80 → 81");
     /// # Ok(()) }
     /// ```
-    pub fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+    pub fn audit(&self, query: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
         let mut state = self.lock();
         let store = self.shared.store();
         state.refresh(&store)?;
@@ -571,14 +571,14 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::{FieldDef, FieldType};
+    use crate::schema::{FieldDef, FieldKind};
     use crate::{Identity, Replica};
 
     fn schema() -> Schema {
         Schema::new()
-            .field(FieldDef::new("name", FieldType::Text).required().unique())
-            .field(FieldDef::new("notes", FieldType::LongText))
-            .field(FieldDef::new("tags", FieldType::MultiSelect).options(["a", "b", "c"]))
+            .field(FieldDef::new("name", FieldKind::Text).required().unique())
+            .field(FieldDef::new("notes", FieldKind::LongText))
+            .field(FieldDef::new("tags", FieldKind::MultiSelect).options(["a", "b", "c"]))
     }
 
     #[test]
@@ -921,7 +921,7 @@ mod tests {
         }
         assert_ne!(ra.state_digest(), honest, "C's honest edit stands");
         // The history keeps W's changes, marked revoked by the removal.
-        let audit = ra.audit(&AuditQuery::all()).unwrap();
+        let audit = ra.audit(&AuditFilter::all()).unwrap();
         let revoked: Vec<_> = audit.iter().filter(|e| e.revoked_by.is_some()).collect();
         assert_eq!(revoked.len(), 5);
         assert!(revoked.iter().all(|e| e.author == w.public_key()));

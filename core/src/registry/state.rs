@@ -15,7 +15,7 @@ use crate::exchange::{Bundle, ImportReport};
 use crate::identity::{Identity, PublicKey};
 use crate::replica::Shared;
 use crate::schema::{
-    CompiledSchema, ConflictPolicy, FieldType, RecordRule, Rule, Schema, ValidationError,
+    CompiledSchema, ConflictPolicy, FieldKind, RecordRule, Rule, Schema, ValidationError,
 };
 use crate::store::{CatchUp, ChangeRow, Store, StoreError, StoreTx, now_ms};
 use crate::trust::{self, Distrust, SignedChange};
@@ -679,23 +679,23 @@ impl DocState {
         // inside one would leave the others standing for good: replace
         // them all, as a write does a scalar's concurrent values.
         let container = def
-            .is_some_and(|d| matches!(d.field_type, FieldType::LongText | FieldType::MultiSelect));
+            .is_some_and(|d| matches!(d.field_type, FieldKind::LongText | FieldKind::MultiSelect));
         if container && self.doc.get_all(obj, field).map_err(internal)?.len() > 1 {
             self.doc.delete(obj, field).map_err(internal)?;
         }
         match value {
             Some(v) => {
-                let ty = def.map_or(FieldType::Json, |d| d.field_type);
+                let ty = def.map_or(FieldKind::Json, |d| d.field_type);
                 doc::write_value(&mut self.doc, obj, field, ty, v).map_err(internal)?;
             }
             // Containers are emptied, not removed, so concurrent edits
             // keep landing in the one shared object.
             None => match def.map(|d| d.field_type) {
-                Some(ty @ FieldType::LongText) => {
+                Some(ty @ FieldKind::LongText) => {
                     doc::write_value(&mut self.doc, obj, field, ty, &Value::Text(String::new()))
                         .map_err(internal)?
                 }
-                Some(ty @ FieldType::MultiSelect) => doc::write_value(
+                Some(ty @ FieldKind::MultiSelect) => doc::write_value(
                     &mut self.doc,
                     obj,
                     field,
@@ -861,7 +861,7 @@ impl DocState {
         &mut self,
         copies: &[ObjId],
         field: &str,
-        ty: Option<FieldType>,
+        ty: Option<FieldKind>,
     ) -> Vec<Candidate> {
         let mut all: Vec<(automerge::Value<'static>, ObjId)> = Vec::new();
         for obj in copies {
@@ -1225,7 +1225,7 @@ impl DocState {
     pub(crate) fn status(
         &mut self,
         store: &Store,
-    ) -> Result<crate::trust::attest::Status, StoreError> {
+    ) -> Result<crate::trust::attest::AttestationStatus, StoreError> {
         let heads = self.doc.get_heads();
         let digest = self.state_digest_bytes();
         let members = self.layout.members(self.view(), None);
@@ -1238,7 +1238,7 @@ impl DocState {
                 .collect();
         attested_by.sort();
         attested_by.dedup();
-        Ok(crate::trust::attest::Status {
+        Ok(crate::trust::attest::AttestationStatus {
             heads,
             digest: hex::encode(digest),
             change_count: self.change_count() as u64,
@@ -1744,9 +1744,9 @@ impl Guard {
 }
 
 /// An emptied long text or multi-select: reads as no value.
-fn is_empty_container(v: &Value, ty: Option<FieldType>) -> bool {
+fn is_empty_container(v: &Value, ty: Option<FieldKind>) -> bool {
     matches!(v, Value::Set(s) if s.is_empty())
-        || (ty == Some(FieldType::LongText) && *v == Value::Text(String::new()))
+        || (ty == Some(FieldKind::LongText) && *v == Value::Text(String::new()))
 }
 
 fn distinct_values(candidates: &[Candidate]) -> usize {

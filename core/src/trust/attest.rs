@@ -123,7 +123,7 @@ impl Attestation {
 
 /// Whether the current state of a registry is attested.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Status {
+pub struct AttestationStatus {
     /// The current heads.
     pub heads: Vec<ChangeHash>,
     /// The current state digest (hex).
@@ -138,7 +138,7 @@ pub struct Status {
     pub quorum: Option<u32>,
 }
 
-impl Status {
+impl AttestationStatus {
     /// Whether at least k of the members attest the current state (false
     /// when no threshold is configured).
     pub fn attested(&self) -> bool {

@@ -1069,7 +1069,7 @@ pub(crate) fn verify_journal(conn: &Connection, path: &str) -> Result<usize, Ver
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{FieldDef, FieldType, Replica, Role, Schema};
+    use crate::{FieldDef, FieldKind, Replica, Role, Schema};
 
     struct Setup {
         dir: tempfile::TempDir,
@@ -1082,7 +1082,7 @@ mod tests {
         let db = dir.path().join("a.db");
         let a = Replica::open(&db).unwrap();
         let b = Replica::open(dir.path().join("b.db")).unwrap();
-        let schema = Schema::new().field(FieldDef::new("name", FieldType::Text).required());
+        let schema = Schema::new().field(FieldDef::new("name", FieldKind::Text).required());
         let ra = a.create_registry("r", schema).unwrap();
         ra.set_member(b.public_key(), Role::Writer).unwrap();
         for i in 0..5 {
@@ -1301,7 +1301,7 @@ mod tests {
             crate::Identity::from_secret_bytes([9; 32]),
         )
         .unwrap();
-        let schema = Schema::new().field(FieldDef::new("name", FieldType::Text));
+        let schema = Schema::new().field(FieldDef::new("name", FieldKind::Text));
         let ra = a.create_registry("r", schema).unwrap();
         ra.set_member(w.public_key(), Role::Writer).unwrap();
         w.import(ra.export(&[]).unwrap()).unwrap();
@@ -1340,7 +1340,7 @@ mod tests {
         let a = Replica::open(&db).unwrap();
         let writer = crate::Identity::from_secret_bytes([5; 32]);
         let schema = Schema::new()
-            .field(FieldDef::new("name", FieldType::Text))
+            .field(FieldDef::new("name", FieldKind::Text))
             .record_rule(crate::RecordRule::CreatorOrAdmin);
         let ra = a.create_registry("r", schema).unwrap();
         ra.set_member(writer.public_key(), Role::Writer).unwrap();

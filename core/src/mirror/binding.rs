@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
-use super::EngineError;
-use crate::adapters::TableSpec;
+use super::MirrorError;
 use crate::identity::{Identity, PublicKey};
+use crate::mirror::TableSpec;
 use crate::registry::{Registry, Role};
 use crate::replica::Replica;
 use crate::schema::{ConflictPolicy, Schema};
@@ -97,7 +97,8 @@ pub struct AdapterBinding {
     pub name: String,
     /// The bound registry's name (as given when binding).
     pub registry: String,
-    /// The adapter kind: `postgres`, `notion` or `memory`.
+    /// The adapter kind (`postgres`, `notion`, `sheets`, `memory`, or any
+    /// other an [`AdapterKinds`](super::AdapterKinds) knows).
     pub kind: String,
     /// Non-secret settings (for Postgres: `url` without a password, or
     /// nothing when `secret_env` holds the whole connection string).
@@ -107,8 +108,10 @@ pub struct AdapterBinding {
     /// connection string), if any.
     #[serde(default)]
     pub secret_env: Option<String>,
-    /// The remote table (`schema.table` for Postgres).
-    pub table: String,
+    /// What the binding points at: a table (`schema.table` for Postgres),
+    /// a Notion database id, a spreadsheet id.
+    #[serde(alias = "table")]
+    pub target: String,
     /// The remote column holding the row id.
     #[serde(default = "default_id_column")]
     pub id_column: String,
@@ -135,16 +138,16 @@ pub struct AdapterBinding {
 }
 
 impl AdapterBinding {
-    /// A binding of `registry` to `table` through an adapter of `kind`,
+    /// A binding of `registry` to `target` through an adapter of `kind`,
     /// both ways, every field to a column of the same name.
-    pub fn new(name: &str, registry: &str, kind: &str, table: &str) -> Self {
+    pub fn new(name: &str, registry: &str, kind: &str, target: &str) -> Self {
         AdapterBinding {
             name: name.to_owned(),
             registry: registry.to_owned(),
             kind: kind.to_owned(),
             settings: BTreeMap::new(),
             secret_env: None,
-            table: table.to_owned(),
+            target: target.to_owned(),
             id_column: default_id_column(),
             mapping: BTreeMap::new(),
             key_field: None,
@@ -193,17 +196,17 @@ impl AdapterBinding {
 
     /// The mapped registry fields and their columns, for the adapter.
     pub fn table_spec(&self, schema: &Schema) -> TableSpec {
-        TableSpec::from_schema(&self.table, &self.id_column, schema, &self.mapping)
+        TableSpec::from_schema(&self.target, &self.id_column, schema, &self.mapping)
     }
 
     /// Reads the secret from its environment variable.
-    pub fn secret(&self) -> Result<Option<String>, EngineError> {
+    pub fn secret(&self) -> Result<Option<String>, MirrorError> {
         let Some(var) = &self.secret_env else {
             return Ok(None);
         };
         std::env::var(var)
             .map(Some)
-            .map_err(|_| EngineError::MissingSecret {
+            .map_err(|_| MirrorError::MissingSecret {
                 binding: self.name.clone(),
                 var: var.clone(),
             })
@@ -211,8 +214,8 @@ impl AdapterBinding {
 
     /// Checks the binding against the registry's schema and refuses
     /// secrets in clear (a password in a setting or URL).
-    pub fn validate(&self, schema: &Schema) -> Result<(), EngineError> {
-        let bad = |reason: String| EngineError::BadBinding {
+    pub fn validate(&self, schema: &Schema) -> Result<(), MirrorError> {
+        let bad = |reason: String| MirrorError::BadBinding {
             binding: self.name.clone(),
             reason,
         };
@@ -227,8 +230,10 @@ impl AdapterBinding {
                 "a binding name is 1–64 letters, digits, '-' or '_'".into()
             ));
         }
-        if self.table.trim().is_empty() {
-            return Err(bad("give the remote table's name".into()));
+        if self.target.trim().is_empty() {
+            return Err(bad(
+                "give the target (a table, database or spreadsheet id)".into()
+            ));
         }
         for field in self.mapping.keys() {
             if schema.get(field).is_none() {
@@ -257,23 +262,6 @@ impl AdapterBinding {
             }
         }
         Ok(())
-    }
-}
-
-/// The adapter kinds this build can connect by itself.
-fn built_in_kinds() -> String {
-    let kinds: Vec<&str> = [
-        (cfg!(feature = "postgres"), "postgres"),
-        (cfg!(feature = "notion"), "notion"),
-        (cfg!(feature = "sheets"), "sheets"),
-    ]
-    .into_iter()
-    .filter_map(|(on, kind)| on.then_some(kind))
-    .collect();
-    if kinds.is_empty() {
-        "none".into()
-    } else {
-        kinds.join(", ")
     }
 }
 
@@ -322,19 +310,19 @@ impl Replica {
     /// The key that signs what binding `name` brings into its registry.
     /// Made by [`Replica::add_binding`]; a missing key file is an error
     /// (a new key would not be the member the registry knows).
-    pub fn binding_identity(&self, name: &str) -> Result<Identity, EngineError> {
-        Identity::load(&self.binding_key_path(name)).map_err(EngineError::Identity)
+    pub fn binding_identity(&self, name: &str) -> Result<Identity, MirrorError> {
+        Identity::load(&self.binding_key_path(name)).map_err(MirrorError::Identity)
     }
 
     /// Stores a binding and gives it its own key (a 0600 key file beside the
     /// store). The key must be a writer of the registry: if this replica is
     /// an admin it adds it; otherwise [`BindingAdded::admin_must_run`] says
     /// what an admin must run.
-    pub fn add_binding(&self, binding: &AdapterBinding) -> Result<BindingAdded, EngineError> {
+    pub fn add_binding(&self, binding: &AdapterBinding) -> Result<BindingAdded, MirrorError> {
         let registry = self.registry(&binding.registry)?;
         binding.validate(&registry.schema())?;
         if self.binding(&binding.name)?.is_some() {
-            return Err(EngineError::BadBinding {
+            return Err(MirrorError::BadBinding {
                 binding: binding.name.clone(),
                 reason:
                     "a binding of that name exists; `adapter rm` it first or choose another name"
@@ -342,7 +330,7 @@ impl Replica {
             });
         }
         let identity = Identity::load_or_create(&self.binding_key_path(&binding.name))
-            .map_err(EngineError::Identity)?;
+            .map_err(MirrorError::Identity)?;
         let key = identity.public_key();
         let (made_writer, admin_must_run) = ensure_writer(self, &registry, binding, &key)?;
         let config = serde_json::to_string(binding).expect("bindings serialize");
@@ -362,7 +350,7 @@ impl Replica {
             )
             .map_err(sql(tx.path(), "store binding"))?;
         let detail = serde_json::json!({
-            "binding": binding.name, "kind": binding.kind, "table": binding.table,
+            "binding": binding.name, "kind": binding.kind, "target": binding.target,
             "key": key.to_string(),
         });
         tx.journal(Some(&registry.id()), "adapter bound", &detail)?;
@@ -376,7 +364,7 @@ impl Replica {
     }
 
     /// Every binding, by name.
-    pub fn bindings(&self) -> Result<Vec<AdapterBinding>, EngineError> {
+    pub fn bindings(&self) -> Result<Vec<AdapterBinding>, MirrorError> {
         let shared = self.shared();
         let store = shared.store();
         let mut stmt = store
@@ -394,7 +382,7 @@ impl Replica {
     }
 
     /// One binding by name.
-    pub fn binding(&self, name: &str) -> Result<Option<AdapterBinding>, EngineError> {
+    pub fn binding(&self, name: &str) -> Result<Option<AdapterBinding>, MirrorError> {
         let shared = self.shared();
         let store = shared.store();
         let config: Option<String> = store
@@ -409,10 +397,10 @@ impl Replica {
         config.map(|c| parse_config(store.path(), &c)).transpose()
     }
 
-    /// Removes a binding, its snapshots and its key file. Records it brought
+    /// Removes a binding, its merge bases and its key file. Records it brought
     /// in stay; its key stays a member until an admin removes it.
-    pub fn remove_binding(&self, name: &str) -> Result<AdapterBinding, EngineError> {
-        let binding = self.binding(name)?.ok_or_else(|| EngineError::NoBinding {
+    pub fn remove_binding(&self, name: &str) -> Result<AdapterBinding, MirrorError> {
+        let binding = self.binding(name)?.ok_or_else(|| MirrorError::NoBinding {
             name: name.to_owned(),
         })?;
         let registry_id = self.registry(&binding.registry).ok().map(|r| r.id());
@@ -423,13 +411,13 @@ impl Replica {
             tx.conn()
                 .execute("DELETE FROM adapter_bindings WHERE name = ?1", [name])
                 .map_err(sql(tx.path(), "remove binding"))?;
-            let detail = serde_json::json!({ "binding": name, "table": binding.table });
+            let detail = serde_json::json!({ "binding": name, "target": binding.target });
             tx.journal(registry_id.as_ref(), "adapter unbound", &detail)?;
             tx.commit()?;
         }
         let key_file = self.binding_key_path(name);
         if key_file.exists() {
-            std::fs::remove_file(&key_file).map_err(|e| EngineError::BadBinding {
+            std::fs::remove_file(&key_file).map_err(|e| MirrorError::BadBinding {
                 binding: name.to_owned(),
                 reason: format!(
                     "removed, but its key file {} could not be deleted ({e}); delete it by hand",
@@ -440,17 +428,17 @@ impl Replica {
         Ok(binding)
     }
 
-    /// How many records of binding `name` have a snapshot (are bound).
-    pub fn bound_rows(&self, name: &str) -> Result<u64, EngineError> {
+    /// How many records of binding `name` have a merge base (are bound).
+    pub fn bound_rows(&self, name: &str) -> Result<u64, MirrorError> {
         let shared = self.shared();
         let store = shared.store();
-        Ok(super::store::snap_count(store.conn(), store.path(), name)? as u64)
+        Ok(super::merge_base::merge_base_count(store.conn(), store.path(), name)? as u64)
     }
 }
 
-fn parse_config(path: &str, config: &str) -> Result<AdapterBinding, EngineError> {
+fn parse_config(path: &str, config: &str) -> Result<AdapterBinding, MirrorError> {
     serde_json::from_str(config).map_err(|e| {
-        EngineError::Store(crate::StoreError::corrupt(
+        MirrorError::Store(crate::StoreError::corrupt(
             path,
             format!("a stored adapter binding does not parse: {e}"),
         ))
@@ -463,7 +451,7 @@ pub(crate) fn ensure_writer(
     registry: &Registry,
     binding: &AdapterBinding,
     key: &PublicKey,
-) -> Result<(bool, Option<String>), EngineError> {
+) -> Result<(bool, Option<String>), MirrorError> {
     let members = registry.members();
     let role_of = |k: &PublicKey| members.iter().find(|m| m.key == *k).map(|m| m.role);
     if matches!(role_of(key), Some(Role::Writer | Role::Admin)) {
@@ -487,55 +475,8 @@ pub(crate) fn ensure_writer(
 impl Replica {
     /// The tag a binding's writes carry in the remote change log, so its
     /// own fetches skip them (derived from the binding's key).
-    pub fn binding_origin(&self, name: &str) -> Result<String, EngineError> {
+    pub fn binding_origin(&self, name: &str) -> Result<String, MirrorError> {
         let key = self.binding_identity(name)?.public_key().to_string();
         Ok(format!("chittysync-{}", &key[..16]))
-    }
-
-    /// Connects to the external table a stored binding names, through the
-    /// adapter of its kind that this build includes (`postgres`, `notion`
-    /// and `sheets`, with the features of those names). Adapters of other
-    /// kinds (in-memory, written in
-    /// another language) are given to [`Replica::sync_binding`] directly.
-    pub async fn connect_binding(
-        &self,
-        name: &str,
-    ) -> Result<Box<dyn crate::adapters::Adapter>, EngineError> {
-        let binding = self.binding(name)?.ok_or_else(|| EngineError::NoBinding {
-            name: name.to_owned(),
-        })?;
-        match binding.kind.as_str() {
-            #[cfg(feature = "postgres")]
-            "postgres" => {
-                let schema = self.registry(&binding.registry)?.schema();
-                let origin = self.binding_origin(name)?;
-                let adapter = crate::adapters::postgres::PostgresAdapter::for_binding(
-                    &binding, &schema, &origin,
-                )
-                .await?;
-                Ok(Box::new(adapter))
-            }
-            #[cfg(feature = "notion")]
-            "notion" => {
-                let schema = self.registry(&binding.registry)?.schema();
-                let adapter =
-                    crate::adapters::notion::NotionAdapter::for_binding(&binding, &schema)?;
-                Ok(Box::new(adapter))
-            }
-            #[cfg(feature = "sheets")]
-            "sheets" => {
-                let schema = self.registry(&binding.registry)?.schema();
-                let adapter =
-                    crate::adapters::sheets::SheetsAdapter::for_binding(&binding, &schema)?;
-                Ok(Box::new(adapter))
-            }
-            other => Err(EngineError::BadBinding {
-                binding: binding.name.clone(),
-                reason: format!(
-                    "its adapter kind '{other}' has no built-in connection (built in: {}); pass the adapter to sync_binding",
-                    built_in_kinds()
-                ),
-            }),
-        }
     }
 }

@@ -6,25 +6,25 @@ use std::path::Path;
 use super::*;
 use crate::identity::Identity;
 use crate::registry::Role;
-use crate::schema::{FieldDef, FieldType, Schema};
+use crate::schema::{FieldDef, FieldKind, Schema};
 
 fn open(dir: &Path, name: &str) -> Replica {
     Replica::open(dir.join(format!("{name}.db"))).unwrap()
 }
 
 fn schema() -> Schema {
-    Schema::new().field(FieldDef::new("name", FieldType::Text))
+    Schema::new().field(FieldDef::new("name", FieldKind::Text))
 }
 
 /// One round between `client` and `hub` over the in-memory transport.
-async fn round(client: &Replica, hub: &Replica) -> (SyncReport, SyncReport) {
+async fn round(client: &Replica, hub: &Replica) -> (PeerReport, PeerReport) {
     let (a, b) = tokio::io::duplex(1 << 16);
     let server = {
         let hub = hub.clone();
         tokio::spawn(async move { hub.serve_stream(b, &ServeOptions::default()).await })
     };
     let c = client
-        .sync_over(a, Some(hub.public_key()), &SyncOptions::default())
+        .sync_peer_over(a, Some(hub.public_key()), &PeerOptions::default())
         .await
         .unwrap();
     let s = server.await.unwrap().unwrap();
@@ -138,12 +138,12 @@ async fn a_history_larger_than_one_message_travels_in_several() {
         };
         hub.serve_stream(b, &options).await
     });
-    let options = SyncOptions {
+    let options = PeerOptions {
         max_message_bytes: small,
-        ..SyncOptions::default()
+        ..PeerOptions::default()
     };
     let report = bob
-        .sync_over(a, Some(alice.public_key()), &options)
+        .sync_peer_over(a, Some(alice.public_key()), &options)
         .await
         .unwrap();
     server.await.unwrap().unwrap();
@@ -201,10 +201,10 @@ async fn a_removed_member_receives_nothing_new_and_is_told_so() {
     let hub = alice.clone();
     let server = tokio::spawn(async move { hub.serve_stream(b, &ServeOptions::default()).await });
     let err = bob
-        .sync_over(a, Some(alice.public_key()), &SyncOptions::default())
+        .sync_peer_over(a, Some(alice.public_key()), &PeerOptions::default())
         .await
         .unwrap_err();
-    assert!(matches!(err, SyncError::RefusedByPeer { .. }), "{err}");
+    assert!(matches!(err, PeerError::RefusedByPeer { .. }), "{err}");
     assert!(server.await.unwrap().is_err());
 }
 
@@ -282,7 +282,7 @@ mod adversarial {
             }
             let report = self
                 .good
-                .sync_with(&peer, &SyncOptions::default())
+                .sync_peer(&peer, &PeerOptions::default())
                 .await
                 .unwrap();
             assert!(report.registries.iter().all(|r| r.refused.is_none()));
@@ -299,7 +299,7 @@ mod adversarial {
                     .expect("the hub runs");
                 match event {
                     HubEvent::Failed {
-                        error: SyncError::Refused { reason, .. },
+                        error: PeerError::Refused { reason, .. },
                         ..
                     } => return reason,
                     HubEvent::Failed { error, .. } => panic!("failed otherwise: {error}"),
@@ -481,11 +481,11 @@ mod adversarial {
             Identity::from_secret_bytes(EVIL),
         )
         .unwrap()
-        .sync_over(stream, Some(w.hub.public_key()), &SyncOptions::default())
+        .sync_peer_over(stream, Some(w.hub.public_key()), &PeerOptions::default())
         .await
         .unwrap_err();
         assert!(
-            matches!(&err, SyncError::RefusedByPeer { reason, .. } if reason.contains("not a member of any registry")),
+            matches!(&err, PeerError::RefusedByPeer { reason, .. } if reason.contains("not a member of any registry")),
             "{err}"
         );
         assert!(
@@ -702,15 +702,15 @@ mod adversarial {
         let peer = Peer::new(w.addr().to_string()).with_key(w.hub.public_key());
         let err = w
             .good
-            .sync_with(&peer, &SyncOptions::default())
+            .sync_peer(&peer, &PeerOptions::default())
             .await
             .unwrap_err();
-        assert!(matches!(err, SyncError::Connection { .. }), "{err}");
+        assert!(matches!(err, PeerError::Connection { .. }), "{err}");
         drop(evil);
         let mut tries = 0;
         while w
             .good
-            .sync_with(&peer, &SyncOptions::default())
+            .sync_peer(&peer, &PeerOptions::default())
             .await
             .is_err()
         {

@@ -2,14 +2,6 @@
 //! table. An adapter only moves rows; diffing, validation, conflict
 //! resolution, dry-run and bookkeeping live once, in the engine.
 
-pub(crate) mod memory;
-#[cfg(feature = "notion")]
-pub(crate) mod notion;
-#[cfg(feature = "postgres")]
-pub(crate) mod postgres;
-#[cfg(feature = "sheets")]
-pub(crate) mod sheets;
-
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
@@ -17,16 +9,8 @@ use std::pin::Pin;
 
 use serde::{Deserialize, Serialize};
 
-use crate::schema::{FieldType, Schema};
+use crate::schema::{FieldKind, Schema};
 use crate::value::Value;
-
-/// A random number in [0, 1), for jittering retry waits of the HTTP
-/// adapters.
-#[cfg(any(feature = "notion", feature = "sheets"))]
-pub(crate) fn jitter_unit() -> f64 {
-    let r = getrandom::u64().unwrap_or(0x9e37_79b9_7f4a_7c15);
-    (r >> 11) as f64 / (1u64 << 53) as f64
-}
 
 /// A boxed, sendable future: what [`Adapter`] methods return, so the trait
 /// stays usable as `dyn Adapter` without tying core to one runtime.
@@ -35,6 +19,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// One row of the remote table, in registry terms: values by registry field
 /// name (a missing field is a null).
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct RemoteRow {
     /// The row's id in the remote system (for Postgres, its primary key).
     pub id: String,
@@ -44,13 +29,41 @@ pub struct RemoteRow {
     /// When the row last changed, in ms since the epoch, if the remote
     /// system says (used by the last-write-wins policy).
     pub modified_at: Option<i64>,
+    /// Why the row cannot be read as a record, when the adapter can tell
+    /// it is broken although each value is fine. Such a row is reported
+    /// invalid with this reason on every run until fixed, and is neither
+    /// mirrored nor taken as deleted.
+    pub invalid: Option<String>,
 }
 
-/// A field name no schema can have (it starts with a NUL). A fetched row
-/// carrying it, its value the reason as text, is reported invalid with
-/// that reason and skipped (neither synced nor taken as deleted): for rows
-/// an adapter can tell are broken although each value is fine.
-pub(crate) const INVALID_ROW_FIELD: &str = "\u{0}invalid";
+impl RemoteRow {
+    /// A row with these values.
+    pub fn new(id: impl Into<String>, fields: BTreeMap<String, Value>) -> Self {
+        RemoteRow {
+            id: id.into(),
+            fields,
+            modified_at: None,
+            invalid: None,
+        }
+    }
+
+    /// A row the adapter found broken, for `reason` (what is wrong and
+    /// what to do, in the remote system's words).
+    pub fn invalid(id: impl Into<String>, reason: impl Into<String>) -> Self {
+        RemoteRow {
+            id: id.into(),
+            fields: BTreeMap::new(),
+            modified_at: None,
+            invalid: Some(reason.into()),
+        }
+    }
+
+    /// Sets when the row last changed (ms since the epoch).
+    pub fn modified_at(mut self, ms: Option<i64>) -> Self {
+        self.modified_at = ms;
+        self
+    }
+}
 
 /// What a fetch returned.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -158,7 +171,7 @@ pub struct ColumnSpec {
     /// The remote column.
     pub column: String,
     /// The field's type.
-    pub field_type: FieldType,
+    pub field_type: FieldKind,
     /// Allowed options (select, multi-select).
     pub options: Vec<String>,
     /// Whether the field is required.

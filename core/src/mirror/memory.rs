@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{
+use super::adapter::{
     Adapter, AdapterError, BoxFuture, ChangeTracking, Fetched, RemoteColumn, RemoteRow,
     RemoteTable, RowError, RowOp, RowResult, TableSpec,
 };
@@ -172,10 +172,8 @@ impl MemoryAdapter {
 
     fn fetch_now(&self, since: Option<&str>) -> Result<Fetched, AdapterError> {
         let t = self.lock();
-        let row_of = |id: &str, (fields, at): &(Fields, i64)| RemoteRow {
-            id: id.to_owned(),
-            fields: fields.clone(),
-            modified_at: Some(*at),
+        let row_of = |id: &str, (fields, at): &(Fields, i64)| {
+            RemoteRow::new(id, fields.clone()).modified_at(Some(*at))
         };
         let cursor = t.incremental.then(|| t.seq.to_string());
         let since = match since.filter(|_| t.incremental) {

@@ -46,7 +46,7 @@ use session::{Accept, Config};
 /// before the failure stays; nothing half-verified was applied.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum SyncError {
+pub enum PeerError {
     /// The peer could not be reached.
     #[error(
         "could not connect to {peer}: {reason}; check the address and that `chittysync serve` runs there"
@@ -139,9 +139,9 @@ pub struct Progress {
     pub changes_out: usize,
 }
 
-/// How [`Replica::sync_with`] runs.
+/// How [`Replica::sync_peer`] runs.
 #[derive(Clone)]
-pub struct SyncOptions {
+pub struct PeerOptions {
     /// Names or ids of the registries to sync; empty: every registry shared
     /// with the peer.
     pub registries: Vec<String>,
@@ -159,9 +159,9 @@ pub struct SyncOptions {
     pub progress: Option<ProgressFn>,
 }
 
-impl Default for SyncOptions {
+impl Default for PeerOptions {
     fn default() -> Self {
-        SyncOptions {
+        PeerOptions {
             registries: Vec::new(),
             max_message_bytes: 64 << 20,
             max_clock_skew: Duration::from_secs(300),
@@ -172,9 +172,9 @@ impl Default for SyncOptions {
     }
 }
 
-impl std::fmt::Debug for SyncOptions {
+impl std::fmt::Debug for PeerOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SyncOptions")
+        f.debug_struct("PeerOptions")
             .field("registries", &self.registries)
             .field("max_message_bytes", &self.max_message_bytes)
             .field("max_clock_skew", &self.max_clock_skew)
@@ -221,11 +221,11 @@ impl Default for ServeOptions {
 
 /// What one sync moved.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SyncReport {
+pub struct PeerReport {
     /// The peer's key.
     pub peer: PublicKey,
     /// Per registry.
-    pub registries: Vec<RegistrySync>,
+    pub registries: Vec<PeerRegistryReport>,
     /// Bytes written to the connection.
     pub bytes_sent: u64,
     /// Bytes read from the connection.
@@ -234,7 +234,7 @@ pub struct SyncReport {
     pub duration: Duration,
 }
 
-impl SyncReport {
+impl PeerReport {
     /// Changes received, verified and applied, over all registries.
     pub fn changes_in(&self) -> usize {
         self.registries.iter().map(|r| r.changes_in).sum()
@@ -248,7 +248,7 @@ impl SyncReport {
 
 /// What one sync moved for one registry.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RegistrySync {
+pub struct PeerRegistryReport {
     /// The registry.
     pub registry: RegistryId,
     /// Its name (empty if it was refused before its name was known).
@@ -324,14 +324,14 @@ pub enum HubEvent {
         /// Its address.
         address: String,
         /// What moved.
-        report: SyncReport,
+        report: PeerReport,
     },
     /// A connection ended in an error (refusals included).
     Failed {
         /// The peer's address.
         address: String,
         /// What went wrong.
-        error: SyncError,
+        error: PeerError,
     },
 }
 
@@ -381,7 +381,7 @@ pub enum WatchEvent {
     /// The connection ended; a reconnect follows after `retry_in`.
     Disconnected {
         /// Why.
-        error: SyncError,
+        error: PeerError,
         /// Delay before the next attempt.
         retry_in: Duration,
     },
@@ -423,7 +423,7 @@ impl Drop for Watch {
     }
 }
 
-fn client_config(options: &SyncOptions, live: bool) -> Config {
+fn client_config(options: &PeerOptions, live: bool) -> Config {
     Config {
         max_skew_ms: options.max_clock_skew.as_millis() as i64,
         max_message: options.max_message_bytes,
@@ -435,8 +435,8 @@ fn client_config(options: &SyncOptions, live: bool) -> Config {
     }
 }
 
-async fn connect(address: &str, timeout: Duration) -> Result<TcpStream, SyncError> {
-    let err = |reason: String| SyncError::Connect {
+async fn connect(address: &str, timeout: Duration) -> Result<TcpStream, PeerError> {
+    let err = |reason: String| PeerError::Connect {
         peer: address.to_owned(),
         reason,
     };
@@ -448,13 +448,13 @@ async fn connect(address: &str, timeout: Duration) -> Result<TcpStream, SyncErro
     Ok(stream)
 }
 
-fn link_error(peer: &str, e: frame::LinkError) -> SyncError {
+fn link_error(peer: &str, e: frame::LinkError) -> PeerError {
     match e {
-        frame::LinkError::Io(reason) => SyncError::Connection {
+        frame::LinkError::Io(reason) => PeerError::Connection {
             peer: peer.to_owned(),
             reason: format!("handshake: {reason}"),
         },
-        frame::LinkError::Violation(reason) => SyncError::Refused {
+        frame::LinkError::Violation(reason) => PeerError::Refused {
             peer: peer.to_owned(),
             reason: format!("handshake: {reason}"),
         },
@@ -464,34 +464,34 @@ fn link_error(peer: &str, e: frame::LinkError) -> SyncError {
 impl Replica {
     /// Runs one sync round with the replica at `peer` over TCP: both sides
     /// end with each other's changes to every registry they share (or the
-    /// ones in [`SyncOptions::registries`]).
+    /// ones in [`PeerOptions::registries`]).
     ///
     /// ```
     /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// use chittysync::{FieldDef, FieldType, Peer, Replica, Role, Schema};
+    /// use chittysync::{FieldDef, FieldKind, Peer, Replica, Role, Schema};
     /// let dir = tempfile::tempdir()?;
     /// let hub = Replica::open(dir.path().join("hub.db"))?;
     /// let laptop = Replica::open(dir.path().join("laptop.db"))?;
     /// let services = hub.create_registry(
     ///     "services",
-    ///     Schema::new().field(FieldDef::new("name", FieldType::Text)),
+    ///     Schema::new().field(FieldDef::new("name", FieldKind::Text)),
     /// )?;
     /// services.set_member(laptop.public_key(), Role::Writer)?;
     /// services.put(None, [("name", "billing")])?;
     ///
     /// let server = hub.serve("127.0.0.1:0", Default::default()).await?;
     /// let peer = Peer::new(server.local_addr().to_string()).with_key(hub.public_key());
-    /// let report = laptop.sync_with(&peer, &Default::default()).await?;
+    /// let report = laptop.sync_peer(&peer, &Default::default()).await?;
     /// assert_eq!(report.registries[0].name, "services");
     /// assert_eq!(laptop.registry("services")?.heads(), services.heads());
     /// # Ok(()) }
     /// ```
-    pub async fn sync_with(
+    pub async fn sync_peer(
         &self,
         peer: &Peer,
-        options: &SyncOptions,
-    ) -> Result<SyncReport, SyncError> {
+        options: &PeerOptions,
+    ) -> Result<PeerReport, PeerError> {
         let stream = connect(&peer.address, options.timeout).await?;
         let accept = match peer.key {
             Some(key) => Accept::Key(key),
@@ -510,12 +510,12 @@ impl Replica {
 
     /// Runs one sync round over any byte stream (an in-memory duplex, a
     /// Unix socket, …) with a peer that proves `key` (any key if `None`).
-    pub async fn sync_over<S>(
+    pub async fn sync_peer_over<S>(
         &self,
         stream: S,
         key: Option<PublicKey>,
-        options: &SyncOptions,
-    ) -> Result<SyncReport, SyncError>
+        options: &PeerOptions,
+    ) -> Result<PeerReport, PeerError>
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
@@ -539,7 +539,7 @@ impl Replica {
         address: String,
         shutdown: Option<watch::Receiver<bool>>,
         on_connected: Option<Box<dyn FnOnce(PublicKey) + Send>>,
-    ) -> Result<SyncReport, SyncError>
+    ) -> Result<PeerReport, PeerError>
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
@@ -555,7 +555,7 @@ impl Replica {
             ),
         )
         .await
-        .map_err(|_| SyncError::Connection {
+        .map_err(|_| PeerError::Connection {
             peer: address.clone(),
             reason: "the handshake timed out".into(),
         })?
@@ -580,7 +580,7 @@ impl Replica {
         &self,
         stream: S,
         options: &ServeOptions,
-    ) -> Result<SyncReport, SyncError>
+    ) -> Result<PeerReport, PeerError>
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
@@ -595,7 +595,7 @@ impl Replica {
         address: String,
         shutdown: Option<watch::Receiver<bool>>,
         on_connected: Option<Box<dyn FnOnce(PublicKey) + Send>>,
-    ) -> Result<SyncReport, SyncError>
+    ) -> Result<PeerReport, PeerError>
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
@@ -615,7 +615,7 @@ impl Replica {
             Ok(Ok(channel)) => channel,
             Ok(Err(e)) => {
                 let e = link_error(&address, e);
-                if let SyncError::Refused { reason, .. } = &e {
+                if let PeerError::Refused { reason, .. } = &e {
                     tracing::warn!(peer = %address, %reason, "refused a peer");
                     peers::journal_refusal(self, None, &address, reason);
                 }
@@ -624,7 +624,7 @@ impl Replica {
             Err(_) => {
                 let reason = "the handshake did not finish in time".to_owned();
                 peers::journal_refusal(self, None, &address, &reason);
-                return Err(SyncError::Refused {
+                return Err(PeerError::Refused {
                     peer: address,
                     reason,
                 });
@@ -661,14 +661,14 @@ impl Replica {
     /// serves every peer that connects, live, until the returned [`Hub`] is
     /// shut down or dropped. Each peer sees only registries whose members
     /// include its key; writers may push, readers only pull.
-    pub async fn serve(&self, address: &str, options: ServeOptions) -> Result<Hub, SyncError> {
+    pub async fn serve(&self, address: &str, options: ServeOptions) -> Result<Hub, PeerError> {
         let listener = TcpListener::bind(address)
             .await
-            .map_err(|e| SyncError::Listen {
+            .map_err(|e| PeerError::Listen {
                 address: address.to_owned(),
                 reason: e.to_string(),
             })?;
-        let local = listener.local_addr().map_err(|e| SyncError::Listen {
+        let local = listener.local_addr().map_err(|e| PeerError::Listen {
             address: address.to_owned(),
             reason: e.to_string(),
         })?;
@@ -695,7 +695,7 @@ impl Replica {
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
                     let _ = events_tx.try_send(HubEvent::Failed {
                         address: addr.to_string(),
-                        error: SyncError::Connection {
+                        error: PeerError::Connection {
                             peer: addr.to_string(),
                             reason: format!(
                                 "the hub already serves its limit of {} peers; try again later",
@@ -748,7 +748,7 @@ impl Replica {
     /// are pushed and remote ones pulled as they happen, and a dropped
     /// connection is re-opened with backoff (0.2 s doubling to 10 s).
     /// Needs a Tokio runtime.
-    pub fn watch(&self, peer: Peer, options: SyncOptions) -> Watch {
+    pub fn watch(&self, peer: Peer, options: PeerOptions) -> Watch {
         let (shutdown, stop) = watch::channel(false);
         let (events_tx, events) = mpsc::channel(EVENT_BACKLOG);
         let replica = self.clone();
@@ -785,7 +785,7 @@ impl Replica {
                     return;
                 }
                 let error = match outcome {
-                    Ok(report) => SyncError::Connection {
+                    Ok(report) => PeerError::Connection {
                         peer: format!("{} ({})", peer.address, report.peer),
                         reason: "the peer closed the connection".into(),
                     },

@@ -73,12 +73,11 @@ use reqwest::{Method, StatusCode, Url};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 
-use super::{
-    Adapter, AdapterError, BoxFuture, ChangeTracking, ColumnSpec, Fetched, RemoteColumn, RemoteRow,
-    RemoteTable, RowError, RowOp, RowResult, TableSpec, jitter_unit,
+use chittysync::{
+    Adapter, AdapterError, BoxFuture, ChangeTracking, ColumnSpec, Fetched, FieldKind, RemoteColumn,
+    RemoteRow, RemoteTable, RowError, RowOp, RowResult, TableSpec, Value,
 };
-use crate::schema::FieldType;
-use crate::value::Value;
+use chittysync_http::jitter_unit;
 
 const SYSTEM: &str = "sheets";
 const SCOPES: &str = "https://www.googleapis.com/auth/spreadsheets https://www.googleapis.com/auth/drive.metadata.readonly";
@@ -165,7 +164,7 @@ impl SheetsOptions {
     }
 
     /// Reads the options from a binding's settings (see each field).
-    fn from_binding(binding: &crate::AdapterBinding) -> Result<Self, AdapterError> {
+    fn from_binding(binding: &chittysync::AdapterBinding) -> Result<Self, AdapterError> {
         let s = &binding.settings;
         let key_file = s.get("key_file").ok_or_else(|| {
             AdapterError::Config(format!(
@@ -173,7 +172,7 @@ impl SheetsOptions {
                 binding.name
             ))
         })?;
-        let mut o = SheetsOptions::new(binding.table.clone(), key_file);
+        let mut o = SheetsOptions::new(binding.target.clone(), key_file);
         o.sheet = s.get("sheet").cloned();
         o.pull_only = !binding.direction.pushes();
         if let Some(id) = s.get("sheet_id") {
@@ -514,7 +513,7 @@ fn number_text(n: &serde_json::Number) -> String {
 
 /// [`cell_to_value_in`] a spreadsheet whose time zone is UTC.
 #[cfg(test)]
-fn cell_to_value(cell: &Json, ty: FieldType) -> Option<Value> {
+fn cell_to_value(cell: &Json, ty: FieldKind) -> Option<Value> {
     cell_to_value_in(cell, ty, "Etc/GMT")
 }
 
@@ -523,8 +522,8 @@ fn cell_to_value(cell: &Json, ty: FieldType) -> Option<Value> {
 /// does not fit the type is passed on as read, for the engine to report as
 /// invalid; so is a serial date-time in a zone whose offset is not known
 /// (see [`zone_offset`]), with what to do.
-fn cell_to_value_in(cell: &Json, ty: FieldType, zone: &str) -> Option<Value> {
-    use FieldType as T;
+fn cell_to_value_in(cell: &Json, ty: FieldKind, zone: &str) -> Option<Value> {
+    use FieldKind as T;
     match cell {
         Json::Null => None,
         Json::String(s) if s.is_empty() => None,
@@ -576,8 +575,8 @@ fn cell_to_value_in(cell: &Json, ty: FieldType, zone: &str) -> Option<Value> {
 
 /// A value of a field of type `ty` → the cell written (RAW). Numbers are
 /// written as numbers when they read back exactly, else as text.
-fn value_to_cell(value: &Value, ty: FieldType) -> Json {
-    use FieldType as T;
+fn value_to_cell(value: &Value, ty: FieldKind) -> Json {
+    use FieldKind as T;
     match (ty, value) {
         (T::Integer, Value::Integer(i)) if i.unsigned_abs() <= 1 << 53 => json!(i),
         (T::Decimal, Value::Decimal(d)) | (T::Decimal, Value::Text(d)) => {
@@ -850,10 +849,10 @@ impl SheetsAdapter {
     /// An adapter for a stored binding: `table` is the spreadsheet id; the
     /// settings are those of [`SheetsOptions`] (`key_file` is required).
     pub fn for_binding(
-        binding: &crate::AdapterBinding,
-        schema: &crate::Schema,
-    ) -> Result<Self, crate::EngineError> {
-        let wrap = |source| crate::EngineError::Adapter {
+        binding: &chittysync::AdapterBinding,
+        schema: &chittysync::Schema,
+    ) -> Result<Self, chittysync::MirrorError> {
+        let wrap = |source| chittysync::MirrorError::Adapter {
             binding: binding.name.clone(),
             source,
         };
@@ -1611,14 +1610,7 @@ impl SheetsAdapter {
                         "sheet row {row_number} has an id but no value in any mapped column ({}); fill it in, or delete the whole row to delete the record",
                         headers.join(", ")
                     );
-                    rows.push(RemoteRow {
-                        id,
-                        fields: BTreeMap::from([(
-                            super::INVALID_ROW_FIELD.to_owned(),
-                            Value::Text(reason),
-                        )]),
-                        modified_at,
-                    });
+                    rows.push(RemoteRow::invalid(id, reason).modified_at(modified_at));
                 }
                 continue;
             }
@@ -1656,11 +1648,7 @@ impl SheetsAdapter {
                     fields.insert(spec.field.clone(), v);
                 }
             }
-            rows.push(RemoteRow {
-                id,
-                fields,
-                modified_at,
-            });
+            rows.push(RemoteRow::new(id, fields).modified_at(modified_at));
         }
         if !new_ids.is_empty() {
             tracing::info!(table = %self.shown, rows = new_ids.len(), "giving ids to rows added without one");
@@ -2283,6 +2271,79 @@ impl Adapter for SheetsAdapter {
     }
 }
 
+/// The `sheets` adapter kind, for [`chittysync::AdapterKinds`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SheetsKind;
+
+impl chittysync::AdapterKind for SheetsKind {
+    fn name(&self) -> &'static str {
+        "sheets"
+    }
+
+    fn settings(&self) -> &'static [chittysync::SettingSpec] {
+        &[
+            chittysync::SettingSpec {
+                key: "key_file",
+                help: "the service account's JSON key file",
+            },
+            chittysync::SettingSpec {
+                key: "sheet",
+                help: "the tab's title (default: the first tab)",
+            },
+            chittysync::SettingSpec {
+                key: "sheet_id",
+                help: "the tab's id, pinned when the binding is added",
+            },
+            chittysync::SettingSpec {
+                key: "base_url",
+                help: "the Sheets API's address",
+            },
+            chittysync::SettingSpec {
+                key: "drive_base_url",
+                help: "the Drive API's address",
+            },
+        ]
+    }
+
+    fn tracking(&self, _table: &RemoteTable) -> String {
+        "the file's Drive version; a changed sheet is read in one request".into()
+    }
+
+    fn connect<'a>(
+        &'a self,
+        cx: chittysync::Connect<'a>,
+    ) -> BoxFuture<'a, Result<Box<dyn Adapter>, chittysync::MirrorError>> {
+        Box::pin(async move {
+            let adapter = SheetsAdapter::for_binding(cx.binding, cx.schema)?;
+            Ok(Box::new(adapter) as Box<dyn Adapter>)
+        })
+    }
+
+    fn setup<'a>(
+        &'a self,
+        binding: &'a mut chittysync::AdapterBinding,
+        schema: &'a chittysync::Schema,
+        create: bool,
+    ) -> BoxFuture<'a, Result<RemoteTable, chittysync::MirrorError>> {
+        Box::pin(async move {
+            let adapter = SheetsAdapter::for_binding(binding, schema)?;
+            let wrap = |source| chittysync::MirrorError::Adapter {
+                binding: binding.name.clone(),
+                source,
+            };
+            let table = adapter.prepare(create).await.map_err(wrap)?;
+            // Pin the tab by its id: renaming, reordering or adding tabs
+            // then moves nothing (without a sheet setting, "the first tab"
+            // would).
+            let sheet_id = adapter.pinned_sheet_id().await.map_err(wrap)?;
+            binding
+                .settings
+                .insert("sheet_id".into(), sheet_id.to_string());
+            Ok(table)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2320,7 +2381,7 @@ mod tests {
 
     #[test]
     fn cells_read_as_values_of_their_field_type() {
-        use FieldType as T;
+        use FieldKind as T;
         assert_eq!(cell_to_value(&json!(""), T::Text), None);
         assert_eq!(cell_to_value(&Json::Null, T::Integer), None);
         assert_eq!(
@@ -2388,7 +2449,7 @@ mod tests {
 
     #[test]
     fn serial_date_times_are_local_to_the_spreadsheet_time_zone() {
-        use FieldType as T;
+        use FieldKind as T;
         let at = |zone: &str| cell_to_value_in(&json!(46349.75), T::Datetime, zone);
         assert_eq!(
             at("Etc/GMT"),
@@ -2412,7 +2473,7 @@ mod tests {
             refused.contains("Europe/Berlin") && refused.contains("offset"),
             "{refused}"
         );
-        assert!(crate::schema::coerce(T::Datetime, Value::Text(refused)).is_err());
+        assert!(chittysync::coerce(T::Datetime, Value::Text(refused)).is_err());
         assert_eq!(zone_offset("Etc/GMT+15"), None);
         assert_eq!(zone_offset("Etc/GMTx"), None);
         // Dates have no time of day: every zone reads them.
@@ -2424,7 +2485,7 @@ mod tests {
 
     #[test]
     fn very_small_and_large_numbers_read_as_plain_decimals() {
-        use FieldType as T;
+        use FieldKind as T;
         for (cell, text) in [
             (json!(1e-7), "0.0000001"),
             (json!(1e16), "10000000000000000"),
@@ -2433,7 +2494,7 @@ mod tests {
         ] {
             let value = cell_to_value(&cell, T::Decimal).unwrap();
             assert_eq!(value, Value::Decimal(text.into()));
-            crate::schema::coerce(T::Decimal, value.clone()).expect("a valid decimal");
+            chittysync::coerce(T::Decimal, value.clone()).expect("a valid decimal");
             assert_eq!(
                 value_to_cell(&value, T::Decimal),
                 cell,
@@ -2448,7 +2509,7 @@ mod tests {
 
     #[test]
     fn values_write_as_cells_that_read_back_equal() {
-        use FieldType as T;
+        use FieldKind as T;
         let cases: Vec<(Value, T, Json)> = vec![
             (Value::Integer(80), T::Integer, json!(80)),
             (
@@ -2480,7 +2541,7 @@ mod tests {
         for (value, ty, cell) in cases {
             assert_eq!(value_to_cell(&value, ty), cell, "{value:?} as {ty:?}");
             let back = cell_to_value(&cell, ty).unwrap();
-            let canon = |v: Value| crate::schema::coerce(ty, v).unwrap();
+            let canon = |v: Value| chittysync::coerce(ty, v).unwrap();
             assert_eq!(canon(back), canon(value.clone()), "{value:?} round trip");
         }
     }
@@ -2565,7 +2626,7 @@ mod tests {
 
     #[test]
     fn binding_settings_become_options() {
-        let binding = crate::AdapterBinding::new("s", "services", "sheets", "sheet-id")
+        let binding = chittysync::AdapterBinding::new("s", "services", "sheets", "sheet-id")
             .setting("key_file", "key.json")
             .setting("sheet", "Contacts")
             .setting("retry_base_ms", "10")
@@ -2590,7 +2651,7 @@ mod tests {
             err.contains("sheet_id") && err.contains("Contacts"),
             "{err}"
         );
-        let pulling = binding.clone().direction(crate::Direction::Pull);
+        let pulling = binding.clone().direction(chittysync::Direction::Pull);
         assert!(SheetsOptions::from_binding(&pulling).unwrap().pull_only);
 
         let mut renamed = binding.clone().setting("max_retries", "many");

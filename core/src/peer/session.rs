@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, watch};
 use super::envelope::{self, CONNECTION, Kind, Offer};
 use super::frame::{Channel, Counters, LinkError, SecureWriter};
 use super::peers;
-use super::{Progress, RegistrySync, RemoteChanges, SyncError, SyncReport};
+use super::{PeerError, PeerRegistryReport, PeerReport, Progress, RemoteChanges};
 use crate::error::ImportError;
 use crate::exchange::Bundle;
 use crate::identity::PublicKey;
@@ -171,7 +171,7 @@ pub(crate) async fn run<S>(
     counters: Arc<Counters>,
     shutdown: Option<watch::Receiver<bool>>,
     on_connected: Option<Box<dyn FnOnce(PublicKey) + Send>>,
-) -> Result<SyncReport, SyncError>
+) -> Result<PeerReport, PeerError>
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -203,7 +203,7 @@ where
             // connection and could lose the refusal: drain until it closes.
             let mut reader = reader;
             let _ = tokio::time::timeout(LINGER, reader.drain(DRAIN_BUDGET)).await;
-            return Err(SyncError::Refused {
+            return Err(PeerError::Refused {
                 peer: address,
                 reason,
             });
@@ -251,11 +251,11 @@ where
     let who = format!("{} ({})", session.address, session.peer);
     let result = match outcome {
         Ok(()) => Ok(session.report(started)),
-        Err(Fault::Io(reason)) => Err(SyncError::Connection { peer: who, reason }),
-        Err(Fault::Store(e)) => Err(SyncError::Store(e)),
+        Err(Fault::Io(reason)) => Err(PeerError::Connection { peer: who, reason }),
+        Err(Fault::Store(e)) => Err(PeerError::Store(e)),
         Err(Fault::RefusedByPeer(reason)) => {
             tracing::warn!(peer = %who, %reason, "the peer refused this replica");
-            Err(SyncError::RefusedByPeer { peer: who, reason })
+            Err(PeerError::RefusedByPeer { peer: who, reason })
         }
         Err(Fault::RefuseRegistry(registry, reason)) => {
             refuse_peer(&mut session, Some(registry), reason).await
@@ -280,7 +280,7 @@ async fn refuse_peer<W: AsyncRead + AsyncWrite + Send + 'static>(
     session: &mut Session<W>,
     registry: Option<RegistryId>,
     reason: String,
-) -> Result<SyncReport, SyncError> {
+) -> Result<PeerReport, PeerError> {
     let who = format!("{} ({})", session.address, session.peer);
     tracing::warn!(peer = %who, %reason, "refused a peer");
     peers::journal_refusal(&session.replica, registry.as_ref(), &who, &reason);
@@ -288,7 +288,7 @@ async fn refuse_peer<W: AsyncRead + AsyncWrite + Send + 'static>(
     let _ = session
         .send(&CONNECTION, Kind::Refused, reason.as_bytes())
         .await;
-    Err(SyncError::Refused { peer: who, reason })
+    Err(PeerError::Refused { peer: who, reason })
 }
 
 /// A reason the peer gave, made safe to print: at most 500 characters, no
@@ -1039,13 +1039,13 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
         }
     }
 
-    fn report(&self, started: Instant) -> SyncReport {
-        SyncReport {
+    fn report(&self, started: Instant) -> PeerReport {
+        PeerReport {
             peer: self.peer,
             registries: self
                 .regs
                 .values()
-                .map(|r| RegistrySync {
+                .map(|r| PeerRegistryReport {
                     registry: r.id,
                     name: r.name.clone(),
                     changes_in: r.changes_in,

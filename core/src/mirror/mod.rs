@@ -3,17 +3,20 @@
 //!
 //! A run fetches remote rows (all, or only those changed since the
 //! binding's cursor), diffs both sides field by field against the
-//! last-known snapshot (three-way), validates remote values against the
+//! merge base (three-way), validates remote values against the
 //! registry's schema (an invalid row is reported and skipped whole),
 //! settles fields changed on both sides with the conflict policy, then
 //! applies: remote changes into the registry as changes signed by the
-//! binding's own key, local changes to the remote in batches. Snapshots
+//! binding's own key, local changes to the remote in batches. Merge bases
 //! advance only for rows whose writes all succeeded, in one transaction,
 //! so a failed run resumes with no duplicates and no loss.
 
+mod adapter;
 mod binding;
+mod kinds;
+mod memory;
+mod merge_base;
 pub(crate) mod plan;
-mod store;
 
 #[cfg(any(test, feature = "conformance"))]
 #[cfg_attr(not(feature = "conformance"), allow(unreachable_pub, dead_code))]
@@ -21,9 +24,14 @@ pub mod conformance;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+pub use adapter::{
+    Adapter, AdapterError, BoxFuture, ChangeTracking, ColumnSpec, Fetched, RemoteColumn, RemoteRow,
+    RemoteTable, RowError, RowOp, RowResult, TableSpec,
+};
 pub use binding::{AdapterBinding, BindingAdded, Direction};
+pub use kinds::{AdapterKind, AdapterKinds, Connect, SettingSpec};
+pub use memory::MemoryAdapter;
 
-use crate::adapters::{Adapter, AdapterError, ChangeTracking, RowOp};
 use crate::error::{LookupError, WriteError};
 use crate::identity::{Identity, IdentityError};
 use crate::registry::{Query, Registry, Role};
@@ -37,10 +45,10 @@ use plan::{Fields, LocalRec, Next};
 const DEFAULT_BATCH: usize = 500;
 
 /// A sync run failed as a whole. Rows that fail alone are reported in
-/// [`AdapterSyncReport::failed`] instead.
+/// [`MirrorReport::failed`] instead.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum EngineError {
+pub enum MirrorError {
     /// No binding of that name.
     #[error("no adapter binding named '{name}'; `chittysync adapter ls` lists them")]
     NoBinding {
@@ -54,6 +62,18 @@ pub enum EngineError {
         binding: String,
         /// What is wrong and what to do.
         reason: String,
+    },
+    /// No adapter of the binding's kind is available here.
+    #[error(
+        "adapter binding '{binding}' is of kind '{kind}', which this program does not include (it has: {known}); pass an adapter of that kind to run_mirror"
+    )]
+    UnknownKind {
+        /// The binding.
+        binding: String,
+        /// The kind it names.
+        kind: String,
+        /// The kinds there are.
+        known: String,
     },
     /// The environment variable holding the binding's secret is not set.
     #[error(
@@ -247,7 +267,7 @@ pub struct RowPlan {
 /// What a run does (or, in a dry run, would do).
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
-pub struct SyncPlan {
+pub struct MirrorPlan {
     /// The binding.
     pub binding: String,
     /// The direction of this run.
@@ -264,7 +284,7 @@ pub struct SyncPlan {
     pub delete_limit: u64,
 }
 
-impl SyncPlan {
+impl MirrorPlan {
     /// Writes of `action` on `side`.
     pub fn count(&self, side: Side, action: Action) -> usize {
         self.rows
@@ -365,10 +385,10 @@ impl SyncPlan {
 /// How to run a sync.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
-pub struct AdapterSyncOptions {
+pub struct MirrorOptions {
     /// Which way to move data (within what the binding allows).
     pub direction: Direction,
-    /// Plan only: write nothing to either side, move no snapshot or cursor.
+    /// Plan only: write nothing to either side, move no merge base or cursor.
     pub dry_run: bool,
     /// Allow a run that deletes more than the binding's limit.
     pub allow_deletes: bool,
@@ -381,9 +401,9 @@ pub struct AdapterSyncOptions {
     pub batch_size: Option<usize>,
 }
 
-impl Default for AdapterSyncOptions {
+impl Default for MirrorOptions {
     fn default() -> Self {
-        AdapterSyncOptions {
+        MirrorOptions {
             direction: Direction::Both,
             dry_run: false,
             allow_deletes: false,
@@ -394,25 +414,25 @@ impl Default for AdapterSyncOptions {
     }
 }
 
-impl AdapterSyncOptions {
+impl MirrorOptions {
     /// Both ways.
     pub fn sync() -> Self {
-        AdapterSyncOptions::default()
+        MirrorOptions::default()
     }
 
     /// Registry → remote only.
     pub fn push() -> Self {
-        AdapterSyncOptions {
+        MirrorOptions {
             direction: Direction::Push,
-            ..AdapterSyncOptions::default()
+            ..MirrorOptions::default()
         }
     }
 
     /// Remote → registry only.
     pub fn pull() -> Self {
-        AdapterSyncOptions {
+        MirrorOptions {
             direction: Direction::Pull,
-            ..AdapterSyncOptions::default()
+            ..MirrorOptions::default()
         }
     }
 
@@ -466,9 +486,9 @@ pub struct RowFailure {
 /// What a run did.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
-pub struct AdapterSyncReport {
+pub struct MirrorReport {
     /// The plan (in a dry run, all that happened).
-    pub plan: SyncPlan,
+    pub plan: MirrorPlan,
     /// Whether anything was written.
     pub dry_run: bool,
     /// Rows whose writes all succeeded.
@@ -480,7 +500,7 @@ pub struct AdapterSyncReport {
     pub timings: Vec<(&'static str, f64)>,
 }
 
-impl AdapterSyncReport {
+impl MirrorReport {
     /// The report as JSON (the plan, plus applied and failed rows).
     pub fn to_json(&self) -> serde_json::Value {
         let mut json = self.plan.to_json();
@@ -537,14 +557,14 @@ impl Stage {
 }
 
 /// Receives progress of a run (the CLI draws bars from it).
-pub trait AdapterProgress: Send + Sync {
+pub trait MirrorProgress: Send + Sync {
     /// A stage starts with `total` units of work (0 if unknown).
     fn stage(&self, stage: Stage, total: u64);
     /// `n` more units are done.
     fn advance(&self, n: u64);
 }
 
-impl AdapterProgress for () {
+impl MirrorProgress for () {
     fn stage(&self, _: Stage, _: u64) {}
     fn advance(&self, _: u64) {}
 }
@@ -552,14 +572,14 @@ impl AdapterProgress for () {
 impl Replica {
     /// Runs binding `name` once through `adapter`: a plan, then (unless
     /// `options.dry_run`) its writes on both sides.
-    pub async fn sync_binding(
+    pub async fn run_mirror(
         &self,
         name: &str,
         adapter: &dyn Adapter,
-        options: &AdapterSyncOptions,
-        progress: &dyn AdapterProgress,
-    ) -> Result<AdapterSyncReport, EngineError> {
-        let binding = self.binding(name)?.ok_or_else(|| EngineError::NoBinding {
+        options: &MirrorOptions,
+        progress: &dyn MirrorProgress,
+    ) -> Result<MirrorReport, MirrorError> {
+        let binding = self.binding(name)?.ok_or_else(|| MirrorError::NoBinding {
             name: name.to_owned(),
         })?;
         let registry = self.registry(&binding.registry)?;
@@ -568,8 +588,8 @@ impl Replica {
     }
 }
 
-fn adapter_err(binding: &AdapterBinding) -> impl Fn(AdapterError) -> EngineError + '_ {
-    move |source| EngineError::Adapter {
+fn adapter_err(binding: &AdapterBinding) -> impl Fn(AdapterError) -> MirrorError + '_ {
+    move |source| MirrorError::Adapter {
         binding: binding.name.clone(),
         source,
     }
@@ -580,16 +600,16 @@ async fn run(
     binding: &AdapterBinding,
     identity: &Identity,
     adapter: &dyn Adapter,
-    options: &AdapterSyncOptions,
-    progress: &dyn AdapterProgress,
-) -> Result<AdapterSyncReport, EngineError> {
+    options: &MirrorOptions,
+    progress: &dyn MirrorProgress,
+) -> Result<MirrorReport, MirrorError> {
     let direction = binding.direction.within(options.direction);
     let shared = registry.shared().clone();
     let (bound, cursor, saved_heads) = {
         let store = shared.store();
-        let bound = store::has_snaps(store.conn(), store.path(), &binding.name)?;
-        let cursor = store::cursor(store.conn(), store.path(), &binding.name)?;
-        let heads = store::local_heads(store.conn(), store.path(), &binding.name)?;
+        let bound = merge_base::has_merge_bases(store.conn(), store.path(), &binding.name)?;
+        let cursor = merge_base::cursor(store.conn(), store.path(), &binding.name)?;
+        let heads = merge_base::local_heads(store.conn(), store.path(), &binding.name)?;
         (bound, cursor, heads)
     };
     if !options.dry_run && direction.pulls() {
@@ -599,7 +619,7 @@ async fn run(
             .iter()
             .any(|m| m.key == key && matches!(m.role, Role::Writer | Role::Admin));
         if !can_write {
-            return Err(EngineError::NotWriter {
+            return Err(MirrorError::NotWriter {
                 binding: binding.name.clone(),
                 registry: binding.registry.clone(),
                 key: key.to_string(),
@@ -661,7 +681,7 @@ async fn run(
         (Some(heads), false, Direction::Both, false) => registry.records_touched_since(heads),
         _ => None,
     };
-    let (snaps, local, total) = match touched {
+    let (merge_bases, local, total) = match touched {
         Some(mut touched) => {
             // The records new remote rows would become must be read too:
             // an unrelated record may already hold such an id (the plan then
@@ -673,9 +693,9 @@ async fn run(
                 .map(|r| r.id.clone())
                 .chain(fetched.deleted.iter().cloned())
                 .collect();
-            let snaps = {
+            let merge_bases = {
                 let store = shared.store();
-                store::load_snaps_for(
+                merge_base::load_merge_bases_for(
                     store.conn(),
                     store.path(),
                     &binding.name,
@@ -685,18 +705,18 @@ async fn run(
             };
             let local: BTreeMap<String, LocalRec> = touched
                 .iter()
-                .chain(snaps.keys())
+                .chain(merge_bases.keys())
                 .filter_map(|id| registry.get(id))
                 .map(to_local)
                 .collect();
             // Counting every bound row is only worth it when the deletes
             // could exceed the fixed part of the limit.
-            (snaps, local, None)
+            (merge_bases, local, None)
         }
         None => {
-            let snaps = {
+            let merge_bases = {
                 let store = shared.store();
-                store::load_snaps(store.conn(), store.path(), &binding.name)?
+                merge_base::load_merge_bases(store.conn(), store.path(), &binding.name)?
             };
             let local: BTreeMap<String, LocalRec> = registry
                 .list(&Query {
@@ -707,8 +727,8 @@ async fn run(
                 .map(to_local)
                 .collect();
             let live = local.values().filter(|l| !l.deleted).count();
-            let total = snaps.len().max(live) as u64;
-            (snaps, local, Some(total))
+            let total = merge_bases.len().max(live) as u64;
+            (merge_bases, local, Some(total))
         }
     };
     let policy = |field: &str| {
@@ -727,7 +747,7 @@ async fn run(
         policy: &policy,
         direction,
         key_field: binding.key_field.as_deref(),
-        snaps: &snaps,
+        merge_bases: &merge_bases,
         local: &local,
         fetched: &fetched,
         local_time: &local_time,
@@ -746,7 +766,7 @@ async fn run(
         Some(total) => total,
         None if deletes > binding.max_deletes => {
             let store = shared.store();
-            store::snap_count(store.conn(), store.path(), &binding.name)? as u64
+            merge_base::merge_base_count(store.conn(), store.path(), &binding.name)? as u64
         }
         None => 0,
     };
@@ -759,7 +779,7 @@ async fn run(
         .filter(|r| r.local.is_some() || r.remote.is_some() || !r.conflicts.is_empty())
         .cloned()
         .collect();
-    let mut plan = SyncPlan {
+    let mut plan = MirrorPlan {
         binding: binding.name.clone(),
         direction,
         rows: shown,
@@ -770,7 +790,7 @@ async fn run(
     };
     clock.lap("plan");
     if options.dry_run {
-        return Ok(AdapterSyncReport {
+        return Ok(MirrorReport {
             plan,
             dry_run: true,
             applied: 0,
@@ -779,7 +799,7 @@ async fn run(
         });
     }
     if plan.exceeds_delete_limit() && !options.allow_deletes {
-        return Err(EngineError::TooManyDeletes {
+        return Err(MirrorError::TooManyDeletes {
             binding: binding.name.clone(),
             deletes,
             total,
@@ -817,7 +837,7 @@ async fn run(
     .await?;
     clock.lap("apply_remote");
 
-    // Snapshots of the rows that succeeded, the cursor and a journal entry,
+    // Merge bases of the rows that succeeded, the cursor and a journal entry,
     // in one transaction.
     let hold_cursor = planned.hold_cursor;
     // A pulled row that failed for a transient reason must be fetched
@@ -840,14 +860,21 @@ async fn run(
                 applied += 1;
             }
             match &row.next {
-                Next::Keep(snap) => {
-                    store::save_snap(tx.conn(), tx.path(), &binding.name, &row.record, snap, now)?
+                Next::Keep(merge_base) => merge_base::save_merge_base(
+                    tx.conn(),
+                    tx.path(),
+                    &binding.name,
+                    &row.record,
+                    merge_base,
+                    now,
+                )?,
+                Next::Drop => {
+                    merge_base::drop_merge_base(tx.conn(), tx.path(), &binding.name, &row.record)?
                 }
-                Next::Drop => store::drop_snap(tx.conn(), tx.path(), &binding.name, &row.record)?,
             }
         }
         if !pull_failed && !hold_cursor {
-            store::set_cursor(
+            merge_base::set_cursor(
                 tx.conn(),
                 tx.path(),
                 &binding.name,
@@ -860,7 +887,7 @@ async fn run(
             && failed.is_empty()
             && !hold_cursor
             && plan.open_conflicts() == 0;
-        store::set_local_heads(
+        merge_base::set_local_heads(
             tx.conn(),
             tx.path(),
             &binding.name,
@@ -884,7 +911,7 @@ async fn run(
     failed.sort_by_key(|(i, _)| *i);
     plan.rows.sort_by(|a, b| a.record.cmp(&b.record));
     clock.lap("save");
-    Ok(AdapterSyncReport {
+    Ok(MirrorReport {
         plan,
         dry_run: false,
         applied,
@@ -927,7 +954,7 @@ fn apply_local(
     rows: &[RowPlan],
     batch: usize,
     failed: &mut HashMap<usize, RowFailure>,
-    progress: &dyn AdapterProgress,
+    progress: &dyn MirrorProgress,
 ) {
     let todo: Vec<usize> = (0..rows.len())
         .filter(|&i| rows[i].local.is_some())
@@ -1009,8 +1036,8 @@ async fn apply_remote(
     rows: &mut [RowPlan],
     batch: usize,
     failed: &mut HashMap<usize, RowFailure>,
-    progress: &dyn AdapterProgress,
-) -> Result<Pushed, EngineError> {
+    progress: &dyn MirrorProgress,
+) -> Result<Pushed, MirrorError> {
     let todo: Vec<usize> = (0..rows.len())
         .filter(|&i| rows[i].remote.is_some() && !failed.contains_key(&i))
         .collect();
@@ -1046,7 +1073,7 @@ async fn apply_remote(
         let results = match adapter.apply(&ops).await {
             Ok(results) if results.len() == ops.len() => results,
             Ok(results) => {
-                return Err(EngineError::Adapter {
+                return Err(MirrorError::Adapter {
                     binding: binding.name.clone(),
                     source: AdapterError::Request {
                         system: adapter.system().to_owned(),
@@ -1091,8 +1118,8 @@ async fn apply_remote(
                     if pushed.rows.len() < 1000 {
                         pushed.rows.push(remote_id.clone());
                     }
-                    if let Next::Keep(snap) = &mut row.next {
-                        snap.remote_id = remote_id.clone();
+                    if let Next::Keep(merge_base) = &mut row.next {
+                        merge_base.remote_id = remote_id.clone();
                     }
                     row.remote_id = remote_id;
                 }
@@ -1118,13 +1145,13 @@ async fn apply_remote(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::adapters::memory::MemoryAdapter;
-    use crate::schema::{FieldDef, FieldType, Schema};
+    use crate::mirror::memory::MemoryAdapter;
+    use crate::schema::{FieldDef, FieldKind, Schema};
 
     fn heads_saved(replica: &Replica) -> Option<Vec<automerge::ChangeHash>> {
         let shared = replica.shared();
         let store = shared.store();
-        store::local_heads(store.conn(), store.path(), "m").unwrap()
+        merge_base::local_heads(store.conn(), store.path(), "m").unwrap()
     }
 
     /// After a run that left nothing behind, the next run reads only the
@@ -1134,7 +1161,7 @@ mod tests {
     async fn later_runs_read_only_what_changed_unless_work_was_left() {
         let dir = tempfile::tempdir().unwrap();
         let replica = Replica::open(dir.path().join("r.db")).unwrap();
-        let schema = Schema::new().field(FieldDef::new("name", FieldType::Text));
+        let schema = Schema::new().field(FieldDef::new("name", FieldKind::Text));
         let reg = replica.create_registry("r", schema).unwrap();
         replica
             .add_binding(&AdapterBinding::new("m", "r", "memory", "t"))
@@ -1145,11 +1172,11 @@ mod tests {
             reg.put(Some(&format!("r{i}")), [("name", format!("n{i}"))])
                 .unwrap();
         }
-        let run = |o: AdapterSyncOptions| {
+        let run = |o: MirrorOptions| {
             let (replica, adapter) = (replica.clone(), adapter.clone());
-            async move { replica.sync_binding("m", &adapter, &o, &()).await.unwrap() }
+            async move { replica.run_mirror("m", &adapter, &o, &()).await.unwrap() }
         };
-        run(AdapterSyncOptions::sync()).await;
+        run(MirrorOptions::sync()).await;
         assert_eq!(heads_saved(&replica), Some(reg.heads()));
         let touched = reg.records_touched_since(&reg.heads()).unwrap();
         assert!(touched.is_empty());
@@ -1164,7 +1191,7 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec!["r3".to_owned()]
         );
-        let report = run(AdapterSyncOptions::sync()).await;
+        let report = run(MirrorOptions::sync()).await;
         assert_eq!(report.applied, 2);
         assert_eq!(table.row("r3").unwrap()["name"], Value::from("local edit"));
         assert_eq!(
@@ -1175,10 +1202,10 @@ mod tests {
         // A failed push leaves work behind: the next run compares everything.
         reg.put(Some("r4"), [("name", "will fail once")]).unwrap();
         table.fail_after(0);
-        let report = run(AdapterSyncOptions::sync()).await;
+        let report = run(MirrorOptions::sync()).await;
         assert_eq!(report.failed.len(), 1);
         assert_eq!(heads_saved(&replica), None);
-        let report = run(AdapterSyncOptions::sync()).await;
+        let report = run(MirrorOptions::sync()).await;
         assert!(report.failed.is_empty());
         assert_eq!(
             table.row("r4").unwrap()["name"],
@@ -1194,7 +1221,7 @@ mod tests {
     async fn a_new_row_never_takes_over_an_unrelated_record_with_its_id() {
         let dir = tempfile::tempdir().unwrap();
         let replica = Replica::open(dir.path().join("r.db")).unwrap();
-        let schema = Schema::new().field(FieldDef::new("name", FieldType::Text));
+        let schema = Schema::new().field(FieldDef::new("name", FieldKind::Text));
         let reg = replica.create_registry("r", schema).unwrap();
         replica
             .add_binding(&AdapterBinding::new("m", "r", "memory", "t").key_field("name"))
@@ -1207,7 +1234,7 @@ mod tests {
             let (replica, adapter) = (replica.clone(), adapter.clone());
             async move {
                 replica
-                    .sync_binding("m", &adapter, &AdapterSyncOptions::sync(), &())
+                    .run_mirror("m", &adapter, &MirrorOptions::sync(), &())
                     .await
                     .unwrap()
             }
@@ -1233,15 +1260,15 @@ mod tests {
     async fn a_refused_pull_is_reported_and_does_not_hold_the_cursor() {
         let dir = tempfile::tempdir().unwrap();
         let replica = Replica::open(dir.path().join("r.db")).unwrap();
-        let schema = Schema::new().field(FieldDef::new("name", FieldType::Text).unique());
+        let schema = Schema::new().field(FieldDef::new("name", FieldKind::Text).unique());
         replica.create_registry("r", schema).unwrap();
         replica
             .add_binding(&AdapterBinding::new("m", "r", "memory", "t"))
             .unwrap();
         let table = MemoryAdapter::new("t");
         let adapter = table.another_client();
-        let options = AdapterSyncOptions::sync();
-        let run = || replica.sync_binding("m", &adapter, &options, &());
+        let options = MirrorOptions::sync();
+        let run = || replica.run_mirror("m", &adapter, &options, &());
         table.insert("a", [("name", "same")]);
         run().await.unwrap();
         table.insert("b", [("name", "same")]);
@@ -1256,7 +1283,7 @@ mod tests {
         let cursor = {
             let shared = replica.shared();
             let store = shared.store();
-            store::cursor(store.conn(), store.path(), "m").unwrap()
+            merge_base::cursor(store.conn(), store.path(), "m").unwrap()
         };
         assert_eq!(
             cursor.as_deref(),
@@ -1272,7 +1299,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let admin = Replica::open(dir.path().join("a.db")).unwrap();
         let writer = Replica::open(dir.path().join("w.db")).unwrap();
-        let schema = Schema::new().field(FieldDef::new("name", FieldType::Text));
+        let schema = Schema::new().field(FieldDef::new("name", FieldKind::Text));
         let reg = admin.create_registry("r", schema).unwrap();
         reg.set_member(writer.public_key(), crate::Role::Writer)
             .unwrap();
@@ -1289,26 +1316,16 @@ mod tests {
         let table = MemoryAdapter::new("t");
         table.insert("x", [("name", "x")]);
         let err = writer
-            .sync_binding(
-                "m",
-                &table.another_client(),
-                &AdapterSyncOptions::sync(),
-                &(),
-            )
+            .run_mirror("m", &table.another_client(), &MirrorOptions::sync(), &())
             .await
             .unwrap_err();
-        assert!(matches!(err, EngineError::NotWriter { .. }));
+        assert!(matches!(err, MirrorError::NotWriter { .. }));
         assert!(err.to_string().contains(&cmd), "{err}");
         // Once an admin adds the key, the writer's replica syncs.
         reg.set_member(added.key, crate::Role::Writer).unwrap();
         writer.import(reg.export(&[]).unwrap()).unwrap();
         writer
-            .sync_binding(
-                "m",
-                &table.another_client(),
-                &AdapterSyncOptions::sync(),
-                &(),
-            )
+            .run_mirror("m", &table.another_client(), &MirrorOptions::sync(), &())
             .await
             .unwrap();
         assert!(writer.registry("r").unwrap().get("x").is_some());
@@ -1322,7 +1339,7 @@ mod tests {
         let a = Replica::open(dir.path().join("a.db")).unwrap();
         let b = Replica::open(dir.path().join("b.db")).unwrap();
         let schema = Schema::new()
-            .field(FieldDef::new("name", FieldType::Text))
+            .field(FieldDef::new("name", FieldKind::Text))
             .conflict_policy(ConflictPolicy::Manual);
         let ra = a.create_registry("r", schema).unwrap();
         ra.set_member(b.public_key(), crate::Role::Writer).unwrap();
@@ -1330,9 +1347,9 @@ mod tests {
             .unwrap();
         let table = MemoryAdapter::new("t");
         let adapter = table.another_client();
-        let options = AdapterSyncOptions::sync();
+        let options = MirrorOptions::sync();
         ra.put(Some("x"), [("name", "x")]).unwrap();
-        a.sync_binding("m", &adapter, &options, &()).await.unwrap();
+        a.run_mirror("m", &adapter, &options, &()).await.unwrap();
         b.import(ra.export(&[]).unwrap()).unwrap();
         let rb = b.registry("r").unwrap();
         ra.put(Some("x"), [("name", "from a")]).unwrap();
@@ -1340,7 +1357,7 @@ mod tests {
         a.import(rb.export(&ra.heads()).unwrap()).unwrap();
         assert!(ra.get("x").unwrap().conflicted.contains("name"));
 
-        let report = a.sync_binding("m", &adapter, &options, &()).await.unwrap();
+        let report = a.run_mirror("m", &adapter, &options, &()).await.unwrap();
         let c = &report.plan.rows[0].conflicts[0];
         assert_eq!((c.field.as_str(), c.winner), ("name", None));
         assert!(c.note.contains("resolve"), "{}", c.note);
@@ -1351,7 +1368,7 @@ mod tests {
         );
 
         ra.resolve("x", "name", "settled").unwrap();
-        let report = a.sync_binding("m", &adapter, &options, &()).await.unwrap();
+        let report = a.run_mirror("m", &adapter, &options, &()).await.unwrap();
         assert_eq!(report.plan.open_conflicts(), 0);
         assert_eq!(table.row("x").unwrap()["name"], Value::from("settled"));
     }

@@ -32,12 +32,10 @@ use tokio::sync::Mutex;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};
 
-use super::{
-    Adapter, AdapterError, BoxFuture, ChangeTracking, ColumnSpec, Fetched, RemoteColumn, RemoteRow,
-    RemoteTable, RowError, RowOp, RowResult, TableSpec,
+use chittysync::{
+    Adapter, AdapterError, BoxFuture, ChangeTracking, ColumnSpec, Fetched, FieldKind, RemoteColumn,
+    RemoteRow, RemoteTable, RowError, RowOp, RowResult, TableSpec, Value,
 };
-use crate::schema::FieldType;
-use crate::value::Value;
 
 const SYSTEM: &str = "postgres";
 const CHANGELOG: &str = "chittysync_changelog";
@@ -130,14 +128,14 @@ fn is_data_error(e: &tokio_postgres::Error) -> bool {
 /// The SQL type a registry field gets in a table created from the schema.
 fn sql_type(c: &ColumnSpec) -> String {
     match c.field_type {
-        FieldType::Integer => "bigint".into(),
-        FieldType::Decimal => "numeric".into(),
-        FieldType::Bool => "boolean".into(),
-        FieldType::Date => "date".into(),
-        FieldType::Datetime => "timestamptz".into(),
-        FieldType::MultiSelect => "text[]".into(),
-        FieldType::Json => "jsonb".into(),
-        FieldType::Select if !c.options.is_empty() => {
+        FieldKind::Integer => "bigint".into(),
+        FieldKind::Decimal => "numeric".into(),
+        FieldKind::Bool => "boolean".into(),
+        FieldKind::Date => "date".into(),
+        FieldKind::Datetime => "timestamptz".into(),
+        FieldKind::MultiSelect => "text[]".into(),
+        FieldKind::Json => "jsonb".into(),
+        FieldKind::Select if !c.options.is_empty() => {
             let options: Vec<String> = c.options.iter().map(|o| literal(o)).collect();
             format!(
                 "text CHECK ({} IN ({}))",
@@ -243,11 +241,11 @@ impl PostgresAdapter {
     /// `url` setting, the whole connection string read from that variable.
     /// `origin` tags this binding's writes (see [`PostgresOptions::origin`]).
     pub async fn for_binding(
-        binding: &crate::AdapterBinding,
-        schema: &crate::Schema,
+        binding: &chittysync::AdapterBinding,
+        schema: &chittysync::Schema,
         origin: &str,
-    ) -> Result<Self, crate::EngineError> {
-        let wrap = |source| crate::EngineError::Adapter {
+    ) -> Result<Self, chittysync::MirrorError> {
+        let wrap = |source| chittysync::MirrorError::Adapter {
             binding: binding.name.clone(),
             source,
         };
@@ -504,11 +502,11 @@ impl PostgresAdapter {
     }
 
     /// The SQL expression reading column `c` as text (arrays as JSON).
-    fn read_expr(col: &Column, field: FieldType) -> String {
+    fn read_expr(col: &Column, field: FieldKind) -> String {
         let c = ident(&col.name);
         if col.is_array {
             format!("array_to_json({c})::text")
-        } else if field == FieldType::Datetime {
+        } else if field == FieldKind::Datetime {
             format!("to_json({c}) #>> '{{}}'")
         } else {
             format!("{c}::text")
@@ -563,18 +561,14 @@ impl PostgresAdapter {
                         Ok(items) => Value::Set(items.into_iter().flatten().collect()),
                         Err(_) => Value::Text(text),
                     }
-                } else if spec.field_type == FieldType::Json {
+                } else if spec.field_type == FieldKind::Json {
                     Value::Json(text)
                 } else {
                     Value::Text(text)
                 };
                 fields.insert(spec.field.clone(), value);
             }
-            out.push(RemoteRow {
-                id,
-                fields,
-                modified_at: None,
-            });
+            out.push(RemoteRow::new(id, fields));
         }
         Ok(out)
     }
@@ -1044,6 +1038,43 @@ impl Adapter for PostgresAdapter {
         ops: &'a [RowOp],
     ) -> BoxFuture<'a, Result<Vec<RowResult>, AdapterError>> {
         Box::pin(self.apply_now(ops))
+    }
+}
+
+/// The `postgres` adapter kind, for [`chittysync::AdapterKinds`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PostgresKind;
+
+impl chittysync::AdapterKind for PostgresKind {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn settings(&self) -> &'static [chittysync::SettingSpec] {
+        &[
+            chittysync::SettingSpec {
+                key: "url",
+                help: "postgres://user@host:port/db (no password: name its environment variable as the secret)",
+            },
+            chittysync::SettingSpec {
+                key: "statement_timeout_ms",
+                help: "how long one statement may run, in ms",
+            },
+        ]
+    }
+
+    fn tracking(&self, _table: &RemoteTable) -> String {
+        "change-log trigger (cost follows what changed)".into()
+    }
+
+    fn connect<'a>(
+        &'a self,
+        cx: chittysync::Connect<'a>,
+    ) -> BoxFuture<'a, Result<Box<dyn Adapter>, chittysync::MirrorError>> {
+        Box::pin(async move {
+            let adapter = PostgresAdapter::for_binding(cx.binding, cx.schema, cx.origin).await?;
+            Ok(Box::new(adapter) as Box<dyn Adapter>)
+        })
     }
 }
 

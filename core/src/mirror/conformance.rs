@@ -1,22 +1,22 @@
 //! The adapter conformance suite: one set of behaviours every adapter must
-//! show through the engine (in-memory and Postgres now, others later).
+//! show through the engine (in-memory, Postgres, Notion, Sheets, and
+//! adapters written in Python or Node).
 //!
 //! An adapter's test crate implements [`RemoteFactory`] (a fresh, empty
 //! remote table per test, plus the powers a test needs over it: writes by
-//! "another application", reading every row, injecting a fault) and calls
-//! each function here, or [`run_all`]. The functions panic on failure,
-//! like assertions in a test.
+//! "another application", reading every row, injecting a fault) and
+//! invokes [`adapter_conformance_tests!`](crate::adapter_conformance_tests)
+//! once, which defines one `#[tokio::test]` per case; a case added here
+//! reaches every adapter. The cases panic on failure, like assertions.
 
 use std::collections::BTreeMap;
 
-use crate::AuditQuery;
-use crate::adapters::{Adapter, BoxFuture, TableSpec};
-use crate::engine::{
-    Action, AdapterBinding, AdapterSyncOptions, AdapterSyncReport, EngineError, Side,
-};
+use crate::AuditFilter;
+use crate::mirror::{Action, AdapterBinding, MirrorError, MirrorOptions, MirrorReport, Side};
+use crate::mirror::{Adapter, BoxFuture, TableSpec};
 use crate::registry::{Query, Registry};
 use crate::replica::Replica;
-use crate::schema::{ConflictPolicy, FieldDef, FieldType, Schema};
+use crate::schema::{ConflictPolicy, FieldDef, FieldKind, Schema};
 use crate::value::Value;
 
 /// Row values by field name.
@@ -57,12 +57,12 @@ pub trait RemoteFactory: Send + Sync {
 /// The registry schema every conformance test uses.
 pub fn schema() -> Schema {
     Schema::new()
-        .field(FieldDef::new("name", FieldType::Text).required())
-        .field(FieldDef::new("port", FieldType::Integer).range(Some(1.0), Some(65535.0)))
-        .field(FieldDef::new("price", FieldType::Decimal))
-        .field(FieldDef::new("active", FieldType::Bool))
-        .field(FieldDef::new("tier", FieldType::Select).options(["gold", "silver"]))
-        .field(FieldDef::new("tags", FieldType::MultiSelect).options(["a", "b", "c"]))
+        .field(FieldDef::new("name", FieldKind::Text).required())
+        .field(FieldDef::new("port", FieldKind::Integer).range(Some(1.0), Some(65535.0)))
+        .field(FieldDef::new("price", FieldKind::Decimal))
+        .field(FieldDef::new("active", FieldKind::Bool))
+        .field(FieldDef::new("tier", FieldKind::Select).options(["gold", "silver"]))
+        .field(FieldDef::new("tags", FieldKind::MultiSelect).options(["a", "b", "c"]))
 }
 
 struct Setup {
@@ -114,14 +114,14 @@ impl Setup {
         }
     }
 
-    async fn run(&self, options: AdapterSyncOptions) -> Result<AdapterSyncReport, EngineError> {
+    async fn run(&self, options: MirrorOptions) -> Result<MirrorReport, MirrorError> {
         self.replica
-            .sync_binding("mirror", self.adapter.as_ref(), &options, &())
+            .run_mirror("mirror", self.adapter.as_ref(), &options, &())
             .await
     }
 
-    async fn sync(&self) -> AdapterSyncReport {
-        let report = self.run(AdapterSyncOptions::sync()).await.expect("sync");
+    async fn sync(&self) -> MirrorReport {
+        let report = self.run(MirrorOptions::sync()).await.expect("sync");
         assert!(report.failed.is_empty(), "{:?}", report.failed);
         report
     }
@@ -213,7 +213,7 @@ pub async fn create_update_delete_both_ways(f: &dyn RemoteFactory) {
     let ledger = reg.get("ledger").expect("the remote row became a record");
     assert_eq!(ledger.get("port"), Some(&Value::Integer(9000)));
     let key = s.replica.binding_identity("mirror").unwrap().public_key();
-    let audit = reg.audit(&AuditQuery::all().record("ledger")).unwrap();
+    let audit = reg.audit(&AuditFilter::all().record("ledger")).unwrap();
     let last = audit.last().expect("an audit entry");
     assert_eq!(last.author, key, "signed by the binding's own key");
     assert_ne!(key, s.replica.public_key());
@@ -323,7 +323,7 @@ pub async fn conflicts_follow_the_policy(f: &dyn RemoteFactory) {
                 let again = s.sync().await;
                 assert_eq!(again.plan.open_conflicts(), 1);
                 let settled = s
-                    .run(AdapterSyncOptions::sync().take(Side::Local))
+                    .run(MirrorOptions::sync().take(Side::Local))
                     .await
                     .unwrap();
                 assert_eq!(settled.plan.open_conflicts(), 0);
@@ -415,7 +415,7 @@ pub async fn invalid_remote_rows_are_skipped(f: &dyn RemoteFactory) {
 }
 
 /// A dry run reports exactly what would happen and writes nothing to
-/// either side, nor moves a snapshot or cursor.
+/// either side, nor moves a merge base or cursor.
 pub async fn dry_run_writes_nothing(f: &dyn RemoteFactory) {
     let s = Setup::new(f, |b| b).await;
     for name in ["a", "b", "c"] {
@@ -439,7 +439,7 @@ pub async fn dry_run_writes_nothing(f: &dyn RemoteFactory) {
     );
 
     for _ in 0..2 {
-        let report = s.run(AdapterSyncOptions::sync().dry_run()).await.unwrap();
+        let report = s.run(MirrorOptions::sync().dry_run()).await.unwrap();
         assert!(report.dry_run);
         let plan = &report.plan;
         assert_eq!(plan.count(Side::Remote, Action::Update), 1);
@@ -486,10 +486,7 @@ pub async fn resume_after_failure_mid_batch(f: &dyn RemoteFactory) {
             .unwrap();
     }
     s.remote.fail_after(4);
-    let report = s
-        .run(AdapterSyncOptions::sync().batch_size(6))
-        .await
-        .unwrap();
+    let report = s.run(MirrorOptions::sync().batch_size(6)).await.unwrap();
     assert!(!report.failed.is_empty(), "the injected fault is reported");
     assert!(
         report
@@ -580,9 +577,9 @@ pub async fn delete_guard_stops_bulk_deletes(f: &dyn RemoteFactory) {
         s.remote.delete(&format!("r{i:02}")).await;
     }
     let heads = s.registry.heads();
-    let err = s.run(AdapterSyncOptions::sync()).await.unwrap_err();
+    let err = s.run(MirrorOptions::sync()).await.unwrap_err();
     match &err {
-        EngineError::TooManyDeletes { deletes, limit, .. } => {
+        MirrorError::TooManyDeletes { deletes, limit, .. } => {
             assert_eq!((*deletes, *limit), (12, 10));
         }
         other => panic!("expected the delete guard, got {other}"),
@@ -590,11 +587,9 @@ pub async fn delete_guard_stops_bulk_deletes(f: &dyn RemoteFactory) {
     assert!(err.to_string().contains("--allow-deletes"), "{err}");
     assert_eq!(s.registry.heads(), heads, "nothing applied");
     assert_eq!(s.registry.len(), 30);
-    let dry = s.run(AdapterSyncOptions::sync().dry_run()).await.unwrap();
+    let dry = s.run(MirrorOptions::sync().dry_run()).await.unwrap();
     assert!(dry.plan.exceeds_delete_limit());
-    s.run(AdapterSyncOptions::sync().allow_deletes())
-        .await
-        .unwrap();
+    s.run(MirrorOptions::sync().allow_deletes()).await.unwrap();
     assert_eq!(s.registry.len(), 18);
     s.assert_mirrored().await;
 }
@@ -606,20 +601,20 @@ pub async fn push_and_pull_move_one_way(f: &dyn RemoteFactory) {
     s.registry.put(Some("a"), [("name", "a")]).unwrap();
     s.remote.insert("b", vec![("name", "b".into())]).await;
     let heads = s.registry.heads();
-    s.run(AdapterSyncOptions::push()).await.unwrap();
+    s.run(MirrorOptions::push()).await.unwrap();
     assert_eq!(s.registry.heads(), heads, "push wrote nothing locally");
     assert_eq!(s.remote.rows().await.len(), 2);
-    s.run(AdapterSyncOptions::pull()).await.unwrap();
+    s.run(MirrorOptions::pull()).await.unwrap();
     assert!(s.registry.get("b").is_some());
     s.assert_mirrored().await;
     // A delete a push leaves behind is still there for the next pull.
     s.remote.delete("b").await;
-    s.run(AdapterSyncOptions::push()).await.unwrap();
+    s.run(MirrorOptions::push()).await.unwrap();
     assert!(
         s.registry.get("b").unwrap().deleted.is_none(),
         "push wrote nothing locally"
     );
-    s.run(AdapterSyncOptions::pull()).await.unwrap();
+    s.run(MirrorOptions::pull()).await.unwrap();
     assert!(
         s.registry.get("b").unwrap().deleted.is_some(),
         "the pull applied the delete"
@@ -662,7 +657,7 @@ pub async fn delete_against_edit(f: &dyn RemoteFactory) {
         );
         assert!(s.registry.get("a").unwrap().deleted.is_none());
     }
-    s.run(AdapterSyncOptions::sync().take(Side::Remote))
+    s.run(MirrorOptions::sync().take(Side::Remote))
         .await
         .unwrap();
     assert!(s.registry.get("a").unwrap().deleted.is_some());
@@ -670,25 +665,68 @@ pub async fn delete_against_edit(f: &dyn RemoteFactory) {
     assert!(s.sync().await.plan.rows.is_empty());
 }
 
-/// Runs every conformance test against tables from `f`.
+/// Calls `$callback!(case; args…)` for every case of the suite: the one
+/// list of case names.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_cases {
+    ($callback:ident; $($args:tt)*) => {
+        $crate::$callback!(create_update_delete_both_ways; $($args)*);
+        $crate::$callback!(three_way_merge_keeps_both_sides_edits; $($args)*);
+        $crate::$callback!(conflicts_follow_the_policy; $($args)*);
+        $crate::$callback!(invalid_remote_rows_are_skipped; $($args)*);
+        $crate::$callback!(dry_run_writes_nothing; $($args)*);
+        $crate::$callback!(resume_after_failure_mid_batch; $($args)*);
+        $crate::$callback!(no_echo; $($args)*);
+        $crate::$callback!(first_sync_matches_by_key; $($args)*);
+        $crate::$callback!(delete_guard_stops_bulk_deletes; $($args)*);
+        $crate::$callback!(push_and_pull_move_one_way; $($args)*);
+        $crate::$callback!(delete_against_edit; $($args)*);
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_test {
+    ($case:ident; $factory:expr) => {
+        #[tokio::test]
+        async fn $case() {
+            $crate::conformance::$case(&$factory).await;
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_run {
+    ($case:ident; $factory:expr) => {
+        $crate::conformance::$case($factory).await
+    };
+}
+
+/// Defines one `#[tokio::test]` per conformance case, each run against a
+/// fresh table from the given [`RemoteFactory`] (an expression; the test
+/// crate needs tokio's `macros` feature):
+///
+/// ```ignore
+/// chittysync::adapter_conformance_tests!(PostgresFactory);
+/// ```
+#[macro_export]
+macro_rules! adapter_conformance_tests {
+    ($factory:expr) => {
+        $crate::__conformance_cases!(__conformance_test; $factory);
+    };
+}
+
+/// Runs every conformance case, one after another, against tables from `f`.
 pub async fn run_all(f: &dyn RemoteFactory) {
-    create_update_delete_both_ways(f).await;
-    three_way_merge_keeps_both_sides_edits(f).await;
-    conflicts_follow_the_policy(f).await;
-    invalid_remote_rows_are_skipped(f).await;
-    dry_run_writes_nothing(f).await;
-    resume_after_failure_mid_batch(f).await;
-    no_echo(f).await;
-    first_sync_matches_by_key(f).await;
-    delete_guard_stops_bulk_deletes(f).await;
-    push_and_pull_move_one_way(f).await;
-    delete_against_edit(f).await;
+    crate::__conformance_cases!(__conformance_run; f);
 }
 
 #[cfg(test)]
 mod memory {
     use super::*;
-    use crate::adapters::memory::MemoryAdapter;
+    use crate::MemoryAdapter;
 
     struct Memory;
 
@@ -738,26 +776,5 @@ mod memory {
         }
     }
 
-    macro_rules! conformance {
-        ($($name:ident),* $(,)?) => {$(
-            #[tokio::test]
-            async fn $name() {
-                super::$name(&Memory).await;
-            }
-        )*};
-    }
-
-    conformance!(
-        create_update_delete_both_ways,
-        three_way_merge_keeps_both_sides_edits,
-        conflicts_follow_the_policy,
-        invalid_remote_rows_are_skipped,
-        dry_run_writes_nothing,
-        resume_after_failure_mid_batch,
-        no_echo,
-        first_sync_matches_by_key,
-        delete_guard_stops_bulk_deletes,
-        push_and_pull_move_one_way,
-        delete_against_edit,
-    );
+    crate::adapter_conformance_tests!(Memory);
 }

@@ -1,5 +1,5 @@
 //! Diff, Validate and Resolve: from both sides' rows and the last-known
-//! snapshot to a plan of writes, per row and per field. Pure: it reads
+//! merge base to a plan of writes, per row and per field. Pure: it reads
 //! nothing and writes nothing, so a dry run is exactly this step.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use sha2::{Digest, Sha256};
 
 use super::{Action, Direction, FieldChange, FieldConflict, InvalidRow, RowPlan, Side};
-use crate::adapters::{Fetched, RemoteRow};
+use crate::mirror::{Fetched, RemoteRow};
 use crate::schema::{CompiledSchema, ConflictPolicy, Rule};
 use crate::value::Value;
 
@@ -15,7 +15,7 @@ pub(crate) type Fields = BTreeMap<String, Value>;
 
 /// The last-known state of one bound record.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Snap {
+pub(crate) struct MergeBase {
     pub(crate) remote_id: String,
     /// The values both sides last agreed on (the three-way merge's base).
     pub(crate) base: Fields,
@@ -36,7 +36,7 @@ pub(crate) struct LocalRec {
 /// What to store for a row once all of its writes succeeded.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Next {
-    Keep(Snap),
+    Keep(MergeBase),
     Drop,
 }
 
@@ -47,7 +47,7 @@ pub(crate) struct Inputs<'a> {
     pub(crate) policy: &'a dyn Fn(&str) -> ConflictPolicy,
     pub(crate) direction: Direction,
     pub(crate) key_field: Option<&'a str>,
-    pub(crate) snaps: &'a HashMap<String, Snap>,
+    pub(crate) merge_bases: &'a HashMap<String, MergeBase>,
     pub(crate) local: &'a BTreeMap<String, LocalRec>,
     pub(crate) fetched: &'a Fetched,
     pub(crate) local_time: &'a dyn Fn(&str, &str) -> Option<i64>,
@@ -98,16 +98,13 @@ fn canonical(
     row: &RemoteRow,
     record: Option<&str>,
 ) -> Result<Fields, InvalidRow> {
-    if let Some(reason) = row.fields.get(crate::adapters::INVALID_ROW_FIELD) {
+    if let Some(reason) = &row.invalid {
         return Err(InvalidRow {
             remote_id: row.id.clone(),
             record: record.map(str::to_owned),
             field: String::new(),
             value: String::new(),
-            reason: match reason {
-                Value::Text(text) => text.clone(),
-                other => other.to_string(),
-            },
+            reason: reason.clone(),
         });
     }
     let mut out = Fields::new();
@@ -122,7 +119,7 @@ fn canonical(
                 // last held nothing there: no value, as before.
                 let unset = inputs.unset_reads_as.get(field) == Some(&v)
                     && record
-                        .and_then(|r| inputs.snaps.get(r))
+                        .and_then(|r| inputs.merge_bases.get(r))
                         .is_some_and(|s| !s.remote.contains_key(field));
                 if unset {
                     continue;
@@ -171,7 +168,7 @@ pub(crate) fn plan(inputs: &Inputs<'_>) -> Planned {
     let mut rows = Vec::new();
     let mut invalid = Vec::new();
     let by_remote: HashMap<&str, &str> = inputs
-        .snaps
+        .merge_bases
         .iter()
         .map(|(rec, s)| (s.remote_id.as_str(), rec.as_str()))
         .collect();
@@ -194,11 +191,11 @@ pub(crate) fn plan(inputs: &Inputs<'_>) -> Planned {
     }
 
     // Bound records.
-    let mut snapped: Vec<&String> = inputs.snaps.keys().collect();
+    let mut snapped: Vec<&String> = inputs.merge_bases.keys().collect();
     snapped.sort();
     for record in snapped {
-        let snap = &inputs.snaps[record];
-        let rid = snap.remote_id.as_str();
+        let merge_base = &inputs.merge_bases[record];
+        let rid = merge_base.remote_id.as_str();
         if skipped.contains(rid) {
             continue;
         }
@@ -207,14 +204,14 @@ pub(crate) fn plan(inputs: &Inputs<'_>) -> Planned {
         } else if inputs.fetched.complete || deleted_remote.contains(rid) {
             None
         } else {
-            Some((snap.remote.clone(), None))
+            Some((merge_base.remote.clone(), None))
         };
         let local = inputs
             .local
             .get(record)
             .filter(|l| !l.deleted)
             .map(|l| &l.fields);
-        if let Some(row) = bound_row(inputs, record, snap, local, remote) {
+        if let Some(row) = bound_row(inputs, record, merge_base, local, remote) {
             rows.push(row);
         }
     }
@@ -231,7 +228,7 @@ pub(crate) fn plan(inputs: &Inputs<'_>) -> Planned {
     let unbound_local: Vec<(&String, &LocalRec)> = inputs
         .local
         .iter()
-        .filter(|(id, l)| !l.deleted && !inputs.snaps.contains_key(*id))
+        .filter(|(id, l)| !l.deleted && !inputs.merge_bases.contains_key(*id))
         .collect();
     let mut by_key: HashMap<String, &String> = HashMap::new();
     if let Some(key) = inputs.key_field {
@@ -261,7 +258,7 @@ pub(crate) fn plan(inputs: &Inputs<'_>) -> Planned {
         .filter(|l| !matched.contains(l));
         if let Some(record) = partner {
             matched.insert(record);
-            let empty = Snap {
+            let empty = MergeBase {
                 remote_id: row.id.clone(),
                 base: Fields::new(),
                 remote: Fields::new(),
@@ -301,7 +298,7 @@ pub(crate) fn plan(inputs: &Inputs<'_>) -> Planned {
             remote: None,
             conflicts: Vec::new(),
             hold: false,
-            next: Next::Keep(Snap {
+            next: Next::Keep(MergeBase {
                 remote_id: row.id.clone(),
                 base: fields.clone(),
                 remote: fields,
@@ -320,7 +317,7 @@ pub(crate) fn plan(inputs: &Inputs<'_>) -> Planned {
                 remote: Some((Action::Create, changes(&Fields::new(), &l.fields))),
                 conflicts: Vec::new(),
                 hold: false,
-                next: Next::Keep(Snap {
+                next: Next::Keep(MergeBase {
                     remote_id: record.clone(),
                     base: l.fields.clone(),
                     remote: l.fields.clone(),
@@ -357,18 +354,18 @@ fn differs(a: &Fields, b: &Fields, fields: &[String]) -> bool {
 }
 
 /// The plan for one record known on both sides (or matched on first sync,
-/// with an empty base). `None` when nothing changes, not even the snapshot.
+/// with an empty base). `None` when nothing changes, not even the merge base.
 fn bound_row(
     inputs: &Inputs<'_>,
     record: &str,
-    snap: &Snap,
+    merge_base: &MergeBase,
     local: Option<&Fields>,
     remote: Option<(Fields, Option<i64>)>,
 ) -> Option<RowPlan> {
     let (push, pull) = (inputs.direction.pushes(), inputs.direction.pulls());
     let mut row = RowPlan {
         record: record.to_owned(),
-        remote_id: snap.remote_id.clone(),
+        remote_id: merge_base.remote_id.clone(),
         local: None,
         remote: None,
         conflicts: Vec::new(),
@@ -401,7 +398,7 @@ fn bound_row(
     match (local, remote) {
         (None, None) => Some(row), // deleted on both sides: forget it
         (None, Some((r, _))) => {
-            let edited = differs(&r, &snap.base, inputs.fields);
+            let edited = differs(&r, &merge_base.base, inputs.fields);
             let winner = if edited {
                 delete_conflict(&mut row, Side::Local, None, Some(&r))
             } else {
@@ -418,14 +415,14 @@ fn bound_row(
                     c.winner = None;
                 }
             }
-            row.next = Next::Keep(Snap {
+            row.next = Next::Keep(MergeBase {
                 remote: r,
-                ..snap.clone()
+                ..merge_base.clone()
             });
             Some(row).filter(|r| !r.conflicts.is_empty())
         }
         (Some(l), None) => {
-            let edited = differs(l, &snap.base, inputs.fields);
+            let edited = differs(l, &merge_base.base, inputs.fields);
             let winner = if edited {
                 delete_conflict(&mut row, Side::Remote, Some(l), None)
             } else {
@@ -438,28 +435,28 @@ fn bound_row(
             if winner == Some(Side::Local) && push {
                 // The edit wins over the remote delete: create the row again.
                 row.remote = Some((Action::Create, changes(&Fields::new(), l)));
-                row.next = Next::Keep(Snap {
-                    remote_id: snap.remote_id.clone(),
+                row.next = Next::Keep(MergeBase {
+                    remote_id: merge_base.remote_id.clone(),
                     base: l.clone(),
                     remote: l.clone(),
                 });
                 return Some(row);
             }
             // The delete is not applied (a push-only run, or an open manual
-            // conflict): keep the snapshot and hold the cursor, so the
+            // conflict): keep the merge base and hold the cursor, so the
             // delete is seen again next time instead of being lost.
-            row.next = Next::Keep(snap.clone());
+            row.next = Next::Keep(merge_base.clone());
             row.hold = true;
             Some(row)
         }
         (Some(l), Some((r, modified_at))) => {
-            let mut base = snap.base.clone();
+            let mut base = merge_base.base.clone();
             let mut seen = r.clone();
             let mut to_local = Vec::new();
             let mut to_remote = Vec::new();
             let open = inputs.local.get(record).map(|l| &l.open);
             for f in inputs.fields {
-                let (b, lv, rv) = (snap.base.get(f), l.get(f), r.get(f));
+                let (b, lv, rv) = (merge_base.base.get(f), l.get(f), r.get(f));
                 if open.is_some_and(|o| o.contains(f)) {
                     row.conflicts.push(FieldConflict {
                         field: f.clone(),
@@ -516,8 +513,8 @@ fn bound_row(
                     _ => {}
                 }
             }
-            let next = Snap {
-                remote_id: snap.remote_id.clone(),
+            let next = MergeBase {
+                remote_id: merge_base.remote_id.clone(),
                 base,
                 remote: seen,
             };
@@ -530,7 +527,7 @@ fn bound_row(
             if row.local.is_none()
                 && row.remote.is_none()
                 && row.conflicts.is_empty()
-                && next == *snap
+                && next == *merge_base
             {
                 return None;
             }

@@ -68,12 +68,11 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::Mutex;
 
-use super::{
-    Adapter, AdapterError, BoxFuture, ChangeTracking, ColumnSpec, Fetched, RemoteColumn, RemoteRow,
-    RemoteTable, RowError, RowOp, RowResult, TableSpec, jitter_unit,
+use chittysync::{
+    Adapter, AdapterError, BoxFuture, ChangeTracking, ColumnSpec, Fetched, FieldKind, RemoteColumn,
+    RemoteRow, RemoteTable, RowError, RowOp, RowResult, TableSpec, Value,
 };
-use crate::schema::FieldType;
-use crate::value::Value;
+use chittysync_http::jitter_unit;
 
 const SYSTEM: &str = "notion";
 const NOTION_VERSION: &str = "2025-09-03";
@@ -462,19 +461,21 @@ fn looks_like_page_id(id: &str) -> bool {
 }
 
 /// Whether a field of type `ft` can live in a property of type `kind`.
-fn compatible(ft: FieldType, kind: &str) -> bool {
+fn compatible(ft: FieldKind, kind: &str) -> bool {
     let ok: &[&str] = match ft {
-        FieldType::Text => &["title", "rich_text", "phone_number"],
-        FieldType::LongText => &["title", "rich_text"],
-        FieldType::Integer | FieldType::Decimal => &["number"],
-        FieldType::Bool => &["checkbox"],
-        FieldType::Date | FieldType::Datetime => &["date"],
-        FieldType::Select => &["select", "status"],
-        FieldType::MultiSelect => &["multi_select", "relation", "people"],
-        FieldType::Url => &["url", "rich_text", "title"],
-        FieldType::Email => &["email", "rich_text", "title"],
-        FieldType::Reference => &["relation", "rich_text"],
-        FieldType::Json => &["rich_text"],
+        FieldKind::Text => &["title", "rich_text", "phone_number"],
+        FieldKind::LongText => &["title", "rich_text"],
+        FieldKind::Integer | FieldKind::Decimal => &["number"],
+        FieldKind::Bool => &["checkbox"],
+        FieldKind::Date | FieldKind::Datetime => &["date"],
+        FieldKind::Select => &["select", "status"],
+        FieldKind::MultiSelect => &["multi_select", "relation", "people"],
+        FieldKind::Url => &["url", "rich_text", "title"],
+        FieldKind::Email => &["email", "rich_text", "title"],
+        FieldKind::Reference => &["relation", "rich_text"],
+        FieldKind::Json => &["rich_text"],
+        // A kind this adapter does not know yet fits no property.
+        _ => &[],
     };
     ok.contains(&kind)
 }
@@ -488,14 +489,14 @@ fn created_kind(c: &ColumnSpec, data_source: &str) -> Json {
             .collect()
     };
     match c.field_type {
-        FieldType::Integer | FieldType::Decimal => json!({"number": {}}),
-        FieldType::Bool => json!({"checkbox": {}}),
-        FieldType::Date | FieldType::Datetime => json!({"date": {}}),
-        FieldType::Select => json!({"select": {"options": options(&c.options)}}),
-        FieldType::MultiSelect => json!({"multi_select": {"options": options(&c.options)}}),
-        FieldType::Url => json!({"url": {}}),
-        FieldType::Email => json!({"email": {}}),
-        FieldType::Reference => {
+        FieldKind::Integer | FieldKind::Decimal => json!({"number": {}}),
+        FieldKind::Bool => json!({"checkbox": {}}),
+        FieldKind::Date | FieldKind::Datetime => json!({"date": {}}),
+        FieldKind::Select => json!({"select": {"options": options(&c.options)}}),
+        FieldKind::MultiSelect => json!({"multi_select": {"options": options(&c.options)}}),
+        FieldKind::Url => json!({"url": {}}),
+        FieldKind::Email => json!({"email": {}}),
+        FieldKind::Reference => {
             json!({"relation": {"data_source_id": data_source, "single_property": {}}})
         }
         _ => json!({"rich_text": {}}),
@@ -561,28 +562,28 @@ fn find_prop<'p>(props: &'p [Prop], key: &str) -> Option<&'p Prop> {
 }
 
 /// A value read as text, typed for the field.
-fn text_value(ft: FieldType, s: String) -> Value {
+fn text_value(ft: FieldKind, s: String) -> Value {
     match ft {
-        FieldType::Integer => s
+        FieldKind::Integer => s
             .trim()
             .parse()
             .map(Value::Integer)
             .unwrap_or(Value::Text(s)),
-        FieldType::Decimal if s.trim().parse::<f64>().is_ok() => {
+        FieldKind::Decimal if s.trim().parse::<f64>().is_ok() => {
             Value::Decimal(s.trim().to_owned())
         }
-        FieldType::Bool => match s.as_str() {
+        FieldKind::Bool => match s.as_str() {
             "true" => Value::Bool(true),
             "false" => Value::Bool(false),
             _ => Value::Text(s),
         },
-        FieldType::Json => Value::Json(s),
+        FieldKind::Json => Value::Json(s),
         _ => Value::Text(s),
     }
 }
 
 /// A number read, typed for the field.
-fn number_value(ft: FieldType, n: &serde_json::Number) -> Value {
+fn number_value(ft: FieldKind, n: &serde_json::Number) -> Value {
     let text = match (n.as_i64(), n.as_f64()) {
         (Some(i), _) => i.to_string(),
         (None, Some(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => format!("{}", f as i64),
@@ -590,23 +591,23 @@ fn number_value(ft: FieldType, n: &serde_json::Number) -> Value {
         _ => n.to_string(),
     };
     match ft {
-        FieldType::Integer => text
+        FieldKind::Integer => text
             .parse()
             .map(Value::Integer)
             .unwrap_or(Value::Decimal(text)),
-        FieldType::Decimal => Value::Decimal(text),
+        FieldKind::Decimal => Value::Decimal(text),
         _ => Value::Text(text),
     }
 }
 
 /// A scalar JSON value (from a formula or rollup), typed for the field.
-fn scalar_value(ft: FieldType, v: &Json) -> Option<Value> {
+fn scalar_value(ft: FieldKind, v: &Json) -> Option<Value> {
     match v {
         Json::Null => None,
         Json::String(s) if s.is_empty() => None,
         Json::String(s) => Some(text_value(ft, s.clone())),
         Json::Number(n) => Some(number_value(ft, n)),
-        Json::Bool(b) => Some(if ft == FieldType::Bool {
+        Json::Bool(b) => Some(if ft == FieldKind::Bool {
             Value::Bool(*b)
         } else {
             Value::Text(b.to_string())
@@ -631,7 +632,7 @@ enum Cell {
 }
 
 /// Reads one property value of a page for a field.
-fn read_cell(ft: FieldType, pv: &Json) -> Option<Cell> {
+fn read_cell(ft: FieldKind, pv: &Json) -> Option<Cell> {
     let kind = pv.get("type").and_then(Json::as_str).unwrap_or("");
     let inner = pv.get(kind).unwrap_or(&Json::Null);
     let ready = |v: Value| Some(Cell::Ready(v));
@@ -650,7 +651,7 @@ fn read_cell(ft: FieldType, pv: &Json) -> Option<Cell> {
         },
         // A checkbox is never empty: unchecked is false.
         "checkbox" => inner.as_bool().and_then(|b| {
-            ready(if ft == FieldType::Bool {
+            ready(if ft == FieldKind::Bool {
                 Value::Bool(b)
             } else {
                 Value::Text(b.to_string())
@@ -692,7 +693,7 @@ fn read_cell(ft: FieldType, pv: &Json) -> Option<Cell> {
         // add a time in Notion); only the start of a range is read.
         "date" => inner.get("start").and_then(Json::as_str).map(|s| {
             let s = match (ft, s.split_once('T')) {
-                (FieldType::Date, Some((day, _))) => day,
+                (FieldKind::Date, Some((day, _))) => day,
                 _ => s,
             };
             Cell::Ready(Value::Text(s.to_owned()))
@@ -943,10 +944,10 @@ impl NotionAdapter {
     /// `retry_base_ms`, `max_retries` and `timeout_ms` as in
     /// [`NotionOptions`].
     pub fn for_binding(
-        binding: &crate::AdapterBinding,
-        schema: &crate::Schema,
-    ) -> Result<Self, crate::EngineError> {
-        let wrap = |source| crate::EngineError::Adapter {
+        binding: &chittysync::AdapterBinding,
+        schema: &chittysync::Schema,
+    ) -> Result<Self, chittysync::MirrorError> {
+        let wrap = |source| chittysync::MirrorError::Adapter {
             binding: binding.name.clone(),
             source,
         };
@@ -956,7 +957,7 @@ impl NotionAdapter {
                 binding.name
             )))
         })?;
-        let mut options = NotionOptions::new(token, binding.table.clone());
+        let mut options = NotionOptions::new(token, binding.target.clone());
         options.id_property = binding.id_column.clone();
         options.pull_only = !binding.direction.pushes();
         let s = &binding.settings;
@@ -964,7 +965,7 @@ impl NotionAdapter {
             options.base_url = url.trim_end_matches('/').to_owned();
         }
         options.data_source = s.get("data_source").cloned();
-        let number = |key: &str| -> Result<Option<f64>, crate::EngineError> {
+        let number = |key: &str| -> Result<Option<f64>, chittysync::MirrorError> {
             s.get(key)
                 .map(|v| {
                     v.parse::<f64>().map_err(|_| {
@@ -1256,7 +1257,7 @@ impl NotionAdapter {
                 ));
                 continue;
             } else if p.kind == "relation"
-                && c.field_type == FieldType::Reference
+                && c.field_type == FieldKind::Reference
                 && p.relation_target.as_deref().is_some_and(|t| t != ds_id)
             {
                 problems.push(format!(
@@ -1546,18 +1547,14 @@ impl NotionAdapter {
                             .find(|(c, _)| c.field == field)
                             .map(|(c, _)| c.field_type);
                         match (ft, records.as_slice()) {
-                            (Some(FieldType::Reference), [one]) => Value::Text(one.clone()),
+                            (Some(FieldKind::Reference), [one]) => Value::Text(one.clone()),
                             _ => Value::Set(records.into_iter().collect()),
                         }
                     }
                 };
                 fields.insert(field, value);
             }
-            rows.push(RemoteRow {
-                id,
-                fields,
-                modified_at,
-            });
+            rows.push(RemoteRow::new(id, fields).modified_at(modified_at));
         }
         Ok(rows)
     }
@@ -1964,7 +1961,7 @@ impl Adapter for NotionAdapter {
         self.spec
             .columns
             .iter()
-            .filter(|c| c.field_type == FieldType::Bool)
+            .filter(|c| c.field_type == FieldKind::Bool)
             .map(|c| (c.field.clone(), Value::Bool(false)))
             .collect()
     }
@@ -1977,11 +1974,90 @@ impl Adapter for NotionAdapter {
     }
 }
 
+/// The `notion` adapter kind, for [`chittysync::AdapterKinds`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NotionKind;
+
+impl chittysync::AdapterKind for NotionKind {
+    fn name(&self) -> &'static str {
+        "notion"
+    }
+
+    fn settings(&self) -> &'static [chittysync::SettingSpec] {
+        &[
+            chittysync::SettingSpec {
+                key: "data_source",
+                help: "the data source's id, when the database has several",
+            },
+            chittysync::SettingSpec {
+                key: "base_url",
+                help: "the API's address (default https://api.notion.com)",
+            },
+            chittysync::SettingSpec {
+                key: "requests_per_second",
+                help: "the client's request budget (default 3)",
+            },
+            chittysync::SettingSpec {
+                key: "retry_base_ms",
+                help: "the first retry's wait, doubled after each",
+            },
+            chittysync::SettingSpec {
+                key: "max_retries",
+                help: "retries of a rate-limited or failed request",
+            },
+            chittysync::SettingSpec {
+                key: "timeout_ms",
+                help: "how long one request may take",
+            },
+        ]
+    }
+
+    fn tracking(&self, table: &RemoteTable) -> String {
+        format!(
+            "pages edited since the last sync, and pages moved to the trash ({})",
+            table.name
+        )
+    }
+
+    fn connect<'a>(
+        &'a self,
+        cx: chittysync::Connect<'a>,
+    ) -> BoxFuture<'a, Result<Box<dyn Adapter>, chittysync::MirrorError>> {
+        Box::pin(async move {
+            let adapter = NotionAdapter::for_binding(cx.binding, cx.schema)?;
+            Ok(Box::new(adapter) as Box<dyn Adapter>)
+        })
+    }
+
+    fn setup<'a>(
+        &'a self,
+        binding: &'a mut chittysync::AdapterBinding,
+        schema: &'a chittysync::Schema,
+        create: bool,
+    ) -> BoxFuture<'a, Result<RemoteTable, chittysync::MirrorError>> {
+        Box::pin(async move {
+            let adapter = NotionAdapter::for_binding(binding, schema)?;
+            let wrap = |source| chittysync::MirrorError::Adapter {
+                binding: binding.name.clone(),
+                source,
+            };
+            let table = adapter.prepare(create).await.map_err(wrap)?;
+            // Pin the mapping to property ids: renames in Notion then
+            // break nothing.
+            let mapping = adapter.pinned_mapping().await.map_err(wrap)?;
+            let id_property = adapter.pinned_id_property().await.map_err(wrap)?;
+            binding.mapping = mapping;
+            binding.id_column = id_property;
+            Ok(table)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn spec(field: &str, ft: FieldType) -> ColumnSpec {
+    fn spec(field: &str, ft: FieldKind) -> ColumnSpec {
         ColumnSpec {
             field: field.into(),
             column: field.into(),
@@ -2001,11 +2077,11 @@ mod tests {
         }
     }
 
-    fn write(ft: FieldType, kind: &str, v: Option<Value>) -> Result<Json, RowError> {
+    fn write(ft: FieldKind, kind: &str, v: Option<Value>) -> Result<Json, RowError> {
         write_value(&spec("f", ft), &prop(kind), v.as_ref(), &HashMap::new())
     }
 
-    fn read(ft: FieldType, kind: &str, inner: Json) -> Option<Cell> {
+    fn read(ft: FieldKind, kind: &str, inner: Json) -> Option<Cell> {
         read_cell(ft, &json!({"id": "x", "type": kind, kind: inner}))
     }
 
@@ -2024,7 +2100,7 @@ mod tests {
         assert_eq!(rich_text(""), json!([]));
         let too_long: String = "x".repeat(TEXT_CHUNK * MAX_ITEMS + 1);
         let err = write(
-            FieldType::LongText,
+            FieldKind::LongText,
             "rich_text",
             Some(too_long.as_str().into()),
         )
@@ -2034,7 +2110,7 @@ mod tests {
             "{}",
             err.message
         );
-        let back = read(FieldType::LongText, "rich_text", items);
+        let back = read(FieldKind::LongText, "rich_text", items);
         assert_eq!(back, Some(Cell::Ready(Value::Text(text))));
     }
 
@@ -2047,7 +2123,7 @@ mod tests {
         assert_eq!(chunks.concat(), text);
         assert_eq!(plain_text(&rich_text(&text)), text);
         let url = format!("https://x.example/{}", "😀".repeat(995));
-        let err = write(FieldType::Url, "url", Some(url.as_str().into())).unwrap_err();
+        let err = write(FieldKind::Url, "url", Some(url.as_str().into())).unwrap_err();
         assert!(err.message.contains("2008"), "{}", err.message);
     }
 
@@ -2129,12 +2205,12 @@ mod tests {
 
     #[test]
     fn selects_with_commas_and_oversized_lists_fail_their_row_only() {
-        let err = write(FieldType::Select, "select", Some("a,b".into())).unwrap_err();
+        let err = write(FieldKind::Select, "select", Some("a,b".into())).unwrap_err();
         assert!(!err.retryable && err.message.contains("comma") && err.message.contains("'f'"));
         let many: BTreeSet<String> = (0..101).map(|i| format!("o{i}")).collect();
         for kind in ["multi_select", "people", "relation"] {
             let err =
-                write(FieldType::MultiSelect, kind, Some(Value::Set(many.clone()))).unwrap_err();
+                write(FieldKind::MultiSelect, kind, Some(Value::Set(many.clone()))).unwrap_err();
             assert!(!err.retryable, "{kind}");
             assert!(
                 err.message.contains("100") && err.message.contains("'f'"),
@@ -2143,26 +2219,26 @@ mod tests {
             );
         }
         let ok = write(
-            FieldType::MultiSelect,
+            FieldKind::MultiSelect,
             "multi_select",
             Some(["a", "b"].into()),
         )
         .unwrap();
         assert_eq!(ok, json!({"multi_select": [{"name": "a"}, {"name": "b"}]}));
-        let err = write(FieldType::MultiSelect, "multi_select", Some(["a,b"].into())).unwrap_err();
+        let err = write(FieldKind::MultiSelect, "multi_select", Some(["a,b"].into())).unwrap_err();
         assert!(err.message.contains("comma"));
     }
 
     #[test]
     fn status_needs_an_existing_option() {
         assert_eq!(
-            write(FieldType::Select, "status", Some("Done".into())).unwrap(),
+            write(FieldKind::Select, "status", Some("Done".into())).unwrap(),
             json!({"status": {"name": "Done"}})
         );
-        let err = write(FieldType::Select, "status", Some("Nope".into())).unwrap_err();
+        let err = write(FieldKind::Select, "status", Some("Nope".into())).unwrap_err();
         assert!(err.message.contains("Done, In progress"), "{}", err.message);
         assert_eq!(
-            write(FieldType::Select, "status", None).unwrap(),
+            write(FieldKind::Select, "status", None).unwrap(),
             json!({"status": null})
         );
     }
@@ -2170,13 +2246,13 @@ mod tests {
     #[test]
     fn numbers_are_written_only_when_exact() {
         assert_eq!(
-            write(FieldType::Integer, "number", Some(8080.into())).unwrap(),
+            write(FieldKind::Integer, "number", Some(8080.into())).unwrap(),
             json!({"number": 8080})
         );
-        assert!(write(FieldType::Integer, "number", Some(Value::Integer(1 << 60))).is_err());
+        assert!(write(FieldKind::Integer, "number", Some(Value::Integer(1 << 60))).is_err());
         assert_eq!(
             write(
-                FieldType::Decimal,
+                FieldKind::Decimal,
                 "number",
                 Some(Value::Decimal("12.5".into()))
             )
@@ -2185,7 +2261,7 @@ mod tests {
         );
         assert!(
             write(
-                FieldType::Decimal,
+                FieldKind::Decimal,
                 "number",
                 Some(Value::Decimal("0.1234567890123456".into()))
             )
@@ -2194,14 +2270,14 @@ mod tests {
         assert_eq!(significant_digits("-0.00120"), 2);
         assert_eq!(significant_digits("1200"), 4);
         assert_eq!(
-            write(FieldType::Decimal, "number", None).unwrap(),
+            write(FieldKind::Decimal, "number", None).unwrap(),
             json!({"number": null})
         );
     }
 
     #[test]
     fn numbers_read_back_as_the_field_type() {
-        let n = |v: Json| read(FieldType::Integer, "number", v);
+        let n = |v: Json| read(FieldKind::Integer, "number", v);
         assert_eq!(n(json!(9000)), Some(Cell::Ready(Value::Integer(9000))));
         assert_eq!(n(json!(9000.0)), Some(Cell::Ready(Value::Integer(9000))));
         assert_eq!(
@@ -2209,7 +2285,7 @@ mod tests {
             Some(Cell::Ready(Value::Decimal("1.5".into())))
         );
         assert_eq!(n(Json::Null), None);
-        let d = |v: Json| read(FieldType::Decimal, "number", v);
+        let d = |v: Json| read(FieldKind::Decimal, "number", v);
         assert_eq!(
             d(json!(12.5)),
             Some(Cell::Ready(Value::Decimal("12.5".into())))
@@ -2224,29 +2300,29 @@ mod tests {
     #[test]
     fn unchecked_reads_as_false_and_empty_values_as_no_value() {
         assert_eq!(
-            read(FieldType::Bool, "checkbox", json!(false)),
+            read(FieldKind::Bool, "checkbox", json!(false)),
             Some(Cell::Ready(Value::Bool(false)))
         );
         assert_eq!(
-            read(FieldType::Bool, "checkbox", json!(true)),
+            read(FieldKind::Bool, "checkbox", json!(true)),
             Some(Cell::Ready(Value::Bool(true)))
         );
         assert_eq!(
-            write(FieldType::Bool, "checkbox", None).unwrap(),
+            write(FieldKind::Bool, "checkbox", None).unwrap(),
             json!({"checkbox": false})
         );
         assert_eq!(
-            write(FieldType::Bool, "checkbox", Some(true.into())).unwrap(),
+            write(FieldKind::Bool, "checkbox", Some(true.into())).unwrap(),
             json!({"checkbox": true})
         );
-        assert_eq!(read(FieldType::Text, "rich_text", json!([])), None);
+        assert_eq!(read(FieldKind::Text, "rich_text", json!([])), None);
         assert_eq!(
-            read(FieldType::MultiSelect, "multi_select", json!([])),
+            read(FieldKind::MultiSelect, "multi_select", json!([])),
             None
         );
-        assert_eq!(read(FieldType::Select, "select", Json::Null), None);
+        assert_eq!(read(FieldKind::Select, "select", Json::Null), None);
         assert_eq!(
-            read(FieldType::Date, "date", json!({"start": "2026-01-02"})),
+            read(FieldKind::Date, "date", json!({"start": "2026-01-02"})),
             Some(Cell::Ready(Value::Text("2026-01-02".into())))
         );
     }
@@ -2254,25 +2330,25 @@ mod tests {
     #[test]
     fn computed_properties_are_read() {
         let f = read(
-            FieldType::Integer,
+            FieldKind::Integer,
             "formula",
             json!({"type": "number", "number": 3}),
         );
         assert_eq!(f, Some(Cell::Ready(Value::Integer(3))));
         let f = read(
-            FieldType::Text,
+            FieldKind::Text,
             "formula",
             json!({"type": "string", "string": "hi"}),
         );
         assert_eq!(f, Some(Cell::Ready(Value::Text("hi".into()))));
         let u = read(
-            FieldType::Text,
+            FieldKind::Text,
             "unique_id",
             json!({"prefix": "SVC", "number": 12}),
         );
         assert_eq!(u, Some(Cell::Ready(Value::Text("SVC-12".into()))));
         let t = read(
-            FieldType::Datetime,
+            FieldKind::Datetime,
             "created_time",
             json!("2026-01-02T03:04:00.000Z"),
         );
@@ -2280,13 +2356,13 @@ mod tests {
             t,
             Some(Cell::Ready(Value::Text("2026-01-02T03:04:00.000Z".into())))
         );
-        assert!(write(FieldType::Text, "formula", Some("x".into())).is_err());
+        assert!(write(FieldKind::Text, "formula", Some("x".into())).is_err());
     }
 
     #[test]
     fn references_translate_record_ids_to_page_ids() {
         let pages = HashMap::from([("billing".to_owned(), "page-1".to_owned())]);
-        let c = spec("parent", FieldType::Reference);
+        let c = spec("parent", FieldKind::Reference);
         let p = prop("relation");
         let v = write_value(&c, &p, Some(&"billing".into()), &pages).unwrap();
         assert_eq!(v, json!({"relation": [{"id": "page-1"}]}));
@@ -2296,7 +2372,7 @@ mod tests {
             write_value(&c, &p, None, &pages).unwrap(),
             json!({"relation": []})
         );
-        let cell = read(FieldType::Reference, "relation", json!([{"id": "page-1"}]));
+        let cell = read(FieldKind::Reference, "relation", json!([{"id": "page-1"}]));
         assert_eq!(
             cell,
             Some(Cell::Pages {
@@ -2309,35 +2385,35 @@ mod tests {
     #[test]
     fn text_limits_of_urls_and_emails() {
         let long = "x".repeat(2001);
-        assert!(write(FieldType::Url, "url", Some(long.as_str().into())).is_err());
+        assert!(write(FieldKind::Url, "url", Some(long.as_str().into())).is_err());
         assert!(
             write(
-                FieldType::Email,
+                FieldKind::Email,
                 "email",
                 Some("x".repeat(201).as_str().into())
             )
             .is_err()
         );
         assert_eq!(
-            write(FieldType::Email, "email", Some("a@b.c".into())).unwrap(),
+            write(FieldKind::Email, "email", Some("a@b.c".into())).unwrap(),
             json!({"email": "a@b.c"})
         );
         assert_eq!(
-            write(FieldType::Url, "url", None).unwrap(),
+            write(FieldKind::Url, "url", None).unwrap(),
             json!({"url": null})
         );
     }
 
     #[test]
     fn field_and_property_types_pair_as_documented() {
-        assert!(compatible(FieldType::Text, "title"));
-        assert!(compatible(FieldType::Text, "rich_text"));
-        assert!(!compatible(FieldType::Text, "number"));
-        assert!(compatible(FieldType::Integer, "number"));
-        assert!(!compatible(FieldType::Bool, "rich_text"));
-        assert!(compatible(FieldType::Select, "status"));
-        assert!(compatible(FieldType::Reference, "relation"));
-        assert!(!compatible(FieldType::Json, "number"));
+        assert!(compatible(FieldKind::Text, "title"));
+        assert!(compatible(FieldKind::Text, "rich_text"));
+        assert!(!compatible(FieldKind::Text, "number"));
+        assert!(compatible(FieldKind::Integer, "number"));
+        assert!(!compatible(FieldKind::Bool, "rich_text"));
+        assert!(compatible(FieldKind::Select, "status"));
+        assert!(compatible(FieldKind::Reference, "relation"));
+        assert!(!compatible(FieldKind::Json, "number"));
     }
 
     #[test]
@@ -2364,7 +2440,7 @@ mod tests {
     fn a_relation_to_a_page_made_by_hand_is_written_by_its_page_id() {
         let page = "59833787-2cf9-4fdf-8782-e53db20768a5";
         let v = write_value(
-            &spec("f", FieldType::Reference),
+            &spec("f", FieldKind::Reference),
             &prop("relation"),
             Some(&Value::Text(page.into())),
             &HashMap::new(),
@@ -2372,7 +2448,7 @@ mod tests {
         .unwrap();
         assert_eq!(v, json!({"relation": [{"id": page}]}));
         let missing = write_value(
-            &spec("f", FieldType::Reference),
+            &spec("f", FieldKind::Reference),
             &prop("relation"),
             Some(&Value::Text("billing".into())),
             &HashMap::new(),
@@ -2384,13 +2460,13 @@ mod tests {
     #[test]
     fn a_date_field_takes_the_day_of_a_date_with_a_time() {
         let day = read(
-            FieldType::Date,
+            FieldKind::Date,
             "date",
             json!({"start": "2026-11-23T10:00:00.000+01:00", "end": null}),
         );
         assert_eq!(day, Some(Cell::Ready(Value::Text("2026-11-23".into()))));
         let time = read(
-            FieldType::Datetime,
+            FieldKind::Datetime,
             "date",
             json!({"start": "2026-11-23T10:00:00.000+01:00"}),
         );
@@ -2418,15 +2494,16 @@ mod tests {
 
     #[test]
     fn a_timeout_that_is_not_a_finite_number_is_refused() {
-        let schema = crate::Schema::new().field(crate::FieldDef::new("name", FieldType::Text));
+        let schema =
+            chittysync::Schema::new().field(chittysync::FieldDef::new("name", FieldKind::Text));
         for bad in ["NaN", "inf", "-5", "0"] {
-            let binding = crate::AdapterBinding::new("n", "services", "notion", "db1")
+            let binding = chittysync::AdapterBinding::new("n", "services", "notion", "db1")
                 .secret_env("PATH")
                 .setting("timeout_ms", bad);
             let err = NotionAdapter::for_binding(&binding, &schema).unwrap_err();
             assert!(err.to_string().contains("timeout_ms"), "{bad}: {err}");
         }
-        let binding = crate::AdapterBinding::new("n", "services", "notion", "db1")
+        let binding = chittysync::AdapterBinding::new("n", "services", "notion", "db1")
             .secret_env("PATH")
             .setting("timeout_ms", "250");
         assert!(NotionAdapter::for_binding(&binding, &schema).is_ok());
@@ -2434,8 +2511,9 @@ mod tests {
 
     #[test]
     fn a_binding_without_a_token_says_how_to_give_one() {
-        let schema = crate::Schema::new().field(crate::FieldDef::new("name", FieldType::Text));
-        let binding = crate::AdapterBinding::new("n", "services", "notion", "db1");
+        let schema =
+            chittysync::Schema::new().field(chittysync::FieldDef::new("name", FieldKind::Text));
+        let binding = chittysync::AdapterBinding::new("n", "services", "notion", "db1");
         let err = NotionAdapter::for_binding(&binding, &schema).unwrap_err();
         assert!(err.to_string().contains("--secret-env"), "{err}");
         let binding = binding.secret_env("CHITTYSYNC_TEST_UNSET_NOTION_TOKEN");

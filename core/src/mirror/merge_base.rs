@@ -1,15 +1,15 @@
 //! The engine's state in the replica's SQLite file: bindings, per-record
-//! snapshots (base and last-seen remote values) and cursors.
+//! merge bases (base and last-seen remote values) and cursors.
 
 use std::collections::{BTreeSet, HashMap};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::plan::{Fields, Snap};
+use super::plan::{Fields, MergeBase};
 use crate::store::{StoreError, sql};
 use crate::value::Value;
 
-/// Values as tagged JSON, so a snapshot reads back exactly as written
+/// Values as tagged JSON, so a merge base reads back exactly as written
 /// (`["i", 8080]`, `["d", "12.5"]`, `["s", ["a", "b"]]`, …).
 fn encode(fields: &Fields) -> String {
     let map: serde_json::Map<String, serde_json::Value> = fields
@@ -30,7 +30,7 @@ fn encode(fields: &Fields) -> String {
 }
 
 fn decode(path: &str, text: &str) -> Result<Fields, StoreError> {
-    let bad = || StoreError::corrupt(path, format!("adapter snapshot {text:?} does not decode"));
+    let bad = || StoreError::corrupt(path, format!("merge base {text:?} does not decode"));
     let json: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(text).map_err(|_| bad())?;
     let mut out = Fields::new();
@@ -58,34 +58,34 @@ fn decode(path: &str, text: &str) -> Result<Fields, StoreError> {
     Ok(out)
 }
 
-fn snap_of(
+fn merge_base_of(
     path: &str,
     remote_id: String,
     base: &str,
     remote: Option<&str>,
-) -> Result<Snap, StoreError> {
+) -> Result<MergeBase, StoreError> {
     let base = decode(path, base)?;
     let remote = match remote {
         Some(text) => decode(path, text)?,
         None => base.clone(),
     };
-    Ok(Snap {
+    Ok(MergeBase {
         remote_id,
         base,
         remote,
     })
 }
 
-pub(crate) fn load_snaps(
+pub(crate) fn load_merge_bases(
     conn: &Connection,
     path: &str,
     binding: &str,
-) -> Result<HashMap<String, Snap>, StoreError> {
+) -> Result<HashMap<String, MergeBase>, StoreError> {
     let mut stmt = conn
         .prepare_cached(
             "SELECT record_id, remote_id, base, remote FROM adapter_rows WHERE binding = ?1",
         )
-        .map_err(sql(path, "read adapter snapshots"))?;
+        .map_err(sql(path, "read merge bases"))?;
     let rows = stmt
         .query_map([binding], |r| {
             Ok((
@@ -95,30 +95,33 @@ pub(crate) fn load_snaps(
                 r.get::<_, Option<String>>(3)?,
             ))
         })
-        .map_err(sql(path, "read adapter snapshots"))?;
+        .map_err(sql(path, "read merge bases"))?;
     let mut out = HashMap::new();
     for row in rows {
-        let (record, remote_id, base, remote) = row.map_err(sql(path, "read adapter snapshots"))?;
-        out.insert(record, snap_of(path, remote_id, &base, remote.as_deref())?);
+        let (record, remote_id, base, remote) = row.map_err(sql(path, "read merge bases"))?;
+        out.insert(
+            record,
+            merge_base_of(path, remote_id, &base, remote.as_deref())?,
+        );
     }
     Ok(out)
 }
 
-pub(crate) fn save_snap(
+pub(crate) fn save_merge_base(
     conn: &Connection,
     path: &str,
     binding: &str,
     record: &str,
-    snap: &Snap,
+    merge_base: &MergeBase,
     now: i64,
 ) -> Result<(), StoreError> {
     // REPLACE also drops a stale claim of the same remote id by another
     // record (a remote id moves only with its record).
-    let base = encode(&snap.base);
-    let remote = if snap.remote == snap.base {
+    let base = encode(&merge_base.base);
+    let remote = if merge_base.remote == merge_base.base {
         base.clone()
     } else {
-        encode(&snap.remote)
+        encode(&merge_base.remote)
     };
     conn.prepare_cached(
         "INSERT OR REPLACE INTO adapter_rows (binding, record_id, remote_id, base, remote, synced_at)
@@ -128,25 +131,25 @@ pub(crate) fn save_snap(
         s.execute(params![
             binding,
             record,
-            snap.remote_id,
+            merge_base.remote_id,
             base,
             remote,
             now
         ])
     })
     .map(drop)
-    .map_err(sql(path, "write adapter snapshot"))
+    .map_err(sql(path, "write merge base"))
 }
 
-/// Snapshots of the given records and of the records bound to the given
+/// Merge bases of the given records and of the records bound to the given
 /// remote rows (indexed lookups: the cost follows what changed).
-pub(crate) fn load_snaps_for(
+pub(crate) fn load_merge_bases_for(
     conn: &Connection,
     path: &str,
     binding: &str,
     records: &BTreeSet<String>,
     remote_ids: &BTreeSet<String>,
-) -> Result<HashMap<String, Snap>, StoreError> {
+) -> Result<HashMap<String, MergeBase>, StoreError> {
     let mut out = HashMap::new();
     let read = |r: &rusqlite::Row<'_>| {
         Ok((
@@ -161,20 +164,20 @@ pub(crate) fn load_snaps_for(
             "SELECT record_id, remote_id, base, remote FROM adapter_rows
              WHERE binding = ?1 AND record_id = ?2",
         )
-        .map_err(sql(path, "read adapter snapshots"))?;
+        .map_err(sql(path, "read merge bases"))?;
     let mut by_remote = conn
         .prepare_cached(
             "SELECT record_id, remote_id, base, remote FROM adapter_rows
              WHERE binding = ?1 AND remote_id = ?2",
         )
-        .map_err(sql(path, "read adapter snapshots"))?;
+        .map_err(sql(path, "read merge bases"))?;
     let mut rows = Vec::new();
     for record in records {
         rows.extend(
             by_record
                 .query_row(params![binding, record], read)
                 .optional()
-                .map_err(sql(path, "read adapter snapshots"))?,
+                .map_err(sql(path, "read merge bases"))?,
         );
     }
     for remote in remote_ids {
@@ -182,11 +185,14 @@ pub(crate) fn load_snaps_for(
             by_remote
                 .query_row(params![binding, remote], read)
                 .optional()
-                .map_err(sql(path, "read adapter snapshots"))?,
+                .map_err(sql(path, "read merge bases"))?,
         );
     }
     for (record, remote_id, base, remote) in rows {
-        out.insert(record, snap_of(path, remote_id, &base, remote.as_deref())?);
+        out.insert(
+            record,
+            merge_base_of(path, remote_id, &base, remote.as_deref())?,
+        );
     }
     Ok(out)
 }
@@ -235,7 +241,7 @@ pub(crate) fn set_local_heads(
     .map_err(sql(path, "save adapter heads"))
 }
 
-pub(crate) fn drop_snap(
+pub(crate) fn drop_merge_base(
     conn: &Connection,
     path: &str,
     binding: &str,
@@ -244,7 +250,7 @@ pub(crate) fn drop_snap(
     conn.prepare_cached("DELETE FROM adapter_rows WHERE binding = ?1 AND record_id = ?2")
         .and_then(|mut s| s.execute(params![binding, record]))
         .map(drop)
-        .map_err(sql(path, "drop adapter snapshot"))
+        .map_err(sql(path, "drop merge base"))
 }
 
 pub(crate) fn set_cursor(
@@ -277,22 +283,30 @@ pub(crate) fn cursor(
 }
 
 /// Whether binding `binding` has any bound row (an indexed probe).
-pub(crate) fn has_snaps(conn: &Connection, path: &str, binding: &str) -> Result<bool, StoreError> {
+pub(crate) fn has_merge_bases(
+    conn: &Connection,
+    path: &str,
+    binding: &str,
+) -> Result<bool, StoreError> {
     conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM adapter_rows WHERE binding = ?1)",
         [binding],
         |r| r.get(0),
     )
-    .map_err(sql(path, "read adapter snapshots"))
+    .map_err(sql(path, "read merge bases"))
 }
 
-pub(crate) fn snap_count(conn: &Connection, path: &str, binding: &str) -> Result<i64, StoreError> {
+pub(crate) fn merge_base_count(
+    conn: &Connection,
+    path: &str,
+    binding: &str,
+) -> Result<i64, StoreError> {
     conn.query_row(
         "SELECT count(*) FROM adapter_rows WHERE binding = ?1",
         [binding],
         |r| r.get(0),
     )
-    .map_err(sql(path, "count adapter snapshots"))
+    .map_err(sql(path, "count merge bases"))
 }
 
 #[cfg(test)]
