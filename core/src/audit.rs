@@ -17,8 +17,9 @@ use automerge::{AutoCommit, ChangeHash, ObjId, ObjType, ReadDoc, legacy};
 use ed25519_dalek::Signature;
 
 use crate::identity::PublicKey;
+use crate::ids::RegistryId;
+use crate::registry::DocState;
 use crate::registry::doc::{self, DELETED, Layout, Role};
-use crate::registry::{DocState, RegistryId};
 use crate::schema::{CompiledSchema, FieldKind};
 use crate::store::{self, Store, StoreError};
 use crate::trust::signing_message;

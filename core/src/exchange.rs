@@ -16,7 +16,7 @@ use automerge::Change;
 
 use crate::error::{ExportError, ImportError};
 use crate::identity::PublicKey;
-use crate::registry::RegistryId;
+use crate::ids::RegistryId;
 use crate::trust::SignedChange;
 use crate::trust::attest::Attestation;
 

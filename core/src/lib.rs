@@ -50,9 +50,11 @@
 //! ```
 
 mod audit;
+mod clock;
 mod error;
 mod exchange;
 mod identity;
+mod ids;
 mod mirror;
 mod peer;
 mod registry;
@@ -69,6 +71,7 @@ pub use error::{
 };
 pub use exchange::{Bundle, ImportReport};
 pub use identity::{Identity, IdentityError, PublicKey};
+pub use ids::RegistryId;
 #[cfg(any(test, feature = "conformance"))]
 pub use mirror::conformance;
 pub use mirror::{
@@ -83,8 +86,7 @@ pub use peer::{
     PeerReport, Progress, ProgressFn, RemoteChanges, ServeOptions, Watch, WatchEvent,
 };
 pub use registry::{
-    Candidate, Conflict, Member, Query, Record, Registry, RegistryId, RegistryInfo, Role,
-    Tombstone, Writer,
+    Candidate, Conflict, Member, Query, Record, Registry, RegistryInfo, Role, Tombstone, Writer,
 };
 pub use replica::{JournalEntry, Replica};
 pub use schema::{

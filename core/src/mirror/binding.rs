@@ -9,12 +9,13 @@ use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use super::MirrorError;
+use crate::clock::now_ms;
 use crate::identity::{Identity, PublicKey};
 use crate::mirror::TableSpec;
 use crate::registry::{Registry, Role};
 use crate::replica::Replica;
 use crate::schema::{ConflictPolicy, Schema};
-use crate::store::{now_ms, sql};
+use crate::store::sql;
 
 /// Which way a binding moves data.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

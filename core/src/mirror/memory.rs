@@ -12,7 +12,7 @@ use super::adapter::{
     Adapter, AdapterError, BoxFuture, ChangeTracking, Fetched, RemoteColumn, RemoteRow,
     RemoteTable, RowError, RowOp, RowResult, TableSpec,
 };
-use crate::store::now_ms;
+use crate::clock::now_ms;
 use crate::value::Value;
 
 type Fields = BTreeMap<String, Value>;

@@ -32,12 +32,13 @@ pub use binding::{AdapterBinding, BindingAdded, Direction};
 pub use kinds::{AdapterKind, AdapterKinds, Connect, SettingSpec};
 pub use memory::MemoryAdapter;
 
+use crate::clock::now_ms;
 use crate::error::{LookupError, WriteError};
 use crate::identity::{Identity, IdentityError};
 use crate::registry::{Query, Registry, Role};
 use crate::replica::Replica;
 use crate::schema::ConflictPolicy;
-use crate::store::{StoreError, now_ms};
+use crate::store::StoreError;
 use crate::value::Value;
 use plan::{Fields, LocalRec, Next};
 

@@ -17,7 +17,7 @@
 use ed25519_dalek::Signature;
 
 use crate::identity::{Identity, PublicKey};
-use crate::registry::RegistryId;
+use crate::ids::RegistryId;
 use crate::trust::SignedChange;
 
 const MAGIC: &[u8; 4] = b"CSE1";
@@ -92,7 +92,7 @@ pub(crate) fn seal(
     if getrandom::fill(&mut nonce).is_err() {
         use std::sync::atomic::{AtomicU64, Ordering};
         static COUNTER: AtomicU64 = AtomicU64::new(0);
-        nonce[..8].copy_from_slice(&crate::store::now_ms().to_be_bytes());
+        nonce[..8].copy_from_slice(&crate::clock::now_ms().to_be_bytes());
         nonce[8..].copy_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_be_bytes());
     }
     seal_with(
@@ -100,7 +100,7 @@ pub(crate) fn seal(
         recipient,
         registry,
         &nonce,
-        crate::store::now_ms(),
+        crate::clock::now_ms(),
         kind,
         payload,
     )

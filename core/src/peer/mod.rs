@@ -37,7 +37,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::error::StoreError;
 use crate::identity::PublicKey;
-use crate::registry::RegistryId;
+use crate::ids::RegistryId;
 use crate::replica::Replica;
 use frame::Counters;
 use session::{Accept, Config};

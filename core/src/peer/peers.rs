@@ -3,10 +3,11 @@
 
 use rusqlite::{OptionalExtension, params};
 
+use crate::clock::now_ms;
 use crate::identity::PublicKey;
-use crate::registry::RegistryId;
+use crate::ids::RegistryId;
 use crate::replica::Replica;
-use crate::store::{StoreError, now_ms, sql};
+use crate::store::{StoreError, sql};
 
 type Result<T> = std::result::Result<T, StoreError>;
 

@@ -33,13 +33,15 @@ use super::envelope::{self, CONNECTION, Kind, Offer};
 use super::frame::{Channel, Counters, LinkError, SecureWriter};
 use super::peers;
 use super::{PeerError, PeerRegistryReport, PeerReport, Progress, RemoteChanges};
+use crate::clock::now_ms;
 use crate::error::ImportError;
 use crate::exchange::Bundle;
 use crate::identity::PublicKey;
+use crate::ids::RegistryId;
 use crate::registry::doc::Layout;
-use crate::registry::{Registry, RegistryId, Role};
+use crate::registry::{Registry, Role};
 use crate::replica::Replica;
-use crate::store::{StoreError, now_ms};
+use crate::store::StoreError;
 use crate::trust::SignedChange;
 
 /// What a registry refusal says, the same whether the registry exists here

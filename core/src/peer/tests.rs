@@ -730,7 +730,7 @@ mod adversarial {
             evil.hub.as_bytes(),
             w.services.id().as_bytes(),
             &[1; 16],
-            crate::store::now_ms() - 3_600_000,
+            crate::clock::now_ms() - 3_600_000,
             Kind::Idle,
             &[],
         );

@@ -9,15 +9,17 @@ use sha2::{Digest, Sha256};
 
 use super::doc::{self, DELETED, Layout, Role};
 use super::revoke::{self, Revocations};
-use super::{Candidate, Conflict, Member, Query, Record, RegistryId, Tombstone};
+use super::{Candidate, Conflict, Member, Query, Record, Tombstone};
+use crate::clock::now_ms;
 use crate::error::{ExportError, ImportError, WriteError};
 use crate::exchange::{Bundle, ImportReport};
 use crate::identity::{Identity, PublicKey};
+use crate::ids::RegistryId;
 use crate::replica::Shared;
 use crate::schema::{
     CompiledSchema, ConflictPolicy, FieldKind, RecordRule, Rule, Schema, ValidationError,
 };
-use crate::store::{CatchUp, ChangeRow, Store, StoreError, StoreTx, now_ms};
+use crate::store::{CatchUp, ChangeRow, Store, StoreError, StoreTx};
 use crate::trust::{self, Distrust, SignedChange};
 use crate::value::Value;
 

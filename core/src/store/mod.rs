@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
+use crate::clock::now_ms;
 use crate::identity::PublicKey;
-use crate::registry::RegistryId;
+use crate::ids::RegistryId;
 use crate::trust::attest::Attestation;
 
 /// The replica's store could not be read or written.
@@ -115,13 +116,6 @@ pub(crate) struct Stored {
 pub(crate) struct Store {
     conn: Connection,
     path: String,
-}
-
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl Store {

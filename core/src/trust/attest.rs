@@ -11,7 +11,7 @@ use automerge::ChangeHash;
 use ed25519_dalek::Signature;
 
 use crate::identity::{Identity, PublicKey};
-use crate::registry::RegistryId;
+use crate::ids::RegistryId;
 
 const ATTEST_DOMAIN: &[u8] = b"chittysync/attestation/v1\n";
 

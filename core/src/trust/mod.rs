@@ -16,7 +16,7 @@ use automerge::{Change, ChangeHash};
 use ed25519_dalek::Signature;
 
 use crate::identity::{Identity, PublicKey};
-use crate::registry::RegistryId;
+use crate::ids::RegistryId;
 
 /// Domain separation: these signatures can never be confused with others.
 const CHANGE_DOMAIN: &[u8] = b"chittysync/change-signature/v1\n";

@@ -27,7 +27,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::identity::{Identity, PublicKey};
-use crate::registry::RegistryId;
+use crate::ids::RegistryId;
 
 /// A SHA-256 hash: a leaf hash, an interior node or a root.
 pub(crate) type Hash = [u8; 32];

@@ -9,8 +9,9 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use rusqlite::Connection;
 
 use crate::identity::PublicKey;
+use crate::ids::RegistryId;
 use crate::registry::doc::{Layout, Role};
-use crate::registry::{Guard, RegistryId, creator_or_admin_at, legacy_obj};
+use crate::registry::{Guard, creator_or_admin_at, legacy_obj};
 use crate::schema::{CompiledSchema, Rule, ValidationError};
 use crate::store::{self, StoreError};
 use crate::trust::signing_message;
