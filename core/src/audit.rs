@@ -16,10 +16,10 @@ use std::io::{self, Write};
 use automerge::{AutoCommit, ChangeHash, ObjId, ObjType, ReadDoc, legacy};
 use ed25519_dalek::Signature;
 
+use crate::document::{self as doc, DELETED, Layout, Role};
 use crate::identity::PublicKey;
 use crate::ids::RegistryId;
 use crate::registry::DocState;
-use crate::registry::doc::{self, DELETED, Layout, Role};
 use crate::schema::{CompiledSchema, FieldKind};
 use crate::store::{self, Store, StoreError};
 use crate::trust::signing_message;

@@ -51,6 +51,7 @@
 
 mod audit;
 mod clock;
+mod document;
 mod error;
 mod exchange;
 mod identity;

@@ -1,8 +1,6 @@
 //! Registries: records, fields, members and conflicts over one signed
 //! Automerge document.
 
-pub(crate) mod doc;
-mod revoke;
 mod state;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -11,22 +9,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use automerge::ChangeHash;
 
-pub use doc::Role;
+pub use crate::document::Role;
 
-/// How many changes of `doc` are revoked, and the view with them undone
-/// (`None` when none is).
-pub(crate) fn revocations(
-    doc: &mut automerge::AutoCommit,
-    layout: &doc::Layout,
-    admin_changes: &BTreeSet<ChangeHash>,
-) -> (usize, Option<automerge::AutoCommit>) {
-    let revoked = revoke::compute(doc, layout, admin_changes);
-    let view = (!revoked.is_empty()).then(|| revoke::view(doc, layout, &revoked));
-    (revoked.changes.len(), view)
-}
-pub(crate) use state::{
-    DocState, Guard, creator_or_admin_at, foreign_record, foreign_record_in, import_new, legacy_obj,
-};
+pub(crate) use state::{DocState, import_new};
 
 use crate::audit::{AuditEntry, AuditFilter};
 use crate::error::{ExportError, StoreError, WriteError};
@@ -768,7 +753,7 @@ mod tests {
     fn forge(
         reg: &Registry,
         seed: [u8; 32],
-        f: impl FnOnce(&mut automerge::AutoCommit, &doc::Layout),
+        f: impl FnOnce(&mut automerge::AutoCommit, &crate::document::Layout),
     ) -> crate::Bundle {
         let identity = Identity::from_secret_bytes(seed);
         let mut state = reg.lock();
@@ -776,7 +761,7 @@ mod tests {
         doc.set_actor(automerge::ActorId::from(
             &identity.public_key().as_bytes()[..],
         ));
-        let layout = doc::Layout::find(&doc).unwrap();
+        let layout = crate::document::Layout::find(&doc).unwrap();
         f(&mut doc, &layout);
         let hash = doc.commit().unwrap();
         let change = doc.get_change_by_hash(&hash).unwrap();

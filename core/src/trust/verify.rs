@@ -8,10 +8,10 @@ use automerge::{AutoCommit, Change, ChangeHash, ObjId, ReadDoc, legacy};
 use ed25519_dalek::{Signature, VerifyingKey};
 use rusqlite::Connection;
 
+use crate::document::policy::{Guard, creator_or_admin_at, legacy_obj};
+use crate::document::{Layout, Role};
 use crate::identity::PublicKey;
 use crate::ids::RegistryId;
-use crate::registry::doc::{Layout, Role};
-use crate::registry::{Guard, creator_or_admin_at, legacy_obj};
 use crate::schema::{CompiledSchema, Rule, ValidationError};
 use crate::store::{self, StoreError};
 use crate::trust::signing_message;
@@ -676,7 +676,7 @@ fn check_rest(
                     None => creator_or_admin_at(doc, &layout, deps),
                 };
                 let foreign = if rule {
-                    crate::registry::foreign_record_in(
+                    crate::document::policy::foreign_record_in(
                         doc,
                         &layout,
                         &operations,
@@ -689,7 +689,7 @@ fn check_rest(
                 };
                 debug_assert_eq!(
                     foreign,
-                    crate::registry::foreign_record(doc, &layout, change, key)
+                    crate::document::policy::foreign_record(doc, &layout, change, key)
                 );
                 if let Some(record) = foreign {
                     return Err(refuse(&format!(
@@ -705,7 +705,7 @@ fn check_rest(
 
     // 6. Revocations (strong removal), reported; the state is read with
     //    the revoked operations undone, as the registry reads it.
-    let revocations = crate::registry::revocations(doc_mut, &layout, &admin_changes);
+    let revocations = crate::document::revoke::revocations(doc_mut, &layout, &admin_changes);
     let view = revocations.1;
     let doc: &AutoCommit = match &view {
         Some(view) => view,
@@ -729,10 +729,10 @@ fn check_rest(
                 (f.key.into_owned(), (f.value.into_value(), id))
             })
             .collect();
-        let deleted = fields.contains_key(crate::registry::doc::DELETED);
+        let deleted = fields.contains_key(crate::document::DELETED);
         debug_assert_eq!(
             deleted,
-            doc.get(&obj, crate::registry::doc::DELETED)
+            doc.get(&obj, crate::document::DELETED)
                 .ok()
                 .flatten()
                 .is_some()
@@ -743,13 +743,13 @@ fn check_rest(
         records += 1;
         for def in &compiled.schema.fields {
             let value = fields.get(def.name.as_str()).and_then(|(v, vid)| {
-                crate::registry::doc::read_value(doc, v, vid, Some(def.field_type))
+                crate::document::read_value(doc, v, vid, Some(def.field_type))
             });
             debug_assert_eq!(
                 value,
                 match doc.get(&obj, def.name.as_str()) {
                     Ok(Some((v, vid))) => {
-                        crate::registry::doc::read_value(doc, &v, &vid, Some(def.field_type))
+                        crate::document::read_value(doc, &v, &vid, Some(def.field_type))
                     }
                     _ => None,
                 }

@@ -39,8 +39,8 @@ use automerge::legacy;
 use automerge::transaction::Transactable;
 use automerge::{ActorId, AutoCommit, ChangeHash, ObjId, ROOT, ReadDoc};
 
-use super::doc::{Layout, Role};
-use super::state::{Guard, legacy_obj};
+use super::policy::{Guard, legacy_obj};
+use super::{Layout, Role};
 use crate::identity::PublicKey;
 
 /// The revoked changes of a registry, and which removal revoked each.
@@ -406,4 +406,16 @@ fn restore(
         heads = earlier;
     }
     let _ = view.delete(obj, key);
+}
+
+/// How many changes of `doc` are revoked, and the view with them undone
+/// (`None` when none is).
+pub(crate) fn revocations(
+    doc: &mut automerge::AutoCommit,
+    layout: &Layout,
+    admin_changes: &BTreeSet<ChangeHash>,
+) -> (usize, Option<automerge::AutoCommit>) {
+    let revoked = compute(doc, layout, admin_changes);
+    let view = (!revoked.is_empty()).then(|| view(doc, layout, &revoked));
+    (revoked.changes.len(), view)
 }

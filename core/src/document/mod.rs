@@ -1,4 +1,6 @@
-//! The registry document's layout on Automerge, and typed reads and writes of it.
+//! The registry as an Automerge document: its layout, typed reads and
+//! writes of it, who may change what ([`policy`]) and what a removal
+//! revokes ([`revoke`]).
 //!
 //! ```text
 //! ROOT
@@ -12,6 +14,9 @@
 //!
 //! Field definitions are stored whole as JSON strings so that a definition
 //! changes atomically; concurrent edits of *different* fields still merge.
+
+pub(crate) mod policy;
+pub(crate) mod revoke;
 
 use std::collections::BTreeSet;
 
