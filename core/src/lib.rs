@@ -64,6 +64,7 @@ mod schema;
 mod store;
 mod trust;
 mod value;
+mod verify;
 
 pub use audit::{AuditEffect, AuditEntry, AuditFilter, SignatureStatus, export_jsonl};
 pub use automerge::ChangeHash;
@@ -97,5 +98,5 @@ pub use schema::{
 pub use trust::SignedChange;
 pub use trust::attest::{Attestation, AttestationStatus};
 pub use trust::tlog::{Checkpoint, ConsistencyProof, InclusionProof, LogError};
-pub use trust::verify::{RegistryReport, VerifyError, VerifyReport};
 pub use value::Value;
+pub use verify::{RegistryReport, VerifyError, VerifyReport};

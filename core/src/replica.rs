@@ -14,7 +14,7 @@ use crate::registry::{DocState, Registry, RegistryInfo};
 use crate::schema::{Schema, SchemaError};
 use crate::store::{Store, StoreError};
 use crate::trust::tlog::{self, Checkpoint, ConsistencyProof, InclusionProof};
-use crate::trust::verify::{self, VerifyError, VerifyReport};
+use crate::verify::{self, VerifyError, VerifyReport};
 use automerge::ChangeHash;
 
 /// One event of the local journal.

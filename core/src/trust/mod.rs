@@ -10,7 +10,6 @@ use std::collections::HashMap;
 
 pub(crate) mod attest;
 pub(crate) mod tlog;
-pub(crate) mod verify;
 
 use automerge::{Change, ChangeHash};
 use ed25519_dalek::Signature;

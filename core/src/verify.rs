@@ -1,14 +1,17 @@
 //! End-to-end verification of a replica: every registry re-checked from its
 //! genesis, and the local journal's hash chain.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use automerge::{AutoCommit, Change, ChangeHash, ObjId, ReadDoc, legacy};
 use ed25519_dalek::{Signature, VerifyingKey};
 use rusqlite::Connection;
 
-use crate::document::policy::{Guard, creator_or_admin_at, legacy_obj};
+use crate::document::policy::{
+    Guard, Holder, creator_or_admin_at, foreign_record, foreign_record_in, legacy_obj,
+};
+use crate::document::{DELETED, read_value};
 use crate::document::{Layout, Role};
 use crate::identity::PublicKey;
 use crate::ids::RegistryId;
@@ -449,27 +452,7 @@ fn check<'r>(
     };
 
     // 1. Stored bytes decode and hash to their recorded hashes.
-    let mut tail = Vec::new();
-    for row in rows.iter() {
-        let Some(bytes) = &row.bytes else { continue };
-        let change = Change::from_bytes(bytes.clone()).map_err(|e| VerifyError::Undecodable {
-            registry: registry.clone(),
-            pos: row.pos,
-            reason: e.to_string(),
-        })?;
-        // Automerge does not check a change's checksum (the hash's first
-        // bytes, after the magic) when decoding; the hash does not cover it.
-        let checksum_ok = bytes.get(4..8) == Some(&change.hash().0[..4]);
-        if change.hash().0 != row.hash || !checksum_ok {
-            return Err(VerifyError::ChangeHash {
-                registry: registry.clone(),
-                pos: row.pos,
-                stored: hex::encode(row.hash),
-                actual: change.hash().to_string(),
-            });
-        }
-        tail.push(change);
-    }
+    let tail = decode_rows(&registry, rows)?;
     // Every change, to read writers' operations from: the snapshot's
     // rebuilt from the document in one pass (one by one, each would cost a
     // pass), the others as stored.
@@ -519,13 +502,58 @@ fn check<'r>(
     }
 
     // 3. Actor = author (the signatures are checked by the caller).
+    let (keys, authors) = check_actors(&registry, &metas, &stored)?;
+    let history = History {
+        authors,
+        metas,
+        stored,
+        keys,
+    };
+    let rest = check_rest(&registry, id, &mut doc, &history, changes);
+    Ok((history, rest))
+}
+
+/// Step 1: the stored changes after the snapshot, each decoded and
+/// hashing to its recorded hash.
+fn decode_rows(registry: &str, rows: &[Row]) -> Result<Vec<Change>, VerifyError> {
+    let mut tail = Vec::new();
+    for row in rows.iter() {
+        let Some(bytes) = &row.bytes else { continue };
+        let change = Change::from_bytes(bytes.clone()).map_err(|e| VerifyError::Undecodable {
+            registry: registry.to_owned(),
+            pos: row.pos,
+            reason: e.to_string(),
+        })?;
+        // Automerge does not check a change's checksum (the hash's first
+        // bytes, after the magic) when decoding; the hash does not cover it.
+        let checksum_ok = bytes.get(4..8) == Some(&change.hash().0[..4]);
+        if change.hash().0 != row.hash || !checksum_ok {
+            return Err(VerifyError::ChangeHash {
+                registry: registry.to_owned(),
+                pos: row.pos,
+                stored: hex::encode(row.hash),
+                actual: change.hash().to_string(),
+            });
+        }
+        tail.push(change);
+    }
+    Ok(tail)
+}
+
+/// Step 3: each change's actor is its stored author, a valid key. Returns
+/// the author of each change and how many distinct authors there are.
+fn check_actors(
+    registry: &str,
+    metas: &[Meta],
+    stored: &HashMap<[u8; 32], &Row>,
+) -> Result<(Vec<PublicKey>, usize), VerifyError> {
     let mut keys = Vec::with_capacity(metas.len());
     let mut decoded: HashMap<&[u8], PublicKey> = HashMap::new();
-    for meta in &metas {
+    for meta in metas {
         let row = stored[&meta.hash.0];
         if meta.actor != row.author {
             return Err(VerifyError::ForgedActor {
-                registry,
+                registry: registry.to_owned(),
                 pos: row.pos,
                 change: meta.hash.to_string(),
                 actor: hex::encode(&meta.actor),
@@ -537,7 +565,7 @@ fn check<'r>(
             None => {
                 let k =
                     PublicKey::from_bytes(&row.author).map_err(|_| VerifyError::BadSignature {
-                        registry: registry.clone(),
+                        registry: registry.to_owned(),
                         pos: row.pos,
                         change: meta.hash.to_string(),
                         author: hex::encode(&row.author),
@@ -548,14 +576,7 @@ fn check<'r>(
         };
         keys.push(key);
     }
-    let history = History {
-        authors: decoded.len(),
-        metas,
-        stored,
-        keys,
-    };
-    let rest = check_rest(&registry, id, &mut doc, &history, changes);
-    Ok((history, rest))
+    Ok((keys, decoded.len()))
 }
 
 /// The checks after the signatures: genesis, roles, writers' operations,
@@ -567,69 +588,105 @@ fn check_rest(
     history: &History<'_>,
     changes: Vec<Change>,
 ) -> Result<RegistryReport, VerifyError> {
-    let registry = registry.to_owned();
-    let History {
-        metas,
-        stored,
-        keys,
-        authors,
-    } = history;
-    let heads = doc.get_heads();
-    let doc_mut = doc;
-    let doc = &*doc_mut;
     // 4. One genesis, matching the id, whose only member is its author.
+    let layout = check_genesis(registry, id, doc, &history.metas)?;
+    // 5. Roles as of each change's dependencies.
+    let admin_changes = check_roles(registry, doc, &layout, history, &changes)?;
+    drop(changes);
+    // 6. Revocations (strong removal), reported; the state is read with
+    //    the revoked operations undone, as the registry reads it.
+    let (revoked, view) = crate::document::revoke::revocations(doc, &layout, &admin_changes);
+    let doc: &AutoCommit = view.as_ref().unwrap_or(doc);
+    // 7. The schema, reported.
+    let (name, records, invalid_records) = schema_report(doc, &layout);
+    Ok(RegistryReport {
+        id,
+        name,
+        changes: history.metas.len(),
+        authors: history.authors,
+        records,
+        invalid_records,
+        revoked,
+        admin_changes,
+    })
+}
+
+/// Step 4: the history has one genesis, matching the id, whose only member
+/// is its author, as admin. Returns the document's layout.
+fn check_genesis(
+    registry: &str,
+    id: RegistryId,
+    doc: &AutoCommit,
+    metas: &[Meta],
+) -> Result<Layout, VerifyError> {
+    let refuse = |reason: String| VerifyError::Genesis {
+        registry: registry.to_owned(),
+        reason,
+    };
     let roots: Vec<&Meta> = metas.iter().filter(|m| m.deps.is_empty()).collect();
     let genesis = match roots.as_slice() {
         [g] if id.is_genesis(&g.hash) => g,
         [g] => {
-            return Err(VerifyError::Genesis {
-                registry,
-                reason: format!("its root change {} does not match the registry id", g.hash),
-            });
+            return Err(refuse(format!(
+                "its root change {} does not match the registry id",
+                g.hash
+            )));
         }
-        [] => {
-            return Err(VerifyError::Genesis {
-                registry,
-                reason: "it has no genesis change".into(),
-            });
-        }
+        [] => return Err(refuse("it has no genesis change".into())),
         _ => {
-            return Err(VerifyError::Genesis {
-                registry,
-                reason: format!(
-                    "it has {} root changes; only one genesis is allowed",
-                    roots.len()
-                ),
-            });
+            return Err(refuse(format!(
+                "it has {} root changes; only one genesis is allowed",
+                roots.len()
+            )));
         }
     };
-    let layout = Layout::find(doc).ok_or_else(|| VerifyError::Genesis {
-        registry: registry.clone(),
-        reason: "the document is not a registry".into(),
-    })?;
+    let layout =
+        Layout::find(doc).ok_or_else(|| refuse("the document is not a registry".into()))?;
     let creator = PublicKey::from_bytes(&genesis.actor).ok();
     let founding = layout.members(doc, Some(std::slice::from_ref(&genesis.hash)));
     if creator.is_none_or(|c| founding != [(c, Role::Admin)]) {
-        return Err(VerifyError::Genesis {
-            registry,
-            reason: "its genesis must make its author the only member, as admin".into(),
-        });
+        return Err(refuse(
+            "its genesis must make its author the only member, as admin".into(),
+        ));
     }
+    Ok(layout)
+}
 
-    // 5. Roles as of each change's dependencies.
+/// Step 5: every change's author held the role it needed as of the
+/// change's dependencies, and a writer touched only what writers may.
+/// Returns the changes that needed the admin role.
+fn check_roles(
+    registry: &str,
+    doc: &mut AutoCommit,
+    layout: &Layout,
+    history: &History<'_>,
+    changes: &[Change],
+) -> Result<BTreeSet<ChangeHash>, VerifyError> {
+    let History {
+        metas,
+        stored,
+        keys,
+        ..
+    } = history;
+    let heads = doc.get_heads();
+    let doc = &*doc;
     let by_hash: HashMap<ChangeHash, usize> = changes
         .iter()
         .enumerate()
         .map(|(i, c)| (c.hash(), i))
         .collect();
     let complete = metas.iter().all(|m| by_hash.contains_key(&m.hash));
-    let ops = Ops::new(&layout);
-    let mut at_deps = AtDeps::new(&heads, &ops, metas, &changes, complete);
+    let ops = Ops::new(layout);
+    let mut at_deps = AtDeps::new(&heads, &ops, metas, changes, complete);
     let mut roles: HashMap<(usize, PublicKey), Option<Role>> = HashMap::new();
-    let mut rules: HashMap<usize, bool> = HashMap::new();
-    let mut holders = HashMap::new();
-    let guard = Guard::new(&layout);
-    let mut admin_changes = std::collections::BTreeSet::new();
+    let mut writers = WriterCheck {
+        doc,
+        layout,
+        guard: Guard::new(layout),
+        rules: HashMap::new(),
+        holders: HashMap::new(),
+    };
+    let mut admin_changes = BTreeSet::new();
     for (i, (meta, key)) in metas.iter().zip(keys).enumerate() {
         let state = at_deps.next(i, meta);
         let deps = &meta.deps;
@@ -638,7 +695,7 @@ fn check_rest(
             continue;
         }
         let refuse = |reason: &str| VerifyError::NotAuthorised {
-            registry: registry.clone(),
+            registry: registry.to_owned(),
             pos: stored[&meta.hash.0].pos,
             change: meta.hash.to_string(),
             author: key.to_string(),
@@ -651,68 +708,74 @@ fn check_rest(
             None => layout.role_at(doc, key, deps),
         };
         debug_assert_eq!(role, layout.role_at(doc, key, deps));
+        let change = by_hash.get(&meta.hash).map(|&i| &changes[i]);
         match role {
             Some(Role::Admin) => {
-                let touches_admin = by_hash
-                    .get(&meta.hash)
-                    .is_some_and(|&i| guard.admin_only(&changes[i]).is_some());
-                if touches_admin {
+                if change.is_some_and(|c| writers.guard.admin_only(c).is_some()) {
                     admin_changes.insert(meta.hash);
                 }
             }
             Some(Role::Writer) => {
-                let change = by_hash
-                    .get(&meta.hash)
-                    .map(|&i| &changes[i])
-                    .ok_or_else(|| refuse("the change cannot be read back"))?;
-                let operations = change.decode().operations;
-                if let Some(why) = guard.admin_only_ops(&operations) {
-                    return Err(refuse(why));
-                }
-                let rule = match state {
-                    Some(s) => *rules
-                        .entry(s)
-                        .or_insert_with(|| creator_or_admin_at(doc, &layout, deps)),
-                    None => creator_or_admin_at(doc, &layout, deps),
-                };
-                let foreign = if rule {
-                    crate::document::policy::foreign_record_in(
-                        doc,
-                        &layout,
-                        &operations,
-                        deps,
-                        key,
-                        &mut holders,
-                    )
-                } else {
-                    None
-                };
-                debug_assert_eq!(
-                    foreign,
-                    crate::document::policy::foreign_record(doc, &layout, change, key)
-                );
-                if let Some(record) = foreign {
-                    return Err(refuse(&format!(
-                        "record {record} may be changed only by its creator or an admin"
-                    )));
+                let change = change.ok_or_else(|| refuse("the change cannot be read back"))?;
+                if let Some(why) = writers.refusal(change, deps, key, state) {
+                    return Err(refuse(&why));
                 }
             }
             Some(Role::Reader) => return Err(refuse("readers cannot write")),
             None => return Err(refuse("not a member of the registry")),
         }
     }
-    drop(changes);
+    Ok(admin_changes)
+}
 
-    // 6. Revocations (strong removal), reported; the state is read with
-    //    the revoked operations undone, as the registry reads it.
-    let revocations = crate::document::revoke::revocations(doc_mut, &layout, &admin_changes);
-    let view = revocations.1;
-    let doc: &AutoCommit = match &view {
-        Some(view) => view,
-        None => doc_mut,
-    };
+/// What step 5 checks of a writer's change, with what it looked up once
+/// for many changes.
+struct WriterCheck<'d> {
+    doc: &'d AutoCommit,
+    layout: &'d Layout,
+    guard: Guard,
+    /// Whether the `creator-or-admin` rule holds, per document state.
+    rules: HashMap<usize, bool>,
+    /// The record holding each object, shared across changes.
+    holders: HashMap<legacy::OpId, Holder>,
+}
 
-    // 7. The schema, reported.
+impl WriterCheck<'_> {
+    /// Why a writer may not make `change`, if they may not. `state` names
+    /// the document state at the change's dependencies, when known.
+    fn refusal(
+        &mut self,
+        change: &Change,
+        deps: &[ChangeHash],
+        author: &PublicKey,
+        state: Option<usize>,
+    ) -> Option<String> {
+        let (doc, layout) = (self.doc, self.layout);
+        let operations = change.decode().operations;
+        if let Some(why) = self.guard.admin_only_ops(&operations) {
+            return Some(why.to_owned());
+        }
+        let rule = match state {
+            Some(s) => *self
+                .rules
+                .entry(s)
+                .or_insert_with(|| creator_or_admin_at(doc, layout, deps)),
+            None => creator_or_admin_at(doc, layout, deps),
+        };
+        let foreign = if rule {
+            foreign_record_in(doc, layout, &operations, deps, author, &mut self.holders)
+        } else {
+            None
+        };
+        debug_assert_eq!(foreign, foreign_record(doc, layout, change, author));
+        foreign
+            .map(|record| format!("record {record} may be changed only by its creator or an admin"))
+    }
+}
+
+/// Step 7: the registry's name, how many live records it holds, and the
+/// values that break its schema.
+fn schema_report(doc: &AutoCommit, layout: &Layout) -> (String, usize, Vec<ValidationError>) {
     let compiled = CompiledSchema::new(layout.read_schema(doc));
     let name = layout.name(doc);
     let mut invalid_records = Vec::new();
@@ -729,28 +792,20 @@ fn check_rest(
                 (f.key.into_owned(), (f.value.into_value(), id))
             })
             .collect();
-        let deleted = fields.contains_key(crate::document::DELETED);
-        debug_assert_eq!(
-            deleted,
-            doc.get(&obj, crate::document::DELETED)
-                .ok()
-                .flatten()
-                .is_some()
-        );
+        let deleted = fields.contains_key(DELETED);
+        debug_assert_eq!(deleted, doc.get(&obj, DELETED).ok().flatten().is_some());
         if deleted {
             continue;
         }
         records += 1;
         for def in &compiled.schema.fields {
-            let value = fields.get(def.name.as_str()).and_then(|(v, vid)| {
-                crate::document::read_value(doc, v, vid, Some(def.field_type))
-            });
+            let value = fields
+                .get(def.name.as_str())
+                .and_then(|(v, vid)| read_value(doc, v, vid, Some(def.field_type)));
             debug_assert_eq!(
                 value,
                 match doc.get(&obj, def.name.as_str()) {
-                    Ok(Some((v, vid))) => {
-                        crate::document::read_value(doc, &v, &vid, Some(def.field_type))
-                    }
+                    Ok(Some((v, vid))) => read_value(doc, &v, &vid, Some(def.field_type)),
                     _ => None,
                 }
             );
@@ -773,17 +828,7 @@ fn check_rest(
             }
         }
     }
-
-    Ok(RegistryReport {
-        id,
-        name,
-        changes: metas.len(),
-        authors: *authors,
-        records,
-        invalid_records,
-        revoked: revocations.0,
-        admin_changes,
-    })
+    (name, records, invalid_records)
 }
 
 /// The document's fixed objects as operations name them.
