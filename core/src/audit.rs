@@ -19,7 +19,7 @@ use ed25519_dalek::Signature;
 use crate::document::{self as doc, DELETED, Layout, Role};
 use crate::identity::PublicKey;
 use crate::ids::RegistryId;
-use crate::registry::DocState;
+use crate::registry::{DocState, Registry};
 use crate::schema::{CompiledSchema, FieldKind};
 use crate::store::{self, Store, StoreError};
 use crate::trust::signing_message;
@@ -405,6 +405,32 @@ struct Pending {
     meta: Meta,
     /// The stored signature, when one is stored and well formed.
     signature: Option<[u8; 64]>,
+}
+
+impl Registry {
+    /// The audit log: every change of the history matching `query`, in
+    /// this replica's acceptance order, with its author, signature status
+    /// and what it did to records, fields, members and the schema.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use chittysync::{AuditFilter, AuditEffect, FieldDef, FieldKind, Replica, Schema};
+    /// let dir = tempfile::tempdir()?;
+    /// let replica = Replica::open(dir.path().join("r.db"))?;
+    /// let schema = Schema::new().field(FieldDef::new("port", FieldKind::Integer));
+    /// let services = replica.create_registry("services", schema)?;
+    /// services.put(Some("svc"), [("port", 80)])?;
+    /// services.put(Some("svc"), [("port", 81)])?;
+    ///
+    /// let log = services.audit(&AuditFilter::all().record("svc"))?;
+    /// assert_eq!(log.len(), 2);
+    /// assert!(log.iter().all(|e| e.signature.is_valid()));
+    /// assert_eq!(log[1].effects[0].to_string(), "svc.port 80 → 81");
+    /// # Ok(()) }
+    /// ```
+    pub fn audit(&self, query: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
+        self.with_current_state(|state, store| audit(state, store, query))
+    }
 }
 
 /// The audit log of the registry in `state`, from the signatures in `store`.

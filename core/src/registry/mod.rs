@@ -13,7 +13,6 @@ pub use crate::document::Role;
 
 pub(crate) use state::{DocState, import_new};
 
-use crate::audit::{AuditEntry, AuditFilter};
 use crate::error::{ExportError, StoreError, WriteError};
 use crate::exchange::Bundle;
 use crate::identity::PublicKey;
@@ -235,6 +234,18 @@ impl Registry {
         if let Err(e) = state.refresh(&store) {
             tracing::warn!(registry = %self.id, error = %e, "serving the last loaded state");
         }
+        f(&mut state, &store)
+    }
+
+    /// Runs `f` on the state and the store, the state first brought up to
+    /// date with the store; fails if the store cannot be read.
+    pub(crate) fn with_current_state<T>(
+        &self,
+        f: impl FnOnce(&mut DocState, &crate::store::Store) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut state = self.lock();
+        let store = self.shared.store();
+        state.refresh(&store)?;
         f(&mut state, &store)
     }
 
@@ -471,38 +482,12 @@ impl Registry {
         let mut store = self.shared.store();
         state.compact(&mut store).map_err(WriteError::Store)
     }
-
-    /// The audit log: every change of the history matching `query`, in
-    /// this replica's acceptance order, with its author, signature status
-    /// and what it did to records, fields, members and the schema.
-    ///
-    /// ```
-    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// use chittysync::{AuditFilter, AuditEffect, FieldDef, FieldKind, Replica, Schema};
-    /// let dir = tempfile::tempdir()?;
-    /// let replica = Replica::open(dir.path().join("r.db"))?;
-    /// let schema = Schema::new().field(FieldDef::new("port", FieldKind::Integer));
-    /// let services = replica.create_registry("services", schema)?;
-    /// services.put(Some("svc"), [("port", 80)])?;
-    /// services.put(Some("svc"), [("port", 81)])?;
-    ///
-    /// let log = services.audit(&AuditFilter::all().record("svc"))?;
-    /// assert_eq!(log.len(), 2);
-    /// assert!(log.iter().all(|e| e.signature.is_valid()));
-    /// assert_eq!(log[1].effects[0].to_string(), "svc.port 80 → 81");
-    /// # Ok(()) }
-    /// ```
-    pub fn audit(&self, query: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
-        let mut state = self.lock();
-        let store = self.shared.store();
-        state.refresh(&store)?;
-        crate::audit::audit(&mut state, &store, query)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::AuditFilter;
     use crate::schema::{FieldDef, FieldKind};
     use crate::{Identity, Replica};
 
