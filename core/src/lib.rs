@@ -84,13 +84,13 @@ pub use mirror::{
     RowResult, SettingSpec, Side, Stage, TableSpec,
 };
 pub use peer::{
-    ChangeSubscription, Hub, HubEvent, Peer, PeerError, PeerOptions, PeerRegistryReport,
-    PeerReport, Progress, ProgressFn, RemoteChanges, ServeOptions, Watch, WatchEvent,
+    Hub, HubEvent, Peer, PeerError, PeerOptions, PeerRegistryReport, PeerReport, Progress,
+    ProgressFn, ServeOptions, Watch, WatchEvent,
 };
 pub use registry::{
     Candidate, Conflict, Member, Query, Record, Registry, RegistryInfo, Role, Tombstone, Writer,
 };
-pub use replica::{JournalEntry, Replica};
+pub use replica::{ChangeSubscription, JournalEntry, RemoteChanges, Replica};
 pub use schema::{
     ConflictPolicy, FieldDef, FieldKind, RecordRule, Rule, Schema, SchemaError, ValidationError,
     coerce,

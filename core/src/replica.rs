@@ -1,16 +1,17 @@
 //! A replica: one SQLite file holding many registries, and the key that
 //! signs this replica's changes.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::broadcast;
 
 use crate::error::ProveError;
 use crate::error::{ImportError, LookupError, OpenError, WriteError};
 use crate::exchange::{Bundle, ImportReport};
 use crate::identity::{Identity, PublicKey};
 use crate::ids::RegistryId;
-use crate::registry::{DocState, Registry, RegistryInfo};
+use crate::registry::{DocState, Registry, RegistryInfo, Shared};
 use crate::schema::{Schema, SchemaError};
 use crate::store::{Store, StoreError};
 use crate::trust::tlog::{self, Checkpoint, ConsistencyProof, InclusionProof};
@@ -34,25 +35,68 @@ pub struct JournalEntry {
     pub hash: String,
 }
 
-/// What every handle of one replica shares.
-pub(crate) struct Shared {
-    pub(crate) identity: Identity,
-    store: Mutex<Store>,
-    /// Registries loaded in memory. Lock order: this map, then a registry's
-    /// state, then the store — never the other way round.
-    open: Mutex<HashMap<RegistryId, Arc<Mutex<DocState>>>>,
-    path: PathBuf,
+/// What every clone of a replica shares: what its registry handles share,
+/// and the channel that tells subscribers about changes from peers.
+pub(crate) struct Inner {
+    registries: Arc<Shared>,
     /// Changes received from peers, for subscribers.
-    pub(crate) remote_changes: tokio::sync::broadcast::Sender<crate::peer::RemoteChanges>,
+    pub(crate) remote_changes: broadcast::Sender<RemoteChanges>,
 }
 
-impl Shared {
-    pub(crate) fn store(&self) -> MutexGuard<'_, Store> {
-        self.store.lock().unwrap_or_else(|p| p.into_inner())
+/// `replica.shared().store()` and `.identity` still read through; new code
+/// uses the focused methods of [`Replica`] instead.
+impl std::ops::Deref for Inner {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.registries
+    }
+}
+
+/// Changes that arrived from a peer and were applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteChanges {
+    /// The registry.
+    pub registry: RegistryId,
+    /// Its name.
+    pub name: String,
+    /// The peer they came from.
+    pub peer: PublicKey,
+    /// How many changes were applied.
+    pub applied: usize,
+    /// The registry's heads after applying them.
+    pub heads: Vec<ChangeHash>,
+}
+
+/// A stream of [`RemoteChanges`], from [`Replica::subscribe`].
+#[derive(Debug)]
+pub struct ChangeSubscription {
+    rx: broadcast::Receiver<RemoteChanges>,
+}
+
+impl ChangeSubscription {
+    /// The next batch of remote changes; `None` once the replica is gone.
+    /// A subscriber too slow to keep up skips the batches it missed (the
+    /// registry itself has them all).
+    pub async fn next(&mut self) -> Option<RemoteChanges> {
+        loop {
+            match self.rx.recv().await {
+                Ok(c) => return Some(c),
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
     }
 
-    fn open_map(&self) -> MutexGuard<'_, HashMap<RegistryId, Arc<Mutex<DocState>>>> {
-        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    /// The next batch if one is waiting, without blocking.
+    pub fn try_next(&mut self) -> Option<RemoteChanges> {
+        loop {
+            match self.rx.try_recv() {
+                Ok(c) => return Some(c),
+                Err(broadcast::error::TryRecvError::Lagged(_)) => continue,
+                Err(_) => return None,
+            }
+        }
     }
 }
 
@@ -73,13 +117,13 @@ impl Shared {
 /// ```
 #[derive(Clone)]
 pub struct Replica {
-    shared: Arc<Shared>,
+    shared: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Replica {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Replica")
-            .field("path", &self.shared.path)
+            .field("path", &self.shared.path())
             .field("public_key", &self.public_key())
             .finish()
     }
@@ -114,12 +158,9 @@ impl Replica {
         let path = path.as_ref();
         let store = Store::open(path)?;
         Ok(Replica {
-            shared: Arc::new(Shared {
-                identity,
-                store: Mutex::new(store),
-                open: Mutex::new(HashMap::new()),
-                path: path.to_path_buf(),
-                remote_changes: tokio::sync::broadcast::channel(1024).0,
+            shared: Arc::new(Inner {
+                registries: Arc::new(Shared::new(identity, store, path)),
+                remote_changes: broadcast::channel(1024).0,
             }),
         })
     }
@@ -129,15 +170,16 @@ impl Replica {
         self.shared.identity.public_key()
     }
 
-    /// What every handle of this replica shares (store, identity; for the
-    /// sync engine and the peer protocol).
-    pub(crate) fn shared(&self) -> &Arc<Shared> {
+    /// What every handle of this replica shares. Only `peer/session.rs`
+    /// and `mirror/` still reach through it to the store lock; other code
+    /// uses the focused methods below.
+    pub(crate) fn shared(&self) -> &Arc<Inner> {
         &self.shared
     }
 
     /// The store file.
     pub fn path(&self) -> &Path {
-        &self.shared.path
+        self.shared.path()
     }
 
     /// Creates a registry with this replica's key as its first admin.
@@ -170,7 +212,7 @@ impl Replica {
         let id = state.id;
         let state = Arc::new(Mutex::new(state));
         open.insert(id, state.clone());
-        Ok(Registry::new(self.shared.clone(), state, id))
+        Ok(Registry::new(self.shared.registries.clone(), state, id))
     }
 
     /// The registries in this replica, by name.
@@ -216,7 +258,11 @@ impl Replica {
     pub fn registry_by_id(&self, id: RegistryId) -> Result<Registry, LookupError> {
         let mut open = self.shared.open_map();
         if let Some(state) = open.get(&id) {
-            return Ok(Registry::new(self.shared.clone(), state.clone(), id));
+            return Ok(Registry::new(
+                self.shared.registries.clone(),
+                state.clone(),
+                id,
+            ));
         }
         let state = {
             let store = self.shared.store();
@@ -229,7 +275,7 @@ impl Replica {
         };
         let state = Arc::new(Mutex::new(state));
         open.insert(id, state.clone());
-        Ok(Registry::new(self.shared.clone(), state, id))
+        Ok(Registry::new(self.shared.registries.clone(), state, id))
     }
 
     /// Verifies and applies a bundle of signed changes. A bundle with any
@@ -477,6 +523,25 @@ impl Replica {
         }
         let leaves: Vec<[u8; 32]> = log[..new_size as usize].iter().map(|l| l.2).collect();
         Ok(ConsistencyProof::new(&leaves, old_size)?)
+    }
+
+    /// A stream of the changes this replica receives from peers, as they
+    /// are applied.
+    pub fn subscribe(&self) -> ChangeSubscription {
+        ChangeSubscription {
+            rx: self.shared.remote_changes.subscribe(),
+        }
+    }
+
+    /// This replica's key, to sign what it sends.
+    pub(crate) fn identity(&self) -> &Identity {
+        &self.shared.identity
+    }
+
+    /// Runs `f` with the store locked, for work that is one query or one
+    /// transaction (keep `f` short: every handle of the replica waits).
+    pub(crate) fn with_store<T>(&self, f: impl FnOnce(&mut Store) -> T) -> T {
+        f(&mut self.shared.store())
     }
 
     /// Reads a bundle file and imports it; see [`Replica::import`].

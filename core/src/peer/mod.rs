@@ -30,10 +30,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use automerge::ChangeHash;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::error::StoreError;
 use crate::identity::PublicKey;
@@ -259,53 +258,6 @@ pub struct PeerRegistryReport {
     pub changes_out: usize,
     /// Why it was refused, by either side.
     pub refused: Option<String>,
-}
-
-/// Changes that arrived from a peer and were applied.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RemoteChanges {
-    /// The registry.
-    pub registry: RegistryId,
-    /// Its name.
-    pub name: String,
-    /// The peer they came from.
-    pub peer: PublicKey,
-    /// How many changes were applied.
-    pub applied: usize,
-    /// The registry's heads after applying them.
-    pub heads: Vec<ChangeHash>,
-}
-
-/// A stream of [`RemoteChanges`], from [`Replica::subscribe`].
-#[derive(Debug)]
-pub struct ChangeSubscription {
-    rx: broadcast::Receiver<RemoteChanges>,
-}
-
-impl ChangeSubscription {
-    /// The next batch of remote changes; `None` once the replica is gone.
-    /// A subscriber too slow to keep up skips the batches it missed (the
-    /// registry itself has them all).
-    pub async fn next(&mut self) -> Option<RemoteChanges> {
-        loop {
-            match self.rx.recv().await {
-                Ok(c) => return Some(c),
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
-        }
-    }
-
-    /// The next batch if one is waiting, without blocking.
-    pub fn try_next(&mut self) -> Option<RemoteChanges> {
-        loop {
-            match self.rx.try_recv() {
-                Ok(c) => return Some(c),
-                Err(broadcast::error::TryRecvError::Lagged(_)) => continue,
-                Err(_) => return None,
-            }
-        }
-    }
 }
 
 /// What happens on a hub.
@@ -548,7 +500,7 @@ impl Replica {
             cfg.idle_timeout,
             frame::handshake(
                 stream,
-                &self.shared().identity,
+                self.identity(),
                 true,
                 cfg.max_message,
                 counters.clone(),
@@ -604,7 +556,7 @@ impl Replica {
             options.handshake_timeout,
             frame::handshake(
                 stream,
-                &self.shared().identity,
+                self.identity(),
                 false,
                 options.max_message_bytes,
                 counters.clone(),
@@ -810,14 +762,6 @@ impl Replica {
             shutdown,
             events,
             task: Some(task),
-        }
-    }
-
-    /// A stream of the changes this replica receives from peers, as they
-    /// are applied.
-    pub fn subscribe(&self) -> ChangeSubscription {
-        ChangeSubscription {
-            rx: self.shared().remote_changes.subscribe(),
         }
     }
 }

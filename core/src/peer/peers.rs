@@ -1,66 +1,27 @@
-//! What the store keeps about peers: pinned keys, seen nonces, sync states,
-//! and journal entries about connections.
+//! What the store keeps about peers, for the peer protocol: each function
+//! is one query or transaction on the store's peer tables
+//! (`store/peers.rs`), run with the replica's store locked.
 
-use rusqlite::{OptionalExtension, params};
-
-use crate::clock::now_ms;
 use crate::identity::PublicKey;
 use crate::ids::RegistryId;
 use crate::replica::Replica;
-use crate::store::{StoreError, sql};
+use crate::store::StoreError;
 
 type Result<T> = std::result::Result<T, StoreError>;
 
 /// Records a nonce from `peer`; `false` if it was seen before (a replay).
-///
-/// A nonce only has to outlive the clock-skew window and a restart of the
-/// process, which a commit without `fsync` does (the WAL is in the operating
-/// system's cache). So nonces are committed with `synchronous = NORMAL`:
-/// paying an `fsync` per message would halve a hub's throughput, and a
-/// power cut loses at most the last few nonces, still within the window in
-/// which their envelopes' timestamps are checked.
 pub(crate) fn remember_nonce(
     replica: &Replica,
     peer: &PublicKey,
     nonce: &[u8; 16],
     at: i64,
 ) -> Result<bool> {
-    let mut store = replica.shared().store();
-    let path = store.path().to_owned();
-    let set = |store: &crate::store::Store, mode: &str| {
-        store
-            .conn()
-            .execute_batch(&format!("PRAGMA synchronous = {mode}"))
-            .map_err(sql(&path, "set durability"))
-    };
-    set(&store, "NORMAL")?;
-    let recorded = (|| {
-        let tx = store.begin()?;
-        let fresh = tx
-            .conn()
-            .execute(
-                "INSERT OR IGNORE INTO peer_nonces (peer, nonce, at) VALUES (?1, ?2, ?3)",
-                params![&peer.as_bytes()[..], &nonce[..], at],
-            )
-            .map_err(sql(tx.path(), "record an envelope nonce"))?
-            == 1;
-        tx.commit()?;
-        Ok(fresh)
-    })();
-    // Every other write stays fully durable.
-    set(&store, "FULL")?;
-    recorded
+    replica.with_store(|store| store.record_peer_nonce(peer, nonce, at))
 }
 
-/// Forgets nonces older than `before` (ms): envelopes that old are refused
-/// by their timestamp anyway.
+/// Forgets nonces older than `before` (ms).
 pub(crate) fn prune_nonces(replica: &Replica, before: i64) -> Result<()> {
-    let mut store = replica.shared().store();
-    let tx = store.begin()?;
-    tx.conn()
-        .execute("DELETE FROM peer_nonces WHERE at < ?1", [before])
-        .map_err(sql(tx.path(), "prune envelope nonces"))?;
-    tx.commit()
+    replica.with_store(|store| store.prune_peer_nonces(before))
 }
 
 /// The stored sync state with `peer` for a registry.
@@ -69,121 +30,31 @@ pub(crate) fn sync_state(
     peer: &PublicKey,
     registry: &RegistryId,
 ) -> Result<Option<Vec<u8>>> {
-    let store = replica.shared().store();
-    store
-        .conn()
-        .query_row(
-            "SELECT state FROM peer_sync_states WHERE peer = ?1 AND registry_id = ?2",
-            params![&peer.as_bytes()[..], &registry.as_bytes()[..]],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(sql(store.path(), "read a peer sync state"))
+    replica.with_store(|store| store.peer_sync_state(peer, registry))
 }
 
-/// Stores sync states with `peer`, and journals what moved per registry
-/// (changes in, changes out) so the journal says which peer sent what.
+/// Stores sync states with `peer`, and journals what moved per registry.
 pub(crate) fn save_sync_states(
     replica: &Replica,
     peer: &PublicKey,
     states: &[(RegistryId, Vec<u8>)],
     moved: &[(RegistryId, usize, usize)],
 ) -> Result<()> {
-    if states.is_empty() && moved.is_empty() {
-        return Ok(());
-    }
-    let mut store = replica.shared().store();
-    let tx = store.begin()?;
-    for (registry, state) in states {
-        tx.conn()
-            .execute(
-                "INSERT INTO peer_sync_states (peer, registry_id, state, updated_at)
-                 VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(peer, registry_id) DO UPDATE SET state = ?3, updated_at = ?4",
-                params![
-                    &peer.as_bytes()[..],
-                    &registry.as_bytes()[..],
-                    state,
-                    now_ms()
-                ],
-            )
-            .map_err(sql(tx.path(), "save a peer sync state"))?;
-    }
-    for (registry, changes_in, changes_out) in moved {
-        let detail = serde_json::json!({
-            "peer": peer.to_string(),
-            "changes_in": changes_in,
-            "changes_out": changes_out,
-        });
-        tx.journal(Some(registry), "synced", &detail)?;
-    }
-    tx.commit()
+    replica.with_store(|store| store.save_peer_sync_states(peer, states, moved))
 }
 
 /// The key first seen at `address` (trust on first use).
 pub(crate) fn key_at(replica: &Replica, address: &str) -> Result<Option<PublicKey>> {
-    let store = replica.shared().store();
-    let key: Option<Vec<u8>> = store
-        .conn()
-        .query_row(
-            "SELECT key FROM peers WHERE address = ?1 ORDER BY first_seen LIMIT 1",
-            [address],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(sql(store.path(), "read the peers table"))?;
-    key.map(|k| {
-        PublicKey::from_bytes(&k).map_err(|_| {
-            StoreError::corrupt(
-                store.path(),
-                format!("the key stored for peer {address} is invalid"),
-            )
-        })
-    })
-    .transpose()
+    replica.with_store(|store| store.peer_key_at(address))
 }
 
-/// Notes that `key` was seen (at `address`, when we dialled it). The first
-/// time a key is seen is journaled: that is when trust on first use pinned it.
+/// Notes that `key` was seen (at `address`, when we dialled it).
 pub(crate) fn remember_peer(
     replica: &Replica,
     key: &PublicKey,
     address: Option<&str>,
 ) -> Result<()> {
-    let mut store = replica.shared().store();
-    let tx = store.begin()?;
-    let now = now_ms();
-    let known: Option<Option<String>> = tx
-        .conn()
-        .query_row(
-            "SELECT address FROM peers WHERE key = ?1",
-            [&key.as_bytes()[..]],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(sql(tx.path(), "read the peers table"))?;
-    match known {
-        None => {
-            tx.conn()
-                .execute(
-                    "INSERT INTO peers (key, address, first_seen, last_seen) VALUES (?1, ?2, ?3, ?3)",
-                    params![&key.as_bytes()[..], address, now],
-                )
-                .map_err(sql(tx.path(), "add a peer"))?;
-            let detail = serde_json::json!({ "peer": key.to_string(), "address": address });
-            tx.journal(None, "peer-pinned", &detail)?;
-        }
-        Some(old) => {
-            let address = address.map(str::to_owned).or(old);
-            tx.conn()
-                .execute(
-                    "UPDATE peers SET last_seen = ?2, address = ?3 WHERE key = ?1",
-                    params![&key.as_bytes()[..], now, address],
-                )
-                .map_err(sql(tx.path(), "update a peer"))?;
-        }
-    }
-    tx.commit()
+    replica.with_store(|store| store.remember_peer(key, address))
 }
 
 /// Journals a refusal concerning a peer. Best effort: the refusal stands
@@ -194,12 +65,7 @@ pub(crate) fn journal_refusal(
     peer: &str,
     reason: &str,
 ) {
-    let detail = serde_json::json!({ "peer": peer, "reason": reason });
-    let mut store = replica.shared().store();
-    let done = store.begin().and_then(|tx| {
-        tx.journal(registry, "peer-refused", &detail)
-            .and_then(|_| tx.commit())
-    });
+    let done = replica.with_store(|store| store.journal_peer_refusal(registry, peer, reason));
     if let Err(e) = done {
         tracing::warn!(error = %e, "could not journal a refused peer");
     }

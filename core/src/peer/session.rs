@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, watch};
 use super::envelope::{self, CONNECTION, Kind, Offer};
 use super::frame::{Channel, Counters, LinkError, SecureWriter};
 use super::peers;
-use super::{PeerError, PeerRegistryReport, PeerReport, Progress, RemoteChanges};
+use super::{PeerError, PeerRegistryReport, PeerReport, Progress};
 use crate::clock::now_ms;
 use crate::document::Layout;
 use crate::error::ImportError;
@@ -40,7 +40,7 @@ use crate::exchange::Bundle;
 use crate::identity::PublicKey;
 use crate::ids::RegistryId;
 use crate::registry::{Registry, Role};
-use crate::replica::Replica;
+use crate::replica::{RemoteChanges, Replica};
 use crate::store::StoreError;
 use crate::trust::SignedChange;
 

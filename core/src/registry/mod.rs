@@ -1,6 +1,7 @@
 //! Registries: records, fields, members and conflicts over one signed
 //! Automerge document.
 
+mod shared;
 mod state;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -11,13 +12,13 @@ use automerge::ChangeHash;
 
 pub use crate::document::Role;
 
+pub(crate) use shared::Shared;
 pub(crate) use state::{DocState, import_new};
 
 use crate::error::{ExportError, StoreError, WriteError};
 use crate::exchange::Bundle;
 use crate::identity::PublicKey;
 use crate::ids::RegistryId;
-use crate::replica::Shared;
 use crate::schema::{ConflictPolicy, Schema};
 use crate::value::Value;
 

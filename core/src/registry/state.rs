@@ -7,7 +7,7 @@ use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{ActorId, AutoCommit, Change, ChangeHash, ObjId, ObjType, ReadDoc};
 use sha2::{Digest, Sha256};
 
-use super::{Candidate, Conflict, Member, Query, Record, Tombstone};
+use super::{Candidate, Conflict, Member, Query, Record, Shared, Tombstone};
 use crate::clock::now_ms;
 use crate::document::policy::{
     Guard, Holder, creator_of, foreign_record, legacy_obj, record_holder,
@@ -18,7 +18,6 @@ use crate::error::{ExportError, ImportError, WriteError};
 use crate::exchange::{Bundle, ImportReport};
 use crate::identity::{Identity, PublicKey};
 use crate::ids::RegistryId;
-use crate::replica::Shared;
 use crate::schema::{
     CompiledSchema, ConflictPolicy, FieldKind, RecordRule, Rule, Schema, ValidationError,
 };

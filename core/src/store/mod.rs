@@ -5,6 +5,7 @@
 //! that was acknowledged.
 
 mod migrations;
+mod peers;
 
 use std::collections::HashMap;
 use std::path::Path;
