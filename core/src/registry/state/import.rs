@@ -109,6 +109,20 @@ impl DocState {
         if fresh.is_empty() {
             return Ok(report);
         }
+        self.refuse_unconnected(&fresh, &seen)?;
+        let admin_changes = self.verify_and_apply(tx, &fresh)?;
+        self.store_applied(tx, fresh, admin_changes)?;
+        Ok(report)
+    }
+
+    /// Refuses a batch with a second root change or with dependencies
+    /// neither known nor in the batch (`seen`), naming a bad signature
+    /// first if there is one.
+    fn refuse_unconnected(
+        &self,
+        fresh: &[SignedChange],
+        seen: &HashSet<ChangeHash>,
+    ) -> Result<(), ImportError> {
         if let Some(root) = fresh.iter().find(|c| c.change.deps().is_empty()) {
             verify(&self.id, std::slice::from_ref(root))?;
             return Err(ImportError::NotAuthorised {
@@ -125,7 +139,7 @@ impl DocState {
             .map(|d| d.to_string())
             .collect();
         if !missing.is_empty() {
-            verify(&self.id, &fresh)?;
+            verify(&self.id, fresh)?;
             missing.sort();
             missing.dedup();
             return Err(ImportError::MissingDependencies {
@@ -133,6 +147,17 @@ impl DocState {
                 missing,
             });
         }
+        Ok(())
+    }
+
+    /// Checks `fresh` (signatures, roles, what each change touches) and
+    /// applies it to the document. Returns the changes that needed the admin
+    /// role; on an error the document is as it was.
+    fn verify_and_apply(
+        &mut self,
+        tx: &StoreTx<'_>,
+        fresh: &[SignedChange],
+    ) -> Result<Vec<ChangeHash>, ImportError> {
         // Signatures and the ops' targets need no document: check them on a
         // second thread while this one applies the batch to the document.
         // The registry stays locked meanwhile, so nothing unverified is ever
@@ -140,7 +165,7 @@ impl DocState {
         let guard = Guard::new(&self.layout);
         let id = self.id;
         let checks = || -> Result<Vec<Option<&'static str>>, ImportError> {
-            verify(&id, &fresh)?;
+            verify(&id, fresh)?;
             Ok(fresh.iter().map(|c| guard.admin_only(&c.change)).collect())
         };
         let apply = |doc: &mut AutoCommit| {
@@ -181,6 +206,17 @@ impl DocState {
             self.reload(tx.conn(), tx.path())?;
             return Err(e);
         }
+        Ok(admin_changes)
+    }
+
+    /// Stores the verified, applied `fresh` changes with their signatures
+    /// and notes the admin ones; on a store error the document is reloaded.
+    fn store_applied(
+        &mut self,
+        tx: &StoreTx<'_>,
+        fresh: Vec<SignedChange>,
+        admin_changes: Vec<ChangeHash>,
+    ) -> Result<(), ImportError> {
         let mut rows: Vec<ChangeRow> = fresh
             .into_iter()
             .map(|c| row_of(&c.change, c.author, c.signature))
@@ -205,7 +241,7 @@ impl DocState {
         rows.clear();
         self.admin_changes.extend(admin_changes);
         self.refresh_derived();
-        Ok(report)
+        Ok(())
     }
 }
 
