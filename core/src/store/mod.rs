@@ -1,4 +1,9 @@
-//! The replica's SQLite file: registries, signed changes and snapshots.
+//! The replica's SQLite file: registries, their signed changes, compacted
+//! snapshots and admin-change index; the hash-chained journal and signed
+//! log checkpoints; attestations; mirror bindings and merge bases
+//! (`adapter_bindings`, `adapter_rows`); and the peer tables (`peers`,
+//! `peer_nonces`, `peer_sync_states`, see `peers.rs`). The schema is in
+//! `migrations.rs`.
 //!
 //! Every acknowledged write is one `IMMEDIATE` transaction with
 //! `synchronous = FULL` in WAL mode, so a crash at any point loses nothing
