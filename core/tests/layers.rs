@@ -38,8 +38,10 @@ struct Edge {
 #[test]
 fn modules_form_one_way_layers() {
     // CHITTYSYNC_LAYERS_SRC checks another tree (say, an old commit's).
-    let src = std::env::var_os("CHITTYSYNC_LAYERS_SRC")
-        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), PathBuf::from);
+    let src = std::env::var_os("CHITTYSYNC_LAYERS_SRC").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        PathBuf::from,
+    );
     let edges = module_edges(&src);
     if std::env::var_os("CHITTYSYNC_LAYERS_PRINT").is_some() {
         let mut graph: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
