@@ -345,59 +345,7 @@ pub(crate) fn write_value(
                 )));
             }
         },
-        "multi_select" => {
-            let names = items(value);
-            if names.len() > MAX_ITEMS {
-                return Err(bad(format!(
-                    "{} items, more than Notion's limit of {MAX_ITEMS}",
-                    names.len()
-                )));
-            }
-            if let Some(n) = names.iter().find(|n| n.contains(',')) {
-                return Err(bad(format!(
-                    "the option '{n}' has a comma, which Notion does not allow in option names"
-                )));
-            }
-            let names: Vec<Json> = names.iter().map(|n| json!({"name": n})).collect();
-            json!({"multi_select": names})
-        }
-        "people" => {
-            let ids = items(value);
-            if ids.len() > MAX_ITEMS {
-                return Err(bad(format!(
-                    "{} people, more than Notion's limit of {MAX_ITEMS}",
-                    ids.len()
-                )));
-            }
-            let people: Vec<Json> = ids
-                .iter()
-                .map(|id| json!({"object": "user", "id": id}))
-                .collect();
-            json!({"people": people})
-        }
-        "relation" => {
-            let ids = items(value);
-            if ids.len() > MAX_ITEMS {
-                return Err(bad(format!(
-                    "{} related records, more than Notion's limit of {MAX_ITEMS}",
-                    ids.len()
-                )));
-            }
-            let mut related = Vec::new();
-            for id in &ids {
-                // A page made by hand is known by its page id.
-                let by_page_id = looks_like_page_id(id).then(|| id.clone());
-                let page = pages.get(id).or(by_page_id.as_ref()).ok_or_else(|| RowError {
-                    message: format!(
-                        "field '{}': the referenced record '{id}' has no page in Notion yet; it is written once that record is",
-                        c.field
-                    ),
-                    retryable: true,
-                })?;
-                related.push(json!({"id": page}));
-            }
-            json!({"relation": related})
-        }
+        "multi_select" | "people" | "relation" => write_items(c, prop, items(value), pages)?,
         "date" => match text {
             None => json!({"date": null}),
             Some(start) => json!({"date": {"start": start}}),
@@ -421,6 +369,79 @@ pub(crate) fn write_value(
         other => {
             return Err(bad(format!("a {other} property cannot be written")));
         }
+    })
+}
+
+/// What the items of a multi-select, people or relation property are
+/// written as (relations as page ids, via `pages`).
+fn write_items(
+    c: &ColumnSpec,
+    prop: &Prop,
+    items: Vec<String>,
+    pages: &HashMap<String, String>,
+) -> Result<Json, RowError> {
+    let bad = |message: String| RowError {
+        message: format!(
+            "field '{}' (Notion property '{}'): {message}",
+            c.field, prop.name
+        ),
+        retryable: false,
+    };
+    Ok(match prop.kind.as_str() {
+        "multi_select" => {
+            let names = items;
+            if names.len() > MAX_ITEMS {
+                return Err(bad(format!(
+                    "{} items, more than Notion's limit of {MAX_ITEMS}",
+                    names.len()
+                )));
+            }
+            if let Some(n) = names.iter().find(|n| n.contains(',')) {
+                return Err(bad(format!(
+                    "the option '{n}' has a comma, which Notion does not allow in option names"
+                )));
+            }
+            let names: Vec<Json> = names.iter().map(|n| json!({"name": n})).collect();
+            json!({"multi_select": names})
+        }
+        "people" => {
+            let ids = items;
+            if ids.len() > MAX_ITEMS {
+                return Err(bad(format!(
+                    "{} people, more than Notion's limit of {MAX_ITEMS}",
+                    ids.len()
+                )));
+            }
+            let people: Vec<Json> = ids
+                .iter()
+                .map(|id| json!({"object": "user", "id": id}))
+                .collect();
+            json!({"people": people})
+        }
+        "relation" => {
+            let ids = items;
+            if ids.len() > MAX_ITEMS {
+                return Err(bad(format!(
+                    "{} related records, more than Notion's limit of {MAX_ITEMS}",
+                    ids.len()
+                )));
+            }
+            let mut related = Vec::new();
+            for id in &ids {
+                // A page made by hand is known by its page id.
+                let by_page_id = looks_like_page_id(id).then(|| id.clone());
+                let page = pages.get(id).or(by_page_id.as_ref()).ok_or_else(|| RowError {
+                    message: format!(
+                        "field '{}': the referenced record '{id}' has no page in Notion yet; it is written once that record is",
+                        c.field
+                    ),
+                    retryable: true,
+                })?;
+                related.push(json!({"id": page}));
+            }
+            json!({"relation": related})
+        }
+        other => return Err(bad(format!("a {other} property cannot hold a list"))),
     })
 }
 

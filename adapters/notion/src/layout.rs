@@ -156,80 +156,10 @@ impl NotionAdapter {
         if !refresh && let Some(layout) = &self.state.lock().await.layout {
             return Ok(layout.clone());
         }
-        let db = &self.options.database_id;
-        let database = self
-            .call(Method::GET, &format!("/v1/databases/{db}"), None, true)
-            .await
-            .map_err(|e| self.request_error("reading the database", &e))?;
-        let sources: Vec<(String, String)> = database
-            .get("data_sources")
-            .and_then(Json::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|d| {
-                        let id = d.get("id")?.as_str()?.to_owned();
-                        let name = d
-                            .get("name")
-                            .and_then(Json::as_str)
-                            .unwrap_or("")
-                            .to_owned();
-                        Some((id, name))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let listed = || {
-            sources
-                .iter()
-                .map(|(id, name)| format!("'{name}' ({id})"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let (ds_id, ds_name) = match &self.options.data_source {
-            Some(want) => sources
-                .iter()
-                .find(|(id, _)| id == want || id.replace('-', "") == want.replace('-', ""))
-                .or_else(|| sources.iter().find(|(_, name)| name == want))
-                .cloned()
-                .ok_or_else(|| {
-                    self.mismatch(format!(
-                        "the database has no data source '{want}'; its data sources: {}",
-                        listed()
-                    ))
-                })?,
-            None => match sources.as_slice() {
-                [one] => one.clone(),
-                [] => return Err(self.mismatch("the database has no data source".into())),
-                _ => {
-                    return Err(self.mismatch(format!(
-                        "the database has several data sources ({}); choose one with the setting data_source=ID or NAME",
-                        listed()
-                    )));
-                }
-            },
-        };
+        let (ds_id, ds_name) = self.data_source().await?;
         let mut props = self.read_props(&ds_id).await?;
-        if create {
-            let mut add = serde_json::Map::new();
-            if find_prop(&props, &self.options.id_property).is_none() {
-                add.insert(self.options.id_property.clone(), json!({"rich_text": {}}));
-            }
-            for c in &self.spec.columns {
-                if find_prop(&props, &c.column).is_none() && !add.contains_key(&c.column) {
-                    add.insert(c.column.clone(), created_kind(c, &ds_id));
-                }
-            }
-            if !add.is_empty() {
-                self.call(
-                    Method::PATCH,
-                    &format!("/v1/data_sources/{ds_id}"),
-                    Some(&json!({"properties": add})),
-                    false,
-                )
-                .await
-                .map_err(|e| self.request_error("adding properties to the data source", &e))?;
-                props = self.read_props(&ds_id).await?;
-            }
+        if create && self.add_missing_props(&props, &ds_id).await? {
+            props = self.read_props(&ds_id).await?;
         }
         let id_prop = find_prop(&props, &self.options.id_property)
             .cloned()
@@ -298,6 +228,88 @@ impl NotionAdapter {
         };
         self.state.lock().await.layout = Some(layout.clone());
         Ok(layout)
+    }
+
+    /// The data source of the database: the one named by the
+    /// `data_source` setting (id or name), else the only one. Returns its
+    /// id and name.
+    async fn data_source(&self) -> Result<(String, String), AdapterError> {
+        let db = &self.options.database_id;
+        let database = self
+            .call(Method::GET, &format!("/v1/databases/{db}"), None, true)
+            .await
+            .map_err(|e| self.request_error("reading the database", &e))?;
+        let sources: Vec<(String, String)> = database
+            .get("data_sources")
+            .and_then(Json::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|d| {
+                        let id = d.get("id")?.as_str()?.to_owned();
+                        let name = d
+                            .get("name")
+                            .and_then(Json::as_str)
+                            .unwrap_or("")
+                            .to_owned();
+                        Some((id, name))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let listed = || {
+            sources
+                .iter()
+                .map(|(id, name)| format!("'{name}' ({id})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match &self.options.data_source {
+            Some(want) => sources
+                .iter()
+                .find(|(id, _)| id == want || id.replace('-', "") == want.replace('-', ""))
+                .or_else(|| sources.iter().find(|(_, name)| name == want))
+                .cloned()
+                .ok_or_else(|| {
+                    self.mismatch(format!(
+                        "the database has no data source '{want}'; its data sources: {}",
+                        listed()
+                    ))
+                }),
+            None => match sources.as_slice() {
+                [one] => Ok(one.clone()),
+                [] => Err(self.mismatch("the database has no data source".into())),
+                _ => Err(self.mismatch(format!(
+                    "the database has several data sources ({}); choose one with the setting data_source=ID or NAME",
+                    listed()
+                ))),
+            },
+        }
+    }
+
+    /// With `create`: adds the id property and mapped properties the data
+    /// source lacks. Whether any were added.
+    async fn add_missing_props(&self, props: &[Prop], ds_id: &str) -> Result<bool, AdapterError> {
+        let mut add = serde_json::Map::new();
+        if find_prop(props, &self.options.id_property).is_none() {
+            add.insert(self.options.id_property.clone(), json!({"rich_text": {}}));
+        }
+        for c in &self.spec.columns {
+            if find_prop(props, &c.column).is_none() && !add.contains_key(&c.column) {
+                add.insert(c.column.clone(), created_kind(c, ds_id));
+            }
+        }
+        if add.is_empty() {
+            return Ok(false);
+        }
+        self.call(
+            Method::PATCH,
+            &format!("/v1/data_sources/{ds_id}"),
+            Some(&json!({"properties": add})),
+            false,
+        )
+        .await
+        .map_err(|e| self.request_error("adding properties to the data source", &e))?;
+        Ok(true)
     }
 
     async fn read_props(&self, ds: &str) -> Result<Vec<Prop>, AdapterError> {

@@ -30,7 +30,29 @@
 //!   exponential backoff on 409 and 529 (any request) and on
 //!   500/502/503/504 (reads and queries only; a create is retried after a
 //!   5xx or a lost answer only once a wait and a lookup show it did not
-//!   land).
+//!   land). The loop, the waits and the budget are
+//!   [`chittysync_http`]'s; which failures are transient is Notion's.
+//!
+//! # Settings
+//!
+//! A binding's table is the database id and its id column the record-id
+//! property; the integration token comes from the variable its
+//! `--secret-env` names. Settings ([`NotionKind`]; see [`NotionOptions`]):
+//!
+//! | Setting | Meaning | Default |
+//! |---|---|---|
+//! | `data_source` | the data source's id or name | the database's only one |
+//! | `base_url` | the API's address | `https://api.notion.com` |
+//! | `requests_per_second` | the client-side request budget | 2.8 |
+//! | `retry_base_ms` | the first retry's wait, doubled after each | 1000 |
+//! | `max_retries` | retries of one request | 5 |
+//! | `timeout_ms` | how long one request may take | 30000 |
+//!
+//! # Modules
+//!
+//! `client` sends one request (auth, budget, retries, errors), `codec`
+//! turns values into property values and back, `layout` finds the data
+//! source and the property of each field, `adapter` fetches and applies.
 //!
 //! # Field types
 //!
@@ -286,7 +308,7 @@ impl chittysync::AdapterKind for NotionKind {
         &[
             chittysync::SettingSpec {
                 key: "data_source",
-                help: "the data source's id, when the database has several",
+                help: "the data source's id or name, when the database has several",
             },
             chittysync::SettingSpec {
                 key: "base_url",
@@ -294,7 +316,7 @@ impl chittysync::AdapterKind for NotionKind {
             },
             chittysync::SettingSpec {
                 key: "requests_per_second",
-                help: "the client's request budget (default 3)",
+                help: "the client's request budget (default 2.8)",
             },
             chittysync::SettingSpec {
                 key: "retry_base_ms",
