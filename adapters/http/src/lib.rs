@@ -17,7 +17,8 @@
 //!   ([`RetryAfter`]), always capped.
 //! - **How often** — at most [`RetryPolicy::max_retries`] retries; then
 //!   [`Failed::Exhausted`], whose [`Failed::exhausted_reason`] is the error
-//!   text for that case.
+//!   text for that case. [`Retries`] is the same budget for a caller that
+//!   drives its own loop.
 //! - **How fast** — [`RequestBudget`], a client-side request budget
 //!   (governor), per second or per minute.
 //!
@@ -255,6 +256,67 @@ pub fn exhausted_reason(reason: impl fmt::Display, attempts: u32) -> String {
     format!("{reason} (after {attempts} attempts)")
 }
 
+/// The retries of one request, for a caller that drives its own loop
+/// (one that re-reads state between attempts, or reports an exhausted
+/// budget its own way). [`retry`] is this loop for the common case.
+#[derive(Debug)]
+pub struct Retries<'a> {
+    policy: &'a RetryPolicy,
+    what: &'a str,
+    attempt: u32,
+}
+
+impl<'a> Retries<'a> {
+    /// No retries yet of the request `what` names (in the debug log of
+    /// each retry, with the error's text: neither may hold a secret).
+    pub fn new(policy: &'a RetryPolicy, what: &'a str) -> Self {
+        Retries {
+            policy,
+            what,
+            attempt: 0,
+        }
+    }
+
+    /// The number of the attempt under way (0 first).
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// How many attempts have been made, counting the one under way.
+    pub fn attempts(&self) -> u32 {
+        self.attempt + 1
+    }
+
+    /// After an attempt that failed with `error` in a way that may pass:
+    /// when a retry is left, waits [`RetryPolicy::wait`] (with fresh
+    /// jitter) and returns `true`; else returns `false` at once.
+    pub async fn wait<E>(&mut self, error: &E, retry_after: Option<Duration>) -> bool
+    where
+        E: fmt::Display + ?Sized,
+    {
+        if self.attempt >= self.policy.max_retries {
+            return false;
+        }
+        let wait = self.policy.wait(self.attempt, retry_after, jitter_unit());
+        tracing::debug!(
+            request = self.what,
+            attempt = self.attempt,
+            wait_ms = wait.as_millis() as u64,
+            reason = %error,
+            "request retried"
+        );
+        tokio::time::sleep(wait).await;
+        self.attempt += 1;
+        true
+    }
+
+    /// Starts over with the whole retry budget (after progress: a part of
+    /// the work went through).
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
 /// Sends a request until it succeeds, fails for good, or has been retried
 /// [`RetryPolicy::max_retries`] times, waiting [`RetryPolicy::wait`] (with
 /// fresh jitter) between attempts. `send` makes one attempt; it is given
@@ -262,8 +324,8 @@ pub fn exhausted_reason(reason: impl fmt::Display, attempts: u32) -> String {
 /// (waiting for the request budget, re-reading what the request depends
 /// on). (A closure returning a future, not an async closure: the futures
 /// of async closures are not yet known to be `Send`, which the adapters'
-/// futures must be.) `what` names the request in the debug log of each retry, with the
-/// error's text: neither may hold a secret.
+/// futures must be.) `what` names the request in the debug log of each
+/// retry, with the error's text: neither may hold a secret.
 pub async fn retry<T, E, F, Fut>(
     policy: &RetryPolicy,
     what: &str,
@@ -274,28 +336,18 @@ where
     F: FnMut(u32) -> Fut,
     Fut: Future<Output = Outcome<T, E>>,
 {
-    let mut attempt = 0;
+    let mut retries = Retries::new(policy, what);
     loop {
-        match send(attempt).await {
+        match send(retries.attempt()).await {
             Outcome::Done(value) => return Ok(value),
             Outcome::Fail(error) => return Err(Failed::Final(error)),
             Outcome::Retry { error, retry_after } => {
-                if attempt >= policy.max_retries {
+                if !retries.wait(&error, retry_after).await {
                     return Err(Failed::Exhausted {
                         error,
-                        attempts: attempt + 1,
+                        attempts: retries.attempts(),
                     });
                 }
-                let wait = policy.wait(attempt, retry_after, jitter_unit());
-                tracing::debug!(
-                    request = what,
-                    attempt,
-                    wait_ms = wait.as_millis() as u64,
-                    reason = %error,
-                    "request retried"
-                );
-                tokio::time::sleep(wait).await;
-                attempt += 1;
             }
         }
     }
@@ -545,6 +597,21 @@ mod tests {
             none.unwrap_err().exhausted_reason(),
             "busy (after 1 attempts)"
         );
+    }
+
+    #[test]
+    fn a_driven_loop_spends_the_same_budget_and_can_start_over() {
+        let policy = instant(2);
+        let mut retries = Retries::new(&policy, "test");
+        block_on(async {
+            assert!(retries.wait(&"busy", None).await);
+            assert!(retries.wait(&"busy", None).await);
+            assert_eq!(retries.attempt(), 2);
+            assert!(!retries.wait(&"busy", None).await, "two retries, no more");
+            assert_eq!(retries.attempts(), 3);
+            retries.reset();
+            assert!(retries.wait(&"busy", None).await);
+        });
     }
 
     #[test]

@@ -13,7 +13,7 @@ use chittysync::{
     Adapter, AdapterError, BoxFuture, Fetched, FieldKind, RemoteRow, RemoteTable, RowError, RowOp,
     RowResult, Value,
 };
-use chittysync_http::jitter_unit;
+use chittysync_http::Retries;
 
 use crate::client::{ApiError, CallError};
 use crate::codec::{Cell, looks_like_page_id, plain_text, read_cell, rich_text, write_value};
@@ -533,7 +533,9 @@ impl NotionAdapter {
             "parent": {"type": "data_source_id", "data_source_id": layout.data_source_id},
             "properties": props,
         });
-        let mut attempt = 0;
+        let policy = self.retry_policy();
+        let what = format!("notion create of record '{id}'");
+        let mut retries = Retries::new(&policy, &what);
         loop {
             match self
                 .call(Method::POST, "/v1/pages", Some(&body), false)
@@ -553,20 +555,17 @@ impl NotionAdapter {
                         CallError::Api(a) => matches!(a.status, 500 | 502 | 503 | 504),
                         CallError::Transport(_) => true,
                     };
-                    if !unknown || attempt >= self.options.max_retries {
+                    // A page that landed may take a moment to show up in
+                    // queries: wait (the backoff) before looking.
+                    if !unknown || !retries.wait(&e, None).await {
                         return Err(e);
                     }
-                    // A page that landed may take a moment to show up in
-                    // queries: wait before looking.
-                    let wait = self.retry_policy().backoff.wait(attempt, jitter_unit());
-                    tokio::time::sleep(wait).await;
                     self.lookup(layout, BTreeSet::from([id.to_owned()]))
                         .await
                         .map_err(|e| CallError::Transport(e.to_string()))?;
                     if let Some(page) = self.state.lock().await.pages.get(id) {
                         return Ok(page.clone());
                     }
-                    attempt += 1;
                 }
             }
         }
