@@ -186,8 +186,8 @@ impl fmt::Debug for NotionAdapter {
 
 impl NotionAdapter {
     /// An adapter on the database in `options`, mirroring the fields of
-    /// `spec` (each [`ColumnSpec::column`] is a property id or name; the
-    /// record ids live in [`NotionOptions::id_property`], not in
+    /// `spec` (each [`chittysync::ColumnSpec::column`] is a property id or
+    /// name; the record ids live in [`NotionOptions::id_property`], not in
     /// `spec.id_column`). Nothing is requested until the first call.
     pub fn new(spec: TableSpec, options: NotionOptions) -> Result<Self, AdapterError> {
         if options.token.trim().is_empty() {

@@ -1,4 +1,6 @@
-//! The Postgres adapter (tokio-postgres).
+//! The Postgres adapter (tokio-postgres): a registry mirrored in a
+//! PostgreSQL table (the binding's table, optionally `schema.table`; the
+//! id column is its primary key).
 //!
 //! - Values travel as text and are cast in SQL to each column's actual
 //!   type, so any existing table whose columns accept the registry's values
@@ -21,6 +23,15 @@
 //!   consuming only below the current xmin, one long-running transaction
 //!   elsewhere in the cluster does not hold every other change back.
 //! - Every identifier is quoted; every value is a parameter.
+//!
+//! # Settings
+//!
+//! [`PostgresKind`]; see [`PostgresAdapter::for_binding`]:
+//!
+//! | Setting | Meaning | Default |
+//! |---|---|---|
+//! | `url` | `postgres://user@host:port/db`, without a password: the password comes from the binding's secret variable (without `url`, that variable holds the whole connection string) | |
+//! | `statement_timeout_ms` | how long one statement may run | 30000 |
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;

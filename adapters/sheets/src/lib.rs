@@ -60,7 +60,32 @@
 //! - **Quotas.** A client-side budget of reads and writes per minute
 //!   (Google's per-user limits are 60 each), retries of 429 (honouring
 //!   `Retry-After`) and, where a retry cannot apply a change twice, of 5xx
-//!   and lost responses, with jittered exponential backoff.
+//!   and lost responses, with jittered exponential backoff. The loop, the
+//!   waits and the budgets are [`chittysync_http`]'s.
+//!
+//! # Settings
+//!
+//! A binding's table is the spreadsheet id (from its URL); its id column,
+//! when not the default `id`, is the id column's header. Settings
+//! ([`SheetsKind`]; see [`SheetsOptions`]):
+//!
+//! | Setting | Meaning | Default |
+//! |---|---|---|
+//! | `key_file` | the service account's JSON key file (required; not readable by group or others) | |
+//! | `sheet` | the tab's title | the first tab |
+//! | `sheet_id` | the tab's numeric id, pinned when the binding is added | |
+//! | `base_url` | the Sheets API's root | `https://sheets.googleapis.com` |
+//! | `drive_base_url` | the Drive API's root | `https://www.googleapis.com` |
+//! | `reads_per_minute`, `writes_per_minute` | the client-side request budgets | 60 each |
+//! | `retry_base_ms` | the backoff unit | 1000 |
+//! | `max_retries` | retries of one request | 5 |
+//! | `timeout_ms` | how long one request may take | 30000 |
+//!
+//! # Modules
+//!
+//! `auth` gets access tokens, `client` sends requests (budgets, retries,
+//! errors), `codec` turns values into cells and back, `layout` finds the
+//! tab and its columns, `adapter` fetches and applies.
 
 mod adapter;
 mod auth;
@@ -332,6 +357,26 @@ impl chittysync::AdapterKind for SheetsKind {
             chittysync::SettingSpec {
                 key: "drive_base_url",
                 help: "the Drive API's address",
+            },
+            chittysync::SettingSpec {
+                key: "reads_per_minute",
+                help: "the client's Sheets read budget (default 60)",
+            },
+            chittysync::SettingSpec {
+                key: "writes_per_minute",
+                help: "the client's Sheets write budget (default 60)",
+            },
+            chittysync::SettingSpec {
+                key: "retry_base_ms",
+                help: "the backoff unit: the n-th retry waits 2^n units plus jitter, at most 32",
+            },
+            chittysync::SettingSpec {
+                key: "max_retries",
+                help: "retries of a rate-limited or failed request (default 5)",
+            },
+            chittysync::SettingSpec {
+                key: "timeout_ms",
+                help: "how long one request may take (default 30000)",
             },
         ]
     }
