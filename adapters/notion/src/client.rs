@@ -107,7 +107,7 @@ fn parse_error(status: u16, body: &str) -> ApiError {
 /// Which failures are retried: 409, 429 and 529 on any request (Notion
 /// did not carry it out); 500/502/503/504 only on requests safe to repeat
 /// (reads and queries).
-pub(crate) const TRANSIENT: Transient = Transient {
+const TRANSIENT: Transient = Transient {
     always: &[409, 429, 529],
     when_repeatable: Some(&[500, 502, 503, 504]),
 };

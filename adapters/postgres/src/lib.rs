@@ -32,6 +32,12 @@
 //! |---|---|---|
 //! | `url` | `postgres://user@host:port/db`, without a password: the password comes from the binding's secret variable (without `url`, that variable holds the whole connection string) | |
 //! | `statement_timeout_ms` | how long one statement may run | 30000 |
+//!
+//! # Modules
+//!
+//! `layout` checks the table against the spec, `changelog` installs the
+//! change log and fetches, `sql` holds quoting, value casts and the batch
+//! statements, `adapter` applies.
 
 mod adapter;
 mod changelog;

@@ -31,7 +31,7 @@ pub(crate) struct ServiceAccount {
     pub(crate) client_email: String,
     token_uri: String,
     key_id: Option<String>,
-    pub(crate) key: jsonwebtoken::EncodingKey,
+    key: jsonwebtoken::EncodingKey,
 }
 
 impl fmt::Debug for ServiceAccount {
