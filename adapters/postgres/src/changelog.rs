@@ -1,0 +1,246 @@
+//! Change tracking: the trigger-fed change log (installing it, checking
+//! it is there) and fetching, fully or from the change log since a
+//! snapshot cursor.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use tokio_postgres::Client;
+
+use chittysync::{AdapterError, ChangeTracking, Fetched, FieldKind, RemoteRow, Value};
+
+use crate::PostgresAdapter;
+use crate::layout::Layout;
+use crate::sql::{ident, literal, read_expr};
+
+const CHANGELOG: &str = "chittysync_changelog";
+const CAPTURE: &str = "chittysync_capture";
+
+impl PostgresAdapter {
+    pub(crate) fn changelog(&self) -> String {
+        format!("{}.{}", ident(&self.schema), ident(CHANGELOG))
+    }
+
+    pub(crate) async fn tracking(&self, client: &Client) -> Result<ChangeTracking, AdapterError> {
+        let row = client
+            .query_one(
+                "SELECT count(*) = 3 FROM pg_trigger tg
+                    JOIN pg_class c ON c.oid = tg.tgrelid
+                    JOIN pg_namespace n ON n.oid = c.relnamespace
+                    WHERE n.nspname = $1 AND c.relname = $2 AND tg.tgenabled <> 'D'
+                      AND tg.tgname IN ($3 || '_ins', $3 || '_upd', $3 || '_del')",
+                &[&self.schema, &self.table_name, &CAPTURE],
+            )
+            .await
+            .map_err(self.request("describe change tracking"))?;
+        Ok(if row.get::<_, bool>(0) {
+            ChangeTracking::Incremental
+        } else {
+            ChangeTracking::FullCompare {
+                reason: "the change-log trigger is not installed (a sync that is not a dry run installs it)".into(),
+            }
+        })
+    }
+
+    pub(crate) async fn install_tracking(
+        &self,
+        client: &Client,
+    ) -> Result<(), tokio_postgres::Error> {
+        let cl = self.changelog();
+        let schema = ident(&self.schema);
+        let sql = format!(
+            "CREATE TABLE IF NOT EXISTS {cl} (
+                seq        bigserial PRIMARY KEY,
+                table_name text NOT NULL,
+                row_id     text NOT NULL,
+                op         text NOT NULL,
+                txid       xid8 NOT NULL DEFAULT pg_current_xact_id(),
+                origin     text DEFAULT nullif(current_setting('app.sync_origin', true), ''),
+                changed_at timestamptz NOT NULL DEFAULT clock_timestamp()
+            );
+            CREATE INDEX IF NOT EXISTS {idx} ON {cl} (table_name, txid);
+            -- Statement-level triggers with transition tables: one set-based
+            -- insert into the change log per statement, not one per row.
+            -- SECURITY DEFINER (with a fixed search_path): applications that
+            -- may write the table but not the change log keep working.
+            CREATE OR REPLACE FUNCTION {schema}.{capture}() RETURNS trigger
+            LANGUAGE plpgsql SECURITY DEFINER SET search_path TO {schema} AS $body$
+            DECLARE
+                -- The row id, by the column named in the trigger's argument
+                -- (quoted by format's %I); one set-based insert per statement.
+                log text := 'INSERT INTO chittysync_changelog (table_name, row_id, op) ';
+                id text := format('%I', TG_ARGV[0]);
+            BEGIN
+                IF TG_OP = 'INSERT' THEN
+                    EXECUTE log || 'SELECT $1, n.' || id || '::text, ''I'' FROM chittysync_new n'
+                    USING TG_TABLE_NAME;
+                ELSIF TG_OP = 'UPDATE' THEN
+                    -- Old ids too: an update that changes a row's id deletes the old one.
+                    EXECUTE log || 'SELECT $1, i, ''U'' FROM (SELECT n.' || id || '::text AS i FROM chittysync_new n '
+                        || 'UNION SELECT o.' || id || '::text FROM chittysync_old o) ids'
+                    USING TG_TABLE_NAME;
+                ELSE
+                    EXECUTE log || 'SELECT $1, o.' || id || '::text, ''D'' FROM chittysync_old o'
+                    USING TG_TABLE_NAME;
+                END IF;
+                RETURN NULL;
+            END
+            $body$;
+            DROP TRIGGER IF EXISTS {capture} ON {table};
+            DROP TRIGGER IF EXISTS {ins} ON {table};
+            DROP TRIGGER IF EXISTS {upd} ON {table};
+            DROP TRIGGER IF EXISTS {del} ON {table};
+            CREATE TRIGGER {ins} AFTER INSERT ON {table}
+                REFERENCING NEW TABLE AS chittysync_new
+                FOR EACH STATEMENT EXECUTE FUNCTION {schema}.{capture}({id});
+            CREATE TRIGGER {upd} AFTER UPDATE ON {table}
+                REFERENCING OLD TABLE AS chittysync_old NEW TABLE AS chittysync_new
+                FOR EACH STATEMENT EXECUTE FUNCTION {schema}.{capture}({id});
+            CREATE TRIGGER {del} AFTER DELETE ON {table}
+                REFERENCING OLD TABLE AS chittysync_old
+                FOR EACH STATEMENT EXECUTE FUNCTION {schema}.{capture}({id});",
+            ins = ident(&format!("{CAPTURE}_ins")),
+            upd = ident(&format!("{CAPTURE}_upd")),
+            del = ident(&format!("{CAPTURE}_del")),
+            idx = ident(&format!("{CHANGELOG}_txid")),
+            capture = ident(CAPTURE),
+            table = self.qualified(),
+            id = literal(&self.spec.id_column),
+        );
+        client.batch_execute("BEGIN").await?;
+        match client.batch_execute(&sql).await {
+            Ok(()) => client.batch_execute("COMMIT").await,
+            Err(e) => {
+                let _ = client.batch_execute("ROLLBACK").await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn read_rows(
+        &self,
+        client: &impl tokio_postgres::GenericClient,
+        layout: &Layout,
+        ids: Option<&[String]>,
+    ) -> Result<Vec<RemoteRow>, AdapterError> {
+        let mut select = vec![format!("{}::text", ident(&layout.id.name))];
+        for (spec, col) in &layout.mapped {
+            select.push(read_expr(col, spec.field_type));
+        }
+        let mut sql = format!("SELECT {} FROM {}", select.join(", "), self.qualified());
+        let rows = match ids {
+            Some(ids) => {
+                sql.push_str(&format!(
+                    " WHERE {} = ANY($1::text[]::{}[])",
+                    ident(&layout.id.name),
+                    layout.id.type_name
+                ));
+                client.query(&sql, &[&ids]).await
+            }
+            None => client.query(&sql, &[]).await,
+        }
+        .map_err(self.request("read rows"))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let id: Option<String> = r.get(0);
+            let Some(id) = id else { continue };
+            let mut fields = BTreeMap::new();
+            for (i, (spec, col)) in layout.mapped.iter().enumerate() {
+                let text: Option<String> = r.get(i + 1);
+                let Some(text) = text else { continue };
+                let value = if col.is_array {
+                    match serde_json::from_str::<Vec<Option<String>>>(&text) {
+                        Ok(items) => Value::Set(items.into_iter().flatten().collect()),
+                        Err(_) => Value::Text(text),
+                    }
+                } else if spec.field_type == FieldKind::Json {
+                    Value::Json(text)
+                } else {
+                    Value::Text(text)
+                };
+                fields.insert(spec.field.clone(), value);
+            }
+            out.push(RemoteRow::new(id, fields));
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn fetch_now(&self, since: Option<&str>) -> Result<Fetched, AdapterError> {
+        let mut guard = self.client.lock().await;
+        let layout = self.layout(&guard).await?;
+        let tracking = self.tracking(&guard).await?;
+        let tx = guard
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(self.request("begin fetch"))?;
+        let snapshot: String = tx
+            .query_one("SELECT pg_current_snapshot()::text", &[])
+            .await
+            .map_err(self.request("read snapshot"))?
+            .get(0);
+        let incremental = tracking == ChangeTracking::Incremental;
+        let fetched = match since.filter(|_| incremental) {
+            None => Fetched {
+                rows: self.read_rows(&tx, &layout, None).await?,
+                deleted: Vec::new(),
+                complete: true,
+                cursor: incremental.then(|| snapshot.clone()),
+            },
+            Some(cursor) => {
+                let well_formed = cursor.split(':').count() == 3
+                    && cursor
+                        .chars()
+                        .all(|c| c.is_ascii_digit() || c == ':' || c == ',');
+                if !well_formed {
+                    return Err(AdapterError::Config(format!(
+                        "cursor '{cursor}' is not a Postgres change-log cursor; run a full sync (--full)"
+                    )));
+                }
+                let sql = format!(
+                    "SELECT DISTINCT row_id, max(changed_at) OVER (PARTITION BY row_id)
+                     FROM {} WHERE table_name = $1
+                       AND txid >= pg_snapshot_xmin($2::text::pg_snapshot)
+                       AND NOT pg_visible_in_snapshot(txid, $2::text::pg_snapshot)
+                       AND origin IS DISTINCT FROM $3",
+                    self.changelog()
+                );
+                let changed = tx
+                    .query(&sql, &[&self.table_name, &cursor, &self.options.origin])
+                    .await
+                    .map_err(self.request("read the change log"))?;
+                let mut when: HashMap<String, i64> = HashMap::new();
+                for r in &changed {
+                    let id: String = r.get(0);
+                    let at: std::time::SystemTime = r.get(1);
+                    let ms = at
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as i64);
+                    when.insert(id, ms);
+                }
+                let ids: Vec<String> = when.keys().cloned().collect();
+                let mut rows = if ids.is_empty() {
+                    Vec::new()
+                } else {
+                    self.read_rows(&tx, &layout, Some(&ids)).await?
+                };
+                let present: HashSet<String> = rows.iter().map(|r| r.id.clone()).collect();
+                for r in &mut rows {
+                    r.modified_at = when.get(&r.id).copied();
+                }
+                let mut deleted: Vec<String> =
+                    ids.into_iter().filter(|id| !present.contains(id)).collect();
+                deleted.sort();
+                Fetched {
+                    rows,
+                    deleted,
+                    complete: false,
+                    cursor: Some(snapshot),
+                }
+            }
+        };
+        tx.commit().await.map_err(self.request("end fetch"))?;
+        Ok(fetched)
+    }
+}
