@@ -1,29 +1,108 @@
-//! Human tables and JSON output.
+//! Everything the commands print on stdout: lines, tables, JSON.
+//!
+//! Every write goes through here and returns a [`StdoutError`] instead of
+//! panicking as `println!` does. When the reader of stdout has gone
+//! (`chittysync ls services | head -1`), the command stops at its next write
+//! and `main` exits quietly, as Unix tools do.
+
+use std::fmt;
+use std::io::{self, Write};
 
 use chittysync::{Record, Schema};
 
+/// Standard output could not be written.
+#[derive(Debug)]
+pub(crate) struct StdoutError(io::Error);
+
+impl StdoutError {
+    /// The reader closed the pipe: not a failure of the command.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.0.kind() == io::ErrorKind::BrokenPipe
+    }
+}
+
+impl From<io::Error> for StdoutError {
+    fn from(e: io::Error) -> Self {
+        StdoutError(e)
+    }
+}
+
+impl fmt::Display for StdoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "writing to standard output: {}", self.0)
+    }
+}
+
+impl std::error::Error for StdoutError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// Whether `e` is (or was caused by) a closed stdout pipe.
+pub(crate) fn is_closed(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<StdoutError>())
+        .any(StdoutError::is_closed)
+}
+
+/// Writes formatted text to stdout (what `print!` does, without the panic).
+pub(crate) fn write(args: fmt::Arguments<'_>) -> Result<(), StdoutError> {
+    io::stdout().lock().write_fmt(args)?;
+    Ok(())
+}
+
+/// Writes formatted text and a newline to stdout.
+pub(crate) fn write_line(args: fmt::Arguments<'_>) -> Result<(), StdoutError> {
+    let mut out = io::stdout().lock();
+    out.write_fmt(args)?;
+    out.write_all(b"\n")?;
+    Ok(())
+}
+
+/// `println!` that returns a [`StdoutError`] instead of panicking.
+macro_rules! outln {
+    () => {
+        $crate::output::write_line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_line(format_args!($($arg)*))
+    };
+}
+
+/// `print!` that returns a [`StdoutError`] instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::write(format_args!($($arg)*))
+    };
+}
+
+pub(crate) use {out, outln};
+
 /// Prints rows as an aligned table with a header.
-pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) {
+pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> Result<(), StdoutError> {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |cells: &[&str]| {
+    let mut out = io::stdout().lock();
+    let mut line = |cells: &[&str]| {
         let padded: Vec<String> = cells
             .iter()
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", padded.join("  ").trim_end());
+        writeln!(out, "{}", padded.join("  ").trim_end())
     };
-    line(headers);
+    line(headers)?;
     let rules: Vec<String> = widths.iter().map(|w| "─".repeat(*w)).collect();
-    line(&rules.iter().map(String::as_str).collect::<Vec<_>>());
+    line(&rules.iter().map(String::as_str).collect::<Vec<_>>())?;
     for row in rows {
-        line(&row.iter().map(String::as_str).collect::<Vec<_>>());
+        line(&row.iter().map(String::as_str).collect::<Vec<_>>())?;
     }
+    Ok(())
 }
 
 /// Shortens long cell text for tables.
@@ -38,7 +117,7 @@ pub(crate) fn clip(text: &str, max: usize) -> String {
 }
 
 /// Prints records as a table whose columns are the schema's fields.
-pub(crate) fn records(schema: &Schema, records: &[Record]) {
+pub(crate) fn records(schema: &Schema, records: &[Record]) -> Result<(), StdoutError> {
     let mut headers = vec!["id"];
     headers.extend(schema.fields.iter().map(|f| f.name.as_str()));
     let rows: Vec<Vec<String>> = records
@@ -62,13 +141,13 @@ pub(crate) fn records(schema: &Schema, records: &[Record]) {
             row
         })
         .collect();
-    table(&headers, &rows);
+    table(&headers, &rows)
 }
 
 /// Prints a JSON value, pretty.
-pub(crate) fn json(value: &serde_json::Value) {
-    println!(
+pub(crate) fn json(value: &serde_json::Value) -> Result<(), StdoutError> {
+    outln!(
         "{}",
         serde_json::to_string_pretty(value).expect("JSON values serialize")
-    );
+    )
 }

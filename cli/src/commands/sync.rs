@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use chittysync::{Direction, Replica, Side};
+use chittysync::{Direction, Side};
 use clap::Args;
 
-use crate::{adapter, peer};
+use super::{Globals, adapter, peer};
 
 /// Arguments of `chittysync sync`.
 #[derive(Args)]
@@ -57,7 +57,10 @@ pub(crate) struct SyncArgs {
     runs: Option<u64>,
 }
 
-pub(crate) fn run(replica: &Replica, args: SyncArgs, as_json: bool) -> Result<()> {
+/// Runs `chittysync sync TARGET`: a binding when one has that name, else a peer.
+pub(crate) fn run(globals: &Globals, args: SyncArgs) -> Result<()> {
+    let replica = &globals.open()?;
+    let as_json = globals.json;
     if replica.binding(&args.target)?.is_some() {
         let peer_only = [
             (!args.registries.is_empty(), "registry names"),
@@ -81,7 +84,7 @@ pub(crate) fn run(replica: &Replica, args: SyncArgs, as_json: bool) -> Result<()
             interval: args.interval,
             runs: args.runs,
         };
-        return adapter::run(replica, Direction::Both, run, as_json);
+        return adapter::mirror_with(replica, Direction::Both, run, as_json);
     }
     if !args.target.contains(':') {
         bail!(

@@ -1,4 +1,4 @@
-//! `chittysync sync` and `chittysync serve`: peer sync over TCP.
+//! `chittysync sync HOST:PORT` and `chittysync serve`: peer sync over TCP.
 
 use std::time::Duration;
 
@@ -9,25 +9,23 @@ use chittysync::{
 use clap::Args;
 use serde_json::json;
 
-use crate::output;
+use super::Globals;
+use crate::output::{self, StdoutError, outln};
 
-/// Arguments of `chittysync sync`.
-#[derive(Args)]
+/// A sync with a peer: the peer half of `chittysync sync` (see
+/// [`super::sync::SyncArgs`], which has the flags and their help).
 pub(crate) struct SyncArgs {
-    /// The peer's address, `host:port` (where `chittysync serve` listens).
+    /// The peer's address, `host:port`.
     pub(crate) peer: String,
-    /// Registries to sync, by name or id [default: every registry shared with the peer].
+    /// Registries to sync, by name or id (empty: every registry shared with the peer).
     pub(crate) registries: Vec<String>,
-    /// The peer's public key (its `chittysync whoami`). Without it the key
-    /// the peer proves first is pinned for its address (trust on first use).
-    #[arg(long)]
+    /// The peer's public key; without it the key the peer proves first is
+    /// pinned for its address (trust on first use).
     pub(crate) key: Option<String>,
     /// Keep the connection open: push and pull changes as they happen,
     /// reconnecting with backoff, until interrupted.
-    #[arg(long)]
     pub(crate) watch: bool,
     /// Give up when the peer says nothing for this many seconds.
-    #[arg(long, default_value_t = 60)]
     pub(crate) timeout: u64,
 }
 
@@ -99,7 +97,7 @@ fn report_json(report: &PeerReport) -> serde_json::Value {
     })
 }
 
-fn print_report(report: &PeerReport) {
+fn print_report(report: &PeerReport) -> Result<(), StdoutError> {
     let rows: Vec<Vec<String>> = report
         .registries
         .iter()
@@ -120,11 +118,11 @@ fn print_report(report: &PeerReport) {
         })
         .collect();
     if rows.is_empty() {
-        println!("no registry is shared with peer {}", report.peer);
+        outln!("no registry is shared with peer {}", report.peer)?;
     } else {
-        output::table(&["REGISTRY", "IN", "OUT", "STATUS"], &rows);
+        output::table(&["REGISTRY", "IN", "OUT", "STATUS"], &rows)?;
     }
-    println!(
+    outln!(
         "{} change(s) in, {} out; {} sent, {} received in {:.2} s (peer {})",
         report.changes_in(),
         report.changes_out(),
@@ -132,9 +130,10 @@ fn print_report(report: &PeerReport) {
         human_bytes(report.bytes_received),
         report.duration.as_secs_f64(),
         report.peer
-    );
+    )
 }
 
+/// Syncs with a peer once, or with `watch` until interrupted.
 pub(crate) fn sync(replica: &Replica, args: SyncArgs, as_json: bool) -> Result<()> {
     let mut peer = Peer::new(args.peer.clone());
     if let Some(key) = &args.key {
@@ -180,11 +179,20 @@ pub(crate) fn sync(replica: &Replica, args: SyncArgs, as_json: bool) -> Result<(
     }
     let report = result?;
     if as_json {
-        output::json(&report_json(&report));
+        output::json(&report_json(&report))?;
     } else {
-        print_report(&report);
+        print_report(&report)?;
     }
     Ok(())
+}
+
+/// One event: a line for people, or a JSON object per line with `--json`.
+fn say(as_json: bool, line: String, value: serde_json::Value) -> Result<(), StdoutError> {
+    if as_json {
+        outln!("{value}")
+    } else {
+        outln!("{line}")
+    }
 }
 
 /// `sync --watch`: one line per event, until interrupted (Ctrl-C closes
@@ -194,24 +202,19 @@ async fn watch(replica: &Replica, peer: Peer, options: PeerOptions, as_json: boo
     let mut watch = replica.watch(peer.clone(), options);
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
-    let say = |line: String, value: serde_json::Value| {
-        if as_json {
-            println!("{value}");
-        } else {
-            println!("{line}");
-        }
-    };
     loop {
         tokio::select! {
             event = watch.next_event() => match event {
                 Some(WatchEvent::Connected(key)) => say(
+                as_json,
                     format!("connected to {} ({key}); watching for changes", peer.address),
                     json!({ "event": "connected", "peer": key.to_string() }),
-                ),
+                )?,
                 Some(WatchEvent::Disconnected { error, retry_in }) => say(
+                as_json,
                     format!("disconnected: {error}; reconnecting in {:.1} s", retry_in.as_secs_f64()),
                     json!({ "event": "disconnected", "error": error.to_string(), "retry_in_ms": retry_in.as_millis() as u64 }),
-                ),
+                )?,
                 Some(_) => {}
                 None => return Ok(()),
             },
@@ -221,14 +224,18 @@ async fn watch(replica: &Replica, peer: Peer, options: PeerOptions, as_json: boo
                 return Ok(());
             }
             Some(c) = changes.next() => say(
+                as_json,
                 format!("{}: {} change(s) from {}", c.name, c.applied, c.peer.short()),
                 json!({ "event": "changes", "registry": c.registry.to_string(), "name": c.name, "applied": c.applied, "peer": c.peer.to_string() }),
-            ),
+            )?,
         }
     }
 }
 
-pub(crate) fn serve(replica: &Replica, args: ServeArgs, as_json: bool) -> Result<()> {
+/// Serves this replica's registries to peers until interrupted.
+pub(crate) fn serve(globals: &Globals, args: ServeArgs) -> Result<()> {
+    let replica = &globals.open()?;
+    let as_json = globals.json;
     let allow = args
         .allow
         .iter()
@@ -248,21 +255,15 @@ pub(crate) fn serve(replica: &Replica, args: ServeArgs, as_json: bool) -> Result
     let rt = runtime()?;
     rt.block_on(async {
         let mut hub = replica.serve(&args.listen, options).await?;
-        let say = |line: String, value: serde_json::Value| {
-            if as_json {
-                println!("{value}");
-            } else {
-                println!("{line}");
-            }
-        };
         say(
+                as_json,
             format!(
                 "listening on {} as {}",
                 hub.local_addr(),
                 replica.public_key()
             ),
             json!({ "event": "listening", "address": hub.local_addr().to_string(), "public_key": replica.public_key().to_string() }),
-        );
+        )?;
         // Keep the mesh links alive for as long as the hub runs.
         let _links: Vec<_> = peers
             .into_iter()
@@ -271,21 +272,24 @@ pub(crate) fn serve(replica: &Replica, args: ServeArgs, as_json: bool) -> Result
         while let Some(event) = hub.next_event().await {
             match event {
                 HubEvent::Connected { address, peer } => say(
+                as_json,
                     format!("{address}: connected ({peer})"),
                     json!({ "event": "connected", "address": address, "peer": peer.to_string() }),
-                ),
+                )?,
                 HubEvent::Closed { address, report } => say(
+                as_json,
                     format!(
                         "{address}: closed; {} change(s) in, {} out",
                         report.changes_in(),
                         report.changes_out()
                     ),
                     json!({ "event": "closed", "address": address, "report": report_json(&report) }),
-                ),
+                )?,
                 HubEvent::Failed { address, error } => say(
+                as_json,
                     format!("{address}: {error}"),
                     json!({ "event": "failed", "address": address, "error": error.to_string() }),
-                ),
+                )?,
                 _ => {}
             }
         }

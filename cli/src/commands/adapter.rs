@@ -1,5 +1,5 @@
-//! `adapter add|ls|show|rm`, `push`, `pull` and `sync`: registries mirrored
-//! to external tables.
+//! `chittysync adapter add|ls|show|rm|sync|push|pull`, `push`, `pull`, and
+//! `sync BINDING`: registries mirrored to external tables.
 
 use std::time::Duration;
 
@@ -12,8 +12,10 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use crate::output;
+use super::Globals;
+use crate::output::{self, StdoutError, outln};
 
+/// The subcommands of `chittysync adapter`.
 #[derive(Subcommand)]
 pub(crate) enum AdapterCmd {
     /// Bind a registry to an external table (checks the connection, creates
@@ -39,6 +41,7 @@ pub(crate) enum AdapterCmd {
     Pull(RunArgs),
 }
 
+/// Arguments of `chittysync adapter add`.
 #[derive(Args)]
 pub(crate) struct AddArgs {
     /// The binding's name (letters, digits, '-', '_').
@@ -106,7 +109,8 @@ pub(crate) struct AddArgs {
     statement_timeout_ms: Option<u64>,
 }
 
-/// Options of `push`, `pull` and `sync`.
+/// Options of `push`, `pull` and `adapter sync|push|pull` (and, built by
+/// [`super::sync`], of `sync BINDING`).
 #[derive(Args)]
 pub(crate) struct RunArgs {
     /// The binding's name.
@@ -138,6 +142,7 @@ pub(crate) struct RunArgs {
     pub(crate) runs: Option<u64>,
 }
 
+/// Parses `--interval`: 30s, 5m, 500ms, 1h or plain seconds.
 pub(crate) fn parse_interval(s: &str) -> Result<Duration, String> {
     let bad = || format!("'{s}' is not an interval; use 30s, 5m, 500ms or a number of seconds");
     let s = s.trim();
@@ -165,98 +170,108 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-pub(crate) fn adapter_cmd(replica: &Replica, cmd: AdapterCmd, as_json: bool) -> Result<()> {
+/// Runs `chittysync adapter …`.
+pub(crate) fn run(globals: &Globals, cmd: AdapterCmd) -> Result<()> {
+    let replica = &globals.open()?;
+    let as_json = globals.json;
     match cmd {
         AdapterCmd::Add(args) => add(replica, *args, as_json),
-        AdapterCmd::Sync(args) => run(replica, Direction::Both, args, as_json),
-        AdapterCmd::Push(args) => run(replica, Direction::Push, args, as_json),
-        AdapterCmd::Pull(args) => run(replica, Direction::Pull, args, as_json),
-        AdapterCmd::Ls => {
-            let bindings = replica.bindings()?;
-            if as_json {
-                let list: Vec<serde_json::Value> = bindings.iter().map(binding_json).collect();
-                output::json(&json!(list));
-            } else if bindings.is_empty() {
-                println!("no bindings; `chittysync adapter add` makes one");
-            } else {
-                let rows: Vec<Vec<String>> = bindings
-                    .iter()
-                    .map(|b| {
-                        vec![
-                            b.name.clone(),
-                            b.registry.clone(),
-                            b.kind.clone(),
-                            b.target.clone(),
-                            b.direction.name().to_owned(),
-                        ]
-                    })
-                    .collect();
-                output::table(&["name", "registry", "kind", "target", "direction"], &rows);
-            }
-            Ok(())
-        }
-        AdapterCmd::Show { name } => {
-            let b = replica.binding(&name)?.ok_or_else(|| {
-                anyhow!("no binding named '{name}'; `chittysync adapter ls` lists them")
-            })?;
-            let key = replica.binding_identity(&name)?.public_key();
-            let bound = replica.bound_rows(&name)?;
-            if as_json {
-                let mut j = binding_json(&b);
-                j["key"] = json!(key.to_string());
-                j["key_file"] = json!(replica.binding_key_path(&name));
-                j["bound_rows"] = json!(bound);
-                output::json(&j);
-            } else {
-                let mut rows = vec![
-                    vec!["name".into(), b.name.clone()],
-                    vec!["registry".into(), b.registry.clone()],
-                    vec!["kind".into(), b.kind.clone()],
-                    vec!["target".into(), b.target.clone()],
-                    vec!["id column".into(), b.id_column.clone()],
-                    vec!["direction".into(), b.direction.name().into()],
-                    vec![
-                        "key field".into(),
-                        b.key_field.clone().unwrap_or_else(|| "(ids)".into()),
-                    ],
-                    vec![
-                        "policy".into(),
-                        b.conflict_policy
-                            .map_or("(the registry's)".into(), |p| p.name().into()),
-                    ],
-                    vec![
-                        "delete limit".into(),
-                        format!("{} rows or {} %", b.max_deletes, b.max_delete_percent),
-                    ],
-                    vec!["key".into(), key.to_string()],
-                    vec!["bound rows".into(), bound.to_string()],
-                ];
-                for (k, v) in &b.settings {
-                    rows.push(vec![format!("setting {k}"), v.clone()]);
-                }
-                if let Some(var) = &b.secret_env {
-                    rows.push(vec!["secret".into(), format!("from ${var} (not stored)")]);
-                }
-                for (f, c) in &b.mapping {
-                    rows.push(vec![format!("map {f}"), c.clone()]);
-                }
-                output::table(&["", ""], &rows);
-            }
-            Ok(())
-        }
+        AdapterCmd::Sync(args) => mirror_with(replica, Direction::Both, args, as_json),
+        AdapterCmd::Push(args) => mirror_with(replica, Direction::Push, args, as_json),
+        AdapterCmd::Pull(args) => mirror_with(replica, Direction::Pull, args, as_json),
+        AdapterCmd::Ls => list(replica, as_json),
+        AdapterCmd::Show { name } => show(replica, &name, as_json),
         AdapterCmd::Rm { name } => {
             let b = replica.remove_binding(&name)?;
             if as_json {
-                output::json(&json!({ "removed": b.name }));
+                output::json(&json!({ "removed": b.name }))?;
             } else {
-                println!(
+                outln!(
                     "removed binding '{}'; its key stays a member of '{}' until an admin removes it",
-                    b.name, b.registry
-                );
+                    b.name,
+                    b.registry
+                )?;
             }
             Ok(())
         }
     }
+}
+
+/// Lists bindings.
+fn list(replica: &Replica, as_json: bool) -> Result<()> {
+    let bindings = replica.bindings()?;
+    if as_json {
+        let list: Vec<serde_json::Value> = bindings.iter().map(binding_json).collect();
+        output::json(&json!(list))?;
+    } else if bindings.is_empty() {
+        outln!("no bindings; `chittysync adapter add` makes one")?;
+    } else {
+        let rows: Vec<Vec<String>> = bindings
+            .iter()
+            .map(|b| {
+                vec![
+                    b.name.clone(),
+                    b.registry.clone(),
+                    b.kind.clone(),
+                    b.target.clone(),
+                    b.direction.name().to_owned(),
+                ]
+            })
+            .collect();
+        output::table(&["name", "registry", "kind", "target", "direction"], &rows)?;
+    }
+    Ok(())
+}
+
+/// Shows one binding: registry, table, mapping, key, bound rows.
+fn show(replica: &Replica, name: &str, as_json: bool) -> Result<()> {
+    let b = replica
+        .binding(name)?
+        .ok_or_else(|| anyhow!("no binding named '{name}'; `chittysync adapter ls` lists them"))?;
+    let key = replica.binding_identity(name)?.public_key();
+    let bound = replica.bound_rows(name)?;
+    if as_json {
+        let mut j = binding_json(&b);
+        j["key"] = json!(key.to_string());
+        j["key_file"] = json!(replica.binding_key_path(name));
+        j["bound_rows"] = json!(bound);
+        output::json(&j)?;
+    } else {
+        let mut rows = vec![
+            vec!["name".into(), b.name.clone()],
+            vec!["registry".into(), b.registry.clone()],
+            vec!["kind".into(), b.kind.clone()],
+            vec!["target".into(), b.target.clone()],
+            vec!["id column".into(), b.id_column.clone()],
+            vec!["direction".into(), b.direction.name().into()],
+            vec![
+                "key field".into(),
+                b.key_field.clone().unwrap_or_else(|| "(ids)".into()),
+            ],
+            vec![
+                "policy".into(),
+                b.conflict_policy
+                    .map_or("(the registry's)".into(), |p| p.name().into()),
+            ],
+            vec![
+                "delete limit".into(),
+                format!("{} rows or {} %", b.max_deletes, b.max_delete_percent),
+            ],
+            vec!["key".into(), key.to_string()],
+            vec!["bound rows".into(), bound.to_string()],
+        ];
+        for (k, v) in &b.settings {
+            rows.push(vec![format!("setting {k}"), v.clone()]);
+        }
+        if let Some(var) = &b.secret_env {
+            rows.push(vec!["secret".into(), format!("from ${var} (not stored)")]);
+        }
+        for (f, c) in &b.mapping {
+            rows.push(vec![format!("map {f}"), c.clone()]);
+        }
+        output::table(&["", ""], &rows)?;
+    }
+    Ok(())
 }
 
 fn binding_json(b: &AdapterBinding) -> serde_json::Value {
@@ -324,6 +339,14 @@ fn add(replica: &Replica, args: AddArgs, as_json: bool) -> Result<()> {
     let table = runtime()?.block_on(kinds.setup(&mut binding, &schema, args.create))?;
     let kind = kinds.of(&binding)?;
     let added = replica.add_binding(&binding)?;
+    // The library says an admin must make the key a writer; the CLI names
+    // the command that does it.
+    let admin_must_run = added.admin_must_run.as_ref().map(|_| {
+        format!(
+            "chittysync members add {} {} --role writer",
+            binding.registry, added.key
+        )
+    });
     if as_json {
         output::json(&json!({
             "binding": binding.name,
@@ -333,34 +356,34 @@ fn add(replica: &Replica, args: AddArgs, as_json: bool) -> Result<()> {
             "key": added.key.to_string(),
             "key_file": added.key_file,
             "made_writer": added.made_writer,
-            "admin_must_run": added.admin_must_run,
-        }));
-    } else {
-        println!(
-            "bound registry '{}' to {} table {}",
-            binding.registry, binding.kind, table.name
-        );
-        println!(
-            "binding key {} (key file {}, mode 0600)",
-            added.key,
-            added.key_file.display()
-        );
-        match &table.change_tracking {
-            ChangeTracking::Incremental => {
-                println!("change tracking: {}", kind.tracking(&table))
-            }
-            ChangeTracking::FullCompare { reason } => {
-                println!("change tracking: none — every sync compares the whole table ({reason})")
-            }
+            "admin_must_run": admin_must_run,
+        }))?;
+        return Ok(());
+    }
+    outln!(
+        "bound registry '{}' to {} table {}",
+        binding.registry,
+        binding.kind,
+        table.name
+    )?;
+    outln!(
+        "binding key {} (key file {}, mode 0600)",
+        added.key,
+        added.key_file.display()
+    )?;
+    match &table.change_tracking {
+        ChangeTracking::Incremental => outln!("change tracking: {}", kind.tracking(&table))?,
+        ChangeTracking::FullCompare { reason } => {
+            outln!("change tracking: none — every sync compares the whole table ({reason})")?
         }
-        if added.made_writer {
-            println!("made the binding's key a writer of '{}'", binding.registry);
-        }
-        if let Some(cmd) = &added.admin_must_run {
-            println!(
-                "the binding's key is not a writer yet and this replica is not an admin; an admin must run:\n  {cmd}"
-            );
-        }
+    }
+    if added.made_writer {
+        outln!("made the binding's key a writer of '{}'", binding.registry)?;
+    }
+    if let Some(cmd) = &admin_must_run {
+        outln!(
+            "the binding's key is not a writer yet and this replica is not an admin; an admin must run:\n  {cmd}"
+        )?;
     }
     Ok(())
 }
@@ -419,7 +442,13 @@ impl MirrorProgress for Bars {
     }
 }
 
-pub(crate) fn run(
+/// Runs `push` or `pull`.
+pub(crate) fn mirror(globals: &Globals, direction: Direction, args: RunArgs) -> Result<()> {
+    mirror_with(&globals.open()?, direction, args, globals.json)
+}
+
+/// Runs a binding once, or with `--watch` until interrupted.
+pub(crate) fn mirror_with(
     replica: &Replica,
     direction: Direction,
     args: RunArgs,
@@ -483,9 +512,9 @@ pub(crate) fn run(
                 .as_ref()
                 .expect("a run that succeeded had an adapter");
             if as_json {
-                output::json(&report.to_json());
+                output::json(&report.to_json())?;
             } else {
-                print_report(&report, adapter.as_ref());
+                print_report(&report, adapter.as_ref())?;
             }
             if !args.watch || args.runs.is_some_and(|n| done >= n) {
                 if !report.failed.is_empty() {
@@ -514,7 +543,8 @@ fn shown(v: &Option<Value>) -> String {
         .map_or("∅".into(), |v| output::clip(&v.to_string(), 30))
 }
 
-fn print_report(report: &MirrorReport, adapter: &dyn Adapter) {
+/// Prints a run's plan (and what was applied) as tables and a summary.
+fn print_report(report: &MirrorReport, adapter: &dyn Adapter) -> Result<(), StdoutError> {
     let plan = &report.plan;
     let tracking = match &plan.change_tracking {
         ChangeTracking::Incremental if adapter.system() == "notion" => "edited pages".to_owned(),
@@ -522,14 +552,22 @@ fn print_report(report: &MirrorReport, adapter: &dyn Adapter) {
         ChangeTracking::Incremental => "change log".to_owned(),
         ChangeTracking::FullCompare { reason } => format!("full compare ({reason})"),
     };
-    println!(
+    outln!(
         "binding {} ↔ {} table {} ({}), {}",
         plan.binding,
         adapter.system(),
         adapter.table(),
         plan.direction.name(),
         tracking
-    );
+    )?;
+    print_tables(report)?;
+    print_summary(report)
+}
+
+/// The plan's changes, conflicts, invalid rows and failed rows, each table
+/// only when it has rows.
+fn print_tables(report: &MirrorReport) -> Result<(), StdoutError> {
+    let plan = &report.plan;
     let mut rows = Vec::new();
     for row in &plan.rows {
         for (side, act) in [(Side::Local, &row.local), (Side::Remote, &row.remote)] {
@@ -557,7 +595,7 @@ fn print_report(report: &MirrorReport, adapter: &dyn Adapter) {
         output::table(
             &["side", "action", "record", "row", "fields (old → new)"],
             &rows,
-        );
+        )?;
     }
     let conflicts: Vec<Vec<String>> = plan
         .rows
@@ -579,14 +617,14 @@ fn print_report(report: &MirrorReport, adapter: &dyn Adapter) {
         })
         .collect();
     if !conflicts.is_empty() {
-        println!("\nconflicts:");
+        outln!("\nconflicts:")?;
         output::table(
             &["record", "field", "registry", "remote", "policy", "winner"],
             &conflicts,
-        );
+        )?;
     }
     if !plan.invalid.is_empty() {
-        println!("\ninvalid remote rows (skipped):");
+        outln!("\ninvalid remote rows (skipped):")?;
         let rows: Vec<Vec<String>> = plan
             .invalid
             .iter()
@@ -599,10 +637,10 @@ fn print_report(report: &MirrorReport, adapter: &dyn Adapter) {
                 ]
             })
             .collect();
-        output::table(&["row", "field", "value", "reason"], &rows);
+        output::table(&["row", "field", "value", "reason"], &rows)?;
     }
     if !report.failed.is_empty() {
-        println!("\nfailed rows (retried next run):");
+        outln!("\nfailed rows (retried next run):")?;
         let rows: Vec<Vec<String>> = report
             .failed
             .iter()
@@ -615,10 +653,16 @@ fn print_report(report: &MirrorReport, adapter: &dyn Adapter) {
                 ]
             })
             .collect();
-        output::table(&["record", "row", "side", "reason"], &rows);
+        output::table(&["record", "row", "side", "reason"], &rows)?;
     }
+    Ok(())
+}
+
+/// Counts per side and action, then what the run did (or would do).
+fn print_summary(report: &MirrorReport) -> Result<(), StdoutError> {
+    let plan = &report.plan;
     let count = |s, a| plan.count(s, a);
-    println!(
+    outln!(
         "\nregistry: {} created, {} updated, {} deleted; remote: {} created, {} updated, {} deleted; {} conflicts ({} open), {} invalid",
         count(Side::Local, Action::Create),
         count(Side::Local, Action::Update),
@@ -629,22 +673,24 @@ fn print_report(report: &MirrorReport, adapter: &dyn Adapter) {
         plan.rows.iter().map(|r| r.conflicts.len()).sum::<usize>(),
         plan.open_conflicts(),
         plan.invalid.len()
-    );
+    )?;
     if report.dry_run {
         if plan.exceeds_delete_limit() {
-            println!(
+            outln!(
                 "this plan deletes {} rows, more than the limit of {}: a real run needs --allow-deletes",
-                plan.deletes, plan.delete_limit
-            );
+                plan.deletes,
+                plan.delete_limit
+            )?;
         }
-        println!("dry run: nothing was written");
+        outln!("dry run: nothing was written")?;
     } else {
-        println!(
+        outln!(
             "{} rows applied, {} failed",
             report.applied,
             report.failed.len()
-        );
+        )?;
     }
+    Ok(())
 }
 
 #[cfg(test)]

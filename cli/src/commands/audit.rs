@@ -1,11 +1,12 @@
 //! `chittysync audit`: who changed what, when, with which signature.
 
 use anyhow::{Result, anyhow, bail};
-use chittysync::{AuditEntry, AuditFilter, PublicKey, Registry, Replica, SignatureStatus};
+use chittysync::{AuditEntry, AuditFilter, PublicKey, Registry, SignatureStatus};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::output;
+use super::Globals;
+use crate::output::{self, StdoutError, outln};
 
 /// Arguments of `chittysync audit`.
 #[derive(clap::Args)]
@@ -28,7 +29,8 @@ pub(crate) struct AuditArgs {
 }
 
 /// Prints the audit log as a table, or as JSON Lines with `--json`.
-pub(crate) fn run(replica: &Replica, args: AuditArgs, as_json: bool) -> Result<()> {
+pub(crate) fn run(globals: &Globals, args: AuditArgs) -> Result<()> {
+    let replica = globals.open()?;
     let reg = replica.registry(&args.registry)?;
     let mut query = AuditFilter::all();
     if let Some(id) = args.record {
@@ -44,15 +46,11 @@ pub(crate) fn run(replica: &Replica, args: AuditArgs, as_json: bool) -> Result<(
         query = query.until(parse_time("--until", t)?);
     }
     let entries = reg.audit(&query)?;
-    if as_json {
-        match chittysync::export_jsonl(&entries, std::io::stdout().lock()) {
-            // The reader (`head`, say) has all it wanted.
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
-            done => done?,
-        }
+    if globals.json {
+        chittysync::export_jsonl(&entries, std::io::stdout().lock()).map_err(StdoutError::from)?;
     } else {
-        table(&entries);
-        println!("{} change(s)", entries.len());
+        table(&entries)?;
+        outln!("{} change(s)", entries.len())?;
     }
     let untrusted = entries.iter().filter(|e| !e.signature.is_valid()).count();
     if untrusted > 0 {
@@ -63,7 +61,7 @@ pub(crate) fn run(replica: &Replica, args: AuditArgs, as_json: bool) -> Result<(
     Ok(())
 }
 
-fn table(entries: &[AuditEntry]) {
+fn table(entries: &[AuditEntry]) -> Result<(), StdoutError> {
     let mut rows = Vec::new();
     for e in entries {
         let who = e.alias.clone().unwrap_or_else(|| e.author.short());
@@ -115,7 +113,7 @@ fn table(entries: &[AuditEntry]) {
             });
         }
     }
-    output::table(&["pos", "time (UTC)", "author", "sig", "what"], &rows);
+    output::table(&["pos", "time (UTC)", "author", "sig", "what"], &rows)
 }
 
 /// `2026-11-23T10:00:00Z` (to the second).
