@@ -39,8 +39,14 @@ function neutral(v) {
   return { $json: v };
 }
 
-// As text, so object key order counts.
-const same = (got, expected) => assert.equal(JSON.stringify(neutral(got)), JSON.stringify(expected));
+function same(got, expected) {
+  // A document reads back as the language's value: a scalar document is that scalar.
+  if (expected !== null && typeof expected === "object" && Object.keys(expected).join() === "$json") {
+    expected = neutral(expected.$json);
+  }
+  // As text, so object key order counts.
+  assert.equal(JSON.stringify(neutral(got)), JSON.stringify(expected));
+}
 
 for (const vector of vectors) {
   test(`vector: ${vector.name}`, () => {
