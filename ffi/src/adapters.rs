@@ -1,9 +1,14 @@
-//! Adapter bindings and sync runs: Postgres bindings stored in the replica,
-//! the in-memory table, and adapters written in the foreign language — all
-//! driven by the same Rust sync engine (plan, dry run, conflict policies,
-//! provenance, merge bases).
+//! Mirrors: registries bound to external targets (a Postgres table stored
+//! in the replica, the in-memory table, or an adapter written in the
+//! foreign language), all run by the same Rust mirror engine (plan, dry
+//! run, conflict policies, provenance, merge bases).
+//!
+//! A foreign adapter speaks JSON in the wire encoding (see [`crate::wire`]):
+//! the rows it fetches and the writes it is asked to make are decoded and
+//! encoded here, once, by the registry's field types, so the Python and
+//! Node adapters behave the same.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chittysync as core;
@@ -11,11 +16,11 @@ use chittysync::{Adapter, AdapterError, BoxFuture};
 
 use crate::ChittyError;
 use crate::replica::Replica;
-use crate::types::FieldValue;
+use crate::wire;
 
 /// Which way a binding moves data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, uniffi::Enum)]
-pub enum SyncDirection {
+pub enum MirrorDirection {
     /// Registry → remote only.
     Push,
     /// Remote → registry only.
@@ -24,27 +29,27 @@ pub enum SyncDirection {
     Both,
 }
 
-impl From<SyncDirection> for core::Direction {
-    fn from(d: SyncDirection) -> Self {
+impl From<MirrorDirection> for core::Direction {
+    fn from(d: MirrorDirection) -> Self {
         match d {
-            SyncDirection::Push => core::Direction::Push,
-            SyncDirection::Pull => core::Direction::Pull,
-            SyncDirection::Both => core::Direction::Both,
+            MirrorDirection::Push => core::Direction::Push,
+            MirrorDirection::Pull => core::Direction::Pull,
+            MirrorDirection::Both => core::Direction::Both,
         }
     }
 }
 
-impl From<core::Direction> for SyncDirection {
+impl From<core::Direction> for MirrorDirection {
     fn from(d: core::Direction) -> Self {
         match d {
-            core::Direction::Push => SyncDirection::Push,
-            core::Direction::Pull => SyncDirection::Pull,
-            _ => SyncDirection::Both,
+            core::Direction::Push => MirrorDirection::Push,
+            core::Direction::Pull => MirrorDirection::Pull,
+            _ => MirrorDirection::Both,
         }
     }
 }
 
-/// A registry bound to one external table.
+/// A registry bound to one external target (a table).
 #[derive(Clone, Debug, uniffi::Record)]
 pub struct BindingSpec {
     /// The binding's name.
@@ -54,8 +59,8 @@ pub struct BindingSpec {
     /// The adapter kind: `postgres`, or any name for an adapter given at
     /// run time (an in-memory table or a foreign-language adapter).
     pub kind: String,
-    /// The remote table.
-    pub table: String,
+    /// What the binding points at: the remote table.
+    pub target: String,
     /// The remote column holding the row id.
     #[uniffi(default = "id")]
     pub id_column: String,
@@ -68,7 +73,7 @@ pub struct BindingSpec {
     pub key_field: Option<String>,
     /// Which way data moves (none: both ways).
     #[uniffi(default = None)]
-    pub direction: Option<SyncDirection>,
+    pub direction: Option<MirrorDirection>,
     /// Non-secret settings (for Postgres: `url` without a password).
     #[uniffi(default)]
     pub settings: HashMap<String, String>,
@@ -83,8 +88,8 @@ pub struct BindingSpec {
 
 impl BindingSpec {
     fn to_core(&self) -> Result<core::AdapterBinding, ChittyError> {
-        let mut b = core::AdapterBinding::new(&self.name, &self.registry, &self.kind, &self.table)
-            .direction(self.direction.unwrap_or(SyncDirection::Both).into());
+        let mut b = core::AdapterBinding::new(&self.name, &self.registry, &self.kind, &self.target)
+            .direction(self.direction.unwrap_or(MirrorDirection::Both).into());
         b.id_column = self.id_column.clone();
         for (field, column) in &self.mapping {
             b = b.map(field, column);
@@ -112,7 +117,7 @@ impl BindingSpec {
             name: b.name,
             registry: b.registry,
             kind: b.kind,
-            table: b.target,
+            target: b.target,
             id_column: b.id_column,
             mapping: b.mapping.into_iter().collect(),
             key_field: b.key_field,
@@ -131,16 +136,17 @@ pub struct BindingAdded {
     pub key: String,
     /// Whether this replica (an admin) made the key a writer just now.
     pub made_writer: bool,
-    /// If the key is not yet a writer: what an admin must run.
-    pub admin_must_run: Option<String>,
+    /// If the key is not yet a writer: what an admin of the registry must
+    /// do (make the key a writer with `set_member`).
+    pub needs_admin: Option<String>,
 }
 
-/// How to run a sync.
+/// How to run a mirror.
 #[derive(Clone, Debug, uniffi::Record)]
-pub struct SyncSettings {
+pub struct MirrorOptions {
     /// Which way, within the binding's own direction (none: both ways).
     #[uniffi(default = None)]
-    pub direction: Option<SyncDirection>,
+    pub direction: Option<MirrorDirection>,
     /// Plan only: write nothing to either side.
     #[uniffi(default = false)]
     pub dry_run: bool,
@@ -152,12 +158,12 @@ pub struct SyncSettings {
     pub full: bool,
 }
 
-impl From<SyncSettings> for core::MirrorOptions {
-    fn from(s: SyncSettings) -> Self {
-        let mut o = match s.direction.unwrap_or(SyncDirection::Both) {
-            SyncDirection::Push => core::MirrorOptions::push(),
-            SyncDirection::Pull => core::MirrorOptions::pull(),
-            SyncDirection::Both => core::MirrorOptions::sync(),
+impl From<MirrorOptions> for core::MirrorOptions {
+    fn from(s: MirrorOptions) -> Self {
+        let mut o = match s.direction.unwrap_or(MirrorDirection::Both) {
+            MirrorDirection::Push => core::MirrorOptions::push(),
+            MirrorDirection::Pull => core::MirrorOptions::pull(),
+            MirrorDirection::Both => core::MirrorOptions::sync(),
         };
         if s.dry_run {
             o = o.dry_run();
@@ -172,9 +178,9 @@ impl From<SyncSettings> for core::MirrorOptions {
     }
 }
 
-/// What a sync run planned and did.
+/// What a mirror run planned and did.
 #[derive(Clone, Debug, uniffi::Record)]
-pub struct SyncOutcome {
+pub struct MirrorReport {
     /// Whether nothing was written (dry run, or the plan was refused).
     pub dry_run: bool,
     /// Row writes applied on either side.
@@ -183,14 +189,31 @@ pub struct SyncOutcome {
     pub failed: Vec<String>,
     /// Conflicts left open (manual policy).
     pub open_conflicts: u64,
+    /// Remote rows that cannot be mirrored, each with its reason: they are
+    /// neither mirrored nor taken as deleted, and are reported on every run
+    /// until fixed.
+    pub invalid: Vec<InvalidRow>,
     /// The whole plan and outcome as JSON: per row the action, side,
-    /// fields old → new, conflicts and invalid rows (the CLI's `--json`).
+    /// fields old → new, conflicts, invalid rows and a summary of counts.
     pub report_json: String,
 }
 
-impl From<core::MirrorReport> for SyncOutcome {
+/// A remote row the mirror could not take.
+#[derive(Clone, Debug, PartialEq, uniffi::Record)]
+pub struct InvalidRow {
+    /// The row's id in the target.
+    pub id: String,
+    /// The record it is bound to, if any.
+    pub record: Option<String>,
+    /// The offending field (empty when the whole row is unreadable).
+    pub field: String,
+    /// Why.
+    pub reason: String,
+}
+
+impl From<core::MirrorReport> for MirrorReport {
     fn from(r: core::MirrorReport) -> Self {
-        SyncOutcome {
+        MirrorReport {
             dry_run: r.dry_run,
             applied: r.applied as u64,
             failed: r
@@ -199,7 +222,18 @@ impl From<core::MirrorReport> for SyncOutcome {
                 .map(|f| format!("{} ({}): {}", f.record, f.side.name(), f.reason))
                 .collect(),
             open_conflicts: r.plan.open_conflicts() as u64,
-            report_json: r.to_json().to_string(),
+            invalid: r
+                .plan
+                .invalid
+                .iter()
+                .map(|i| InvalidRow {
+                    id: i.remote_id.clone(),
+                    record: i.record.clone(),
+                    field: i.field.clone(),
+                    reason: i.reason.clone(),
+                })
+                .collect(),
+            report_json: crate::error::api_terms(&r.to_json().to_string()),
         }
     }
 }
@@ -228,77 +262,6 @@ impl core::MirrorProgress for Progress {
     }
 }
 
-/// A row of a foreign adapter's table, in registry terms.
-#[derive(Clone, Debug, PartialEq, uniffi::Record)]
-pub struct RemoteRow {
-    /// The row's id in the remote system.
-    pub id: String,
-    /// Values by registry field name (missing: null).
-    pub fields: HashMap<String, FieldValue>,
-    /// When the row last changed (ms since the epoch), if known.
-    #[uniffi(default = None)]
-    pub modified_at: Option<i64>,
-    /// Why the row cannot be read as a record, if the adapter can tell it
-    /// is broken (reported invalid with this reason on every run until
-    /// fixed; neither mirrored nor taken as deleted).
-    #[uniffi(default = None)]
-    pub invalid: Option<String>,
-}
-
-/// What a foreign adapter's fetch returns.
-#[derive(Clone, Debug, uniffi::Record)]
-pub struct RemoteFetch {
-    /// Rows that exist now (all, or those changed since the cursor).
-    pub rows: Vec<RemoteRow>,
-    /// Ids deleted since the cursor (incremental fetches).
-    #[uniffi(default = [])]
-    pub deleted: Vec<String>,
-    /// Whether `rows` is the whole table.
-    pub complete: bool,
-    /// The cursor for the next incremental fetch, if the adapter has one.
-    #[uniffi(default = None)]
-    pub cursor: Option<String>,
-}
-
-/// One write the engine asks a foreign adapter to make.
-#[derive(Clone, Debug, PartialEq, uniffi::Enum)]
-pub enum RemoteOp {
-    /// Create a row (if `id` exists already, update it: retries never
-    /// duplicate).
-    Create {
-        /// The proposed id.
-        id: String,
-        /// Every mapped field's value.
-        fields: HashMap<String, FieldValue>,
-    },
-    /// Change some fields; a missing value clears the field.
-    Update {
-        /// The row's id.
-        id: String,
-        /// Only the fields to change.
-        fields: HashMap<String, Option<FieldValue>>,
-    },
-    /// Delete a row.
-    Delete {
-        /// The row's id.
-        id: String,
-    },
-}
-
-/// The outcome of one [`RemoteOp`].
-#[derive(Clone, Debug, uniffi::Record)]
-pub struct RemoteOpResult {
-    /// The row's id, when the write succeeded.
-    #[uniffi(default = None)]
-    pub id: Option<String>,
-    /// Why it failed, when it did.
-    #[uniffi(default = None)]
-    pub error: Option<String>,
-    /// Whether a failed write may succeed if retried later.
-    #[uniffi(default = false)]
-    pub retryable: bool,
-}
-
 /// A foreign adapter failed as a whole.
 #[derive(Debug, thiserror::Error, uniffi::Error)]
 pub enum AdapterFailure {
@@ -316,44 +279,56 @@ impl From<uniffi::UnexpectedUniFFICallbackError> for AdapterFailure {
     }
 }
 
-/// An adapter written in the foreign language: a class with these methods,
-/// driven by the Rust sync engine.
+/// An adapter written in the foreign language, run by the Rust mirror
+/// engine. It speaks JSON with values in the wire encoding; the Python
+/// and Node packages implement it over their own `Adapter` classes.
 #[uniffi::export(with_foreign)]
 pub trait ForeignAdapter: Send + Sync {
     /// The remote system's name, recorded in change messages.
     fn system(&self) -> String;
-    /// The table's name, recorded in change messages.
-    fn table(&self) -> String;
-    /// The table's column names.
+    /// What the binding points at (the table's name), recorded in change
+    /// messages.
+    fn target(&self) -> String;
+    /// The target's column names.
     fn columns(&self) -> Result<Vec<String>, AdapterFailure>;
     /// Reads rows: all (`since` none) or those changed since the cursor.
-    fn fetch(&self, since: Option<String>) -> Result<RemoteFetch, AdapterFailure>;
-    /// Applies writes, returning one result per op, in order.
-    fn apply(&self, ops: Vec<RemoteOp>) -> Result<Vec<RemoteOpResult>, AdapterFailure>;
+    /// Returns `{"rows": [{"id", "fields", "modified_at"?, "invalid"?}],
+    /// "deleted"?: [ids], "complete"?: bool (default true), "cursor"?}`;
+    /// a row with `invalid` (a reason) is reported, not mirrored, and not
+    /// taken as deleted; a null field value is a missing one.
+    fn fetch(&self, since: Option<String>) -> Result<String, AdapterFailure>;
+    /// Applies writes given as a JSON array of `{"op": "create" | "update"
+    /// | "delete", "id", "fields"}` (in an update a null value clears the
+    /// field). Returns one result per op, in order: the row's id, null (it
+    /// kept the proposed id), or `{"error": reason, "retryable"?: bool}`.
+    fn apply(&self, ops: String) -> Result<String, AdapterFailure>;
 }
 
-/// Drives a [`ForeignAdapter`] as a core adapter.
+/// Drives a [`ForeignAdapter`] as a core adapter, decoding by the bound
+/// registry's field types.
 struct Bridge {
     inner: Arc<dyn ForeignAdapter>,
     system: String,
-    table: String,
+    target: String,
+    kinds: wire::Kinds,
 }
 
 impl Bridge {
-    fn new(inner: Arc<dyn ForeignAdapter>) -> Self {
+    fn new(inner: Arc<dyn ForeignAdapter>, kinds: wire::Kinds) -> Self {
         Bridge {
             system: inner.system(),
-            table: inner.table(),
+            target: inner.target(),
             inner,
+            kinds,
         }
     }
 
-    fn failed(&self, action: &str, e: AdapterFailure) -> AdapterError {
+    fn error(&self, action: &str, reason: impl Into<String>) -> AdapterError {
         AdapterError::Request {
             system: self.system.clone(),
-            table: self.table.clone(),
+            table: self.target.clone(),
             action: action.to_owned(),
-            reason: e.to_string(),
+            reason: reason.into(),
         }
     }
 
@@ -361,9 +336,9 @@ impl Bridge {
         let columns = self
             .inner
             .columns()
-            .map_err(|e| self.failed("describe", e))?;
+            .map_err(|e| self.error("describe", e.to_string()))?;
         Ok(core::RemoteTable {
-            name: self.table.clone(),
+            name: self.target.clone(),
             columns: columns
                 .into_iter()
                 .map(|name| core::RemoteColumn {
@@ -374,10 +349,132 @@ impl Bridge {
             change_tracking: core::ChangeTracking::Incremental,
         })
     }
+
+    fn fetched(&self, text: &str) -> Result<core::Fetched, String> {
+        use serde_json::Value as Json;
+        let mut o = match serde_json::from_str::<Json>(text) {
+            Ok(Json::Object(o)) => o,
+            Ok(other) => return Err(format!("fetch returned {other}, not an object with rows")),
+            Err(e) => return Err(format!("fetch returned malformed JSON: {e}")),
+        };
+        let Some(Json::Array(items)) = o.remove("rows") else {
+            return Err("fetch must return rows (an array)".into());
+        };
+        let mut rows = Vec::with_capacity(items.len());
+        for item in items {
+            let Json::Object(mut row) = item else {
+                return Err(format!("a fetched row must be an object, not {item}"));
+            };
+            let id = match row.remove("id") {
+                Some(Json::String(id)) => id,
+                Some(Json::Number(n)) => n.to_string(),
+                other => {
+                    return Err(format!(
+                        "a fetched row needs an id (a string), not {}",
+                        other.unwrap_or(Json::Null)
+                    ));
+                }
+            };
+            let modified_at = row.remove("modified_at").and_then(|m| m.as_i64());
+            let invalid = match row.remove("invalid") {
+                None | Some(Json::Null) => None,
+                Some(Json::String(reason)) => Some(reason),
+                Some(other) => Some(other.to_string()),
+            };
+            let fields = match row.remove("fields") {
+                None | Some(Json::Null) => serde_json::Map::new(),
+                Some(Json::Object(f)) => f,
+                Some(other) => {
+                    return Err(format!("row {id}: fields must be an object, not {other}"));
+                }
+            };
+            let row = match invalid {
+                Some(reason) => core::RemoteRow::invalid(id, reason),
+                None => {
+                    // A value that does not decode makes its row invalid
+                    // (reported every run), not the whole fetch.
+                    let fields: serde_json::Map<String, Json> =
+                        fields.into_iter().filter(|(_, v)| !v.is_null()).collect();
+                    match wire::decode_fields(&self.kinds, fields) {
+                        Ok(values) => core::RemoteRow::new(id, values.into_iter().collect()),
+                        Err(e) => core::RemoteRow::invalid(id, e.to_string()),
+                    }
+                }
+            };
+            rows.push(row.modified_at(modified_at));
+        }
+        let deleted = match o.remove("deleted") {
+            None | Some(Json::Null) => Vec::new(),
+            Some(Json::Array(ids)) => ids
+                .into_iter()
+                .map(|i| match i {
+                    Json::String(s) => Ok(s),
+                    other => Err(format!("deleted ids must be strings, not {other}")),
+                })
+                .collect::<Result<_, _>>()?,
+            Some(other) => return Err(format!("deleted must be an array of ids, not {other}")),
+        };
+        let complete = match o.remove("complete") {
+            None | Some(Json::Null) => true,
+            Some(Json::Bool(b)) => b,
+            Some(other) => return Err(format!("complete must be true or false, not {other}")),
+        };
+        let cursor = match o.remove("cursor") {
+            None | Some(Json::Null) => None,
+            Some(Json::String(c)) => Some(c),
+            Some(other) => Some(other.to_string()),
+        };
+        Ok(core::Fetched {
+            rows,
+            deleted,
+            complete,
+            cursor,
+        })
+    }
 }
 
-fn values(fields: HashMap<String, FieldValue>) -> BTreeMap<String, core::Value> {
-    fields.into_iter().map(|(k, v)| (k, v.into())).collect()
+fn encode_op(op: &core::RowOp) -> serde_json::Value {
+    match op {
+        core::RowOp::Create { id, fields } => serde_json::json!({
+            "op": "create", "id": id, "fields": wire::encode_fields(fields),
+        }),
+        core::RowOp::Update { id, fields } => {
+            let fields: serde_json::Map<String, serde_json::Value> = fields
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_ref().map_or(serde_json::Value::Null, wire::encode),
+                    )
+                })
+                .collect();
+            serde_json::json!({ "op": "update", "id": id, "fields": fields })
+        }
+        core::RowOp::Delete { id } => serde_json::json!({ "op": "delete", "id": id }),
+    }
+}
+
+fn op_result(r: serde_json::Value, op: &core::RowOp) -> Result<core::RowResult, String> {
+    use serde_json::Value as Json;
+    match r {
+        Json::Null => Ok(Ok(op.id().to_owned())),
+        Json::String(id) => Ok(Ok(id)),
+        Json::Number(n) => Ok(Ok(n.to_string())),
+        Json::Object(mut o) => match o.remove("error") {
+            Some(Json::String(message)) => Ok(Err(core::RowError {
+                message,
+                retryable: o.get("retryable").and_then(Json::as_bool).unwrap_or(false),
+            })),
+            _ => match o.remove("id") {
+                Some(Json::String(id)) => Ok(Ok(id)),
+                None | Some(Json::Null) => Ok(Ok(op.id().to_owned())),
+                Some(other) => Err(format!("a write's id must be a string, not {other}")),
+            },
+        },
+        other => Err(format!(
+            "a write's result must be the row's id, null or an error, not {other}"
+        )),
+    }
 }
 
 impl Adapter for Bridge {
@@ -386,7 +483,7 @@ impl Adapter for Bridge {
     }
 
     fn table(&self) -> &str {
-        &self.table
+        &self.target
     }
 
     fn prepare(&self, _create: bool) -> BoxFuture<'_, Result<core::RemoteTable, AdapterError>> {
@@ -402,26 +499,11 @@ impl Adapter for Bridge {
         since: Option<&'a str>,
     ) -> BoxFuture<'a, Result<core::Fetched, AdapterError>> {
         Box::pin(async move {
-            let f = self
+            let text = self
                 .inner
                 .fetch(since.map(str::to_owned))
-                .map_err(|e| self.failed("fetch", e))?;
-            Ok(core::Fetched {
-                rows: f
-                    .rows
-                    .into_iter()
-                    .map(|r| {
-                        match r.invalid {
-                            Some(reason) => core::RemoteRow::invalid(r.id, reason),
-                            None => core::RemoteRow::new(r.id, values(r.fields)),
-                        }
-                        .modified_at(r.modified_at)
-                    })
-                    .collect(),
-                deleted: f.deleted,
-                complete: f.complete,
-                cursor: f.cursor,
-            })
+                .map_err(|e| self.error("fetch", e.to_string()))?;
+            self.fetched(&text).map_err(|e| self.error("fetch", e))
         })
     }
 
@@ -430,53 +512,38 @@ impl Adapter for Bridge {
         ops: &'a [core::RowOp],
     ) -> BoxFuture<'a, Result<Vec<core::RowResult>, AdapterError>> {
         Box::pin(async move {
-            let foreign: Vec<RemoteOp> = ops
-                .iter()
-                .map(|op| match op {
-                    core::RowOp::Create { id, fields } => RemoteOp::Create {
-                        id: id.clone(),
-                        fields: fields
-                            .iter()
-                            .map(|(k, v)| (k.clone(), v.clone().into()))
-                            .collect(),
-                    },
-                    core::RowOp::Update { id, fields } => RemoteOp::Update {
-                        id: id.clone(),
-                        fields: fields
-                            .iter()
-                            .map(|(k, v)| (k.clone(), v.clone().map(Into::into)))
-                            .collect(),
-                    },
-                    core::RowOp::Delete { id } => RemoteOp::Delete { id: id.clone() },
-                })
-                .collect();
-            let results = self
+            let json = serde_json::Value::Array(ops.iter().map(encode_op).collect()).to_string();
+            let text = self
                 .inner
-                .apply(foreign)
-                .map_err(|e| self.failed("apply", e))?;
+                .apply(json)
+                .map_err(|e| self.error("apply", e.to_string()))?;
+            let results = match serde_json::from_str::<serde_json::Value>(&text) {
+                Ok(serde_json::Value::Array(results)) => results,
+                Ok(other) => {
+                    return Err(self.error(
+                        "apply",
+                        format!("apply returned {other}; return one result per write, in order"),
+                    ));
+                }
+                Err(e) => {
+                    return Err(self.error("apply", format!("apply returned malformed JSON: {e}")));
+                }
+            };
             if results.len() != ops.len() {
-                return Err(AdapterError::Request {
-                    system: self.system.clone(),
-                    table: self.table.clone(),
-                    action: "apply".into(),
-                    reason: format!(
+                return Err(self.error(
+                    "apply",
+                    format!(
                         "the adapter returned {} results for {} writes; return one per write, in order",
                         results.len(),
                         ops.len()
                     ),
-                });
+                ));
             }
-            Ok(results
+            results
                 .into_iter()
                 .zip(ops)
-                .map(|(r, op)| match r.error {
-                    None => Ok(r.id.unwrap_or_else(|| op.id().to_owned())),
-                    Some(message) => Err(core::RowError {
-                        message,
-                        retryable: r.retryable,
-                    }),
-                })
-                .collect())
+                .map(|(r, op)| op_result(r, op).map_err(|e| self.error("apply", e)))
+                .collect()
         })
     }
 }
@@ -498,23 +565,35 @@ impl MemoryTable {
         })
     }
 
-    /// Inserts or replaces a row, as another application would.
-    pub fn insert(&self, id: String, fields: HashMap<String, FieldValue>) {
-        self.inner.insert(&id, values(fields));
+    /// Inserts or replaces a row, as another application would. `fields`
+    /// is a JSON object of values in the wire encoding.
+    pub fn insert(&self, id: String, fields: String) -> Result<(), ChittyError> {
+        let fields = wire::decode_fields_text(&wire::Kinds::new(), &fields)?;
+        self.inner.insert(&id, fields);
+        Ok(())
     }
 
-    /// Changes fields of a row (a missing value clears it), as another
+    /// Changes fields of a row (a null value clears it), as another
     /// application would.
-    pub fn update(&self, id: String, fields: HashMap<String, Option<FieldValue>>) {
-        let fields: Vec<(String, Option<core::Value>)> = fields
-            .into_iter()
-            .map(|(k, v)| (k, v.map(Into::into)))
-            .collect();
-        let refs: Vec<(&str, Option<core::Value>)> = fields
+    pub fn update(&self, id: String, fields: String) -> Result<(), ChittyError> {
+        let serde_json::Value::Object(o) = wire::parse(&fields, "fields")? else {
+            return Err(ChittyError::argument("fields must be a JSON object"));
+        };
+        let mut changes: Vec<(String, Option<core::Value>)> = Vec::with_capacity(o.len());
+        for (name, v) in o {
+            let value = if v.is_null() {
+                None
+            } else {
+                Some(wire::decode(None, &name, v)?)
+            };
+            changes.push((name, value));
+        }
+        let refs: Vec<(&str, Option<core::Value>)> = changes
             .iter()
             .map(|(k, v)| (k.as_str(), v.clone()))
             .collect();
         self.inner.update(&id, &refs);
+        Ok(())
     }
 
     /// Deletes a row, as another application would.
@@ -522,18 +601,15 @@ impl MemoryTable {
         self.inner.remove(&id);
     }
 
-    /// Every row.
-    pub fn rows(&self) -> Vec<RemoteRow> {
-        self.inner
+    /// Every row, as a JSON object of row id → fields (wire encoding).
+    pub fn rows_json(&self) -> String {
+        let rows: serde_json::Map<String, serde_json::Value> = self
+            .inner
             .rows()
-            .into_iter()
-            .map(|(id, fields)| RemoteRow {
-                id,
-                fields: fields.into_iter().map(|(k, v)| (k, v.into())).collect(),
-                modified_at: None,
-                invalid: None,
-            })
-            .collect()
+            .iter()
+            .map(|(id, fields)| (id.clone(), wire::encode_fields(fields)))
+            .collect();
+        serde_json::Value::Object(rows).to_string()
     }
 
     /// How many writes the engine made to the table (0 after a dry run).
@@ -551,7 +627,12 @@ impl Replica {
         Ok(BindingAdded {
             key: added.key.to_string(),
             made_writer: added.made_writer,
-            admin_must_run: added.admin_must_run,
+            needs_admin: added.admin_must_run.map(|_| {
+                format!(
+                    "an admin of registry '{}' must make key {} a writer (set_member with role writer)",
+                    spec.registry, added.key
+                )
+            }),
         })
     }
 
@@ -600,12 +681,7 @@ impl Replica {
             .core()
             .connect_binding(&name, &chittysync_adapters::kinds())
             .await?;
-        let table = adapter
-            .prepare(create)
-            .await
-            .map_err(|e| ChittyError::Adapter {
-                message: e.to_string(),
-            })?;
+        let table = adapter.prepare(create).await.map_err(ChittyError::from)?;
         let (incremental, full_compare_reason) = match table.change_tracking {
             core::ChangeTracking::FullCompare { reason } => (false, Some(reason)),
             _ => (true, None),
@@ -618,14 +694,14 @@ impl Replica {
         })
     }
 
-    /// Runs a stored Postgres binding once: plan, then (unless a dry run)
-    /// the writes on both sides.
+    /// Runs a stored binding once through the adapter of its kind (e.g.
+    /// Postgres): plan, then (unless a dry run) the writes on both sides.
     pub async fn run_mirror(
         &self,
         name: String,
-        settings: SyncSettings,
+        settings: MirrorOptions,
         progress: Arc<dyn ProgressListener>,
-    ) -> Result<SyncOutcome, ChittyError> {
+    ) -> Result<MirrorReport, ChittyError> {
         let replica = self.core();
         let adapter = replica
             .connect_binding(&name, &chittysync_adapters::kinds())
@@ -643,14 +719,20 @@ impl Replica {
 
     /// Runs binding `name` once through an adapter written in the foreign
     /// language.
-    pub async fn sync_foreign(
+    pub async fn run_mirror_foreign(
         &self,
         name: String,
         adapter: Arc<dyn ForeignAdapter>,
-        settings: SyncSettings,
+        settings: MirrorOptions,
         progress: Arc<dyn ProgressListener>,
-    ) -> Result<SyncOutcome, ChittyError> {
-        let bridge = Bridge::new(adapter);
+    ) -> Result<MirrorReport, ChittyError> {
+        // The bound registry's types decode the adapter's values; an unknown
+        // binding is reported by the run itself.
+        let kinds = match self.core().binding(&name)? {
+            Some(b) => wire::kinds(&self.core().registry(&b.registry)?.schema()),
+            None => wire::Kinds::new(),
+        };
+        let bridge = Bridge::new(adapter, kinds);
         let report = self
             .core()
             .run_mirror(&name, &bridge, &settings.into(), &Progress(progress))
@@ -659,13 +741,13 @@ impl Replica {
     }
 
     /// Runs binding `name` once against an in-memory table.
-    pub async fn sync_memory(
+    pub async fn run_mirror_memory(
         &self,
         name: String,
         table: Arc<MemoryTable>,
-        settings: SyncSettings,
+        settings: MirrorOptions,
         progress: Arc<dyn ProgressListener>,
-    ) -> Result<SyncOutcome, ChittyError> {
+    ) -> Result<MirrorReport, ChittyError> {
         let report = self
             .core()
             .run_mirror(&name, &table.inner, &settings.into(), &Progress(progress))

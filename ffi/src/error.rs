@@ -1,10 +1,17 @@
 //! One error type for every foreign call, mapped from the core's errors in
-//! one place. Each variant keeps the core's message (which names what
-//! failed and what to do) and the fields a program may branch on.
+//! one place: every core error type, and every variant of each, is matched
+//! here by name. Each variant keeps the core's message (which names what
+//! failed and what to do) and the fields a program may branch on; where the
+//! core's advice names a command-line command, the message says it in this
+//! API's terms instead.
+//!
+//! The core's error enums are `#[non_exhaustive]`, so each match ends with
+//! an arm for variants added after this facade was written: those are
+//! reported as [`ChittyError::Internal`], never as another kind.
 
 use chittysync::{
-    ExportError, ImportError, LookupError, MirrorError, OpenError, PeerError, StoreError,
-    VerifyError, WriteError,
+    AdapterError, ExportError, IdentityError, ImportError, LookupError, MirrorError, OpenError,
+    PeerError, SchemaError, StoreError, VerifyError, WriteError,
 };
 
 /// What went wrong in a ChittySync call.
@@ -65,15 +72,15 @@ pub enum ChittyError {
         /// The full explanation.
         message: String,
     },
-    /// An adapter binding is missing or wrong, or its remote system failed
-    /// (unreachable, refused, or a table that does not fit).
+    /// An adapter binding is wrong, or its target failed (unreachable,
+    /// refused, or a table that does not fit).
     #[error("{message}")]
     Adapter {
         /// The full explanation (never a secret).
         message: String,
     },
-    /// A sync run stopped before writing: it would delete more rows than
-    /// the binding allows. Run again with `allow_deletes` if intended.
+    /// A mirror run stopped before writing: it would delete more rows than
+    /// the binding allows. Run again allowing deletes if intended.
     #[error("{message}")]
     TooManyDeletes {
         /// The full explanation.
@@ -91,12 +98,96 @@ pub enum ChittyError {
         /// The full explanation.
         message: String,
     },
+    /// A failure this facade does not know (a bug, or a core error added
+    /// after it was written); the message says what happened.
+    #[error("{message}")]
+    Internal {
+        /// The full explanation.
+        message: String,
+    },
 }
 
 impl ChittyError {
     pub(crate) fn argument(message: impl Into<String>) -> Self {
         ChittyError::Argument {
             message: message.into(),
+        }
+    }
+
+    fn unknown(e: impl std::fmt::Display) -> Self {
+        ChittyError::Internal {
+            message: format!("unexpected failure, please report it: {e}"),
+        }
+    }
+}
+
+/// Free-form text from the core (reasons, notes) with its command-line
+/// advice said in this API's terms.
+pub(crate) fn api_terms(text: &str) -> String {
+    const PHRASES: [(&str, &str); 6] = [
+        (
+            "`adapter rm` it first",
+            "remove it with remove_binding first",
+        ),
+        ("(`chittysync whoami` on it)", "(its replica's public_key)"),
+        ("pass its new key with --key", "pass its new key as key"),
+        (
+            "settle them with `chittysync resolve`",
+            "settle them with resolve",
+        ),
+        (
+            "check the plan with --dry-run",
+            "check the plan with a dry run",
+        ),
+        ("rerun with --allow-deletes", "run again allowing deletes"),
+    ];
+    PHRASES
+        .iter()
+        .fold(text.to_owned(), |t, (cli, api)| t.replace(cli, api))
+}
+
+impl From<StoreError> for ChittyError {
+    fn from(e: StoreError) -> Self {
+        let message = e.to_string();
+        match e {
+            StoreError::Sql { .. } | StoreError::Corrupt { .. } | StoreError::TooNew { .. } => {
+                ChittyError::Store { message }
+            }
+            other => ChittyError::unknown(other),
+        }
+    }
+}
+
+impl From<IdentityError> for ChittyError {
+    fn from(e: IdentityError) -> Self {
+        let message = e.to_string();
+        match e {
+            IdentityError::KeyFile { .. } | IdentityError::Random { .. } => ChittyError::Store {
+                message: api_terms(&message),
+            },
+            IdentityError::BadPublicKey { .. } => ChittyError::Argument { message },
+            other => ChittyError::unknown(other),
+        }
+    }
+}
+
+impl From<OpenError> for ChittyError {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::Identity(i) => i.into(),
+            OpenError::Store(s) => s.into(),
+            e @ OpenError::Directory { .. } => ChittyError::Store {
+                message: e.to_string(),
+            },
+            other => ChittyError::unknown(other),
+        }
+    }
+}
+
+impl From<SchemaError> for ChittyError {
+    fn from(e: SchemaError) -> Self {
+        ChittyError::Schema {
+            message: e.to_string(),
         }
     }
 }
@@ -113,15 +204,28 @@ impl From<WriteError> for ChittyError {
                 value: v.value,
                 rule: crate::types::rule_name(&v.rule).to_owned(),
             },
-            WriteError::Schema(_) => ChittyError::Schema { message },
+            WriteError::Schema(s) => s.into(),
             WriteError::BadRecordId { .. } => ChittyError::Argument { message },
             WriteError::NotFound { .. } | WriteError::Deleted { .. } => {
                 ChittyError::NotFound { message }
             }
-            WriteError::NotPermitted { .. }
-            | WriteError::NotOwner { .. }
-            | WriteError::LastAdmin { .. } => ChittyError::NotPermitted { message },
-            _ => ChittyError::Store { message },
+            WriteError::NotPermitted {
+                registry,
+                key,
+                role,
+                needed,
+            } => ChittyError::NotPermitted {
+                message: format!(
+                    "registry '{registry}': key {key} is {} but this needs {needed}; ask an admin of the registry to give it that role (set_member)",
+                    role.as_deref().unwrap_or("not a member")
+                ),
+            },
+            WriteError::NotOwner { .. } | WriteError::LastAdmin { .. } => {
+                ChittyError::NotPermitted { message }
+            }
+            WriteError::Store(s) => s.into(),
+            WriteError::Internal(_) => ChittyError::Internal { message },
+            other => ChittyError::unknown(other),
         }
     }
 }
@@ -130,66 +234,147 @@ impl From<ImportError> for ChittyError {
     fn from(e: ImportError) -> Self {
         let message = e.to_string();
         match e {
-            ImportError::Store(_) | ImportError::File { .. } => ChittyError::Store { message },
-            _ => ChittyError::Refused { message },
+            ImportError::Malformed { .. }
+            | ImportError::BadSignature { .. }
+            | ImportError::ForgedActor { .. }
+            | ImportError::NotAuthorised { .. }
+            | ImportError::MissingDependencies { .. }
+            | ImportError::UnknownRegistry { .. } => ChittyError::Refused { message },
+            ImportError::File { .. } => ChittyError::Store { message },
+            ImportError::Store(s) => s.into(),
+            other => ChittyError::unknown(other),
+        }
+    }
+}
+
+impl From<ExportError> for ChittyError {
+    fn from(e: ExportError) -> Self {
+        match e {
+            ExportError::MissingSignature { registry, change } => ChittyError::Verify {
+                message: format!(
+                    "registry {registry}: change {change} has no stored signature (the store is damaged); verify names what else is"
+                ),
+            },
+            e @ ExportError::File { .. } => ChittyError::Store {
+                message: e.to_string(),
+            },
+            ExportError::Store(s) => s.into(),
+            other => ChittyError::unknown(other),
         }
     }
 }
 
 impl From<LookupError> for ChittyError {
     fn from(e: LookupError) -> Self {
-        let message = e.to_string();
         match e {
-            LookupError::Store(_) => ChittyError::Store { message },
-            _ => ChittyError::NotFound { message },
+            LookupError::NotFound { name } => ChittyError::NotFound {
+                message: format!(
+                    "no registry named '{name}' in this replica; registries lists them, import_bundle brings one from a bundle"
+                ),
+            },
+            e @ LookupError::Ambiguous { .. } => ChittyError::NotFound {
+                message: e.to_string(),
+            },
+            LookupError::Store(s) => s.into(),
+            other => ChittyError::unknown(other),
         }
     }
 }
 
 impl From<VerifyError> for ChittyError {
     fn from(e: VerifyError) -> Self {
-        ChittyError::Verify {
-            message: e.to_string(),
+        let message = e.to_string();
+        match e {
+            VerifyError::Undecodable { .. }
+            | VerifyError::ChangeHash { .. }
+            | VerifyError::Unsigned { .. }
+            | VerifyError::Missing { .. }
+            | VerifyError::BadSignature { .. }
+            | VerifyError::ForgedActor { .. }
+            | VerifyError::NotAuthorised { .. }
+            | VerifyError::Genesis { .. }
+            | VerifyError::AdminIndex { .. }
+            | VerifyError::Journal { .. }
+            | VerifyError::Checkpoint { .. }
+            | VerifyError::Attestation { .. } => ChittyError::Verify {
+                message: api_terms(&message),
+            },
+            VerifyError::Lookup(l) => l.into(),
+            VerifyError::Store(s) => s.into(),
+            other => ChittyError::unknown(other),
+        }
+    }
+}
+
+impl From<AdapterError> for ChittyError {
+    fn from(e: AdapterError) -> Self {
+        let message = api_terms(&e.to_string());
+        match e {
+            AdapterError::Connect { .. }
+            | AdapterError::Request { .. }
+            | AdapterError::Mismatch { .. }
+            | AdapterError::Config(_) => ChittyError::Adapter { message },
+            other => ChittyError::unknown(other),
         }
     }
 }
 
 impl From<MirrorError> for ChittyError {
     fn from(e: MirrorError) -> Self {
-        let message = e.to_string();
+        let message = api_terms(&e.to_string());
         match e {
-            MirrorError::Write(w) => w.into(),
+            MirrorError::NoBinding { name } => ChittyError::NotFound {
+                message: format!("no adapter binding named '{name}'; bindings lists them"),
+            },
+            MirrorError::BadBinding { .. }
+            | MirrorError::UnknownKind { .. }
+            | MirrorError::MissingSecret { .. }
+            | MirrorError::Adapter { .. } => ChittyError::Adapter { message },
+            MirrorError::NotWriter {
+                binding,
+                registry,
+                key,
+            } => ChittyError::NotPermitted {
+                message: format!(
+                    "adapter binding '{binding}' cannot write to registry '{registry}': its key {key} is not a writer; an admin of the registry must make it one (set_member with role writer)"
+                ),
+            },
+            MirrorError::TooManyDeletes {
+                binding,
+                deletes,
+                total,
+                limit,
+            } => ChittyError::TooManyDeletes {
+                message: format!(
+                    "adapter binding '{binding}': this run would delete {deletes} of {total} rows (more than the limit of {limit}); check the plan with a dry run, then run again allowing deletes if that is intended"
+                ),
+            },
             MirrorError::Lookup(l) => l.into(),
-            MirrorError::Store(_) => ChittyError::Store { message },
-            MirrorError::TooManyDeletes { .. } => ChittyError::TooManyDeletes { message },
-            MirrorError::NotWriter { .. } => ChittyError::NotPermitted { message },
-            MirrorError::NoBinding { .. } => ChittyError::NotFound { message },
+            MirrorError::Write(w) => w.into(),
+            MirrorError::Store(s) => s.into(),
             MirrorError::Identity(_) => ChittyError::Store { message },
-            _ => ChittyError::Adapter { message },
+            other => ChittyError::unknown(other),
         }
     }
 }
 
 impl From<PeerError> for ChittyError {
     fn from(e: PeerError) -> Self {
-        let message = e.to_string();
+        let message = api_terms(&e.to_string());
         match e {
-            PeerError::Store(_) => ChittyError::Store { message },
+            PeerError::Connect { peer, reason } => ChittyError::Network {
+                message: format!(
+                    "could not connect to {peer}: {reason}; check the address and that a replica serves there"
+                ),
+            },
+            PeerError::Connection { .. } | PeerError::Listen { .. } => {
+                ChittyError::Network { message }
+            }
             PeerError::Refused { .. } | PeerError::RefusedByPeer { .. } => {
                 ChittyError::Refused { message }
             }
-            _ => ChittyError::Network { message },
+            PeerError::Store(s) => s.into(),
+            other => ChittyError::unknown(other),
         }
     }
 }
-
-macro_rules! store_errors {
-    ($($t:ty),*) => {$(
-        impl From<$t> for ChittyError {
-            fn from(e: $t) -> Self {
-                ChittyError::Store { message: e.to_string() }
-            }
-        }
-    )*};
-}
-store_errors!(OpenError, StoreError, ExportError);

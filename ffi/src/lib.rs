@@ -4,6 +4,11 @@
 //! It is thin on purpose: every operation is one call into the `chittysync`
 //! crate, with values converted at the boundary. The core knows nothing of
 //! UniFFI; errors are mapped in one place ([`ChittyError`]).
+//!
+//! Values cross to the Python and Node packages as JSON in one encoding
+//! (the `wire` module), converted here by each field's type, so the two
+//! packages are thin sugar over one behaviour; `bindings/vectors.json`
+//! holds the cases both test suites run.
 
 // The error crosses the boundary by value (UniFFI lifts it field by field),
 // so it cannot be boxed to make it small.
@@ -15,6 +20,7 @@ mod peers;
 mod registry;
 mod replica;
 mod types;
+mod wire;
 
 pub use adapters::*;
 pub use error::ChittyError;

@@ -1,4 +1,4 @@
-//! Peer sync: one round with a peer, serving as a hub, and a stream of the
+//! Peers: one round with a peer, serving as a hub, and a stream of the
 //! changes peers deliver.
 
 use std::sync::{Arc, Mutex};
@@ -10,9 +10,9 @@ use crate::ChittyError;
 use crate::replica::Replica;
 use crate::types::public_key;
 
-/// What one sync round moved in one registry.
+/// What one round with a peer moved in one registry.
 #[derive(Clone, Debug, uniffi::Record)]
-pub struct RegistrySynced {
+pub struct PeerRegistryReport {
     /// The registry's id.
     pub registry: String,
     /// Its name.
@@ -25,13 +25,13 @@ pub struct RegistrySynced {
     pub refused: Option<String>,
 }
 
-/// What one sync round with a peer moved.
+/// What one round with a peer moved.
 #[derive(Clone, Debug, uniffi::Record)]
-pub struct PeerSyncSummary {
+pub struct PeerReport {
     /// The peer's public key, as it proved it.
     pub peer: String,
     /// Per registry.
-    pub registries: Vec<RegistrySynced>,
+    pub registries: Vec<PeerRegistryReport>,
     /// Bytes sent on the wire.
     pub bytes_sent: u64,
     /// Bytes received on the wire.
@@ -40,14 +40,14 @@ pub struct PeerSyncSummary {
     pub duration_ms: u64,
 }
 
-impl From<core::PeerReport> for PeerSyncSummary {
+impl From<core::PeerReport> for PeerReport {
     fn from(r: core::PeerReport) -> Self {
-        PeerSyncSummary {
+        PeerReport {
             peer: r.peer.to_string(),
             registries: r
                 .registries
                 .into_iter()
-                .map(|g| RegistrySynced {
+                .map(|g| PeerRegistryReport {
                     registry: g.registry.to_string(),
                     name: g.name,
                     changes_in: g.changes_in as u64,
@@ -135,7 +135,7 @@ impl Replica {
 
 #[uniffi::export(async_runtime = "tokio")]
 impl Replica {
-    /// Runs one sync round with the peer at `address` (`host:port`). With
+    /// Runs one round with the peer at `address` (`host:port`). With
     /// `key`, the peer must prove that key; without it, the key it proves
     /// first is pinned for its address (trust on first use). `registries`
     /// limits the round to those (empty: every registry shared with it).
@@ -145,7 +145,7 @@ impl Replica {
         key: Option<String>,
         registries: Vec<String>,
         timeout_secs: Option<u64>,
-    ) -> Result<PeerSyncSummary, ChittyError> {
+    ) -> Result<PeerReport, ChittyError> {
         let mut peer = core::Peer::new(address);
         if let Some(k) = key {
             peer = peer.with_key(public_key(&k)?);

@@ -10,6 +10,7 @@ use crate::types::{
     AttestationStatus, AuditEntry, AuditFilter, Conflict, FieldValue, Member, Record, Role,
     change_hash, public_key,
 };
+use crate::wire;
 
 /// A registry in a replica. Every write is one signed change, durable when
 /// the call returns.
@@ -68,12 +69,21 @@ impl Registry {
         })?)
     }
 
+    /// The JSON entry point the Python and Node packages use: creates a
+    /// record (`id` none: a new UUIDv7) or updates the given fields of an
+    /// existing one. `fields` is a JSON object of values in the wire
+    /// encoding (see the `wire` module: `$int`, `$decimal`, `$set`, `$json`
+    /// tags), converted by each field's type. Returns the record's id.
+    pub fn put_json(&self, id: Option<String>, fields: String) -> Result<String, ChittyError> {
+        let fields = wire::decode_fields_text(&wire::kinds(&self.inner.schema()), &fields)?;
+        Ok(self.inner.put(id.as_deref(), fields)?)
+    }
+
     /// Writes many records given as a JSON array of objects as one signed
     /// change: all land, or none do. An object's `_id` names the record
-    /// (absent: a new one); other keys are fields, their values converted by
-    /// the field's type (numbers, strings, booleans, arrays of options, any
-    /// JSON for json fields). The fast path for bulk writes from languages
-    /// with a native JSON codec. Returns the ids in order, as a JSON array.
+    /// (absent: a new one); other keys are fields in the wire encoding,
+    /// converted by the field's type exactly as `put_json` does. Returns the
+    /// ids in order, as a JSON array.
     pub fn put_many_json(&self, records: String) -> Result<String, ChittyError> {
         let parsed: Vec<serde_json::Map<String, serde_json::Value>> =
             serde_json::from_str(&records).map_err(|e| {
@@ -81,28 +91,20 @@ impl Registry {
                     "records must be a JSON array of objects ({e}); nothing was written"
                 ))
             })?;
-        let schema = self.inner.schema();
+        let kinds = wire::kinds(&self.inner.schema());
         let mut records = Vec::with_capacity(parsed.len());
         for mut object in parsed {
             let id = match object.remove("_id") {
                 Some(serde_json::Value::String(id)) => Some(id),
-                _ => None,
-            };
-            let mut fields = Vec::with_capacity(object.len());
-            for (name, v) in object {
-                if v.is_null() {
+                None | Some(serde_json::Value::Null) => None,
+                Some(other) => {
                     return Err(ChittyError::argument(format!(
-                        "field '{name}' is null; leave it out, or clear it with unset; nothing was written"
+                        "a record's _id must be a string, not {other}; nothing was written"
                     )));
                 }
-                // A json field keeps its JSON as given (an array of strings
-                // would otherwise read as a set of options).
-                let value = match schema.get(&name).map(|d| d.field_type) {
-                    Some(core::FieldKind::Json) => core::Value::Json(v.to_string()),
-                    _ => core::Value::from_json(&v),
-                };
-                fields.push((name, value));
-            }
+            };
+            let fields = wire::decode_fields(&kinds, object)
+                .map_err(|e| ChittyError::argument(format!("{e}; nothing was written")))?;
             records.push((id, fields));
         }
         let ids = self.inner.write(|w| {
@@ -114,21 +116,81 @@ impl Registry {
         Ok(serde_json::to_string(&ids).expect("strings serialize"))
     }
 
-    /// Live records matching the filters (as `list`) as one JSON array of
-    /// `{"id", "fields", "conflicted"}` objects: the fast path for reading
-    /// many records from languages with a native JSON codec. Decimals come
-    /// as strings, multi-selects as arrays, json fields as JSON.
-    pub fn list_json(&self, filters: HashMap<String, String>) -> String {
+    /// A record by id (deleted records too), as JSON
+    /// `{"id", "fields", "deleted", "conflicted"}` with values in the wire
+    /// encoding; none if there is no such record.
+    pub fn get_json(&self, id: String) -> Option<String> {
+        self.inner
+            .get(&id)
+            .map(|r| wire::encode_record(&r).to_string())
+    }
+
+    /// Live records matching the filters, as one JSON array of records
+    /// (as `get_json`). `filters` is a JSON object of field → value in the
+    /// wire encoding; a record matches when every field equals its value (a
+    /// multi-select when it holds it).
+    pub fn list_json(&self, filters: String) -> Result<String, ChittyError> {
+        let filters = wire::decode_fields_text(&wire::kinds(&self.inner.schema()), &filters)?;
         let query = filters
             .into_iter()
-            .fold(core::Query::all(), |q, (f, v)| q.filter(f, v));
-        let records: Vec<JsonRecord> = self
+            .fold(core::Query::all(), |q, (f, v)| q.filter(f, v.to_string()));
+        let records: Vec<serde_json::Value> = self
             .inner
             .list(&query)
-            .into_iter()
-            .map(JsonRecord)
+            .iter()
+            .map(wire::encode_record)
             .collect();
-        serde_json::to_string(&records).expect("records serialize")
+        Ok(serde_json::Value::Array(records).to_string())
+    }
+
+    /// Settles a conflict by writing the chosen value (one wire-encoded
+    /// JSON value) as a new change.
+    pub fn resolve_json(
+        &self,
+        record: String,
+        field: String,
+        value: String,
+    ) -> Result<(), ChittyError> {
+        let kinds = wire::kinds(&self.inner.schema());
+        let value = wire::decode(
+            kinds.get(&field).copied(),
+            &field,
+            wire::parse(&value, "the value")?,
+        )?;
+        Ok(self.inner.resolve(&record, &field, value)?)
+    }
+
+    /// Every field with concurrent values, as a JSON array of
+    /// `{"record", "field", "policy", "candidates": [{"value", "author",
+    /// "time", "change"}], "chosen"}`, values in the wire encoding.
+    pub fn conflicts_json(&self) -> String {
+        let conflicts: Vec<serde_json::Value> = self
+            .inner
+            .conflicts()
+            .into_iter()
+            .map(|c| {
+                let candidates: Vec<serde_json::Value> = c
+                    .candidates
+                    .iter()
+                    .map(|x| {
+                        serde_json::json!({
+                            "value": wire::encode(&x.value),
+                            "author": x.author.map(|k| k.to_string()),
+                            "time": x.time,
+                            "change": x.change.to_string(),
+                        })
+                    })
+                    .collect();
+                serde_json::json!({
+                    "record": c.record,
+                    "field": c.field,
+                    "policy": c.policy.name(),
+                    "candidates": candidates,
+                    "chosen": c.chosen,
+                })
+            })
+            .collect();
+        serde_json::Value::Array(conflicts).to_string()
     }
 
     /// Clears fields of a record.
@@ -261,38 +323,4 @@ pub struct RecordInput {
     pub id: Option<String>,
     /// The fields to set.
     pub fields: HashMap<String, FieldValue>,
-}
-
-/// A record serialized straight to JSON, without building a JSON tree.
-struct JsonRecord(core::Record);
-
-impl serde::Serialize for JsonRecord {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let r = &self.0;
-        let mut map = s.serialize_map(Some(3))?;
-        map.serialize_entry("id", &r.id)?;
-        map.serialize_entry("fields", &JsonFields(&r.fields))?;
-        map.serialize_entry("conflicted", &r.conflicted)?;
-        map.end()
-    }
-}
-
-struct JsonFields<'a>(&'a std::collections::BTreeMap<String, core::Value>);
-
-impl serde::Serialize for JsonFields<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut map = s.serialize_map(Some(self.0.len()))?;
-        for (name, value) in self.0 {
-            match value {
-                core::Value::Text(t) | core::Value::Decimal(t) => map.serialize_entry(name, t)?,
-                core::Value::Integer(i) => map.serialize_entry(name, i)?,
-                core::Value::Bool(b) => map.serialize_entry(name, b)?,
-                core::Value::Set(set) => map.serialize_entry(name, set)?,
-                other => map.serialize_entry(name, &other.to_json())?,
-            }
-        }
-        map.end()
-    }
 }

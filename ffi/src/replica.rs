@@ -61,9 +61,7 @@ impl Replica {
         } else {
             core::Schema::from_toml(&schema)
         }
-        .map_err(|e| ChittyError::Schema {
-            message: e.to_string(),
-        })?;
+        .map_err(ChittyError::from)?;
         Ok(Registry::wrap(self.inner.create_registry(&name, parsed)?))
     }
 

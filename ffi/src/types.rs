@@ -20,7 +20,8 @@ pub enum FieldValue {
         /// The number.
         value: i64,
     },
-    /// An exact decimal number in canonical text form, e.g. `"19.99"`.
+    /// An exact decimal number in canonical text form, e.g. `"19.99"`
+    /// (exponent form such as `"1.5e3"` is accepted and expanded).
     Decimal {
         /// The number as text.
         value: String,
@@ -65,7 +66,9 @@ impl From<FieldValue> for core::Value {
         match v {
             FieldValue::Text { value } => core::Value::Text(value),
             FieldValue::Integer { value } => core::Value::Integer(value),
-            FieldValue::Decimal { value } => core::Value::Decimal(value),
+            FieldValue::Decimal { value } => {
+                core::Value::Decimal(crate::wire::plain_decimal(&value).unwrap_or(value))
+            }
             FieldValue::Bool { value } => core::Value::Bool(value),
             FieldValue::Set { values } => core::Value::Set(values.into_iter().collect()),
             FieldValue::Json { value } => core::Value::Json(value),
@@ -581,7 +584,7 @@ impl From<core::AttestationStatus> for AttestationStatus {
 pub(crate) fn public_key(hex: &str) -> Result<core::PublicKey, ChittyError> {
     hex.parse().map_err(|e| {
         ChittyError::argument(format!(
-            "'{hex}' is not a public key ({e}); give the 64 hex digits `whoami` prints"
+            "'{hex}' is not a public key ({e}); give the 64 hex digits a replica's public_key returns"
         ))
     })
 }
@@ -589,7 +592,7 @@ pub(crate) fn public_key(hex: &str) -> Result<core::PublicKey, ChittyError> {
 pub(crate) fn change_hash(hex: &str) -> Result<core::ChangeHash, ChittyError> {
     hex.parse().map_err(|_| {
         ChittyError::argument(format!(
-            "'{hex}' is not a change hash; give 64 hex digits, as `heads` returns"
+            "'{hex}' is not a change hash; give 64 hex digits, as heads returns"
         ))
     })
 }

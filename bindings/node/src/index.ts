@@ -10,45 +10,38 @@ import {
   AuditFilter,
   BindingSpec,
   ChittyError as NativeError,
-  MemoryTable,
-  RemoteFetch,
-  RemoteOpResult,
-  RemoteRow,
-  SyncDirection,
-  SyncSettings,
+  MemoryTable as NativeMemoryTable,
+  MirrorDirection,
+  MirrorOptions,
   FieldKind,
   FieldSpec,
-  FieldValue,
-  RecordInput,
   Role,
 } from "./generated/index";
 import type {
   ChangeStreamLike,
   HubLike,
-  PeerSyncSummary,
+  InvalidRow,
+  PeerReport,
   RemoteChange,
   RemoteTableInfo,
   BindingAdded,
   ForeignAdapter,
   ProgressListener,
-  RemoteOp,
   AttestationStatus,
   AuditEntry,
-  Candidate as NativeCandidate,
-  Conflict as NativeConflict,
   ImportSummary,
   Member,
-  Record as NativeRecord,
   RegistryInfo,
   RegistryLike,
   ReplicaLike,
   VerifySummary,
 } from "./generated/index";
 
-export { native, FieldKind, MemoryTable, Role };
+export { native, FieldKind, Role };
 export type {
   HubLike as Hub,
-  PeerSyncSummary,
+  InvalidRow,
+  PeerReport,
   RemoteChange,
   RemoteTableInfo,
   BindingAdded,
@@ -74,7 +67,14 @@ export function decimal(value: string | number): Decimal {
   return new Decimal(String(value));
 }
 
-/** What a field holds, as JavaScript sees it. */
+/**
+ * What a field holds, as JavaScript sees it: integers as numbers (bigint
+ * beyond 2^53, exact to 64 bits), decimals as `Decimal` (a non-integer
+ * number is taken as a decimal too), multi-selects as a `Set` of options,
+ * JSON documents as arrays and objects (stored with their keys sorted).
+ * What a value means for a field is decided once, in Rust, for Node and
+ * Python alike (`bindings/vectors.json` holds the cases both suites run).
+ */
 export type Value =
   | string
   | number
@@ -82,7 +82,7 @@ export type Value =
   | boolean
   | Decimal
   | Set<string>
-  | string[]
+  | unknown[]
   | { [key: string]: unknown };
 
 /** The kinds of ChittySync errors (see the Rust `ChittyError`). */
@@ -97,7 +97,8 @@ export type ErrorKind =
   | "Adapter"
   | "TooManyDeletes"
   | "Network"
-  | "Store";
+  | "Store"
+  | "Internal";
 
 /**
  * A ChittySync failure. `kind` says which; the message names what failed
@@ -139,71 +140,58 @@ function call<T>(f: () => T): T {
   }
 }
 
-/** Converts a JavaScript value to a field value. */
-export function toNative(value: Value): FieldValue {
-  if (value instanceof Decimal) return FieldValue.Decimal.new({ value: value.value });
-  if (typeof value === "boolean") return FieldValue.Bool.new({ value });
-  if (typeof value === "bigint") return FieldValue.Integer.new({ value });
+const SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
+/** A JavaScript value in the wire encoding (see ffi/src/wire.rs); what it means for a field is decided in Rust by the field's type. */
+function encode(value: Value | null | undefined): unknown {
+  if (value === null || value === undefined) return null;
+  if (value instanceof Decimal) return { $decimal: value.value };
+  if (typeof value === "bigint") {
+    return value >= -SAFE && value <= SAFE ? Number(value) : { $int: value.toString() };
+  }
   if (typeof value === "number") {
-    return Number.isInteger(value)
-      ? FieldValue.Integer.new({ value: BigInt(value) })
-      : FieldValue.Decimal.new({ value: String(value) });
+    if (!Number.isInteger(value)) return { $decimal: String(value) };
+    return Number.isSafeInteger(value) ? value : { $int: BigInt(value).toString() };
   }
-  if (typeof value === "string") return FieldValue.Text.new({ value });
-  if (value instanceof Set || Array.isArray(value)) {
-    return FieldValue.Set.new({ values: [...value].map(String).sort() });
-  }
-  if (value !== null && typeof value === "object") {
-    return FieldValue.Json.new({ value: JSON.stringify(value) });
-  }
+  if (typeof value === "string" || typeof value === "boolean") return value;
+  if (value instanceof Set) return { $set: [...value].map(String).sort() };
+  if (typeof value === "object") return { $json: value };
   throw new TypeError(
-    `cannot store ${value === null ? "null" : typeof value} in a field; use a string, number, bigint, boolean, decimal(), a Set of options, or an object for JSON`,
+    `cannot store ${typeof value} in a field; use a string, number, bigint, boolean, decimal(), a Set of options, or an array or object for JSON`,
   );
 }
 
-/** Converts a field value to JavaScript: integers as numbers (bigint beyond 2^53), decimals as `Decimal`, multi-selects as `Set`. */
-export function fromNative(value: FieldValue): unknown {
-  const v = value as unknown as { tag: string; inner: { value?: unknown; values?: string[] } };
-  switch (v.tag) {
-    case "Integer": {
-      const n = v.inner.value as bigint;
-      return n >= BigInt(Number.MIN_SAFE_INTEGER) && n <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(n) : n;
+/** A wire value as JavaScript. */
+function decode(value: unknown): unknown {
+  if (value !== null && typeof value === "object" && !Array.isArray(value)) {
+    const keys = Object.keys(value);
+    if (keys.length === 1) {
+      const inner = (value as { [k: string]: unknown })[keys[0]];
+      switch (keys[0]) {
+        case "$int":
+          return BigInt(inner as string);
+        case "$decimal":
+          return new Decimal(inner as string);
+        case "$set":
+          return new Set(inner as string[]);
+        case "$json":
+          return inner;
+      }
     }
-    case "Decimal":
-      return new Decimal(v.inner.value as string);
-    case "Set":
-      return new Set(v.inner.values);
-    case "Json":
-      return JSON.parse(v.inner.value as string);
-    default:
-      return v.inner.value;
-  }
-}
-
-/** A JavaScript value as the JSON the bulk path converts by field type. */
-function toJson(value: Value): unknown {
-  if (value instanceof Decimal) return value.value;
-  if (typeof value === "bigint") {
-    return value >= BigInt(Number.MIN_SAFE_INTEGER) && value <= BigInt(Number.MAX_SAFE_INTEGER)
-      ? Number(value)
-      : String(value);
-  }
-  if (typeof value === "number" && !Number.isInteger(value)) return String(value);
-  if (value instanceof Set) return [...value].map(String).sort();
-  if (value === null || value === undefined) {
-    throw new TypeError("cannot store null in a field; unset the field instead");
   }
   return value;
 }
 
-/** Fields as native values; an array for a json field stays JSON (else it is a set of options). */
-function fieldsOf(values: { [name: string]: Value }, jsonFields: Set<string> = new Set()): Map<string, FieldValue> {
-  return new Map(
-    Object.entries(values).map(([k, v]) => [
-      k,
-      Array.isArray(v) && jsonFields.has(k) ? FieldValue.Json.new({ value: JSON.stringify(v) }) : toNative(v),
-    ]),
-  );
+function dumps(fields: { [name: string]: Value | null | undefined }): string {
+  const o: { [k: string]: unknown } = {};
+  for (const [k, v] of Object.entries(fields)) o[k] = encode(v);
+  return JSON.stringify(o);
+}
+
+function fieldsOf(wire: { [name: string]: unknown }): { [name: string]: unknown } {
+  const o: { [k: string]: unknown } = {};
+  for (const [k, v] of Object.entries(wire)) o[k] = decode(v);
+  return o;
 }
 
 /** A record: its id, field values, and whether it is deleted or has conflicting fields. */
@@ -215,10 +203,10 @@ export interface Record_ {
 }
 export type { Record_ as Record };
 
-function record(r: NativeRecord): Record_ {
-  const fields: { [name: string]: unknown } = {};
-  for (const [k, v] of r.fields) fields[k] = fromNative(v);
-  return { id: r.id, fields, deleted: r.deleted, conflicted: [...r.conflicted] };
+type WireRecord = { id: string; fields: { [name: string]: unknown }; deleted: boolean; conflicted: string[] };
+
+function record(r: WireRecord): Record_ {
+  return { id: r.id, fields: fieldsOf(r.fields), deleted: r.deleted, conflicted: r.conflicted };
 }
 
 /** One of several concurrent values of a field. */
@@ -238,18 +226,26 @@ export interface Conflict {
   chosen?: number;
 }
 
-function conflict(c: NativeConflict): Conflict {
+type WireConflict = {
+  record: string;
+  field: string;
+  policy: string;
+  candidates: Array<{ value: unknown; author: string | null; time: number; change: string }>;
+  chosen: number | null;
+};
+
+function conflict(c: WireConflict): Conflict {
   return {
     record: c.record,
     field: c.field,
     policy: c.policy,
-    candidates: c.candidates.map((x: NativeCandidate) => ({
-      value: fromNative(x.value),
-      author: x.author,
-      time: Number(x.time),
+    candidates: c.candidates.map((x) => ({
+      value: decode(x.value),
+      author: x.author ?? undefined,
+      time: x.time,
       change: x.change,
     })),
-    chosen: c.chosen,
+    chosen: c.chosen ?? undefined,
   };
 }
 
@@ -349,10 +345,6 @@ export class Registry {
     return JSON.parse(this.native.schemaJson());
   }
 
-  private jsonFields(): Set<string> {
-    return new Set(this.schema.fields.filter((f) => f.type === "json").map((f) => f.name));
-  }
-
   /** How many live records there are. */
   get size(): number {
     return Number(this.native.len());
@@ -360,7 +352,7 @@ export class Registry {
 
   /** Creates a record (no id: a new one) or updates the given fields of an existing one; returns its id. */
   put(fields: { [name: string]: Value }, id?: string): string {
-    return call(() => this.native.put(id, fieldsOf(fields, this.jsonFields())));
+    return call(() => this.native.putJson(id, dumps(fields)));
   }
 
   /** Writes many records as one signed change: all land, or none do. */
@@ -369,7 +361,7 @@ export class Registry {
     // value per field for thousands of records.
     const objects = records.map((r) => {
       const o: { [k: string]: unknown } = {};
-      for (const [k, v] of Object.entries(r.fields)) o[k] = toJson(v);
+      for (const [k, v] of Object.entries(r.fields)) o[k] = encode(v);
       if (r.id !== undefined) o._id = r.id;
       return o;
     });
@@ -378,27 +370,14 @@ export class Registry {
 
   /** A record by id (deleted ones too, with `deleted` set). */
   get(id: string): Record_ | undefined {
-    const r = this.native.get(id);
-    return r === undefined ? undefined : record(r);
+    const r = this.native.getJson(id);
+    return r === undefined ? undefined : record(JSON.parse(r) as WireRecord);
   }
 
   /** Live records whose fields equal every filter (a multi-select matches when it holds the value). */
-  list(filters: { [field: string]: string | number | boolean } = {}): Record_[] {
-    const m = new Map(Object.entries(filters).map(([k, v]) => [k, String(v)]));
-    const kinds = new Map(this.schema.fields.map((f) => [f.name, f.type]));
-    const records = JSON.parse(this.native.listJson(m)) as Array<{
-      id: string;
-      fields: { [name: string]: unknown };
-      conflicted: string[];
-    }>;
-    return records.map((r) => {
-      for (const [name, value] of Object.entries(r.fields)) {
-        const kind = kinds.get(name);
-        if (kind === "decimal" && typeof value === "string") r.fields[name] = new Decimal(value);
-        else if (kind === "multi_select" && Array.isArray(value)) r.fields[name] = new Set(value);
-      }
-      return { id: r.id, fields: r.fields, deleted: false, conflicted: r.conflicted };
-    });
+  list(filters: { [field: string]: Value } = {}): Record_[] {
+    const records = JSON.parse(call(() => this.native.listJson(dumps(filters)))) as WireRecord[];
+    return records.map(record);
   }
 
   /** Clears fields of a record. */
@@ -413,12 +392,12 @@ export class Registry {
 
   /** Every field with concurrent values, and the policy's pick. */
   conflicts(): Conflict[] {
-    return this.native.conflicts().map(conflict);
+    return (JSON.parse(this.native.conflictsJson()) as WireConflict[]).map(conflict);
   }
 
   /** Settles a conflict by writing the chosen value as a new change. */
   resolve(recordId: string, fieldName: string, value: Value): void {
-    call(() => this.native.resolve(recordId, fieldName, toNative(value)));
+    call(() => this.native.resolveJson(recordId, fieldName, JSON.stringify(encode(value))));
   }
 
   members(): Member[] {
@@ -517,12 +496,12 @@ export class Replica {
     return call(() => this.native.verify(registry));
   }
 
-  /** Binds a registry to an external table; the binding gets its own signing key (made a writer when this replica is an admin). Secrets only by reference: `secretEnv` names an environment variable. */
+  /** Binds a registry to an external target (a table); the binding gets its own signing key (made a writer when this replica is an admin). Secrets only by reference: `secretEnv` names an environment variable. */
   addBinding(spec: {
     name: string;
     registry: string;
     kind: string;
-    table: string;
+    target: string;
     idColumn?: string;
     mapping?: { [field: string]: string };
     keyField?: string;
@@ -535,7 +514,7 @@ export class Replica {
       name: spec.name,
       registry: spec.registry,
       kind: spec.kind,
-      table: spec.table,
+      target: spec.target,
       idColumn: spec.idColumn ?? "id",
       mapping: new Map(Object.entries(spec.mapping ?? {})),
       keyField: spec.keyField,
@@ -555,13 +534,13 @@ export class Replica {
     call(() => this.native.removeBinding(name));
   }
 
-  /** One sync round with the peer at `address` (`host:port`). With `key` the peer must prove it; without, the key it proves first is pinned for the address (trust on first use). */
-  async syncWith(
+  /** One round with the peer at `address` (`host:port`). With `key` the peer must prove it; without, the key it proves first is pinned for the address (trust on first use). */
+  async syncPeer(
     address: string,
     opts: { key?: string; registries?: string[]; timeoutSecs?: number } = {},
-  ): Promise<PeerSyncSummary> {
+  ): Promise<PeerReport> {
     try {
-      return await this.native.syncWith(
+      return await this.native.syncPeer(
         address,
         opts.key,
         opts.registries ?? [],
@@ -598,10 +577,10 @@ export class Replica {
   /**
    * Runs a binding once: plan, then (unless `dryRun`) the writes on both
    * sides. `adapter` is an `Adapter` written in JavaScript, a `MemoryTable`,
-   * or undefined for a stored Postgres binding.
+   * or undefined for a stored binding of a built-in kind (e.g. Postgres).
    */
-  async sync(binding: string, adapter?: Adapter | MemoryTable, opts: SyncRunOptions = {}): Promise<SyncResult> {
-    const settings = SyncSettings.create({
+  async runMirror(binding: string, adapter?: Adapter | MemoryTable, opts: MirrorRunOptions = {}): Promise<MirrorReport> {
+    const options = MirrorOptions.create({
       direction: direction(opts.direction),
       dryRun: opts.dryRun ?? false,
       allowDeletes: opts.allowDeletes ?? false,
@@ -614,9 +593,9 @@ export class Replica {
     };
     let out;
     try {
-      if (adapter === undefined) out = await this.native.syncBinding(binding, settings, listener);
-      else if (adapter instanceof MemoryTable) out = await this.native.syncMemory(binding, adapter, settings, listener);
-      else out = await this.native.syncForeign(binding, bridge(adapter), settings, listener);
+      if (adapter === undefined) out = await this.native.runMirror(binding, options, listener);
+      else if (adapter instanceof MemoryTable) out = await this.native.runMirrorMemory(binding, adapter.native, options, listener);
+      else out = await this.native.runMirrorForeign(binding, bridge(adapter), options, listener);
     } catch (e) {
       throw translate(e);
     }
@@ -624,6 +603,7 @@ export class Replica {
       dryRun: out.dryRun,
       applied: Number(out.applied),
       failed: [...out.failed],
+      invalid: [...out.invalid],
       openConflicts: Number(out.openConflicts),
       plan: JSON.parse(out.reportJson),
     };
@@ -633,23 +613,23 @@ export class Replica {
 /** Which way a binding moves data. */
 export type Direction = "push" | "pull" | "both";
 
-function direction(d?: Direction): SyncDirection | undefined {
+function direction(d?: Direction): MirrorDirection | undefined {
   switch (d) {
     case undefined:
       return undefined;
     case "push":
-      return SyncDirection.Push;
+      return MirrorDirection.Push;
     case "pull":
-      return SyncDirection.Pull;
+      return MirrorDirection.Pull;
     case "both":
-      return SyncDirection.Both;
+      return MirrorDirection.Both;
     default:
       throw new TypeError(`unknown direction '${d}'; use push, pull or both`);
   }
 }
 
-/** How to run a sync. */
-export interface SyncRunOptions {
+/** How to run a mirror. */
+export interface MirrorRunOptions {
   direction?: Direction;
   dryRun?: boolean;
   allowDeletes?: boolean;
@@ -658,20 +638,27 @@ export interface SyncRunOptions {
   progress?: { stage(name: string, total: number): void; advance(n: number): void };
 }
 
-/** What a sync run planned and did; `plan` holds per row the action, side, fields old → new, conflicts, invalid rows and a summary. */
-export interface SyncResult {
+/** What a mirror run planned and did. `invalid` lists the remote rows that could not be taken (`id`, `record`, `field`, `reason`); `plan` holds per row the action, side, fields old → new, conflicts, invalid rows and a summary. */
+export interface MirrorReport {
   dryRun: boolean;
   applied: number;
   failed: string[];
+  invalid: InvalidRow[];
   openConflicts: number;
   plan: { [key: string]: unknown };
 }
 
-/** A row of an adapter's table: its id and values by registry field. */
+/**
+ * A row of an adapter's table: its id and values by registry field (null or
+ * undefined: missing). A row the adapter knows is broken carries `invalid`,
+ * the reason: the mirror reports it on every run until fixed, and neither
+ * mirrors it nor takes it as deleted.
+ */
 export interface Row {
   id: string;
-  fields: { [field: string]: Value };
+  fields?: { [field: string]: Value | null | undefined };
   modifiedAt?: number;
+  invalid?: string;
 }
 
 /** What `Adapter.fetch` returns. */
@@ -697,13 +684,14 @@ export interface RowFailed {
 }
 
 /**
- * An adapter written in JavaScript, driven by the Rust sync engine (plan,
- * dry run, conflict policies, provenance, snapshots). Throw to fail the
- * whole call. In an `update`, a field set to `null` is cleared.
+ * An adapter written in JavaScript, run by the Rust mirror engine (plan,
+ * dry run, conflict policies, provenance, snapshots). `target` is the
+ * table's name. Throw to fail the whole call. In an `update`, a field set
+ * to `null` is cleared.
  */
 export interface Adapter {
   system: string;
-  table: string;
+  target: string;
   columns(): string[];
   fetch(since: string | undefined): Fetch;
   /** Per op: the row's id (undefined: the id proposed), or a `RowFailed`. */
@@ -720,53 +708,88 @@ function guard<T>(f: () => T): T {
   }
 }
 
+/** Spells a JavaScript adapter's rows and results in the wire encoding; the Rust side decodes them by the registry's field types. */
 function bridge(a: Adapter): ForeignAdapter {
   return {
     system: () => String(a.system),
-    table: () => String(a.table),
+    target: () => String(a.target),
     columns: () => guard(() => a.columns().map(String)),
     fetch: (since) =>
       guard(() => {
         const f = a.fetch(since);
-        return RemoteFetch.create({
-          rows: f.rows.map((r) =>
-            RemoteRow.create({
-              id: r.id,
-              fields: new Map(
-                Object.entries(r.fields)
-                  .filter(([, v]) => v !== null && v !== undefined)
-                  .map(([k, v]) => [k, toNative(v)]),
-              ),
-              modifiedAt: r.modifiedAt === undefined ? undefined : BigInt(r.modifiedAt),
-            }),
-          ),
+        return JSON.stringify({
+          rows: f.rows.map((r) => ({
+            id: r.id,
+            fields: JSON.parse(dumps(r.fields ?? {})),
+            modified_at: r.modifiedAt ?? null,
+            invalid: r.invalid ?? null,
+          })),
           deleted: f.deleted ?? [],
           complete: f.complete ?? true,
-          cursor: f.cursor,
+          cursor: f.cursor ?? null,
         });
       }),
-    apply: (ops: RemoteOp[]) =>
+    apply: (ops: string) =>
       guard(() => {
-        const mine: Op[] = ops.map((op) => {
-          const o = op as unknown as { tag: string; inner: { id: string; fields?: Map<string, FieldValue | undefined> } };
-          const fields: { [k: string]: unknown } = {};
-          for (const [k, v] of o.inner.fields ?? new Map()) fields[k] = v === undefined ? null : fromNative(v);
-          switch (o.tag) {
-            case "Create":
-              return { kind: "create", id: o.inner.id, fields };
-            case "Update":
-              return { kind: "update", id: o.inner.id, fields };
+        const wire = JSON.parse(ops) as Array<{ op: string; id: string; fields?: { [k: string]: unknown } }>;
+        const mine: Op[] = wire.map((o) => {
+          const fields = fieldsOf(o.fields ?? {});
+          switch (o.op) {
+            case "create":
+              return { kind: "create", id: o.id, fields };
+            case "update":
+              return { kind: "update", id: o.id, fields };
             default:
-              return { kind: "delete", id: o.inner.id };
+              return { kind: "delete", id: o.id };
           }
         });
-        return a.apply(mine).map((r) =>
-          r === undefined || r === null || typeof r === "string"
-            ? RemoteOpResult.create({ id: r ?? undefined, error: undefined, retryable: false })
-            : RemoteOpResult.create({ id: undefined, error: r.failed, retryable: r.retryable ?? false }),
+        return JSON.stringify(
+          a.apply(mine).map((r) =>
+            r === undefined || r === null || typeof r === "string"
+              ? (r ?? null)
+              : { error: r.failed, retryable: r.retryable ?? false },
+          ),
         );
       }),
   };
+}
+
+/** An in-memory table: the reference adapter, for tests and for comparing a JavaScript adapter's behaviour against. Its `insert`, `update` and `remove` act as another application would. */
+export class MemoryTable {
+  /** The generated low-level object. */
+  readonly native: NativeMemoryTable;
+
+  constructor(name: string) {
+    this.native = new NativeMemoryTable(name);
+  }
+
+  /** Inserts or replaces a row. */
+  insert(id: string, fields: { [field: string]: Value }): void {
+    call(() => this.native.insert(id, dumps(fields)));
+  }
+
+  /** Changes fields of a row; `null` clears a field. */
+  update(id: string, fields: { [field: string]: Value | null }): void {
+    call(() => this.native.update(id, dumps(fields)));
+  }
+
+  /** Deletes a row. */
+  remove(id: string): void {
+    this.native.remove(id);
+  }
+
+  /** Every row: id → fields. */
+  rows(): { [id: string]: { [field: string]: unknown } } {
+    const wire = JSON.parse(this.native.rowsJson()) as { [id: string]: { [k: string]: unknown } };
+    const out: { [id: string]: { [field: string]: unknown } } = {};
+    for (const [id, f] of Object.entries(wire)) out[id] = fieldsOf(f);
+    return out;
+  }
+
+  /** How many writes the engine made to the table (0 after a dry run). */
+  mutatingCalls(): number {
+    return Number(this.native.mutatingCalls());
+  }
 }
 
 /** The changes peers deliver to a replica, as an async iterator of `RemoteChange`. */

@@ -7,14 +7,14 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
-import { MemoryTable, Replica, field, toNative, fromNative } from "../dist/index.js";
+import { MemoryTable, Replica, field } from "../dist/index.js";
 
 const dir = () => mkdtempSync(join(tmpdir(), "chittysync-node-"));
 
 /** A table in a Map, with incremental fetches: outside edits are versioned; the adapter's own writes are not echoed. */
 class MapAdapter {
   system = "js-map";
-  table = "services";
+  target = "services";
   rows = new Map();
   version = 0;
   edited = new Map();
@@ -74,18 +74,16 @@ const comparable = (plan) => ({
 
 const remote = (table) => ({
   write(id, fields) {
-    if (table instanceof MemoryTable) table.insert(id, new Map(Object.entries(fields).map(([k, v]) => [k, toNative(v)])));
+    if (table instanceof MemoryTable) table.insert(id, fields);
     else table.outsideWrite(id, fields);
   },
   update(id, fields) {
-    if (table instanceof MemoryTable) table.update(id, new Map(Object.entries(fields).map(([k, v]) => [k, toNative(v)])));
+    if (table instanceof MemoryTable) table.update(id, fields);
     else table.outsideWrite(id, fields);
   },
   rows() {
     if (table instanceof MemoryTable) {
-      return Object.fromEntries(
-        table.rows().map((r) => [r.id, Object.fromEntries([...r.fields].map(([k, v]) => [k, fromNative(v)]))]),
-      );
+      return table.rows();
     }
     return Object.fromEntries([...table.rows].map(([id, f]) => [id, { ...f }]));
   },
@@ -94,7 +92,7 @@ const remote = (table) => ({
 async function scenario(kind, table) {
   const replica = Replica.open(join(dir(), `${kind}.db`));
   const reg = replica.createRegistry("services", [field("name", "text", { required: true }), field("tier", "integer")]);
-  const added = replica.addBinding({ name: "mirror", registry: "services", kind, table: "services" });
+  const added = replica.addBinding({ name: "mirror", registry: "services", kind, target: "services" });
   assert.equal(added.madeWriter, true);
   const r = remote(table);
   reg.put({ name: "billing", tier: 1 }, "r1");
@@ -103,7 +101,7 @@ async function scenario(kind, table) {
   r.write("bad", { tier: 2 });
 
   const plans = [];
-  const dry = await replica.sync("mirror", table, { dryRun: true });
+  const dry = await replica.runMirror("mirror", table, { dryRun: true });
   plans.push(comparable(dry.plan));
   assert.equal(dry.applied, 0);
   assert.deepEqual(Object.keys(r.rows()).sort(), ["bad", "x1"]);
@@ -111,7 +109,7 @@ async function scenario(kind, table) {
 
   let stages = 0;
   let done = 0;
-  const first = await replica.sync("mirror", table, {
+  const first = await replica.runMirror("mirror", table, {
     progress: { stage: () => stages++, advance: (n) => (done += n) },
   });
   plans.push(comparable(first.plan));
@@ -121,8 +119,8 @@ async function scenario(kind, table) {
   r.update("x1", { tier: 1 });
   reg.put({ tier: 3 }, "r1");
   reg.delete("r2");
-  plans.push(comparable((await replica.sync("mirror", table)).plan));
-  plans.push(comparable((await replica.sync("mirror", table)).plan));
+  plans.push(comparable((await replica.runMirror("mirror", table)).plan));
+  plans.push(comparable((await replica.runMirror("mirror", table)).plan));
   const records = Object.fromEntries(reg.list().map((x) => [x.id, x.fields]));
   return { plans, rows: r.rows(), records, replica, added, reg };
 }
@@ -145,15 +143,15 @@ test("a JavaScript adapter plans and ends like the in-memory table", async () =>
 test("an adapter that throws fails the run with its reason, and nothing is lost", async () => {
   const replica = Replica.open(join(dir(), "a.db"));
   const reg = replica.createRegistry("services", [field("name", "text", { required: true })]);
-  replica.addBinding({ name: "mirror", registry: "services", kind: "js-map", table: "services" });
+  replica.addBinding({ name: "mirror", registry: "services", kind: "js-map", target: "services" });
   reg.put({ name: "billing" }, "r1");
   const unreachable = new MapAdapter();
   unreachable.fetch = () => {
     throw new Error("no answer from the service");
   };
-  await assert.rejects(replica.sync("mirror", unreachable), (e) => e.kind === "Adapter" && e.message.includes("no answer from the service"));
+  await assert.rejects(replica.runMirror("mirror", unreachable), (e) => e.kind === "Adapter" && e.message.includes("no answer from the service"));
   const good = new MapAdapter();
-  await replica.sync("mirror", good);
+  await replica.runMirror("mirror", good);
   assert.deepEqual(Object.fromEntries(good.rows), { r1: { name: "billing" } });
   assert.equal(reg.size, 1);
 });
@@ -161,14 +159,48 @@ test("an adapter that throws fails the run with its reason, and nothing is lost"
 test("bulk deletes stop until allowed", async () => {
   const replica = Replica.open(join(dir(), "a.db"));
   const reg = replica.createRegistry("services", [field("name", "text", { required: true })]);
-  replica.addBinding({ name: "mirror", registry: "services", kind: "js-map", table: "services" });
+  replica.addBinding({ name: "mirror", registry: "services", kind: "js-map", target: "services" });
   const table = new MapAdapter();
   reg.putMany(Array.from({ length: 30 }, (_, i) => ({ id: `r${i}`, fields: { name: `s${i}` } })));
-  await replica.sync("mirror", table);
+  await replica.runMirror("mirror", table);
   assert.equal(table.rows.size, 30);
   for (let i = 0; i < 30; i++) table.outsideDelete(`r${i}`);
-  await assert.rejects(replica.sync("mirror", table), (e) => e.kind === "TooManyDeletes");
+  await assert.rejects(replica.runMirror("mirror", table), (e) => e.kind === "TooManyDeletes");
   assert.equal(reg.size, 30);
-  await replica.sync("mirror", table, { allowDeletes: true });
+  await replica.runMirror("mirror", table, { allowDeletes: true });
   assert.equal(reg.size, 0);
+});
+
+test("a JavaScript adapter reports an invalid row through the public API", async () => {
+  const sheet = {
+    system: "js-sheet",
+    target: "services",
+    rows: { x1: { name: "mail", tier: 1 }, x2: { name: "search", tier: 2 } },
+    ops: [],
+    columns: () => ["id", "name", "tier"],
+    fetch() {
+      const rows = Object.keys(this.rows).sort().map((id) => ({ id, fields: { ...this.rows[id] } }));
+      rows.splice(1, 0, { id: "broken", invalid: "row 3 has a merged cell" });
+      return { rows, complete: true };
+    },
+    apply(ops) {
+      this.ops.push(...ops);
+      return ops.map(() => undefined);
+    },
+  };
+  const replica = Replica.open(join(dir(), "a.db"));
+  const reg = replica.createRegistry("services", [field("name", "text", { required: true }), field("tier", "integer")]);
+  replica.addBinding({ name: "mirror", registry: "services", kind: "js-sheet", target: "services" });
+  let report;
+  for (let run = 0; run < 2; run++) {
+    report = await replica.runMirror("mirror", sheet);
+    assert.deepEqual(report.invalid.map((i) => [i.id, i.reason]), [["broken", "row 3 has a merged cell"]], `run ${run}`);
+    assert.equal(report.plan.summary.invalid, 1);
+    assert.deepEqual(report.failed, []);
+    // The valid rows landed; the invalid one is neither mirrored nor deleted.
+    assert.deepEqual(reg.list().map((r) => r.fields.name).sort(), ["mail", "search"]);
+    assert.equal(reg.get("broken"), undefined);
+    assert.ok(!sheet.ops.some((op) => op.id === "broken" || op.kind === "delete"));
+  }
+  assert.equal(report.applied, 0, "the second run had nothing left to do");
 });

@@ -19,7 +19,7 @@ test("two replicas sync over loopback, and changes stream in", async () => {
   const hub = await a.serve("127.0.0.1:0");
   try {
     const stream = b.changes();
-    const first = await b.syncWith(hub.address(), { key: a.publicKey });
+    const first = await b.syncPeer(hub.address(), { key: a.publicKey });
     assert.equal(first.peer, a.publicKey);
     assert.equal(first.registries[0].name, "services");
     assert.ok(first.registries[0].changesIn > 0n);
@@ -32,16 +32,16 @@ test("two replicas sync over loopback, and changes stream in", async () => {
     const rb = b.registry("services");
     assert.equal(rb.get("r1").fields.name, "billing");
     rb.put({ name: "search" }, "r2");
-    const second = await b.syncWith(hub.address(), { key: a.publicKey });
+    const second = await b.syncPeer(hub.address(), { key: a.publicKey });
     assert.ok(second.registries[0].changesOut > 0n);
     assert.equal(ra.get("r2").fields.name, "search");
     assert.deepEqual(ra.heads(), rb.heads());
     assert.equal(ra.stateDigest(), rb.stateDigest());
 
     const c = Replica.open(join(d, "c.db"));
-    await assert.rejects(c.syncWith(hub.address(), { key: b.publicKey }), (e) => e.kind === "Refused");
+    await assert.rejects(c.syncPeer(hub.address(), { key: b.publicKey }), (e) => e.kind === "Refused");
   } finally {
     hub.shutdown();
   }
-  await assert.rejects(b.syncWith(hub.address(), { key: a.publicKey, timeoutSecs: 5 }), (e) => e.kind === "Network");
+  await assert.rejects(b.syncPeer(hub.address(), { key: a.publicKey, timeoutSecs: 5 }), (e) => e.kind === "Network");
 });

@@ -20,7 +20,7 @@ test("two replicas mirror through a Postgres table", async () => {
 
   const a = Replica.open(join(d, "a.db"));
   const ra = a.createRegistry("services", fields());
-  a.addBinding({ name: "pg", registry: "services", kind: "postgres", table, secretEnv: URL_VAR });
+  a.addBinding({ name: "pg", registry: "services", kind: "postgres", target: table, secretEnv: URL_VAR });
   const info = await a.prepareBinding("pg", true);
   assert.equal(info.incremental, true);
   assert.ok(["id", "name", "tier"].every((c) => info.columns.includes(c)));
@@ -30,21 +30,21 @@ test("two replicas mirror through a Postgres table", async () => {
 
   ra.put({ name: "billing", tier: 1 }, "r1");
   ra.put({ name: "search", tier: 2 }, "r2");
-  const dry = await a.sync("pg", undefined, { dryRun: true });
+  const dry = await a.runMirror("pg", undefined, { dryRun: true });
   assert.equal(dry.plan.summary.remote_create, 2);
   assert.equal(dry.applied, 0);
-  assert.equal((await a.sync("pg")).applied, 2);
+  assert.equal((await a.runMirror("pg")).applied, 2);
 
   const b = Replica.open(join(d, "b.db"));
   const rb = b.createRegistry("services", fields());
-  b.addBinding({ name: "pg", registry: "services", kind: "postgres", table, secretEnv: URL_VAR, direction: "pull" });
-  await b.sync("pg");
+  b.addBinding({ name: "pg", registry: "services", kind: "postgres", target: table, secretEnv: URL_VAR, direction: "pull" });
+  await b.runMirror("pg");
   const state = () => Object.fromEntries(rb.list().map((r) => [r.id, r.fields]));
   assert.deepEqual(state(), { r1: { name: "billing", tier: 1 }, r2: { name: "search", tier: 2 } });
 
   ra.put({ tier: 3 }, "r1");
   ra.delete("r2");
-  await a.sync("pg");
-  await b.sync("pg");
+  await a.runMirror("pg");
+  await b.runMirror("pg");
   assert.deepEqual(state(), { r1: { name: "billing", tier: 3 } });
 });

@@ -78,7 +78,7 @@ test("schema errors are thrown with the same information", () => {
   assert.throws(() => services.put({ name: "x", tier: 9 }), (e) => e.kind === "Invalid" && e.rule === "max");
   assert.throws(() => services.put({ tier: 1 }), (e) => e.kind === "Invalid" && e.rule === "required");
   assert.throws(() => services.delete("nope"), (e) => e.kind === "NotFound");
-  assert.throws(() => services.put({ name: null }), TypeError);
+  assert.throws(() => services.put({ name: null }), (e) => e.kind === "Argument" && e.message.includes("unset"));
   assert.throws(() => field("x", "colour"), TypeError);
   assert.equal(services.size, 1);
 });
@@ -158,5 +158,5 @@ test("an array for a json field stays JSON, on one write and in bulk", () => {
   const [bulk] = services.putMany([{ fields: { name: "search", meta: ["z", "y"] } }]);
   assert.deepEqual(services.get(one).fields.meta, ["b", "a", "a"]);
   assert.deepEqual(services.get(bulk).fields.meta, ["z", "y"]);
-  assert.throws(() => services.putMany([{ fields: { name: "mail", tier: null } }]), TypeError);
+  assert.throws(() => services.putMany([{ fields: { name: "mail", tier: null } }]), (e) => e.kind === "Argument");
 });

@@ -16,7 +16,7 @@ class DictAdapter(cs.Adapter):
     echoed back."""
 
     system = "python-dict"
-    table = "services"
+    target = "services"
 
     def __init__(self):
         self.rows = {}
@@ -95,19 +95,19 @@ class Remote:
 
     def insert(self, id, **fields):
         if isinstance(self.table, cs.MemoryTable):
-            self.table.insert(id, {k: cs.to_native(v) for k, v in fields.items()})
+            self.table.insert(id, fields)
         else:
             self.table.outside_write(id, fields)
 
     def update(self, id, **fields):
         if isinstance(self.table, cs.MemoryTable):
-            self.table.update(id, {k: cs.to_native(v) for k, v in fields.items()})
+            self.table.update(id, fields)
         else:
             self.table.outside_write(id, fields)
 
     def rows(self):
         if isinstance(self.table, cs.MemoryTable):
-            return {r.id: {k: cs.from_native(v) for k, v in r.fields.items()} for r in self.table.rows()}
+            return self.table.rows()
         return {k: dict(v) for k, v in self.table.rows.items()}
 
 
@@ -128,7 +128,7 @@ def scenario(tmp, name, table):
     plans = []
 
     async def run(**kw):
-        result = await replica.sync("mirror", table, **kw)
+        result = await replica.run_mirror("mirror", table, **kw)
         plans.append(comparable(result.plan))
         return result
 
@@ -138,7 +138,7 @@ def scenario(tmp, name, table):
     assert reg.get("x1") is None and len(reg) == 2, "nor locally"
 
     progress = Recorder()
-    first = asyncio.run(replica.sync("mirror", table, progress=progress))
+    first = asyncio.run(replica.run_mirror("mirror", table, progress=progress))
     plans.append(comparable(first.plan))
     assert first.applied > 0 and not first.failed
     assert progress.stages and progress.done > 0
@@ -173,7 +173,7 @@ def test_remote_changes_arrive_signed_by_the_binding_with_provenance(tmp_path):
     added = replica.add_binding("mirror", "services", "python-dict", "services")
     adapter = DictAdapter()
     adapter.outside_write("x1", {"name": "mail"})
-    asyncio.run(replica.sync("mirror", adapter))
+    asyncio.run(replica.run_mirror("mirror", adapter))
     entry = reg.audit()[-1]
     assert entry.author == added.key and entry.author != replica.public_key
     assert "python-dict" in entry.message and "services" in entry.message
@@ -190,12 +190,12 @@ def test_an_adapter_that_raises_fails_its_rows_and_loses_nothing(tmp_path):
     replica.add_binding("mirror", "services", "python-dict", "services")
     reg.put("r1", name="billing")
     broken = Broken()
-    result = asyncio.run(replica.sync("mirror", broken))
+    result = asyncio.run(replica.run_mirror("mirror", broken))
     assert result.applied == 0
     assert len(result.failed) == 1 and "the remote went away" in result.failed[0]
     # A working adapter then syncs everything, with no duplicates.
     good = DictAdapter()
-    asyncio.run(replica.sync("mirror", good))
+    asyncio.run(replica.run_mirror("mirror", good))
     assert good.rows == {"r1": {"name": "billing"}}
     assert len(reg) == 1
 
@@ -206,14 +206,14 @@ def test_bulk_deletes_stop_until_allowed(tmp_path):
     replica.add_binding("mirror", "services", "python-dict", "services")
     adapter = DictAdapter()
     reg.put_many([(f"r{i}", {"name": f"s{i}"}) for i in range(30)])
-    asyncio.run(replica.sync("mirror", adapter))
+    asyncio.run(replica.run_mirror("mirror", adapter))
     assert len(adapter.rows) == 30
     for i in range(30):
         adapter.outside_delete(f"r{i}")
     with pytest.raises(cs.ChittyError.TooManyDeletes):
-        asyncio.run(replica.sync("mirror", adapter))
+        asyncio.run(replica.run_mirror("mirror", adapter))
     assert len(reg) == 30
-    asyncio.run(replica.sync("mirror", adapter, allow_deletes=True))
+    asyncio.run(replica.run_mirror("mirror", adapter, allow_deletes=True))
     assert len(reg) == 0
 
 
@@ -226,5 +226,47 @@ def test_an_adapter_whose_fetch_raises_fails_the_run(tmp_path):
     replica.create_registry("services", [cs.field("name", "text", required=True)])
     replica.add_binding("mirror", "services", "python-dict", "services")
     with pytest.raises(cs.ChittyError.Adapter) as caught:
-        asyncio.run(replica.sync("mirror", Unreachable()))
+        asyncio.run(replica.run_mirror("mirror", Unreachable()))
     assert "TimeoutError: no answer from the service" in caught.value.message
+
+
+def test_a_python_adapter_reports_an_invalid_row_through_the_public_api(tmp_path):
+    class Sheet(cs.Adapter):
+        """A whole-table adapter with one row it cannot read."""
+
+        system = "python-sheet"
+        target = "services"
+
+        def __init__(self):
+            self.rows = {"x1": {"name": "mail", "tier": 1}, "x2": {"name": "search", "tier": 2}}
+            self.ops = []
+
+        def columns(self):
+            return ["id", "name", "tier"]
+
+        def fetch(self, since):
+            rows = [cs.Row(id=k, fields=dict(v)) for k, v in sorted(self.rows.items())]
+            rows.insert(1, cs.Row(id="broken", invalid="row 3 has a merged cell"))
+            return cs.Fetch(rows=rows, complete=True)
+
+        def apply(self, ops):
+            self.ops.extend(ops)
+            return [None for _ in ops]
+
+    replica = cs.Replica(os.fspath(tmp_path / "a.db"))
+    reg = replica.create_registry(
+        "services", [cs.field("name", "text", required=True), cs.field("tier", "integer")]
+    )
+    replica.add_binding("mirror", "services", "python-sheet", "services")
+    sheet = Sheet()
+    for run in range(2):
+        report = asyncio.run(replica.run_mirror("mirror", sheet))
+        assert [(i.id, i.reason) for i in report.invalid] == [("broken", "row 3 has a merged cell")], run
+        assert report.plan["summary"]["invalid"] == 1
+        assert not report.failed
+        # The valid rows landed; the invalid one is neither mirrored nor deleted.
+        assert sorted(r["name"] for r in reg.list()) == ["mail", "search"]
+        assert reg.get("broken") is None
+        assert not any(op.id == "broken" for op in sheet.ops)
+        assert not any(isinstance(op, cs.Delete) for op in sheet.ops)
+    assert report.applied == 0, "the second run had nothing left to do"

@@ -20,7 +20,7 @@ def test_two_replicas_sync_over_loopback_and_changes_stream_in(tmp_path):
         hub = await a.serve("127.0.0.1:0")
         try:
             stream = b.changes()
-            first = await b.sync_with(hub.address(), key=a.public_key)
+            first = await b.sync_peer(hub.address(), key=a.public_key)
             assert first.peer == a.public_key
             assert [(r.name, r.changes_in > 0) for r in first.registries] == [("services", True)]
             arrived = await asyncio.wait_for(stream.next(), 10)
@@ -29,7 +29,7 @@ def test_two_replicas_sync_over_loopback_and_changes_stream_in(tmp_path):
             rb = b.registry("services")
             assert rb.get("r1")["name"] == "billing"
             rb.put("r2", name="search")
-            second = await b.sync_with(hub.address(), key=a.public_key)
+            second = await b.sync_peer(hub.address(), key=a.public_key)
             assert second.registries[0].changes_out > 0
             assert ra.get("r2")["name"] == "search"
             assert ra.heads() == rb.heads() and ra.state_digest() == rb.state_digest()
@@ -37,10 +37,10 @@ def test_two_replicas_sync_over_loopback_and_changes_stream_in(tmp_path):
             # A peer proving another key than the pinned one is refused.
             c = cs.Replica(os.fspath(tmp_path / "c.db"))
             with pytest.raises(cs.ChittyError.Refused):
-                await c.sync_with(hub.address(), key=b.public_key)
+                await c.sync_peer(hub.address(), key=b.public_key)
         finally:
             hub.shutdown()
         with pytest.raises(cs.ChittyError.Network):
-            await b.sync_with(hub.address(), key=a.public_key, timeout=5)
+            await b.sync_peer(hub.address(), key=a.public_key, timeout=5)
 
     asyncio.run(main())

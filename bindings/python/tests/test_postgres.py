@@ -35,15 +35,15 @@ def test_two_replicas_mirror_through_a_postgres_table(tmp_path, pg_url):
 
     ra.put("r1", name="billing", tier=1)
     ra.put("r2", name="search", tier=2)
-    dry = asyncio.run(a.sync("pg", dry_run=True))
+    dry = asyncio.run(a.run_mirror("pg", dry_run=True))
     assert dry.plan["summary"]["remote_create"] == 2 and dry.applied == 0
-    pushed = asyncio.run(a.sync("pg"))
+    pushed = asyncio.run(a.run_mirror("pg"))
     assert pushed.applied == 2 and not pushed.failed
 
     b = cs.Replica(os.fspath(tmp_path / "b.db"))
     rb = b.create_registry("services", fields)
     b.add_binding("pg", "services", "postgres", table, secret_env=URL_VAR, direction="pull")
-    asyncio.run(b.sync("pg"))
+    asyncio.run(b.run_mirror("pg"))
     assert {r.id: r.fields for r in rb.list()} == {
         "r1": {"name": "billing", "tier": 1},
         "r2": {"name": "search", "tier": 2},
@@ -51,6 +51,6 @@ def test_two_replicas_mirror_through_a_postgres_table(tmp_path, pg_url):
 
     ra.put("r1", tier=3)
     ra.delete("r2")
-    asyncio.run(a.sync("pg"))
-    asyncio.run(b.sync("pg"))
+    asyncio.run(a.run_mirror("pg"))
+    asyncio.run(b.run_mirror("pg"))
     assert {r.id: r.fields for r in rb.list()} == {"r1": {"name": "billing", "tier": 3}}

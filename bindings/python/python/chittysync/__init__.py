@@ -8,9 +8,13 @@ everywhere — signed, offline-first, verifiable.
     rid = services.put(name="billing", tier=2)
     print(services.get(rid).fields)        # {'name': 'billing', 'tier': 2}
 
-Field values are plain Python values: ``str``, ``int``, ``bool``,
-``decimal.Decimal`` (or ``float``) for decimals, a ``set`` of options for
-multi-selects and ``dict``/``list`` for JSON fields. Errors are
+Field values are plain Python values: ``str``, ``int`` (exact to 64 bits),
+``bool``, ``decimal.Decimal`` (or ``float``) for decimals, a ``set`` or
+``frozenset`` of options for multi-selects and ``dict``/``list`` for JSON
+fields (stored with their keys sorted). The conversion by field type happens
+once, in Rust, for Python and Node alike (``bindings/vectors.json`` holds the
+cases both test suites run); this module only spells values in the shared
+wire encoding and back. Errors are
 ``ChittyError`` subclasses carrying the same fields as the Rust errors,
 e.g. ``ChittyError.Invalid`` with ``.registry``, ``.record``, ``.field``,
 ``.value`` and ``.rule``.
@@ -31,14 +35,15 @@ from ._native.chittysync_ffi import (  # noqa: F401  (re-exported)
     AttestationStatus,
     BindingAdded,
     BindingSpec,
-    MemoryTable,
-    SyncDirection,
+    InvalidRow,
+    MirrorDirection,
     AuditEffect,
     AuditEntry,
     ChittyError,
     FieldKind,
     ImportSummary,
     Member,
+    PeerReport,
     RegistryInfo,
     Role,
     VerifySummary,
@@ -54,7 +59,9 @@ __all__ = [
     "Row",
     "RowFailed",
     "MemoryTable",
-    "SyncResult",
+    "MirrorReport",
+    "InvalidRow",
+    "PeerReport",
     "Replica",
     "Registry",
     "Record",
@@ -74,65 +81,51 @@ __all__ = [
     "native",
 ]
 
-def to_native(value: Any) -> native.FieldValue:
-    """Converts a Python value to a field value."""
-    if isinstance(value, native.FieldValue):
+_SAFE_INTEGER = 2**53 - 1
+
+
+def _encode(value: Any) -> Any:
+    """A Python value in the wire encoding (see ``ffi/src/wire.rs``); what it
+    means for a field is decided in Rust, by the field's type."""
+    if value is None or isinstance(value, (bool, str)):
         return value
-    if isinstance(value, bool):
-        return native.FieldValue.BOOL(value)
     if isinstance(value, int):
-        return native.FieldValue.INTEGER(value)
+        return value if -_SAFE_INTEGER <= value <= _SAFE_INTEGER else {"$int": str(value)}
     if isinstance(value, decimal.Decimal):
-        return native.FieldValue.DECIMAL(str(value))
+        return {"$decimal": str(value)}
     if isinstance(value, float):
-        return native.FieldValue.DECIMAL(repr(value))
-    if isinstance(value, str):
-        return native.FieldValue.TEXT(value)
+        return {"$decimal": repr(value)}
     if isinstance(value, (set, frozenset)):
-        return native.FieldValue.SET(sorted(str(v) for v in value))
-    if isinstance(value, (dict, list)):
-        return native.FieldValue.JSON(json.dumps(value, separators=(",", ":"), sort_keys=True))
+        return {"$set": sorted(str(v) for v in value)}
+    if isinstance(value, (dict, list, tuple)):
+        return {"$json": value}
     raise TypeError(
         f"cannot store a {type(value).__name__} in a field; use str, int, bool, "
         "Decimal, a set of options, or a dict/list for JSON"
     )
 
 
-def _filter_text(value: Any) -> str:
-    """A filter value as the registry shows values (``true``, not ``True``)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+def _decode(value: Any) -> Any:
+    """A wire value as the matching Python value."""
+    if isinstance(value, dict) and len(value) == 1:
+        (tag, inner), = value.items()
+        if tag == "$int":
+            return int(inner)
+        if tag == "$decimal":
+            return decimal.Decimal(inner)
+        if tag == "$set":
+            return set(inner)
+        if tag == "$json":
+            return inner
+    return value
 
 
-def _json_default(value: Any) -> Any:
-    """What the JSON encoder cannot write by itself, for the bulk path
-    (which converts values by field type)."""
-    if isinstance(value, decimal.Decimal):
-        return str(value)
-    if isinstance(value, (set, frozenset)):
-        return sorted(str(v) for v in value)
-    raise TypeError(
-        f"cannot store a {type(value).__name__} in a field; use str, int, bool, "
-        "Decimal, a set of options, or a dict/list for JSON"
-    )
+def _dumps(fields: Mapping[str, Any]) -> str:
+    return json.dumps({k: _encode(v) for k, v in fields.items()}, separators=(",", ":"))
 
 
-def from_native(value: "native.FieldValue") -> Any:
-    """Converts a field value to the matching Python value."""
-    if value.is_text():
-        return value.value
-    if value.is_integer():
-        return value.value
-    if value.is_decimal():
-        return decimal.Decimal(value.value)
-    if value.is_bool():
-        return value.value
-    if value.is_set():
-        return set(value.values)
-    if value.is_json():
-        return json.loads(value.value)
-    raise TypeError(f"unknown field value {value!r}")
+def _fields(wire: Mapping[str, Any]) -> Dict[str, Any]:
+    return {k: _decode(v) for k, v in wire.items()}
 
 
 def _role(role: Union[str, Role]) -> Role:
@@ -198,12 +191,12 @@ class Record:
         return self.fields.get(name, default)
 
     @staticmethod
-    def _from(r: native.Record) -> "Record":
+    def _from(r: Mapping[str, Any]) -> "Record":
         return Record(
-            id=r.id,
-            fields={k: from_native(v) for k, v in r.fields.items()},
-            deleted=r.deleted,
-            conflicted=list(r.conflicted),
+            id=r["id"],
+            fields=_fields(r["fields"]),
+            deleted=r["deleted"],
+            conflicted=list(r["conflicted"]),
         )
 
 
@@ -229,15 +222,16 @@ class Conflict:
     chosen: Optional[int]
 
     @staticmethod
-    def _from(c: native.Conflict) -> "Conflict":
+    def _from(c: Mapping[str, Any]) -> "Conflict":
         return Conflict(
-            record=c.record,
-            field=c.field,
-            policy=c.policy,
+            record=c["record"],
+            field=c["field"],
+            policy=c["policy"],
             candidates=[
-                Candidate(from_native(x.value), x.author, x.time, x.change) for x in c.candidates
+                Candidate(_decode(x["value"]), x["author"], x["time"], x["change"])
+                for x in c["candidates"]
             ],
-            chosen=c.chosen,
+            chosen=c["chosen"],
         )
 
 
@@ -276,8 +270,7 @@ class Registry:
         """Creates a record (no id: a new one) or updates the given fields
         of an existing one. Fields come as a mapping, keywords, or both.
         Returns the record's id."""
-        values = {**(fields or {}), **kw}
-        return self._inner.put(id, {k: to_native(v) for k, v in values.items()})
+        return self._inner.put_json(id, _dumps({**(fields or {}), **kw}))
 
     def put_many(self, records: Iterable[Union[Mapping[str, Any], tuple]]) -> List[str]:
         """Writes many records as one signed change: all land, or none do.
@@ -290,33 +283,20 @@ class Registry:
                 item["_id"] = rid
             elif not isinstance(item, dict):
                 item = dict(item)
-            objects.append(item)
+            objects.append({k: v if k == "_id" else _encode(v) for k, v in item.items()})
         # One JSON document crosses the boundary: far cheaper than a typed
         # value per field for thousands of records.
-        text = json.dumps(objects, separators=(",", ":"), default=_json_default)
-        return json.loads(self._inner.put_many_json(text))
+        return json.loads(self._inner.put_many_json(json.dumps(objects, separators=(",", ":"))))
 
     def get(self, id: str) -> Optional[Record]:
         """A record by id (deleted ones too, with ``deleted`` set)."""
-        r = self._inner.get(id)
-        return None if r is None else Record._from(r)
+        r = self._inner.get_json(id)
+        return None if r is None else Record._from(json.loads(r))
 
     def list(self, **filters: Any) -> List[Record]:
         """Live records whose fields equal every filter (a multi-select
         matches when it holds the value)."""
-        text = self._inner.list_json({k: _filter_text(v) for k, v in filters.items()})
-        kinds = {f["name"]: f["type"] for f in self.schema["fields"]}
-        out = []
-        for r in json.loads(text):
-            fields = r["fields"]
-            for name, value in fields.items():
-                kind = kinds.get(name)
-                if kind == "decimal" and isinstance(value, str):
-                    fields[name] = decimal.Decimal(value)
-                elif kind == "multi_select" and isinstance(value, list):
-                    fields[name] = set(value)
-            out.append(Record(id=r["id"], fields=fields, conflicted=r["conflicted"]))
-        return out
+        return [Record._from(r) for r in json.loads(self._inner.list_json(_dumps(filters)))]
 
     def __iter__(self):
         return iter(self.list())
@@ -331,11 +311,11 @@ class Registry:
 
     def conflicts(self) -> List[Conflict]:
         """Every field with concurrent values, and the policy's pick."""
-        return [Conflict._from(c) for c in self._inner.conflicts()]
+        return [Conflict._from(c) for c in json.loads(self._inner.conflicts_json())]
 
     def resolve(self, record: str, field: str, value: Any) -> None:
         """Settles a conflict by writing the chosen value as a new change."""
-        self._inner.resolve(record, field, to_native(value))
+        self._inner.resolve_json(record, field, json.dumps(_encode(value)))
 
     def members(self) -> List[Member]:
         return self._inner.members()
@@ -434,7 +414,7 @@ class Replica:
         name: str,
         registry: str,
         kind: str,
-        table: str,
+        target: str,
         *,
         id_column: str = "id",
         mapping: Optional[Mapping[str, str]] = None,
@@ -444,19 +424,20 @@ class Replica:
         secret_env: Optional[str] = None,
         conflict_policy: Optional[str] = None,
     ) -> BindingAdded:
-        """Binds a registry to an external table; the binding gets its own
-        signing key (made a writer when this replica is an admin). Secrets
-        only by reference: ``secret_env`` names an environment variable."""
+        """Binds a registry to an external target (a table); the binding gets
+        its own signing key (made a writer when this replica is an admin).
+        Secrets only by reference: ``secret_env`` names an environment
+        variable."""
         return self._inner.add_binding(
             BindingSpec(
                 name=name,
                 registry=registry,
                 kind=kind,
-                table=table,
+                target=target,
                 id_column=id_column,
                 mapping=dict(mapping or {}),
                 key_field=key_field,
-                direction=None if direction is None else SyncDirection[direction.upper()],
+                direction=None if direction is None else MirrorDirection[direction.upper()],
                 settings=dict(settings or {}),
                 secret_env=secret_env,
                 conflict_policy=conflict_policy,
@@ -469,18 +450,18 @@ class Replica:
     def remove_binding(self, name: str) -> None:
         self._inner.remove_binding(name)
 
-    async def sync_with(
+    async def sync_peer(
         self,
         address: str,
         *,
         key: Optional[str] = None,
         registries: Sequence[str] = (),
         timeout: int = 60,
-    ) -> "native.PeerSyncSummary":
-        """One sync round with the peer at ``address`` (``host:port``). With
+    ) -> PeerReport:
+        """One round with the peer at ``address`` (``host:port``). With
         ``key`` the peer must prove it; without, the key it proves first is
         pinned for the address (trust on first use)."""
-        return await self._inner.sync_with(address, key, list(registries), timeout)
+        return await self._inner.sync_peer(address, key, list(registries), timeout)
 
     async def serve(
         self, address: str = "127.0.0.1:0", *, allow: Sequence[str] = (), allow_any: bool = False
@@ -501,38 +482,40 @@ class Replica:
         (or says why it cannot), and describes it."""
         return await self._inner.prepare_binding(name, create)
 
-    async def sync(
+    async def run_mirror(
         self,
         binding: str,
-        adapter: Union[Adapter, MemoryTable, None] = None,
+        adapter: Union["Adapter", "MemoryTable", None] = None,
         *,
         direction: Optional[str] = None,
         dry_run: bool = False,
         allow_deletes: bool = False,
         full: bool = False,
         progress: Any = None,
-    ) -> SyncResult:
+    ) -> "MirrorReport":
         """Runs a binding once: plan, then (unless ``dry_run``) the writes on
         both sides. ``adapter`` is a Python ``Adapter``, a ``MemoryTable``,
-        or None for a stored Postgres binding. ``progress`` is any object
-        with ``stage(name, total)`` and ``advance(n)``."""
-        settings = native.SyncSettings(
-            direction=None if direction is None else SyncDirection[direction.upper()],
+        or None for a stored binding of a built-in kind (e.g. Postgres).
+        ``progress`` is any object with ``stage(name, total)`` and
+        ``advance(n)``."""
+        options = native.MirrorOptions(
+            direction=None if direction is None else MirrorDirection[direction.upper()],
             dry_run=dry_run,
             allow_deletes=allow_deletes,
             full=full,
         )
         listener = _Progress(progress)
         if adapter is None:
-            out = await self._inner.sync_binding(binding, settings, listener)
+            out = await self._inner.run_mirror(binding, options, listener)
         elif isinstance(adapter, MemoryTable):
-            out = await self._inner.sync_memory(binding, adapter, settings, listener)
+            out = await self._inner.run_mirror_memory(binding, adapter.native, options, listener)
         else:
-            out = await self._inner.sync_foreign(binding, _Bridge(adapter), settings, listener)
-        return SyncResult(
+            out = await self._inner.run_mirror_foreign(binding, _Bridge(adapter), options, listener)
+        return MirrorReport(
             dry_run=out.dry_run,
             applied=out.applied,
             failed=list(out.failed),
+            invalid=list(out.invalid),
             open_conflicts=out.open_conflicts,
             plan=json.loads(out.report_json),
         )
@@ -564,11 +547,15 @@ class ChangeStream:
 
 @dataclass
 class Row:
-    """A row of an adapter's table: its id and values by registry field."""
+    """A row of an adapter's table: its id and values by registry field (a
+    value of None is a missing one). A row the adapter knows is broken
+    carries ``invalid``, the reason: the mirror reports it on every run
+    until fixed, and neither mirrors it nor takes it as deleted."""
 
     id: str
-    fields: Dict[str, Any]
+    fields: Dict[str, Any] = _dc_field(default_factory=dict)
     modified_at: Optional[int] = None
+    invalid: Optional[str] = None
 
 
 @dataclass
@@ -615,13 +602,14 @@ class RowFailed:
 
 
 class Adapter:
-    """An adapter written in Python, driven by the Rust sync engine (plan,
+    """An adapter written in Python, run by the Rust mirror engine (plan,
     dry run, conflict policies, provenance, snapshots). Subclass it and
     implement ``columns``, ``fetch`` and ``apply``; set ``system`` and
-    ``table``. Raise any exception to fail the whole call."""
+    ``target`` (the table's name). Raise any exception to fail the whole
+    call."""
 
     system: str = "python"
-    table: str = "table"
+    target: str = "table"
 
     def columns(self) -> List[str]:
         raise NotImplementedError
@@ -636,14 +624,17 @@ class Adapter:
 
 
 class _Bridge(native.ForeignAdapter):
+    """Spells a Python adapter's rows and results in the wire encoding; the
+    Rust side decodes them by the registry's field types."""
+
     def __init__(self, adapter: Adapter):
         self._a = adapter
 
     def system(self) -> str:
         return str(self._a.system)
 
-    def table(self) -> str:
-        return str(self._a.table)
+    def target(self) -> str:
+        return str(self._a.target)
 
     def columns(self):
         return self._guard(lambda: [str(c) for c in self._a.columns()])
@@ -651,48 +642,40 @@ class _Bridge(native.ForeignAdapter):
     def fetch(self, since):
         def go():
             f = self._a.fetch(since)
-            return native.RemoteFetch(
-                rows=[
-                    native.RemoteRow(
-                        id=r.id,
-                        fields={k: to_native(v) for k, v in r.fields.items() if v is not None},
-                        modified_at=r.modified_at,
-                    )
-                    for r in f.rows
-                ],
-                deleted=list(f.deleted),
-                complete=f.complete,
-                cursor=f.cursor,
+            rows = [
+                {
+                    "id": r.id,
+                    "fields": {k: _encode(v) for k, v in (r.fields or {}).items()},
+                    "modified_at": r.modified_at,
+                    "invalid": r.invalid,
+                }
+                for r in f.rows
+            ]
+            return json.dumps(
+                {"rows": rows, "deleted": list(f.deleted), "complete": f.complete, "cursor": f.cursor},
+                separators=(",", ":"),
             )
 
         return self._guard(go)
 
     def apply(self, ops):
         def go():
-            mine = []
-            for op in ops:
-                if op.is_create():
-                    mine.append(Create(op.id, {k: from_native(v) for k, v in op.fields.items()}))
-                elif op.is_update():
-                    mine.append(
-                        Update(
-                            op.id,
-                            {k: None if v is None else from_native(v) for k, v in op.fields.items()},
-                        )
-                    )
+            mine: List[Union[Create, Update, Delete]] = []
+            for op in json.loads(ops):
+                if op["op"] == "create":
+                    mine.append(Create(op["id"], _fields(op["fields"])))
+                elif op["op"] == "update":
+                    mine.append(Update(op["id"], _fields(op["fields"])))
                 else:
-                    mine.append(Delete(op.id))
-            out = []
+                    mine.append(Delete(op["id"]))
+            out: List[Any] = []
             for result in self._a.apply(mine):
                 if isinstance(result, RowFailed):
-                    out.append(
-                        native.RemoteOpResult(id=None, error=result.message, retryable=result.retryable)
-                    )
+                    out.append({"error": result.message, "retryable": result.retryable})
                 else:
                     # None: the row kept the id the engine proposed.
-                    rid = None if result is None else str(result)
-                    out.append(native.RemoteOpResult(id=rid, error=None, retryable=False))
-            return out
+                    out.append(None if result is None else str(result))
+            return json.dumps(out)
 
         return self._guard(go)
 
@@ -720,13 +703,44 @@ class _Progress(native.ProgressListener):
 
 
 @dataclass
-class SyncResult:
-    """What a sync run planned and did. ``plan`` is the whole plan as a
-    dict: per row the action, side, fields old → new; conflicts; invalid
-    rows; a summary of counts."""
+class MirrorReport:
+    """What a mirror run planned and did. ``invalid`` lists the remote rows
+    that could not be taken (``id``, ``record``, ``field``, ``reason``);
+    ``plan`` is the whole plan as a dict: per row the action, side, fields
+    old → new; conflicts; invalid rows; a summary of counts."""
 
     dry_run: bool
     applied: int
     failed: List[str]
+    invalid: List[InvalidRow]
     open_conflicts: int
     plan: Dict[str, Any]
+
+
+class MemoryTable:
+    """An in-memory table: the reference adapter, for tests and for
+    comparing a Python adapter's behaviour against. Its ``insert``,
+    ``update`` and ``remove`` act as another application would."""
+
+    def __init__(self, name: str):
+        self.native = native.MemoryTable(name)
+
+    def insert(self, id: str, fields: Optional[Mapping[str, Any]] = None, **kw: Any) -> None:
+        """Inserts or replaces a row."""
+        self.native.insert(id, _dumps({**(fields or {}), **kw}))
+
+    def update(self, id: str, fields: Optional[Mapping[str, Any]] = None, **kw: Any) -> None:
+        """Changes fields of a row; a value of None clears the field."""
+        self.native.update(id, _dumps({**(fields or {}), **kw}))
+
+    def remove(self, id: str) -> None:
+        """Deletes a row."""
+        self.native.remove(id)
+
+    def rows(self) -> Dict[str, Dict[str, Any]]:
+        """Every row: id → fields."""
+        return {id: _fields(f) for id, f in json.loads(self.native.rows_json()).items()}
+
+    def mutating_calls(self) -> int:
+        """How many writes the engine made to the table (0 after a dry run)."""
+        return self.native.mutating_calls()
