@@ -27,6 +27,7 @@
 //! `cargo test -p chittysync-tests --test readme -- --ignored`.
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -364,6 +365,3 @@ fn every_readme_block_runs() {
         started.elapsed().as_secs_f64()
     );
 }
-
-/// `process_group` is on a Unix extension trait.
-use std::os::unix::process::CommandExt;
