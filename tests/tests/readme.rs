@@ -128,7 +128,10 @@ fn run_program(block: &Block, mut cmd: Command) {
 #[test]
 #[ignore = "needs the Python and Node packages: scripts/test runs it after scripts/test-bindings"]
 fn every_readme_block_runs() {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned();
     let readme = std::fs::read_to_string(repo.join("README.md")).unwrap();
     let blocks = parse(&readme);
     // target/debug/deps/readme-… → target
@@ -158,7 +161,11 @@ fn every_readme_block_runs() {
         ("HOME".into(), home.display().to_string()),
         (
             "PATH".into(),
-            format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()),
+            format!(
+                "{}:{}",
+                bin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
         ),
         (
             "CARGO_HOME".into(),
@@ -210,7 +217,11 @@ fn every_readme_block_runs() {
     let sheets_server = sheets.start_thread().unwrap();
     let spreadsheet = sheets.create_spreadsheet(&["Services"], &[ACCOUNT]);
     let key = sheets.service_account_key(&sheets_server.base_url(), ACCOUNT);
-    std::fs::write(home.join("keys/sync-bot.json"), serde_json::to_vec(&key).unwrap()).unwrap();
+    std::fs::write(
+        home.join("keys/sync-bot.json"),
+        serde_json::to_vec(&key).unwrap(),
+    )
+    .unwrap();
     env.push(("SPREADSHEET_ID".into(), spreadsheet));
     env.push(("SHEETS_API".into(), sheets_server.base_url()));
     env.push(("DRIVE_API".into(), sheets_server.base_url()));
@@ -233,7 +244,10 @@ fn every_readme_block_runs() {
     let _hub = Group(hub);
     // "listening on ADDR as KEY"
     let words: Vec<&str> = first.split_whitespace().collect();
-    assert!(words.len() == 5 && words[0] == "listening", "the hub said {first:?}");
+    assert!(
+        words.len() == 5 && words[0] == "listening",
+        "the hub said {first:?}"
+    );
     env.push(("HUB".into(), words[2].into()));
     env.push(("HUB_KEY".into(), words[4].into()));
 
@@ -268,13 +282,19 @@ fn every_readme_block_runs() {
     for block in &blocks {
         let t = Instant::now();
         if let Some(reason) = &block.skip {
-            eprintln!("README.md:{} ```{} skipped: {reason}", block.line, block.lang);
+            eprintln!(
+                "README.md:{} ```{} skipped: {reason}",
+                block.line, block.lang
+            );
             skipped += 1;
             continue;
         }
         if let Some(name) = block.attrs.iter().find_map(|a| a.strip_prefix("file=")) {
             std::fs::write(work.join(name), &block.code).unwrap();
-            eprintln!("README.md:{} ```{} written to {name}", block.line, block.lang);
+            eprintln!(
+                "README.md:{} ```{} written to {name}",
+                block.line, block.lang
+            );
             continue;
         }
         let fresh = meta.join(format!("line-{}", block.line));
@@ -284,7 +304,11 @@ fn every_readme_block_runs() {
                 let out = meta.join(format!("block-{}.out", block.line));
                 std::fs::write(&script, &block.code).unwrap();
                 let run = if block.attrs.iter().any(|a| a == "repo") {
-                    format!("( cd '{}' && source '{}' )", repo.display(), script.display())
+                    format!(
+                        "( cd '{}' && source '{}' )",
+                        repo.display(),
+                        script.display()
+                    )
                 } else {
                     format!("source '{}'", script.display())
                 };
@@ -298,17 +322,28 @@ fn every_readme_block_runs() {
                 let output = std::fs::read_to_string(&out).unwrap_or_default();
                 match answer {
                     Ok(Some(line)) if line == "__readme_block_done__" => {}
-                    Ok(Some(line)) => fail(block, &format!("printed outside its output: {line}"), &output),
+                    Ok(Some(line)) => fail(
+                        block,
+                        &format!("printed outside its output: {line}"),
+                        &output,
+                    ),
                     Ok(None) => {
                         let status = session.0.wait().unwrap();
                         fail(block, &format!("failed: {status}"), &output)
                     }
-                    Err(_) => fail(block, &format!("did not finish within {BLOCK_TIMEOUT:?}"), &output),
+                    Err(_) => fail(
+                        block,
+                        &format!("did not finish within {BLOCK_TIMEOUT:?}"),
+                        &output,
+                    ),
                 }
             }
             "rust" => {
                 let Some((_, f)) = RUST_BLOCKS.iter().find(|(line, _)| *line == block.line) else {
-                    panic!("README.md line {}: build.rs did not compile this block; rebuild", block.line)
+                    panic!(
+                        "README.md line {}: build.rs did not compile this block; rebuild",
+                        block.line
+                    )
                 };
                 std::fs::create_dir_all(&fresh).unwrap();
                 let back = std::env::current_dir().unwrap();
@@ -337,7 +372,8 @@ fn every_readme_block_runs() {
                     "bindings/node/dist is missing: run scripts/test-bindings first"
                 );
                 std::fs::create_dir_all(fresh.join("node_modules")).unwrap();
-                std::os::unix::fs::symlink(&node_pkg, fresh.join("node_modules/chittysync")).unwrap();
+                std::os::unix::fs::symlink(&node_pkg, fresh.join("node_modules/chittysync"))
+                    .unwrap();
                 std::fs::write(fresh.join("block.mjs"), &block.code).unwrap();
                 let mut cmd = Command::new("node");
                 cmd.arg("block.mjs").current_dir(&fresh);
