@@ -4,6 +4,7 @@
 //! module per command; it turns errors into messages and exit codes.
 
 mod commands;
+mod hint;
 mod output;
 
 use std::path::PathBuf;
@@ -113,6 +114,9 @@ fn main() -> ExitCode {
         Err(e) if output::is_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if let Some(hint) = hint::hint(&e) {
+                eprintln!("hint: {hint}");
+            }
             ExitCode::from(exit_code(&e))
         }
     }

@@ -30,7 +30,7 @@ pub enum OpenError {
 pub enum LookupError {
     /// No registry has this name or id here.
     #[error(
-        "no registry named '{name}' in this replica; `chittysync registry ls` lists them, `import` brings one from a bundle"
+        "no registry named '{name}' in this replica; check the name against the registries it holds, or import a bundle that carries it"
     )]
     NotFound {
         /// What was looked up.
@@ -84,7 +84,7 @@ pub enum WriteError {
         id: String,
     },
     /// This replica's key lacks the role the write needs.
-    #[error("registry '{registry}': key {key} is {} but this needs {needed}; ask an admin to run `chittysync members add {registry} {key} --role {needed}`", role.as_deref().unwrap_or("not a member"))]
+    #[error("registry '{registry}': key {key} is {} but this needs {needed}; an admin of the registry must give key {key} the {needed} role", role.as_deref().unwrap_or("not a member"))]
     NotPermitted {
         /// The registry's name.
         registry: String,
@@ -206,7 +206,7 @@ pub enum ImportError {
 pub enum ProveError {
     /// The change is not in this replica's log.
     #[error(
-        "change {change} is not in this replica's log; `chittysync audit` lists the changes it holds"
+        "change {change} is not in this replica's log; only changes this replica holds can be proved (the audit log lists them)"
     )]
     UnknownChange {
         /// The change's hash.
@@ -214,7 +214,7 @@ pub enum ProveError {
     },
     /// The requested tree size is beyond the log, or no checkpoint exists.
     #[error(
-        "the log has {log} entries, so there is no tree of size {size}; run `chittysync checkpoint` first"
+        "the log has {log} entries, so there is no tree of size {size}; sign a checkpoint of the log first"
     )]
     BadSize {
         /// The size asked for.
@@ -236,7 +236,7 @@ pub enum ProveError {
 pub enum ExportError {
     /// A change has no stored signature (the store is damaged).
     #[error(
-        "registry {registry}: change {change} has no stored signature; run `chittysync verify`"
+        "registry {registry}: change {change} has no stored signature; verify the replica to find every damaged change"
     )]
     MissingSignature {
         /// The registry id.

@@ -233,7 +233,7 @@ impl From<core::MirrorReport> for MirrorReport {
                     reason: i.reason.clone(),
                 })
                 .collect(),
-            report_json: crate::error::api_terms(&r.to_json().to_string()),
+            report_json: r.to_json().to_string(),
         }
     }
 }

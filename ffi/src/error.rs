@@ -121,31 +121,6 @@ impl ChittyError {
     }
 }
 
-/// Free-form text from the core (reasons, notes) with its command-line
-/// advice said in this API's terms.
-pub(crate) fn api_terms(text: &str) -> String {
-    const PHRASES: [(&str, &str); 6] = [
-        (
-            "`adapter rm` it first",
-            "remove it with remove_binding first",
-        ),
-        ("(`chittysync whoami` on it)", "(its replica's public_key)"),
-        ("pass its new key with --key", "pass its new key as key"),
-        (
-            "settle them with `chittysync resolve`",
-            "settle them with resolve",
-        ),
-        (
-            "check the plan with --dry-run",
-            "check the plan with a dry run",
-        ),
-        ("rerun with --allow-deletes", "run again allowing deletes"),
-    ];
-    PHRASES
-        .iter()
-        .fold(text.to_owned(), |t, (cli, api)| t.replace(cli, api))
-}
-
 impl From<StoreError> for ChittyError {
     fn from(e: StoreError) -> Self {
         let message = e.to_string();
@@ -162,9 +137,9 @@ impl From<IdentityError> for ChittyError {
     fn from(e: IdentityError) -> Self {
         let message = e.to_string();
         match e {
-            IdentityError::KeyFile { .. } | IdentityError::Random { .. } => ChittyError::Store {
-                message: api_terms(&message),
-            },
+            IdentityError::KeyFile { .. } | IdentityError::Random { .. } => {
+                ChittyError::Store { message }
+            }
             IdentityError::BadPublicKey { .. } => ChittyError::Argument { message },
             other => ChittyError::unknown(other),
         }
@@ -296,9 +271,7 @@ impl From<VerifyError> for ChittyError {
             | VerifyError::AdminIndex { .. }
             | VerifyError::Journal { .. }
             | VerifyError::Checkpoint { .. }
-            | VerifyError::Attestation { .. } => ChittyError::Verify {
-                message: api_terms(&message),
-            },
+            | VerifyError::Attestation { .. } => ChittyError::Verify { message },
             VerifyError::Lookup(l) => l.into(),
             VerifyError::Store(s) => s.into(),
             other => ChittyError::unknown(other),
@@ -308,7 +281,7 @@ impl From<VerifyError> for ChittyError {
 
 impl From<AdapterError> for ChittyError {
     fn from(e: AdapterError) -> Self {
-        let message = api_terms(&e.to_string());
+        let message = e.to_string();
         match e {
             AdapterError::Connect { .. }
             | AdapterError::Request { .. }
@@ -321,7 +294,7 @@ impl From<AdapterError> for ChittyError {
 
 impl From<MirrorError> for ChittyError {
     fn from(e: MirrorError) -> Self {
-        let message = api_terms(&e.to_string());
+        let message = e.to_string();
         match e {
             MirrorError::NoBinding { name } => ChittyError::NotFound {
                 message: format!("no adapter binding named '{name}'; bindings lists them"),
@@ -360,7 +333,7 @@ impl From<MirrorError> for ChittyError {
 
 impl From<PeerError> for ChittyError {
     fn from(e: PeerError) -> Self {
-        let message = api_terms(&e.to_string());
+        let message = e.to_string();
         match e {
             PeerError::Connect { peer, reason } => ChittyError::Network {
                 message: format!(

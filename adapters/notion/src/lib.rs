@@ -192,7 +192,7 @@ impl NotionAdapter {
     pub fn new(spec: TableSpec, options: NotionOptions) -> Result<Self, AdapterError> {
         if options.token.trim().is_empty() {
             return Err(AdapterError::Config(
-                "the Notion integration token is empty; put it in the variable named by --secret-env".into(),
+                "the Notion integration token is empty; put it in the environment variable the binding's secret_env names".into(),
             ));
         }
         if options.database_id.trim().is_empty() {
@@ -231,7 +231,7 @@ impl NotionAdapter {
         };
         let token = binding.secret()?.ok_or_else(|| {
             wrap(AdapterError::Config(format!(
-                "binding '{}' has no Notion token: give --secret-env VAR, naming the environment variable that holds the integration token",
+                "binding '{}' has no Notion token: set its secret_env to the name of the environment variable that holds the integration token",
                 binding.name
             )))
         })?;
@@ -402,7 +402,7 @@ mod tests {
             chittysync::Schema::new().field(chittysync::FieldDef::new("name", FieldKind::Text));
         let binding = chittysync::AdapterBinding::new("n", "services", "notion", "db1");
         let err = NotionAdapter::for_binding(&binding, &schema).unwrap_err();
-        assert!(err.to_string().contains("--secret-env"), "{err}");
+        assert!(err.to_string().contains("secret_env"), "{err}");
         let binding = binding.secret_env("CHITTYSYNC_TEST_UNSET_NOTION_TOKEN");
         let err = NotionAdapter::for_binding(&binding, &schema).unwrap_err();
         assert!(

@@ -220,7 +220,7 @@ impl PostgresAdapter {
             })?,
             (None, None) => {
                 return Err(wrap(AdapterError::Config(format!(
-                    "binding '{}' has no connection: give --url (without password) and/or --secret-env VAR",
+                    "binding '{}' has no connection: give the `url` setting (without a password) and/or a secret_env naming the variable that holds the password or the whole connection string",
                     binding.name
                 ))));
             }

@@ -503,6 +503,9 @@ pub(crate) fn mirror_with(
                         connected = None;
                     }
                     eprintln!("error: {e}; trying again in {}", humanize(args.interval));
+                    if let Some(hint) = crate::hint::of(&e) {
+                        eprintln!("hint: {hint}");
+                    }
                     tokio::time::sleep(args.interval).await;
                     continue;
                 }

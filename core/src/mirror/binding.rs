@@ -258,7 +258,7 @@ impl AdapterBinding {
         for (k, v) in &self.settings {
             if looks_secret(k, v) {
                 return Err(bad(format!(
-                    "setting '{k}' holds a password; put the secret in an environment variable and give its name instead (--secret-env VAR)"
+                    "setting '{k}' holds a password; put the secret in an environment variable and give the variable's name as the binding's secret_env instead"
                 )));
             }
         }
@@ -298,7 +298,7 @@ pub struct BindingAdded {
     /// Whether this replica (an admin) made the key a writer just now.
     pub made_writer: bool,
     /// If the key is not yet a writer and this replica cannot make it one:
-    /// the command an admin must run.
+    /// what an admin of the registry must do, in words.
     pub admin_must_run: Option<String>,
 }
 
@@ -325,9 +325,8 @@ impl Replica {
         if self.binding(&binding.name)?.is_some() {
             return Err(MirrorError::BadBinding {
                 binding: binding.name.clone(),
-                reason:
-                    "a binding of that name exists; `adapter rm` it first or choose another name"
-                        .into(),
+                reason: "a binding of that name exists; remove it first or choose another name"
+                    .into(),
             });
         }
         let identity = Identity::load_or_create(&self.binding_key_path(&binding.name))
@@ -467,7 +466,7 @@ pub(crate) fn ensure_writer(
     Ok((
         false,
         Some(format!(
-            "chittysync members add {} {key} --role writer",
+            "an admin of registry '{}' must make key {key} a writer",
             binding.registry
         )),
     ))

@@ -51,7 +51,7 @@ const DEFAULT_BATCH: usize = 500;
 #[non_exhaustive]
 pub enum MirrorError {
     /// No binding of that name.
-    #[error("no adapter binding named '{name}'; `chittysync adapter ls` lists them")]
+    #[error("no adapter binding named '{name}' in this replica")]
     NoBinding {
         /// The name asked for.
         name: String,
@@ -88,7 +88,7 @@ pub enum MirrorError {
     },
     /// The binding's key may not write to the registry.
     #[error(
-        "adapter binding '{binding}' cannot write to registry '{registry}': its key {key} is not a writer; an admin must run `chittysync members add {registry} {key} --role writer`"
+        "adapter binding '{binding}' cannot write to registry '{registry}': its key {key} is not a writer; an admin of the registry must make it one"
     )]
     NotWriter {
         /// The binding.
@@ -100,7 +100,7 @@ pub enum MirrorError {
     },
     /// The run would delete more rows than the binding allows.
     #[error(
-        "adapter binding '{binding}': this run would delete {deletes} of {total} rows (more than the limit of {limit}); check the plan with --dry-run, then rerun with --allow-deletes if that is intended"
+        "adapter binding '{binding}': this run would delete {deletes} of {total} rows (more than the limit of {limit}); check the plan with a dry run, then run again allowing deletes if that is intended"
     )]
     TooManyDeletes {
         /// The binding.
@@ -1312,7 +1312,10 @@ mod tests {
         let cmd = added.admin_must_run.expect("an instruction");
         assert_eq!(
             cmd,
-            format!("chittysync members add r {} --role writer", added.key)
+            format!(
+                "an admin of registry 'r' must make key {} a writer",
+                added.key
+            )
         );
         let table = MemoryAdapter::new("t");
         table.insert("x", [("name", "x")]);

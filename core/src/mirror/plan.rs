@@ -464,7 +464,7 @@ fn bound_row(
                         remote: rv.cloned(),
                         policy: ConflictPolicy::Manual,
                         winner: None,
-                        note: "concurrent values in the registry; settle them with `chittysync resolve` and the next run pushes the result".into(),
+                        note: "concurrent values in the registry; resolve the conflict in the registry and the next run pushes the result".into(),
                     });
                     continue;
                 }

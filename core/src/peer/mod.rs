@@ -48,7 +48,7 @@ use session::{Accept, Config};
 pub enum PeerError {
     /// The peer could not be reached.
     #[error(
-        "could not connect to {peer}: {reason}; check the address and that `chittysync serve` runs there"
+        "could not connect to {peer}: {reason}; check the address and that a replica serves peers there"
     )]
     Connect {
         /// The address dialled.

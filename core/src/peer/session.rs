@@ -309,11 +309,11 @@ fn check_key(replica: &Replica, accept: &Accept, key: &PublicKey) -> Result<(), 
         Accept::Any => Ok(()),
         Accept::Key(expected) if expected == key => Ok(()),
         Accept::Key(expected) => Err(format!(
-            "it proved key {key}, but key {expected} was expected; check the peer's key (`chittysync whoami` on it)"
+            "it proved key {key}, but key {expected} was expected; check the peer's public key"
         )),
         Accept::Tofu(address) => match peers::key_at(replica, address) {
             Ok(Some(pinned)) if pinned != *key => Err(format!(
-                "it proved key {key}, but {address} was pinned to key {pinned} on first use; if the peer's key really changed, pass its new key with --key"
+                "it proved key {key}, but {address} was pinned to key {pinned} on first use; if the peer's key really changed, sync with its new key given explicitly"
             )),
             Ok(_) => Ok(()),
             Err(e) => Err(format!("the pinned key could not be read: {e}")),
@@ -1137,7 +1137,7 @@ fn signatures_of(
         .map(|h| {
             let (key, sig) = sigs.get(h).ok_or_else(|| {
                 corrupt(format!(
-                    "change {} has no stored signature; run `chittysync verify`",
+                    "change {} has no stored signature; verify the replica to find every damaged change",
                     hex::encode(h)
                 ))
             })?;

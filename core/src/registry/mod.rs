@@ -608,7 +608,7 @@ mod tests {
         assert_eq!(rr.len(), 1);
         let err = rr.put(None, [("name", "y")]).unwrap_err();
         assert!(matches!(err, WriteError::NotPermitted { .. }), "{err}");
-        assert!(err.to_string().contains("members add"), "{err}");
+        assert!(err.to_string().contains("must give key"), "{err}");
         let last = ra.remove_member(a.public_key()).unwrap_err();
         assert!(matches!(last, WriteError::LastAdmin { .. }));
     }

@@ -1,0 +1,151 @@
+//! The CLI's half of an error message: the library says what failed and
+//! what to do in its own terms; this names the `chittysync` command or flag
+//! that does it, printed as `hint: …` under the error.
+
+use std::error::Error;
+
+use chittysync::{
+    AdapterError, ExportError, LookupError, MirrorError, PeerError, ProveError, StoreError,
+    VerifyError, WriteError,
+};
+
+/// The CLI hint for the first error in `e`'s chain that has one.
+pub(crate) fn hint(e: &anyhow::Error) -> Option<String> {
+    e.chain().find_map(of)
+}
+
+/// The CLI hint for one error (not its causes), if it has one.
+pub(crate) fn of(e: &(dyn Error + 'static)) -> Option<String> {
+    if let Some(e) = e.downcast_ref::<LookupError>() {
+        lookup(e)
+    } else if let Some(e) = e.downcast_ref::<WriteError>() {
+        write(e)
+    } else if let Some(e) = e.downcast_ref::<MirrorError>() {
+        mirror(e)
+    } else if let Some(e) = e.downcast_ref::<PeerError>() {
+        peer(e)
+    } else if let Some(e) = e.downcast_ref::<ProveError>() {
+        prove(e)
+    } else if let Some(e) = e.downcast_ref::<ExportError>() {
+        export(e)
+    } else if let Some(e) = e.downcast_ref::<VerifyError>() {
+        match e {
+            VerifyError::Lookup(e) => lookup(e),
+            _ => None,
+        }
+    } else if let Some(e) = e.downcast_ref::<StoreError>() {
+        store(e)
+    } else {
+        None
+    }
+}
+
+fn lookup(e: &LookupError) -> Option<String> {
+    match e {
+        LookupError::NotFound { .. } => Some(
+            "`chittysync registry ls` lists the registries here; `chittysync import FILE` brings one from a bundle"
+                .into(),
+        ),
+        LookupError::Store(e) => store(e),
+        _ => None,
+    }
+}
+
+fn write(e: &WriteError) -> Option<String> {
+    match e {
+        WriteError::NotPermitted {
+            registry,
+            key,
+            needed,
+            ..
+        } => Some(format!(
+            "an admin can run `chittysync members add {registry} {key} --role {needed}`"
+        )),
+        WriteError::Store(e) => store(e),
+        _ => None,
+    }
+}
+
+fn mirror(e: &MirrorError) -> Option<String> {
+    match e {
+        MirrorError::NoBinding { .. } => Some("`chittysync adapter ls` lists them".into()),
+        MirrorError::NotWriter { registry, key, .. } => Some(format!(
+            "an admin can run `chittysync members add {registry} {key} --role writer`"
+        )),
+        MirrorError::TooManyDeletes { .. } => Some(
+            "check the plan with --dry-run, then rerun with --allow-deletes if that is intended"
+                .into(),
+        ),
+        MirrorError::BadBinding { reason, .. } if reason.contains("holds a password") => {
+            Some("give the variable's name with `chittysync adapter add … --secret-env VAR`".into())
+        }
+        MirrorError::BadBinding { reason, .. } if reason.contains("a binding of that name") => {
+            Some("`chittysync adapter rm NAME` removes the old one".into())
+        }
+        MirrorError::Adapter { source, .. } => adapter(source),
+        MirrorError::Lookup(e) => lookup(e),
+        MirrorError::Write(e) => write(e),
+        MirrorError::Store(e) => store(e),
+        _ => None,
+    }
+}
+
+fn peer(e: &PeerError) -> Option<String> {
+    match e {
+        PeerError::Connect { .. } => {
+            Some("`chittysync serve` must be running at that address".into())
+        }
+        // The reasons the key policy gives (see the core's peer session).
+        PeerError::Refused { reason, .. } if reason.contains("was expected") => Some(
+            "`chittysync whoami` on the peer prints its key; pass it with --key".into(),
+        ),
+        PeerError::Refused { reason, .. } if reason.contains("pinned to key") => Some(
+            "if the peer's key really changed, pass its new key with --key (`chittysync whoami` on the peer prints it)"
+                .into(),
+        ),
+        PeerError::Store(e) => store(e),
+        _ => None,
+    }
+}
+
+fn prove(e: &ProveError) -> Option<String> {
+    match e {
+        ProveError::UnknownChange { .. } => {
+            Some("`chittysync audit REGISTRY` lists the changes of a registry".into())
+        }
+        ProveError::BadSize { .. } => Some("run `chittysync checkpoint` first".into()),
+        ProveError::Store(e) => store(e),
+        _ => None,
+    }
+}
+
+fn export(e: &ExportError) -> Option<String> {
+    match e {
+        ExportError::MissingSignature { .. } => {
+            Some("`chittysync verify` names every damaged change".into())
+        }
+        ExportError::Store(e) => store(e),
+        _ => None,
+    }
+}
+
+fn store(e: &StoreError) -> Option<String> {
+    match e {
+        StoreError::Corrupt { .. } => {
+            Some("`chittysync verify` re-checks the whole replica and names the damage".into())
+        }
+        _ => None,
+    }
+}
+
+fn adapter(e: &AdapterError) -> Option<String> {
+    match e {
+        AdapterError::Config(reason) if reason.contains("secret_env") || reason.contains("`url`") => {
+            Some(
+                "`chittysync adapter add … --secret-env VAR` names the variable; `--url` gives a URL without a password"
+                    .into(),
+            )
+        }
+        _ => None,
+    }
+}
