@@ -33,6 +33,8 @@ pub(crate) fn of(e: &(dyn Error + 'static)) -> Option<String> {
             VerifyError::Lookup(e) => lookup(e),
             _ => None,
         }
+    } else if let Some(e) = e.downcast_ref::<AdapterError>() {
+        adapter(e)
     } else if let Some(e) = e.downcast_ref::<StoreError>() {
         store(e)
     } else {
@@ -139,6 +141,31 @@ fn store(e: &StoreError) -> Option<String> {
 }
 
 fn adapter(e: &AdapterError) -> Option<String> {
+    let reason = match e {
+        AdapterError::Mismatch { reason, .. } | AdapterError::Request { reason, .. } => {
+            reason.as_str()
+        }
+        _ => "",
+    };
+    let flag = [
+        (
+            "have the binding create",
+            "`adapter add … --create` does that",
+        ),
+        (
+            "have the binding write the headers",
+            "`adapter add … --create` does that",
+        ),
+        ("as its id column", "`adapter add … --id-column COLUMN`"),
+        ("in the binding", "`adapter add … --map FIELD=COLUMN`"),
+        ("pull-only", "`adapter add … --direction pull`"),
+        ("smaller batch size", "run with a smaller `--batch-size`"),
+    ]
+    .into_iter()
+    .find(|(said, _)| reason.contains(said));
+    if let Some((_, hint)) = flag {
+        return Some(hint.into());
+    }
     match e {
         AdapterError::Config(reason) if reason.contains("secret_env") || reason.contains("`url`") => {
             Some(

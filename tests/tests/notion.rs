@@ -883,7 +883,7 @@ async fn unfit_properties_are_refused_at_prepare() {
     let adapter = NotionAdapter::new(spec.clone(), emu.options(&db)).unwrap();
     let err = adapter.prepare(false).await.unwrap_err().to_string();
     assert!(
-        err.contains("created_time") && err.contains("--direction pull"),
+        err.contains("created_time") && err.contains("pull-only"),
         "{err}"
     );
     let mut options = emu.options(&db);

@@ -895,7 +895,7 @@ async fn a_sheet_without_the_mapped_headers_is_refused_by_name() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("--create"), "{err}");
+    assert!(err.contains("have the binding"), "{err}");
     emu.adapter(&spec).prepare(true).await.unwrap();
     let grid = emu.grid();
     assert_eq!(grid[0].len(), 7);
@@ -962,7 +962,10 @@ async fn binding_a_sheet_people_already_use_adds_a_hidden_id_column() {
     replica.add_binding(&binding).unwrap();
     let adapter = emu.adapter(&binding.table_spec(&schema()));
     let err = adapter.prepare(false).await.unwrap_err().to_string();
-    assert!(err.contains("'_id'") && err.contains("--create"), "{err}");
+    assert!(
+        err.contains("'_id'") && err.contains("have the binding"),
+        "{err}"
+    );
     adapter.prepare(true).await.expect("add the id column");
     let grid = emu.grid();
     assert_eq!(grid[0].len(), 8);

@@ -165,7 +165,7 @@ impl NotionAdapter {
             .cloned()
             .ok_or_else(|| {
                 self.mismatch(format!(
-                    "data source '{ds_name}' has no property '{}' for the record ids; add a Text (rich_text) property named '{}' in Notion, or bind with --create to add it",
+                    "data source '{ds_name}' has no property '{}' for the record ids; add a Text (rich_text) property named '{}' in Notion, or have the binding create it",
                     self.options.id_property, self.options.id_property
                 ))
             })?;
@@ -193,7 +193,7 @@ impl NotionAdapter {
             if p.read_only() {
                 if !self.options.pull_only {
                     problems.push(format!(
-                        "field '{}' maps to property '{}', a {} property Notion computes and nobody can write; bind with --direction pull or map the field to another property",
+                        "field '{}' maps to property '{}', a {} property Notion computes and nobody can write; make the binding pull-only or map the field to another property",
                         c.field, p.name, p.kind
                     ));
                     continue;

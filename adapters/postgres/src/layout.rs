@@ -54,7 +54,7 @@ impl PostgresAdapter {
         let columns = self.columns(client).await?;
         if columns.is_empty() {
             return Err(self.mismatch(
-                "the table does not exist; create it, or bind with --create to create it from the registry's schema".into(),
+                "the table does not exist; create it, or have the binding create it from the registry's schema".into(),
             ));
         }
         let by_name: HashMap<&str, &Column> =
@@ -65,7 +65,7 @@ impl PostgresAdapter {
             .cloned()
             .ok_or_else(|| {
                 self.mismatch(format!(
-                    "it has no id column '{}'; name the primary-key column with --id-column",
+                    "it has no id column '{}'; give the binding the primary-key column as its id column",
                     self.spec.id_column
                 ))
             })?;
@@ -79,7 +79,7 @@ impl PostgresAdapter {
         }
         if !missing.is_empty() {
             return Err(self.mismatch(format!(
-                "it has no column {}; add the column, or map the field to another column with --map FIELD=COLUMN",
+                "it has no column {}; add the column, or map the field to another column in the binding",
                 missing.join(", ")
             )));
         }

@@ -78,7 +78,7 @@ fn advice(status: Option<StatusCode>, client_email: &str) -> String {
         Some(404) => "check the spreadsheet id (the binding's table) and the sheet title".into(),
         Some(429) => "the Sheets quota is exhausted; lower reads_per_minute/writes_per_minute or run again in a minute".into(),
         Some(400) => "the request was refused as invalid; check the sheet title and that the sheet is not protected".into(),
-        Some(413) => "the request was too large for the server; run with a smaller --batch-size".into(),
+        Some(413) => "the request was too large for the server; send fewer rows per request (a smaller batch size)".into(),
         _ => "the service is unavailable or unreachable; run again later".into(),
     }
 }

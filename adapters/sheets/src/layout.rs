@@ -180,12 +180,12 @@ impl SheetsAdapter {
         let only_id = missing == [self.options.id_header.clone()];
         let what = if only_id && !create {
             format!(
-                "row 1 has no '{}' header (the hidden column of record ids); bind with --create to add it",
+                "row 1 has no '{}' header (the hidden column of record ids); have the binding create it",
                 self.options.id_header
             )
         } else {
             format!(
-                "row 1 lacks the header(s) {}; type them into row 1, or map the fields to existing headers with --map FIELD=HEADER",
+                "row 1 lacks the header(s) {}; type them into row 1, or map the fields to existing headers in the binding",
                 missing
                     .iter()
                     .map(|m| format!("'{m}'"))
@@ -213,7 +213,7 @@ impl SheetsAdapter {
                 if !create || !(empty || only_id) {
                     if empty {
                         return Err(self.mismatch(
-                            "the sheet is empty (no header row); bind with --create to write the headers, or type them into row 1".into(),
+                            "the sheet is empty (no header row); have the binding write the headers, or type them into row 1".into(),
                         ));
                     }
                     return Err(self.missing_headers(&missing, create));
