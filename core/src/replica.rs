@@ -37,14 +37,14 @@ pub struct JournalEntry {
 
 /// What every clone of a replica shares: what its registry handles share,
 /// and the channel that tells subscribers about changes from peers.
-pub(crate) struct Inner {
+struct Inner {
     registries: Arc<Shared>,
     /// Changes received from peers, for subscribers.
-    pub(crate) remote_changes: broadcast::Sender<RemoteChanges>,
+    remote_changes: broadcast::Sender<RemoteChanges>,
 }
 
-/// `replica.shared().store()` and `.identity` still read through; new code
-/// uses the focused methods of [`Replica`] instead.
+/// `self.shared.store()` and `.identity` read through, inside this module;
+/// other modules use the focused methods of [`Replica`].
 impl std::ops::Deref for Inner {
     type Target = Shared;
 
@@ -168,13 +168,6 @@ impl Replica {
     /// This replica's public key: what other replicas and registries know it by.
     pub fn public_key(&self) -> PublicKey {
         self.shared.identity.public_key()
-    }
-
-    /// What every handle of this replica shares. Only `peer/session.rs`
-    /// and `mirror/` still reach through it to the store lock; other code
-    /// uses the focused methods below.
-    pub(crate) fn shared(&self) -> &Arc<Inner> {
-        &self.shared
     }
 
     /// The store file.
@@ -531,6 +524,12 @@ impl Replica {
         ChangeSubscription {
             rx: self.shared.remote_changes.subscribe(),
         }
+    }
+
+    /// Tells subscribers about changes received from a peer (none listening
+    /// is fine).
+    pub(crate) fn announce_remote_changes(&self, changes: RemoteChanges) {
+        let _ = self.shared.remote_changes.send(changes);
     }
 
     /// This replica's key, to sign what it sends.

@@ -5,17 +5,14 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use super::MirrorError;
-use crate::clock::now_ms;
 use crate::identity::{Identity, PublicKey};
 use crate::mirror::TableSpec;
 use crate::registry::{Registry, Role};
 use crate::replica::Replica;
 use crate::schema::{ConflictPolicy, Schema};
-use crate::store::sql;
 
 /// Which way a binding moves data.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -334,27 +331,13 @@ impl Replica {
         let key = identity.public_key();
         let (made_writer, admin_must_run) = ensure_writer(self, &registry, binding, &key)?;
         let config = serde_json::to_string(binding).expect("bindings serialize");
-        let shared = self.shared();
-        let mut store = shared.store();
-        let tx = store.begin()?;
-        tx.conn()
-            .execute(
-                "INSERT INTO adapter_bindings (name, registry_id, config, cursor, created_at)
-                 VALUES (?1, ?2, ?3, NULL, ?4)",
-                params![
-                    binding.name,
-                    registry.id().as_bytes().as_slice(),
-                    config,
-                    now_ms()
-                ],
-            )
-            .map_err(sql(tx.path(), "store binding"))?;
         let detail = serde_json::json!({
             "binding": binding.name, "kind": binding.kind, "target": binding.target,
             "key": key.to_string(),
         });
-        tx.journal(Some(&registry.id()), "adapter bound", &detail)?;
-        tx.commit()?;
+        self.with_store(|store| {
+            store.save_binding(&binding.name, &registry.id(), &config, &detail)
+        })?;
         Ok(BindingAdded {
             key,
             key_file: self.binding_key_path(&binding.name),
@@ -365,36 +348,21 @@ impl Replica {
 
     /// Every binding, by name.
     pub fn bindings(&self) -> Result<Vec<AdapterBinding>, MirrorError> {
-        let shared = self.shared();
-        let store = shared.store();
-        let mut stmt = store
-            .conn()
-            .prepare("SELECT config FROM adapter_bindings ORDER BY name")
-            .map_err(sql(store.path(), "list bindings"))?;
-        let configs = stmt
-            .query_map([], |r| r.get::<_, String>(0))
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(sql(store.path(), "list bindings"))?;
-        configs
-            .iter()
-            .map(|c| parse_config(store.path(), c))
-            .collect()
+        self.with_store(|store| {
+            store
+                .binding_configs()?
+                .iter()
+                .map(|c| parse_config(store.path(), c))
+                .collect()
+        })
     }
 
     /// One binding by name.
     pub fn binding(&self, name: &str) -> Result<Option<AdapterBinding>, MirrorError> {
-        let shared = self.shared();
-        let store = shared.store();
-        let config: Option<String> = store
-            .conn()
-            .query_row(
-                "SELECT config FROM adapter_bindings WHERE name = ?1",
-                [name],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(sql(store.path(), "read binding"))?;
-        config.map(|c| parse_config(store.path(), &c)).transpose()
+        self.with_store(|store| {
+            let config = store.binding_config(name)?;
+            config.map(|c| parse_config(store.path(), &c)).transpose()
+        })
     }
 
     /// Removes a binding, its merge bases and its key file. Records it brought
@@ -404,17 +372,8 @@ impl Replica {
             name: name.to_owned(),
         })?;
         let registry_id = self.registry(&binding.registry).ok().map(|r| r.id());
-        {
-            let shared = self.shared();
-            let mut store = shared.store();
-            let tx = store.begin()?;
-            tx.conn()
-                .execute("DELETE FROM adapter_bindings WHERE name = ?1", [name])
-                .map_err(sql(tx.path(), "remove binding"))?;
-            let detail = serde_json::json!({ "binding": name, "target": binding.target });
-            tx.journal(registry_id.as_ref(), "adapter unbound", &detail)?;
-            tx.commit()?;
-        }
+        let detail = serde_json::json!({ "binding": name, "target": binding.target });
+        self.with_store(|store| store.remove_binding(name, registry_id.as_ref(), &detail))?;
         let key_file = self.binding_key_path(name);
         if key_file.exists() {
             std::fs::remove_file(&key_file).map_err(|e| MirrorError::BadBinding {
@@ -430,9 +389,10 @@ impl Replica {
 
     /// How many records of binding `name` have a merge base (are bound).
     pub fn bound_rows(&self, name: &str) -> Result<u64, MirrorError> {
-        let shared = self.shared();
-        let store = shared.store();
-        Ok(super::merge_base::merge_base_count(store.conn(), store.path(), name)? as u64)
+        let count = self.with_store(|store| {
+            super::merge_base::merge_base_count(store.conn(), store.path(), name)
+        })?;
+        Ok(count as u64)
     }
 }
 

@@ -164,18 +164,36 @@ fn required_missing(inputs: &Inputs<'_>, remote_id: &str, fields: &Fields) -> Op
     })
 }
 
+/// Remote rows by id, checked against the schema and in canonical form,
+/// with their modification times.
+type Canonical<'a> = HashMap<&'a str, (Fields, Option<i64>)>;
+
 pub(crate) fn plan(inputs: &Inputs<'_>) -> Planned {
-    let mut rows = Vec::new();
     let mut invalid = Vec::new();
     let by_remote: HashMap<&str, &str> = inputs
         .merge_bases
         .iter()
         .map(|(rec, s)| (s.remote_id.as_str(), rec.as_str()))
         .collect();
-    let deleted_remote: HashSet<&str> = inputs.fetched.deleted.iter().map(String::as_str).collect();
+    let (fetched, skipped) = canonical_rows(inputs, &by_remote, &mut invalid);
+    let mut rows = bound_rows(inputs, &fetched, &skipped);
+    let hold_cursor = first_seen_rows(inputs, &by_remote, &fetched, &mut rows, &mut invalid);
+    let hold_cursor = hold_cursor || rows.iter().any(|r| r.hold);
+    Planned {
+        rows,
+        invalid,
+        hold_cursor,
+    }
+}
 
-    // Canonical remote rows by id; invalid ones are reported and skipped.
-    let mut fetched: HashMap<&str, (Fields, Option<i64>)> = HashMap::new();
+/// Canonical remote rows by id; invalid ones are reported (in `invalid`)
+/// and skipped (their ids returned).
+fn canonical_rows<'a>(
+    inputs: &Inputs<'a>,
+    by_remote: &HashMap<&str, &str>,
+    invalid: &mut Vec<InvalidRow>,
+) -> (Canonical<'a>, HashSet<&'a str>) {
+    let mut fetched: Canonical<'a> = HashMap::new();
     let mut skipped: HashSet<&str> = HashSet::new();
     for row in &inputs.fetched.rows {
         let record = by_remote.get(row.id.as_str()).copied();
@@ -189,8 +207,18 @@ pub(crate) fn plan(inputs: &Inputs<'_>) -> Planned {
             }
         }
     }
+    (fetched, skipped)
+}
 
-    // Bound records.
+/// Bound records, each against its remote row: as fetched, gone, or (not
+/// in an incremental fetch) as last seen.
+fn bound_rows(
+    inputs: &Inputs<'_>,
+    fetched: &Canonical<'_>,
+    skipped: &HashSet<&str>,
+) -> Vec<RowPlan> {
+    let mut rows = Vec::new();
+    let deleted_remote: HashSet<&str> = inputs.fetched.deleted.iter().map(String::as_str).collect();
     let mut snapped: Vec<&String> = inputs.merge_bases.keys().collect();
     snapped.sort();
     for record in snapped {
@@ -215,9 +243,20 @@ pub(crate) fn plan(inputs: &Inputs<'_>) -> Planned {
             rows.push(row);
         }
     }
+    rows
+}
 
-    // Rows seen for the first time: match them to local records by the key
-    // field (or by id), so binding existing data duplicates nothing.
+/// Rows seen for the first time: match them to local records by the key
+/// field (or by id), so binding existing data duplicates nothing; the
+/// others become records (when pulling), and unmatched records become rows
+/// (when pushing). `true` if new remote rows were left for a later pull.
+fn first_seen_rows(
+    inputs: &Inputs<'_>,
+    by_remote: &HashMap<&str, &str>,
+    fetched: &Canonical<'_>,
+    rows: &mut Vec<RowPlan>,
+    invalid: &mut Vec<InvalidRow>,
+) -> bool {
     let mut unbound_remote: Vec<&RemoteRow> = inputs
         .fetched
         .rows
@@ -283,53 +322,60 @@ pub(crate) fn plan(inputs: &Inputs<'_>) -> Planned {
             invalid.push(bad);
             continue;
         }
-        let mut record = record_id_for(&row.id);
-        if inputs.local.contains_key(&record) {
-            // The id is taken by an unrelated record: derive a fresh one.
-            record = format!(
-                "r-{}",
-                &hex::encode(Sha256::digest(format!("{}\0{}", inputs.registry, row.id)))[..32]
-            );
-        }
-        rows.push(RowPlan {
-            record: record.clone(),
-            remote_id: row.id.clone(),
-            local: Some((Action::Create, changes(&Fields::new(), &fields))),
-            remote: None,
-            conflicts: Vec::new(),
-            hold: false,
-            next: Next::Keep(MergeBase {
-                remote_id: row.id.clone(),
-                base: fields.clone(),
-                remote: fields,
-            }),
-        });
+        rows.push(new_record(inputs, &row.id, fields));
     }
     if inputs.direction.pushes() {
         for (record, l) in unbound_local {
-            if matched.contains(record) {
-                continue;
+            if !matched.contains(record) {
+                rows.push(new_remote_row(record, &l.fields));
             }
-            rows.push(RowPlan {
-                record: record.clone(),
-                remote_id: record.clone(),
-                local: None,
-                remote: Some((Action::Create, changes(&Fields::new(), &l.fields))),
-                conflicts: Vec::new(),
-                hold: false,
-                next: Next::Keep(MergeBase {
-                    remote_id: record.clone(),
-                    base: l.fields.clone(),
-                    remote: l.fields.clone(),
-                }),
-            });
         }
     }
-    let hold_cursor = hold_cursor || rows.iter().any(|r| r.hold);
-    Planned {
-        rows,
-        invalid,
-        hold_cursor,
+    hold_cursor
+}
+
+/// A record to create from remote row `remote_id`.
+fn new_record(inputs: &Inputs<'_>, remote_id: &str, fields: Fields) -> RowPlan {
+    let mut record = record_id_for(remote_id);
+    if inputs.local.contains_key(&record) {
+        // The id is taken by an unrelated record: derive a fresh one.
+        record = format!(
+            "r-{}",
+            &hex::encode(Sha256::digest(format!(
+                "{}\0{}",
+                inputs.registry, remote_id
+            )))[..32]
+        );
+    }
+    RowPlan {
+        record: record.clone(),
+        remote_id: remote_id.to_owned(),
+        local: Some((Action::Create, changes(&Fields::new(), &fields))),
+        remote: None,
+        conflicts: Vec::new(),
+        hold: false,
+        next: Next::Keep(MergeBase {
+            remote_id: remote_id.to_owned(),
+            base: fields.clone(),
+            remote: fields,
+        }),
+    }
+}
+
+/// A remote row to create from local record `record`.
+fn new_remote_row(record: &str, fields: &Fields) -> RowPlan {
+    RowPlan {
+        record: record.to_owned(),
+        remote_id: record.to_owned(),
+        local: None,
+        remote: Some((Action::Create, changes(&Fields::new(), fields))),
+        conflicts: Vec::new(),
+        hold: false,
+        next: Next::Keep(MergeBase {
+            remote_id: record.to_owned(),
+            base: fields.clone(),
+            remote: fields.clone(),
+        }),
     }
 }
 
@@ -372,83 +418,10 @@ fn bound_row(
         next: Next::Drop,
         hold: false,
     };
-    let delete_conflict =
-        |row: &mut RowPlan, deleted_on: Side, l: Option<&Fields>, r: Option<&Fields>| {
-            // A delete and a concurrent edit: the delete wins, except under
-            // `manual`, where the row waits until someone settles it.
-            let policy = (inputs.policy)("");
-            let winner = match policy {
-                ConflictPolicy::Manual => inputs.take,
-                _ => Some(deleted_on),
-            };
-            row.conflicts.push(FieldConflict {
-                field: "(record)".into(),
-                local: l.map(|_| Value::Text("edited".into())),
-                remote: r.map(|_| Value::Text("edited".into())),
-                policy,
-                winner,
-                note: format!(
-                    "deleted {}, edited {}",
-                    deleted_on.place(),
-                    deleted_on.other().place()
-                ),
-            });
-            winner
-        };
     match (local, remote) {
         (None, None) => Some(row), // deleted on both sides: forget it
-        (None, Some((r, _))) => {
-            let edited = differs(&r, &merge_base.base, inputs.fields);
-            let winner = if edited {
-                delete_conflict(&mut row, Side::Local, None, Some(&r))
-            } else {
-                Some(Side::Local)
-            };
-            if winner == Some(Side::Local) && push {
-                row.remote = Some((Action::Delete, changes(&r, &Fields::new())));
-                return Some(row);
-            }
-            if winner == Some(Side::Remote) {
-                // Under manual with --take remote, nothing can undelete the
-                // record; say so by leaving it open.
-                if let Some(c) = row.conflicts.last_mut() {
-                    c.winner = None;
-                }
-            }
-            row.next = Next::Keep(MergeBase {
-                remote: r,
-                ..merge_base.clone()
-            });
-            Some(row).filter(|r| !r.conflicts.is_empty())
-        }
-        (Some(l), None) => {
-            let edited = differs(l, &merge_base.base, inputs.fields);
-            let winner = if edited {
-                delete_conflict(&mut row, Side::Remote, Some(l), None)
-            } else {
-                Some(Side::Remote)
-            };
-            if winner == Some(Side::Remote) && pull {
-                row.local = Some((Action::Delete, changes(l, &Fields::new())));
-                return Some(row);
-            }
-            if winner == Some(Side::Local) && push {
-                // The edit wins over the remote delete: create the row again.
-                row.remote = Some((Action::Create, changes(&Fields::new(), l)));
-                row.next = Next::Keep(MergeBase {
-                    remote_id: merge_base.remote_id.clone(),
-                    base: l.clone(),
-                    remote: l.clone(),
-                });
-                return Some(row);
-            }
-            // The delete is not applied (a push-only run, or an open manual
-            // conflict): keep the merge base and hold the cursor, so the
-            // delete is seen again next time instead of being lost.
-            row.next = Next::Keep(merge_base.clone());
-            row.hold = true;
-            Some(row)
-        }
+        (None, Some((r, _))) => deleted_locally(inputs, row, merge_base, r),
+        (Some(l), None) => deleted_remotely(inputs, row, merge_base, l),
         (Some(l), Some((r, modified_at))) => {
             let mut base = merge_base.base.clone();
             let mut seen = r.clone();
@@ -535,6 +508,104 @@ fn bound_row(
             Some(row)
         }
     }
+}
+
+/// Records a delete on `deleted_on` against an edit on the other side: the
+/// delete wins, except under `manual`, where the row waits until someone
+/// settles it. Returns the winner (`None`: open).
+fn delete_conflict(
+    inputs: &Inputs<'_>,
+    row: &mut RowPlan,
+    deleted_on: Side,
+    l: Option<&Fields>,
+    r: Option<&Fields>,
+) -> Option<Side> {
+    let policy = (inputs.policy)("");
+    let winner = match policy {
+        ConflictPolicy::Manual => inputs.take,
+        _ => Some(deleted_on),
+    };
+    row.conflicts.push(FieldConflict {
+        field: "(record)".into(),
+        local: l.map(|_| Value::Text("edited".into())),
+        remote: r.map(|_| Value::Text("edited".into())),
+        policy,
+        winner,
+        note: format!(
+            "deleted {}, edited {}",
+            deleted_on.place(),
+            deleted_on.other().place()
+        ),
+    });
+    winner
+}
+
+/// A bound record deleted in the registry whose remote row `r` is still
+/// there (maybe edited since the merge base).
+fn deleted_locally(
+    inputs: &Inputs<'_>,
+    mut row: RowPlan,
+    merge_base: &MergeBase,
+    r: Fields,
+) -> Option<RowPlan> {
+    let edited = differs(&r, &merge_base.base, inputs.fields);
+    let winner = if edited {
+        delete_conflict(inputs, &mut row, Side::Local, None, Some(&r))
+    } else {
+        Some(Side::Local)
+    };
+    if winner == Some(Side::Local) && inputs.direction.pushes() {
+        row.remote = Some((Action::Delete, changes(&r, &Fields::new())));
+        return Some(row);
+    }
+    if winner == Some(Side::Remote) {
+        // Under manual with --take remote, nothing can undelete the
+        // record; say so by leaving it open.
+        if let Some(c) = row.conflicts.last_mut() {
+            c.winner = None;
+        }
+    }
+    row.next = Next::Keep(MergeBase {
+        remote: r,
+        ..merge_base.clone()
+    });
+    Some(row).filter(|r| !r.conflicts.is_empty())
+}
+
+/// A bound record whose remote row is gone, while the registry still has
+/// it as `l` (maybe edited since the merge base).
+fn deleted_remotely(
+    inputs: &Inputs<'_>,
+    mut row: RowPlan,
+    merge_base: &MergeBase,
+    l: &Fields,
+) -> Option<RowPlan> {
+    let edited = differs(l, &merge_base.base, inputs.fields);
+    let winner = if edited {
+        delete_conflict(inputs, &mut row, Side::Remote, Some(l), None)
+    } else {
+        Some(Side::Remote)
+    };
+    if winner == Some(Side::Remote) && inputs.direction.pulls() {
+        row.local = Some((Action::Delete, changes(l, &Fields::new())));
+        return Some(row);
+    }
+    if winner == Some(Side::Local) && inputs.direction.pushes() {
+        // The edit wins over the remote delete: create the row again.
+        row.remote = Some((Action::Create, changes(&Fields::new(), l)));
+        row.next = Next::Keep(MergeBase {
+            remote_id: merge_base.remote_id.clone(),
+            base: l.clone(),
+            remote: l.clone(),
+        });
+        return Some(row);
+    }
+    // The delete is not applied (a push-only run, or an open manual
+    // conflict): keep the merge base and hold the cursor, so the
+    // delete is seen again next time instead of being lost.
+    row.next = Next::Keep(merge_base.clone());
+    row.hold = true;
+    Some(row)
 }
 
 fn set(fields: &mut Fields, f: &str, v: Option<&Value>) {

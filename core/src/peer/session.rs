@@ -193,7 +193,7 @@ where
             tracing::warn!(peer = %address, key = %who, %reason, "refused a peer");
             peers::journal_refusal(&replica, None, &format!("{address} ({who})"), &reason);
             let env = envelope::seal(
-                &replica.shared().identity,
+                replica.identity(),
                 &claimed,
                 &CONNECTION,
                 Kind::Refused,
@@ -346,7 +346,7 @@ fn check_key(replica: &Replica, accept: &Accept, key: &PublicKey) -> Result<(), 
 impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
     async fn send(&mut self, registry: &[u8; 16], kind: Kind, payload: &[u8]) -> Result<(), Fault> {
         let env = envelope::seal(
-            &self.replica.shared().identity,
+            self.replica.identity(),
             self.peer.as_bytes(),
             registry,
             kind,
@@ -789,7 +789,7 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
                 reg.name = report.name.clone();
                 if report.applied > 0 {
                     let heads = reg.handle.as_ref().map(Registry::heads).unwrap_or_default();
-                    let _ = self.replica.shared().remote_changes.send(RemoteChanges {
+                    self.replica.announce_remote_changes(RemoteChanges {
                         registry: id,
                         name: report.name,
                         peer: self.peer,

@@ -298,11 +298,6 @@ impl Registry {
         })
     }
 
-    /// What every handle of the replica shares (the store, the identity).
-    pub(crate) fn shared(&self) -> &Arc<Shared> {
-        &self.shared
-    }
-
     /// The schema compiled for validation.
     pub(crate) fn compiled_schema(&self) -> Arc<crate::schema::CompiledSchema> {
         self.fresh().schema.clone()

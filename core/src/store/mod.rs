@@ -9,6 +9,7 @@
 //! `synchronous = FULL` in WAL mode, so a crash at any point loses nothing
 //! that was acknowledged.
 
+mod bindings;
 mod migrations;
 mod peers;
 
