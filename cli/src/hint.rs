@@ -157,7 +157,10 @@ fn adapter(e: &AdapterError) -> Option<String> {
             "`adapter add … --create` does that",
         ),
         ("as its id column", "`adapter add … --id-column COLUMN`"),
-        ("in the binding", "`adapter add … --map FIELD=COLUMN`"),
+        // "map the field to another column in the binding", "map the
+        // fields to existing headers in the binding"; not a Notion 401's
+        // "check the integration token in the binding's secret variable".
+        ("map the field", "`adapter add … --map FIELD=COLUMN`"),
         ("pull-only", "`adapter add … --direction pull`"),
         ("smaller batch size", "run with a smaller `--batch-size`"),
     ]
@@ -174,5 +177,44 @@ fn adapter(e: &AdapterError) -> Option<String> {
             )
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(reason: &str) -> AdapterError {
+        AdapterError::Request {
+            system: "notion".into(),
+            table: "db".into(),
+            action: "query".into(),
+            reason: reason.into(),
+        }
+    }
+
+    #[test]
+    fn a_refused_token_is_not_answered_with_a_column_mapping() {
+        let refused = request(
+            "401 unauthorized; check the integration token in the binding's secret variable",
+        );
+        assert_eq!(adapter(&refused), None);
+    }
+
+    #[test]
+    fn a_missing_column_is_answered_with_a_mapping() {
+        let missing = AdapterError::Mismatch {
+            system: "postgres".into(),
+            table: "services".into(),
+            reason: "it has no column port; add the column, or map the field to another column in the binding".into(),
+        };
+        assert_eq!(
+            adapter(&missing).as_deref(),
+            Some("`adapter add … --map FIELD=COLUMN`")
+        );
+        let headers = request(
+            "row 1 lacks the header(s) port; type them into row 1, or map the fields to existing headers in the binding",
+        );
+        assert!(adapter(&headers).unwrap().contains("--map"));
     }
 }

@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use chittysync::{Record, Schema};
 
@@ -46,18 +47,37 @@ pub(crate) fn is_closed(e: &anyhow::Error) -> bool {
         .any(StdoutError::is_closed)
 }
 
+static CARRY_ON_WHEN_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// From now on a closed stdout does not stop the command: for commands whose
+/// exit status reports checks that must run whether or not anyone reads what
+/// they print (the demo).
+pub(crate) fn carry_on_when_closed() {
+    CARRY_ON_WHEN_CLOSED.store(true, Ordering::Relaxed);
+}
+
+/// A write's outcome, with a closed pipe forgiven when the command asked.
+fn settle(written: io::Result<()>) -> Result<(), StdoutError> {
+    match written {
+        Err(e)
+            if e.kind() == io::ErrorKind::BrokenPipe
+                && CARRY_ON_WHEN_CLOSED.load(Ordering::Relaxed) =>
+        {
+            Ok(())
+        }
+        other => Ok(other?),
+    }
+}
+
 /// Writes formatted text to stdout (what `print!` does, without the panic).
 pub(crate) fn write(args: fmt::Arguments<'_>) -> Result<(), StdoutError> {
-    io::stdout().lock().write_fmt(args)?;
-    Ok(())
+    settle(io::stdout().lock().write_fmt(args))
 }
 
 /// Writes formatted text and a newline to stdout.
 pub(crate) fn write_line(args: fmt::Arguments<'_>) -> Result<(), StdoutError> {
     let mut out = io::stdout().lock();
-    out.write_fmt(args)?;
-    out.write_all(b"\n")?;
-    Ok(())
+    settle(out.write_fmt(args).and_then(|()| out.write_all(b"\n")))
 }
 
 /// `println!` that returns a [`StdoutError`] instead of panicking.
@@ -88,13 +108,13 @@ pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> Result<(), Stdout
         }
     }
     let mut out = io::stdout().lock();
-    let mut line = |cells: &[&str]| {
+    let mut line = |cells: &[&str]| -> Result<(), StdoutError> {
         let padded: Vec<String> = cells
             .iter()
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        writeln!(out, "{}", padded.join("  ").trim_end())
+        settle(writeln!(out, "{}", padded.join("  ").trim_end()))
     };
     line(headers)?;
     let rules: Vec<String> = widths.iter().map(|w| "─".repeat(*w)).collect();

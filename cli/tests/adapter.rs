@@ -279,3 +279,48 @@ fn a_watcher_outlives_a_failed_run_and_the_delete_guard_explains_itself() {
     json(&r, &["pull", "pg", "--allow-deletes"]);
     assert!(json(&r, &["ls", "services"]).as_array().unwrap().is_empty());
 }
+
+#[test]
+fn failed_rows_decide_the_exit_status_even_when_nobody_reads_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let (r, table) = setup(dir.path(), "closed");
+    json(
+        &r,
+        &[
+            "adapter",
+            "add",
+            "pg",
+            "--registry",
+            "services",
+            "--target",
+            &table,
+            "--secret-env",
+            URL_VAR,
+            "--create",
+        ],
+    );
+    ok(&r, &["put", "services", "billing", "name=billing", "port=80"]);
+    ok(&r, &["push", "pg"]);
+    // Another application's rule the registry does not know.
+    psql(&format!(
+        "ALTER TABLE {table} ADD CONSTRAINT low_ports CHECK (port < 1000)"
+    ));
+    ok(&r, &["put", "services", "search", "name=search", "port=5000"]);
+
+    // stdout is a pipe whose reader has already gone.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chittysync"))
+        .arg("--replica")
+        .arg(&r)
+        .args(["push", "pg"])
+        .env_remove("CHITTYSYNC_REPLICA")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("the binary ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a failed row exited 0: {stderr}");
+    assert!(stderr.contains("1 rows failed"), "{stderr}");
+}

@@ -461,8 +461,11 @@ fn op_result(r: serde_json::Value, op: &core::RowOp) -> Result<core::RowResult, 
         Json::String(id) => Ok(Ok(id)),
         Json::Number(n) => Ok(Ok(n.to_string())),
         Json::Object(mut o) => match o.remove("error") {
-            Some(Json::String(message)) => Ok(Err(core::RowError {
-                message,
+            // Any error that is present is a failure, whatever its shape: a
+            // JavaScript `Error` serialises as `{}`, and treating that as
+            // success would record the row as written when it was not.
+            Some(error) if !error.is_null() => Ok(Err(core::RowError {
+                message: error_message(error),
                 retryable: o.get("retryable").and_then(Json::as_bool).unwrap_or(false),
             })),
             _ => match o.remove("id") {
@@ -474,6 +477,21 @@ fn op_result(r: serde_json::Value, op: &core::RowOp) -> Result<core::RowResult, 
         other => Err(format!(
             "a write's result must be the row's id, null or an error, not {other}"
         )),
+    }
+}
+
+/// The message of an adapter's row error, whatever JSON it came as.
+fn error_message(error: serde_json::Value) -> String {
+    use serde_json::Value as Json;
+    match error {
+        Json::String(message) if !message.trim().is_empty() => message,
+        Json::Object(ref o) => match o.get("message").and_then(Json::as_str) {
+            Some(message) if !message.trim().is_empty() => message.to_owned(),
+            _ if o.is_empty() => "the adapter reported an error with no message".to_owned(),
+            _ => format!("the adapter reported an error: {error}"),
+        },
+        Json::String(_) => "the adapter reported an error with no message".to_owned(),
+        other => format!("the adapter reported an error: {other}"),
     }
 }
 
@@ -753,5 +771,40 @@ impl Replica {
             .run_mirror(&name, &table.inner, &settings.into(), &Progress(progress))
             .await?;
         Ok(report.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delete_r1() -> core::RowOp {
+        core::RowOp::Delete { id: "r1".into() }
+    }
+
+    #[test]
+    fn any_present_error_is_a_failure_whatever_its_shape() {
+        // A JavaScript `Error` serialises as `{}`; it must never pass as written.
+        for error in [
+            serde_json::json!({}),
+            serde_json::json!({"message": "refused"}),
+            serde_json::json!(42),
+            serde_json::json!(""),
+            serde_json::json!("constraint refused the row"),
+        ] {
+            let result = op_result(serde_json::json!({ "error": error.clone() }), &delete_r1())
+                .expect("a result");
+            let failure = result.expect_err(&format!("{error} is a failure"));
+            assert!(!failure.message.is_empty());
+        }
+        let refused = op_result(serde_json::json!({"error": {"message": "refused"}}), &delete_r1());
+        assert_eq!(refused.unwrap().unwrap_err().message, "refused");
+    }
+
+    #[test]
+    fn a_null_error_or_an_id_is_success() {
+        let ok = op_result(serde_json::json!({"error": null, "id": "x9"}), &delete_r1());
+        assert_eq!(ok.unwrap().unwrap(), "x9");
+        assert_eq!(op_result(serde_json::Value::Null, &delete_r1()).unwrap().unwrap(), "r1");
     }
 }

@@ -679,7 +679,8 @@ export type Op =
 
 /** A write that failed; return it from `apply` in the op's place. */
 export interface RowFailed {
-  failed: string;
+  /** Why the write failed: a message, or the `Error` that says it. */
+  failed: string | Error;
   retryable?: boolean;
 }
 
@@ -708,11 +709,29 @@ function guard<T>(f: () => T): T {
   }
 }
 
+/** The adapter's target; adapters written before `target` replaced `table` still work, and one with neither is refused by name. */
+function targetOf(a: Adapter): string {
+  const legacy = (a as unknown as { table?: unknown }).table;
+  const target = a.target ?? legacy;
+  if (target === undefined || target === null || String(target).trim() === "") {
+    throw new TypeError("the adapter has no `target`: set it to the name of the table it mirrors");
+  }
+  return String(target);
+}
+
+/** The message of a failed write, whatever the adapter put in `failed`: a row is never taken as written because its failure had no text. */
+function failureMessage(failed: unknown): string {
+  if (failed instanceof Error) return failed.message || failed.name || "the adapter reported an error with no message";
+  const text = failed === undefined || failed === null ? "" : String(failed);
+  return text.trim() === "" ? "the adapter reported an error with no message" : text;
+}
+
 /** Spells a JavaScript adapter's rows and results in the wire encoding; the Rust side decodes them by the registry's field types. */
 function bridge(a: Adapter): ForeignAdapter {
+  const target = targetOf(a);
   return {
     system: () => String(a.system),
-    target: () => String(a.target),
+    target: () => target,
     columns: () => guard(() => a.columns().map(String)),
     fetch: (since) =>
       guard(() => {
@@ -747,7 +766,7 @@ function bridge(a: Adapter): ForeignAdapter {
           a.apply(mine).map((r) =>
             r === undefined || r === null || typeof r === "string"
               ? (r ?? null)
-              : { error: r.failed, retryable: r.retryable ?? false },
+              : { error: failureMessage(r.failed), retryable: r.retryable ?? false },
           ),
         );
       }),

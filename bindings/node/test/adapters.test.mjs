@@ -204,3 +204,39 @@ test("a JavaScript adapter reports an invalid row through the public API", async
   }
   assert.equal(report.applied, 0, "the second run had nothing left to do");
 });
+
+test("a write failed with an Error object is a failure, and the record survives the next run", async () => {
+  const replica = Replica.open(join(dir(), "a.db"));
+  const reg = replica.createRegistry("services", [field("name", "text", { required: true })]);
+  replica.addBinding({ name: "mirror", registry: "services", kind: "js-map", target: "services" });
+  reg.put({ name: "billing" }, "r1");
+  const table = new MapAdapter();
+  const apply = table.apply.bind(table);
+  // An adapter that reports its failure as an Error, not a string.
+  table.apply = (ops) => ops.map(() => ({ failed: new Error("constraint refused the row") }));
+  const first = await replica.runMirror("mirror", table);
+  assert.equal(first.failed.length, 1);
+  assert.ok(JSON.stringify(first.failed).includes("constraint refused the row"));
+  assert.equal(table.rows.size, 0);
+  // The next complete fetch sees no row: the record must not be taken as deleted remotely.
+  table.apply = apply;
+  await replica.runMirror("mirror", table);
+  assert.equal(reg.size, 1);
+  assert.deepEqual(Object.fromEntries(table.rows), { r1: { name: "billing" } });
+});
+
+test("an adapter with the old `table` property still names its table; one with neither is refused", async () => {
+  const replica = Replica.open(join(dir(), "a.db"));
+  const reg = replica.createRegistry("services", [field("name", "text", { required: true })]);
+  replica.addBinding({ name: "mirror", registry: "services", kind: "js-map", target: "services" });
+  const old = new MapAdapter();
+  delete old.target;
+  old.table = "legacy_services";
+  old.outsideWrite("x1", { name: "mail" });
+  await replica.runMirror("mirror", old);
+  // The change that brought x1 names the table it came from.
+  assert.ok(reg.audit().some((e) => e.message.includes("legacy_services")));
+  const nameless = new MapAdapter();
+  delete nameless.target;
+  await assert.rejects(replica.runMirror("mirror", nameless), (e) => e instanceof TypeError && e.message.includes("no `target`"));
+});

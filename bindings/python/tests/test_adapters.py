@@ -270,3 +270,26 @@ def test_a_python_adapter_reports_an_invalid_row_through_the_public_api(tmp_path
         assert not any(op.id == "broken" for op in sheet.ops)
         assert not any(isinstance(op, cs.Delete) for op in sheet.ops)
     assert report.applied == 0, "the second run had nothing left to do"
+
+
+def test_an_adapter_with_the_old_table_attribute_names_its_table_and_one_with_none_is_refused(tmp_path):
+    replica = cs.Replica(os.fspath(tmp_path / "a.db"))
+    reg = replica.create_registry("services", [cs.field("name", "text", required=True)])
+    replica.add_binding("mirror", "services", "python-dict", "services")
+    reg.put({"name": "billing"}, "r1")
+
+    class Old(DictAdapter):
+        target = None
+        table = "legacy_services"
+
+    old = Old()
+    old.outside_write("x1", {"name": "mail"})
+    asyncio.run(replica.run_mirror("mirror", old))
+    # The change that brought x1 names the table it came from.
+    assert any("legacy_services" in e.message for e in reg.audit())
+
+    class Nameless(DictAdapter):
+        target = None
+
+    with pytest.raises(ValueError, match="no `target`"):
+        asyncio.run(replica.run_mirror("mirror", Nameless()))

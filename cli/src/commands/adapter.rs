@@ -514,18 +514,27 @@ pub(crate) fn mirror_with(
             let adapter = connected
                 .as_ref()
                 .expect("a run that succeeded had an adapter");
-            if as_json {
-                output::json(&report.to_json())?;
+            let printed = if as_json {
+                output::json(&report.to_json())
             } else {
-                print_report(&report, adapter.as_ref())?;
-            }
-            if !args.watch || args.runs.is_some_and(|n| done >= n) {
-                if !report.failed.is_empty() {
-                    bail!(
-                        "{} rows failed (listed above); the next run retries them",
-                        report.failed.len()
-                    );
+                print_report(&report, adapter.as_ref())
+            };
+            let last = !args.watch || args.runs.is_some_and(|n| done >= n);
+            if last && !report.failed.is_empty() {
+                // Failed rows decide the exit status even when nobody read
+                // the report (`chittysync sync NAME | head`).
+                if let Err(e) = printed
+                    && !e.is_closed()
+                {
+                    return Err(e.into());
                 }
+                bail!(
+                    "{} rows failed (listed in the report); the next run retries them",
+                    report.failed.len()
+                );
+            }
+            printed?;
+            if last {
                 return Ok(());
             }
             tokio::time::sleep(args.interval).await;

@@ -39,6 +39,9 @@ fn show(name: &str, reg: &Registry) -> Result<(), StdoutError> {
 
 /// Runs the demo, step by step, in `--dir` or a temporary directory.
 pub(crate) fn run(args: DemoArgs) -> Result<()> {
+    // The demo's exit status reports its checks: they run to the end even
+    // when nobody reads what it prints (`chittysync demo | head`).
+    output::carry_on_when_closed();
     let tmp;
     let dir = match args.dir.as_deref() {
         Some(d) => {

@@ -609,7 +609,7 @@ class Adapter:
     call."""
 
     system: str = "python"
-    target: str = "table"
+    target: Optional[str] = None
 
     def columns(self) -> List[str]:
         raise NotImplementedError
@@ -629,12 +629,20 @@ class _Bridge(native.ForeignAdapter):
 
     def __init__(self, adapter: Adapter):
         self._a = adapter
+        # Adapters written before ``target`` replaced ``table`` still work.
+        target = getattr(adapter, "target", None) or getattr(adapter, "table", None)
+        if target is None or not str(target).strip():
+            raise ValueError(
+                f"the adapter {type(adapter).__name__} has no `target`: "
+                "set it to the name of the table it mirrors"
+            )
+        self._target = str(target)
 
     def system(self) -> str:
         return str(self._a.system)
 
     def target(self) -> str:
-        return str(self._a.target)
+        return self._target
 
     def columns(self):
         return self._guard(lambda: [str(c) for c in self._a.columns()])
@@ -671,7 +679,7 @@ class _Bridge(native.ForeignAdapter):
             out: List[Any] = []
             for result in self._a.apply(mine):
                 if isinstance(result, RowFailed):
-                    out.append({"error": result.message, "retryable": result.retryable})
+                    out.append({"error": str(result.message) or "the adapter reported an error with no message", "retryable": bool(result.retryable)})
                 else:
                     # None: the row kept the id the engine proposed.
                     out.append(None if result is None else str(result))
