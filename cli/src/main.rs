@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
 
 use commands::{
     Globals, adapter, attest, audit, bundle, checkpoint, conflicts, demo, init, members, peer,
-    records, registry, sync, verify,
+    records, registry, sync, token, verify,
 };
 
 /// Keep registries identical everywhere they live, with proof of who changed what.
@@ -96,6 +96,11 @@ enum Command {
     Compact(registry::CompactArgs),
     /// Run a demonstration: two replicas, offline edits, exchange, convergence.
     Demo(demo::DemoArgs),
+    /// Add, list and remove API tokens for the HTTP service (`serve --http`).
+    #[command(subcommand)]
+    Token(token::TokenCmd),
+    /// Ask a ChittySync service whether it is healthy: exit 0 if so, 1 if not.
+    Health(token::HealthArgs),
 }
 
 /// Exit codes: 0 success (also when the reader of stdout went away, as with
@@ -130,6 +135,8 @@ fn run(globals: &Globals, command: Command) -> Result<()> {
         Command::Registry(cmd) => registry::run(globals, cmd),
         Command::Sync(args) => sync::run(globals, args),
         Command::Serve(args) => peer::serve(globals, args),
+        Command::Token(cmd) => token::run(globals, cmd),
+        Command::Health(args) => token::health(globals, args),
         Command::Members(cmd) => members::run(globals, cmd),
         Command::Put(args) => records::put(globals, args),
         Command::Get(args) => records::get(globals, args),

@@ -62,6 +62,7 @@ mod registry;
 mod replica;
 mod schema;
 mod store;
+mod tokens;
 mod trust;
 mod value;
 mod verify;
@@ -95,6 +96,7 @@ pub use schema::{
     ConflictPolicy, FieldDef, FieldKind, RecordRule, Rule, Schema, SchemaError, ValidationError,
     coerce,
 };
+pub use tokens::{Token, TokenAdded, TokenError, TokenSession, TokenSpec};
 pub use trust::SignedChange;
 pub use trust::attest::{Attestation, AttestationStatus};
 pub use trust::tlog::{Checkpoint, ConsistencyProof, InclusionProof, LogError};

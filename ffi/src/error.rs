@@ -199,7 +199,9 @@ impl From<WriteError> for ChittyError {
                 ChittyError::NotPermitted { message }
             }
             WriteError::Store(s) => s.into(),
-            WriteError::Internal(_) => ChittyError::Internal { message },
+            // No call of this facade writes against expected heads, so a
+            // stale write cannot come from it.
+            WriteError::Stale { .. } | WriteError::Internal(_) => ChittyError::Internal { message },
             other => ChittyError::unknown(other),
         }
     }

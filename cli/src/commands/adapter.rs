@@ -144,7 +144,8 @@ pub(crate) struct RunArgs {
 
 /// Parses `--interval`: 30s, 5m, 500ms, 1h or plain seconds.
 pub(crate) fn parse_interval(s: &str) -> Result<Duration, String> {
-    let bad = || format!("'{s}' is not an interval; use 30s, 5m, 500ms or a number of seconds");
+    let bad =
+        || format!("'{s}' is not an interval; use 30s, 5m, 2h, 90d, 500ms or a number of seconds");
     let s = s.trim();
     let (num, unit) = s
         .find(|c: char| !c.is_ascii_digit())
@@ -153,8 +154,9 @@ pub(crate) fn parse_interval(s: &str) -> Result<Duration, String> {
     let d = match unit {
         "" | "s" => Duration::from_secs(n),
         "ms" => Duration::from_millis(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
+        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(bad)?),
+        "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(bad)?),
+        "d" => Duration::from_secs(n.checked_mul(86_400).ok_or_else(bad)?),
         _ => return Err(bad()),
     };
     if d.is_zero() {

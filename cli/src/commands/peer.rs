@@ -49,6 +49,22 @@ pub(crate) struct ServeArgs {
     /// (repeatable): hubs that peer with each other form a mesh.
     #[arg(long, value_name = "PEER")]
     peer: Vec<String>,
+    /// Also serve the HTTP API (tokens from `chittysync token add`, /health,
+    /// /ready, /metrics, /v1/openapi.json) on this address, `host:port`.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<String>,
+    /// Requests each API token may make per minute.
+    #[arg(long, default_value_t = 6000, requires = "http")]
+    http_rate: u32,
+}
+
+/// Stops a spawned task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -255,6 +271,36 @@ pub(crate) fn serve(globals: &Globals, args: ServeArgs) -> Result<()> {
     let rt = runtime()?;
     rt.block_on(async {
         let mut hub = replica.serve(&args.listen, options).await?;
+        // The HTTP API runs beside the peers, over the same replica, until
+        // the hub stops.
+        let _http = match &args.http {
+            Some(address) => {
+                let listener = tokio::net::TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("listening for HTTP on {address}"))?;
+                let local = listener
+                    .local_addr()
+                    .with_context(|| format!("listening for HTTP on {address}"))?;
+                let service = chittysync_server::Service::new(
+                    replica.clone(),
+                    chittysync_server::HttpOptions {
+                        requests_per_minute: args.http_rate,
+                        ..Default::default()
+                    },
+                );
+                say(
+                    as_json,
+                    format!("HTTP API on http://{local}"),
+                    json!({ "event": "http", "address": local.to_string() }),
+                )?;
+                Some(AbortOnDrop(tokio::spawn(async move {
+                    if let Err(e) = service.serve(listener, std::future::pending()).await {
+                        eprintln!("error: {e}");
+                    }
+                })))
+            }
+            None => None,
+        };
         say(
                 as_json,
             format!(

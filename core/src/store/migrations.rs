@@ -143,4 +143,19 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (peer, registry_id)
     ) STRICT;
     "#,
+    // 7: API tokens of the HTTP service — a hash of each bearer secret (never
+    //    the secret), the token's own key (a member of its registries) and
+    //    its scope.
+    r#"
+    CREATE TABLE api_tokens (
+        name         TEXT PRIMARY KEY,
+        key          BLOB NOT NULL,          -- the token's ed25519 public key
+        secret_hash  BLOB NOT NULL UNIQUE,   -- sha256 of the bearer secret
+        role         TEXT NOT NULL,
+        registries   TEXT NOT NULL,          -- JSON array of registry ids (hex)
+        created_at   INTEGER NOT NULL,
+        expires_at   INTEGER,                -- ms since the epoch; NULL: never
+        last_used_at INTEGER
+    ) STRICT;
+    "#,
 ];

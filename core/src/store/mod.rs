@@ -12,6 +12,9 @@
 mod bindings;
 mod migrations;
 mod peers;
+mod tokens;
+
+pub(crate) use tokens::TokenRow;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -515,6 +518,12 @@ impl JournalRow {
 }
 
 /// Every journal row, in order.
+pub(crate) fn journal_len(conn: &Connection, path: &str) -> Result<u64> {
+    conn.query_row("SELECT count(*) FROM journal", [], |r| r.get::<_, i64>(0))
+        .map(|n| n.max(0) as u64)
+        .map_err(sql(path, "count journal entries"))
+}
+
 pub(crate) fn journal(conn: &Connection, path: &str) -> Result<Vec<JournalRow>> {
     let mut stmt = conn
         .prepare_cached(
