@@ -140,7 +140,7 @@ pub enum TokenError {
         registry: String,
         /// Why.
         #[source]
-        source: WriteError,
+        source: Box<WriteError>,
     },
     /// The token's key file could not be made or read.
     #[error("token '{name}': its key file: {source}")]
@@ -243,7 +243,7 @@ impl Replica {
                 return Err(TokenError::Member {
                     name: name.into(),
                     registry: registry.name(),
-                    source,
+                    source: Box::new(source),
                 });
             }
             joined.push(registry);
@@ -310,7 +310,7 @@ impl Replica {
                     .map_err(|source| TokenError::Member {
                         name: name.into(),
                         registry: registry.name(),
-                        source,
+                        source: Box::new(source),
                     })?;
             }
         }

@@ -28,6 +28,7 @@ use crate::Shared;
         crate::records::remove,
         crate::records::show_by,
         crate::records::upsert_by,
+        crate::records::patch_by,
     ),
     modifiers(&BearerToken),
     tags(

@@ -34,7 +34,7 @@ use chittysync::Replica;
 use tokio::net::TcpListener;
 
 pub use api::document as openapi;
-pub use problem::Problem;
+pub use problem::{Problem, ProblemDetails};
 
 /// Limits of the HTTP service.
 #[derive(Clone, Debug)]

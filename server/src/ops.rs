@@ -9,7 +9,7 @@ use axum::routing::get;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::{Problem, Shared, blocking};
+use crate::{Problem, ProblemDetails, Shared, blocking};
 
 pub(crate) fn routes() -> Router<Shared> {
     Router::new()
@@ -47,7 +47,7 @@ pub(crate) async fn health(State(state): State<Shared>) -> axum::Json<Health> {
     get, path = "/ready", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = Health),
-        (status = 503, description = "The store cannot be written", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store cannot be written", body = ProblemDetails, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn ready(State(state): State<Shared>) -> Result<axum::Json<Health>, Problem> {

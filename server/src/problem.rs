@@ -8,9 +8,13 @@ use chittysync::{LookupError, StoreError, TokenError, WriteError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+/// An error answer: a [`ProblemDetails`] (boxed, so results stay small).
+#[derive(Debug, Clone)]
+pub struct Problem(Box<ProblemDetails>);
+
 /// A problem: what went wrong, for a program and for a person.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Problem {
+pub struct ProblemDetails {
     /// What kind of problem (a URI; `about:blank` when the status says it all).
     #[serde(rename = "type")]
     pub kind: String,
@@ -36,7 +40,7 @@ pub struct Problem {
 impl Problem {
     /// A problem of `status` with `kind` (a short slug) and `detail`.
     pub fn new(status: StatusCode, kind: &str, detail: impl Into<String>) -> Self {
-        Problem {
+        Problem(Box::new(ProblemDetails {
             kind: format!("urn:chittysync:problem:{kind}"),
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
             status: status.as_u16(),
@@ -45,7 +49,12 @@ impl Problem {
             value: None,
             rule: None,
             retry_after: None,
-        }
+        }))
+    }
+
+    /// What the answer will say.
+    pub fn details(&self) -> &ProblemDetails {
+        &self.0
     }
 
     /// 400: the request is malformed.
@@ -75,7 +84,7 @@ impl Problem {
             "rate-limited",
             format!("this token sent too many requests; try again in {seconds} s"),
         );
-        p.retry_after = Some(seconds);
+        p.0.retry_after = Some(seconds);
         p
     }
 
@@ -85,19 +94,20 @@ impl Problem {
     }
 
     fn with_field(mut self, field: &str, value: String, rule: &str) -> Self {
-        self.field = Some(field.to_owned());
-        self.value = Some(value);
-        self.rule = Some(rule.to_owned());
+        self.0.field = Some(field.to_owned());
+        self.0.value = Some(value);
+        self.0.rule = Some(rule.to_owned());
         self
     }
 }
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let retry_after = self.retry_after;
+        let status =
+            StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let retry_after = self.0.retry_after;
         let unauthorized = status == StatusCode::UNAUTHORIZED;
-        let mut response = (status, axum::Json(self)).into_response();
+        let mut response = (status, axum::Json(*self.0)).into_response();
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,

@@ -19,7 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::registries::{if_match, with_etag};
-use crate::{AppState, Problem, Shared, blocking};
+use crate::{AppState, Problem, ProblemDetails, Shared, blocking};
 
 pub(crate) fn routes() -> Router<Shared> {
     Router::new()
@@ -30,7 +30,7 @@ pub(crate) fn routes() -> Router<Shared> {
         )
         .route(
             "/registries/{registry}/records/by/{field}/{value}",
-            get(show_by).put(upsert_by),
+            get(show_by).put(upsert_by).patch(patch_by),
         )
 }
 
@@ -139,10 +139,10 @@ fn key_of<'a>(r: &'a Record, field: Option<&str>) -> (Option<&'a Value>, &'a str
     responses(
         (status = 200, description = "A page of records", body = RecordPage,
          headers(("ETag" = String, description = "The registry's heads"))),
-        (status = 400, description = "A malformed filter, sort or cursor", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such registry, or not shared with this token", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many requests", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A malformed filter, sort or cursor", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, description = "No such registry, or not shared with this token", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests", body = ProblemDetails, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn list(
@@ -357,14 +357,14 @@ fn write_fields(
     responses(
         (status = 201, description = "Created", body = RecordView,
          headers(("ETag" = String, description = "The registry's heads"), ("Location" = String, description = "The new record"))),
-        (status = 400, description = "A malformed body", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token may not write", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such registry, or not shared with this token", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "A record with that id exists", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "The registry changed since the ETag given", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A value breaks the schema; nothing was written", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many requests", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A malformed body", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 403, description = "The token may not write", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, description = "No such registry, or not shared with this token", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 409, description = "A record with that id exists", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 412, description = "The registry changed since the ETag given", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "A value breaks the schema; nothing was written", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests", body = ProblemDetails, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn create(
@@ -425,9 +425,9 @@ pub(crate) async fn create(
     responses(
         (status = 200, description = "The record", body = RecordView,
          headers(("ETag" = String, description = "The registry's heads"))),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such registry or record", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many requests", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, description = "No such registry or record", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests", body = ProblemDetails, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn show(
@@ -464,13 +464,13 @@ fn live(registry: &Registry, id: &str) -> Result<Record, Problem> {
     responses(
         (status = 200, description = "Replaced", body = RecordView,
          headers(("ETag" = String, description = "The registry's heads"))),
-        (status = 400, description = "A malformed body", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token may not write", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such registry or record", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "The registry changed since the ETag given", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A value breaks the schema; nothing was written", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many requests", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A malformed body", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 403, description = "The token may not write", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, description = "No such registry or record", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 412, description = "The registry changed since the ETag given", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "A value breaks the schema; nothing was written", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests", body = ProblemDetails, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn replace(
@@ -527,13 +527,13 @@ pub(crate) async fn replace(
     responses(
         (status = 200, description = "Changed", body = RecordView,
          headers(("ETag" = String, description = "The registry's heads"))),
-        (status = 400, description = "A malformed body", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token may not write", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such registry or record", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "The registry changed since the ETag given", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A value breaks the schema; nothing was written", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many requests", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A malformed body", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 403, description = "The token may not write", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, description = "No such registry or record", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 412, description = "The registry changed since the ETag given", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "A value breaks the schema; nothing was written", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests", body = ProblemDetails, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn patch(
@@ -554,24 +554,88 @@ pub(crate) async fn patch(
         let registry = caller.registry(&state, &name)?;
         caller.require_writer(&registry)?;
         live(&registry, &id)?;
-        let fields = values(&input.fields);
-        registry.write_as(
-            &caller.0.identity,
-            &caller.message("change a record"),
-            |w| {
-                if let Some(heads) = &expected {
-                    w.expect_heads(heads)?;
-                }
-                write_fields(w, Some(&id), fields, false)
-            },
-        )?;
-        let record = live(&registry, &id)?;
-        Ok(record_response(
-            StatusCode::OK,
-            &record,
-            &registry.heads(),
-            None,
-        ))
+        patch_record(&caller, &registry, &id, &input, expected.as_deref())
+    })
+    .await
+}
+
+/// Writes a merge patch's fields to live record `id`.
+fn patch_record(
+    caller: &Caller,
+    registry: &Registry,
+    id: &str,
+    input: &RecordInput,
+    expected: Option<&[ChangeHash]>,
+) -> Result<Response, Problem> {
+    let fields = values(&input.fields);
+    registry.write_as(
+        &caller.0.identity,
+        &caller.message("change a record"),
+        |w| {
+            if let Some(heads) = expected {
+                w.expect_heads(heads)?;
+            }
+            write_fields(w, Some(id), fields, false)
+        },
+    )?;
+    let record = live(registry, id)?;
+    Ok(record_response(
+        StatusCode::OK,
+        &record,
+        &registry.heads(),
+        None,
+    ))
+}
+
+/// Changes some fields of the record whose unique field holds a value (JSON
+/// Merge Patch of `{"fields": {…}}`): what a pipeline that knows a service by
+/// name sends to change its status.
+#[utoipa::path(
+    patch, path = "/v1/registries/{registry}/records/by/{field}/{value}", tag = "records",
+    security(("token" = [])),
+    params(
+        ("registry" = String, Path, description = "The registry's name or id"),
+        ("field" = String, Path, description = "A unique field"),
+        ("value" = String, Path, description = "Its value"),
+        ("If-Match" = Option<String>, Header, description = "Write only if the registry's ETag is still this"),
+    ),
+    request_body(content = RecordInput, content_type = "application/merge-patch+json"),
+    responses(
+        (status = 200, description = "Changed", body = RecordView,
+         headers(("ETag" = String, description = "The registry's heads"))),
+        (status = 400, description = "A malformed body, or the field is not unique", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 403, description = "The token may not write", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, description = "No such registry or record", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 412, description = "The registry changed since the ETag given", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "A value breaks the schema; nothing was written", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests", body = ProblemDetails, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn patch_by(
+    State(state): State<Shared>,
+    caller: Caller,
+    Path((name, field, value)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, Problem> {
+    let input: RecordInput = json_body(&body)?;
+    if input.id.is_some() {
+        return Err(Problem::bad_request(
+            "a patch by field names its record by the field; leave `id` out",
+        ));
+    }
+    let expected = if_match(&headers)?;
+    blocking(move || {
+        let (registry, found) = find_by(&state, &caller, &name, &field, &value)?;
+        caller.require_writer(&registry)?;
+        let record = found.ok_or_else(|| {
+            Problem::not_found(format!(
+                "registry '{}' has no record whose {field} is {value}",
+                registry.name()
+            ))
+        })?;
+        patch_record(&caller, &registry, &record.id, &input, expected.as_deref())
     })
     .await
 }
@@ -588,12 +652,12 @@ pub(crate) async fn patch(
     responses(
         (status = 204, description = "Deleted",
          headers(("ETag" = String, description = "The registry's heads"))),
-        (status = 400, description = "A malformed If-Match", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token may not write", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such registry or record", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "The registry changed since the ETag given", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many requests", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A malformed If-Match", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 403, description = "The token may not write", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, description = "No such registry or record", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 412, description = "The registry changed since the ETag given", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests", body = ProblemDetails, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn remove(
@@ -663,10 +727,10 @@ fn find_by(
     responses(
         (status = 200, description = "The record", body = RecordView,
          headers(("ETag" = String, description = "The registry's heads"))),
-        (status = 400, description = "The field is not unique", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such registry or record", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many requests", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "The field is not unique", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, description = "No such registry or record", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests", body = ProblemDetails, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn show_by(
@@ -705,13 +769,13 @@ pub(crate) async fn show_by(
          headers(("ETag" = String, description = "The registry's heads"))),
         (status = 201, description = "Created", body = RecordView,
          headers(("ETag" = String, description = "The registry's heads"), ("Location" = String, description = "The new record"))),
-        (status = 400, description = "A malformed body, or the field is not unique", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token may not write", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such registry, or not shared with this token", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "The registry changed since the ETag given", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A value breaks the schema; nothing was written", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many requests", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A malformed body, or the field is not unique", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 403, description = "The token may not write", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, description = "No such registry, or not shared with this token", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 412, description = "The registry changed since the ETag given", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "A value breaks the schema; nothing was written", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests", body = ProblemDetails, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn upsert_by(

@@ -11,7 +11,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::auth::Caller;
-use crate::{Problem, Shared, blocking};
+use crate::{Problem, ProblemDetails, Shared, blocking};
 
 pub(crate) fn routes() -> Router<Shared> {
     Router::new()
@@ -138,8 +138,8 @@ fn summary(registry: &Registry) -> RegistrySummary {
     security(("token" = [])),
     responses(
         (status = 200, description = "The registries this token may use", body = RegistryList),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many requests", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests", body = ProblemDetails, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn list(
@@ -167,9 +167,9 @@ pub(crate) async fn list(
     responses(
         (status = 200, description = "The registry", body = RegistryDetail,
          headers(("ETag" = String, description = "The registry's heads"))),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such registry, or not shared with this token", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many requests", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, description = "No such registry, or not shared with this token", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests", body = ProblemDetails, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn show(

@@ -140,6 +140,31 @@ async fn a_deploy_pipeline_upserts_by_name_patches_and_reads_back_signed_by_its_
     assert!(patched["fields"].get("port").is_none());
     assert_eq!(patched["fields"]["owner"], "ledger@example.com");
 
+    // A pipeline that knows the service by name patches it by name.
+    let (status, _, by_name) = hub
+        .send(
+            Method::PATCH,
+            path,
+            Some(&token),
+            Some(json!({"fields": {"port": 8443}})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{by_name}");
+    assert_eq!(by_name["id"], id.as_str());
+    assert_eq!(by_name["fields"]["port"], 8443);
+    assert_eq!(by_name["fields"]["status"], "live");
+    let (status, _, _) = hub
+        .send(
+            Method::PATCH,
+            "/v1/registries/services/records/by/name/nothing",
+            Some(&token),
+            Some(json!({"fields": {"port": 1}})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
     let (status, _, page) = hub
         .send(
             Method::GET,
@@ -157,7 +182,7 @@ async fn a_deploy_pipeline_upserts_by_name_patches_and_reads_back_signed_by_its_
     let key = hub.replica.token("deploy-bot").unwrap().key;
     let audit = services.audit(&chittysync::AuditFilter::default()).unwrap();
     let by_token: Vec<_> = audit.iter().filter(|e| e.author == key).collect();
-    assert_eq!(by_token.len(), 2, "the upsert and the patch");
+    assert_eq!(by_token.len(), 3, "the upsert and the two patches");
     assert!(by_token.iter().all(|e| {
         e.message
             .as_deref()
