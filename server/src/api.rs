@@ -29,11 +29,17 @@ use crate::Shared;
         crate::records::show_by,
         crate::records::upsert_by,
         crate::records::patch_by,
+        crate::history::audit,
+        crate::history::conflicts,
+        crate::history::resolve,
+        crate::history::status,
+        crate::history::journal,
     ),
     modifiers(&BearerToken),
     tags(
         (name = "registries", description = "The registries a token may use"),
         (name = "records", description = "Records: list, read, write, upsert by a unique field"),
+        (name = "history", description = "Audit log, conflicts, attestation status, journal"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]

@@ -18,6 +18,7 @@
 
 mod api;
 mod auth;
+mod history;
 mod metrics;
 mod ops;
 mod problem;
@@ -111,6 +112,7 @@ impl Service {
                 Router::new()
                     .merge(registries::routes())
                     .merge(records::routes())
+                    .merge(history::routes())
                     .merge(api::routes()),
             )
             .fallback(|| async { Problem::not_found("no such resource; see /v1/openapi.json") })

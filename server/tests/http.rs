@@ -503,3 +503,119 @@ async fn a_token_over_its_rate_gets_429_with_retry_after() {
     let (status, _, _) = hub.send(Method::GET, list, Some(&other), None, None).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn audit_conflicts_status_and_journal_are_served_for_the_tokens_registries() {
+    let hub = hub(HttpOptions::default()).await;
+    let token = hub.token("ci", &["services"], Role::Writer, None);
+    let reader = hub.token("viewer", &["services"], Role::Reader, None);
+    for i in 0..5 {
+        let (status, _, _) = hub
+            .send(
+                Method::PUT,
+                &format!("/v1/registries/services/records/by/name/s{i}"),
+                Some(&token),
+                Some(json!({"fields": {"port": 8000 + i}})),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let (status, _, first) = hub
+        .send(
+            Method::GET,
+            "/v1/registries/services/audit?limit=3",
+            Some(&reader),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["entries"].as_array().unwrap().len(), 3);
+    let after = first["next_after"].as_i64().unwrap();
+    let (_, _, rest) = hub
+        .send(
+            Method::GET,
+            &format!("/v1/registries/services/audit?after={after}"),
+            Some(&reader),
+            None,
+            None,
+        )
+        .await;
+    let all = hub
+        .replica
+        .registry("services")
+        .unwrap()
+        .audit(&chittysync::AuditFilter::all())
+        .unwrap();
+    assert_eq!(
+        first["entries"].as_array().unwrap().len() + rest["entries"].as_array().unwrap().len(),
+        all.len()
+    );
+    assert!(rest.to_string().contains("token ci"));
+    let lines = hub
+        .client
+        .get(hub.url("/v1/registries/services/audit"))
+        .bearer_auth(&reader)
+        .header("Accept", "application/jsonl")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lines.headers()["content-type"], "application/jsonl");
+    assert_eq!(lines.text().await.unwrap().lines().count(), all.len());
+
+    let (status, _, conflicts) = hub
+        .send(
+            Method::GET,
+            "/v1/registries/services/conflicts",
+            Some(&reader),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(conflicts["conflicts"], json!([]));
+    let (status, _, _) = hub
+        .send(
+            Method::POST,
+            "/v1/registries/services/conflicts/resolve",
+            Some(&token),
+            Some(json!({"record": "nothing", "field": "port", "value": 1})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _, standing) = hub
+        .send(
+            Method::GET,
+            "/v1/registries/services/status",
+            Some(&reader),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(standing["attested"], false);
+    let (status, _, journal) = hub
+        .send(
+            Method::GET,
+            "/v1/registries/services/journal",
+            Some(&reader),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(journal.to_string().contains("token added"));
+    // Not for registries the token may not use.
+    let (status, _, _) = hub
+        .send(
+            Method::GET,
+            "/v1/registries/secrets/audit",
+            Some(&reader),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
