@@ -3,7 +3,7 @@
 //! attestation status, and the replica journal's entries about it.
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
+use crate::problem::ApiQuery;
 use crate::registries::with_etag;
 use crate::{Problem, ProblemDetails, Shared, blocking};
 
@@ -73,7 +74,7 @@ pub(crate) async fn audit(
     State(state): State<Shared>,
     caller: Caller,
     Path(name): Path<String>,
-    Query(params): Query<AuditParams>,
+    ApiQuery(params): ApiQuery<AuditParams>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let author = params

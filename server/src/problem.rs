@@ -201,3 +201,27 @@ fn rule_name(rule: &chittysync::Rule) -> &'static str {
         _ => "rule",
     }
 }
+
+/// Query parameters, with a malformed query answered as a problem (axum's
+/// own answer is plain text).
+pub(crate) struct ApiQuery<T>(pub(crate) T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| ApiQuery(q.0))
+            .map_err(|e| {
+                Problem::bad_request(format!("the query string is malformed: {}", e.body_text()))
+            })
+    }
+}

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
+use crate::problem::ApiQuery;
 use crate::registries::{if_match, with_etag};
 use crate::{AppState, Problem, ProblemDetails, Shared, blocking};
 
@@ -149,7 +150,7 @@ pub(crate) async fn list(
     State(state): State<Shared>,
     caller: Caller,
     Path(name): Path<String>,
-    Query(pairs): Query<Vec<(String, String)>>,
+    ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
 ) -> Result<Response, Problem> {
     let params = list_params(pairs)?;
     blocking(move || {
