@@ -34,12 +34,17 @@ use crate::Shared;
         crate::history::resolve,
         crate::history::status,
         crate::history::journal,
+        crate::mirrors::list,
+        crate::mirrors::show,
+        crate::mirrors::plan,
+        crate::mirrors::run,
     ),
     modifiers(&BearerToken),
     tags(
         (name = "registries", description = "The registries a token may use"),
         (name = "records", description = "Records: list, read, write, upsert by a unique field"),
         (name = "history", description = "Audit log, conflicts, attestation status, journal"),
+        (name = "mirrors", description = "Mirror bindings: schedules, runs, plans"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]

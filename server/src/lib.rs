@@ -20,10 +20,12 @@ mod api;
 mod auth;
 mod history;
 mod metrics;
+mod mirrors;
 mod ops;
 mod problem;
 mod records;
 mod registries;
+mod schedule;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -68,6 +70,10 @@ pub(crate) struct AppState {
     pub(crate) limiter: auth::Limiter,
     pub(crate) metrics: metrics::Metrics,
     pub(crate) started: Instant,
+    /// How stored bindings connect; without them, mirrors are listed but
+    /// not run.
+    pub(crate) kinds: Option<Arc<chittysync::AdapterKinds>>,
+    pub(crate) schedule: Arc<schedule::Schedule>,
 }
 
 pub(crate) type Shared = Arc<AppState>;
@@ -90,6 +96,25 @@ pub struct ServeError {
 impl Service {
     /// A service over `replica` with `options`.
     pub fn new(replica: Replica, options: HttpOptions) -> Self {
+        Self::build(replica, options, None)
+    }
+
+    /// A service that can also run mirror bindings (through the API, and on
+    /// their schedules with [`Service::run_schedules`]), connecting them with
+    /// `kinds`.
+    pub fn with_mirrors(
+        replica: Replica,
+        options: HttpOptions,
+        kinds: chittysync::AdapterKinds,
+    ) -> Self {
+        Self::build(replica, options, Some(Arc::new(kinds)))
+    }
+
+    fn build(
+        replica: Replica,
+        options: HttpOptions,
+        kinds: Option<Arc<chittysync::AdapterKinds>>,
+    ) -> Self {
         let limiter = auth::limiter(options.requests_per_minute);
         Service {
             state: Arc::new(AppState {
@@ -98,7 +123,18 @@ impl Service {
                 limiter,
                 metrics: metrics::Metrics::new(),
                 started: Instant::now(),
+                kinds,
+                schedule: Arc::default(),
             }),
+        }
+    }
+
+    /// Runs every binding that has a schedule when it is due, until the
+    /// returned future is dropped. Does nothing without adapter kinds.
+    pub async fn run_schedules(&self) {
+        match &self.state.kinds {
+            Some(kinds) => schedule::run(self.state.clone(), kinds.clone()).await,
+            None => std::future::pending().await,
         }
     }
 
@@ -113,6 +149,7 @@ impl Service {
                     .merge(registries::routes())
                     .merge(records::routes())
                     .merge(history::routes())
+                    .merge(mirrors::routes())
                     .merge(api::routes()),
             )
             .fallback(|| async { Problem::not_found("no such resource; see /v1/openapi.json") })

@@ -25,6 +25,23 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RunLabels {
+    binding: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BindingLabels {
+    binding: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RowLabels {
+    binding: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     route: String,
     method: String,
@@ -42,6 +59,9 @@ pub(crate) struct Metrics {
     registry: Mutex<Registry>,
     requests: Family<RequestLabels, Counter>,
     latency: Latency,
+    mirror_runs: Family<RunLabels, Counter>,
+    mirror_seconds: Family<BindingLabels, Histogram, fn() -> Histogram>,
+    mirror_rows: Family<RowLabels, Counter>,
     registries: Gauge,
     tokens: Gauge,
     store_bytes: Gauge,
@@ -67,6 +87,25 @@ impl Metrics {
             "Time to answer HTTP requests, by route and method",
             latency.clone(),
         );
+        let mirror_runs = Family::<RunLabels, Counter>::default();
+        let mirror_seconds: Family<BindingLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(latency_histogram);
+        let mirror_rows = Family::<RowLabels, Counter>::default();
+        registry.register(
+            "mirror_runs",
+            "Mirror runs by this service, by binding and outcome (ok, partial, failed, dry-run)",
+            mirror_runs.clone(),
+        );
+        registry.register(
+            "mirror_run_duration_seconds",
+            "Time mirror runs took, by binding",
+            mirror_seconds.clone(),
+        );
+        registry.register(
+            "mirror_rows",
+            "Rows mirror runs applied, failed or found invalid, by binding",
+            mirror_rows.clone(),
+        );
         registry.register(
             "registries",
             "Registries the replica holds",
@@ -87,10 +126,41 @@ impl Metrics {
             registry: Mutex::new(registry),
             requests,
             latency,
+            mirror_runs,
+            mirror_seconds,
+            mirror_rows,
             registries,
             tokens,
             store_bytes,
             journal_entries,
+        }
+    }
+
+    /// Counts a mirror run.
+    pub(crate) fn mirror_run(&self, run: &chittysync::MirrorRun) {
+        let binding = run.binding.clone();
+        self.mirror_runs
+            .get_or_create(&RunLabels {
+                binding: binding.clone(),
+                outcome: run.outcome.name().to_owned(),
+            })
+            .inc();
+        self.mirror_seconds
+            .get_or_create(&BindingLabels {
+                binding: binding.clone(),
+            })
+            .observe(run.duration.as_secs_f64());
+        for (result, n) in [
+            ("applied", run.applied),
+            ("failed", run.failed),
+            ("invalid", run.invalid),
+        ] {
+            self.mirror_rows
+                .get_or_create(&RowLabels {
+                    binding: binding.clone(),
+                    result: result.to_owned(),
+                })
+                .inc_by(n);
         }
     }
 

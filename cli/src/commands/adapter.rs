@@ -39,6 +39,22 @@ pub(crate) enum AdapterCmd {
     Push(RunArgs),
     /// Bring the table's changes into the registry (same as `chittysync pull`).
     Pull(RunArgs),
+    /// Have `chittysync serve` run a binding on a schedule (`5m`, `1h`, …)
+    /// or stop it (`off`).
+    Schedule {
+        /// The binding's name.
+        name: String,
+        /// How often (30s, 5m, 1h, …), or `off`.
+        every: String,
+    },
+    /// Show a binding's last runs (by hand, on its schedule or through the API).
+    Runs {
+        /// The binding's name.
+        name: String,
+        /// How many runs, newest first.
+        #[arg(long, default_value_t = 20)]
+        last: u32,
+    },
 }
 
 /// Arguments of `chittysync adapter add`.
@@ -107,6 +123,9 @@ pub(crate) struct AddArgs {
     /// statement_timeout for the adapter's statements, in milliseconds.
     #[arg(long)]
     statement_timeout_ms: Option<u64>,
+    /// Have `chittysync serve` run the binding this often (30s, 5m, 1h, …).
+    #[arg(long, value_parser = parse_interval)]
+    every: Option<Duration>,
 }
 
 /// Options of `push`, `pull` and `adapter sync|push|pull` (and, built by
@@ -183,6 +202,26 @@ pub(crate) fn run(globals: &Globals, cmd: AdapterCmd) -> Result<()> {
         AdapterCmd::Pull(args) => mirror_with(replica, Direction::Pull, args, as_json),
         AdapterCmd::Ls => list(replica, as_json),
         AdapterCmd::Show { name } => show(replica, &name, as_json),
+        AdapterCmd::Schedule { name, every } => {
+            let every = match every.as_str() {
+                "off" | "never" | "none" => None,
+                text => Some(parse_interval(text).map_err(|e| anyhow!("{e}, or off"))?),
+            };
+            let b = replica.set_binding_schedule(&name, every)?;
+            if as_json {
+                output::json(&json!({ "binding": b.name, "every_secs": b.every_secs }))?;
+            } else if let Some(secs) = b.every_secs {
+                outln!(
+                    "'{}' runs every {} while `chittysync serve` runs",
+                    b.name,
+                    humanize(Duration::from_secs(secs))
+                )?;
+            } else {
+                outln!("'{}' runs only when asked", b.name)?;
+            }
+            Ok(())
+        }
+        AdapterCmd::Runs { name, last } => runs(replica, &name, last, as_json),
         AdapterCmd::Rm { name } => {
             let b = replica.remove_binding(&name)?;
             if as_json {
@@ -197,6 +236,51 @@ pub(crate) fn run(globals: &Globals, cmd: AdapterCmd) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Lists a binding's last runs.
+fn runs(replica: &Replica, name: &str, last: u32, as_json: bool) -> Result<()> {
+    if replica.binding(name)?.is_none() {
+        bail!("no binding named '{name}'; `chittysync adapter ls` lists them");
+    }
+    let runs = replica.mirror_runs(name, last)?;
+    if as_json {
+        output::json(&json!(
+            runs.iter()
+                .map(chittysync::MirrorRun::to_json)
+                .collect::<Vec<_>>()
+        ))?;
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|r| {
+            vec![
+                super::token::time_text(Some(r.started_at)),
+                r.outcome.name().to_owned(),
+                humanize(r.duration),
+                r.applied.to_string(),
+                r.failed.to_string(),
+                r.invalid.to_string(),
+                r.conflicts.to_string(),
+                output::clip(r.error.as_deref().unwrap_or(""), 60),
+            ]
+        })
+        .collect();
+    output::table(
+        &[
+            "started",
+            "outcome",
+            "took",
+            "applied",
+            "failed",
+            "invalid",
+            "conflicts",
+            "error",
+        ],
+        &rows,
+    )?;
+    Ok(())
 }
 
 /// Lists bindings.
@@ -261,6 +345,12 @@ fn show(replica: &Replica, name: &str, as_json: bool) -> Result<()> {
             ],
             vec!["key".into(), key.to_string()],
             vec!["bound rows".into(), bound.to_string()],
+            vec![
+                "schedule".into(),
+                b.every_secs.map_or("(only when asked)".into(), |s| {
+                    format!("every {}", humanize(Duration::from_secs(s)))
+                }),
+            ],
         ];
         for (k, v) in &b.settings {
             rows.push(vec![format!("setting {k}"), v.clone()]);
@@ -291,6 +381,7 @@ fn binding_json(b: &AdapterBinding) -> serde_json::Value {
         "conflict_policy": b.conflict_policy.map(|p| p.name()),
         "max_deletes": b.max_deletes,
         "max_delete_percent": b.max_delete_percent,
+        "every_secs": b.every_secs,
     })
 }
 
@@ -304,6 +395,9 @@ fn add(replica: &Replica, args: AddArgs, as_json: bool) -> Result<()> {
     binding.max_deletes = args.max_deletes;
     binding.max_delete_percent = args.max_delete_percent;
     binding.secret_env = args.secret_env;
+    if let Some(every) = args.every {
+        binding = binding.every(every);
+    }
     if let Some(url) = &args.url {
         binding.settings.insert("url".into(), url.clone());
     }

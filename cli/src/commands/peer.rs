@@ -271,8 +271,18 @@ pub(crate) fn serve(globals: &Globals, args: ServeArgs) -> Result<()> {
     let rt = runtime()?;
     rt.block_on(async {
         let mut hub = replica.serve(&args.listen, options).await?;
-        // The HTTP API runs beside the peers, over the same replica, until
-        // the hub stops.
+        // The HTTP API and the mirror schedules run beside the peers, over
+        // the same replica, until the hub stops.
+        let service = chittysync_server::Service::with_mirrors(
+            replica.clone(),
+            chittysync_server::HttpOptions {
+                requests_per_minute: args.http_rate,
+                ..Default::default()
+            },
+            chittysync_adapters::kinds(),
+        );
+        let schedules = service.clone();
+        let _schedules = AbortOnDrop(tokio::spawn(async move { schedules.run_schedules().await }));
         let _http = match &args.http {
             Some(address) => {
                 let listener = tokio::net::TcpListener::bind(address)
@@ -281,13 +291,6 @@ pub(crate) fn serve(globals: &Globals, args: ServeArgs) -> Result<()> {
                 let local = listener
                     .local_addr()
                     .with_context(|| format!("listening for HTTP on {address}"))?;
-                let service = chittysync_server::Service::new(
-                    replica.clone(),
-                    chittysync_server::HttpOptions {
-                        requests_per_minute: args.http_rate,
-                        ..Default::default()
-                    },
-                );
                 say(
                     as_json,
                     format!("HTTP API on http://{local}"),

@@ -156,7 +156,7 @@ fn token_json(replica: &chittysync::Replica, t: &Token) -> serde_json::Value {
     })
 }
 
-fn time_text(ms: Option<i64>) -> String {
+pub(crate) fn time_text(ms: Option<i64>) -> String {
     let Some(ms) = ms else {
         return "never".into();
     };

@@ -20,6 +20,7 @@ mod options;
 pub(crate) mod plan;
 mod report;
 mod run;
+mod runs;
 
 #[cfg(any(test, feature = "conformance"))]
 #[cfg_attr(not(feature = "conformance"), allow(unreachable_pub, dead_code))]
@@ -37,6 +38,7 @@ pub use report::{
     Action, FieldChange, FieldConflict, InvalidRow, MirrorPlan, MirrorReport, RowFailure, RowPlan,
     Side,
 };
+pub use runs::{MirrorOutcome, MirrorRun};
 
 use crate::error::{LookupError, WriteError};
 use crate::identity::IdentityError;

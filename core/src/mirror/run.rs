@@ -48,7 +48,17 @@ impl Replica {
             options,
             progress,
         };
-        run.run().await
+        let (started_at, clock) = (crate::clock::now_ms(), std::time::Instant::now());
+        let result = run.run().await;
+        let record = match &result {
+            Ok(report) => super::MirrorRun::from_report(started_at, clock.elapsed(), report),
+            Err(e) => super::MirrorRun::failure(name, started_at, clock.elapsed(), &e.to_string()),
+        };
+        // The run's outcome stands whether or not it could be recorded.
+        if let Err(e) = self.record_mirror_run(&record) {
+            tracing::warn!(binding = name, error = %e, "could not record the mirror run");
+        }
+        result
     }
 }
 

@@ -158,4 +158,21 @@ pub(super) const MIGRATIONS: &[&str] = &[
         last_used_at INTEGER
     ) STRICT;
     "#,
+    // 8: mirror runs — each run of a binding (by hand, by a schedule or
+    //    through the API): when, how long, how it ended, what it did.
+    r#"
+    CREATE TABLE mirror_runs (
+        seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+        binding      TEXT NOT NULL REFERENCES adapter_bindings(name) ON DELETE CASCADE,
+        started_at   INTEGER NOT NULL,
+        duration_ms  INTEGER NOT NULL,
+        outcome      TEXT NOT NULL,          -- ok | partial | failed | dry-run
+        applied      INTEGER NOT NULL,
+        failed       INTEGER NOT NULL,
+        invalid      INTEGER NOT NULL,
+        conflicts    INTEGER NOT NULL,
+        error        TEXT
+    ) STRICT;
+    CREATE INDEX mirror_runs_binding ON mirror_runs(binding, seq);
+    "#,
 ];

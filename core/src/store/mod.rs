@@ -14,6 +14,7 @@ mod migrations;
 mod peers;
 mod tokens;
 
+pub(crate) use bindings::MirrorRunRow;
 pub(crate) use tokens::TokenRow;
 
 use std::collections::HashMap;
