@@ -299,13 +299,19 @@ fn failed_rows_decide_the_exit_status_even_when_nobody_reads_the_report() {
             "--create",
         ],
     );
-    ok(&r, &["put", "services", "billing", "name=billing", "port=80"]);
+    ok(
+        &r,
+        &["put", "services", "billing", "name=billing", "port=80"],
+    );
     ok(&r, &["push", "pg"]);
     // Another application's rule the registry does not know.
     psql(&format!(
         "ALTER TABLE {table} ADD CONSTRAINT low_ports CHECK (port < 1000)"
     ));
-    ok(&r, &["put", "services", "search", "name=search", "port=5000"]);
+    ok(
+        &r,
+        &["put", "services", "search", "name=search", "port=5000"],
+    );
 
     // stdout is a pipe whose reader has already gone.
     let mut child = Command::new(env!("CARGO_BIN_EXE_chittysync"))

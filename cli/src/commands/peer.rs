@@ -42,9 +42,41 @@ pub(crate) struct ServeArgs {
     /// Accept any key. Registries are still served only to their members.
     #[arg(long)]
     allow_any: bool,
-    /// Serve at most this many peers at once; more are turned away.
+    /// Take registries new to this hub from this key (repeatable; the key
+    /// is accepted as a peer too). Pushes of new registries by any other
+    /// key are refused.
+    #[arg(long, value_name = "PUBLIC_KEY")]
+    allow_create: Vec<String>,
+    /// Take new registries from any accepted key, within --create-quota.
+    #[arg(long)]
+    allow_create_any: bool,
+    /// New registries one key may bring to this hub, in all.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    create_quota: u64,
+    /// Serve at most this many authenticated peers at once; more are
+    /// turned away.
     #[arg(long, default_value_t = 1024)]
     max_peers: usize,
+    /// At most this many connections still in their handshake at once (kept
+    /// apart from --max-peers, so strangers cannot take members' places;
+    /// when full, the oldest makes way for a new one).
+    #[arg(long, default_value_t = 128, value_name = "N")]
+    max_handshakes: usize,
+    /// At most this many connections still in their handshake at once from
+    /// one address.
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    max_handshakes_per_address: usize,
+    /// Seconds a connection has to finish its handshake and say hello.
+    #[arg(long, default_value_t = 5, value_name = "SECONDS")]
+    handshake_timeout: u64,
+    /// Close a connection whose peer says nothing for this many seconds
+    /// (live peers say they are still there every 30 s).
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    idle_timeout: u64,
+    /// Bytes of changes waiting for their dependencies that one peer may
+    /// make the hub hold, over all its connections.
+    #[arg(long, default_value_t = 128 << 20, value_name = "BYTES")]
+    max_pending_bytes_per_peer: usize,
     /// Keep a live connection to another hub, `host:port` or `KEY@host:port`
     /// (repeatable): hubs that peer with each other form a mesh.
     #[arg(long, value_name = "PEER")]
@@ -246,10 +278,23 @@ pub(crate) fn serve(globals: &Globals, args: ServeArgs) -> Result<()> {
         .iter()
         .map(|p| parse_peer(p))
         .collect::<Result<Vec<_>>>()?;
+    let allow_create = args
+        .allow_create
+        .iter()
+        .map(|k| parse_key(k))
+        .collect::<Result<Vec<_>>>()?;
     let options = ServeOptions {
         allow,
         allow_any: args.allow_any,
+        allow_create,
+        allow_create_any: args.allow_create_any,
+        create_quota: args.create_quota,
         max_peers: args.max_peers.max(1),
+        max_handshakes: args.max_handshakes.max(1),
+        max_handshakes_per_address: args.max_handshakes_per_address.max(1),
+        handshake_timeout: Duration::from_secs(args.handshake_timeout.max(1)),
+        idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
+        max_pending_bytes_per_peer: args.max_pending_bytes_per_peer,
         ..ServeOptions::default()
     };
     let rt = runtime()?;
