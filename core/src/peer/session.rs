@@ -11,8 +11,9 @@
 //!    answers an `Idle` with a `Sync` or an `Idle`, and the initiator's
 //!    round for a registry is over when it has nothing to send after the
 //!    responder's `Idle`. A live session goes on pushing local changes;
-//!    a live initiator with nothing to say sends a connection-level `Idle`
-//!    now and then, so the hub, which closes silent connections, keeps it.
+//!    a live initiator with nothing to say sends an `Idle` now and then
+//!    (for a registry in sync, or for the connection if there is none), so
+//!    the hub, which closes silent connections, keeps it.
 //!
 //! Received changes go through [`Replica::import`]: verified (signatures,
 //! actor binding, roles as of each change's dependencies, record rule) and
@@ -520,6 +521,7 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
             }
             Err(e) => return Err(e),
         };
+        self.heard = Instant::now();
         let env = self.check(&first)?;
         match (env.kind, env.registry()) {
             (Kind::Hello, None) => {
@@ -1233,7 +1235,14 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
         if let Some(every) = self.cfg.keepalive
             && self.said.elapsed() >= every
         {
-            self.send(&CONNECTION, Kind::Idle, &[]).await?;
+            // An `Idle` for a registry in sync, which any peer answers in
+            // kind; a connection-level one if there is none.
+            let synced = self
+                .regs
+                .values()
+                .find(|r| r.refused.is_none() && r.handle.is_some())
+                .map_or(CONNECTION, |r| *r.id.as_bytes());
+            self.send(&synced, Kind::Idle, &[]).await?;
         }
         let ids: Vec<RegistryId> = self
             .regs

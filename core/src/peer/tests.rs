@@ -1156,6 +1156,42 @@ mod adversarial {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn held_back_changes_are_bounded_per_peer_over_its_connections() {
+        let options = ServeOptions {
+            max_pending_bytes_per_peer: 16 << 10,
+            ..ServeOptions::default()
+        };
+        let mut w = world(Some(Role::Writer), options).await;
+        let evil_id = Identity::from_secret_bytes(EVIL);
+        // Two connections of the same peer, each well within its own
+        // budget, hold 10 KiB each: the second goes over the peer's.
+        let mut first = Evil::connect(w.addr()).await;
+        let mut second = Evil::connect(w.addr()).await;
+        for (seed, evil) in [(1, &mut first), (2, &mut second)] {
+            let chain = craft_big_chain(&w.services, &evil_id, 10 << 10, seed);
+            let (change, _, sig) = chain[1].clone();
+            let payload = sync_payload(vec![change], vec![(evil_key(), sig)]);
+            let env = evil.seal(w.services.id().as_bytes(), Kind::Sync, &payload);
+            evil.send(&env).await;
+        }
+        assert_eq!(first.recv().await.unwrap().kind, Kind::Sync, "held");
+        let told = second.refusal().await;
+        assert!(told.contains("holds for one peer"), "{told}");
+        assert!(w.next_refusal().await.contains("holds for one peer"));
+        // Once the first connection closes, what it held is given back.
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut third = Evil::connect(w.addr()).await;
+        let chain = craft_big_chain(&w.services, &evil_id, 10 << 10, 3);
+        let (change, _, sig) = chain[1].clone();
+        let payload = sync_payload(vec![change], vec![(evil_key(), sig)]);
+        let env = third.seal(w.services.id().as_bytes(), Kind::Sync, &payload);
+        third.send(&env).await;
+        assert_eq!(third.recv().await.unwrap().kind, Kind::Sync, "held");
+        w.good_syncs().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn asking_about_many_unshared_registries_is_refused() {
         let mut w = world(Some(Role::Writer), ServeOptions::default()).await;
         let mut evil = Evil::connect(w.addr()).await;
