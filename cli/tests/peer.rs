@@ -348,8 +348,18 @@ fn a_hub_takes_a_new_registry_only_from_a_key_allowed_to_create_there() {
     // Let in, but not allowed to create: the registry is refused, and the
     // laptop is told why.
     let server = Server::start_with(&hub, &["--allow", &laptop_key]);
-    let out = ok(&laptop, &["sync", &server.address, "--key", &hub_key]);
-    assert!(out.contains("takes no new registries"), "{out}");
+    let run = chittysync(&laptop, &["sync", &server.address, "--key", &hub_key]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("takes no new registries"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains("hint:") && run.stderr.contains("--allow-create"),
+        "{}",
+        run.stderr
+    );
     assert!(!ok(&hub, &["registry", "ls"]).contains("services"));
     drop(server);
 

@@ -10,6 +10,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::Globals;
+use crate::hint;
 use crate::output::{self, StdoutError, outln};
 
 /// A sync with a peer: the peer half of `chittysync sync` (see
@@ -153,6 +154,15 @@ fn print_report(report: &PeerReport) -> Result<(), StdoutError> {
         outln!("no registry is shared with peer {}", report.peer)?;
     } else {
         output::table(&["REGISTRY", "IN", "OUT", "STATUS"], &rows)?;
+    }
+    let mut hints: Vec<String> = report
+        .registries
+        .iter()
+        .filter_map(|r| r.refused.as_deref().and_then(hint::refused_registry))
+        .collect();
+    hints.dedup();
+    for hint in hints {
+        eprintln!("hint: {hint}");
     }
     outln!(
         "{} change(s) in, {} out; {} sent, {} received in {:.2} s (peer {})",

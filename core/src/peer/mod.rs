@@ -810,14 +810,9 @@ impl Replica {
                 let admission = match shared.admissions.admit(addr.ip()) {
                     Ok(admission) => admission,
                     Err(reason) => {
+                        // Counted and logged at a limited rate only: a
+                        // flood of these must not flood the hub's owner.
                         shared.metrics.turned_away(&address, &reason);
-                        let _ = events_tx.try_send(HubEvent::Failed {
-                            address: address.clone(),
-                            error: PeerError::Connection {
-                                peer: address,
-                                reason,
-                            },
-                        });
                         continue;
                     }
                 };
