@@ -324,6 +324,7 @@ pub(crate) fn serve(globals: &Globals, args: ServeArgs) -> Result<()> {
             .into_iter()
             .map(|p| replica.watch(p, PeerOptions::default()))
             .collect();
+        let mut failures = Window::default();
         while let Some(event) = hub.next_event().await {
             match event {
                 HubEvent::Connected { address, peer } => say(
@@ -340,14 +341,67 @@ pub(crate) fn serve(globals: &Globals, args: ServeArgs) -> Result<()> {
                     ),
                     json!({ "event": "closed", "address": address, "report": report_json(&report) }),
                 )?,
-                HubEvent::Failed { address, error } => say(
-                as_json,
-                    format!("{address}: {error}"),
-                    json!({ "event": "failed", "address": address, "error": error.to_string() }),
-                )?,
+                HubEvent::Failed { address, error } => {
+                    // A flood of failing connections must not flood the
+                    // output: a few lines per window, then a count.
+                    match failures.admit() {
+                        Admit::Say(skipped) => {
+                            if skipped > 0 {
+                                say(
+                                    as_json,
+                                    format!("({skipped} more failed connection(s) not shown)"),
+                                    json!({ "event": "failed-not-shown", "count": skipped }),
+                                )?;
+                            }
+                            say(
+                                as_json,
+                                format!("{address}: {error}"),
+                                json!({ "event": "failed", "address": address, "error": error.to_string() }),
+                            )?
+                        }
+                        Admit::Skip => {}
+                    }
+                }
                 _ => {}
             }
         }
         Ok::<(), anyhow::Error>(())
     })
+}
+
+/// At most `FAILURES_SHOWN` failure lines per `FAILURE_WINDOW`.
+const FAILURES_SHOWN: u32 = 20;
+const FAILURE_WINDOW: Duration = Duration::from_secs(10);
+
+#[derive(Default)]
+struct Window {
+    started: Option<std::time::Instant>,
+    shown: u32,
+    skipped: u64,
+}
+
+enum Admit {
+    /// Show this one, after saying how many were skipped.
+    Say(u64),
+    Skip,
+}
+
+impl Window {
+    fn admit(&mut self) -> Admit {
+        let now = std::time::Instant::now();
+        if self
+            .started
+            .is_none_or(|t| now.duration_since(t) >= FAILURE_WINDOW)
+        {
+            self.started = Some(now);
+            self.shown = 0;
+        }
+        if self.shown < FAILURES_SHOWN {
+            self.shown += 1;
+            Admit::Say(std::mem::take(&mut self.skipped))
+        } else {
+            self.skipped += 1;
+            Admit::Skip
+        }
+    }
 }
