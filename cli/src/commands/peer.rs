@@ -78,6 +78,9 @@ pub(crate) struct ServeArgs {
     /// make the hub hold, over all its connections.
     #[arg(long, default_value_t = 128 << 20, value_name = "BYTES")]
     max_pending_bytes_per_peer: usize,
+    /// Connections one peer (one key) may have open at once.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    max_connections_per_peer: usize,
     /// Keep a live connection to another hub, `host:port` or `KEY@host:port`
     /// (repeatable): hubs that peer with each other form a mesh.
     #[arg(long, value_name = "PEER")]
@@ -305,6 +308,7 @@ pub(crate) fn serve(globals: &Globals, args: ServeArgs) -> Result<()> {
         handshake_timeout: Duration::from_secs(args.handshake_timeout.max(1)),
         idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
         max_pending_bytes_per_peer: args.max_pending_bytes_per_peer,
+        max_connections_per_peer: args.max_connections_per_peer.max(1),
         ..ServeOptions::default()
     };
     let rt = runtime()?;

@@ -207,18 +207,23 @@ impl Drop for Admission {
     }
 }
 
-/// Bytes of held-back changes per peer, over all its connections.
+/// What one peer may hold over all its connections: bytes of held-back
+/// changes, and the connections themselves.
 #[derive(Debug)]
 pub(crate) struct PeerBudget {
     limit: usize,
+    max_connections: usize,
     held: Mutex<HashMap<PublicKey, usize>>,
+    connections: Mutex<HashMap<PublicKey, usize>>,
 }
 
 impl PeerBudget {
-    pub(crate) fn new(limit: usize) -> Arc<Self> {
+    pub(crate) fn new(limit: usize, max_connections: usize) -> Arc<Self> {
         Arc::new(PeerBudget {
             limit,
+            max_connections: max_connections.max(1),
             held: Mutex::new(HashMap::new()),
+            connections: Mutex::new(HashMap::new()),
         })
     }
 
@@ -236,5 +241,39 @@ impl PeerBudget {
             held.insert(*peer, now + new);
         }
         Ok(())
+    }
+
+    /// One more connection of `peer`, counted until the guard drops; `Err`
+    /// with the limit if it has that many already.
+    pub(crate) fn connect(self: &Arc<Self>, peer: &PublicKey) -> Result<Connected, usize> {
+        let mut open = self.connections.lock().expect("budget lock");
+        let n = open.entry(*peer).or_insert(0);
+        if *n >= self.max_connections {
+            return Err(self.max_connections);
+        }
+        *n += 1;
+        Ok(Connected {
+            peer: *peer,
+            budget: self.clone(),
+        })
+    }
+}
+
+/// A peer's connection, counted against its limit while it lives.
+#[derive(Debug)]
+pub(crate) struct Connected {
+    peer: PublicKey,
+    budget: Arc<PeerBudget>,
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        let mut open = self.budget.connections.lock().expect("budget lock");
+        if let Some(n) = open.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.peer);
+            }
+        }
     }
 }

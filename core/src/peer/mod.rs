@@ -270,6 +270,8 @@ pub struct ServeOptions {
     /// Bytes of held-back changes one peer may make this replica hold over
     /// all its connections.
     pub max_pending_bytes_per_peer: usize,
+    /// Connections one peer may have open at once.
+    pub max_connections_per_peer: usize,
 }
 
 impl Default for ServeOptions {
@@ -290,6 +292,7 @@ impl Default for ServeOptions {
             max_handshakes_per_address: 32,
             limits: SessionLimits::default(),
             max_pending_bytes_per_peer: 128 << 20,
+            max_connections_per_peer: 16,
         }
     }
 }
@@ -473,7 +476,10 @@ impl HubShared {
             metrics: Arc::default(),
             admissions: Admissions::new(options.max_handshakes, options.max_handshakes_per_address),
             slots: Arc::new(tokio::sync::Semaphore::new(options.max_peers.max(1))),
-            budget: PeerBudget::new(options.max_pending_bytes_per_peer),
+            budget: PeerBudget::new(
+                options.max_pending_bytes_per_peer,
+                options.max_connections_per_peer,
+            ),
         }
     }
 }

@@ -244,7 +244,21 @@ where
         } => Err(reason.clone()),
         _ => peer.and_then(|key| check_key(&replica, &accept, &key).map(|_| key)),
     };
-    let verdict = verdict.and_then(|key| pin(&replica, &accept, key));
+    let accepted = verdict.is_ok();
+    let mut connected = None;
+    let verdict = verdict
+        .and_then(|key| pin(&replica, &accept, key))
+        .and_then(|key| match &cfg.budget {
+            Some(budget) => {
+                connected = Some(budget.connect(&key).map_err(|limit| {
+                    format!(
+                        "it already has {limit} connections open here (the limit per peer); close one, or wait for one to end"
+                    )
+                })?);
+                Ok(key)
+            }
+            None => Ok(key),
+        });
     let peer = match verdict {
         Ok(key) => key,
         Err(reason) => {
@@ -253,14 +267,14 @@ where
                 // A hub journals nothing about connections that proved no
                 // key it accepts: anyone can open those, so they are only
                 // counted, and logged at a limited rate.
-                Some(metrics) => match &accept {
+                Some(metrics) if !accepted => match &accept {
                     Accept::Hub {
                         turn_away: Some(_), ..
                     } => {}
                     _ if proved => metrics.key_refused(&address, &reason),
                     _ => metrics.handshake_failed(&address, &reason),
                 },
-                None => {
+                _ => {
                     tracing::warn!(peer = %address, key = %who, %reason, "refused a peer");
                     peers::journal_refusal(&replica, None, &format!("{address} ({who})"), &reason);
                 }
@@ -346,6 +360,7 @@ where
     })
     .await;
     reading.abort();
+    drop(connected);
     result
 }
 

@@ -1192,6 +1192,31 @@ mod adversarial {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_peer_may_hold_only_so_many_connections() {
+        let options = ServeOptions {
+            max_connections_per_peer: 2,
+            ..ServeOptions::default()
+        };
+        let mut w = world(Some(Role::Writer), options).await;
+        let _first = Evil::connect(w.addr()).await;
+        let _second = Evil::connect(w.addr()).await;
+        // The third is refused, and told why, right after its handshake.
+        let stream = TcpStream::connect(w.addr()).await.unwrap();
+        let id = Identity::from_secret_bytes(EVIL);
+        let mut ch = frame::handshake(stream, &id, true, 1 << 24, Arc::default())
+            .await
+            .unwrap();
+        let env = envelope::open(&ch.reader.recv().await.unwrap().unwrap()).unwrap();
+        assert_eq!(env.kind, Kind::Refused);
+        let told = String::from_utf8_lossy(&env.payload).into_owned();
+        assert!(told.contains("2 connections open here"), "{told}");
+        assert!(w.next_refusal().await.contains("connections open here"));
+        // Its key was accepted: the refusal is journaled.
+        assert!(w.journaled("connections open here"));
+        w.good_syncs().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn asking_about_many_unshared_registries_is_refused() {
         let mut w = world(Some(Role::Writer), ServeOptions::default()).await;
         let mut evil = Evil::connect(w.addr()).await;
