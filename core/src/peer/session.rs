@@ -562,6 +562,16 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
                     start.push((o.id, o.name.clone()));
                 }
             }
+            if start.len() > self.cfg.limits.max_registries {
+                return Err(Fault::Violation(
+                    None,
+                    format!(
+                        "it offered {} registries, over this replica's limit of {} per connection; sync fewer registries at once",
+                        start.len(),
+                        self.cfg.limits.max_registries
+                    ),
+                ));
+            }
             for (id, name) in start {
                 if let Some(reg) = self.activate(id, name)? {
                     self.regs.insert(id, reg);

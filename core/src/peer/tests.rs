@@ -208,6 +208,34 @@ async fn a_removed_member_receives_nothing_new_and_is_told_so() {
     assert!(server.await.unwrap().is_err());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_offering_more_registries_than_the_limit_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = open(dir.path(), "hub");
+    let laptop = open(dir.path(), "laptop");
+    for name in ["services", "incidents"] {
+        let reg = hub.create_registry(name, schema()).unwrap();
+        reg.set_member(laptop.public_key(), Role::Reader).unwrap();
+    }
+    let (a, b) = tokio::io::duplex(1 << 16);
+    let server = {
+        let hub = hub.clone();
+        tokio::spawn(async move { hub.serve_stream(b, &ServeOptions::default()).await })
+    };
+    let mut options = PeerOptions::default();
+    options.limits.max_registries = 1;
+    let err = laptop
+        .sync_peer_over(a, Some(hub.public_key()), &options)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, PeerError::Refused { reason, .. } if reason.contains("offered 2 registries")),
+        "{err}"
+    );
+    let _ = server.await.unwrap();
+    assert!(laptop.registries().unwrap().is_empty());
+}
+
 /// Serves `replica` at `address` once the address is free again.
 async fn serve_at(replica: &Replica, address: &str) -> Hub {
     for _ in 0..600 {
