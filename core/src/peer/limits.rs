@@ -31,9 +31,10 @@ pub struct HubMetrics {
     pub handshakes_failed: u64,
     /// Connections that proved a key the hub does not accept.
     pub keys_refused: u64,
-    /// Connections closed on arrival or right after the handshake: too many
-    /// unauthenticated connections at once (in all or from one address), or
-    /// every peer slot taken.
+    /// Connections closed for want of room: on arrival (too many still in
+    /// their handshake, in all or from one address), while in their
+    /// handshake (to make way for a newer one), or right after it (every
+    /// peer slot taken).
     pub turned_away: u64,
 }
 

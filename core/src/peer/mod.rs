@@ -15,8 +15,15 @@
 //!   [`Replica::import`], or refused whole — see `session`.
 //! - **Access**: each side offers only registries whose members include the
 //!   other's key. A hub takes changes only from writers and admins; readers
-//!   pull. A non-member asking for a registry is answered as if it were not
-//!   there.
+//!   pull. A non-member asking for a registry, or pushing to it, is answered
+//!   as if it were not there. A hub takes registries new to it only from
+//!   keys allowed to create there, within a quota per key.
+//! - **Trust on first use** pins a key per address dialled; a key given
+//!   explicitly pins its address too.
+//! - **Limits**: connections still in their handshake have their own budget,
+//!   and are counted, never journaled, when they fail; each connection and
+//!   each peer may make a hub hold only so much — see `limits` and
+//!   [`SessionLimits`].
 
 mod envelope;
 mod frame;
