@@ -85,8 +85,8 @@ pub use mirror::{
     RowFailure, RowOp, RowPlan, RowResult, SettingSpec, Side, Stage, TableSpec,
 };
 pub use peer::{
-    Hub, HubEvent, Peer, PeerError, PeerOptions, PeerRegistryReport, PeerReport, Progress,
-    ProgressFn, ServeOptions, Watch, WatchEvent,
+    Hub, HubEvent, HubMetrics, Peer, PeerError, PeerOptions, PeerRegistryReport, PeerReport,
+    Progress, ProgressFn, ServeOptions, SessionLimits, Watch, WatchEvent,
 };
 pub use registry::{
     Candidate, Conflict, Member, Query, Record, Registry, RegistryInfo, Role, Tombstone, Writer,

@@ -175,4 +175,29 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX mirror_runs_binding ON mirror_runs(binding, seq);
     "#,
+    // 9: trust on first use per address — each address dialled is pinned
+    //    to the key first proven there, and a key seen at a new address gets
+    //    a pin of its own without moving the old one (the `peers.address`
+    //    column only ever held the latest address per key; its pins carry
+    //    over) — and which peer brought each registry to this replica (a
+    //    hub's quota of new registries per key).
+    r#"
+    CREATE TABLE peer_pins (
+        address     TEXT PRIMARY KEY,       -- host:port as dialled
+        key         BLOB NOT NULL,          -- the key that address must prove
+        pinned_at   INTEGER NOT NULL,
+        last_seen   INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX peer_pins_key ON peer_pins(key);
+    INSERT OR IGNORE INTO peer_pins (address, key, pinned_at, last_seen)
+        SELECT address, key, first_seen, last_seen FROM peers
+        WHERE address IS NOT NULL ORDER BY first_seen;
+
+    CREATE TABLE registry_origins (
+        registry_id BLOB PRIMARY KEY,
+        peer        BLOB NOT NULL,          -- the key that pushed it here first
+        added_at    INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX registry_origins_peer ON registry_origins(peer);
+    "#,
 ];

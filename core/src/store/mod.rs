@@ -2,7 +2,8 @@
 //! snapshots and admin-change index; the hash-chained journal and signed
 //! log checkpoints; attestations; mirror bindings and merge bases
 //! (`adapter_bindings`, `adapter_rows`); and the peer tables (`peers`,
-//! `peer_nonces`, `peer_sync_states`, see `peers.rs`). The schema is in
+//! `peer_pins`, `peer_nonces`, `peer_sync_states`, `registry_origins`, see
+//! `peers.rs`). The schema is in
 //! `migrations.rs`.
 //!
 //! Every acknowledged write is one `IMMEDIATE` transaction with
@@ -16,6 +17,8 @@ mod tokens;
 
 pub(crate) use bindings::MirrorRunRow;
 pub(crate) use tokens::TokenRow;
+
+pub(crate) use peers::PinOutcome;
 
 use std::collections::HashMap;
 use std::path::Path;
