@@ -80,8 +80,8 @@ pub use mirror::{
     Action, Adapter, AdapterBinding, AdapterError, AdapterKind, AdapterKinds, BindingAdded,
     BoxFuture, ChangeTracking, ColumnSpec, Connect, Direction, Fetched, FieldChange, FieldConflict,
     InvalidRow, MemoryAdapter, MirrorError, MirrorOptions, MirrorPlan, MirrorProgress,
-    MirrorReport, RemoteColumn, RemoteRow, RemoteTable, RowError, RowFailure, RowOp, RowPlan,
-    RowResult, SettingSpec, Side, Stage, TableSpec,
+    MirrorReport, PendingRow, PendingState, RemoteColumn, RemoteRow, RemoteTable, RowError,
+    RowFailure, RowOp, RowPlan, RowResult, SettingSpec, Side, Stage, TableSpec,
 };
 pub use peer::{
     Hub, HubEvent, Peer, PeerError, PeerOptions, PeerRegistryReport, PeerReport, Progress,
