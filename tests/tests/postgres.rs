@@ -963,7 +963,9 @@ async fn unsettled_rows_are_retried_every_run_until_they_apply() {
         .field(FieldDef::new("port", FieldKind::Integer));
     let b = bound_to(unique, "services", |b| b).await;
     let reg = b.replica.registry("services").unwrap();
-    b.sync().await; // the cursor is set
+    // A bound row, so later runs read only the change log.
+    reg.put(Some("svc"), [("name", "svc")]).unwrap();
+    b.sync().await;
     // The same name, made on both sides at once: the plan refuses the
     // pulled row, the table (UNIQUE) the pushed one.
     reg.put(Some("mine"), [("name", "same")]).unwrap();
@@ -1003,7 +1005,7 @@ async fn unsettled_rows_are_retried_every_run_until_they_apply() {
     reg.put(Some("mine"), [("name", "renamed")]).unwrap();
     let report = b.sync().await;
     assert!(report.pending.is_empty(), "{:?}", report.pending);
-    assert_eq!(b.names(), vec!["renamed", "same"]);
+    assert_eq!(b.names(), vec!["renamed", "same", "svc"]);
     let table: Vec<String> = b
         .sql
         .query(&format!("SELECT name FROM {} ORDER BY name", b.table), &[])
@@ -1012,7 +1014,7 @@ async fn unsettled_rows_are_retried_every_run_until_they_apply() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(table, vec!["renamed", "same"]);
+    assert_eq!(table, vec!["renamed", "same", "svc"]);
     assert!(b.replica.pending_rows("pg").unwrap().is_empty());
 }
 
