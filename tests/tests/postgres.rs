@@ -1305,3 +1305,76 @@ async fn every_sslmode_does_what_libpq_does() {
     assert!(err.contains("sslmode=require"), "{err}");
     assert!(!err.contains(&password), "{err}");
 }
+
+/// Pruning waits for every binding that reads the table: entries another
+/// binding has yet to read stay. A binding silent for more than a week is
+/// no longer waited for; when it returns it compares the whole table, so
+/// it still gets every change.
+#[tokio::test]
+async fn pruning_waits_for_other_bindings_and_a_silent_one_reads_everything() {
+    let a = bound("services", |b| b).await;
+    let qualified = format!("{}.services", a._scratch.schema);
+    let other = Replica::open(a._dir.path().join("b.db")).unwrap();
+    other.create_registry("services", schema()).unwrap();
+    let binding = AdapterBinding::new("pg", "services", "postgres", &qualified);
+    other.add_binding(&binding).unwrap();
+    let b_adapter = PostgresAdapter::connect(
+        &url(),
+        binding.table_spec(&schema()),
+        PostgresOptions::new("binding-other"),
+    )
+    .await
+    .unwrap();
+    let sync_b = || async {
+        let report = other
+            .run_mirror("pg", &b_adapter, &MirrorOptions::sync(), &())
+            .await
+            .unwrap();
+        assert!(report.failed.is_empty(), "{:?}", report.failed);
+    };
+    let insert = |id: String| {
+        let (sql, table) = (&a.sql, a.table.clone());
+        async move {
+            sql.execute(
+                &format!("INSERT INTO {table} (id, name) VALUES ($1, $1)"),
+                &[&id],
+            )
+            .await
+            .unwrap();
+        }
+    };
+    let log = format!("{}.chittysync_changelog", ident(&a._scratch.schema));
+    insert("seed".into()).await;
+    a.sync().await;
+    sync_b().await; // both bound: later runs read the log
+    for i in 0..10 {
+        insert(format!("p{i}")).await;
+        a.sync().await;
+    }
+    assert!(a.count(&log).await >= 10, "kept for the other binding");
+    sync_b().await;
+    assert_eq!(other.registry("services").unwrap().len(), 11);
+
+    a.sql
+        .execute(
+            &format!(
+                "UPDATE {}.chittysync_readers SET read_at = now() - interval '8 days' WHERE origin = 'binding-other'",
+                ident(&a._scratch.schema)
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    for i in 0..5 {
+        insert(format!("q{i}")).await;
+        a.sync().await;
+    }
+    assert!(
+        a.count(&log).await <= 2,
+        "no longer waits for a silent binding"
+    );
+    sync_b().await;
+    let theirs = other.registry("services").unwrap();
+    assert_eq!(theirs.len(), 16, "the silent binding got every row");
+    assert!(theirs.get("q0").is_some());
+}
