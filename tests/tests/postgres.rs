@@ -1169,9 +1169,12 @@ async fn the_change_log_stays_bounded_over_many_syncs() {
     }
     assert_eq!(b.count(&b.table).await, 200);
     assert_eq!(reg.len(), 200);
+    // Unpruned, it would hold 100 entries (and, before, 100 more of the
+    // sync's own writes); a transaction elsewhere on the server may hold
+    // back the last few.
     let entries = b.count(&log).await;
     assert!(
-        entries <= 2,
+        entries < 10,
         "the log holds {entries} entries after 100 syncs"
     );
 }
@@ -1369,8 +1372,10 @@ async fn pruning_waits_for_other_bindings_and_a_silent_one_reads_everything() {
         insert(format!("q{i}")).await;
         a.sync().await;
     }
+    // Waiting, it would hold p0…p9 and q0…q4; a transaction elsewhere on
+    // the server may hold back the last entry or two.
     assert!(
-        a.count(&log).await <= 2,
+        a.count(&log).await < 5,
         "no longer waits for a silent binding"
     );
     sync_b().await;
