@@ -379,6 +379,60 @@ mod tests {
         assert_eq!(report.applied, 1);
     }
 
+    /// A pulled row the registry refuses at write time (two rows swapping
+    /// unique values: each waits for the other) is not dropped when the
+    /// cursor moves on: it is retried and reported on every run from the
+    /// row as fetched, and lands once the other row moves out of its way,
+    /// in the same run as that edit.
+    #[tokio::test]
+    async fn a_pulled_row_refused_at_write_time_is_retried_every_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = Replica::open(dir.path().join("r.db")).unwrap();
+        let schema = Schema::new().field(FieldDef::new("name", FieldKind::Text).unique());
+        let reg = replica.create_registry("r", schema).unwrap();
+        replica
+            .add_binding(&AdapterBinding::new("m", "r", "memory", "t"))
+            .unwrap();
+        let table = MemoryAdapter::new("t");
+        let adapter = table.another_client();
+        let run = || {
+            let (replica, adapter) = (replica.clone(), adapter.clone());
+            async move {
+                replica
+                    .run_mirror("m", &adapter, &MirrorOptions::sync(), &())
+                    .await
+                    .unwrap()
+            }
+        };
+        table.insert("a", [("name", "x")]);
+        table.insert("b", [("name", "y")]);
+        run().await;
+        table.update("a", &[("name", Some(Value::from("y")))]);
+        table.update("b", &[("name", Some(Value::from("x")))]);
+        for _ in 0..3 {
+            let report = run().await;
+            let mut failed: Vec<(&str, Side)> = report
+                .failed
+                .iter()
+                .map(|f| (f.remote_id.as_str(), f.side))
+                .collect();
+            failed.sort_by_key(|(id, _)| *id);
+            assert_eq!(
+                failed,
+                [("a", Side::Local), ("b", Side::Local)],
+                "reported on every run"
+            );
+            assert_eq!(report.pending.len(), 2);
+        }
+        // Another application moves b out of the way: both land.
+        table.update("b", &[("name", Some(Value::from("w")))]);
+        let report = run().await;
+        assert!(report.failed.is_empty(), "{:?}", report.failed);
+        assert!(report.pending.is_empty());
+        assert_eq!(reg.get("a").unwrap().get("name"), Some(&Value::from("y")));
+        assert_eq!(reg.get("b").unwrap().get("name"), Some(&Value::from("w")));
+    }
+
     /// A memory table whose server goes away after `ok` applies.
     struct Hangs {
         inner: MemoryAdapter,

@@ -761,21 +761,39 @@ fn apply_local(
             chunk.iter().try_for_each(|&i| write_one(w, &rows[i]))
         });
         if whole.is_err() {
-            for &i in chunk {
-                if let Err(e) =
-                    registry.write_as(identity, &message(&[i]), |w| write_one(w, &rows[i]))
-                {
-                    failed.insert(
-                        i,
-                        RowFailure {
-                            record: rows[i].record.clone(),
-                            remote_id: rows[i].remote_id.clone(),
-                            side: Side::Local,
-                            reason: e.to_string(),
-                            retryable: matches!(e, WriteError::Store(_) | WriteError::Internal(_)),
-                        },
-                    );
+            // Row by row, in passes while any row lands: a row may wait for
+            // another to free a unique value first (b: y → z, then a: x → y).
+            let mut left: Vec<usize> = chunk.to_vec();
+            let mut errors: HashMap<usize, WriteError> = HashMap::new();
+            loop {
+                let before = left.len();
+                left.retain(|&i| {
+                    match registry.write_as(identity, &message(&[i]), |w| write_one(w, &rows[i])) {
+                        Ok(()) => {
+                            errors.remove(&i);
+                            false
+                        }
+                        Err(e) => {
+                            errors.insert(i, e);
+                            true
+                        }
+                    }
+                });
+                if left.is_empty() || left.len() == before {
+                    break;
                 }
+            }
+            for (i, e) in errors {
+                failed.insert(
+                    i,
+                    RowFailure {
+                        record: rows[i].record.clone(),
+                        remote_id: rows[i].remote_id.clone(),
+                        side: Side::Local,
+                        reason: e.to_string(),
+                        retryable: matches!(e, WriteError::Store(_) | WriteError::Internal(_)),
+                    },
+                );
             }
         }
         progress.advance(chunk.len() as u64);
