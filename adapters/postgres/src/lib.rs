@@ -14,14 +14,18 @@
 //!   serialization failure or deadlock, never on constraint violations,
 //!   which are reported per row.
 //! - Changes are read from a trigger-fed change log, proportional to what
-//!   changed; the sync's own writes are tagged (`app.sync_origin`) and not
-//!   read back. The cursor is the fetch's snapshot (`pg_current_snapshot()`):
+//!   changed; the sync's own writes are tagged (`app.sync_origin`) and
+//!   never logged, and entries every binding has read are deleted (see
+//!   `changelog`). The cursor is the fetch's snapshot (`pg_current_snapshot()`):
 //!   an entry is consumed once its transaction is visible, i.e. committed,
 //!   and was not visible in the previous fetch's snapshot. Entries at or
 //!   above the previous snapshot's xmin are re-examined, so a transaction
 //!   that commits late (after a later one) is never skipped, and unlike
 //!   consuming only below the current xmin, one long-running transaction
 //!   elsewhere in the cluster does not hold every other change back.
+//! - Tables made from the schema give ids themselves (a UUID, for other
+//!   applications' inserts that leave the id out), with required fields
+//!   `NOT NULL` and unique ones `UNIQUE`.
 //! - Every identifier is quoted; every value is a parameter.
 //!
 //! # Settings
