@@ -85,6 +85,9 @@ fn mirror(e: &MirrorError) -> Option<String> {
             Some("`chittysync adapter rm NAME` removes the old one".into())
         }
         MirrorError::Adapter { source, .. } => adapter(source),
+        MirrorError::Stopped { binding, .. } => Some(format!(
+            "run `chittysync sync {binding}` again once the server answers; `chittysync adapter show {binding}` lists the rows left"
+        )),
         MirrorError::Lookup(e) => lookup(e),
         MirrorError::Write(e) => write(e),
         MirrorError::Store(e) => store(e),

@@ -118,7 +118,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if output::is_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", message(&e));
             if let Some(hint) = hint::hint(&e) {
                 eprintln!("hint: {hint}");
             }
@@ -163,6 +163,21 @@ fn run(globals: &Globals, command: Command) -> Result<()> {
     }
 }
 
+/// An error and its causes on one line, each said once: library errors
+/// often show their cause in their own text (`adapter binding 'x':
+/// <cause>`), so a cause already shown is not repeated.
+fn message(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
 /// The exit code for a failure (see [`main`]).
 fn exit_code(e: &anyhow::Error) -> u8 {
     let refused_write = e.downcast_ref::<WriteError>().is_some_and(|w| {
@@ -195,5 +210,26 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         5
     } else {
         1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn an_error_says_each_cause_once() {
+        let e = chittysync::MirrorError::Adapter {
+            binding: "pg".into(),
+            source: chittysync::AdapterError::Connect {
+                system: "postgres".into(),
+                reason: "connection refused".into(),
+            },
+        };
+        let shown = message(&anyhow::Error::new(e));
+        assert_eq!(shown.matches("cannot connect").count(), 1, "{shown}");
+        let wrapped: Result<()> = Err(anyhow::anyhow!("disk full")).context("saving");
+        assert_eq!(message(&wrapped.unwrap_err()), "saving: disk full");
     }
 }

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{chittysync, json, ok};
+use common::{chittysync, chittysync_env, json, ok};
 
 const SCHEMA: &str = r#"
 [[fields]]
@@ -329,6 +329,61 @@ fn failed_rows_decide_the_exit_status_even_when_nobody_reads_the_report() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a failed row exited 0: {stderr}");
     assert!(stderr.contains("1 rows failed"), "{stderr}");
+}
+
+/// A server that cannot be reached is one error that says each cause once,
+/// and neither it nor its hint shows a password; a URL that does not parse
+/// is answered without one too.
+#[test]
+fn connection_errors_say_each_cause_once_and_show_no_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let (r, table) = setup(dir.path(), "refused");
+    let add = |url: &str| {
+        chittysync_env(
+            &r,
+            &[
+                "adapter",
+                "add",
+                "pg",
+                "--registry",
+                "services",
+                "--target",
+                &table,
+                "--url",
+                url,
+                "--secret-env",
+                "CHITTYSYNC_TEST_SECRET",
+            ],
+            &[("CHITTYSYNC_TEST_SECRET", "s3cret-pass")],
+        )
+    };
+    // Nothing listens on port 1.
+    let run = add("postgres://me@127.0.0.1:1/db?sslmode=require");
+    assert_ne!(run.code, 0);
+    let errors: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{}", run.stderr);
+    assert_eq!(
+        errors[0].matches("cannot connect").count(),
+        1,
+        "a cause said twice: {}",
+        run.stderr
+    );
+    for bad in [
+        "postgres://me@127.0.0.1:notaport/db",
+        "postgres://me@db/app?sslmode=sometimes",
+    ] {
+        let run = add(bad);
+        assert_ne!(run.code, 0);
+        assert!(run.stderr.contains("url"), "{}", run.stderr);
+        for out in [&run.stderr, &run.stdout] {
+            assert!(!out.contains("s3cret-pass"), "{out}");
+            assert!(!out.contains(":password@"), "a password in a URL: {out}");
+        }
+    }
 }
 
 /// `chittysync serve` with the HTTP API, stopped when dropped.

@@ -81,8 +81,9 @@ pub use mirror::{
     Action, Adapter, AdapterBinding, AdapterError, AdapterKind, AdapterKinds, BindingAdded,
     BoxFuture, ChangeTracking, ColumnSpec, Connect, Direction, Fetched, FieldChange, FieldConflict,
     InvalidRow, MemoryAdapter, MirrorError, MirrorOptions, MirrorOutcome, MirrorPlan,
-    MirrorProgress, MirrorReport, MirrorRun, RemoteColumn, RemoteRow, RemoteTable, RowError,
-    RowFailure, RowOp, RowPlan, RowResult, SettingSpec, Side, Stage, TableSpec,
+    MirrorProgress, MirrorReport, MirrorRun, PendingRow, PendingState, RemoteColumn, RemoteRow,
+    RemoteTable, RowError, RowFailure, RowOp, RowPlan, RowResult, SettingSpec, Side, Stage,
+    TableSpec,
 };
 pub use peer::{
     Hub, HubEvent, HubMetrics, Peer, PeerError, PeerOptions, PeerRegistryReport, PeerReport,

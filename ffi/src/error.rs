@@ -304,7 +304,8 @@ impl From<MirrorError> for ChittyError {
             MirrorError::BadBinding { .. }
             | MirrorError::UnknownKind { .. }
             | MirrorError::MissingSecret { .. }
-            | MirrorError::Adapter { .. } => ChittyError::Adapter { message },
+            | MirrorError::Adapter { .. }
+            | MirrorError::Stopped { .. } => ChittyError::Adapter { message },
             MirrorError::NotWriter {
                 binding,
                 registry,

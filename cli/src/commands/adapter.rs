@@ -6,7 +6,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use chittysync::{
     Action, Adapter, AdapterBinding, ChangeTracking, ConflictPolicy, Direction, MirrorError,
-    MirrorOptions, MirrorProgress, MirrorReport, Replica, Side, Stage, Value,
+    MirrorOptions, MirrorProgress, MirrorReport, PendingRow, PendingState, Replica, Side, Stage,
+    Value,
 };
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -316,11 +317,13 @@ fn show(replica: &Replica, name: &str, as_json: bool) -> Result<()> {
         .ok_or_else(|| anyhow!("no binding named '{name}'; `chittysync adapter ls` lists them"))?;
     let key = replica.binding_identity(name)?.public_key();
     let bound = replica.bound_rows(name)?;
+    let pending = replica.pending_rows(name)?;
     if as_json {
         let mut j = binding_json(&b);
         j["key"] = json!(key.to_string());
         j["key_file"] = json!(replica.binding_key_path(name));
         j["bound_rows"] = json!(bound);
+        j["pending_rows"] = pending.iter().map(pending_json).collect();
         output::json(&j)?;
     } else {
         let mut rows = vec![
@@ -361,7 +364,45 @@ fn show(replica: &Replica, name: &str, as_json: bool) -> Result<()> {
         for (f, c) in &b.mapping {
             rows.push(vec![format!("map {f}"), c.clone()]);
         }
+        rows.push(vec!["pending rows".into(), pending.len().to_string()]);
         output::table(&["", ""], &rows)?;
+        print_pending(&pending)?;
+    }
+    Ok(())
+}
+
+fn pending_json(p: &PendingRow) -> serde_json::Value {
+    json!({
+        "remote_id": p.remote_id, "record": p.record, "state": p.state.name(),
+        "reason": p.reason, "retryable": p.retryable, "since": p.since,
+    })
+}
+
+/// Rows not yet applied, at most 20 listed: every run retries them.
+pub(crate) fn print_pending(pending: &[PendingRow]) -> Result<(), StdoutError> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    outln!("\npending rows (retried by every run until applied):")?;
+    let rows: Vec<Vec<String>> = pending
+        .iter()
+        .take(20)
+        .map(|p| {
+            vec![
+                p.remote_id.clone(),
+                p.record.clone().unwrap_or_default(),
+                match p.state {
+                    PendingState::Invalid => "invalid remote row".to_owned(),
+                    PendingState::Failed(side) => format!("{} write failed", side.name()),
+                    _ => p.state.name().to_owned(),
+                },
+                output::clip(&p.reason, 100),
+            ]
+        })
+        .collect();
+    output::table(&["row", "record", "state", "reason"], &rows)?;
+    if pending.len() > 20 {
+        outln!("… and {} more", pending.len() - 20)?;
     }
     Ok(())
 }
@@ -595,7 +636,7 @@ pub(crate) fn mirror_with(
                 // delete the guard stopped): say so and try again later,
                 // reconnecting if the remote system failed.
                 Err(e) if args.watch && args.runs.is_none_or(|n| done < n) => {
-                    if matches!(e, MirrorError::Adapter { .. }) {
+                    if matches!(e, MirrorError::Adapter { .. } | MirrorError::Stopped { .. }) {
                         connected = None;
                     }
                     eprintln!("error: {e}; trying again in {}", humanize(args.interval));
@@ -796,6 +837,12 @@ fn print_summary(report: &MirrorReport) -> Result<(), StdoutError> {
             "{} rows applied, {} failed",
             report.applied,
             report.failed.len()
+        )?;
+    }
+    if !report.pending.is_empty() {
+        outln!(
+            "{} rows pending (failed or invalid; every run retries them until they are applied)",
+            report.pending.len()
         )?;
     }
     Ok(())

@@ -425,6 +425,15 @@ impl Replica {
         })?;
         Ok(count as u64)
     }
+
+    /// The rows of binding `name` not yet applied (failed or invalid, in
+    /// the last run or before): every run retries them until they are
+    /// applied or gone.
+    pub fn pending_rows(&self, name: &str) -> Result<Vec<super::PendingRow>, MirrorError> {
+        let pending =
+            self.with_store(|store| super::merge_base::pending(store.conn(), store.path(), name))?;
+        Ok(pending.iter().map(|p| p.public()).collect())
+    }
 }
 
 fn parse_config(path: &str, config: &str) -> Result<AdapterBinding, MirrorError> {

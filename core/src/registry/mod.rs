@@ -340,6 +340,11 @@ impl Registry {
         self.fresh().records_touched_since(heads)
     }
 
+    /// The live record holding `value` in unique field `field`, if any.
+    pub(crate) fn unique_holder(&self, field: &str, value: &Value) -> Option<String> {
+        self.with_state(|state, _| state.unique_holder(field, &value.to_string()))
+    }
+
     /// When a field of a record was last written (the latest hybrid clock
     /// of its values), if it has a value.
     pub(crate) fn field_time(&self, id: &str, field: &str) -> Option<i64> {

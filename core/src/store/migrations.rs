@@ -200,4 +200,21 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX registry_origins_peer ON registry_origins(peer);
     "#,
+    // 10: rows a mirror run could not settle: remote rows that break the
+    //    schema, and rows whose write failed on either side. Each run
+    //    retries them and reports them until they are applied or gone, so
+    //    nothing is dropped when the change cursor moves on.
+    r#"
+    CREATE TABLE adapter_pending (
+        binding     TEXT NOT NULL REFERENCES adapter_bindings(name) ON DELETE CASCADE,
+        remote_id   TEXT NOT NULL,
+        record_id   TEXT,                   -- the bound record, if there is one
+        state       TEXT NOT NULL,          -- invalid | local | remote (the side a write failed on)
+        reason      TEXT NOT NULL,
+        retryable   INTEGER NOT NULL,
+        row         TEXT,                   -- the remote row as last fetched (JSON), to retry a pull
+        since       INTEGER NOT NULL,       -- ms since the epoch: first seen pending
+        PRIMARY KEY (binding, remote_id)
+    ) STRICT;
+    "#,
 ];
