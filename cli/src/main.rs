@@ -29,6 +29,11 @@ struct Cli {
     /// Print JSON instead of tables, for scripts.
     #[arg(long, global = true)]
     json: bool,
+    /// How logs are written to stderr: `pretty` (text) or `json` (one object
+    /// a line). Which logs: the `CHITTYSYNC_LOG` filter (e.g. `info`,
+    /// `chittysync=debug`); by default warnings, and for `serve` also info.
+    #[arg(long, global = true, value_enum, default_value = "pretty")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -103,6 +108,30 @@ enum Command {
     Health(token::HealthArgs),
 }
 
+/// How logs are written.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    /// Text, one event a line.
+    Pretty,
+    /// JSON, one object a line.
+    Json,
+}
+
+/// Sends `tracing` events to stderr, filtered by `CHITTYSYNC_LOG`.
+fn init_logs(format: LogFormat, serving: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if serving { "info" } else { "warn" };
+    let filter =
+        EnvFilter::try_from_env("CHITTYSYNC_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Pretty => logs.with_ansi(false).try_init(),
+        LogFormat::Json => logs.json().try_init(),
+    };
+}
+
 /// Exit codes: 0 success (also when the reader of stdout went away, as with
 /// `| head`), 1 any failure, 2 bad usage (clap), 3 a write refused by the
 /// schema or roles, 4 a bundle or peer refused as untrusted or malformed
@@ -111,8 +140,10 @@ fn main() -> ExitCode {
     let Cli {
         replica,
         json,
+        log_format,
         command,
     } = Cli::parse();
+    init_logs(log_format, matches!(command, Command::Serve(_)));
     let globals = Globals { replica, json };
     match run(&globals, command) {
         Ok(()) => ExitCode::SUCCESS,

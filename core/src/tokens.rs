@@ -142,6 +142,21 @@ pub enum TokenError {
         #[source]
         source: Box<WriteError>,
     },
+    /// The token was revoked, but its key is still a member of a registry.
+    #[error(
+        "token '{name}' was revoked, but its key {key} is still a member of registry {registry} ({source}); an admin of {registry} must remove that member"
+    )]
+    MemberLeft {
+        /// The token's name.
+        name: String,
+        /// The registry.
+        registry: String,
+        /// The token's key.
+        key: String,
+        /// Why it could not leave.
+        #[source]
+        source: Box<WriteError>,
+    },
     /// The token's key file could not be made or read.
     #[error("token '{name}': its key file: {source}")]
     Key {
@@ -295,28 +310,33 @@ impl Replica {
         }
     }
 
-    /// Removes a token: its key leaves every registry it was a member of
-    /// (with the usual strong removal: what it wrote concurrently with the
-    /// removal is revoked), and its row and key file go.
+    /// Removes a token. It stops working at once (its row and key file go
+    /// first, in their own transaction); then its key leaves every registry
+    /// it was a member of, with the usual strong removal (what it wrote
+    /// concurrently with the removal is revoked). If the key cannot leave a
+    /// registry (this replica is no longer an admin there), the token is
+    /// still revoked and [`TokenError::MemberLeft`] names the registry.
     pub fn remove_token(&self, name: &str) -> Result<Token, TokenError> {
         let token = self.token(name)?;
+        let detail = serde_json::json!({ "token": name, "key": token.key.to_string() });
+        self.with_store(|s| s.remove_token(name, token.registries.first(), &detail))?;
+        let _ = std::fs::remove_file(self.token_key_path(name));
         for id in &token.registries {
             let Ok(registry) = self.registry_by_id(*id) else {
                 continue;
             };
-            if registry.members().iter().any(|m| m.key == token.key) {
-                registry
-                    .remove_member(token.key)
-                    .map_err(|source| TokenError::Member {
-                        name: name.into(),
-                        registry: registry.name(),
-                        source: Box::new(source),
-                    })?;
+            if !registry.members().iter().any(|m| m.key == token.key) {
+                continue;
+            }
+            if let Err(source) = registry.remove_member(token.key) {
+                return Err(TokenError::MemberLeft {
+                    name: name.into(),
+                    registry: registry.name(),
+                    key: token.key.to_string(),
+                    source: Box::new(source),
+                });
             }
         }
-        let detail = serde_json::json!({ "token": name, "key": token.key.to_string() });
-        self.with_store(|s| s.remove_token(name, token.registries.first(), &detail))?;
-        let _ = std::fs::remove_file(self.token_key_path(name));
         Ok(token)
     }
 
@@ -425,6 +445,37 @@ mod tests {
         let services = replica.registry("services").unwrap();
         assert!(!services.members().iter().any(|m| m.key == added.token.key));
         assert!(!added.key_file.exists());
+    }
+
+    #[test]
+    fn a_token_is_revoked_even_when_its_key_cannot_leave_a_registry() {
+        let (dir, replica) = replica();
+        let added = replica.add_token(&spec("ci", None)).unwrap();
+        // Another admin demotes this replica, so it can no longer remove members.
+        let other = Replica::open(dir.path().join("other.db")).unwrap();
+        let services = replica.registry("services").unwrap();
+        services
+            .set_member(other.public_key(), Role::Admin)
+            .unwrap();
+        other.import(services.export(&[]).unwrap()).unwrap();
+        let theirs = other.registry("services").unwrap();
+        theirs
+            .set_member(replica.public_key(), Role::Writer)
+            .unwrap();
+        replica
+            .import(theirs.export(&services.heads()).unwrap())
+            .unwrap();
+
+        let removed = replica.remove_token("ci");
+        assert!(
+            matches!(&removed, Err(TokenError::MemberLeft { registry, .. }) if registry == "services"),
+            "{removed:?}"
+        );
+        assert!(matches!(
+            replica.authenticate_token(&added.secret),
+            Err(TokenError::Unknown)
+        ));
+        assert!(replica.tokens().unwrap().is_empty());
     }
 
     #[test]

@@ -76,7 +76,10 @@ impl Caller {
             chittysync::LookupError::Store(s) => Problem::from(s),
             _ => hidden(),
         })?;
-        if self.0.token.covers(&registry.id()) {
+        // Scoped to the token's registries, and to those where its key is
+        // still a member (an admin may have removed it anywhere).
+        let key = self.0.token.key;
+        if self.0.token.covers(&registry.id()) && registry.members().iter().any(|m| m.key == key) {
             Ok(registry)
         } else {
             Err(hidden())

@@ -372,8 +372,14 @@ pub(crate) async fn journal(
             .into_iter()
             .filter(|e| e.registry == Some(id))
             .map(|e| {
+                let mut detail = e.detail;
+                // A token's entry lists all its registries; show none of
+                // the others.
+                if let Some(list) = detail.get_mut("registries") {
+                    *list = serde_json::json!([registry.name()]);
+                }
                 serde_json::json!({
-                    "seq": e.seq, "at": e.at, "kind": e.kind, "detail": e.detail,
+                    "seq": e.seq, "at": e.at, "kind": e.kind, "detail": detail,
                 })
             })
             .collect();

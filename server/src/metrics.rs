@@ -199,7 +199,13 @@ pub(crate) async fn record(State(state): State<Shared>, request: Request, next: 
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
+    // Only the standard methods are labels; anything else is "other", so a
+    // caller cannot make new series at will.
+    let method = match request.method().as_str() {
+        m @ ("GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS") => m,
+        _ => "other",
+    }
+    .to_owned();
     let started = Instant::now();
     let response = next.run(request).await;
     let metrics = &state.metrics;

@@ -235,16 +235,31 @@ async fn run_now(
     })
     .await;
     let (_caller, name) = caller?;
-    if !state.schedule.claim(&name) {
+    let Some(claim) = state.schedule.guard(&name, None) else {
         return Err(Problem::new(
             StatusCode::CONFLICT,
             "running",
             format!("mirror '{name}' is running now; try again when it has finished"),
         ));
-    }
-    let (run, report) =
-        schedule::run_once(&state.replica, &kinds, &name, &options, &state.metrics).await;
-    state.schedule.release(&name);
+    };
+    // The run goes on to its end (and is recorded) even if this request is
+    // cancelled or times out: stopping between its writes and saving its
+    // merge bases would make the next run write the same rows again.
+    let task = state.clone();
+    let running = tokio::task::spawn_blocking(move || {
+        let outcome = tokio::runtime::Handle::current().block_on(schedule::run_once(
+            &task.replica,
+            &kinds,
+            &name,
+            &options,
+            &task.metrics,
+        ));
+        claim.finish(true);
+        outcome
+    });
+    let (run, report) = running.await.map_err(|_| {
+        Problem::internal("the mirror run failed inside the service; it was logged")
+    })?;
     match report {
         Some(report) => Ok(axum::Json(report.to_json())),
         None => Err(Problem::new(

@@ -107,8 +107,71 @@ pub(crate) struct ListParams {
 #[derive(Serialize, Deserialize)]
 struct Cursor {
     sort: Option<String>,
-    after: Option<serde_json::Value>,
+    after: Option<TaggedValue>,
     id: String,
+}
+
+/// A value with its kind, so it reads back as the same value (a decimal's
+/// JSON is a string, which would read back as text).
+#[derive(Serialize, Deserialize)]
+struct TaggedValue {
+    kind: String,
+    value: serde_json::Value,
+}
+
+impl TaggedValue {
+    fn of(v: &Value) -> Self {
+        let (kind, value) = match v {
+            Value::Text(t) => ("text", serde_json::Value::String(t.clone())),
+            Value::Integer(i) => ("integer", (*i).into()),
+            Value::Decimal(d) => ("decimal", serde_json::Value::String(d.clone())),
+            Value::Bool(b) => ("bool", (*b).into()),
+            Value::Set(_) => ("set", v.to_json()),
+            Value::Json(text) => ("json", serde_json::Value::String(text.clone())),
+            _ => ("text", serde_json::Value::String(v.to_string())),
+        };
+        TaggedValue {
+            kind: kind.to_owned(),
+            value,
+        }
+    }
+
+    fn value(&self) -> Option<Value> {
+        let text = || self.value.as_str().map(str::to_owned);
+        Some(match self.kind.as_str() {
+            "text" => Value::Text(text()?),
+            "integer" => Value::Integer(self.value.as_i64()?),
+            "decimal" => Value::Decimal(text()?),
+            "bool" => Value::Bool(self.value.as_bool()?),
+            "set" => Value::from_json(&self.value),
+            "json" => Value::Json(text()?),
+            _ => return None,
+        })
+    }
+}
+
+/// Orders sort values: numbers by their size (a decimal's text does not sort
+/// as its number), anything else as values order.
+fn compare_values(a: Option<&Value>, b: Option<&Value>) -> std::cmp::Ordering {
+    fn number(v: &Value) -> Option<f64> {
+        match v {
+            Value::Integer(i) => Some(*i as f64),
+            Value::Decimal(d) => d.parse().ok(),
+            _ => None,
+        }
+    }
+    match (a, b) {
+        (Some(x), Some(y)) => match (number(x), number(y)) {
+            (Some(m), Some(n)) if m != n => m.partial_cmp(&n).unwrap_or(std::cmp::Ordering::Equal),
+            _ => x.cmp(y),
+        },
+        _ => a.cmp(&b),
+    }
+}
+
+/// The order of two records under the sort field: by value, then by id.
+fn order(a: (Option<&Value>, &str), b: (Option<&Value>, &str)) -> std::cmp::Ordering {
+    compare_values(a.0, b.0).then_with(|| a.1.cmp(b.1))
 }
 
 impl Cursor {
@@ -182,8 +245,8 @@ pub(crate) async fn list(
         let mut records = registry.list(&query);
         let field = sort_field.as_deref();
         records.sort_by(|a, b| {
-            let order = key_of(a, field).cmp(&key_of(b, field));
-            if descending { order.reverse() } else { order }
+            let o = order(key_of(a, field), key_of(b, field));
+            if descending { o.reverse() } else { o }
         });
         let start = match &params.cursor {
             None => 0,
@@ -194,17 +257,20 @@ pub(crate) async fn list(
                         "the cursor belongs to a listing with another sort; start again without it",
                     ));
                 }
-                let after = cursor.after.as_ref().map(Value::from_json);
+                let after = match &cursor.after {
+                    Some(tagged) => Some(tagged.value().ok_or_else(|| {
+                        Problem::bad_request(
+                            "the cursor is not one this service gave; start again without it",
+                        )
+                    })?),
+                    None => None,
+                };
                 let after = (after.as_ref(), cursor.id.as_str());
                 records
                     .iter()
                     .position(|r| {
-                        let order = key_of(r, field).cmp(&after);
-                        if descending {
-                            order.is_lt()
-                        } else {
-                            order.is_gt()
-                        }
+                        let o = order(key_of(r, field), after);
+                        if descending { o.is_lt() } else { o.is_gt() }
                     })
                     .unwrap_or(records.len())
             }
@@ -220,7 +286,7 @@ pub(crate) async fn list(
             .map(|last| {
                 Cursor {
                     sort: params.sort.clone(),
-                    after: field.and_then(|f| last.fields.get(f)).map(Value::to_json),
+                    after: field.and_then(|f| last.fields.get(f)).map(TaggedValue::of),
                     id: last.id.clone(),
                 }
                 .encode()
@@ -403,12 +469,14 @@ pub(crate) async fn create(
                 write_fields(w, input.id.as_deref(), fields, false)
             },
         )?;
+        // Heads first: an ETag older than its body only costs a retry.
+        let heads = registry.heads();
         let record = registry.get(&id).ok_or_else(|| gone(&registry, &id))?;
         let location = format!("/v1/registries/{}/records/{id}", registry.name());
         Ok(record_response(
             StatusCode::CREATED,
             &record,
-            &registry.heads(),
+            &heads,
             Some(location),
         ))
     })
@@ -503,13 +571,9 @@ pub(crate) async fn replace(
                 write_fields(w, Some(&id), fields, true)
             },
         )?;
+        let heads = registry.heads();
         let record = live(&registry, &id)?;
-        Ok(record_response(
-            StatusCode::OK,
-            &record,
-            &registry.heads(),
-            None,
-        ))
+        Ok(record_response(StatusCode::OK, &record, &heads, None))
     })
     .await
 }
@@ -579,13 +643,9 @@ fn patch_record(
             write_fields(w, Some(id), fields, false)
         },
     )?;
+    let heads = registry.heads();
     let record = live(registry, id)?;
-    Ok(record_response(
-        StatusCode::OK,
-        &record,
-        &registry.heads(),
-        None,
-    ))
+    Ok(record_response(StatusCode::OK, &record, &heads, None))
 }
 
 /// Changes some fields of the record whose unique field holds a value (JSON
@@ -608,6 +668,7 @@ fn patch_record(
         (status = 401, description = "No valid token", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 403, description = "The token may not write", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 404, description = "No such registry or record", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 409, description = "Several records hold the value (made apart on replicas that then met)", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 412, description = "The registry changed since the ETag given", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 422, description = "A value breaks the schema; nothing was written", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 429, description = "Too many requests", body = ProblemDetails, content_type = "application/problem+json"),
@@ -628,7 +689,7 @@ pub(crate) async fn patch_by(
     }
     let expected = if_match(&headers)?;
     blocking(move || {
-        let (registry, found) = find_by(&state, &caller, &name, &field, &value)?;
+        let (registry, _, found) = find_by(&state, &caller, &name, &field, &value)?;
         caller.require_writer(&registry)?;
         let record = found.ok_or_else(|| {
             Problem::not_found(format!(
@@ -690,14 +751,15 @@ pub(crate) async fn remove(
     .await
 }
 
-/// The live record whose unique `field` holds `value`.
+/// The live record whose unique `field` holds `value` (read as the field's
+/// type, so `080` finds port 80), with the registry's heads read first.
 fn find_by(
     state: &AppState,
     caller: &Caller,
     name: &str,
     field: &str,
     value: &str,
-) -> Result<(Registry, Option<Record>), Problem> {
+) -> Result<(Registry, Vec<ChangeHash>, Option<Record>), Problem> {
     let registry = caller.registry(state, name)?;
     let schema = registry.schema();
     let def = schema
@@ -709,11 +771,24 @@ fn find_by(
             registry.name()
         )));
     }
-    let found = registry
-        .list(&chittysync::Query::all().filter(field, value))
-        .into_iter()
-        .next();
-    Ok((registry, found))
+    let canonical = chittysync::coerce(def.field_type, Value::Text(value.to_owned()))
+        .map_or_else(|_| value.to_owned(), |v| v.to_string());
+    let heads = registry.heads();
+    let mut found = registry.list(&chittysync::Query::all().filter(field, canonical));
+    if found.len() > 1 {
+        // Replicas that each created the value before they met.
+        let ids: Vec<&str> = found.iter().map(|r| r.id.as_str()).collect();
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "ambiguous",
+            format!(
+                "records {} of registry '{}' all have {field} {value}; settle which one stays, then retry",
+                ids.join(", "),
+                registry.name()
+            ),
+        ));
+    }
+    Ok((registry, heads, found.pop()))
 }
 
 /// The record whose unique field holds a value.
@@ -731,6 +806,7 @@ fn find_by(
         (status = 400, description = "The field is not unique", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 404, description = "No such registry or record", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 409, description = "Several records hold the value (made apart on replicas that then met)", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 429, description = "Too many requests", body = ProblemDetails, content_type = "application/problem+json"),
     )
 )]
@@ -740,8 +816,7 @@ pub(crate) async fn show_by(
     Path((name, field, value)): Path<(String, String, String)>,
 ) -> Result<Response, Problem> {
     blocking(move || {
-        let (registry, found) = find_by(&state, &caller, &name, &field, &value)?;
-        let heads = registry.heads();
+        let (registry, heads, found) = find_by(&state, &caller, &name, &field, &value)?;
         let record = found.ok_or_else(|| {
             Problem::not_found(format!(
                 "registry '{}' has no record whose {field} is {value}",
@@ -774,6 +849,7 @@ pub(crate) async fn show_by(
         (status = 401, description = "No valid token", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 403, description = "The token may not write", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 404, description = "No such registry, or not shared with this token", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 409, description = "Several records hold the value (made apart on replicas that then met)", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 412, description = "The registry changed since the ETag given", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 422, description = "A value breaks the schema; nothing was written", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 429, description = "Too many requests", body = ProblemDetails, content_type = "application/problem+json"),
@@ -794,7 +870,7 @@ pub(crate) async fn upsert_by(
     }
     let expected = if_match(&headers)?;
     blocking(move || {
-        let (registry, found) = find_by(&state, &caller, &name, &field, &value)?;
+        let (registry, heads, found) = find_by(&state, &caller, &name, &field, &value)?;
         caller.require_writer(&registry)?;
         let mut fields = input.fields;
         if let Some(given) = fields.get(&field)
@@ -809,10 +885,11 @@ pub(crate) async fn upsert_by(
         if let Some(current) = &found
             && unchanged(&registry, current, &wanted)
         {
-            return Ok(record_response(StatusCode::OK, current, &registry.heads(), None));
+            return Ok(record_response(StatusCode::OK, current, &heads, None));
         }
         let message = caller.message(&format!("upsert the record whose {field} is {value}"));
         let mut target = found.as_ref().map(|r| r.id.clone());
+        let mut existed = found.is_some();
         let written = loop {
             let attempt = registry.write_as(&caller.0.identity, &message, |w| {
                 if let Some(heads) = &expected {
@@ -831,13 +908,14 @@ pub(crate) async fn upsert_by(
                         unreachable!("matched above")
                     };
                     target = Some(other_record);
+                    existed = true;
                 }
                 other => break other?,
             }
         };
-        let record = live(&registry, &written)?;
         let heads = registry.heads();
-        Ok(if found.is_some() {
+        let record = live(&registry, &written)?;
+        Ok(if existed {
             record_response(StatusCode::OK, &record, &heads, None)
         } else {
             let location = format!("/v1/registries/{}/records/{written}", registry.name());

@@ -22,6 +22,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// What the scheduler knows of one binding.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Slot {
+    pub(crate) every: Option<Duration>,
     pub(crate) running: bool,
     pub(crate) failures: u32,
     pub(crate) next_due: Option<Instant>,
@@ -61,6 +62,18 @@ impl Schedule {
         }
     }
 
+    /// Claims binding `name` for a run (see [`Schedule::claim`]); the claim
+    /// ends when the guard is finished or dropped, even by a panic or a
+    /// cancelled request.
+    pub(crate) fn guard(self: &Arc<Self>, name: &str, every: Option<Duration>) -> Option<Claim> {
+        self.claim(name).then(|| Claim {
+            schedule: self.clone(),
+            name: name.to_owned(),
+            every,
+            done: false,
+        })
+    }
+
     /// A run of `name` ended: when the next is due, given its schedule.
     fn finished(&self, name: &str, every: Option<Duration>, ok: bool) {
         let mut slots = self.lock();
@@ -92,6 +105,39 @@ impl Schedule {
     pub(crate) fn release(&self, name: &str) {
         if let Some(slot) = self.lock().get_mut(name) {
             slot.running = false;
+        }
+    }
+}
+
+/// A binding claimed for one run.
+pub(crate) struct Claim {
+    schedule: Arc<Schedule>,
+    name: String,
+    /// The schedule, for a scheduled run: its end sets the next due time.
+    every: Option<Duration>,
+    done: bool,
+}
+
+impl Claim {
+    /// The run ended (`ok`: not failed).
+    pub(crate) fn finish(mut self, ok: bool) {
+        self.done = true;
+        self.end(ok);
+    }
+
+    fn end(&self, ok: bool) {
+        match self.every {
+            Some(every) => self.schedule.finished(&self.name, Some(every), ok),
+            None => self.schedule.release(&self.name),
+        }
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if !self.done {
+            // Cancelled or panicked: as a failure, so a schedule backs off.
+            self.end(false);
         }
     }
 }
@@ -171,14 +217,25 @@ pub(crate) async fn run_once(
 /// Runs scheduled bindings until the task is dropped.
 pub(crate) async fn run(state: crate::Shared, kinds: Arc<AdapterKinds>) {
     let replica = state.replica.clone();
-    let schedule = &state.schedule;
+    let schedule = state.schedule.clone();
     loop {
         let listed = {
             let replica = replica.clone();
-            tokio::task::spawn_blocking(move || replica.bindings()).await
+            tokio::task::spawn_blocking(move || {
+                let bindings = replica.bindings()?;
+                // When each scheduled binding last started a run.
+                let mut last = HashMap::new();
+                for b in bindings.iter().filter(|b| b.every_secs.is_some()) {
+                    if let Some(run) = replica.mirror_runs(&b.name, 1)?.first() {
+                        last.insert(b.name.clone(), run.started_at);
+                    }
+                }
+                Ok::<_, chittysync::MirrorError>((bindings, last))
+            })
+            .await
         };
-        let bindings = match listed {
-            Ok(Ok(bindings)) => bindings,
+        let (bindings, last_runs) = match listed {
+            Ok(Ok(listed)) => listed,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot read the bindings; trying again");
                 tokio::time::sleep(Duration::from_secs(5)).await;
@@ -196,13 +253,20 @@ pub(crate) async fn run(state: crate::Shared, kinds: Arc<AdapterKinds>) {
                         .any(|b| &b.name == name && b.every_secs.is_some())
             });
             for b in &bindings {
-                if b.every_secs.is_some() {
-                    let slot = slots.entry(b.name.clone()).or_default();
-                    if slot.next_due.is_none() {
-                        // Newly scheduled: due now.
-                        slot.next_due = Some(now);
-                        slot.next_due_ms = Some(now_ms());
-                    }
+                let Some(every) = b.every_secs.map(Duration::from_secs) else {
+                    continue;
+                };
+                let slot = slots.entry(b.name.clone()).or_default();
+                if slot.every != Some(every) {
+                    // Newly scheduled, or its schedule changed: due one
+                    // interval after its last run, or now.
+                    slot.every = Some(every);
+                    let since_last = last_runs.get(&b.name).map(|at| {
+                        Duration::from_millis(now_ms().saturating_sub(*at).max(0) as u64)
+                    });
+                    let wait = since_last.map_or(Duration::ZERO, |d| every.saturating_sub(d));
+                    slot.next_due = Some(now + wait);
+                    slot.next_due_ms = Some(now_ms().saturating_add(wait.as_millis() as i64));
                 }
             }
         }
@@ -214,21 +278,24 @@ pub(crate) async fn run(state: crate::Shared, kinds: Arc<AdapterKinds>) {
                 .lock()
                 .get(&b.name)
                 .is_some_and(|s| !s.running && s.next_due.is_some_and(|d| d <= now));
-            if !due || !schedule.claim(&b.name) {
+            if !due {
                 continue;
             }
+            let Some(claim) = schedule.guard(&b.name, Some(every)) else {
+                continue;
+            };
             let (state, kinds) = (state.clone(), kinds.clone());
-            tokio::spawn(async move {
-                let (run, _) = run_once(
+            // Runs write the store synchronously: on a blocking thread, so
+            // the API and the peers keep answering.
+            tokio::task::spawn_blocking(move || {
+                let (run, _) = tokio::runtime::Handle::current().block_on(run_once(
                     &state.replica,
                     &kinds,
                     &b.name,
                     &MirrorOptions::default(),
                     &state.metrics,
-                )
-                .await;
-                let ok = run.outcome != MirrorOutcome::Failed;
-                state.schedule.finished(&b.name, Some(every), ok);
+                ));
+                claim.finish(run.outcome != MirrorOutcome::Failed);
             });
         }
         tokio::time::sleep(TICK).await;

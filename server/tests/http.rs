@@ -24,6 +24,7 @@ fn schema() -> Schema {
         .field(FieldDef::new("owner", FieldKind::Email))
         .field(FieldDef::new("port", FieldKind::Integer).range(Some(1.0), Some(65535.0)))
         .field(FieldDef::new("status", FieldKind::Select).options(["planned", "live", "retired"]))
+        .field(FieldDef::new("weight", FieldKind::Decimal))
 }
 
 async fn hub(options: HttpOptions) -> Hub {
@@ -618,4 +619,103 @@ async fn audit_conflicts_status_and_journal_are_served_for_the_tokens_registries
         )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn pages_sorted_by_a_decimal_follow_its_numbers_and_end() {
+    let hub = hub(HttpOptions::default()).await;
+    let token = hub.token("reader", &["services"], Role::Reader, None);
+    let services = hub.replica.registry("services").unwrap();
+    let weights = [
+        "9.5", "10", "100.25", "-3", "0.001", "42", "7", "7.25", "1000", "2",
+    ];
+    for (i, w) in weights.iter().enumerate() {
+        services
+            .put(
+                None,
+                [("name", format!("w{i}")), ("weight", (*w).to_owned())],
+            )
+            .unwrap();
+    }
+    for i in 0..3 {
+        services.put(None, [("name", format!("none{i}"))]).unwrap();
+    }
+    for (sort, descending) in [("weight", false), ("-weight", true)] {
+        let mut seen: Vec<Option<f64>> = Vec::new();
+        let mut cursor: Option<String> = None;
+        for round in 0.. {
+            assert!(round < 20, "the listing never ended ({sort})");
+            let path = match &cursor {
+                Some(c) => {
+                    format!("/v1/registries/services/records?limit=4&sort={sort}&cursor={c}")
+                }
+                None => format!("/v1/registries/services/records?limit=4&sort={sort}"),
+            };
+            let (status, _, page) = hub.send(Method::GET, &path, Some(&token), None, None).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            for r in page["records"].as_array().unwrap() {
+                seen.push(r["fields"]["weight"].as_str().map(|w| w.parse().unwrap()));
+            }
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), weights.len() + 3, "{sort}: {seen:?}");
+        let numbers: Vec<f64> = seen.iter().flatten().copied().collect();
+        let mut sorted = numbers.clone();
+        sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        if descending {
+            sorted.reverse();
+        }
+        assert_eq!(numbers, sorted, "{sort}");
+    }
+}
+
+#[tokio::test]
+async fn a_token_whose_key_an_admin_removed_sees_nothing_and_its_journal_names_only_its_registry() {
+    let hub = hub(HttpOptions::default()).await;
+    let both = hub.token("both", &["services", "secrets"], Role::Reader, None);
+    let (_, _, journal) = hub
+        .send(
+            Method::GET,
+            "/v1/registries/services/journal",
+            Some(&both),
+            None,
+            None,
+        )
+        .await;
+    let text = journal.to_string();
+    assert!(text.contains("token added"), "{text}");
+    assert!(
+        !text.contains("secrets"),
+        "another registry's name leaked: {text}"
+    );
+
+    let key = hub.replica.token("both").unwrap().key;
+    hub.replica
+        .registry("services")
+        .unwrap()
+        .remove_member(key)
+        .unwrap();
+    let (status, _, _) = hub
+        .send(
+            Method::GET,
+            "/v1/registries/services/records",
+            Some(&both),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _, _) = hub
+        .send(
+            Method::GET,
+            "/v1/registries/secrets/records",
+            Some(&both),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
 }

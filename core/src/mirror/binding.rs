@@ -75,6 +75,11 @@ fn default_max_deletes() -> u64 {
     10
 }
 
+/// A schedule in seconds: at least a second, at most a year.
+fn schedule_secs(interval: std::time::Duration) -> u64 {
+    interval.as_secs().clamp(1, 366 * 86_400)
+}
+
 fn default_max_delete_percent() -> f64 {
     10.0
 }
@@ -161,9 +166,10 @@ impl AdapterBinding {
         }
     }
 
-    /// Has a service run the binding every `interval` (at least a second).
+    /// Has a service run the binding every `interval` (at least a second,
+    /// at most a year).
     pub fn every(mut self, interval: std::time::Duration) -> Self {
-        self.every_secs = Some(interval.as_secs().max(1));
+        self.every_secs = Some(schedule_secs(interval));
         self
     }
 
@@ -408,7 +414,7 @@ impl Replica {
         let mut binding = self.binding(name)?.ok_or_else(|| MirrorError::NoBinding {
             name: name.to_owned(),
         })?;
-        binding.every_secs = every.map(|d| d.as_secs().max(1));
+        binding.every_secs = every.map(schedule_secs);
         let registry_id = self.registry(&binding.registry).ok().map(|r| r.id());
         let config = serde_json::to_string(&binding).expect("bindings serialize");
         let detail = serde_json::json!({ "binding": name, "every_secs": binding.every_secs });

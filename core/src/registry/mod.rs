@@ -147,6 +147,20 @@ impl Query {
 pub struct Writer<'a> {
     state: &'a mut DocState,
     author: PublicKey,
+    /// The heads as the batch began (asking the document mid-batch would
+    /// close the batch's transaction).
+    began_at: Vec<ChangeHash>,
+}
+
+impl<'a> Writer<'a> {
+    fn new(state: &'a mut DocState, author: PublicKey) -> Self {
+        let began_at = state.heads();
+        Writer {
+            state,
+            author,
+            began_at,
+        }
+    }
 }
 
 impl Writer<'_> {
@@ -190,15 +204,15 @@ impl Writer<'_> {
     /// The registry's heads as this batch began: compare them with heads a
     /// caller read earlier to refuse a write based on a stale read
     /// ([`WriteError::Stale`]).
-    pub fn heads(&mut self) -> Vec<ChangeHash> {
-        self.state.heads()
+    pub fn heads(&self) -> Vec<ChangeHash> {
+        self.began_at.clone()
     }
 
     /// Fails with [`WriteError::Stale`] unless the registry's heads are
     /// `expected` (in any order): a compare-and-set for callers that must
     /// not overwrite what they never read.
     pub fn expect_heads(&mut self, expected: &[ChangeHash]) -> Result<(), WriteError> {
-        let mut now = self.state.heads();
+        let mut now = self.began_at.clone();
         let mut expected = expected.to_vec();
         now.sort();
         expected.sort();
@@ -304,7 +318,7 @@ impl Registry {
         let author = self.shared.identity.public_key();
         state.transact(&self.shared, "write", |state| {
             state.require_role(&author, Role::Writer)?;
-            f(&mut Writer { state, author })
+            f(&mut Writer::new(state, author))
         })
     }
 
@@ -323,7 +337,7 @@ impl Registry {
         let author = identity.public_key();
         state.transact_as(&self.shared, identity, message, |state| {
             state.require_role(&author, Role::Writer)?;
-            f(&mut Writer { state, author })
+            f(&mut Writer::new(state, author))
         })
     }
 
@@ -526,6 +540,38 @@ mod tests {
             .field(FieldDef::new("name", FieldKind::Text).required().unique())
             .field(FieldDef::new("notes", FieldKind::LongText))
             .field(FieldDef::new("tags", FieldKind::MultiSelect).options(["a", "b", "c"]))
+    }
+
+    #[test]
+    fn a_batch_that_reads_its_heads_and_records_midway_is_signed_and_stored_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        let replica = Replica::open(&path).unwrap();
+        let reg = replica.create_registry("r", schema()).unwrap();
+        let before = reg.heads();
+        let (changes, id) = (reg.change_count(), "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b");
+        reg.write(|w| {
+            w.put(Some(id), [("name", "first")])?;
+            // Reading midway must not close the batch.
+            assert_eq!(w.heads(), before);
+            w.expect_heads(&before)?;
+            assert_eq!(w.get(id).unwrap().get("name"), Some(&"first".into()));
+            w.put(None, [("name", "second")])
+        })
+        .unwrap();
+        assert_eq!(reg.change_count(), changes + 1, "one signed change");
+        drop((reg, replica));
+        let reopened = Replica::open(&path).unwrap();
+        let reg = reopened.registry("r").unwrap();
+        assert_eq!(reg.len(), 2, "both writes were stored");
+        reopened.verify(None).expect("the history verifies");
+        // A stale expectation writes nothing.
+        let stale = reg.write(|w| {
+            w.expect_heads(&before)?;
+            w.put(None, [("name", "third")])
+        });
+        assert!(matches!(stale, Err(WriteError::Stale { .. })));
+        assert_eq!(reg.len(), 2);
     }
 
     #[test]
