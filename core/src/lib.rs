@@ -83,6 +83,9 @@ pub use mirror::{
     MirrorReport, RemoteColumn, RemoteRow, RemoteTable, RowError, RowFailure, RowOp, RowPlan,
     RowResult, SettingSpec, Side, Stage, TableSpec,
 };
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub use peer::fuzzing;
 pub use peer::{
     Hub, HubEvent, Peer, PeerError, PeerOptions, PeerRegistryReport, PeerReport, Progress,
     ProgressFn, ServeOptions, Watch, WatchEvent,

@@ -20,6 +20,8 @@
 
 mod envelope;
 mod frame;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod peers;
 mod session;
 
