@@ -573,7 +573,7 @@ fn a_postgres_mirror_killed_mid_write_converges_without_duplicates() {
 
     // The first push, unkilled, in small batches: many commits to land
     // between.
-    write_local(&replica, 400, 0);
+    write_local(&replica, 300, 0);
     let sync = ["sync", "pg", "--batch-size", "25"];
     let (took, out) = timed(&replica, &sync, &env);
     assert!(
@@ -585,12 +585,12 @@ fn a_postgres_mirror_killed_mid_write_converges_without_duplicates() {
 
     let deadline = Instant::now() + budget();
     let (mut kills, mut rounds) = (0, 0u64);
-    while Instant::now() < deadline || kills < 6 {
+    while Instant::now() < deadline || kills < 4 {
         rounds += 1;
         // News on both sides: records made here, rows inserted and updated
         // by another application.
-        write_local(&replica, 100 + dice.below(300), rounds);
-        let extra = 20 + dice.below(80);
+        write_local(&replica, 50 + dice.below(150), rounds);
+        let extra = 10 + dice.below(40);
         psql(&format!(
             "INSERT INTO {table} (id, name, port) SELECT 'ext-{rounds}-' || k, 'ext-{rounds}-' || k, k FROM generate_series(1, {extra}) AS k; \
              UPDATE {table} SET port = port + 1 WHERE id IN (SELECT id FROM {table} ORDER BY id LIMIT 5)"
