@@ -237,6 +237,7 @@ struct Args {
     seconds: f64,
     runs: u64,
     seed: u64,
+    write_corpus: bool,
 }
 
 fn parse_args(own_target: Option<&str>) -> Result<Args, String> {
@@ -245,6 +246,7 @@ fn parse_args(own_target: Option<&str>) -> Result<Args, String> {
         files: Vec::new(),
         seconds: 10.0,
         runs: u64::MAX,
+        write_corpus: false,
         seed: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64),
@@ -268,6 +270,7 @@ fn parse_args(own_target: Option<&str>) -> Result<Args, String> {
                     .parse()
                     .map_err(|e| format!("--seed: {e}"))?;
             }
+            "--write-corpus" if own_target.is_none() => args.write_corpus = true,
             "-h" | "--help" => return Err(String::new()),
             other if other.starts_with('-') => return Err(format!("unknown option {other}")),
             other if own_target.is_some() => args.files.push(PathBuf::from(other)),
@@ -286,8 +289,9 @@ fn usage(own_target: Option<&str>) -> String {
              With files, runs the target on each (a replay); without, mutates its inputs for N seconds (default 10)."
         ),
         None => format!(
-            "usage: fuzz [TARGET…] [--seconds N] [--runs N] [--seed N]\n\
+            "usage: fuzz [TARGET…] [--seconds N] [--runs N] [--seed N] | [TARGET…] --write-corpus\n\
              Mutates each target's inputs, the time shared between the targets (default 10 s in all).\n\
+             --write-corpus writes the seeds to fuzz/corpus/TARGET/, where cargo fuzz starts from.\n\
              Targets: {}",
             names.join(", ")
         ),
@@ -338,6 +342,25 @@ fn main_with(own_target: Option<&str>) -> ExitCode {
         None if args.targets.is_empty() => TARGETS.iter().map(|(n, _)| (*n).to_owned()).collect(),
         None => args.targets.clone(),
     };
+    if args.write_corpus {
+        for name in &names {
+            let dir = dir("corpus", name);
+            if let Err(e) = std::fs::create_dir_all(&dir) {
+                eprintln!("{}: {e}", dir.display());
+                return ExitCode::FAILURE;
+            }
+            let seeds = crate::seeds(name);
+            for (i, seed) in seeds.iter().enumerate() {
+                let path = dir.join(format!("seed-{i}"));
+                if let Err(e) = std::fs::write(&path, seed) {
+                    eprintln!("{}: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+            println!("{name}: {} seeds in {}", seeds.len(), dir.display());
+        }
+        return ExitCode::SUCCESS;
+    }
     let share = Duration::from_secs_f64(args.seconds.max(0.0) / names.len() as f64);
     println!("seed {} ({} s per target)", args.seed, share.as_secs_f64());
     for (i, name) in names.iter().enumerate() {
