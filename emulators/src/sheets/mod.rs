@@ -1,12 +1,14 @@
 //! The Google Sheets v4 API, Google's OAuth token endpoint (service-account
-//! JWT grant) and the Drive v3 `files/{id}` version check, from in-memory
-//! spreadsheets.
+//! JWT grant, for the key file's `token_uri` or Google's documented
+//! audience) and Drive v3 `files.get`, from in-memory spreadsheets.
 //!
-//! Serves `POST /token`, `GET /drive/v3/files/{id}` and
-//! `/v4/spreadsheets/{id}…` (metadata, values get/batchGet/update/
-//! batchUpdate/append/clear/batchClear, and the structural `:batchUpdate`
-//! with deleteDimension, insertDimension, appendDimension,
-//! updateDimensionProperties and addSheet).
+//! Serves `POST /token`, `GET /drive/v3/files/{id}` (the File resource's
+//! common fields, cut to `fields`) and `/v4/spreadsheets/{id}…` (metadata,
+//! values get/batchGet/update/batchUpdate/append/clear/batchClear, with
+//! `includeValuesInResponse`, and the structural `:batchUpdate` with
+//! deleteDimension, insertDimension, appendDimension,
+//! updateDimensionProperties, updateSheetProperties and addSheet, with
+//! `includeSpreadsheetInResponse`).
 //!
 //! Limits, read through [`Control::limit`]: `read_per_minute_per_user` (60),
 //! `write_per_minute_per_user` (60), `read_per_minute` (300, the whole
