@@ -85,6 +85,9 @@ pub use mirror::{
     RemoteTable, RowError, RowFailure, RowOp, RowPlan, RowResult, SettingSpec, Side, Stage,
     TableSpec,
 };
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub use peer::fuzzing;
 pub use peer::{
     Hub, HubEvent, HubMetrics, Peer, PeerError, PeerOptions, PeerRegistryReport, PeerReport,
     Progress, ProgressFn, ServeOptions, SessionLimits, Watch, WatchEvent,

@@ -282,6 +282,27 @@ impl<W: AsyncWrite + Unpin> SecureWriter<W> {
         let _ = self.w.flush().await;
     }
 
+    /// Encrypts and sends each piece as one frame, as they are, without
+    /// the message framing (fuzzing plays a peer that frames badly).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) async fn send_pieces(&mut self, pieces: &[Vec<u8>]) {
+        let mut out = vec![0u8; MAX_WIRE_FRAME];
+        for piece in pieces {
+            let piece = &piece[..piece.len().min(PIECE)];
+            let Ok(n) = self.noise.write_message(self.nonce, piece, &mut out) else {
+                return;
+            };
+            self.nonce += 1;
+            if write_wire(&mut self.w, &out[..n], &self.counters)
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        let _ = self.w.flush().await;
+    }
+
     /// Ends our direction of the connection.
     pub(crate) async fn close(&mut self) {
         let _ = self.w.shutdown().await;

@@ -27,6 +27,8 @@
 
 mod envelope;
 mod frame;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod limits;
 mod peers;
 mod session;

@@ -44,10 +44,12 @@
 //!   people items, filter operands) and always returned dashed;
 //! - a select or multi_select option dropped from a data source keeps its
 //!   name on pages that already carry it;
-//! - date-times in date properties read back in UTC as
-//!   `2026-11-23T10:15:00.000+00:00` (the API shows an offset, which one
-//!   could not be confirmed), bare dates as written, `time_zone` always null;
-//!   a date-time without offset or time_zone is taken as UTC;
+//! - date-times in date properties read back as
+//!   `2026-11-23T10:15:00.000+00:00`: in UTC, or, when written with a
+//!   `time_zone`, at that zone's offset on that day (the changelog "Time
+//!   zone support": the API returns `time_zone` as null and shows the zone
+//!   as a UTC offset in `start` and `end`); bare dates as written; a
+//!   date-time without offset or time_zone is taken as UTC;
 //! - without sorts, a query returns pages oldest first;
 //! - `created_time` is rounded down to the minute like `last_edited_time`.
 
@@ -266,14 +268,22 @@ pub(crate) fn iso(ms: i64) -> String {
 /// Formats ms since the epoch as a date property's date-time:
 /// `2026-11-23T10:15:00.000+00:00` (UTC, milliseconds, numeric offset).
 pub(crate) fn iso_offset(ms: i64) -> String {
-    let mut s = iso(ms);
+    iso_at_offset(ms, 0)
+}
+
+/// The same instant as local time at a UTC offset of `offset` seconds:
+/// `2026-07-01T09:00:00.000-04:00`.
+fn iso_at_offset(ms: i64, offset: i64) -> String {
+    let mut s = iso(ms + offset * 1000);
     s.pop();
-    s + "+00:00"
+    let sign = if offset < 0 { '-' } else { '+' };
+    let minutes = offset.abs() / 60;
+    format!("{s}{sign}{:02}:{:02}", minutes / 60, minutes % 60)
 }
 
 /// A date property's `start`/`end` as written: a bare date (kept), a
 /// date-time with an offset (converted to UTC), or, with a `time_zone`, a
-/// date-time without offset in that zone. `None` when malformed.
+/// date-time without offset in that zone (kept at that zone's offset). `None` when malformed.
 pub(crate) fn normalize_date(s: &str, zone: Option<&str>) -> Result<String, &'static str> {
     let bare = time::Date::parse(s, format_description!("[year]-[month]-[day]")).is_ok();
     let with_offset = OffsetDateTime::parse(s, &Rfc3339).ok();
@@ -294,7 +304,9 @@ pub(crate) fn normalize_date(s: &str, zone: Option<&str>) -> Result<String, &'st
             let local = parse_local(s).ok_or("an ISO 8601 date-time without offset")?;
             let secs = tz::local_to_utc(zone, local.div_euclid(1000))
                 .ok_or("paired with a known IANA time_zone")?;
-            Ok(iso_offset(secs * 1000 + local.rem_euclid(1000)))
+            // Kept as the zone's offset at that instant, as the API shows it.
+            let offset = tz::offset_at(zone, secs).ok_or("paired with a known IANA time_zone")?;
+            Ok(iso_at_offset(secs * 1000 + local.rem_euclid(1000), offset))
         }
     }
 }
@@ -889,7 +901,7 @@ impl Inner {
         };
         let filter: Option<Filter> = match body.get("filter") {
             None | Some(Value::Null) => None,
-            Some(f) => Some(query::parse_filter(ds, f, 0)?),
+            Some(f) => Some(query::parse_filter(ds, f, 0, control.now_ms())?),
         };
         let sorts: Vec<Sort> = match body.get("sorts") {
             None | Some(Value::Null) => Vec::new(),
@@ -1482,7 +1494,53 @@ impl Notion {
         if version < ARCHIVED_REMOVED {
             add_archived(&mut out);
         }
+        let only = filter_properties(query);
+        let filters = matches!(
+            (method, segs.as_slice()),
+            ("POST", ["data_sources", _, "query"]) | ("GET", ["pages", _])
+        );
+        if filters && let Some(ids) = only {
+            keep_properties(&mut out, &ids);
+        }
         Ok(out)
+    }
+}
+
+/// The property ids of the `filter_properties` query parameter (given
+/// once per id, as `filter_properties=ID` or `filter_properties[]=ID`), or
+/// `None` when it is absent.
+fn filter_properties(query: Option<&str>) -> Option<Vec<String>> {
+    let ids: Vec<String> = query
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            matches!(
+                percent_decode(k).as_str(),
+                "filter_properties" | "filter_properties[]"
+            )
+            .then(|| percent_decode(v))
+        })
+        .collect();
+    (!ids.is_empty()).then_some(ids)
+}
+
+/// Keeps only the properties whose id is in `ids` in a page object, or in
+/// each page of a list.
+fn keep_properties(v: &mut Value, ids: &[String]) {
+    if let Some(results) = v.get_mut("results").and_then(Value::as_array_mut) {
+        results
+            .iter_mut()
+            .for_each(|page| keep_properties(page, ids));
+    }
+    if v.get("object").and_then(Value::as_str) == Some("page")
+        && let Some(properties) = v.get_mut("properties").and_then(Value::as_object_mut)
+    {
+        properties.retain(|_, p| {
+            p.get("id")
+                .and_then(Value::as_str)
+                .is_some_and(|id| ids.iter().any(|want| want == id))
+        });
     }
 }
 

@@ -63,12 +63,24 @@ const DATE_OPS: &[&str] = &[
     "on_or_after",
     "is_empty",
     "is_not_empty",
+    "past_week",
+    "past_month",
+    "past_year",
+    "next_week",
+    "next_month",
+    "next_year",
 ];
 const SELECT_OPS: &[&str] = &["equals", "does_not_equal", "is_empty", "is_not_empty"];
 const CONTAINS_OPS: &[&str] = &["contains", "does_not_contain", "is_empty", "is_not_empty"];
 
-/// Parses `filter` against the data source's schema.
-pub(super) fn parse_filter(ds: &DataSource, v: &Value, depth: usize) -> Result<Filter, ApiError> {
+/// Parses `filter` against the data source's schema. Relative dates are
+/// settled against `now_ms`, the emulator's clock.
+pub(super) fn parse_filter(
+    ds: &DataSource,
+    v: &Value,
+    depth: usize,
+    now_ms: i64,
+) -> Result<Filter, ApiError> {
     let Some(m) = v.as_object() else {
         return Err(invalid(format!(
             "body.filter should be an object, instead was `{v}`."
@@ -88,7 +100,7 @@ pub(super) fn parse_filter(ds: &DataSource, v: &Value, depth: usize) -> Result<F
             };
             let parts = list
                 .iter()
-                .map(|f| parse_filter(ds, f, depth + 1))
+                .map(|f| parse_filter(ds, f, depth + 1, now_ms))
                 .collect::<Result<Vec<_>, _>>()?;
             return Ok(if is_and {
                 Filter::And(parts)
@@ -114,16 +126,14 @@ pub(super) fn parse_filter(ds: &DataSource, v: &Value, depth: usize) -> Result<F
             "created_time"
         };
         let (op, operand) = single_condition(m.get(field), field, DATE_OPS)?;
-        let span = match operand.as_str().and_then(span_of) {
-            Some(span) => span,
-            None => {
-                return Err(invalid(format!(
-                    "body.filter.{field}.{op} should be an ISO 8601 date or date-time string, \
-                     instead was `{operand}`."
-                )));
-            }
-        };
-        return Ok(Filter::Timestamp { edited, op, span });
+        let parts = date_conditions(field, &op, &operand, now_ms)?
+            .into_iter()
+            .map(|(op, date)| {
+                let span = span_of(&date).expect("checked by date_conditions");
+                Filter::Timestamp { edited, op, span }
+            })
+            .collect();
+        return Ok(all_of(parts));
     }
     let Some(key) = m.get("property").and_then(Value::as_str) else {
         return Err(invalid(
@@ -167,6 +177,18 @@ pub(super) fn parse_filter(ds: &DataSource, v: &Value, depth: usize) -> Result<F
         )));
     };
     let (op, operand) = single_condition(Some(cond), given, ops)?;
+    if ops == DATE_OPS && !matches!(op.as_str(), "is_empty" | "is_not_empty") {
+        let parts = date_conditions(given, &op, &operand, now_ms)?
+            .into_iter()
+            .map(|(op, date)| Filter::Property {
+                prop_id: prop.id.clone(),
+                kind: kind.to_owned(),
+                op,
+                operand: Value::String(date),
+            })
+            .collect();
+        return Ok(all_of(parts));
+    }
     let operand_ok = match op.as_str() {
         "is_empty" | "is_not_empty" => operand == Value::Bool(true),
         _ => match kind {
@@ -193,6 +215,109 @@ pub(super) fn parse_filter(ds: &DataSource, v: &Value, depth: usize) -> Result<F
         op,
         operand,
     })
+}
+
+/// One filter, or all of several.
+fn all_of(mut parts: Vec<Filter>) -> Filter {
+    if parts.len() == 1 {
+        parts.remove(0)
+    } else {
+        Filter::And(parts)
+    }
+}
+
+/// A date condition as plain comparisons with absolute dates: an ISO 8601
+/// operand as it is, a relative one (`"today"`, `"one_week_ago"`, …) as
+/// the day it names, and `past_week`-like conditions (operand `{}`) as the
+/// two bounds of their span, from today back (or forward) a week, a month
+/// or a year, both days included. Days are UTC days.
+fn date_conditions(
+    field: &str,
+    op: &str,
+    operand: &Value,
+    now_ms: i64,
+) -> Result<Vec<(String, String)>, ApiError> {
+    let today = time::OffsetDateTime::from_unix_timestamp(now_ms.div_euclid(1000))
+        .map(|t| t.date())
+        .map_err(|_| invalid("the emulator's clock is out of range".to_owned()))?;
+    let span = match op {
+        "past_week" => Some((today - time::Duration::days(7), today)),
+        "past_month" => Some((add_months(today, -1), today)),
+        "past_year" => Some((add_months(today, -12), today)),
+        "next_week" => Some((today, today + time::Duration::days(7))),
+        "next_month" => Some((today, add_months(today, 1))),
+        "next_year" => Some((today, add_months(today, 12))),
+        _ => None,
+    };
+    if let Some((from, to)) = span {
+        if operand.as_object().is_none_or(|m| !m.is_empty()) {
+            return Err(invalid(format!(
+                "body.filter.{field}.{op} should be an empty object `{{}}`, instead was `{operand}`."
+            )));
+        }
+        return Ok(vec![
+            ("on_or_after".to_owned(), day(from)),
+            ("on_or_before".to_owned(), day(to)),
+        ]);
+    }
+    let date = match operand.as_str() {
+        Some(s) if span_of(s).is_some() => s.to_owned(),
+        Some(s) => match relative_day(s, today) {
+            Some(d) => day(d),
+            None => {
+                return Err(invalid(format!(
+                    "body.filter.{field}.{op} should be an ISO 8601 date or date-time string, \
+                     or a relative date (\"today\", \"tomorrow\", \"yesterday\", \
+                     \"one_week_ago\", \"one_week_from_now\", \"one_month_ago\", \
+                     \"one_month_from_now\", \"one_year_ago\", \"one_year_from_now\"), \
+                     instead was `{operand}`."
+                )));
+            }
+        },
+        None => {
+            return Err(invalid(format!(
+                "body.filter.{field}.{op} should be a string, instead was `{operand}`."
+            )));
+        }
+    };
+    Ok(vec![(op.to_owned(), date)])
+}
+
+/// The day a relative date value names, counted from `today`.
+fn relative_day(word: &str, today: time::Date) -> Option<time::Date> {
+    Some(match word {
+        "today" => today,
+        "tomorrow" => today.next_day()?,
+        "yesterday" => today.previous_day()?,
+        "one_week_ago" => today - time::Duration::days(7),
+        "one_week_from_now" => today + time::Duration::days(7),
+        "one_month_ago" => add_months(today, -1),
+        "one_month_from_now" => add_months(today, 1),
+        "one_year_ago" => add_months(today, -12),
+        "one_year_from_now" => add_months(today, 12),
+        _ => return None,
+    })
+}
+
+/// `date` moved by `months` calendar months, on the same day of the month
+/// or the month's last day when it is shorter.
+fn add_months(date: time::Date, months: i32) -> time::Date {
+    let index = date.year() * 12 + i32::from(u8::from(date.month())) - 1 + months;
+    let year = index.div_euclid(12);
+    let month =
+        time::Month::try_from((index.rem_euclid(12) + 1) as u8).unwrap_or(time::Month::January);
+    let last = time::util::days_in_month(month, year);
+    time::Date::from_calendar_date(year, month, date.day().min(last)).unwrap_or(date)
+}
+
+/// `2026-11-23`.
+fn day(date: time::Date) -> String {
+    format!(
+        "{:04}-{:02}-{:02}",
+        date.year(),
+        u8::from(date.month()),
+        date.day()
+    )
 }
 
 fn single_condition(

@@ -509,7 +509,10 @@ async fn last_edited_time_is_rounded_down_and_filterable() {
         )
         .await;
     assert_eq!(ids(&r), vec![a.clone(), b.clone()]);
+    // Relative dates are documented values; other words are not.
     let r = api.query(&ds, since("on_or_after", "yesterday")).await;
+    assert_eq!(ids(&r).len(), 2, "{}", r.body);
+    let r = api.query(&ds, since("on_or_after", "last tuesday")).await;
     assert_error(&r, 400, "validation_error");
 }
 
@@ -1425,7 +1428,7 @@ async fn data_source_option_updates_replace_and_status_is_locked() {
 }
 
 #[tokio::test]
-async fn dates_read_back_in_utc_with_time_zone_null() {
+async fn dates_read_back_in_utc_or_at_their_time_zones_offset() {
     let api = Api::start().await;
     let ds = one_source(&api);
     let when = |d: Value| json!({ "Name": title("d"), "When": { "date": d } });
@@ -1448,13 +1451,205 @@ async fn dates_read_back_in_utc_with_time_zone_null() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(read(&r)["start"], "2026-07-01T13:00:00.000+00:00");
+    // The zone is kept as its offset on that day (summer, then winter).
+    assert_eq!(read(&r)["start"], "2026-07-01T09:00:00.000-04:00");
     assert!(read(&r)["time_zone"].is_null());
+    let r = api
+        .create(
+            &ds,
+            when(json!({ "start": "2026-01-15T09:30:00", "end": "2026-01-15T18:00:00", "time_zone": "Europe/Paris" })),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(read(&r)["start"], "2026-01-15T09:30:00.000+01:00");
+    assert_eq!(read(&r)["end"], "2026-01-15T18:00:00.000+01:00");
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    let again = api.ok(Method::GET, &format!("/v1/pages/{id}"), None).await;
+    assert_eq!(
+        again["properties"]["When"]["date"]["start"],
+        "2026-01-15T09:30:00.000+01:00"
+    );
+    // The same instant is what filters compare.
+    let found = api
+        .query(
+            &ds,
+            json!({ "filter": { "property": "When", "date": { "equals": "2026-01-15T08:30:00Z" } } }),
+        )
+        .await;
+    assert_eq!(found.status, 200, "{}", found.body);
+    assert_eq!(found.body["results"].as_array().unwrap().len(), 1);
     for bad in [
         json!({ "start": "2026-07-01T09:00:00-04:00", "time_zone": "America/New_York" }),
         json!({ "start": "2026-07-01", "time_zone": "America/New_York" }),
         json!({ "start": "2026-07-01T09:00:00", "time_zone": "Mars/Olympus" }),
     ] {
         assert_error(&api.create(&ds, when(bad)).await, 400, "validation_error");
+    }
+}
+
+/// `filter_properties` (a query parameter of query and retrieve-page,
+/// once per property id) limits the properties returned.
+#[tokio::test]
+async fn filter_properties_limits_the_properties_returned() {
+    let api = Api::start().await;
+    let ds = one_source(&api);
+    let made = api
+        .create(&ds, json!({ "Name": title("a"), "Port": { "number": 80 } }))
+        .await;
+    assert_eq!(made.status, 200, "{}", made.body);
+    let page = made.body["id"].as_str().unwrap().to_owned();
+    let port_id = made.body["properties"]["Port"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let names = |page: &Value| {
+        let mut names: Vec<String> = page["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    };
+    let encoded: String = port_id
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+
+    let reply = api
+        .call(
+            Method::POST,
+            &format!(
+                "/v1/data_sources/{ds}/query?filter_properties=title&filter_properties={encoded}"
+            ),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(names(&reply.body["results"][0]), ["Name", "Port"]);
+    assert_eq!(reply.body["results"][0]["properties"]["Port"]["number"], 80);
+
+    let one = api
+        .ok(
+            Method::GET,
+            &format!("/v1/pages/{page}?filter_properties[]={encoded}"),
+            None,
+        )
+        .await;
+    assert_eq!(names(&one), ["Port"]);
+    assert_eq!(one["id"], page.as_str());
+    let all = api
+        .ok(Method::GET, &format!("/v1/pages/{page}"), None)
+        .await;
+    assert!(names(&all).len() > 10, "{all}");
+}
+
+/// Relative date conditions (`past_week` … `next_year`, operand `{}`) and
+/// relative date values (`"today"`, `"one_week_ago"`, …) are settled on the
+/// emulator's clock, for date properties and timestamps alike.
+#[tokio::test]
+async fn relative_date_filters_follow_the_clock() {
+    let api = Api::start().await;
+    // T0 is 2026-11-23T10:15:00Z.
+    api.notion.control().set_time(T0);
+    let ds = one_source(&api);
+    for (name, day) in [
+        ("three days ago", "2026-11-20"),
+        ("forty days ago", "2026-10-14"),
+        ("today", "2026-11-23"),
+        ("in three days", "2026-11-26"),
+        ("in forty days", "2027-01-02"),
+        ("in two years", "2028-11-23"),
+    ] {
+        let r = api
+            .create(
+                &ds,
+                json!({ "Name": title(name), "When": { "date": { "start": day } } }),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let (api, ds) = (&api, &ds);
+    let found = |condition: Value| {
+        let body = json!({ "filter": { "property": "When", "date": condition } });
+        async move {
+            let reply = api.query(ds, body).await;
+            assert_eq!(reply.status, 200, "{}", reply.body);
+            let mut names: Vec<String> = reply.body["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| {
+                    p["properties"]["Name"]["title"][0]["plain_text"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned()
+                })
+                .collect();
+            names.sort();
+            names
+        }
+    };
+    assert_eq!(
+        found(json!({ "past_week": {} })).await,
+        ["three days ago", "today"]
+    );
+    assert_eq!(
+        found(json!({ "past_month": {} })).await,
+        ["three days ago", "today"]
+    );
+    assert_eq!(
+        found(json!({ "past_year": {} })).await,
+        ["forty days ago", "three days ago", "today"]
+    );
+    assert_eq!(
+        found(json!({ "next_week": {} })).await,
+        ["in three days", "today"]
+    );
+    assert_eq!(
+        found(json!({ "next_year": {} })).await,
+        ["in forty days", "in three days", "today"]
+    );
+    assert_eq!(found(json!({ "equals": "today" })).await, ["today"]);
+    assert_eq!(
+        found(json!({ "before": "yesterday" })).await,
+        ["forty days ago", "three days ago"]
+    );
+    assert_eq!(
+        found(json!({ "on_or_after": "one_week_from_now" })).await,
+        ["in forty days", "in two years"]
+    );
+    assert_eq!(
+        found(json!({ "on_or_before": "one_month_ago" })).await,
+        ["forty days ago"]
+    );
+
+    // Timestamps too: pages created now are in the past week, none next year.
+    let timestamp = |condition: Value| json!({ "filter": { "timestamp": "created_time", "created_time": condition } });
+    let reply = api.query(ds, timestamp(json!({ "past_week": {} }))).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body["results"].as_array().unwrap().len(), 6);
+    let reply = api
+        .query(ds, timestamp(json!({ "on_or_after": "tomorrow" })))
+        .await;
+    assert_eq!(reply.body["results"].as_array().unwrap().len(), 0);
+
+    for bad in [
+        json!({ "past_week": { "days": 3 } }),
+        json!({ "past_week": true }),
+        json!({ "equals": "fortnight_ago" }),
+        json!({ "next_decade": {} }),
+    ] {
+        let reply = api
+            .query(ds, json!({ "filter": { "property": "When", "date": bad } }))
+            .await;
+        assert_error(&reply, 400, "validation_error");
     }
 }

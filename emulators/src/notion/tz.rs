@@ -12,7 +12,7 @@ fn be_u32(b: &[u8]) -> usize {
 
 /// The zone's UTC offset in seconds at `utc` (seconds since the epoch), or
 /// `None` for an unknown zone.
-fn offset_at(zone: &str, utc: i64) -> Option<i64> {
+pub(super) fn offset_at(zone: &str, utc: i64) -> Option<i64> {
     let safe = !zone.is_empty()
         && !zone.contains("..")
         && zone

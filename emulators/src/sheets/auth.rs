@@ -31,6 +31,10 @@ pub(crate) const WRITE_SCOPES: [&str; 3] = [
     "https://www.googleapis.com/auth/drive",
     "https://www.googleapis.com/auth/drive.file",
 ];
+/// The audience Google documents for service-account assertions ("Using
+/// OAuth 2.0 for Server to Server Applications": `aud` is always this
+/// value). Google's own auth libraries send it whatever `token_uri` says.
+pub(crate) const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 /// The JWT-bearer grant type.
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 /// Longest assertion Google accepts (`exp - iat`), seconds.
@@ -77,7 +81,8 @@ impl OAuthError {
 
 /// Checks a token request's form fields and its assertion. `accounts` maps
 /// known client emails to the `token_uri` their key file names; `host_uri`
-/// is this endpoint's own address as the request reached it. Returns the
+/// is this endpoint's own address as the request reached it. The audience
+/// may be either of those or Google's documented one. Returns the
 /// account email and the scopes asked for.
 pub(crate) fn verify_assertion(
     form: &BTreeMap<String, String>,
@@ -127,7 +132,7 @@ pub(crate) fn verify_assertion(
             "Invalid grant: account not found",
         ));
     };
-    if claims.aud != *token_uri && claims.aud != host_uri {
+    if claims.aud != *token_uri && claims.aud != host_uri && claims.aud != GOOGLE_TOKEN_URI {
         return Err(OAuthError::new(
             "invalid_grant",
             format!("Invalid JWT: Failed audience check. The right audience is {token_uri}"),

@@ -16,6 +16,9 @@ pub(crate) struct Sheet {
     pub(crate) cells: Vec<Vec<Value>>,
     pub(crate) hidden_rows: BTreeSet<usize>,
     pub(crate) hidden_columns: BTreeSet<usize>,
+    /// `gridProperties.frozenRowCount` and `frozenColumnCount`.
+    pub(crate) frozen_rows: usize,
+    pub(crate) frozen_columns: usize,
 }
 
 static EMPTY: Value = Value::Null;
@@ -31,6 +34,8 @@ impl Sheet {
             cells: Vec::new(),
             hidden_rows: BTreeSet::new(),
             hidden_columns: BTreeSet::new(),
+            frozen_rows: 0,
+            frozen_columns: 0,
         }
     }
 
@@ -151,6 +156,8 @@ pub(crate) struct Spreadsheet {
     /// Lower-cased emails it is shared with.
     pub(crate) shared_with: BTreeSet<String>,
     pub(crate) version: u64,
+    /// Drive's `createdTime`.
+    pub(crate) created_ms: i64,
     pub(crate) modified_ms: i64,
     pub(crate) next_sheet_id: i64,
     /// The spreadsheet's time zone (`properties.timeZone`), in which serial

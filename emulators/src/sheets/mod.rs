@@ -1,12 +1,14 @@
 //! The Google Sheets v4 API, Google's OAuth token endpoint (service-account
-//! JWT grant) and the Drive v3 `files/{id}` version check, from in-memory
-//! spreadsheets.
+//! JWT grant, for the key file's `token_uri` or Google's documented
+//! audience) and Drive v3 `files.get`, from in-memory spreadsheets.
 //!
-//! Serves `POST /token`, `GET /drive/v3/files/{id}` and
-//! `/v4/spreadsheets/{id}…` (metadata, values get/batchGet/update/
-//! batchUpdate/append/clear/batchClear, and the structural `:batchUpdate`
-//! with deleteDimension, insertDimension, appendDimension,
-//! updateDimensionProperties and addSheet).
+//! Serves `POST /token`, `GET /drive/v3/files/{id}` (the File resource's
+//! common fields, cut to `fields`) and `/v4/spreadsheets/{id}…` (metadata,
+//! values get/batchGet/update/batchUpdate/append/clear/batchClear, with
+//! `includeValuesInResponse`, and the structural `:batchUpdate` with
+//! deleteDimension, insertDimension, appendDimension,
+//! updateDimensionProperties, updateSheetProperties and addSheet, with
+//! `includeSpreadsheetInResponse`).
 //!
 //! Limits, read through [`Control::limit`]: `read_per_minute_per_user` (60),
 //! `write_per_minute_per_user` (60), `read_per_minute` (300, the whole
@@ -51,7 +53,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::control::Control;
 use crate::server::Running;
@@ -206,6 +208,7 @@ impl Sheets {
             sheets,
             shared_with: share_with.iter().map(|e| e.to_ascii_lowercase()).collect(),
             version: 1,
+            created_ms: self.control.now_ms(),
             modified_ms: self.control.now_ms(),
             next_sheet_id: 1_000_000 + titles.len() as i64,
             time_zone: "Etc/GMT".to_owned(),
@@ -745,30 +748,85 @@ impl Sheets {
                     }}),
                 }
             })?;
-        let all = json!({
-            "kind": "drive#file",
-            "id": file.id,
-            "name": file.title,
-            "mimeType": "application/vnd.google-apps.spreadsheet",
-            "modifiedTime": rfc3339_ms(file.modified_ms),
-            "version": file.version.to_string(),
-        });
+        let all = drive_file_resource(file, &grant.email);
         let fields = query.get("fields").unwrap_or("kind,id,name,mimeType");
-        if fields.trim() == "*" {
-            return Ok(all);
-        }
-        let mut out = Map::new();
-        for field in fields.split(',').map(str::trim) {
-            if let Some(v) = all.get(field) {
-                out.insert(field.to_owned(), v.clone());
-            } else if !field.is_empty() {
-                return Err(ApiError::invalid(format!(
-                    "Invalid field selection {field}"
-                )));
-            }
-        }
-        Ok(Value::Object(out))
+        let mask = fields::parse(fields)
+            .filter(|m| fields::valid(m, "File"))
+            .ok_or_else(|| ApiError::invalid(format!("Invalid field selection {fields}")))?;
+        Ok(fields::project(&all, &mask))
     }
+}
+
+/// A spreadsheet as Drive v3's File resource, as the account `viewer` sees
+/// a file shared with it (it owns none: the emulator's files belong to a
+/// person who shared them).
+fn drive_file_resource(file: &Spreadsheet, viewer: &str) -> Value {
+    let owner = json!({
+        "kind": "drive#user",
+        "displayName": "Spreadsheet Owner",
+        "me": false,
+        "permissionId": "00000000000000000001",
+        "emailAddress": "owner@chittysync-emulator.example",
+    });
+    let me = json!({
+        "kind": "drive#user",
+        "displayName": viewer,
+        "me": true,
+        "emailAddress": viewer,
+    });
+    let link = format!(
+        "https://docs.google.com/spreadsheets/d/{}/edit?usp=drivesdk",
+        file.id
+    );
+    let export = |format: &str| {
+        format!(
+            "https://docs.google.com/spreadsheets/export?id={}&exportFormat={format}",
+            file.id
+        )
+    };
+    json!({
+        "kind": "drive#file",
+        "id": file.id,
+        "name": file.title,
+        "mimeType": "application/vnd.google-apps.spreadsheet",
+        "starred": false,
+        "trashed": false,
+        "explicitlyTrashed": false,
+        "spaces": ["drive"],
+        "version": file.version.to_string(),
+        "webViewLink": link,
+        "iconLink": "https://drive-thirdparty.googleusercontent.com/16/type/application/vnd.google-apps.spreadsheet",
+        "hasThumbnail": false,
+        "thumbnailVersion": "0",
+        "viewedByMe": false,
+        "createdTime": rfc3339_ms(file.created_ms),
+        "modifiedTime": rfc3339_ms(file.modified_ms),
+        "modifiedByMe": false,
+        "owners": [owner],
+        "lastModifyingUser": me,
+        "shared": true,
+        "ownedByMe": false,
+        "capabilities": {
+            "canEdit": true,
+            "canComment": true,
+            "canCopy": true,
+            "canDownload": true,
+            "canShare": true,
+            "canRename": true,
+            "canTrash": false,
+            "canDelete": false,
+        },
+        "viewersCanCopyContent": true,
+        "copyRequiresWriterPermission": false,
+        "writersCanShare": true,
+        "quotaBytesUsed": "0",
+        "isAppAuthorized": false,
+        "exportLinks": {
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": export("xlsx"),
+            "text/csv": export("csv"),
+            "application/pdf": export("pdf"),
+        },
+    })
 }
 
 // ---------------------------------------------------------------- sheets
@@ -851,27 +909,86 @@ struct ReadOptions {
 
 impl ReadOptions {
     fn from_query(query: &Query) -> Result<Self, ApiError> {
-        let render = match query.get("valueRenderOption").unwrap_or("FORMATTED_VALUE") {
-            "FORMATTED_VALUE" => grid::formatted,
-            "UNFORMATTED_VALUE" => grid::unformatted,
-            "FORMULA" => grid::formula,
-            other => {
-                return Err(ApiError::invalid(format!(
-                    "Invalid value at 'value_render_option' (type.googleapis.com/google.apps.sheets.v4.ValueRenderOption), \"{other}\""
-                )));
-            }
-        };
-        match query.get("dateTimeRenderOption").unwrap_or("SERIAL_NUMBER") {
-            "SERIAL_NUMBER" | "FORMATTED_STRING" => {}
-            other => {
-                return Err(ApiError::invalid(format!(
-                    "Invalid value at 'date_time_render_option' (type.googleapis.com/google.apps.sheets.v4.DateTimeRenderOption), \"{other}\""
-                )));
-            }
-        }
+        let render = render_option(query.get("valueRenderOption"), "")?;
+        date_time_option(query.get("dateTimeRenderOption"), "")?;
         let columns = major_dimension(query.get("majorDimension"))?;
         Ok(ReadOptions { render, columns })
     }
+
+    /// The values a write answers with (`updatedData`), when the request
+    /// set `includeValuesInResponse`, rendered as its
+    /// `responseValueRenderOption` and `responseDateTimeRenderOption` say
+    /// (as rows).
+    fn for_response(
+        include: Option<bool>,
+        render: Option<&str>,
+        date_time: Option<&str>,
+    ) -> Result<Option<Self>, ApiError> {
+        let render = render_option(render, "response_")?;
+        date_time_option(date_time, "response_")?;
+        Ok(include.unwrap_or(false).then_some(ReadOptions {
+            render,
+            columns: false,
+        }))
+    }
+}
+
+/// A `ValueRenderOption` (default FORMATTED_VALUE); `prefix` names the
+/// parameter in errors (`response_` for a write's answer).
+fn render_option(value: Option<&str>, prefix: &str) -> Result<fn(&Value) -> Value, ApiError> {
+    match value.unwrap_or("FORMATTED_VALUE") {
+        "FORMATTED_VALUE" => Ok(grid::formatted),
+        "UNFORMATTED_VALUE" => Ok(grid::unformatted),
+        "FORMULA" => Ok(grid::formula),
+        other => Err(ApiError::invalid(format!(
+            "Invalid value at '{prefix}value_render_option' (type.googleapis.com/google.apps.sheets.v4.ValueRenderOption), \"{other}\""
+        ))),
+    }
+}
+
+/// A `DateTimeRenderOption` (default SERIAL_NUMBER).
+fn date_time_option(value: Option<&str>, prefix: &str) -> Result<(), ApiError> {
+    match value.unwrap_or("SERIAL_NUMBER") {
+        "SERIAL_NUMBER" | "FORMATTED_STRING" => Ok(()),
+        other => Err(ApiError::invalid(format!(
+            "Invalid value at '{prefix}date_time_render_option' (type.googleapis.com/google.apps.sheets.v4.DateTimeRenderOption), \"{other}\""
+        ))),
+    }
+}
+
+/// A boolean query parameter: `true` or `false`, as Google's parser takes.
+fn bool_param(query: &Query, name: &str, field: &str) -> Result<Option<bool>, ApiError> {
+    match query.get(name) {
+        None => Ok(None),
+        Some("true") | Some("1") => Ok(Some(true)),
+        Some("false") | Some("0") => Ok(Some(false)),
+        Some(other) => Err(ApiError::invalid(format!(
+            "Invalid value at '{field}' (TYPE_BOOL), \"{other}\""
+        ))),
+    }
+}
+
+/// Adds `updatedData` to an UpdateValuesResponse: the cells of the range
+/// asked for after the write (trailing empty rows and columns left out),
+/// or of the range written when only a start cell was given.
+fn with_updated_data(
+    spreadsheet: &Spreadsheet,
+    mut answer: Value,
+    requested: &str,
+    options: Option<&ReadOptions>,
+) -> Result<Value, ApiError> {
+    let Some(options) = options else {
+        return Ok(answer);
+    };
+    let (_, range) = resolve(spreadsheet, requested)?;
+    let only_start =
+        range.end_row == Some(range.start_row + 1) && range.end_col == Some(range.start_col + 1);
+    let text = match answer.get("updatedRange").and_then(Value::as_str) {
+        Some(written) if only_start => written.to_owned(),
+        _ => requested.to_owned(),
+    };
+    answer["updatedData"] = read_range(spreadsheet, &text, options)?;
+    Ok(answer)
 }
 
 /// `COLUMNS` → true; `ROWS`, unspecified → false.
@@ -1013,6 +1130,25 @@ struct Limits {
     max_chars: usize,
 }
 
+/// A sheet's SheetProperties; frozen counts only when set, as Google
+/// leaves out zeros.
+fn sheet_properties(sheet: &Sheet, index: usize) -> Value {
+    let mut grid = json!({ "rowCount": sheet.row_count, "columnCount": sheet.column_count });
+    if sheet.frozen_rows > 0 {
+        grid["frozenRowCount"] = Value::from(sheet.frozen_rows);
+    }
+    if sheet.frozen_columns > 0 {
+        grid["frozenColumnCount"] = Value::from(sheet.frozen_columns);
+    }
+    json!({
+        "sheetId": sheet.id,
+        "title": sheet.title,
+        "index": index,
+        "sheetType": "GRID",
+        "gridProperties": grid,
+    })
+}
+
 /// `spreadsheets.get`: the Spreadsheet resource, cut to the `fields` mask
 /// when one is given (see [`fields`]).
 fn metadata(spreadsheet: &Spreadsheet, query: &Query) -> Result<Value, ApiError> {
@@ -1034,13 +1170,7 @@ fn metadata(spreadsheet: &Spreadsheet, query: &Query) -> Result<Value, ApiError>
         .iter()
         .enumerate()
         .map(|(index, s)| {
-            let mut sheet = json!({ "properties": {
-                "sheetId": s.id,
-                "title": s.title,
-                "index": index,
-                "sheetType": "GRID",
-                "gridProperties": { "rowCount": s.row_count, "columnCount": s.column_count },
-            }});
+            let mut sheet = json!({ "properties": sheet_properties(s, index) });
             if want_columns || want_rows {
                 let meta = |hidden: &std::collections::BTreeSet<usize>, n: usize, size: u32| {
                     (0..n)
@@ -1269,7 +1399,16 @@ fn write_call(
                 }
             }
             let rows = value_rows(body)?;
-            write_rows(
+            let respond = ReadOptions::for_response(
+                bool_param(
+                    query,
+                    "includeValuesInResponse",
+                    "include_values_in_response",
+                )?,
+                query.get("responseValueRenderOption"),
+                query.get("responseDateTimeRenderOption"),
+            )?;
+            let answer = write_rows(
                 spreadsheet,
                 index,
                 &range,
@@ -1277,10 +1416,27 @@ fn write_call(
                 &rows,
                 user_entered,
                 limits,
-            )
+            )?;
+            with_updated_data(spreadsheet, answer, &text, respond.as_ref())
         }
         Call::BatchUpdateValues => {
             let user_entered = input_option(body.get("valueInputOption").and_then(Value::as_str))?;
+            let include = match body.get("includeValuesInResponse") {
+                None | Some(Value::Null) => None,
+                Some(Value::Bool(b)) => Some(*b),
+                Some(other) => {
+                    return Err(ApiError::invalid(format!(
+                        "Invalid value at 'include_values_in_response' (TYPE_BOOL), {other}"
+                    )));
+                }
+            };
+            let respond = ReadOptions::for_response(
+                include,
+                body.get("responseValueRenderOption")
+                    .and_then(Value::as_str),
+                body.get("responseDateTimeRenderOption")
+                    .and_then(Value::as_str),
+            )?;
             let data = body
                 .get("data")
                 .and_then(Value::as_array)
@@ -1314,6 +1470,12 @@ fn write_call(
                 total_cols += answer["updatedColumns"].as_u64().unwrap_or(0);
                 total_cells += answer["updatedCells"].as_u64().unwrap_or(0);
                 responses.push(answer);
+            }
+            // Each response shows its cells after the whole batch.
+            for (response, value_range) in responses.iter_mut().zip(&data) {
+                let text = value_range["range"].as_str().unwrap_or_default();
+                *response =
+                    with_updated_data(spreadsheet, response.take(), text, respond.as_ref())?;
             }
             Ok(without_defaults(json!({
                 "spreadsheetId": spreadsheet.id,
@@ -1408,6 +1570,15 @@ fn append(
             )));
         }
     };
+    let respond = ReadOptions::for_response(
+        bool_param(
+            query,
+            "includeValuesInResponse",
+            "include_values_in_response",
+        )?,
+        query.get("responseValueRenderOption"),
+        query.get("responseDateTimeRenderOption"),
+    )?;
     let (index, range) = resolve(spreadsheet, text)?;
     let rows = value_rows(body)?;
     let sheet = &mut spreadsheet.sheets[index];
@@ -1467,6 +1638,19 @@ fn append(
         user_entered,
         limits,
     )?;
+    // The appended cells are what the answer shows.
+    let written = updates
+        .get("updatedRange")
+        .and_then(Value::as_str)
+        .map_or_else(|| text.to_owned(), str::to_owned);
+    let updates = match &respond {
+        Some(options) if updates.get("updatedRange").is_some() => {
+            let mut updates = updates;
+            updates["updatedData"] = read_range(spreadsheet, &written, options)?;
+            updates
+        }
+        _ => updates,
+    };
     let mut answer = json!({ "spreadsheetId": spreadsheet.id, "updates": updates });
     if let Some(table) = table_range {
         answer["tableRange"] = Value::from(table);
@@ -1704,6 +1888,10 @@ fn structural(spreadsheet: &mut Spreadsheet, body: &Value) -> Result<Value, ApiE
                 spreadsheet.sheets.insert(index, sheet);
                 reply
             }
+            "updateSheetProperties" => {
+                update_sheet_properties(spreadsheet, args, &at)?;
+                json!({})
+            }
             other => {
                 return Err(ApiError::invalid(format!(
                     "Invalid JSON payload received. Unknown name \"{other}\" at 'requests[{i}]': Cannot find field."
@@ -1712,9 +1900,162 @@ fn structural(spreadsheet: &mut Spreadsheet, body: &Value) -> Result<Value, ApiE
         };
         replies.push(reply);
     }
-    Ok(without_defaults(
-        json!({ "spreadsheetId": spreadsheet.id, "replies": replies }),
-    ))
+    let mut answer = json!({ "spreadsheetId": spreadsheet.id, "replies": replies });
+    if body.get("includeSpreadsheetInResponse") == Some(&Value::Bool(true)) {
+        // The Spreadsheet resource after the updates, with grid data
+        // only when asked (`responseIncludeGridData`).
+        let grid = body.get("responseIncludeGridData") == Some(&Value::Bool(true));
+        let query = Query(vec![("includeGridData".into(), grid.to_string())]);
+        answer["updatedSpreadsheet"] = metadata(spreadsheet, &query)?;
+    }
+    Ok(without_defaults(answer))
+}
+
+/// `updateSheetProperties`: the properties the `fields` mask names
+/// (`title`, `index`, `gridProperties` or any of its `rowCount`,
+/// `columnCount`, `frozenRowCount`, `frozenColumnCount`; `*` for all of
+/// them) take their values from `properties`, where a missing value is the
+/// field's default, as in a protobuf field mask.
+fn update_sheet_properties(
+    spreadsheet: &mut Spreadsheet,
+    args: &Value,
+    at: &str,
+) -> Result<(), ApiError> {
+    let fields = args
+        .get("fields")
+        .and_then(Value::as_str)
+        .filter(|f| !f.trim().is_empty())
+        .ok_or_else(|| ApiError::invalid(format!("Invalid {at}: fields is required.")))?;
+    let props = args.get("properties").cloned().unwrap_or(json!({}));
+    let sheet_id = props.get("sheetId").and_then(Value::as_i64).unwrap_or(0);
+    let index = spreadsheet
+        .sheets
+        .iter()
+        .position(|s| s.id == sheet_id)
+        .ok_or_else(|| ApiError::invalid(format!("Invalid {at}: No grid with id: {sheet_id}")))?;
+    const GRID: [&str; 4] = [
+        "rowCount",
+        "columnCount",
+        "frozenRowCount",
+        "frozenColumnCount",
+    ];
+    let mut paths = Vec::new();
+    for field in fields.split(',').map(str::trim) {
+        match field {
+            "*" => {
+                paths.extend(["title", "index"].map(String::from));
+                paths.extend(GRID.map(|g| format!("gridProperties.{g}")));
+            }
+            "gridProperties" => paths.extend(GRID.map(|g| format!("gridProperties.{g}"))),
+            "title" | "index" => paths.push(field.to_owned()),
+            f if f
+                .strip_prefix("gridProperties.")
+                .is_some_and(|g| GRID.contains(&g)) =>
+            {
+                paths.push(f.to_owned());
+            }
+            "sheetId"
+            | "sheetType"
+            | "hidden"
+            | "tabColor"
+            | "tabColorStyle"
+            | "rightToLeft"
+            | "gridProperties.hideGridlines"
+            | "gridProperties.rowGroupControlAfter"
+            | "gridProperties.columnGroupControlAfter" => {
+                return Err(ApiError::invalid(format!(
+                    "Invalid {at}: the emulator does not model the sheet property '{field}'."
+                )));
+            }
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "Invalid field mask path '{other}' in {at}: SheetProperties has no such field."
+                )));
+            }
+        }
+    }
+    let number = |pointer: &str| -> Result<usize, ApiError> {
+        match props.pointer(pointer) {
+            None | Some(Value::Null) => Ok(0),
+            Some(v) => v.as_u64().map(|n| n as usize).ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "Invalid {at}: {pointer} must be a non-negative integer."
+                ))
+            }),
+        }
+    };
+    let mut sheet = spreadsheet.sheets[index].clone();
+    let mut new_index = index;
+    for path in &paths {
+        match path.as_str() {
+            "title" => {
+                let title = props.get("title").and_then(Value::as_str).unwrap_or("");
+                if title.trim().is_empty() {
+                    return Err(ApiError::invalid(format!(
+                        "Invalid {at}: A sheet's name cannot be empty."
+                    )));
+                }
+                if spreadsheet
+                    .sheet_index(title)
+                    .is_some_and(|other| other != index)
+                {
+                    return Err(ApiError::invalid(format!(
+                        "Invalid {at}: A sheet with the name \"{title}\" already exists. Please enter another name."
+                    )));
+                }
+                sheet.title = title.to_owned();
+            }
+            "index" => new_index = number("/index")?.min(spreadsheet.sheets.len() - 1),
+            "gridProperties.rowCount" => {
+                let rows = number("/gridProperties/rowCount")?;
+                if rows == 0 {
+                    return Err(ApiError::invalid(format!(
+                        "Invalid {at}: You can't delete all the rows on the sheet."
+                    )));
+                }
+                if rows < sheet.row_count {
+                    let count = sheet.row_count;
+                    sheet.delete(false, rows, count);
+                } else {
+                    sheet.row_count = rows;
+                }
+            }
+            "gridProperties.columnCount" => {
+                let cols = number("/gridProperties/columnCount")?;
+                if cols == 0 {
+                    return Err(ApiError::invalid(format!(
+                        "Invalid {at}: You can't delete all the columns on the sheet."
+                    )));
+                }
+                if cols < sheet.column_count {
+                    let count = sheet.column_count;
+                    sheet.delete(true, cols, count);
+                } else {
+                    sheet.column_count = cols;
+                }
+            }
+            "gridProperties.frozenRowCount" => {
+                sheet.frozen_rows = number("/gridProperties/frozenRowCount")?
+            }
+            "gridProperties.frozenColumnCount" => {
+                sheet.frozen_columns = number("/gridProperties/frozenColumnCount")?;
+            }
+            _ => unreachable!("paths are checked above"),
+        }
+    }
+    if sheet.frozen_rows >= sheet.row_count {
+        return Err(ApiError::invalid(format!(
+            "Invalid {at}: You can't freeze all visible rows on the sheet."
+        )));
+    }
+    if sheet.frozen_columns >= sheet.column_count {
+        return Err(ApiError::invalid(format!(
+            "Invalid {at}: You can't freeze all visible columns on the sheet."
+        )));
+    }
+    spreadsheet.sheets.remove(index);
+    spreadsheet.sheets.insert(new_index, sheet);
+    Ok(())
 }
 
 #[cfg(test)]

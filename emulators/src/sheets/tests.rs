@@ -191,7 +191,7 @@ async fn the_token_endpoint_checks_assertions_like_google() {
             assertion(
                 pem,
                 EMAIL,
-                "https://oauth2.googleapis.com/token",
+                "https://accounts.example.com/token",
                 SCOPES,
                 now,
                 now + 3600,
@@ -240,6 +240,30 @@ async fn the_token_endpoint_checks_assertions_like_google() {
     assert_eq!(response.status().as_u16(), 400);
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["error"], "unsupported_grant_type");
+}
+
+/// Google's auth libraries (google-auth for Python, google-auth-library
+/// for Node) always send the documented audience, not the key file's
+/// `token_uri`: the emulator must take it, or they cannot use it.
+#[tokio::test]
+async fn the_token_endpoint_accepts_googles_documented_audience() {
+    let h = Harness::new().await;
+    let key = h.sheets.service_account_key(&h.base, EMAIL);
+    let pem = key["private_key"].as_str().expect("pem");
+    let now = h.now_s();
+    let jwt = assertion(
+        pem,
+        EMAIL,
+        "https://oauth2.googleapis.com/token",
+        SCOPES,
+        now,
+        now + 3600,
+    );
+    let (status, body) = h.token_request(&jwt).await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["access_token"].as_str().expect("access_token");
+    let (status, body) = h.call_as(token, Method::GET, &h.sheet_path(""), None).await;
+    assert_eq!(status, 200, "{body}");
 }
 
 #[tokio::test]
@@ -1324,4 +1348,268 @@ async fn an_unencoded_slash_in_a_range_is_not_found() {
     let (status, body) = h.get("/values/a%2Fb!A1").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["values"], json!([["x"]]));
+}
+
+/// `includeValuesInResponse` (values.update, values.append and
+/// values.batchUpdate) answers with `updatedData`: the cells after the
+/// write, rendered by `responseValueRenderOption`; without it, no values.
+#[tokio::test]
+async fn writes_answer_with_the_updated_values_when_asked() {
+    let h = Harness::new().await;
+    let (status, body) = h
+        .put(
+            "/values/Sheet1!A1:C2?valueInputOption=USER_ENTERED&includeValuesInResponse=true&responseValueRenderOption=UNFORMATTED_VALUE",
+            json!({ "values": [["a", "2"], ["=1+2"]] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["updatedData"],
+        json!({ "range": "Sheet1!A1:C2", "majorDimension": "ROWS", "values": [["a", 2], [3]] })
+    );
+    // Formulas render as asked; the default is FORMATTED_VALUE.
+    let (_, body) = h
+        .put(
+            "/values/Sheet1!A2?valueInputOption=USER_ENTERED&includeValuesInResponse=true&responseValueRenderOption=FORMULA",
+            json!({ "values": [["=2+2"]] }),
+        )
+        .await;
+    assert_eq!(body["updatedData"]["range"], "Sheet1!A2");
+    assert_eq!(body["updatedData"]["values"], json!([["=2+2"]]));
+    let (_, body) = h
+        .put(
+            "/values/Sheet1!B2?valueInputOption=RAW&includeValuesInResponse=true",
+            json!({ "values": [[7]] }),
+        )
+        .await;
+    assert_eq!(body["updatedData"]["values"], json!([["7"]]));
+    let (_, body) = h
+        .put(
+            "/values/Sheet1!B2?valueInputOption=RAW",
+            json!({ "values": [[8]] }),
+        )
+        .await;
+    assert!(body.get("updatedData").is_none(), "{body}");
+    let (status, body) = h
+        .put(
+            "/values/Sheet1!B2?valueInputOption=RAW&includeValuesInResponse=yes",
+            json!({ "values": [[8]] }),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = h
+        .put(
+            "/values/Sheet1!B2?valueInputOption=RAW&includeValuesInResponse=true&responseValueRenderOption=PRETTY",
+            json!({ "values": [[8]] }),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["status"], "INVALID_ARGUMENT");
+
+    // append: the appended cells.
+    let (status, body) = h
+        .post(
+            "/values/Sheet1!A1:append?valueInputOption=RAW&includeValuesInResponse=true&responseValueRenderOption=UNFORMATTED_VALUE",
+            json!({ "values": [["x", 5]] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["updates"]["updatedRange"], "Sheet1!A3:B3");
+    assert_eq!(
+        body["updates"]["updatedData"],
+        json!({ "range": "Sheet1!A3:B3", "majorDimension": "ROWS", "values": [["x", 5]] })
+    );
+
+    // batchUpdate: each response, after the whole batch.
+    let (status, body) = h
+        .post(
+            "/values:batchUpdate",
+            json!({
+                "valueInputOption": "RAW",
+                "includeValuesInResponse": true,
+                "responseValueRenderOption": "UNFORMATTED_VALUE",
+                "data": [
+                    { "range": "'My Sheet'!A1", "values": [[1, 2]] },
+                    { "range": "'My Sheet'!A1:A1", "values": [[9]] },
+                ],
+            }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["responses"][0]["updatedData"],
+        json!({ "range": "'My Sheet'!A1:B1", "majorDimension": "ROWS", "values": [[9, 2]] })
+    );
+    assert_eq!(body["responses"][1]["updatedData"]["values"], json!([[9]]));
+    let (_, body) = h
+        .post(
+            "/values:batchUpdate",
+            json!({ "valueInputOption": "RAW", "data": [{ "range": "Sheet1!D1", "values": [[1]] }] }),
+        )
+        .await;
+    assert!(body["responses"][0].get("updatedData").is_none(), "{body}");
+}
+
+/// `updateSheetProperties` changes what its `fields` mask names, and
+/// `includeSpreadsheetInResponse` answers with the spreadsheet after the
+/// whole batch.
+#[tokio::test]
+async fn update_sheet_properties_applies_its_field_mask() {
+    let h = Harness::new().await;
+    h.sheets.set_values(
+        &h.id,
+        "Sheet1",
+        vec![vec![json!("a")], vec![json!("b")], vec![json!("c")]],
+    );
+    let (status, body) = h
+        .post(
+            ":batchUpdate",
+            json!({
+                "requests": [{ "updateSheetProperties": {
+                    "properties": { "sheetId": 0, "title": "Data", "gridProperties": { "frozenRowCount": 1, "rowCount": 2, "columnCount": 5 } },
+                    "fields": "title,gridProperties.frozenRowCount,gridProperties.rowCount",
+                }}],
+                "includeSpreadsheetInResponse": true,
+            }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["replies"], json!([{}]));
+    let props = &body["updatedSpreadsheet"]["sheets"][0]["properties"];
+    assert_eq!(props["title"], "Data");
+    // columnCount was not in the mask: unchanged.
+    assert_eq!(
+        props["gridProperties"],
+        json!({ "rowCount": 2, "columnCount": 26, "frozenRowCount": 1 })
+    );
+    assert_eq!(body["updatedSpreadsheet"]["spreadsheetId"], h.id.as_str());
+    assert_eq!(
+        h.sheets.values(&h.id, "Data"),
+        vec![vec![json!("a")], vec![json!("b")]]
+    );
+    let (_, meta) = h
+        .get("?fields=sheets.properties(title,gridProperties)")
+        .await;
+    assert_eq!(
+        meta["sheets"][0]["properties"]["gridProperties"]["frozenRowCount"],
+        1
+    );
+
+    // A masked field missing from properties takes its default: unfreeze.
+    let (status, body) = h
+        .post(
+            ":batchUpdate",
+            json!({ "requests": [{ "updateSheetProperties": {
+                "properties": { "sheetId": 0 }, "fields": "gridProperties.frozenRowCount",
+            }}] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("updatedSpreadsheet").is_none(), "{body}");
+    let (_, meta) = h.get("?fields=sheets.properties.gridProperties").await;
+    assert!(
+        meta["sheets"][0]["properties"]["gridProperties"]
+            .get("frozenRowCount")
+            .is_none()
+    );
+
+    let refused = [
+        (
+            json!({ "properties": { "sheetId": 0, "title": "x" } }),
+            "fields is required",
+        ),
+        (
+            json!({ "properties": { "sheetId": 42, "title": "x" }, "fields": "title" }),
+            "No grid with id: 42",
+        ),
+        (
+            json!({ "properties": { "sheetId": 0, "title": "My Sheet" }, "fields": "title" }),
+            "already exists",
+        ),
+        (
+            json!({ "properties": { "sheetId": 0, "gridProperties": { "frozenRowCount": 2 } }, "fields": "gridProperties.frozenRowCount" }),
+            "freeze all visible rows",
+        ),
+        (
+            json!({ "properties": { "sheetId": 0 }, "fields": "colour" }),
+            "colour",
+        ),
+    ];
+    for (request, message) in refused {
+        let (status, body) = h
+            .post(
+                ":batchUpdate",
+                json!({ "requests": [{ "updateSheetProperties": request }] }),
+            )
+            .await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["status"], "INVALID_ARGUMENT");
+        let text = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(text.contains(message), "{text}");
+    }
+    assert_eq!(
+        h.sheets.values(&h.id, "Data").len(),
+        2,
+        "refusals change nothing"
+    );
+}
+
+/// Drive `files.get` answers the File fields clients ask for (gspread's
+/// `open_by_key` asks for `createdTime` and `modifiedTime`), with nested
+/// selections, and refuses fields File does not have.
+#[tokio::test]
+async fn drive_files_get_answers_the_common_file_fields() {
+    let h = Harness::new().await;
+    h.sheets.control().advance(Duration::from_secs(60));
+    let (status, _) = h
+        .put(
+            "/values/Sheet1!A1?valueInputOption=RAW",
+            json!({ "values": [["a"]] }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let harness = &h;
+    let file = |fields: &str| {
+        let path = format!("/drive/v3/files/{}?fields={fields}", harness.id);
+        async move { harness.call(Method::GET, &path, None).await }
+    };
+    let (status, body) = file("id,name,createdTime,modifiedTime").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({
+            "id": h.id,
+            "name": "Untitled spreadsheet",
+            "createdTime": "2027-01-15T08:00:00.000Z",
+            "modifiedTime": "2027-01-15T08:01:00.000Z",
+        })
+    );
+    let (status, body) =
+        file("owners(emailAddress),capabilities/canEdit,webViewLink,trashed,shared").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["owners"][0]["emailAddress"].is_string(), "{body}");
+    assert_eq!(body["owners"][0].as_object().map(|o| o.len()), Some(1));
+    assert_eq!(body["capabilities"], json!({ "canEdit": true }));
+    assert_eq!(body["trashed"], false);
+    assert_eq!(body["shared"], true);
+    assert!(
+        body["webViewLink"]
+            .as_str()
+            .is_some_and(|l| l.contains(&h.id))
+    );
+    // The default selection, and everything.
+    let (_, body) = h
+        .call(Method::GET, &format!("/drive/v3/files/{}", h.id), None)
+        .await;
+    assert_eq!(
+        body,
+        json!({ "kind": "drive#file", "id": h.id, "name": "Untitled spreadsheet", "mimeType": "application/vnd.google-apps.spreadsheet" })
+    );
+    let (_, body) = file("*").await;
+    assert_eq!(body["version"], "2");
+    assert_eq!(body["mimeType"], "application/vnd.google-apps.spreadsheet");
+    let (status, body) = file("id,colour").await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = file("owners(shoeSize)").await;
+    assert_eq!(status, 400, "{body}");
 }
