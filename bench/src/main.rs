@@ -23,6 +23,7 @@
 
 mod bindings;
 mod data;
+mod http;
 mod measure;
 mod merge;
 mod notion;
@@ -67,7 +68,7 @@ usage: chittysync-bench [--quick] [--json] [--records N] [--changes N] [--only N
   --changes N  record writes, one signed change each, in the verified registry
                (default 100000; quick 2000)
   --only NAME  run only merge, open, batched, single, scale, verify, sync,
-               postgres, bindings, notion or sheets
+               postgres, bindings, notion, sheets or http
 
 The postgres benchmark needs CHITTYSYNC_BENCH_PG_URL or CHITTYSYNC_TEST_PG_URL
 (scripts/pg-up prints one); without a server its figures read \"not measured\".
@@ -171,6 +172,11 @@ const BENCHES: &[Bench] = &[
         "sheets",
         "Sheets adapter: write batching, request budget, calls per change",
         sheets::run,
+    ),
+    (
+        "http",
+        "HTTP API vs bare axum and the library",
+        http::run,
     ),
 ];
 
