@@ -685,6 +685,53 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_signature_on_a_known_or_repeated_change_refuses_the_bundle() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Replica::open(dir.path().join("a.db")).unwrap();
+        let b = Replica::open(dir.path().join("b.db")).unwrap();
+        let ra = a.create_registry("r", schema()).unwrap();
+        ra.put(None, [("name", "x")]).unwrap();
+        b.import(ra.export(&[]).unwrap()).unwrap();
+        let refusals = || {
+            b.journal()
+                .unwrap()
+                .iter()
+                .filter(|e| e.kind == "refused")
+                .count()
+        };
+
+        // B holds every change; one of them now carries a bad signature.
+        let mut known = ra.export(&[]).unwrap().changes().to_vec();
+        known[1].signature[0] ^= 1;
+        let err = b
+            .import(crate::Bundle::new(ra.id(), known, vec![]))
+            .unwrap_err();
+        assert!(
+            matches!(err, crate::ImportError::BadSignature { .. }),
+            "{err}"
+        );
+        assert_eq!(refusals(), 1);
+
+        // A new change listed twice, the copy badly signed: refused too,
+        // and nothing of it is applied.
+        ra.put(None, [("name", "y")]).unwrap();
+        let mut fresh = ra.export(&b.registry("r").unwrap().heads()).unwrap().changes().to_vec();
+        assert_eq!(fresh.len(), 1);
+        let mut copy = fresh[0].clone();
+        copy.signature[5] ^= 1;
+        fresh.push(copy);
+        let err = b
+            .import(crate::Bundle::new(ra.id(), fresh, vec![]))
+            .unwrap_err();
+        assert!(
+            matches!(err, crate::ImportError::BadSignature { .. }),
+            "{err}"
+        );
+        assert_eq!(b.registry("r").unwrap().len(), 1);
+        assert_eq!(refusals(), 2);
+    }
+
+    #[test]
     fn under_creator_or_admin_only_the_creator_or_an_admin_changes_a_record() {
         use crate::schema::RecordRule;
         let dir = tempfile::tempdir().unwrap();

@@ -95,10 +95,12 @@ impl DocState {
         let offered = changes.len();
         // A change listed twice is one change: keep it once.
         let mut seen = HashSet::new();
-        let fresh: Vec<SignedChange> = changes
+        let (fresh, others): (Vec<SignedChange>, Vec<SignedChange>) = changes
             .into_iter()
-            .filter(|c| !self.knows(&c.hash()) && seen.insert(c.hash()))
-            .collect();
+            .partition(|c| !self.knows(&c.hash()) && seen.insert(c.hash()));
+        // A bundle is refused whole: a bad signature refuses it even when
+        // it sits on a change this replica already holds, or on a copy.
+        verify(&self.id, &others)?;
         let report = ImportReport {
             registry: self.id,
             name: self.name.clone(),
