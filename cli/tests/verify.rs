@@ -97,3 +97,76 @@ fn journal_records_refusals_with_their_reason() {
     // The refusal itself is part of the verified chain.
     assert!(ok(&other, &["verify"]).contains("verified"));
 }
+
+/// Alters byte `at` (counted from the end when negative) of the last
+/// change stored for registry `r`.
+fn alter_last_change(db: &Path, at: isize) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let (mut bytes, pos): (Vec<u8>, i64) = conn
+        .query_row(
+            "SELECT c.bytes, c.pos FROM changes c JOIN registries r ON r.id = c.registry_id
+             WHERE r.name = 'r' ORDER BY c.pos DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let at = if at < 0 {
+        bytes.len() - at.unsigned_abs()
+    } else {
+        at as usize
+    };
+    bytes[at] ^= 0x04;
+    conn.execute(
+        "UPDATE changes SET bytes = ?1 WHERE pos = ?2",
+        rusqlite::params![bytes, pos],
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_damaged_registry_is_reported_by_name_while_the_others_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = setup(dir.path());
+    let schema = dir.path().join("s.toml");
+    ok(
+        &db,
+        &[
+            "registry",
+            "create",
+            "other",
+            "--schema",
+            schema.to_str().unwrap(),
+        ],
+    );
+    ok(&db, &["put", "other", "o1", "name=fine"]);
+    // Bytes of every part of a change: its checksum (5), actor (12),
+    // operation columns (50 and 109 made Automerge panic when applied),
+    // and its end.
+    for at in [5, 12, 50, 109, -20, -8, -1] {
+        alter_last_change(&db, at);
+        for args in [&["ls", "r"][..], &["heads", "r"], &["registry", "ls"]] {
+            let (code, out, err) = run(&db, args);
+            assert_eq!(code, 1, "{args:?} with byte {at} altered: {out}{err}");
+            assert!(!err.contains("panicked"), "{err}");
+            assert!(err.contains("registry 'r'"), "{args:?}: {err}");
+            assert!(err.contains("hint: `chittysync verify`"), "{err}");
+            if args[0] == "registry" {
+                // The others are listed, the damaged one marked.
+                assert!(out.lines().any(|l| l.starts_with("other")), "{out}");
+                assert!(
+                    out.lines()
+                        .any(|l| l.starts_with("r ") && l.contains("damaged")),
+                    "{out}"
+                );
+            }
+        }
+        assert!(ok(&db, &["ls", "other"]).contains("fine"));
+        let (code, _, err) = run(&db, &["verify"]);
+        assert_eq!(code, 5, "{err}");
+        alter_last_change(&db, at); // restore
+        assert!(ok(&db, &["ls", "r"]).contains("n2"));
+    }
+    let journal = ok(&db, &["--json", "journal"]);
+    assert!(journal.contains("\"damaged\""), "{journal}");
+}
+

@@ -168,13 +168,30 @@ impl DocState {
         let id = self.id;
         let checks = || -> Result<Vec<Option<&'static str>>, ImportError> {
             verify(&id, fresh)?;
-            Ok(fresh.iter().map(|c| guard.admin_only(&c.change)).collect())
+            // Decoding a change's operations panics on some malformed
+            // ones: that refuses the bundle, like any malformed change.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                fresh.iter().map(|c| guard.admin_only(&c.change)).collect()
+            }))
+                .map_err(|_| ImportError::Malformed {
+                    reason: "a change's operations do not decode".into(),
+                })
         };
         let apply = |doc: &mut AutoCommit| {
-            doc.apply_changes(fresh.iter().map(|c| c.change.clone()))
-                .map_err(|e| ImportError::Malformed {
+            // A signed change can still be one Automerge panics on: that is
+            // a malformed change, refused like any other (the document is
+            // rebuilt from the store below), never a panic of the caller.
+            let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                doc.apply_changes(fresh.iter().map(|c| c.change.clone()))
+            }));
+            match applied {
+                Ok(result) => result.map_err(|e| ImportError::Malformed {
                     reason: format!("a change does not apply: {e}"),
-                })
+                }),
+                Err(_) => Err(ImportError::Malformed {
+                    reason: "a change does not apply: the document rejected it".into(),
+                }),
+            }
         };
         let (checked, applied) = if fresh.len() >= PARALLEL_CHECKS_FROM {
             std::thread::scope(|scope| {
