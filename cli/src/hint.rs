@@ -63,6 +63,9 @@ fn write(e: &WriteError) -> Option<String> {
         } => Some(format!(
             "an admin can run `chittysync members add {registry} {key} --role {needed}`"
         )),
+        WriteError::BadRecordId { .. } | WriteError::NotFound { .. } => Some(
+            "`chittysync ls REGISTRY` lists the records' ids; `chittysync put REGISTRY field=value` without an id creates a record with a new one".into(),
+        ),
         WriteError::Store(e) => store(e),
         _ => None,
     }

@@ -148,6 +148,41 @@ mod tests {
     /// After a run that left nothing behind, the next run reads only the
     /// records changed since (and still gets everything right); a run that
     /// leaves work behind makes the next one compare every record.
+
+    /// Rows keep their own ids as record ids when those are a record id's
+    /// form (a UUID, or a name); any other id gets a derived `r-` id.
+    #[tokio::test]
+    async fn rows_bring_their_ids_when_they_are_record_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = Replica::open(dir.path().join("r.db")).unwrap();
+        let schema = Schema::new().field(FieldDef::new("name", FieldKind::Text));
+        let reg = replica.create_registry("r", schema).unwrap();
+        replica
+            .add_binding(&AdapterBinding::new("m", "r", "memory", "t"))
+            .unwrap();
+        let table = MemoryAdapter::new("t");
+        let page = "0192f8a4-5c3e-7b1a-9d2e-3f4a5b6c7d8e";
+        table.insert(page, [("name", "a page")]);
+        table.insert("42", [("name", "a number")]);
+        table.insert("../x y", [("name", "a path")]);
+        let report = replica
+            .run_mirror("m", &table, &MirrorOptions::sync(), &())
+            .await
+            .unwrap();
+        assert_eq!(report.applied, 3, "{report:?}");
+        assert_eq!(reg.get(page).unwrap().get("name"), Some(&Value::from("a page")));
+        assert_eq!(reg.get("42").unwrap().get("name"), Some(&Value::from("a number")));
+        let path = reg.list(&crate::registry::Query::all().filter("name", "a path"));
+        assert!(path[0].id.starts_with("r-") && path[0].id.len() == 34, "{}", path[0].id);
+        // Edits flow both ways on all three.
+        reg.put(Some(&path[0].id), [("name", "edited")]).unwrap();
+        replica
+            .run_mirror("m", &table, &MirrorOptions::sync(), &())
+            .await
+            .unwrap();
+        assert_eq!(table.row("../x y").unwrap()["name"], Value::from("edited"));
+    }
+
     #[tokio::test]
     async fn later_runs_read_only_what_changed_unless_work_was_left() {
         let dir = tempfile::tempdir().unwrap();

@@ -66,16 +66,11 @@ pub(crate) struct Planned {
 }
 
 /// A record id for a row first seen remotely: its own id when that is a
-/// valid record id, else one derived from it — the same on every run, so
-/// a create that is retried after a crash finds the record it made.
+/// record id's form (a UUID or a name, see [`crate::Registry::put`]), else
+/// `r-` and 32 hex digits derived from it — the same on every run, so a
+/// create that is retried after a crash finds the record it made.
 pub(crate) fn record_id_for(remote_id: &str) -> String {
-    let ok = !remote_id.is_empty()
-        && remote_id.len() <= 128
-        && !remote_id.starts_with('_')
-        && remote_id
-            .chars()
-            .all(|c| !c.is_control() && !c.is_whitespace());
-    if ok {
+    if crate::ids::record_id_form(remote_id).is_some() {
         remote_id.to_owned()
     } else {
         format!(

@@ -603,7 +603,9 @@ fn apply_local(
                         .filter(|c| c.new.is_none())
                         .map(|c| c.field.clone())
                         .collect();
-                    if !set.is_empty() || *action == Action::Create {
+                    if *action == Action::Create {
+                        w.put_from_target(&row.record, set)?;
+                    } else if !set.is_empty() {
                         w.put(Some(&row.record), set)?;
                     }
                     if !unset.is_empty() {

@@ -13,7 +13,7 @@ use automerge::ChangeHash;
 pub use crate::document::Role;
 
 pub(crate) use shared::Shared;
-pub(crate) use state::{DocState, import_new};
+pub(crate) use state::{DocState, NewId, import_new};
 
 use crate::error::{ExportError, StoreError, WriteError};
 use crate::exchange::Bundle;
@@ -150,9 +150,34 @@ pub struct Writer<'a> {
 }
 
 impl Writer<'_> {
-    /// Creates a record (with `id`, or a new UUIDv7 if `None`) or updates
-    /// one. Returns the record's id.
+    /// Creates or updates a record; returns its id. See [`Registry::put`]
+    /// for which ids create a record.
     pub fn put<I, K, V>(&mut self, id: Option<&str>, fields: I) -> Result<String, WriteError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<Value>,
+    {
+        self.put_new(id, fields, NewId::Named)
+    }
+
+    /// [`Writer::put`] for a record a mirror brings from its target, whose
+    /// id may be the target's UUID.
+    pub(crate) fn put_from_target<I, K, V>(&mut self, id: &str, fields: I) -> Result<String, WriteError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<Value>,
+    {
+        self.put_new(Some(id), fields, NewId::AnyForm)
+    }
+
+    fn put_new<I, K, V>(
+        &mut self,
+        id: Option<&str>,
+        fields: I,
+        create: NewId,
+    ) -> Result<String, WriteError>
     where
         I: IntoIterator<Item = (K, V)>,
         K: Into<String>,
@@ -162,7 +187,7 @@ impl Writer<'_> {
             .into_iter()
             .map(|(k, v)| (k.into(), Some(v.into())))
             .collect();
-        self.state.write_record(id, fields, &self.author)
+        self.state.write_record(id, fields, &self.author, create)
     }
 
     /// Removes fields' values from a record.
@@ -173,7 +198,7 @@ impl Writer<'_> {
     {
         let fields = fields.into_iter().map(|k| (k.into(), None)).collect();
         self.state
-            .write_record(Some(id), fields, &self.author)
+            .write_record(Some(id), fields, &self.author, NewId::Named)
             .map(drop)
     }
 
@@ -317,7 +342,16 @@ impl Registry {
         self.fresh().field_time(id, field)
     }
 
-    /// Creates or updates one record; see [`Writer::put`].
+    /// Creates or updates one record; returns its id.
+    ///
+    /// Without an id, a record is created with a new UUIDv7. With the id of
+    /// a record, that record is updated. An id no record has creates a
+    /// record only if it is a *name*: 1–128 ASCII letters, digits and
+    /// `.` `_` `-` `:` `@`, starting with a letter or digit, without `..`
+    /// (`billing`, `svc-7`). A UUID names only records the registry made,
+    /// so one that names no record is refused as not found rather than
+    /// creating a record; any other id (a path, spaces, quotes) is refused
+    /// as [`WriteError::BadRecordId`].
     pub fn put<I, K, V>(&self, id: Option<&str>, fields: I) -> Result<String, WriteError>
     where
         I: IntoIterator<Item = (K, V)>,
@@ -355,6 +389,20 @@ impl Registry {
     /// One record, including a deleted one (see [`Record::deleted`]).
     pub fn get(&self, id: &str) -> Option<Record> {
         self.fresh().read_record(id)
+    }
+
+    /// [`Registry::get`], telling a missing record from an id no record can
+    /// have: `Ok(None)` when no record has a usable id,
+    /// [`WriteError::BadRecordId`] for an id the registry could never have
+    /// made (see [`Registry::put`]).
+    pub fn find(&self, id: &str) -> Result<Option<Record>, WriteError> {
+        match self.get(id) {
+            Some(record) => Ok(Some(record)),
+            None if crate::ids::record_id_form(id).is_none() => {
+                Err(WriteError::BadRecordId { id: id.to_owned() })
+            }
+            None => Ok(None),
+        }
     }
 
     /// Records matching `query`, ordered by id (so by creation time for UUIDv7).
@@ -682,6 +730,36 @@ mod tests {
             "{err}"
         );
         assert!(b.registries().unwrap().is_empty());
+    }
+
+    #[test]
+    fn record_ids_are_uuids_the_registry_made_or_names_never_paths_or_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Replica::open(dir.path().join("a.db")).unwrap();
+        let reg = a.create_registry("r", schema()).unwrap();
+        for bad in ["../../etc", "a/b", "not a uuid", "", "_deleted", "it's"] {
+            let err = reg.put(Some(bad), [("name", bad)]).unwrap_err();
+            assert!(matches!(err, WriteError::BadRecordId { .. }), "{bad:?}: {err}");
+            assert!(err.to_string().contains("not a usable record id"), "{err}");
+            assert!(matches!(reg.find(bad), Err(WriteError::BadRecordId { .. })));
+            assert!(matches!(reg.delete(bad), Err(WriteError::BadRecordId { .. })));
+        }
+        // A UUID names only records the registry made: a mistyped one is
+        // not found, and creates nothing.
+        let made = reg.put(None, [("name", "made")]).unwrap();
+        let typo = format!("{}0", &made[..35]);
+        assert_ne!(typo, made);
+        let err = reg.put(Some(&typo), [("name", "typo")]).unwrap_err();
+        assert!(matches!(err, WriteError::NotFound { .. }), "{err}");
+        assert!(err.to_string().contains("no record"), "{err}");
+        assert!(reg.find(&typo).unwrap().is_none());
+        // The UUID it made, and chosen names, work as before.
+        reg.put(Some(&made), [("name", "made, edited")]).unwrap();
+        let named = reg.put(Some("svc-7"), [("name", "named")]).unwrap();
+        assert_eq!(named, "svc-7");
+        assert!(reg.find("svc-7").unwrap().is_some());
+        assert!(reg.find("nothing-here").unwrap().is_none());
+        assert_eq!(reg.len(), 2);
     }
 
     #[test]
