@@ -238,8 +238,10 @@ fn the_table_shows_where_a_mirror_run_brought_a_change_from() {
     let path = dir.path().join("r.db");
     {
         let replica = Replica::open(&path).unwrap();
-        let schema = chittysync::Schema::new()
-            .field(chittysync::FieldDef::new("name", chittysync::FieldKind::Text));
+        let schema = chittysync::Schema::new().field(chittysync::FieldDef::new(
+            "name",
+            chittysync::FieldKind::Text,
+        ));
         replica.create_registry("services", schema).unwrap();
         replica
             .add_binding(&AdapterBinding::new("m", "services", "memory", "t"))

@@ -182,13 +182,18 @@ fn record_ids_are_checked_and_a_mistyped_one_creates_nothing() {
         let run = chittysync(&a, &["put", "services", bad, "name=x"]);
         assert_eq!(run.code, 1, "{}", run.stderr);
         assert!(
-            run.stderr.contains(&format!("'{bad}' is not a usable record id")),
+            run.stderr
+                .contains(&format!("'{bad}' is not a usable record id")),
             "{}",
             run.stderr
         );
         let get = chittysync(&a, &["get", "services", bad]);
         assert_eq!(get.code, 1);
-        assert!(get.stderr.contains("not a usable record id"), "{}", get.stderr);
+        assert!(
+            get.stderr.contains("not a usable record id"),
+            "{}",
+            get.stderr
+        );
     }
     // One digit off the id the registry made: not found, nothing created.
     let last = if made.ends_with('0') { '1' } else { '0' };

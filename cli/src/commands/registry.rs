@@ -108,7 +108,9 @@ fn list(replica: &Replica, as_json: bool) -> Result<()> {
         let reg = match replica.registry_by_id(info.id) {
             Ok(reg) => reg,
             Err(e) => {
-                items.push(json!({ "id": info.id.to_string(), "name": info.name, "error": e.to_string() }));
+                items.push(
+                    json!({ "id": info.id.to_string(), "name": info.name, "error": e.to_string() }),
+                );
                 rows.push(vec![
                     info.name,
                     info.id.to_string(),

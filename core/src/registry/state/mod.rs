@@ -159,9 +159,8 @@ fn damaged(conn: &rusqlite::Connection, path: &str, id: &RegistryId, what: Strin
 /// hash right yet are inconsistent (written by a faulty build): that is
 /// reported as damage too, never passed on as a panic.
 fn apply_stored(doc: &mut AutoCommit, changes: Vec<Change>) -> Result<(), String> {
-    let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        doc.apply_changes(changes)
-    }));
+    let applied =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| doc.apply_changes(changes)));
     match applied {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(format!("stored changes do not apply: {e}")),
