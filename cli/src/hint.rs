@@ -31,6 +31,9 @@ pub(crate) fn of(e: &(dyn Error + 'static)) -> Option<String> {
     } else if let Some(e) = e.downcast_ref::<VerifyError>() {
         match e {
             VerifyError::Lookup(e) => lookup(e),
+            VerifyError::InvalidRecords { registry, .. } => Some(format!(
+                "`chittysync conflicts {registry}` lists them; `chittysync put` a valid value, or change the schema with `chittysync registry set-schema`"
+            )),
             _ => None,
         }
     } else if let Some(e) = e.downcast_ref::<AdapterError>() {

@@ -170,3 +170,52 @@ fn a_damaged_registry_is_reported_by_name_while_the_others_work() {
     assert!(journal.contains("\"damaged\""), "{journal}");
 }
 
+#[test]
+fn validation_conflicts_are_listed_and_fail_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let wide = file(
+        "wide.toml",
+        "[[fields]]\nname = \"port\"\ntype = \"integer\"\nmax = 65535\n",
+    );
+    let narrow = file(
+        "narrow.toml",
+        "[[fields]]\nname = \"port\"\ntype = \"integer\"\nmax = 1000\n",
+    );
+    let bundle = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    ok(&a, &["registry", "create", "r", "--schema", &wide]);
+    let key_b = ok(&b, &["whoami"]).trim().to_owned();
+    ok(&a, &["members", "add", "r", &key_b, "--role", "writer"]);
+    ok(&a, &["export", "r", "--out", &bundle("a1")]);
+    ok(&b, &["import", &bundle("a1")]);
+    // Concurrently: A narrows the range, B writes a value valid before.
+    ok(&a, &["registry", "set-schema", "r", &narrow]);
+    ok(&b, &["put", "r", "svc", "port=8080"]);
+    ok(&b, &["export", "r", "--out", &bundle("b1")]);
+    ok(&a, &["import", &bundle("b1")]);
+
+    let (code, out, err) = run(&a, &["verify"]);
+    assert_eq!(code, 5, "{out}{err}");
+    assert!(out.contains("invalid: ") && out.contains("svc"), "{out}");
+    assert!(err.contains("1 record value(s) break the schema"), "{err}");
+    assert!(err.contains("hint: `chittysync conflicts r`"), "{err}");
+    let (_, json, _) = run(&a, &["--json", "verify"]);
+    assert!(
+        json.contains("\"ok\":false") || json.contains("\"ok\": false"),
+        "{json}"
+    );
+    let conflicts = ok(&a, &["conflicts", "r"]);
+    assert!(
+        conflicts.contains("svc") && conflicts.contains("max: must be at most 1000"),
+        "{conflicts}"
+    );
+    assert!(ok(&a, &["status", "r"]).contains("1 value(s) break the schema"));
+    // A valid value settles it.
+    ok(&a, &["put", "r", "svc", "port=80"]);
+    ok(&a, &["verify"]);
+}

@@ -174,6 +174,21 @@ pub enum ImportError {
         /// Why.
         reason: String,
     },
+    /// A change writes a value that breaks the schema as of its own
+    /// dependencies (its type, min/max, options, pattern, url or email
+    /// form, or a field the schema did not have): refused like a forged
+    /// change, the same on every replica.
+    #[error(
+        "change {change} by {author} breaks the schema as of its dependencies: {error}; the bundle is refused whole — its author must write a valid value and send it again"
+    )]
+    InvalidValue {
+        /// The change's hash.
+        change: String,
+        /// Its author's key.
+        author: String,
+        /// The record, field, value and rule.
+        error: Box<ValidationError>,
+    },
     /// Changes depend on history neither the bundle nor this replica has.
     #[error("registry {registry}: the bundle depends on {} change(s) this replica lacks (first: {}); export again from those heads or with all changes", missing.len(), missing.first().map(String::as_str).unwrap_or("?"))]
     MissingDependencies {

@@ -48,8 +48,10 @@ pub(crate) fn status(globals: &Globals, args: StatusArgs) -> Result<()> {
     let replica = globals.open()?;
     let reg = registry(&replica, &args.registry)?;
     let status = reg.status()?;
+    let invalid = reg.invalid_records();
     if globals.json {
         output::json(&json!({
+            "invalid_records": invalid.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "digest": status.digest, "change_count": status.change_count,
             "heads": status.heads.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "attested_by": status.attested_by.iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -80,6 +82,13 @@ pub(crate) fn status(globals: &Globals, args: StatusArgs) -> Result<()> {
         Some(k) if status.attested() => outln!("quorum       {k} of {}: met ✓", status.members)?,
         Some(k) => outln!("quorum       {k} of {}: not met", status.members)?,
         None => outln!("quorum       none configured (set `quorum = k` in the schema)")?,
+    }
+    if !invalid.is_empty() {
+        outln!(
+            "invalid      {} value(s) break the schema; `chittysync conflicts {}` lists them",
+            invalid.len(),
+            reg.name()
+        )?;
     }
     Ok(())
 }

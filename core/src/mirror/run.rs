@@ -538,12 +538,20 @@ fn local_rec(schema: &CompiledSchema, r: Record) -> (String, LocalRec) {
         .into_iter()
         .filter(|(k, _)| schema.schema.get(k).is_some())
         .collect();
+    let invalid = fields
+        .iter()
+        .filter_map(|(k, v)| {
+            let rule = schema.check_value(k, v.clone()).err()?;
+            Some((k.clone(), rule.to_string()))
+        })
+        .collect();
     (
         r.id,
         LocalRec {
             fields,
             deleted: r.deleted.is_some(),
             open,
+            invalid,
         },
     )
 }

@@ -163,7 +163,11 @@ impl Writer<'_> {
 
     /// [`Writer::put`] for a record a mirror brings from its target, whose
     /// id may be the target's UUID.
-    pub(crate) fn put_from_target<I, K, V>(&mut self, id: &str, fields: I) -> Result<String, WriteError>
+    pub(crate) fn put_from_target<I, K, V>(
+        &mut self,
+        id: &str,
+        fields: I,
+    ) -> Result<String, WriteError>
     where
         I: IntoIterator<Item = (K, V)>,
         K: Into<String>,
@@ -423,6 +427,17 @@ impl Registry {
     /// Every field that holds concurrent values, with the policy's choice.
     pub fn conflicts(&self) -> Vec<Conflict> {
         self.fresh().conflicts()
+    }
+
+    /// Validation conflicts: live records' values that break the current
+    /// schema. A change whose value breaks a rule of the value alone is
+    /// refused at import, so these come from changes each valid as of its
+    /// own dependencies: a schema change made concurrently, or concurrent
+    /// edits that together break a unique or required rule. They stay
+    /// until a member writes valid values or an admin changes the schema;
+    /// mirrors do not push them.
+    pub fn invalid_records(&self) -> Vec<crate::schema::ValidationError> {
+        self.fresh().invalid_records()
     }
 
     /// The members and their roles.
@@ -739,10 +754,16 @@ mod tests {
         let reg = a.create_registry("r", schema()).unwrap();
         for bad in ["../../etc", "a/b", "not a uuid", "", "_deleted", "it's"] {
             let err = reg.put(Some(bad), [("name", bad)]).unwrap_err();
-            assert!(matches!(err, WriteError::BadRecordId { .. }), "{bad:?}: {err}");
+            assert!(
+                matches!(err, WriteError::BadRecordId { .. }),
+                "{bad:?}: {err}"
+            );
             assert!(err.to_string().contains("not a usable record id"), "{err}");
             assert!(matches!(reg.find(bad), Err(WriteError::BadRecordId { .. })));
-            assert!(matches!(reg.delete(bad), Err(WriteError::BadRecordId { .. })));
+            assert!(matches!(
+                reg.delete(bad),
+                Err(WriteError::BadRecordId { .. })
+            ));
         }
         // A UUID names only records the registry made: a mistyped one is
         // not found, and creates nothing.
@@ -793,7 +814,11 @@ mod tests {
         // A new change listed twice, the copy badly signed: refused too,
         // and nothing of it is applied.
         ra.put(None, [("name", "y")]).unwrap();
-        let mut fresh = ra.export(&b.registry("r").unwrap().heads()).unwrap().changes().to_vec();
+        let mut fresh = ra
+            .export(&b.registry("r").unwrap().heads())
+            .unwrap()
+            .changes()
+            .to_vec();
         assert_eq!(fresh.len(), 1);
         let mut copy = fresh[0].clone();
         copy.signature[5] ^= 1;
@@ -852,6 +877,133 @@ mod tests {
         assert!(err.to_string().contains("only by its creator"), "{err}");
         assert_eq!(ra.heads(), before);
         assert!(a.verify(None).is_ok());
+    }
+
+    #[test]
+    fn a_member_signed_value_that_breaks_the_schema_is_refused_at_import() {
+        let dir = tempfile::tempdir().unwrap();
+        let w_seed = [9u8; 32];
+        let a = Replica::open(dir.path().join("a.db")).unwrap();
+        let w = Replica::open_with_identity(
+            dir.path().join("w.db"),
+            Identity::from_secret_bytes(w_seed),
+        )
+        .unwrap();
+        let schema = Schema::new()
+            .field(FieldDef::new("name", FieldKind::Text).required())
+            .field(FieldDef::new("port", FieldKind::Integer).range(Some(1.0), Some(65535.0)))
+            .field(FieldDef::new("tags", FieldKind::MultiSelect).options(["a", "b"]))
+            .field(FieldDef::new("notes", FieldKind::LongText).range(None, Some(10.0)))
+            .field(FieldDef::new("mail", FieldKind::Email));
+        let ra = a.create_registry("r", schema).unwrap();
+        ra.set_member(w.public_key(), Role::Writer).unwrap();
+        let id = ra.put(None, [("name", "svc")]).unwrap();
+        w.import(ra.export(&[]).unwrap()).unwrap();
+        let rw = w.registry("r").unwrap();
+        let record = |doc: &automerge::AutoCommit, layout: &crate::document::Layout| {
+            automerge::ReadDoc::get(doc, &layout.records, id.as_str())
+                .unwrap()
+                .unwrap()
+                .1
+        };
+        use automerge::transaction::Transactable;
+        type Edit = Box<dyn Fn(&mut automerge::AutoCommit, &automerge::ObjId)>;
+        let cases: Vec<(&str, Edit)> = vec![
+            ("max", Box::new(|d, r| d.put(r, "port", 70_000i64).unwrap())),
+            (
+                "type integer",
+                Box::new(|d, r| d.put(r, "port", "1.5").unwrap()),
+            ),
+            (
+                "type integer",
+                Box::new(|d, r| d.put(r, "port", "80").unwrap()),
+            ),
+            (
+                "unknown field",
+                Box::new(|d, r| d.put(r, "rogue", "x").unwrap()),
+            ),
+            (
+                "email",
+                Box::new(|d, r| d.put(r, "mail", "not an address").unwrap()),
+            ),
+            (
+                "options",
+                Box::new(|d, r| {
+                    let tags = d.put_object(r, "tags", automerge::ObjType::Map).unwrap();
+                    d.put(&tags, "z", true).unwrap();
+                }),
+            ),
+            (
+                "max",
+                Box::new(|d, r| {
+                    let notes = d.put_object(r, "notes", automerge::ObjType::Text).unwrap();
+                    d.splice_text(&notes, 0, 0, "far more than ten characters")
+                        .unwrap();
+                }),
+            ),
+        ];
+        for (rule, edit) in cases {
+            let forged = forge(&rw, w_seed, |doc, layout| {
+                let r = record(doc, layout);
+                edit(doc, &r);
+            });
+            let before = ra.heads();
+            let err = a.import(forged).unwrap_err();
+            assert!(
+                matches!(err, crate::ImportError::InvalidValue { .. }),
+                "{rule}: {err}"
+            );
+            let text = err.to_string();
+            assert!(text.contains(rule) && text.contains(&id), "{rule}: {text}");
+            assert_eq!(ra.heads(), before);
+            assert_eq!(ra.get(&id).unwrap().get("port"), None);
+        }
+        // A valid value, forged the same way, is accepted.
+        let fine = forge(&rw, w_seed, |doc, layout| {
+            let r = record(doc, layout);
+            doc.put(&r, "port", 8080i64).unwrap();
+        });
+        a.import(fine).unwrap();
+        assert_eq!(
+            ra.get(&id).unwrap().get("port"),
+            Some(&Value::Integer(8080))
+        );
+        assert!(a.verify(None).is_ok());
+    }
+
+    #[test]
+    fn a_value_valid_as_of_its_dependencies_is_kept_when_the_schema_tightens_concurrently() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Replica::open(dir.path().join("a.db")).unwrap();
+        let b = Replica::open(dir.path().join("b.db")).unwrap();
+        let schema = || {
+            Schema::new()
+                .field(FieldDef::new("name", FieldKind::Text))
+                .field(FieldDef::new("port", FieldKind::Integer).range(None, Some(65535.0)))
+        };
+        let ra = a.create_registry("r", schema()).unwrap();
+        ra.set_member(b.public_key(), Role::Writer).unwrap();
+        b.import(ra.export(&[]).unwrap()).unwrap();
+        let rb = b.registry("r").unwrap();
+        // Concurrently: A lowers the maximum; B writes a value valid before.
+        ra.set_schema(
+            Schema::new()
+                .field(FieldDef::new("name", FieldKind::Text))
+                .field(FieldDef::new("port", FieldKind::Integer).range(None, Some(1000.0))),
+        )
+        .unwrap();
+        let id = rb.put(None, [("port", 8080)]).unwrap();
+        a.import(rb.export(&ra.heads()).unwrap()).unwrap();
+        b.import(ra.export(&rb.heads()).unwrap()).unwrap();
+        for (r, reg) in [(&a, &ra), (&b, &rb)] {
+            assert_eq!(
+                reg.get(&id).unwrap().get("port"),
+                Some(&Value::Integer(8080))
+            );
+            let report = r.verify(None).unwrap();
+            assert_eq!(report.registries[0].invalid_records.len(), 1);
+            assert_eq!(report.registries[0].invalid_records[0].record, id);
+        }
     }
 
     /// A change made with `seed`'s key on a copy of `reg`'s document,

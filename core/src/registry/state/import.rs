@@ -8,12 +8,13 @@ use automerge::{AutoCommit, Change, ChangeHash, ReadDoc};
 
 use super::{DocState, History, PARALLEL_CHECKS_FROM, actor_of};
 use crate::document::policy::Guard;
+use crate::document::values::ValueCheck;
 use crate::document::{Layout, Role};
 use crate::error::{ExportError, ImportError};
 use crate::exchange::{Bundle, ImportReport};
 use crate::identity::PublicKey;
 use crate::ids::RegistryId;
-use crate::schema::CompiledSchema;
+use crate::schema::{CompiledSchema, ValidationError};
 use crate::store::{ChangeRow, Store, StoreTx};
 use crate::trust::{self, Distrust, SignedChange};
 
@@ -166,16 +167,23 @@ impl DocState {
         // visible; on any failure the document is rebuilt from the store.
         let guard = Guard::new(&self.layout);
         let id = self.id;
-        let checks = || -> Result<Vec<Option<&'static str>>, ImportError> {
+        type Checked = Vec<(Option<&'static str>, Vec<automerge::legacy::Op>)>;
+        let checks = || -> Result<Checked, ImportError> {
             verify(&id, fresh)?;
             // Decoding a change's operations panics on some malformed
             // ones: that refuses the bundle, like any malformed change.
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                fresh.iter().map(|c| guard.admin_only(&c.change)).collect()
+                fresh
+                    .iter()
+                    .map(|c| {
+                        let ops = c.change.decode().operations;
+                        (guard.admin_only_ops(&ops), ops)
+                    })
+                    .collect()
             }))
-                .map_err(|_| ImportError::Malformed {
-                    reason: "a change's operations do not decode".into(),
-                })
+            .map_err(|_| ImportError::Malformed {
+                reason: "a change's operations do not decode".into(),
+            })
         };
         let apply = |doc: &mut AutoCommit| {
             // A signed change can still be one Automerge panics on: that is
@@ -213,12 +221,18 @@ impl DocState {
         let mut admin_changes = Vec::new();
         let outcome = checked.and_then(|checked| {
             applied?;
-            fresh.iter().zip(checked).try_for_each(|(c, admin_only)| {
-                if admin_only.is_some() {
-                    admin_changes.push(c.hash());
-                }
-                self.authorise(c, admin_only)
-            })
+            let mut decoded = Vec::with_capacity(checked.len());
+            fresh
+                .iter()
+                .zip(checked)
+                .try_for_each(|(c, (admin_only, ops))| {
+                    if admin_only.is_some() {
+                        admin_changes.push(c.hash());
+                    }
+                    decoded.push((admin_only.is_some(), ops));
+                    self.authorise(c, admin_only)
+                })?;
+            self.check_values(fresh, &decoded)
         });
         if let Err(e) = outcome {
             // Nothing was stored; rebuild the document as it was.
@@ -226,6 +240,38 @@ impl DocState {
             return Err(e);
         }
         Ok(admin_changes)
+    }
+
+    /// Checks the values each change writes against the schema as of its
+    /// own dependencies (`doc` already holds the changes).
+    fn check_values(
+        &self,
+        fresh: &[SignedChange],
+        decoded: &[(bool, Vec<automerge::legacy::Op>)],
+    ) -> Result<(), ImportError> {
+        let mut check = ValueCheck::new(&self.layout);
+        for (c, (admin, ops)) in fresh.iter().zip(decoded) {
+            let broken = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                check.broken_value(&self.doc, &c.change, ops, *admin)
+            }))
+            .map_err(|_| ImportError::Malformed {
+                reason: format!("change {}: its operations do not decode", c.hash()),
+            })?;
+            if let Some(b) = broken {
+                return Err(ImportError::InvalidValue {
+                    change: c.hash().to_string(),
+                    author: c.author.to_string(),
+                    error: Box::new(ValidationError {
+                        registry: self.name.clone(),
+                        record: b.record,
+                        field: b.field,
+                        value: b.value,
+                        rule: b.rule,
+                    }),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Stores the verified, applied `fresh` changes with their signatures

@@ -80,6 +80,10 @@ impl DocState {
         ) else {
             return Ok(out); // nothing changed: nothing to sign or store
         };
+        if let Some(e) = self.breaks_schema_at_deps(hash) {
+            self.reload(tx.conn(), tx.path())?;
+            return Err(e);
+        }
         let persisted = (|| -> Result<(i64, usize), WriteError> {
             let row = self.signed_row(identity, hash)?;
             let pos = tx.insert_changes(&self.id, std::slice::from_ref(&row))?;
@@ -115,6 +119,21 @@ impl DocState {
                 Err(e)
             }
         }
+    }
+
+    /// Writes are checked against the schema as the registry reads it,
+    /// with revoked changes masked; importers check against the schema of
+    /// the document itself (as of the change's dependencies), which differs
+    /// only when a schema change was revoked. Then check that one too, so
+    /// no replica refuses what this one wrote.
+    fn breaks_schema_at_deps(&mut self, hash: ChangeHash) -> Option<WriteError> {
+        // No view: nothing is revoked, the two schemas are one.
+        self.view.as_ref()?;
+        let change = self.doc.get_change_by_hash(&hash)?;
+        let operations = change.decode().operations;
+        let broken =
+            ValueCheck::new(&self.layout).broken_value(&self.doc, &change, &operations, true)?;
+        Some(self.invalid(&broken.record, &broken.field, broken.value, broken.rule))
     }
 
     /// Next hybrid-logical-clock time: wall clock, but never behind any
