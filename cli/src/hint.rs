@@ -91,6 +91,9 @@ fn mirror(e: &MirrorError) -> Option<String> {
             Some("`chittysync adapter rm NAME` removes the old one".into())
         }
         MirrorError::Adapter { source, .. } => adapter(source),
+        MirrorError::Stopped { binding, .. } => Some(format!(
+            "run `chittysync sync {binding}` again once the server answers; `chittysync adapter show {binding}` lists the rows left"
+        )),
         MirrorError::Lookup(e) => lookup(e),
         MirrorError::Write(e) => write(e),
         MirrorError::Store(e) => store(e),
@@ -111,8 +114,24 @@ fn peer(e: &PeerError) -> Option<String> {
             "if the peer's key really changed, pass its new key with --key (`chittysync whoami` on the peer prints it)"
                 .into(),
         ),
+        PeerError::RefusedByPeer { reason, .. } if reason.contains("not a member of any registry") => Some(
+            "the hub's operator can start it with `chittysync serve --allow KEY`, or `--allow-create KEY` to take registries this replica created (`chittysync whoami` prints KEY)"
+                .into(),
+        ),
         PeerError::Store(e) => store(e),
         _ => None,
+    }
+}
+
+/// The CLI hint for a registry the peer refused in a sync that otherwise
+/// went through (a [`chittysync::PeerRegistryReport`]'s `refused`).
+pub(crate) fn refused_registry(reason: &str) -> Option<String> {
+    if reason.contains("takes no new registries") {
+        Some("the hub's operator can start it with `chittysync serve --allow-create KEY` (`chittysync whoami` prints KEY)".into())
+    } else if reason.contains("as many new registries") {
+        Some("the hub's operator can raise `chittysync serve --create-quota`".into())
+    } else {
+        None
     }
 }
 

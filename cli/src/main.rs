@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
 
 use commands::{
     Globals, adapter, attest, audit, bundle, checkpoint, conflicts, demo, init, members, peer,
-    records, registry, sync, verify,
+    records, registry, sync, token, verify,
 };
 
 /// Keep registries identical everywhere they live, with proof of who changed what.
@@ -96,6 +96,11 @@ enum Command {
     Compact(registry::CompactArgs),
     /// Run a demonstration: two replicas, offline edits, exchange, convergence.
     Demo(demo::DemoArgs),
+    /// Add, list and remove API tokens for the HTTP service (`serve --http`).
+    #[command(subcommand)]
+    Token(token::TokenCmd),
+    /// Ask a ChittySync service whether it is healthy: exit 0 if so, 1 if not.
+    Health(token::HealthArgs),
 }
 
 /// Exit codes: 0 success (also when the reader of stdout went away, as with
@@ -113,7 +118,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if output::is_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", message(&e));
             if let Some(hint) = hint::hint(&e) {
                 eprintln!("hint: {hint}");
             }
@@ -130,6 +135,8 @@ fn run(globals: &Globals, command: Command) -> Result<()> {
         Command::Registry(cmd) => registry::run(globals, cmd),
         Command::Sync(args) => sync::run(globals, args),
         Command::Serve(args) => peer::serve(globals, args),
+        Command::Token(cmd) => token::run(globals, cmd),
+        Command::Health(args) => token::health(globals, args),
         Command::Members(cmd) => members::run(globals, cmd),
         Command::Put(args) => records::put(globals, args),
         Command::Get(args) => records::get(globals, args),
@@ -154,6 +161,21 @@ fn run(globals: &Globals, command: Command) -> Result<()> {
         Command::Compact(args) => registry::compact(globals, args),
         Command::Demo(args) => demo::run(args),
     }
+}
+
+/// An error and its causes on one line, each said once: library errors
+/// often show their cause in their own text (`adapter binding 'x':
+/// <cause>`), so a cause already shown is not repeated.
+fn message(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
 }
 
 /// The exit code for a failure (see [`main`]).
@@ -188,5 +210,26 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         5
     } else {
         1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn an_error_says_each_cause_once() {
+        let e = chittysync::MirrorError::Adapter {
+            binding: "pg".into(),
+            source: chittysync::AdapterError::Connect {
+                system: "postgres".into(),
+                reason: "connection refused".into(),
+            },
+        };
+        let shown = message(&anyhow::Error::new(e));
+        assert_eq!(shown.matches("cannot connect").count(), 1, "{shown}");
+        let wrapped: Result<()> = Err(anyhow::anyhow!("disk full")).context("saving");
+        assert_eq!(message(&wrapped.unwrap_err()), "saving: disk full");
     }
 }

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{chittysync, json, ok};
+use common::{chittysync, chittysync_env, json, ok};
 
 const SCHEMA: &str = r#"
 [[fields]]
@@ -299,13 +299,19 @@ fn failed_rows_decide_the_exit_status_even_when_nobody_reads_the_report() {
             "--create",
         ],
     );
-    ok(&r, &["put", "services", "billing", "name=billing", "port=80"]);
+    ok(
+        &r,
+        &["put", "services", "billing", "name=billing", "port=80"],
+    );
     ok(&r, &["push", "pg"]);
     // Another application's rule the registry does not know.
     psql(&format!(
         "ALTER TABLE {table} ADD CONSTRAINT low_ports CHECK (port < 1000)"
     ));
-    ok(&r, &["put", "services", "search", "name=search", "port=5000"]);
+    ok(
+        &r,
+        &["put", "services", "search", "name=search", "port=5000"],
+    );
 
     // stdout is a pipe whose reader has already gone.
     let mut child = Command::new(env!("CARGO_BIN_EXE_chittysync"))
@@ -323,4 +329,231 @@ fn failed_rows_decide_the_exit_status_even_when_nobody_reads_the_report() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a failed row exited 0: {stderr}");
     assert!(stderr.contains("1 rows failed"), "{stderr}");
+}
+
+/// A server that cannot be reached is one error that says each cause once,
+/// and neither it nor its hint shows a password; a URL that does not parse
+/// is answered without one too.
+#[test]
+fn connection_errors_say_each_cause_once_and_show_no_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let (r, table) = setup(dir.path(), "refused");
+    let add = |url: &str| {
+        chittysync_env(
+            &r,
+            &[
+                "adapter",
+                "add",
+                "pg",
+                "--registry",
+                "services",
+                "--target",
+                &table,
+                "--url",
+                url,
+                "--secret-env",
+                "CHITTYSYNC_TEST_SECRET",
+            ],
+            &[("CHITTYSYNC_TEST_SECRET", "s3cret-pass")],
+        )
+    };
+    // Nothing listens on port 1.
+    let run = add("postgres://me@127.0.0.1:1/db?sslmode=require");
+    assert_ne!(run.code, 0);
+    let errors: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{}", run.stderr);
+    assert_eq!(
+        errors[0].matches("cannot connect").count(),
+        1,
+        "a cause said twice: {}",
+        run.stderr
+    );
+    for bad in [
+        "postgres://me@127.0.0.1:notaport/db",
+        "postgres://me@db/app?sslmode=sometimes",
+    ] {
+        let run = add(bad);
+        assert_ne!(run.code, 0);
+        assert!(run.stderr.contains("url"), "{}", run.stderr);
+        for out in [&run.stderr, &run.stdout] {
+            assert!(!out.contains("s3cret-pass"), "{out}");
+            assert!(!out.contains(":password@"), "a password in a URL: {out}");
+        }
+    }
+}
+
+/// `chittysync serve` with the HTTP API, stopped when dropped.
+struct Serving(std::process::Child);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn serve_runs_bindings_on_their_schedules_and_backs_off_from_a_server_that_is_down() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let (r, table) = setup(dir.path(), "sched");
+    let down_table = table.replace(".services", ".down");
+    let add = |name: &str, target: &str, var: &str| {
+        let run = common::chittysync_env(
+            &r,
+            &[
+                "adapter",
+                "add",
+                name,
+                "--registry",
+                "services",
+                "--target",
+                target,
+                "--secret-env",
+                var,
+                "--create",
+                "--every",
+                "1s",
+            ],
+            &[(var, &url())],
+        );
+        assert_eq!(run.code, 0, "{}", run.stderr);
+    };
+    add("pg", &table, URL_VAR);
+    add("down", &down_table, "DOWN_DB_URL");
+    ok(
+        &r,
+        &["put", "services", "billing", "name=billing", "port=80"],
+    );
+    let token = ok(
+        &r,
+        &[
+            "token",
+            "add",
+            "ops",
+            "--registry",
+            "services",
+            "--role",
+            "writer",
+        ],
+    )
+    .trim()
+    .to_owned();
+
+    // The service sees the good server under one variable and a port where
+    // nothing listens under the other.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chittysync"))
+        .arg("--replica")
+        .arg(&r)
+        .args(["serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .env_remove("CHITTYSYNC_REPLICA")
+        .env("DOWN_DB_URL", "postgres://postgres@127.0.0.1:1/nothing")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let serving = Serving(child);
+    let base = loop {
+        let line = lines.next().expect("serve says where it listens").unwrap();
+        if let Some(url) = line.strip_prefix("HTTP API on ") {
+            break url.trim().to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+
+    // The schedule pushes the record without anyone asking.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while psql(&format!("SELECT count(*) FROM {table}")) != "1" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the schedule never ran"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(7));
+
+    let good = json(&r, &["adapter", "runs", "pg"]);
+    let good = good.as_array().unwrap();
+    assert!(
+        good.len() >= 4,
+        "a 1 s schedule ran {} times in 7 s",
+        good.len()
+    );
+    assert!(good.iter().all(|run| run["outcome"] == "ok"), "{good:?}");
+
+    // Failures wait longer each time: 2 s, then 4 s (±10%), not every second.
+    let down = json(&r, &["adapter", "runs", "down"]);
+    let down = down.as_array().unwrap();
+    assert!(
+        down.iter().all(|run| run["outcome"] == "failed"),
+        "{down:?}"
+    );
+    assert!(
+        (2..=4).contains(&down.len()),
+        "{} failed runs in ~7 s: {down:?}",
+        down.len()
+    );
+    let at: Vec<i64> = down
+        .iter()
+        .map(|r| r["started_at"].as_i64().unwrap())
+        .collect();
+    let (gap1, gap2) = (at[1] - at[2].min(at[1]), at[0] - at[1]);
+    if down.len() >= 3 {
+        assert!(gap1 >= 1_700 && gap2 >= 3_400, "gaps {gap1} ms, {gap2} ms");
+    } else {
+        assert!(gap2 >= 1_700, "gap {gap2} ms");
+    }
+    let error = down[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("down") || error.contains("connect"),
+        "{error}"
+    );
+    assert!(!error.contains(&password()));
+
+    // The API shows both mirrors and their last runs.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mirrors: serde_json::Value = rt.block_on(async {
+        reqwest::Client::new()
+            .get(format!("{base}/v1/mirrors"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    let listed = mirrors["mirrors"].as_array().unwrap();
+    assert_eq!(listed.len(), 2, "{mirrors}");
+    for m in listed {
+        assert_eq!(m["every_secs"], 1);
+        assert!(m["next_run_at"].is_i64(), "{m}");
+        let expected = if m["name"] == "pg" { "ok" } else { "failed" };
+        assert_eq!(m["last_run"]["outcome"], expected, "{m}");
+    }
+    let metrics = rt.block_on(async {
+        reqwest::get(format!("{base}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    assert!(
+        metrics.contains(r#"chittysync_mirror_runs_total{binding="down",outcome="failed"}"#),
+        "{metrics}"
+    );
+    drop(serving);
+
+    // `adapter schedule NAME off` stops it.
+    ok(&r, &["adapter", "schedule", "down", "off"]);
+    assert_eq!(
+        json(&r, &["adapter", "show", "down"])["every_secs"],
+        serde_json::Value::Null
+    );
 }

@@ -315,3 +315,56 @@ fn a_hub_linked_to_another_with_serve_peer_relays_its_registries() {
     let run = chittysync(&phone, &["put", "services", "web", "name=phone"]);
     assert_eq!(run.code, 3, "{}", run.stderr);
 }
+
+#[test]
+fn a_hub_takes_a_new_registry_only_from_a_key_allowed_to_create_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = dir.path().join("hub.db");
+    let laptop = dir.path().join("laptop.db");
+    let schema = dir.path().join("schema.toml");
+    std::fs::write(&schema, SCHEMA).unwrap();
+    let key = |db: &Path| {
+        json(db, &["init"])["public_key"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (hub_key, laptop_key) = (key(&hub), key(&laptop));
+    ok(
+        &laptop,
+        &[
+            "registry",
+            "create",
+            "services",
+            "--schema",
+            schema.to_str().unwrap(),
+        ],
+    );
+    ok(
+        &laptop,
+        &["members", "add", "services", &hub_key, "--role", "writer"],
+    );
+
+    // Let in, but not allowed to create: the registry is refused, and the
+    // laptop is told why.
+    let server = Server::start_with(&hub, &["--allow", &laptop_key]);
+    let run = chittysync(&laptop, &["sync", &server.address, "--key", &hub_key]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("takes no new registries"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains("hint:") && run.stderr.contains("--allow-create"),
+        "{}",
+        run.stderr
+    );
+    assert!(!ok(&hub, &["registry", "ls"]).contains("services"));
+    drop(server);
+
+    let server = Server::start_with(&hub, &["--allow-create", &laptop_key]);
+    let out = ok(&laptop, &["sync", &server.address, "--key", &hub_key]);
+    assert!(out.contains("synced"), "{out}");
+    assert!(ok(&hub, &["registry", "ls"]).contains("services"));
+}

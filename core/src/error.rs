@@ -118,6 +118,14 @@ pub enum WriteError {
         /// The registry's name.
         registry: String,
     },
+    /// The registry changed since the caller read it (see
+    /// [`Writer::expect_heads`](crate::Writer::expect_heads)); nothing was
+    /// written.
+    #[error("registry '{registry}' changed since it was read; read it again, then retry the write")]
+    Stale {
+        /// The registry's name.
+        registry: String,
+    },
     /// The store failed; the write did not happen.
     #[error(transparent)]
     Store(#[from] StoreError),

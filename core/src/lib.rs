@@ -62,6 +62,7 @@ mod registry;
 mod replica;
 mod schema;
 mod store;
+mod tokens;
 mod trust;
 mod value;
 mod verify;
@@ -79,13 +80,14 @@ pub use mirror::conformance;
 pub use mirror::{
     Action, Adapter, AdapterBinding, AdapterError, AdapterKind, AdapterKinds, BindingAdded,
     BoxFuture, ChangeTracking, ColumnSpec, Connect, Direction, Fetched, FieldChange, FieldConflict,
-    InvalidRow, MemoryAdapter, MirrorError, MirrorOptions, MirrorPlan, MirrorProgress,
-    MirrorReport, RemoteColumn, RemoteRow, RemoteTable, RowError, RowFailure, RowOp, RowPlan,
-    RowResult, SettingSpec, Side, Stage, TableSpec,
+    InvalidRow, MemoryAdapter, MirrorError, MirrorOptions, MirrorOutcome, MirrorPlan,
+    MirrorProgress, MirrorReport, MirrorRun, PendingRow, PendingState, RemoteColumn, RemoteRow,
+    RemoteTable, RowError, RowFailure, RowOp, RowPlan, RowResult, SettingSpec, Side, Stage,
+    TableSpec,
 };
 pub use peer::{
-    Hub, HubEvent, Peer, PeerError, PeerOptions, PeerRegistryReport, PeerReport, Progress,
-    ProgressFn, ServeOptions, Watch, WatchEvent,
+    Hub, HubEvent, HubMetrics, Peer, PeerError, PeerOptions, PeerRegistryReport, PeerReport,
+    Progress, ProgressFn, ServeOptions, SessionLimits, Watch, WatchEvent,
 };
 pub use registry::{
     Candidate, Conflict, Member, Query, Record, Registry, RegistryInfo, Role, Tombstone, Writer,
@@ -95,6 +97,7 @@ pub use schema::{
     ConflictPolicy, FieldDef, FieldKind, RecordRule, Rule, Schema, SchemaError, ValidationError,
     coerce,
 };
+pub use tokens::{Token, TokenAdded, TokenError, TokenSession, TokenSpec};
 pub use trust::SignedChange;
 pub use trust::attest::{Attestation, AttestationStatus};
 pub use trust::tlog::{Checkpoint, ConsistencyProof, InclusionProof, LogError};

@@ -448,6 +448,19 @@ impl Replica {
             .collect())
     }
 
+    /// Whether the store can be written now: takes the write lock and lets
+    /// it go, writing nothing. For readiness probes.
+    pub fn check_writable(&self) -> Result<(), StoreError> {
+        self.with_store(|store| store.begin().map(drop))
+    }
+
+    /// How many entries the journal holds (what [`Replica::journal`] would
+    /// return, without reading them).
+    pub fn journal_len(&self) -> Result<u64, StoreError> {
+        let store = self.shared.store();
+        crate::store::journal_len(store.conn(), store.path())
+    }
+
     /// The leaf hashes of this replica's log (every accepted change, in
     /// acceptance order), with the (registry, change) of each.
     fn log_leaves(store: &Store) -> Result<Vec<(RegistryId, ChangeHash, [u8; 32])>, StoreError> {

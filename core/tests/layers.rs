@@ -24,7 +24,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "error", "exchange", "registry", "audit", "verify", "replica",
         ],
     ),
-    ("peer | mirror", &["peer", "mirror"]),
+    ("peer | mirror | tokens", &["peer", "mirror", "tokens"]),
 ];
 
 /// One use of another top-level module: who uses what, and where.

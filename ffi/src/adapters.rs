@@ -797,7 +797,10 @@ mod tests {
             let failure = result.expect_err(&format!("{error} is a failure"));
             assert!(!failure.message.is_empty());
         }
-        let refused = op_result(serde_json::json!({"error": {"message": "refused"}}), &delete_r1());
+        let refused = op_result(
+            serde_json::json!({"error": {"message": "refused"}}),
+            &delete_r1(),
+        );
         assert_eq!(refused.unwrap().unwrap_err().message, "refused");
     }
 
@@ -805,6 +808,11 @@ mod tests {
     fn a_null_error_or_an_id_is_success() {
         let ok = op_result(serde_json::json!({"error": null, "id": "x9"}), &delete_r1());
         assert_eq!(ok.unwrap().unwrap(), "x9");
-        assert_eq!(op_result(serde_json::Value::Null, &delete_r1()).unwrap().unwrap(), "r1");
+        assert_eq!(
+            op_result(serde_json::Value::Null, &delete_r1())
+                .unwrap()
+                .unwrap(),
+            "r1"
+        );
     }
 }

@@ -199,7 +199,9 @@ impl From<WriteError> for ChittyError {
                 ChittyError::NotPermitted { message }
             }
             WriteError::Store(s) => s.into(),
-            WriteError::Internal(_) => ChittyError::Internal { message },
+            // No call of this facade writes against expected heads, so a
+            // stale write cannot come from it.
+            WriteError::Stale { .. } | WriteError::Internal(_) => ChittyError::Internal { message },
             other => ChittyError::unknown(other),
         }
     }
@@ -304,7 +306,8 @@ impl From<MirrorError> for ChittyError {
             MirrorError::BadBinding { .. }
             | MirrorError::UnknownKind { .. }
             | MirrorError::MissingSecret { .. }
-            | MirrorError::Adapter { .. } => ChittyError::Adapter { message },
+            | MirrorError::Adapter { .. }
+            | MirrorError::Stopped { .. } => ChittyError::Adapter { message },
             MirrorError::NotWriter {
                 binding,
                 registry,

@@ -351,12 +351,13 @@ async fn hubs_linked_to_each_other_carry_changes_between_their_clients() {
         .serve("127.0.0.1:0", ServeOptions::default())
         .await
         .unwrap();
-    // West has never held the registry: the link brings it.
+    // West has never held the registry: the link brings it, from a key
+    // west allows to create registries there.
     let west_hub = west
         .serve(
             "127.0.0.1:0",
             ServeOptions {
-                allow: vec![east.public_key()],
+                allow_create: vec![east.public_key()],
                 ..ServeOptions::default()
             },
         )

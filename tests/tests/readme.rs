@@ -230,7 +230,13 @@ fn every_readme_block_runs() {
     let mut hub = Command::new(&cli)
         .args(["--replica"])
         .arg(tmp.path().join("hub.db"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--allow-any"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--allow-any",
+            "--allow-create-any",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .process_group(0)

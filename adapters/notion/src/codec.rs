@@ -456,6 +456,7 @@ mod tests {
             field_type: ft,
             options: Vec::new(),
             required: false,
+            unique: false,
         }
     }
 

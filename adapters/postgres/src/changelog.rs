@@ -1,6 +1,13 @@
 //! Change tracking: the trigger-fed change log (installing it, checking
-//! it is there) and fetching, fully or from the change log since a
-//! snapshot cursor.
+//! it is there), fetching, fully or from the change log since a snapshot
+//! cursor, and pruning the log.
+//!
+//! The log keeps only what some binding has yet to read: the sync's own
+//! (tagged) writes are never logged, each binding records in
+//! `chittysync_readers` how far it has read, and entries every binding
+//! has read are deleted. A binding that has not read for a week no longer
+//! holds entries back; when it returns, it finds its cursor below the
+//! pruned mark (`chittysync_pruned`) and compares the whole table once.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -14,21 +21,32 @@ use crate::sql::{ident, literal, read_expr};
 
 const CHANGELOG: &str = "chittysync_changelog";
 const CAPTURE: &str = "chittysync_capture";
+const READERS: &str = "chittysync_readers";
+const PRUNED: &str = "chittysync_pruned";
 
 impl PostgresAdapter {
     pub(crate) fn changelog(&self) -> String {
         format!("{}.{}", ident(&self.schema), ident(CHANGELOG))
     }
 
+    fn in_schema(&self, name: &str) -> String {
+        format!("{}.{}", ident(&self.schema), ident(name))
+    }
+
     pub(crate) async fn tracking(&self, client: &Client) -> Result<ChangeTracking, AdapterError> {
+        // The triggers, and the tables of this version's pruning (an
+        // older install lacks them: the next prepare completes it).
         let row = client
             .query_one(
-                "SELECT count(*) = 3 FROM pg_trigger tg
+                "SELECT count(*) = 3
+                    AND to_regclass(format('%I.%I', $1::text, $4::text)) IS NOT NULL
+                    AND to_regclass(format('%I.%I', $1::text, $5::text)) IS NOT NULL
+                    FROM pg_trigger tg
                     JOIN pg_class c ON c.oid = tg.tgrelid
                     JOIN pg_namespace n ON n.oid = c.relnamespace
                     WHERE n.nspname = $1 AND c.relname = $2 AND tg.tgenabled <> 'D'
                       AND tg.tgname IN ($3 || '_ins', $3 || '_upd', $3 || '_del')",
-                &[&self.schema, &self.table_name, &CAPTURE],
+                &[&self.schema, &self.table_name, &CAPTURE, &READERS, &PRUNED],
             )
             .await
             .map_err(self.request("describe change tracking"))?;
@@ -58,6 +76,19 @@ impl PostgresAdapter {
                 changed_at timestamptz NOT NULL DEFAULT clock_timestamp()
             );
             CREATE INDEX IF NOT EXISTS {idx} ON {cl} (table_name, txid);
+            -- How far each binding (by origin) has read, and below which
+            -- transaction the log was pruned, per table.
+            CREATE TABLE IF NOT EXISTS {readers} (
+                table_name text NOT NULL,
+                origin     text NOT NULL,
+                read_xmin  xid8 NOT NULL,
+                read_at    timestamptz NOT NULL DEFAULT now(),
+                PRIMARY KEY (table_name, origin)
+            );
+            CREATE TABLE IF NOT EXISTS {pruned} (
+                table_name text PRIMARY KEY,
+                below      xid8 NOT NULL
+            );
             -- Statement-level triggers with transition tables: one set-based
             -- insert into the change log per statement, not one per row.
             -- SECURITY DEFINER (with a fixed search_path): applications that
@@ -70,6 +101,11 @@ impl PostgresAdapter {
                 log text := 'INSERT INTO chittysync_changelog (table_name, row_id, op) ';
                 id text := format('%I', TG_ARGV[0]);
             BEGIN
+                -- A sync's own writes are not logged: no binding needs them
+                -- (its registry has them already).
+                IF coalesce(current_setting('app.sync_origin', true), '') <> '' THEN
+                    RETURN NULL;
+                END IF;
                 IF TG_OP = 'INSERT' THEN
                     EXECUTE log || 'SELECT $1, n.' || id || '::text, ''I'' FROM chittysync_new n'
                     USING TG_TABLE_NAME;
@@ -102,6 +138,8 @@ impl PostgresAdapter {
             upd = ident(&format!("{CAPTURE}_upd")),
             del = ident(&format!("{CAPTURE}_del")),
             idx = ident(&format!("{CHANGELOG}_txid")),
+            readers = self.in_schema(READERS),
+            pruned = self.in_schema(PRUNED),
             capture = ident(CAPTURE),
             table = self.qualified(),
             id = literal(&self.spec.id_column),
@@ -181,6 +219,13 @@ impl PostgresAdapter {
             .map_err(self.request("read snapshot"))?
             .get(0);
         let incremental = tracking == ChangeTracking::Incremental;
+        let since = match since.filter(|_| incremental) {
+            Some(cursor) if self.pruned_past(&tx, cursor).await? => {
+                tracing::info!(table = %self.shown, "the change log was pruned past this binding's cursor: comparing the whole table");
+                None
+            }
+            since => since,
+        };
         let fetched = match since.filter(|_| incremental) {
             None => Fetched {
                 rows: self.read_rows(&tx, &layout, None).await?,
@@ -189,13 +234,9 @@ impl PostgresAdapter {
                 cursor: incremental.then(|| snapshot.clone()),
             },
             Some(cursor) => {
-                let well_formed = cursor.split(':').count() == 3
-                    && cursor
-                        .chars()
-                        .all(|c| c.is_ascii_digit() || c == ':' || c == ',');
-                if !well_formed {
+                if !cursor_is_well_formed(cursor) {
                     return Err(AdapterError::Config(format!(
-                        "cursor '{cursor}' is not a Postgres change-log cursor; run a full sync (--full)"
+                        "cursor '{cursor}' is not a Postgres change-log cursor; run a full sync (MirrorOptions::full)"
                     )));
                 }
                 let sql = format!(
@@ -236,11 +277,84 @@ impl PostgresAdapter {
                     rows,
                     deleted,
                     complete: false,
-                    cursor: Some(snapshot),
+                    cursor: Some(snapshot.clone()),
                 }
             }
         };
         tx.commit().await.map_err(self.request("end fetch"))?;
+        if incremental && self.writable.load(std::sync::atomic::Ordering::SeqCst) {
+            // What this binding has surely read: everything below the
+            // cursor it fetched from (or, on a full read, the new one).
+            let read = since.unwrap_or(&snapshot);
+            // Pruning is housekeeping: a role that may not do it (another
+            // binding's, with fewer rights) still syncs; the log just grows.
+            if let Err(e) = self.prune(&guard, read).await {
+                tracing::warn!(table = %self.shown, error = %e, "the change log was not pruned");
+            }
+        }
         Ok(fetched)
     }
+
+    /// Whether entries this binding has yet to read from `cursor` on were
+    /// pruned (it had not read for so long that it no longer held them).
+    async fn pruned_past(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        cursor: &str,
+    ) -> Result<bool, AdapterError> {
+        if !cursor_is_well_formed(cursor) {
+            return Ok(false); // refused with a clear error below
+        }
+        let row = tx
+            .query_opt(
+                &format!(
+                    "SELECT below > pg_snapshot_xmin($2::text::pg_snapshot) FROM {} WHERE table_name = $1",
+                    self.in_schema(PRUNED)
+                ),
+                &[&self.table_name, &cursor],
+            )
+            .await
+            .map_err(self.request("read the change log"))?;
+        Ok(row.is_some_and(|r| r.get::<_, bool>(0)))
+    }
+
+    /// Records that this binding has read every entry below `read`'s xmin,
+    /// then deletes the entries of this table every binding has read
+    /// (bindings silent for a week are not waited for).
+    async fn prune(&self, client: &Client, read: &str) -> Result<(), AdapterError> {
+        let sql = format!(
+            "WITH me AS (
+                INSERT INTO {readers} (table_name, origin, read_xmin, read_at)
+                VALUES ($1, $2, pg_snapshot_xmin($3::text::pg_snapshot), now())
+                ON CONFLICT (table_name, origin)
+                DO UPDATE SET read_xmin = excluded.read_xmin, read_at = excluded.read_at
+                RETURNING read_xmin
+             ),
+             mark AS (
+                SELECT least((SELECT read_xmin FROM me), min(read_xmin)) AS below
+                FROM {readers}
+                WHERE table_name = $1 AND origin <> $2 AND read_at > now() - interval '7 days'
+             ),
+             gone AS (
+                DELETE FROM {cl} WHERE table_name = $1 AND txid < (SELECT below FROM mark)
+             )
+             INSERT INTO {pruned} (table_name, below) SELECT $1, below FROM mark
+             ON CONFLICT (table_name) DO UPDATE SET below = greatest({pruned}.below, excluded.below)",
+            readers = self.in_schema(READERS),
+            pruned = self.in_schema(PRUNED),
+            cl = self.changelog(),
+        );
+        client
+            .execute(&sql, &[&self.table_name, &self.options.origin, &read])
+            .await
+            .map_err(self.request("prune the change log"))?;
+        Ok(())
+    }
+}
+
+fn cursor_is_well_formed(cursor: &str) -> bool {
+    cursor.split(':').count() == 3
+        && cursor
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == ':' || c == ',')
 }

@@ -90,11 +90,25 @@ impl PostgresAdapter {
         })
     }
 
+    /// Creates the table from the spec, usable by other applications as
+    /// is: the id column makes its own id (a UUID) when an insert gives
+    /// none, required fields are `NOT NULL` and unique ones `UNIQUE`
+    /// (checked per statement, so one update may swap two values).
     async fn create_table(&self, client: &Client) -> Result<(), AdapterError> {
-        let mut cols = vec![format!("{} text PRIMARY KEY", ident(&self.spec.id_column))];
+        let mut cols = vec![format!(
+            "{} text PRIMARY KEY DEFAULT gen_random_uuid()::text",
+            ident(&self.spec.id_column)
+        )];
         for c in &self.spec.columns {
             if c.column != self.spec.id_column {
-                cols.push(format!("{} {}", ident(&c.column), sql_type(c)));
+                let mut col = format!("{} {}", ident(&c.column), sql_type(c));
+                if c.required {
+                    col.push_str(" NOT NULL");
+                }
+                if c.unique {
+                    col.push_str(" UNIQUE DEFERRABLE INITIALLY IMMEDIATE");
+                }
+                cols.push(col);
             }
         }
         let sql = format!(
@@ -110,6 +124,8 @@ impl PostgresAdapter {
     }
 
     pub(crate) async fn prepare_now(&self, create: bool) -> Result<RemoteTable, AdapterError> {
+        self.writable
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let guard = self.client.lock().await;
         let exists = !self.columns(&guard).await?.is_empty();
         if !exists && create {
@@ -150,6 +166,8 @@ impl PostgresAdapter {
     }
 
     pub(crate) async fn describe_now(&self) -> Result<RemoteTable, AdapterError> {
+        self.writable
+            .store(false, std::sync::atomic::Ordering::SeqCst);
         let guard = self.client.lock().await;
         let layout = self.layout(&guard).await?;
         let tracking = self.tracking(&guard).await?;

@@ -14,14 +14,18 @@
 //!   serialization failure or deadlock, never on constraint violations,
 //!   which are reported per row.
 //! - Changes are read from a trigger-fed change log, proportional to what
-//!   changed; the sync's own writes are tagged (`app.sync_origin`) and not
-//!   read back. The cursor is the fetch's snapshot (`pg_current_snapshot()`):
+//!   changed; the sync's own writes are tagged (`app.sync_origin`) and
+//!   never logged, and entries every binding has read are deleted (see
+//!   `changelog`). The cursor is the fetch's snapshot (`pg_current_snapshot()`):
 //!   an entry is consumed once its transaction is visible, i.e. committed,
 //!   and was not visible in the previous fetch's snapshot. Entries at or
 //!   above the previous snapshot's xmin are re-examined, so a transaction
 //!   that commits late (after a later one) is never skipped, and unlike
 //!   consuming only below the current xmin, one long-running transaction
 //!   elsewhere in the cluster does not hold every other change back.
+//! - Tables made from the schema give ids themselves (a UUID, for other
+//!   applications' inserts that leave the id out), with required fields
+//!   `NOT NULL` and unique ones `UNIQUE`.
 //! - Every identifier is quoted; every value is a parameter.
 //!
 //! # Settings
@@ -33,8 +37,22 @@
 //! | `url` | `postgres://user@host:port/db`, without a password: the password comes from the binding's secret variable (without `url`, that variable holds the whole connection string) | |
 //! | `statement_timeout_ms` | how long one statement may run | 30000 |
 //!
+//! # TLS
+//!
+//! The connection string's `sslmode` and `sslrootcert` mean what they mean
+//! to libpq (`postgres://sync@db.example/app?sslmode=verify-full`):
+//! `disable`; `prefer` (the default: TLS when the server offers it);
+//! `require` (always TLS, the certificate unchecked, unless `sslrootcert`
+//! names a file: then as `verify-ca`); `verify-ca` (the certificate must
+//! be signed by a trusted root); `verify-full` (and name the host). The
+//! trusted roots are those in the `sslrootcert` file, or else (and with
+//! `sslrootcert=system`, which makes `verify-full` the default) the
+//! system's roots and the webpki roots. Channel binding is used whenever
+//! the server offers it (`channel_binding=require` insists on it).
+//!
 //! # Modules
 //!
+//! `settings` reads connection strings, `tls` makes rustls connections,
 //! `layout` checks the table against the spec, `changelog` installs the
 //! change log and fetches, `sql` holds quoting, value casts and the batch
 //! statements, `adapter` applies.
@@ -42,19 +60,24 @@
 mod adapter;
 mod changelog;
 mod layout;
+mod settings;
 mod sql;
+mod tls;
+
+pub use tls::SslMode;
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Mutex;
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config};
 
 use chittysync::{Adapter, AdapterError, BoxFuture, RemoteTable, TableSpec};
 
 use crate::sql::{db_reason, ident};
+use crate::tls::{Roots, TlsSettings};
 
 const SYSTEM: &str = "postgres";
 
@@ -92,6 +115,9 @@ pub struct PostgresAdapter {
     options: PostgresOptions,
     /// Test hook: the next apply writes only this many ops.
     fail_after: Arc<AtomicUsize>,
+    /// Set by `prepare` (a run that writes), cleared by `describe` (a dry
+    /// run): only the former records what it read and prunes the log.
+    writable: AtomicBool,
 }
 
 impl fmt::Debug for PostgresAdapter {
@@ -106,35 +132,59 @@ impl fmt::Debug for PostgresAdapter {
 impl PostgresAdapter {
     /// Connects with a connection string (which may hold a password: it is
     /// never logged, stored or put in an error) to mirror `spec.table`
-    /// (`table` or `schema.table`).
+    /// (`table` or `schema.table`). TLS follows the string's `sslmode`
+    /// and `sslrootcert` (see the crate's docs).
     pub async fn connect(
         connection: &str,
         spec: TableSpec,
         options: PostgresOptions,
     ) -> Result<Self, AdapterError> {
-        let config: Config = connection.parse().map_err(|_| AdapterError::Config(
-            "the Postgres connection string does not parse; use postgres://user@host:port/db or key=value pairs".into(),
-        ))?;
-        PostgresAdapter::connect_with(config, spec, options).await
+        let (config, tls) = settings::parse(connection).map_err(|reason| {
+            AdapterError::Config(format!("the Postgres connection string: {reason}"))
+        })?;
+        PostgresAdapter::connect_tls(config, tls, spec, options).await
     }
 
-    /// Connects with a parsed configuration.
+    /// Connects with a parsed configuration: TLS as its `ssl_mode` says
+    /// (`require` leaves the certificate unchecked), with the system's
+    /// roots.
     pub async fn connect_with(
+        config: Config,
+        spec: TableSpec,
+        options: PostgresOptions,
+    ) -> Result<Self, AdapterError> {
+        use tokio_postgres::config::SslMode as Wire;
+        let mode = match config.get_ssl_mode() {
+            Wire::Disable => SslMode::Disable,
+            Wire::Require => SslMode::Require,
+            _ => SslMode::Prefer,
+        };
+        let tls = TlsSettings {
+            mode,
+            roots: Roots::System,
+        };
+        PostgresAdapter::connect_tls(config, tls, spec, options).await
+    }
+
+    async fn connect_tls(
         mut config: Config,
+        tls: TlsSettings,
         spec: TableSpec,
         options: PostgresOptions,
     ) -> Result<Self, AdapterError> {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
-        let (client, connection) =
-            config
-                .connect(NoTls)
-                .await
-                .map_err(|e| AdapterError::Connect {
-                    system: SYSTEM.into(),
-                    reason: db_reason(&e),
-                })?;
+        config.ssl_mode(tls.mode.wire());
+        let connect_err = |reason| AdapterError::Connect {
+            system: SYSTEM.into(),
+            reason,
+        };
+        let connector = tls.connector().map_err(connect_err)?;
+        let (client, connection) = config
+            .connect(connector)
+            .await
+            .map_err(|e| connect_err(tls_reason(&e, &tls)))?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::warn!(error = %e, "postgres connection closed");
@@ -180,6 +230,7 @@ impl PostgresAdapter {
             spec,
             options,
             fail_after: Arc::new(AtomicUsize::new(usize::MAX)),
+            writable: AtomicBool::new(false),
         })
     }
 
@@ -198,22 +249,22 @@ impl PostgresAdapter {
             source,
         };
         let secret = binding.secret()?;
-        let config: Config = match (binding.settings.get("url"), secret) {
+        let (config, tls) = match (binding.settings.get("url"), secret) {
             (Some(url), secret) => {
-                let mut config: Config = url.parse().map_err(|_| {
+                let (mut config, tls) = settings::parse(url).map_err(|reason| {
                     wrap(AdapterError::Config(format!(
-                        "binding '{}': setting url does not parse; use postgres://user@host:port/db",
+                        "binding '{}': setting url: {reason}",
                         binding.name
                     )))
                 })?;
                 if let Some(password) = secret {
                     config.password(password);
                 }
-                config
+                (config, tls)
             }
-            (None, Some(whole)) => whole.parse().map_err(|_| {
+            (None, Some(whole)) => settings::parse(&whole).map_err(|reason| {
                 wrap(AdapterError::Config(format!(
-                    "binding '{}': the connection string in environment variable {} does not parse; use postgres://user:password@host:port/db",
+                    "binding '{}': the connection string in environment variable {}: {reason}",
                     binding.name,
                     binding.secret_env.as_deref().unwrap_or_default()
                 )))
@@ -234,7 +285,7 @@ impl PostgresAdapter {
             })?;
             options.statement_timeout = Duration::from_millis(ms);
         }
-        PostgresAdapter::connect_with(config, binding.table_spec(schema), options)
+        PostgresAdapter::connect_tls(config, tls, binding.table_spec(schema), options)
             .await
             .map_err(wrap)
     }
@@ -269,6 +320,30 @@ impl PostgresAdapter {
     }
 }
 
+/// Why a connection failed, in the words of its TLS settings where TLS is
+/// the reason.
+fn tls_reason(e: &tokio_postgres::Error, tls: &TlsSettings) -> String {
+    let text = db_reason(e);
+    let mode = tls.mode.name();
+    if text.contains("server does not support TLS") {
+        format!(
+            "the server does not accept TLS connections, and sslmode={mode} requires TLS; turn on ssl in the server's configuration, or set sslmode=prefer or sslmode=disable in the connection string if the network is trusted"
+        )
+    } else if text.contains("NotValidForName") || text.contains("not valid for name") {
+        format!(
+            "the server's certificate does not name the host connected to (sslmode={mode} checks it); connect with a host name the certificate names, or use sslmode=verify-ca to check only who signed it"
+        )
+    } else if text.contains("UnknownIssuer") {
+        format!(
+            "the server's certificate is not signed by a trusted root (sslmode={mode}); set sslrootcert to the file holding the certificate of the authority that signed it"
+        )
+    } else if text.contains("invalid peer certificate") {
+        format!("the server's certificate was refused (sslmode={mode}): {text}")
+    } else {
+        text
+    }
+}
+
 /// The `postgres` adapter kind, for [`chittysync::AdapterKinds`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PostgresKind;
@@ -282,7 +357,7 @@ impl chittysync::AdapterKind for PostgresKind {
         &[
             chittysync::SettingSpec {
                 key: "url",
-                help: "postgres://user@host:port/db (no password: name its environment variable as the secret)",
+                help: "postgres://user@host:port/db?sslmode=verify-full (no password: name its environment variable as the secret)",
             },
             chittysync::SettingSpec {
                 key: "statement_timeout_ms",

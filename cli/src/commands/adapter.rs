@@ -6,7 +6,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use chittysync::{
     Action, Adapter, AdapterBinding, ChangeTracking, ConflictPolicy, Direction, MirrorError,
-    MirrorOptions, MirrorProgress, MirrorReport, Replica, Side, Stage, Value,
+    MirrorOptions, MirrorProgress, MirrorReport, PendingRow, PendingState, Replica, Side, Stage,
+    Value,
 };
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -39,6 +40,22 @@ pub(crate) enum AdapterCmd {
     Push(RunArgs),
     /// Bring the table's changes into the registry (same as `chittysync pull`).
     Pull(RunArgs),
+    /// Have `chittysync serve` run a binding on a schedule (`5m`, `1h`, …)
+    /// or stop it (`off`).
+    Schedule {
+        /// The binding's name.
+        name: String,
+        /// How often (30s, 5m, 1h, …), or `off`.
+        every: String,
+    },
+    /// Show a binding's last runs (by hand, on its schedule or through the API).
+    Runs {
+        /// The binding's name.
+        name: String,
+        /// How many runs, newest first.
+        #[arg(long, default_value_t = 20)]
+        last: u32,
+    },
 }
 
 /// Arguments of `chittysync adapter add`.
@@ -107,6 +124,9 @@ pub(crate) struct AddArgs {
     /// statement_timeout for the adapter's statements, in milliseconds.
     #[arg(long)]
     statement_timeout_ms: Option<u64>,
+    /// Have `chittysync serve` run the binding this often (30s, 5m, 1h, …).
+    #[arg(long, value_parser = parse_interval)]
+    every: Option<Duration>,
 }
 
 /// Options of `push`, `pull` and `adapter sync|push|pull` (and, built by
@@ -144,7 +164,8 @@ pub(crate) struct RunArgs {
 
 /// Parses `--interval`: 30s, 5m, 500ms, 1h or plain seconds.
 pub(crate) fn parse_interval(s: &str) -> Result<Duration, String> {
-    let bad = || format!("'{s}' is not an interval; use 30s, 5m, 500ms or a number of seconds");
+    let bad =
+        || format!("'{s}' is not an interval; use 30s, 5m, 2h, 90d, 500ms or a number of seconds");
     let s = s.trim();
     let (num, unit) = s
         .find(|c: char| !c.is_ascii_digit())
@@ -153,8 +174,9 @@ pub(crate) fn parse_interval(s: &str) -> Result<Duration, String> {
     let d = match unit {
         "" | "s" => Duration::from_secs(n),
         "ms" => Duration::from_millis(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
+        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(bad)?),
+        "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(bad)?),
+        "d" => Duration::from_secs(n.checked_mul(86_400).ok_or_else(bad)?),
         _ => return Err(bad()),
     };
     if d.is_zero() {
@@ -181,6 +203,26 @@ pub(crate) fn run(globals: &Globals, cmd: AdapterCmd) -> Result<()> {
         AdapterCmd::Pull(args) => mirror_with(replica, Direction::Pull, args, as_json),
         AdapterCmd::Ls => list(replica, as_json),
         AdapterCmd::Show { name } => show(replica, &name, as_json),
+        AdapterCmd::Schedule { name, every } => {
+            let every = match every.as_str() {
+                "off" | "never" | "none" => None,
+                text => Some(parse_interval(text).map_err(|e| anyhow!("{e}, or off"))?),
+            };
+            let b = replica.set_binding_schedule(&name, every)?;
+            if as_json {
+                output::json(&json!({ "binding": b.name, "every_secs": b.every_secs }))?;
+            } else if let Some(secs) = b.every_secs {
+                outln!(
+                    "'{}' runs every {} while `chittysync serve` runs",
+                    b.name,
+                    humanize(Duration::from_secs(secs))
+                )?;
+            } else {
+                outln!("'{}' runs only when asked", b.name)?;
+            }
+            Ok(())
+        }
+        AdapterCmd::Runs { name, last } => runs(replica, &name, last, as_json),
         AdapterCmd::Rm { name } => {
             let b = replica.remove_binding(&name)?;
             if as_json {
@@ -195,6 +237,51 @@ pub(crate) fn run(globals: &Globals, cmd: AdapterCmd) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Lists a binding's last runs.
+fn runs(replica: &Replica, name: &str, last: u32, as_json: bool) -> Result<()> {
+    if replica.binding(name)?.is_none() {
+        bail!("no binding named '{name}'; `chittysync adapter ls` lists them");
+    }
+    let runs = replica.mirror_runs(name, last)?;
+    if as_json {
+        output::json(&json!(
+            runs.iter()
+                .map(chittysync::MirrorRun::to_json)
+                .collect::<Vec<_>>()
+        ))?;
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|r| {
+            vec![
+                super::token::time_text(Some(r.started_at)),
+                r.outcome.name().to_owned(),
+                humanize(r.duration),
+                r.applied.to_string(),
+                r.failed.to_string(),
+                r.invalid.to_string(),
+                r.conflicts.to_string(),
+                output::clip(r.error.as_deref().unwrap_or(""), 60),
+            ]
+        })
+        .collect();
+    output::table(
+        &[
+            "started",
+            "outcome",
+            "took",
+            "applied",
+            "failed",
+            "invalid",
+            "conflicts",
+            "error",
+        ],
+        &rows,
+    )?;
+    Ok(())
 }
 
 /// Lists bindings.
@@ -230,11 +317,13 @@ fn show(replica: &Replica, name: &str, as_json: bool) -> Result<()> {
         .ok_or_else(|| anyhow!("no binding named '{name}'; `chittysync adapter ls` lists them"))?;
     let key = replica.binding_identity(name)?.public_key();
     let bound = replica.bound_rows(name)?;
+    let pending = replica.pending_rows(name)?;
     if as_json {
         let mut j = binding_json(&b);
         j["key"] = json!(key.to_string());
         j["key_file"] = json!(replica.binding_key_path(name));
         j["bound_rows"] = json!(bound);
+        j["pending_rows"] = pending.iter().map(pending_json).collect();
         output::json(&j)?;
     } else {
         let mut rows = vec![
@@ -259,6 +348,12 @@ fn show(replica: &Replica, name: &str, as_json: bool) -> Result<()> {
             ],
             vec!["key".into(), key.to_string()],
             vec!["bound rows".into(), bound.to_string()],
+            vec![
+                "schedule".into(),
+                b.every_secs.map_or("(only when asked)".into(), |s| {
+                    format!("every {}", humanize(Duration::from_secs(s)))
+                }),
+            ],
         ];
         for (k, v) in &b.settings {
             rows.push(vec![format!("setting {k}"), v.clone()]);
@@ -269,7 +364,45 @@ fn show(replica: &Replica, name: &str, as_json: bool) -> Result<()> {
         for (f, c) in &b.mapping {
             rows.push(vec![format!("map {f}"), c.clone()]);
         }
+        rows.push(vec!["pending rows".into(), pending.len().to_string()]);
         output::table(&["", ""], &rows)?;
+        print_pending(&pending)?;
+    }
+    Ok(())
+}
+
+fn pending_json(p: &PendingRow) -> serde_json::Value {
+    json!({
+        "remote_id": p.remote_id, "record": p.record, "state": p.state.name(),
+        "reason": p.reason, "retryable": p.retryable, "since": p.since,
+    })
+}
+
+/// Rows not yet applied, at most 20 listed: every run retries them.
+pub(crate) fn print_pending(pending: &[PendingRow]) -> Result<(), StdoutError> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    outln!("\npending rows (retried by every run until applied):")?;
+    let rows: Vec<Vec<String>> = pending
+        .iter()
+        .take(20)
+        .map(|p| {
+            vec![
+                p.remote_id.clone(),
+                p.record.clone().unwrap_or_default(),
+                match p.state {
+                    PendingState::Invalid => "invalid remote row".to_owned(),
+                    PendingState::Failed(side) => format!("{} write failed", side.name()),
+                    _ => p.state.name().to_owned(),
+                },
+                output::clip(&p.reason, 100),
+            ]
+        })
+        .collect();
+    output::table(&["row", "record", "state", "reason"], &rows)?;
+    if pending.len() > 20 {
+        outln!("… and {} more", pending.len() - 20)?;
     }
     Ok(())
 }
@@ -289,6 +422,7 @@ fn binding_json(b: &AdapterBinding) -> serde_json::Value {
         "conflict_policy": b.conflict_policy.map(|p| p.name()),
         "max_deletes": b.max_deletes,
         "max_delete_percent": b.max_delete_percent,
+        "every_secs": b.every_secs,
     })
 }
 
@@ -302,6 +436,9 @@ fn add(replica: &Replica, args: AddArgs, as_json: bool) -> Result<()> {
     binding.max_deletes = args.max_deletes;
     binding.max_delete_percent = args.max_delete_percent;
     binding.secret_env = args.secret_env;
+    if let Some(every) = args.every {
+        binding = binding.every(every);
+    }
     if let Some(url) = &args.url {
         binding.settings.insert("url".into(), url.clone());
     }
@@ -499,7 +636,7 @@ pub(crate) fn mirror_with(
                 // delete the guard stopped): say so and try again later,
                 // reconnecting if the remote system failed.
                 Err(e) if args.watch && args.runs.is_none_or(|n| done < n) => {
-                    if matches!(e, MirrorError::Adapter { .. }) {
+                    if matches!(e, MirrorError::Adapter { .. } | MirrorError::Stopped { .. }) {
                         connected = None;
                     }
                     eprintln!("error: {e}; trying again in {}", humanize(args.interval));
@@ -700,6 +837,12 @@ fn print_summary(report: &MirrorReport) -> Result<(), StdoutError> {
             "{} rows applied, {} failed",
             report.applied,
             report.failed.len()
+        )?;
+    }
+    if !report.pending.is_empty() {
+        outln!(
+            "{} rows pending (failed or invalid; every run retries them until they are applied)",
+            report.pending.len()
         )?;
     }
     Ok(())

@@ -48,6 +48,14 @@ pub(crate) fn status(globals: &Globals, args: StatusArgs) -> Result<()> {
     let replica = globals.open()?;
     let reg = registry(&replica, &args.registry)?;
     let status = reg.status()?;
+    // The mirrors of this registry, with the rows they have not applied yet.
+    let mut mirrors = Vec::new();
+    for b in replica.bindings()? {
+        if b.registry == reg.name() || b.registry == reg.id().to_string() {
+            let pending = replica.pending_rows(&b.name)?;
+            mirrors.push((b, pending));
+        }
+    }
     let invalid = reg.invalid_records();
     if globals.json {
         output::json(&json!({
@@ -56,6 +64,10 @@ pub(crate) fn status(globals: &Globals, args: StatusArgs) -> Result<()> {
             "heads": status.heads.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "attested_by": status.attested_by.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "members": status.members, "quorum": status.quorum, "attested": status.attested(),
+            "mirrors": mirrors.iter().map(|(b, pending)| json!({
+                "binding": b.name, "kind": b.kind, "target": b.target,
+                "pending_rows": pending.len(),
+            })).collect::<Vec<_>>(),
         }))?;
         return Ok(());
     }
@@ -82,6 +94,21 @@ pub(crate) fn status(globals: &Globals, args: StatusArgs) -> Result<()> {
         Some(k) if status.attested() => outln!("quorum       {k} of {}: met ✓", status.members)?,
         Some(k) => outln!("quorum       {k} of {}: not met", status.members)?,
         None => outln!("quorum       none configured (set `quorum = k` in the schema)")?,
+    }
+    for (b, pending) in &mirrors {
+        outln!(
+            "mirror       {} ({} {}): {}",
+            b.name,
+            b.kind,
+            b.target,
+            match pending.len() {
+                0 => "in sync as of the last run".to_owned(),
+                n => format!(
+                    "{n} rows pending (`chittysync adapter show {}` lists them)",
+                    b.name
+                ),
+            }
+        )?;
     }
     if !invalid.is_empty() {
         outln!(

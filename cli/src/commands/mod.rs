@@ -14,6 +14,7 @@ pub(crate) mod peer;
 pub(crate) mod records;
 pub(crate) mod registry;
 pub(crate) mod sync;
+pub(crate) mod token;
 pub(crate) mod verify;
 
 use std::path::PathBuf;

@@ -10,6 +10,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::Globals;
+use crate::hint;
 use crate::output::{self, StdoutError, outln};
 
 /// A sync with a peer: the peer half of `chittysync sync` (see
@@ -42,13 +43,64 @@ pub(crate) struct ServeArgs {
     /// Accept any key. Registries are still served only to their members.
     #[arg(long)]
     allow_any: bool,
-    /// Serve at most this many peers at once; more are turned away.
+    /// Take registries new to this hub from this key (repeatable; the key
+    /// is accepted as a peer too). Pushes of new registries by any other
+    /// key are refused.
+    #[arg(long, value_name = "PUBLIC_KEY")]
+    allow_create: Vec<String>,
+    /// Take new registries from any accepted key, within --create-quota.
+    #[arg(long)]
+    allow_create_any: bool,
+    /// New registries one key may bring to this hub, in all.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    create_quota: u64,
+    /// Serve at most this many authenticated peers at once; more are
+    /// turned away.
     #[arg(long, default_value_t = 1024)]
     max_peers: usize,
+    /// At most this many connections still in their handshake at once (kept
+    /// apart from --max-peers, so strangers cannot take members' places;
+    /// when full, the oldest makes way for a new one).
+    #[arg(long, default_value_t = 128, value_name = "N")]
+    max_handshakes: usize,
+    /// At most this many connections still in their handshake at once from
+    /// one address.
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    max_handshakes_per_address: usize,
+    /// Seconds a connection has to finish its handshake and say hello.
+    #[arg(long, default_value_t = 5, value_name = "SECONDS")]
+    handshake_timeout: u64,
+    /// Close a connection whose peer says nothing for this many seconds
+    /// (live peers say they are still there every 30 s).
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    idle_timeout: u64,
+    /// Bytes of changes waiting for their dependencies that one peer may
+    /// make the hub hold, over all its connections.
+    #[arg(long, default_value_t = 128 << 20, value_name = "BYTES")]
+    max_pending_bytes_per_peer: usize,
+    /// Connections one peer (one key) may have open at once.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    max_connections_per_peer: usize,
     /// Keep a live connection to another hub, `host:port` or `KEY@host:port`
     /// (repeatable): hubs that peer with each other form a mesh.
     #[arg(long, value_name = "PEER")]
     peer: Vec<String>,
+    /// Also serve the HTTP API (tokens from `chittysync token add`, /health,
+    /// /ready, /metrics, /v1/openapi.json) on this address, `host:port`.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<String>,
+    /// Requests each API token may make per minute.
+    #[arg(long, default_value_t = 6000, requires = "http")]
+    http_rate: u32,
+}
+
+/// Stops a spawned task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -121,6 +173,15 @@ fn print_report(report: &PeerReport) -> Result<(), StdoutError> {
         outln!("no registry is shared with peer {}", report.peer)?;
     } else {
         output::table(&["REGISTRY", "IN", "OUT", "STATUS"], &rows)?;
+    }
+    let mut hints: Vec<String> = report
+        .registries
+        .iter()
+        .filter_map(|r| r.refused.as_deref().and_then(hint::refused_registry))
+        .collect();
+    hints.dedup();
+    for hint in hints {
+        eprintln!("hint: {hint}");
     }
     outln!(
         "{} change(s) in, {} out; {} sent, {} received in {:.2} s (peer {})",
@@ -246,15 +307,62 @@ pub(crate) fn serve(globals: &Globals, args: ServeArgs) -> Result<()> {
         .iter()
         .map(|p| parse_peer(p))
         .collect::<Result<Vec<_>>>()?;
+    let allow_create = args
+        .allow_create
+        .iter()
+        .map(|k| parse_key(k))
+        .collect::<Result<Vec<_>>>()?;
     let options = ServeOptions {
         allow,
         allow_any: args.allow_any,
+        allow_create,
+        allow_create_any: args.allow_create_any,
+        create_quota: args.create_quota,
         max_peers: args.max_peers.max(1),
+        max_handshakes: args.max_handshakes.max(1),
+        max_handshakes_per_address: args.max_handshakes_per_address.max(1),
+        handshake_timeout: Duration::from_secs(args.handshake_timeout.max(1)),
+        idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
+        max_pending_bytes_per_peer: args.max_pending_bytes_per_peer,
+        max_connections_per_peer: args.max_connections_per_peer.max(1),
         ..ServeOptions::default()
     };
     let rt = runtime()?;
     rt.block_on(async {
         let mut hub = replica.serve(&args.listen, options).await?;
+        // The HTTP API and the mirror schedules run beside the peers, over
+        // the same replica, until the hub stops.
+        let service = chittysync_server::Service::with_mirrors(
+            replica.clone(),
+            chittysync_server::HttpOptions {
+                requests_per_minute: args.http_rate,
+                ..Default::default()
+            },
+            chittysync_adapters::kinds(),
+        );
+        let schedules = service.clone();
+        let _schedules = AbortOnDrop(tokio::spawn(async move { schedules.run_schedules().await }));
+        let _http = match &args.http {
+            Some(address) => {
+                let listener = tokio::net::TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("listening for HTTP on {address}"))?;
+                let local = listener
+                    .local_addr()
+                    .with_context(|| format!("listening for HTTP on {address}"))?;
+                say(
+                    as_json,
+                    format!("HTTP API on http://{local}"),
+                    json!({ "event": "http", "address": local.to_string() }),
+                )?;
+                Some(AbortOnDrop(tokio::spawn(async move {
+                    if let Err(e) = service.serve(listener, std::future::pending()).await {
+                        eprintln!("error: {e}");
+                    }
+                })))
+            }
+            None => None,
+        };
         say(
                 as_json,
             format!(
@@ -269,6 +377,7 @@ pub(crate) fn serve(globals: &Globals, args: ServeArgs) -> Result<()> {
             .into_iter()
             .map(|p| replica.watch(p, PeerOptions::default()))
             .collect();
+        let mut failures = Window::default();
         while let Some(event) = hub.next_event().await {
             match event {
                 HubEvent::Connected { address, peer } => say(
@@ -285,14 +394,67 @@ pub(crate) fn serve(globals: &Globals, args: ServeArgs) -> Result<()> {
                     ),
                     json!({ "event": "closed", "address": address, "report": report_json(&report) }),
                 )?,
-                HubEvent::Failed { address, error } => say(
-                as_json,
-                    format!("{address}: {error}"),
-                    json!({ "event": "failed", "address": address, "error": error.to_string() }),
-                )?,
+                HubEvent::Failed { address, error } => {
+                    // A flood of failing connections must not flood the
+                    // output: a few lines per window, then a count.
+                    match failures.admit() {
+                        Admit::Say(skipped) => {
+                            if skipped > 0 {
+                                say(
+                                    as_json,
+                                    format!("({skipped} more failed connection(s) not shown)"),
+                                    json!({ "event": "failed-not-shown", "count": skipped }),
+                                )?;
+                            }
+                            say(
+                                as_json,
+                                format!("{address}: {error}"),
+                                json!({ "event": "failed", "address": address, "error": error.to_string() }),
+                            )?
+                        }
+                        Admit::Skip => {}
+                    }
+                }
                 _ => {}
             }
         }
         Ok::<(), anyhow::Error>(())
     })
+}
+
+/// At most `FAILURES_SHOWN` failure lines per `FAILURE_WINDOW`.
+const FAILURES_SHOWN: u32 = 20;
+const FAILURE_WINDOW: Duration = Duration::from_secs(10);
+
+#[derive(Default)]
+struct Window {
+    started: Option<std::time::Instant>,
+    shown: u32,
+    skipped: u64,
+}
+
+enum Admit {
+    /// Show this one, after saying how many were skipped.
+    Say(u64),
+    Skip,
+}
+
+impl Window {
+    fn admit(&mut self) -> Admit {
+        let now = std::time::Instant::now();
+        if self
+            .started
+            .is_none_or(|t| now.duration_since(t) >= FAILURE_WINDOW)
+        {
+            self.started = Some(now);
+            self.shown = 0;
+        }
+        if self.shown < FAILURES_SHOWN {
+            self.shown += 1;
+            Admit::Say(std::mem::take(&mut self.skipped))
+        } else {
+            self.skipped += 1;
+            Admit::Skip
+        }
+    }
 }

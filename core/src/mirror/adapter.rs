@@ -176,6 +176,8 @@ pub struct ColumnSpec {
     pub options: Vec<String>,
     /// Whether the field is required.
     pub required: bool,
+    /// Whether no two records may share a value of the field.
+    pub unique: bool,
 }
 
 /// The remote table an adapter mirrors: where it is and which columns hold
@@ -211,6 +213,7 @@ impl TableSpec {
                     field_type: f.field_type,
                     options: f.options.clone(),
                     required: f.required,
+                    unique: f.unique,
                 })
                 .collect(),
         }

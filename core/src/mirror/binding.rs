@@ -133,6 +133,10 @@ pub struct AdapterBinding {
     /// allowed with `allow_deletes`.
     #[serde(default = "default_max_delete_percent")]
     pub max_delete_percent: f64,
+    /// How often a service (`serve`) runs the binding by itself, in
+    /// seconds; `None`: only when asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every_secs: Option<u64>,
 }
 
 impl AdapterBinding {
@@ -153,7 +157,14 @@ impl AdapterBinding {
             conflict_policy: None,
             max_deletes: default_max_deletes(),
             max_delete_percent: default_max_delete_percent(),
+            every_secs: None,
         }
+    }
+
+    /// Has a service run the binding every `interval` (at least a second).
+    pub fn every(mut self, interval: std::time::Duration) -> Self {
+        self.every_secs = Some(interval.as_secs().max(1));
+        self
     }
 
     /// Sets the key field for first-sync matching.
@@ -387,12 +398,41 @@ impl Replica {
         Ok(binding)
     }
 
+    /// Sets how often a service runs binding `name` by itself (`None`: only
+    /// when asked), and journals it.
+    pub fn set_binding_schedule(
+        &self,
+        name: &str,
+        every: Option<std::time::Duration>,
+    ) -> Result<AdapterBinding, MirrorError> {
+        let mut binding = self.binding(name)?.ok_or_else(|| MirrorError::NoBinding {
+            name: name.to_owned(),
+        })?;
+        binding.every_secs = every.map(|d| d.as_secs().max(1));
+        let registry_id = self.registry(&binding.registry).ok().map(|r| r.id());
+        let config = serde_json::to_string(&binding).expect("bindings serialize");
+        let detail = serde_json::json!({ "binding": name, "every_secs": binding.every_secs });
+        self.with_store(|store| {
+            store.update_binding_config(name, registry_id.as_ref(), &config, &detail)
+        })?;
+        Ok(binding)
+    }
+
     /// How many records of binding `name` have a merge base (are bound).
     pub fn bound_rows(&self, name: &str) -> Result<u64, MirrorError> {
         let count = self.with_store(|store| {
             super::merge_base::merge_base_count(store.conn(), store.path(), name)
         })?;
         Ok(count as u64)
+    }
+
+    /// The rows of binding `name` not yet applied (failed or invalid, in
+    /// the last run or before): every run retries them until they are
+    /// applied or gone.
+    pub fn pending_rows(&self, name: &str) -> Result<Vec<super::PendingRow>, MirrorError> {
+        let pending =
+            self.with_store(|store| super::merge_base::pending(store.conn(), store.path(), name))?;
+        Ok(pending.iter().map(|p| p.public()).collect())
     }
 }
 

@@ -665,6 +665,71 @@ pub async fn delete_against_edit(f: &dyn RemoteFactory) {
     assert!(s.sync().await.plan.rows.is_empty());
 }
 
+/// Rows a run cannot settle are not dropped when the change cursor moves
+/// on: an invalid remote row is reported on every run until it is fixed,
+/// a row whose write failed is retried until it lands, and both are listed
+/// as pending in between.
+pub async fn unsettled_rows_are_retried_every_run(f: &dyn RemoteFactory) {
+    let s = Setup::new(f, |b| b).await;
+    s.registry
+        .put(
+            Some("svc"),
+            [("name", Value::from("svc")), ("port", 80.into())],
+        )
+        .unwrap();
+    s.sync().await;
+    s.remote
+        .insert("bad", vec![("name", "bad".into()), ("port", 70000.into())])
+        .await;
+    s.registry.put(Some("new"), [("name", "new")]).unwrap();
+    s.remote.fail_after(0);
+    let first = s.run(MirrorOptions::sync()).await.unwrap();
+    let invalid = |r: &MirrorReport| -> Vec<String> {
+        r.plan.invalid.iter().map(|i| i.remote_id.clone()).collect()
+    };
+    assert_eq!(invalid(&first), ["bad"]);
+    assert_eq!(first.failed.len(), 1, "{:?}", first.failed);
+    assert_eq!(first.failed[0].record, "new");
+    let mut pending: Vec<(String, &str)> = first
+        .pending
+        .iter()
+        .map(|p| (p.remote_id.clone(), p.state.name()))
+        .collect();
+    pending.sort();
+    assert_eq!(
+        pending,
+        [("bad".to_owned(), "invalid"), ("new".to_owned(), "remote")]
+    );
+    for run in 0..2 {
+        let dry = s.run(MirrorOptions::sync().dry_run()).await.unwrap();
+        assert_eq!(invalid(&dry), ["bad"], "the dry run shows it too");
+        let report = s.run(MirrorOptions::sync()).await.unwrap();
+        assert_eq!(
+            invalid(&report),
+            ["bad"],
+            "run {run}: an invalid row is reported on every run until fixed"
+        );
+        assert!(report.failed.is_empty(), "{:?}", report.failed);
+        assert_eq!(report.pending.len(), 1, "{:?}", report.pending);
+        assert_eq!(s.replica.pending_rows("mirror").unwrap().len(), 1);
+    }
+    assert!(
+        s.remote.rows().await.contains_key("new"),
+        "the failed write was retried"
+    );
+    s.remote
+        .update("bad", vec![("port", Some(8443.into()))])
+        .await;
+    let report = s.sync().await;
+    assert!(report.plan.invalid.is_empty() && report.pending.is_empty());
+    assert_eq!(
+        s.registry.get("bad").unwrap().get("port"),
+        Some(&Value::Integer(8443))
+    );
+    assert!(s.replica.pending_rows("mirror").unwrap().is_empty());
+    s.assert_mirrored().await;
+}
+
 /// Calls `$callback!(case; args…)` for every case of the suite: the one
 /// list of case names.
 #[doc(hidden)]
@@ -682,6 +747,7 @@ macro_rules! __conformance_cases {
         $crate::$callback!(delete_guard_stops_bulk_deletes; $($args)*);
         $crate::$callback!(push_and_pull_move_one_way; $($args)*);
         $crate::$callback!(delete_against_edit; $($args)*);
+        $crate::$callback!(unsettled_rows_are_retried_every_run; $($args)*);
     };
 }
 

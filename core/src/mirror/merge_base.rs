@@ -6,6 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::plan::{Fields, MergeBase};
+use super::{PendingRow, PendingState, RemoteRow};
 use crate::store::{StoreError, sql};
 use crate::value::Value;
 
@@ -309,6 +310,150 @@ pub(crate) fn merge_base_count(
     .map_err(sql(path, "count merge bases"))
 }
 
+/// A row a run left unsettled, as stored between runs.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct StoredPending {
+    pub(crate) remote_id: String,
+    pub(crate) record: Option<String>,
+    pub(crate) state: PendingState,
+    pub(crate) reason: String,
+    pub(crate) retryable: bool,
+    /// What the remote held when the row was last fetched, for a row a
+    /// pull must retry: its values (or that it was deleted).
+    pub(crate) row: Option<StoredRow>,
+    pub(crate) since: i64,
+}
+
+/// The remote side of a pending row as last fetched.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum StoredRow {
+    /// The row as fetched.
+    Present(RemoteRow),
+    /// The row was deleted.
+    Deleted,
+}
+
+impl StoredPending {
+    pub(crate) fn public(&self) -> PendingRow {
+        PendingRow {
+            remote_id: self.remote_id.clone(),
+            record: self.record.clone(),
+            state: self.state,
+            reason: self.reason.clone(),
+            retryable: self.retryable,
+            since: self.since,
+        }
+    }
+}
+
+fn encode_row(row: &StoredRow) -> String {
+    match row {
+        StoredRow::Deleted => serde_json::json!({ "deleted": true }).to_string(),
+        StoredRow::Present(r) => {
+            let fields: serde_json::Value =
+                serde_json::from_str(&encode(&r.fields)).expect("encode gives JSON");
+            serde_json::json!({
+                "fields": fields,
+                "modified_at": r.modified_at,
+                "invalid": r.invalid,
+            })
+            .to_string()
+        }
+    }
+}
+
+fn decode_row(path: &str, remote_id: &str, text: &str) -> Result<StoredRow, StoreError> {
+    let bad = || StoreError::corrupt(path, format!("pending row {remote_id:?} does not decode"));
+    let json: serde_json::Value = serde_json::from_str(text).map_err(|_| bad())?;
+    if json["deleted"] == serde_json::Value::Bool(true) {
+        return Ok(StoredRow::Deleted);
+    }
+    let fields = decode(path, &json["fields"].to_string())?;
+    let mut row = RemoteRow::new(remote_id, fields).modified_at(json["modified_at"].as_i64());
+    row.invalid = json["invalid"].as_str().map(str::to_owned);
+    Ok(StoredRow::Present(row))
+}
+
+/// The rows binding `binding` left unsettled, by remote id.
+pub(crate) fn pending(
+    conn: &Connection,
+    path: &str,
+    binding: &str,
+) -> Result<Vec<StoredPending>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT remote_id, record_id, state, reason, retryable, row, since
+             FROM adapter_pending WHERE binding = ?1 ORDER BY remote_id",
+        )
+        .map_err(sql(path, "read pending rows"))?;
+    let rows = stmt
+        .query_map([binding], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, bool>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, i64>(6)?,
+            ))
+        })
+        .map_err(sql(path, "read pending rows"))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (remote_id, record, state, reason, retryable, row, since) =
+            row.map_err(sql(path, "read pending rows"))?;
+        let state = PendingState::from_name(&state).ok_or_else(|| {
+            StoreError::corrupt(path, format!("pending row state {state:?} is unknown"))
+        })?;
+        let row = row
+            .map(|text| decode_row(path, &remote_id, &text))
+            .transpose()?;
+        out.push(StoredPending {
+            remote_id,
+            record,
+            state,
+            reason,
+            retryable,
+            row,
+            since,
+        });
+    }
+    Ok(out)
+}
+
+/// Replaces binding `binding`'s pending rows with `rows`.
+pub(crate) fn set_pending(
+    conn: &Connection,
+    path: &str,
+    binding: &str,
+    rows: &[StoredPending],
+) -> Result<(), StoreError> {
+    conn.execute("DELETE FROM adapter_pending WHERE binding = ?1", [binding])
+        .map_err(sql(path, "save pending rows"))?;
+    let mut stmt = conn
+        .prepare_cached(
+            "INSERT OR REPLACE INTO adapter_pending
+                 (binding, remote_id, record_id, state, reason, retryable, row, since)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .map_err(sql(path, "save pending rows"))?;
+    for p in rows {
+        stmt.execute(params![
+            binding,
+            p.remote_id,
+            p.record,
+            p.state.name(),
+            p.reason,
+            p.retryable,
+            p.row.as_ref().map(encode_row),
+            p.since,
+        ])
+        .map_err(sql(path, "save pending rows"))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,5 +473,10 @@ mod tests {
         .collect();
         assert_eq!(decode("p", &encode(&fields)).unwrap(), fields);
         assert!(decode("p", "{\"a\":[\"i\",\"x\"]}").is_err());
+        let mut row = RemoteRow::new("r", fields).modified_at(Some(7));
+        row.invalid = Some("broken".into());
+        for stored in [StoredRow::Present(row), StoredRow::Deleted] {
+            assert_eq!(decode_row("p", "r", &encode_row(&stored)).unwrap(), stored);
+        }
     }
 }

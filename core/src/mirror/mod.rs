@@ -20,6 +20,7 @@ mod options;
 pub(crate) mod plan;
 mod report;
 mod run;
+mod runs;
 
 #[cfg(any(test, feature = "conformance"))]
 #[cfg_attr(not(feature = "conformance"), allow(unreachable_pub, dead_code))]
@@ -34,9 +35,10 @@ pub use kinds::{AdapterKind, AdapterKinds, Connect, SettingSpec};
 pub use memory::MemoryAdapter;
 pub use options::{MirrorOptions, MirrorProgress, Stage};
 pub use report::{
-    Action, FieldChange, FieldConflict, InvalidRow, MirrorPlan, MirrorReport, RowFailure, RowPlan,
-    Side,
+    Action, FieldChange, FieldConflict, InvalidRow, MirrorPlan, MirrorReport, PendingRow,
+    PendingState, RowFailure, RowPlan, Side,
 };
+pub use runs::{MirrorOutcome, MirrorRun};
 
 use crate::error::{LookupError, WriteError};
 use crate::identity::IdentityError;
@@ -117,6 +119,23 @@ pub enum MirrorError {
         /// The adapter's error.
         #[source]
         source: AdapterError,
+    },
+    /// The run stopped part-way because the remote system failed as a
+    /// whole (a lost connection, say). The rows applied before it are
+    /// kept; the rest stay pending and the next run retries them.
+    #[error(
+        "adapter binding '{binding}': the run stopped after applying {applied} rows: {source}; the {not_written} rows not written are retried by the next run"
+    )]
+    Stopped {
+        /// The binding.
+        binding: String,
+        /// Rows applied before the run stopped.
+        applied: usize,
+        /// Rows whose writes were not made.
+        not_written: usize,
+        /// What failed.
+        #[source]
+        source: Box<AdapterError>,
     },
     /// The registry was not found.
     #[error(transparent)]
@@ -341,40 +360,286 @@ mod tests {
         assert_eq!(table.row("A").unwrap()["name"], Value::from("search"));
     }
 
-    /// A pulled row the registry refuses (a unique value already taken) is
-    /// reported, not retried forever: the cursor moves on.
+    /// A pulled row that would take a unique value another record keeps is
+    /// invalid in the plan (and the dry run), not a failure at write time;
+    /// it is not dropped when the cursor moves on: it is reported on every
+    /// run, and applied as soon as its value is free.
     #[tokio::test]
-    async fn a_refused_pull_is_reported_and_does_not_hold_the_cursor() {
+    async fn a_pull_that_takes_a_unique_value_waits_until_it_is_free() {
         let dir = tempfile::tempdir().unwrap();
         let replica = Replica::open(dir.path().join("r.db")).unwrap();
         let schema = Schema::new().field(FieldDef::new("name", FieldKind::Text).unique());
-        replica.create_registry("r", schema).unwrap();
+        let reg = replica.create_registry("r", schema).unwrap();
         replica
             .add_binding(&AdapterBinding::new("m", "r", "memory", "t"))
             .unwrap();
         let table = MemoryAdapter::new("t");
         let adapter = table.another_client();
-        let options = MirrorOptions::sync();
-        let run = || replica.run_mirror("m", &adapter, &options, &());
+        let run = |options: MirrorOptions| {
+            let (replica, adapter) = (replica.clone(), adapter.clone());
+            async move {
+                replica
+                    .run_mirror("m", &adapter, &options, &())
+                    .await
+                    .unwrap()
+            }
+        };
         table.insert("a", [("name", "same")]);
-        run().await.unwrap();
+        run(MirrorOptions::sync()).await;
         table.insert("b", [("name", "same")]);
-        let report = run().await.unwrap();
-        assert_eq!(report.failed.len(), 1);
-        assert!(!report.failed[0].retryable);
-        assert!(
-            report.failed[0].reason.contains("unique"),
-            "{}",
-            report.failed[0].reason
+        let dry = run(MirrorOptions::sync().dry_run()).await;
+        assert_eq!(dry.plan.invalid.len(), 1, "{:?}", dry.plan);
+        assert_eq!(dry.plan.count(Side::Local, Action::Create), 0);
+        let shown = &dry.plan.invalid[0];
+        assert_eq!(
+            (shown.remote_id.as_str(), shown.field.as_str()),
+            ("b", "name")
         );
+        assert!(shown.reason.contains("unique"), "{}", shown.reason);
+        for _ in 0..3 {
+            let report = run(MirrorOptions::sync()).await;
+            assert!(report.failed.is_empty(), "not a write failure: {report:?}");
+            assert_eq!(report.plan.invalid.len(), 1, "reported on every run");
+            assert_eq!(report.pending.len(), 1);
+        }
         let cursor = replica
             .with_store(|store| merge_base::cursor(store.conn(), store.path(), "m"))
             .unwrap();
+        assert_eq!(cursor.as_deref(), Some("2"), "the cursor moved on");
+        let pending = replica.pending_rows("m").unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].state, PendingState::Invalid);
+        // Free the value: the row is applied without being edited again.
+        reg.put(Some("a"), [("name", "renamed")]).unwrap();
+        let report = run(MirrorOptions::sync()).await;
+        assert!(report.failed.is_empty(), "{:?}", report.failed);
+        assert!(report.plan.invalid.is_empty() && report.pending.is_empty());
         assert_eq!(
-            cursor.as_deref(),
-            Some("2"),
-            "the cursor moved past the refused row"
+            reg.get("b").unwrap().get("name"),
+            Some(&Value::from("same"))
         );
+        assert_eq!(table.row("a").unwrap()["name"], Value::from("renamed"));
+        assert!(replica.pending_rows("m").unwrap().is_empty());
+    }
+
+    /// Rules across records are checked in the plan: a remote edit that
+    /// clears a required field is invalid, as is a new row taking a unique
+    /// value; a swap of unique values between records is not. The report's
+    /// changes count what was applied, not what was planned.
+    #[tokio::test]
+    async fn the_plan_checks_required_and_unique_and_the_report_counts_what_was_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = Replica::open(dir.path().join("r.db")).unwrap();
+        let schema = Schema::new()
+            .field(FieldDef::new("name", FieldKind::Text).required().unique())
+            .field(FieldDef::new("port", FieldKind::Integer));
+        let reg = replica.create_registry("r", schema).unwrap();
+        replica
+            .add_binding(&AdapterBinding::new("m", "r", "memory", "t"))
+            .unwrap();
+        let table = MemoryAdapter::new("t");
+        let adapter = table.another_client();
+        let run = |options: MirrorOptions| {
+            let (replica, adapter) = (replica.clone(), adapter.clone());
+            async move {
+                replica
+                    .run_mirror("m", &adapter, &options, &())
+                    .await
+                    .unwrap()
+            }
+        };
+        table.insert("a", [("name", "one")]);
+        run(MirrorOptions::sync()).await;
+        table.update("a", &[("name", None), ("port", Some(Value::Integer(1)))]);
+        table.insert("b", [("name", "one")]);
+        let dry = run(MirrorOptions::sync().dry_run()).await;
+        let mut invalid: Vec<(&str, &str)> = dry
+            .plan
+            .invalid
+            .iter()
+            .map(|i| (i.remote_id.as_str(), i.reason.split(':').next().unwrap()))
+            .collect();
+        invalid.sort();
+        assert_eq!(invalid, [("a", "required"), ("b", "unique")]);
+        assert!(dry.plan.rows.is_empty(), "{:?}", dry.plan.rows);
+        let report = run(MirrorOptions::sync()).await;
+        assert!(report.failed.is_empty(), "{:?}", report.failed);
+        assert_eq!(report.plan.invalid.len(), 2);
+        assert_eq!(reg.get("a").unwrap().get("name"), Some(&Value::from("one")));
+
+        reg.put(Some("c"), [("name", "c")]).unwrap();
+        reg.put(Some("d"), [("name", "d")]).unwrap();
+        table.refuse_writes_of("d", "the table refused it");
+        let report = run(MirrorOptions::sync()).await;
+        assert_eq!(report.failed.len(), 1);
+        assert_eq!(report.plan.count(Side::Remote, Action::Create), 1, "c only");
+        assert_eq!(report.plan.to_json()["summary"]["remote_create"], 1);
+        assert_eq!(report.applied, 1);
+    }
+
+    /// A pulled row the registry refuses at write time (two rows swapping
+    /// unique values: each waits for the other) is not dropped when the
+    /// cursor moves on: it is retried and reported on every run from the
+    /// row as fetched, and lands once the other row moves out of its way,
+    /// in the same run as that edit.
+    #[tokio::test]
+    async fn a_pulled_row_refused_at_write_time_is_retried_every_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = Replica::open(dir.path().join("r.db")).unwrap();
+        let schema = Schema::new().field(FieldDef::new("name", FieldKind::Text).unique());
+        let reg = replica.create_registry("r", schema).unwrap();
+        replica
+            .add_binding(&AdapterBinding::new("m", "r", "memory", "t"))
+            .unwrap();
+        let table = MemoryAdapter::new("t");
+        let adapter = table.another_client();
+        let run = || {
+            let (replica, adapter) = (replica.clone(), adapter.clone());
+            async move {
+                replica
+                    .run_mirror("m", &adapter, &MirrorOptions::sync(), &())
+                    .await
+                    .unwrap()
+            }
+        };
+        table.insert("a", [("name", "x")]);
+        table.insert("b", [("name", "y")]);
+        run().await;
+        table.update("a", &[("name", Some(Value::from("y")))]);
+        table.update("b", &[("name", Some(Value::from("x")))]);
+        for _ in 0..3 {
+            let report = run().await;
+            let mut failed: Vec<(&str, Side)> = report
+                .failed
+                .iter()
+                .map(|f| (f.remote_id.as_str(), f.side))
+                .collect();
+            failed.sort_by_key(|(id, _)| *id);
+            assert_eq!(
+                failed,
+                [("a", Side::Local), ("b", Side::Local)],
+                "reported on every run"
+            );
+            assert_eq!(report.pending.len(), 2);
+        }
+        // Another application moves b out of the way: both land.
+        table.update("b", &[("name", Some(Value::from("w")))]);
+        let report = run().await;
+        assert!(report.failed.is_empty(), "{:?}", report.failed);
+        assert!(report.pending.is_empty());
+        assert_eq!(reg.get("a").unwrap().get("name"), Some(&Value::from("y")));
+        assert_eq!(reg.get("b").unwrap().get("name"), Some(&Value::from("w")));
+    }
+
+    /// A memory table whose server goes away after `ok` applies.
+    struct Hangs {
+        inner: MemoryAdapter,
+        ok: std::sync::atomic::AtomicUsize,
+        calls: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Adapter for Hangs {
+        fn system(&self) -> &str {
+            self.inner.system()
+        }
+        fn table(&self) -> &str {
+            self.inner.table()
+        }
+        fn prepare(&self, create: bool) -> BoxFuture<'_, Result<RemoteTable, AdapterError>> {
+            self.inner.prepare(create)
+        }
+        fn describe(&self) -> BoxFuture<'_, Result<RemoteTable, AdapterError>> {
+            self.inner.describe()
+        }
+        fn fetch<'a>(
+            &'a self,
+            since: Option<&'a str>,
+        ) -> BoxFuture<'a, Result<Fetched, AdapterError>> {
+            self.inner.fetch(since)
+        }
+        fn apply<'a>(
+            &'a self,
+            ops: &'a [RowOp],
+        ) -> BoxFuture<'a, Result<Vec<RowResult>, AdapterError>> {
+            use std::sync::atomic::Ordering::SeqCst;
+            self.calls.fetch_add(1, SeqCst);
+            if self.ok.load(SeqCst) == 0 {
+                return Box::pin(async {
+                    Err(AdapterError::Request {
+                        system: "memory".into(),
+                        table: "t".into(),
+                        action: "write rows".into(),
+                        reason: "connection closed".into(),
+                    })
+                });
+            }
+            self.ok.fetch_sub(1, SeqCst);
+            self.inner.apply(ops)
+        }
+    }
+
+    /// A push whose remote fails as a whole (a lost connection) stops at
+    /// the first failed batch with one error, instead of a failure per
+    /// row; what landed is kept and the rest is written by the next run.
+    #[tokio::test]
+    async fn a_remote_that_fails_as_a_whole_stops_the_run_with_one_error() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let dir = tempfile::tempdir().unwrap();
+        let replica = Replica::open(dir.path().join("r.db")).unwrap();
+        let schema = Schema::new().field(FieldDef::new("name", FieldKind::Text));
+        let reg = replica.create_registry("r", schema).unwrap();
+        replica
+            .add_binding(&AdapterBinding::new("m", "r", "memory", "t"))
+            .unwrap();
+        let table = MemoryAdapter::new("t");
+        for i in 0..30 {
+            reg.put(Some(&format!("r{i:02}")), [("name", format!("n{i}"))])
+                .unwrap();
+        }
+        let hangs = Hangs {
+            inner: table.another_client(),
+            ok: 2.into(),
+            calls: 0.into(),
+        };
+        let err = replica
+            .run_mirror("m", &hangs, &MirrorOptions::sync().batch_size(10), &())
+            .await
+            .unwrap_err();
+        let shown = err.to_string();
+        assert!(
+            matches!(
+                err,
+                MirrorError::Stopped {
+                    applied: 20,
+                    not_written: 10,
+                    ..
+                }
+            ),
+            "{shown}"
+        );
+        assert_eq!(shown.matches("connection closed").count(), 1, "{shown}");
+        assert!(shown.contains("retried by the next run"), "{shown}");
+        assert_eq!(
+            hangs.calls.load(SeqCst),
+            3,
+            "no batch tried after the failure"
+        );
+        assert_eq!(table.rows().len(), 20);
+        let pending = replica.pending_rows("m").unwrap();
+        assert_eq!(pending.len(), 10);
+        assert!(
+            pending
+                .iter()
+                .all(|p| p.state == PendingState::Failed(Side::Remote) && p.retryable)
+        );
+        hangs.ok.store(usize::MAX, SeqCst);
+        let report = replica
+            .run_mirror("m", &hangs, &MirrorOptions::sync(), &())
+            .await
+            .unwrap();
+        assert_eq!(report.applied, 10);
+        assert!(report.failed.is_empty() && report.pending.is_empty());
+        assert_eq!(table.rows().len(), 30);
     }
 
     /// On a replica that is not an admin, binding says what an admin must

@@ -58,6 +58,9 @@ pub(crate) struct Inputs<'a> {
     /// Fields the remote cannot leave empty, and what empty reads as
     /// ([`crate::Adapter::unset_reads_as`]).
     pub(crate) unset_reads_as: &'a BTreeMap<String, Value>,
+    /// The record that holds a value of a unique field in the registry
+    /// now, if any.
+    pub(crate) unique_holder: &'a dyn Fn(&str, &Value) -> Option<String>,
 }
 
 pub(crate) struct Planned {
@@ -176,6 +179,7 @@ pub(crate) fn plan(inputs: &Inputs<'_>) -> Planned {
     let (fetched, skipped) = canonical_rows(inputs, &by_remote, &mut invalid);
     let mut rows = bound_rows(inputs, &fetched, &skipped);
     let hold_cursor = first_seen_rows(inputs, &by_remote, &fetched, &mut rows, &mut invalid);
+    check_planned(inputs, &mut rows, &mut invalid);
     let hold_cursor = hold_cursor || rows.iter().any(|r| r.hold);
     Planned {
         rows,
@@ -333,6 +337,106 @@ fn first_seen_rows(
         }
     }
     hold_cursor
+}
+
+/// Validate the rules that depend on other records against the registry
+/// as the plan leaves it: a row whose pulled values would clear a required
+/// field, or take a unique value that another record keeps (or that an
+/// earlier row of the plan takes), is invalid: reported and skipped whole,
+/// like a row that breaks a rule by itself, so it shows in a dry run and
+/// never fails at write time.
+fn check_planned(inputs: &Inputs<'_>, rows: &mut Vec<RowPlan>, invalid: &mut Vec<InvalidRow>) {
+    let defs = &inputs.schema.schema.fields;
+    let is = |field: &str, rule: fn(&crate::schema::FieldDef) -> bool| {
+        defs.iter().any(|d| d.name == field && rule(d))
+    };
+    let pulled = |row: &RowPlan| match &row.local {
+        Some((action, changes)) if *action != Action::Delete => Some((*action, changes.clone())),
+        _ => None,
+    };
+    let reject =
+        |row: &RowPlan, action: Action, c: &FieldChange, value: String, rule: Rule| InvalidRow {
+            remote_id: row.remote_id.clone(),
+            record: (action != Action::Create).then(|| row.record.clone()),
+            field: c.field.clone(),
+            value,
+            reason: rule.to_string(),
+        };
+    // Required: a pulled change may not clear the field.
+    let mut kept = Vec::with_capacity(rows.len());
+    for row in rows.drain(..) {
+        let cleared = pulled(&row).and_then(|(action, changes)| {
+            let c = changes
+                .iter()
+                .find(|c| c.new.is_none() && is(&c.field, |d| d.required))?;
+            Some(reject(&row, action, c, String::new(), Rule::Required))
+        });
+        match cleared {
+            Some(bad) => invalid.push(bad),
+            None => kept.push(row),
+        }
+    }
+    // Unique: against what the plan leaves in the records it changes.
+    let mut after: HashMap<(String, String), Option<Value>> = HashMap::new();
+    let mut deleted: HashSet<String> = HashSet::new();
+    for row in &kept {
+        match &row.local {
+            Some((Action::Delete, _)) => {
+                deleted.insert(row.record.clone());
+            }
+            Some((_, changes)) => {
+                for c in changes.iter().filter(|c| is(&c.field, |d| d.unique)) {
+                    after.insert((row.record.clone(), c.field.clone()), c.new.clone());
+                }
+            }
+            None => {}
+        }
+    }
+    let keeps = |record: &str, field: &str, v: &Value| {
+        !deleted.contains(record)
+            && after
+                .get(&(record.to_owned(), field.to_owned()))
+                .is_none_or(|now| now.as_ref() == Some(v))
+    };
+    let mut claimed: HashMap<(String, String), String> = HashMap::new();
+    for row in kept {
+        let mut taken = None;
+        if let Some((action, changes)) = pulled(&row) {
+            for c in changes.iter().filter(|c| is(&c.field, |d| d.unique)) {
+                let Some(v) = &c.new else { continue };
+                let key = (c.field.clone(), v.to_string());
+                let other = claimed
+                    .get(&key)
+                    .filter(|r| **r != row.record)
+                    .cloned()
+                    .or_else(|| {
+                        (inputs.unique_holder)(&c.field, v)
+                            .filter(|h| *h != row.record && keeps(h, &c.field, v))
+                    });
+                if let Some(other_record) = other {
+                    taken = Some(reject(
+                        &row,
+                        action,
+                        c,
+                        v.to_string(),
+                        Rule::Unique { other_record },
+                    ));
+                    break;
+                }
+            }
+            if taken.is_none() {
+                for c in changes.iter().filter(|c| is(&c.field, |d| d.unique)) {
+                    if let Some(v) = &c.new {
+                        claimed.insert((c.field.clone(), v.to_string()), row.record.clone());
+                    }
+                }
+            }
+        }
+        match taken {
+            Some(bad) => invalid.push(bad),
+            None => rows.push(row),
+        }
+    }
 }
 
 /// A record to create from remote row `remote_id`.

@@ -271,6 +271,56 @@ pub struct RowFailure {
     pub retryable: bool,
 }
 
+/// Why a row is pending.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PendingState {
+    /// The remote row breaks the registry's schema: it is checked again
+    /// on every run and applied once it is fixed (or the schema allows it).
+    Invalid,
+    /// A write on this side failed: it is retried on every run.
+    Failed(Side),
+}
+
+impl PendingState {
+    /// `invalid`, `local` or `remote` (the side whose write failed).
+    pub fn name(self) -> &'static str {
+        match self {
+            PendingState::Invalid => "invalid",
+            PendingState::Failed(side) => side.name(),
+        }
+    }
+
+    pub(crate) fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "invalid" => Some(PendingState::Invalid),
+            "local" => Some(PendingState::Failed(Side::Local)),
+            "remote" => Some(PendingState::Failed(Side::Remote)),
+            _ => None,
+        }
+    }
+}
+
+/// A row not yet applied: kept from run to run, retried and reported on
+/// every run until it is applied or gone. The change cursor never drops it.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct PendingRow {
+    /// The remote row.
+    pub remote_id: String,
+    /// The bound record, if there is one.
+    pub record: Option<String>,
+    /// Why it is pending.
+    pub state: PendingState,
+    /// What went wrong, as last seen, and what to do.
+    pub reason: String,
+    /// Whether simply running again may settle it (a transient fault), as
+    /// opposed to data that must be fixed first.
+    pub retryable: bool,
+    /// When it first became pending (ms since the epoch).
+    pub since: i64,
+}
+
 /// What a run did.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
@@ -283,6 +333,9 @@ pub struct MirrorReport {
     pub applied: usize,
     /// Rows that failed; the next run retries them.
     pub failed: Vec<RowFailure>,
+    /// Every row still not applied after this run (failed or invalid,
+    /// in this run or an earlier one): the next run retries them.
+    pub pending: Vec<PendingRow>,
     /// Where the time went: stage name → seconds (`fetch`, `read_local`,
     /// `plan`, `apply_local`, `apply_remote`, `save`).
     pub timings: Vec<(&'static str, f64)>,
@@ -317,6 +370,25 @@ impl MirrorReport {
                 .collect::<Vec<_>>()
                 .into(),
         );
+        obj.insert(
+            "pending".into(),
+            self.pending
+                .iter()
+                .map(|p| {
+                    serde_json::json!({
+                        "remote_id": p.remote_id, "record": p.record,
+                        "state": p.state.name(), "reason": p.reason,
+                        "retryable": p.retryable, "since": p.since,
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into(),
+        );
+        if let Some(summary) = obj.get_mut("summary").and_then(|s| s.as_object_mut()) {
+            summary.insert("applied".into(), self.applied.into());
+            summary.insert("failed".into(), self.failed.len().into());
+            summary.insert("pending".into(), self.pending.len().into());
+        }
         json
     }
 }

@@ -3,13 +3,14 @@
 //! the registry and then to the remote; Save, where merge bases, the cursor
 //! and a journal entry are written in one transaction.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use super::merge_base::{StoredPending, StoredRow};
 use super::plan::{self, Fields, LocalRec, MergeBase, Next, Planned};
 use super::{
-    Action, Adapter, AdapterBinding, AdapterError, ChangeTracking, Direction, Fetched, MirrorError,
-    MirrorOptions, MirrorPlan, MirrorProgress, MirrorReport, RemoteTable, RowFailure, RowOp,
-    RowPlan, Side, Stage, merge_base,
+    Action, Adapter, AdapterBinding, AdapterError, ChangeTracking, Direction, Fetched, InvalidRow,
+    MirrorError, MirrorOptions, MirrorPlan, MirrorProgress, MirrorReport, PendingState, RemoteRow,
+    RemoteTable, RowFailure, RowOp, RowPlan, Side, Stage, merge_base,
 };
 use crate::clock::now_ms;
 use crate::error::WriteError;
@@ -48,7 +49,17 @@ impl Replica {
             options,
             progress,
         };
-        run.run().await
+        let (started_at, clock) = (crate::clock::now_ms(), std::time::Instant::now());
+        let result = run.run().await;
+        let record = match &result {
+            Ok(report) => super::MirrorRun::from_report(started_at, clock.elapsed(), report),
+            Err(e) => super::MirrorRun::failure(name, started_at, clock.elapsed(), &e.to_string()),
+        };
+        // The run's outcome stands whether or not it could be recorded.
+        if let Err(e) = self.record_mirror_run(&record) {
+            tracing::warn!(binding = name, error = %e, "could not record the mirror run");
+        }
+        result
     }
 }
 
@@ -81,6 +92,8 @@ struct Saved {
     cursor: Option<String>,
     /// The registry heads the last complete run started from.
     heads: Option<Vec<ChangeHash>>,
+    /// Rows earlier runs left unsettled.
+    pending: Vec<StoredPending>,
 }
 
 /// The registry side of a run, and the merge bases of its records.
@@ -111,6 +124,10 @@ struct Applied {
     failed: HashMap<usize, RowFailure>,
     /// What was written to the remote, for the journal.
     pushed: Pushed,
+    /// Rows whose remote writes were not made because the remote failed
+    /// as a whole, by index into `rows`, and that failure.
+    unwritten: HashSet<usize>,
+    stopped: Option<AdapterError>,
 }
 
 impl Run<'_> {
@@ -120,7 +137,8 @@ impl Run<'_> {
             self.check_writer()?;
         }
         let mut clock = Clock::default();
-        let (table, fetched) = self.fetch(&saved).await?;
+        let (table, mut fetched) = self.fetch(&saved).await?;
+        retry_pending(&mut fetched, &saved.pending);
         clock.lap("fetch");
 
         let schema = self.registry.compiled_schema();
@@ -136,6 +154,7 @@ impl Run<'_> {
                 dry_run: true,
                 applied: 0,
                 failed: Vec::new(),
+                pending: saved.pending.iter().map(StoredPending::public).collect(),
                 timings: clock.laps,
             });
         }
@@ -148,14 +167,40 @@ impl Run<'_> {
             });
         }
 
-        let applied = self.apply(planned.rows, &mut clock).await?;
+        let mut applied = self.apply(planned.rows, &mut clock).await?;
+        let pending = self.next_pending(&saved.pending, &applied, &planned.invalid, &fetched);
         let count = self.save(
             &applied,
             planned.hold_cursor,
             fetched.cursor.as_deref(),
             &local.start_heads,
             plan.open_conflicts(),
+            &pending,
         )?;
+        if let Some(source) = applied.stopped.take() {
+            return Err(MirrorError::Stopped {
+                binding: self.binding.name.clone(),
+                applied: count,
+                not_written: applied.unwritten.len(),
+                source: Box::new(source),
+            });
+        }
+        // The report shows what was applied: a failed row's writes are
+        // listed with the failures, not counted with the changes.
+        let failed_on: HashMap<&str, Side> = applied
+            .failed
+            .values()
+            .map(|f| (f.record.as_str(), f.side))
+            .collect();
+        for row in &mut plan.rows {
+            match failed_on.get(row.record.as_str()) {
+                Some(Side::Local) => (row.local, row.remote) = (None, None),
+                Some(Side::Remote) => row.remote = None,
+                None => {}
+            }
+        }
+        plan.rows
+            .retain(|r| r.local.is_some() || r.remote.is_some() || !r.conflicts.is_empty());
         let mut failed: Vec<(usize, RowFailure)> = applied.failed.into_iter().collect();
         failed.sort_by_key(|(i, _)| *i);
         plan.rows.sort_by(|a, b| a.record.cmp(&b.record));
@@ -165,8 +210,102 @@ impl Run<'_> {
             dry_run: false,
             applied: count,
             failed: failed.into_iter().map(|(_, f)| f).collect(),
+            pending: pending.iter().map(StoredPending::public).collect(),
             timings: clock.laps,
         })
+    }
+
+    /// The rows left unsettled after this run: those that failed or were
+    /// invalid in it, and those an earlier run left that this run's
+    /// direction did not retry (a pull's failures during a push).
+    fn next_pending(
+        &self,
+        before: &[StoredPending],
+        applied: &Applied,
+        invalid: &[InvalidRow],
+        fetched: &Fetched,
+    ) -> Vec<StoredPending> {
+        let now = now_ms();
+        let since: HashMap<&str, i64> = before
+            .iter()
+            .map(|p| (p.remote_id.as_str(), p.since))
+            .collect();
+        let since = |id: &str| since.get(id).copied().unwrap_or(now);
+        let raw: HashMap<&str, &RemoteRow> =
+            fetched.rows.iter().map(|r| (r.id.as_str(), r)).collect();
+        let deleted: HashSet<&str> = fetched.deleted.iter().map(String::as_str).collect();
+        let as_fetched = |id: &str| {
+            if deleted.contains(id) {
+                Some(StoredRow::Deleted)
+            } else {
+                raw.get(id).map(|r| StoredRow::Present((*r).clone()))
+            }
+        };
+        let mut out: BTreeMap<String, StoredPending> = BTreeMap::new();
+        for p in before {
+            let retried = match p.state {
+                PendingState::Failed(Side::Local) => self.direction.pulls(),
+                PendingState::Failed(Side::Remote) => self.direction.pushes(),
+                _ => true,
+            };
+            if !retried {
+                out.insert(p.remote_id.clone(), p.clone());
+            }
+        }
+        for bad in invalid {
+            let reason = if bad.field.is_empty() {
+                bad.reason.clone()
+            } else {
+                format!("field {} = '{}': {}", bad.field, bad.value, bad.reason)
+            };
+            out.insert(
+                bad.remote_id.clone(),
+                StoredPending {
+                    remote_id: bad.remote_id.clone(),
+                    record: bad.record.clone(),
+                    state: PendingState::Invalid,
+                    reason,
+                    retryable: false,
+                    row: as_fetched(&bad.remote_id),
+                    since: since(&bad.remote_id),
+                },
+            );
+        }
+        for f in applied.failed.values() {
+            out.insert(
+                f.remote_id.clone(),
+                StoredPending {
+                    remote_id: f.remote_id.clone(),
+                    record: Some(f.record.clone()),
+                    state: PendingState::Failed(f.side),
+                    reason: f.reason.clone(),
+                    retryable: f.retryable,
+                    row: match f.side {
+                        Side::Local => as_fetched(&f.remote_id),
+                        Side::Remote => None,
+                    },
+                    since: since(&f.remote_id),
+                },
+            );
+        }
+        if let Some(stopped) = &applied.stopped {
+            for &i in &applied.unwritten {
+                let row = &applied.rows[i];
+                out.insert(
+                    row.remote_id.clone(),
+                    StoredPending {
+                        remote_id: row.remote_id.clone(),
+                        record: Some(row.record.clone()),
+                        state: PendingState::Failed(Side::Remote),
+                        reason: format!("not written: the run stopped ({stopped})"),
+                        retryable: true,
+                        row: None,
+                        since: since(&row.remote_id),
+                    },
+                );
+            }
+        }
+        out.into_values().collect()
     }
 
     /// The binding's cursor, local heads and whether anything is bound.
@@ -178,6 +317,7 @@ impl Run<'_> {
                 bound: merge_base::has_merge_bases(conn, path, name)?,
                 cursor: merge_base::cursor(conn, path, name)?,
                 heads: merge_base::local_heads(conn, path, name)?,
+                pending: merge_base::pending(conn, path, name)?,
             })
         })?;
         Ok(saved)
@@ -271,8 +411,10 @@ impl Run<'_> {
         };
         // The records new remote rows would become must be read too:
         // an unrelated record may already hold such an id (the plan then
-        // derives another one), and it must not be taken over.
+        // derives another one), and it must not be taken over. So must
+        // the records of rows left pending.
         touched.extend(fetched.rows.iter().map(|r| plan::record_id_for(&r.id)));
+        touched.extend(saved.pending.iter().filter_map(|p| p.record.clone()));
         let remote_ids: BTreeSet<String> = fetched
             .rows
             .iter()
@@ -321,6 +463,7 @@ impl Run<'_> {
         };
         let local_time = |record: &str, field: &str| self.registry.field_time(record, field);
         let unset_reads_as = self.adapter.unset_reads_as();
+        let unique_holder = |field: &str, value: &Value| self.registry.unique_holder(field, value);
         plan::plan(&plan::Inputs {
             registry: &binding.registry,
             fields: &fields,
@@ -334,6 +477,7 @@ impl Run<'_> {
             local_time: &local_time,
             take: self.options.take,
             unset_reads_as: &unset_reads_as,
+            unique_holder: &unique_holder,
         })
     }
 
@@ -422,7 +566,7 @@ impl Run<'_> {
             self.progress,
         );
         clock.lap("apply_local");
-        let pushed = apply_remote(
+        let (pushed, unwritten, stopped) = apply_remote(
             self.binding,
             adapter,
             &mut rows,
@@ -436,12 +580,19 @@ impl Run<'_> {
             rows,
             failed,
             pushed,
+            unwritten,
+            stopped,
         })
     }
 
     /// Save: merge bases of the rows that succeeded, the cursor (`next`,
-    /// unless held), the local heads and a journal entry, in one
-    /// transaction. Returns how many rows were applied.
+    /// unless held), the local heads, the rows left pending and a journal
+    /// entry, in one transaction. Returns how many rows were applied.
+    ///
+    /// The cursor moves past rows that failed or were invalid: they are
+    /// kept in `pending` with the remote row as fetched, and every later
+    /// run retries them from there until they are applied or gone, so
+    /// nothing is dropped and no run re-reads the whole change log.
     fn save(
         &self,
         applied: &Applied,
@@ -449,26 +600,22 @@ impl Run<'_> {
         next: Option<&str>,
         start_heads: &[ChangeHash],
         open_conflicts: usize,
+        pending: &[StoredPending],
     ) -> Result<usize, MirrorError> {
         let (binding, adapter) = (self.binding, self.adapter);
         let Applied {
             rows,
             failed,
             pushed,
+            unwritten,
+            ..
         } = applied;
-        // A pulled row that failed for a transient reason must be fetched
-        // again: hold the cursor. One the registry refused (say, a unique
-        // value taken) is reported and waits for its data to change, like an
-        // invalid row, so it does not make every later run re-read the log.
-        let pull_failed = failed
-            .values()
-            .any(|f| f.side == Side::Local && f.retryable);
         let now = now_ms();
         self.replica.with_store(|store| {
             let mut applied = 0;
             let tx = store.begin()?;
             for (i, row) in rows.iter().enumerate() {
-                if failed.contains_key(&i) {
+                if failed.contains_key(&i) || unwritten.contains(&i) {
                     continue;
                 }
                 if row.local.is_some() || row.remote.is_some() {
@@ -491,13 +638,15 @@ impl Run<'_> {
                     )?,
                 }
             }
-            if !pull_failed && !hold_cursor {
+            if !hold_cursor {
                 merge_base::set_cursor(tx.conn(), tx.path(), &binding.name, next)?;
             }
+            merge_base::set_pending(tx.conn(), tx.path(), &binding.name, pending)?;
             // The next run may look only at records changed since this one
             // started if this run left nothing behind.
             let complete = self.direction == Direction::Both
                 && failed.is_empty()
+                && unwritten.is_empty()
                 && !hold_cursor
                 && open_conflicts == 0;
             merge_base::set_local_heads(
@@ -632,21 +781,39 @@ fn apply_local(
             chunk.iter().try_for_each(|&i| write_one(w, &rows[i]))
         });
         if whole.is_err() {
-            for &i in chunk {
-                if let Err(e) =
-                    registry.write_as(identity, &message(&[i]), |w| write_one(w, &rows[i]))
-                {
-                    failed.insert(
-                        i,
-                        RowFailure {
-                            record: rows[i].record.clone(),
-                            remote_id: rows[i].remote_id.clone(),
-                            side: Side::Local,
-                            reason: e.to_string(),
-                            retryable: matches!(e, WriteError::Store(_) | WriteError::Internal(_)),
-                        },
-                    );
+            // Row by row, in passes while any row lands: a row may wait for
+            // another to free a unique value first (b: y → z, then a: x → y).
+            let mut left: Vec<usize> = chunk.to_vec();
+            let mut errors: HashMap<usize, WriteError> = HashMap::new();
+            loop {
+                let before = left.len();
+                left.retain(|&i| {
+                    match registry.write_as(identity, &message(&[i]), |w| write_one(w, &rows[i])) {
+                        Ok(()) => {
+                            errors.remove(&i);
+                            false
+                        }
+                        Err(e) => {
+                            errors.insert(i, e);
+                            true
+                        }
+                    }
+                });
+                if left.is_empty() || left.len() == before {
+                    break;
                 }
+            }
+            for (i, e) in errors {
+                failed.insert(
+                    i,
+                    RowFailure {
+                        record: rows[i].record.clone(),
+                        remote_id: rows[i].remote_id.clone(),
+                        side: Side::Local,
+                        reason: e.to_string(),
+                        retryable: matches!(e, WriteError::Store(_) | WriteError::Internal(_)),
+                    },
+                );
             }
         }
         progress.advance(chunk.len() as u64);
@@ -667,7 +834,13 @@ impl Pushed {
     }
 }
 
-/// Writes local changes to the remote in batches; per-row results.
+/// What [`apply_remote`] did: the writes made, the rows not written when
+/// the remote failed as a whole, and that failure.
+type PushOutcome = (Pushed, HashSet<usize>, Option<AdapterError>);
+
+/// Writes local changes to the remote in batches; per-row results. When
+/// the remote fails as a whole (a lost connection), the writes stop there:
+/// the rows not written are returned, to be retried by the next run.
 async fn apply_remote(
     binding: &AdapterBinding,
     adapter: &dyn Adapter,
@@ -675,13 +848,13 @@ async fn apply_remote(
     batch: usize,
     failed: &mut HashMap<usize, RowFailure>,
     progress: &dyn MirrorProgress,
-) -> Result<Pushed, MirrorError> {
+) -> Result<PushOutcome, MirrorError> {
     let todo: Vec<usize> = (0..rows.len())
         .filter(|&i| rows[i].remote.is_some() && !failed.contains_key(&i))
         .collect();
     progress.stage(Stage::ApplyRemote, todo.len() as u64);
     let mut pushed = Pushed::default();
-    for chunk in todo.chunks(batch.max(1)) {
+    for (n, chunk) in todo.chunks(batch.max(1)).enumerate() {
         let ops: Vec<RowOp> = chunk
             .iter()
             .map(|&i| {
@@ -726,22 +899,11 @@ async fn apply_remote(
                 });
             }
             Err(e) => {
-                // Nothing of this batch is known to have landed: the rows
-                // are retried next run (writes are idempotent upserts).
-                for &i in chunk {
-                    failed.insert(
-                        i,
-                        RowFailure {
-                            record: rows[i].record.clone(),
-                            remote_id: rows[i].remote_id.clone(),
-                            side: Side::Remote,
-                            reason: e.to_string(),
-                            retryable: true,
-                        },
-                    );
-                }
-                progress.advance(chunk.len() as u64);
-                continue;
+                // Nothing of this batch is known to have landed, and the
+                // remote failed as a whole: stop writing. This batch and
+                // the rest are retried next run (writes are idempotent).
+                let unwritten = todo[n * batch.max(1)..].iter().copied().collect();
+                return Ok((pushed, unwritten, Some(e)));
             }
         };
         for (&i, result) in chunk.iter().zip(results) {
@@ -777,5 +939,30 @@ async fn apply_remote(
         }
         progress.advance(chunk.len() as u64);
     }
-    Ok(pushed)
+    Ok((pushed, HashSet::new(), None))
+}
+
+/// Puts the rows earlier runs left pending back into an incremental fetch
+/// (as they were last fetched), unless this fetch has them again or they
+/// changed since: so they are checked and retried on every run.
+fn retry_pending(fetched: &mut Fetched, pending: &[StoredPending]) {
+    if fetched.complete {
+        return;
+    }
+    let seen: HashSet<String> = fetched
+        .rows
+        .iter()
+        .map(|r| r.id.clone())
+        .chain(fetched.deleted.iter().cloned())
+        .collect();
+    for p in pending {
+        if seen.contains(&p.remote_id) {
+            continue;
+        }
+        match &p.row {
+            Some(StoredRow::Present(row)) => fetched.rows.push(row.clone()),
+            Some(StoredRow::Deleted) => fetched.deleted.push(p.remote_id.clone()),
+            None => {}
+        }
+    }
 }

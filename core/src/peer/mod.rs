@@ -15,11 +15,19 @@
 //!   [`Replica::import`], or refused whole — see `session`.
 //! - **Access**: each side offers only registries whose members include the
 //!   other's key. A hub takes changes only from writers and admins; readers
-//!   pull. A non-member asking for a registry is answered as if it were not
-//!   there.
+//!   pull. A non-member asking for a registry, or pushing to it, is answered
+//!   as if it were not there. A hub takes registries new to it only from
+//!   keys allowed to create there, within a quota per key.
+//! - **Trust on first use** pins a key per address dialled; a key given
+//!   explicitly pins its address too.
+//! - **Limits**: connections still in their handshake have their own budget,
+//!   and are counted, never journaled, when they fail; each connection and
+//!   each peer may make a hub hold only so much — see `limits` and
+//!   [`SessionLimits`].
 
 mod envelope;
 mod frame;
+mod limits;
 mod peers;
 mod session;
 
@@ -39,7 +47,9 @@ use crate::identity::PublicKey;
 use crate::ids::RegistryId;
 use crate::replica::Replica;
 use frame::Counters;
-use session::{Accept, Config};
+pub use limits::HubMetrics;
+use limits::{Admission, Admissions, Metrics, PeerBudget};
+use session::{Accept, Config, CreatePolicy};
 
 /// A peer sync could not run, or stopped early. Whatever was committed
 /// before the failure stays; nothing half-verified was applied.
@@ -95,9 +105,11 @@ pub enum PeerError {
 
 /// A replica to sync with: an address, and the key expected there.
 ///
-/// With a key, the peer must prove exactly that key (pinned). Without one,
-/// the key the peer proves the first time is stored for its address and
-/// required from then on (trust on first use).
+/// With a key, the peer must prove exactly that key, and the address is
+/// pinned to it. Without one, the key the peer proves the first time is
+/// pinned to its address and required there from then on (trust on first
+/// use). Pins are per address: the same key reached at another address
+/// gets a pin of its own and leaves the first one in place.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Peer {
     /// `host:port`.
@@ -138,6 +150,37 @@ pub struct Progress {
     pub changes_out: usize,
 }
 
+/// What one connection may make this replica hold. A peer that goes past
+/// a limit is refused (journaled, once it has proved its key) and
+/// disconnected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionLimits {
+    /// Bytes of received changes held back while their dependencies are
+    /// missing, over all registries of the connection.
+    pub max_pending_bytes: usize,
+    /// Received changes held back while their dependencies are missing,
+    /// over all registries of the connection.
+    pub max_pending_changes: usize,
+    /// Registries synced on one connection.
+    pub max_registries: usize,
+    /// Registries on one connection that are not shared with the peer here
+    /// (absent, or not listing it): asking about many costs memory and
+    /// tells an honest peer nothing.
+    pub max_unshared_registries: usize,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits {
+            max_pending_bytes: 64 << 20,
+            max_pending_changes: 100_000,
+            max_registries: 10_000,
+            max_unshared_registries: 64,
+        }
+    }
+}
+
 /// How [`Replica::sync_peer`] runs.
 #[derive(Clone)]
 pub struct PeerOptions {
@@ -154,6 +197,11 @@ pub struct PeerOptions {
     pub timeout: Duration,
     /// How often a live connection looks for local changes to push.
     pub poll_interval: Duration,
+    /// A live connection with nothing to send tells the peer it is still
+    /// there this often (hubs close live connections that stay silent).
+    pub keepalive: Duration,
+    /// What the peer may make this replica hold.
+    pub limits: SessionLimits,
     /// Called with running totals as data moves.
     pub progress: Option<ProgressFn>,
 }
@@ -166,6 +214,8 @@ impl Default for PeerOptions {
             max_clock_skew: Duration::from_secs(300),
             timeout: Duration::from_secs(60),
             poll_interval: Duration::from_millis(200),
+            keepalive: Duration::from_secs(30),
+            limits: SessionLimits::default(),
             progress: None,
         }
     }
@@ -178,6 +228,9 @@ impl std::fmt::Debug for PeerOptions {
             .field("max_message_bytes", &self.max_message_bytes)
             .field("max_clock_skew", &self.max_clock_skew)
             .field("timeout", &self.timeout)
+            .field("poll_interval", &self.poll_interval)
+            .field("keepalive", &self.keepalive)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -185,23 +238,47 @@ impl std::fmt::Debug for PeerOptions {
 /// How [`Replica::serve`] accepts peers.
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
-    /// Keys accepted even if they are members of no registry here (say, a
-    /// replica about to push a registry it created).
+    /// Keys accepted even if they are members of no registry here.
     pub allow: Vec<PublicKey>,
     /// Accept any key. Registries are still served only to their members.
     pub allow_any: bool,
+    /// Keys that may bring registries new to this replica (each within
+    /// [`ServeOptions::create_quota`]); they are accepted as peers too.
+    /// Any other peer's push of a new registry is refused.
+    pub allow_create: Vec<PublicKey>,
+    /// Any accepted key may bring new registries, within the quota.
+    pub allow_create_any: bool,
+    /// New registries one key may bring to this replica, in all.
+    pub create_quota: u64,
     /// Largest message accepted from a peer. Messages sent are split so
     /// their changes stay under a quarter of it: give peers the same limit.
     pub max_message_bytes: usize,
     /// Envelopes whose timestamp is further than this from our clock are
     /// refused.
     pub max_clock_skew: Duration,
-    /// A peer must finish the handshake within this time.
+    /// A peer must finish the handshake, and say hello, within this time.
     pub handshake_timeout: Duration,
+    /// A connection whose peer says nothing for this long is closed.
+    pub idle_timeout: Duration,
     /// How often live connections look for local changes to push.
     pub poll_interval: Duration,
-    /// Connections served at once; more are closed as they arrive.
+    /// Peers served at once, once they have proved their keys; more are
+    /// closed right after the handshake.
     pub max_peers: usize,
+    /// Connections still in their handshake at once, kept apart from
+    /// `max_peers` so strangers that never authenticate cannot take the
+    /// places of members. When full, the oldest one past its first second
+    /// is closed to make way for a new one (or, if none is, the new one).
+    pub max_handshakes: usize,
+    /// The same, per address.
+    pub max_handshakes_per_address: usize,
+    /// What one connection may make this replica hold.
+    pub limits: SessionLimits,
+    /// Bytes of held-back changes one peer may make this replica hold over
+    /// all its connections.
+    pub max_pending_bytes_per_peer: usize,
+    /// Connections one peer may have open at once.
+    pub max_connections_per_peer: usize,
 }
 
 impl Default for ServeOptions {
@@ -209,11 +286,20 @@ impl Default for ServeOptions {
         ServeOptions {
             allow: Vec::new(),
             allow_any: false,
+            allow_create: Vec::new(),
+            allow_create_any: false,
+            create_quota: 10,
             max_message_bytes: 64 << 20,
             max_clock_skew: Duration::from_secs(300),
-            handshake_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(300),
             poll_interval: Duration::from_millis(200),
             max_peers: 1024,
+            max_handshakes: 128,
+            max_handshakes_per_address: 32,
+            limits: SessionLimits::default(),
+            max_pending_bytes_per_peer: 128 << 20,
+            max_connections_per_peer: 16,
         }
     }
 }
@@ -297,6 +383,7 @@ pub struct Hub {
     address: SocketAddr,
     shutdown: watch::Sender<bool>,
     events: mpsc::Receiver<HubEvent>,
+    metrics: Arc<Metrics>,
 }
 
 impl Hub {
@@ -310,6 +397,12 @@ impl Hub {
     /// read.
     pub async fn next_event(&mut self) -> Option<HubEvent> {
         self.events.recv().await
+    }
+
+    /// What the hub turned away before peers proved an accepted key, since
+    /// it started (these events are counted and logged, not journaled).
+    pub fn metrics(&self) -> HubMetrics {
+        self.metrics.snapshot()
     }
 
     /// Stops accepting and closes every connection.
@@ -375,6 +468,29 @@ impl Drop for Watch {
     }
 }
 
+/// What a hub's connections share: counters, the admission of
+/// unauthenticated connections, peer slots and the per-peer byte budget.
+struct HubShared {
+    metrics: Arc<Metrics>,
+    admissions: Arc<Admissions>,
+    slots: Arc<tokio::sync::Semaphore>,
+    budget: Arc<PeerBudget>,
+}
+
+impl HubShared {
+    fn new(options: &ServeOptions) -> Self {
+        HubShared {
+            metrics: Arc::default(),
+            admissions: Admissions::new(options.max_handshakes, options.max_handshakes_per_address),
+            slots: Arc::new(tokio::sync::Semaphore::new(options.max_peers.max(1))),
+            budget: PeerBudget::new(
+                options.max_pending_bytes_per_peer,
+                options.max_connections_per_peer,
+            ),
+        }
+    }
+}
+
 fn client_config(options: &PeerOptions, live: bool) -> Config {
     Config {
         max_skew_ms: options.max_clock_skew.as_millis() as i64,
@@ -382,8 +498,21 @@ fn client_config(options: &PeerOptions, live: bool) -> Config {
         filter: options.registries.clone(),
         live,
         poll: options.poll_interval,
+        hello_timeout: options.timeout,
         idle_timeout: options.timeout,
+        keepalive: live.then_some(options.keepalive),
+        limits: options.limits.clone(),
+        create: None,
+        budget: None,
+        metrics: None,
         progress: options.progress.clone(),
+    }
+}
+
+fn tofu(peer: &Peer) -> Accept {
+    match peer.key {
+        Some(key) => Accept::Key(key, Some(peer.address.clone())),
+        None => Accept::Tofu(peer.address.clone()),
     }
 }
 
@@ -445,13 +574,9 @@ impl Replica {
         options: &PeerOptions,
     ) -> Result<PeerReport, PeerError> {
         let stream = connect(&peer.address, options.timeout).await?;
-        let accept = match peer.key {
-            Some(key) => Accept::Key(key),
-            None => Accept::Tofu(peer.address.clone()),
-        };
         self.initiate(
             stream,
-            accept,
+            tofu(peer),
             client_config(options, false),
             peer.address.clone(),
             None,
@@ -471,7 +596,7 @@ impl Replica {
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
-        let accept = key.map_or(Accept::Any, Accept::Key);
+        let accept = key.map_or(Accept::Any, |key| Accept::Key(key, None));
         self.initiate(
             stream,
             accept,
@@ -536,15 +661,19 @@ impl Replica {
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
-        self.respond(stream, options, "stream".into(), None, None)
+        let shared = HubShared::new(options);
+        self.respond(stream, options, &shared, "stream".into(), None, None, None)
             .await
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn respond<S>(
         &self,
         stream: S,
         options: &ServeOptions,
+        shared: &HubShared,
         address: String,
+        admission: Option<Admission>,
         shutdown: Option<watch::Receiver<bool>>,
         on_connected: Option<Box<dyn FnOnce(PublicKey) + Send>>,
     ) -> Result<PeerReport, PeerError>
@@ -552,7 +681,7 @@ impl Replica {
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
         let counters = Arc::new(Counters::default());
-        let channel = match tokio::time::timeout(
+        let handshake = tokio::time::timeout(
             options.handshake_timeout,
             frame::handshake(
                 stream,
@@ -561,41 +690,84 @@ impl Replica {
                 options.max_message_bytes,
                 counters.clone(),
             ),
-        )
-        .await
-        {
+        );
+        let evicted = async {
+            match &admission {
+                Some(admission) => admission.evicted().await,
+                None => std::future::pending().await,
+            }
+        };
+        let handshake = tokio::select! {
+            done = handshake => done,
+            _ = evicted => {
+                let reason = "still in its handshake when newer connections needed its place".to_owned();
+                shared.metrics.turned_away(&address, &reason);
+                return Err(PeerError::Connection { peer: address, reason });
+            }
+        };
+        let channel = match handshake {
             Ok(Ok(channel)) => channel,
             Ok(Err(e)) => {
-                let e = link_error(&address, e);
-                if let PeerError::Refused { reason, .. } = &e {
-                    tracing::warn!(peer = %address, %reason, "refused a peer");
-                    peers::journal_refusal(self, None, &address, reason);
-                }
-                return Err(e);
+                let reason = match &e {
+                    frame::LinkError::Io(m) | frame::LinkError::Violation(m) => m.clone(),
+                };
+                shared.metrics.handshake_failed(&address, &reason);
+                return Err(link_error(&address, e));
             }
             Err(_) => {
-                let reason = "the handshake did not finish in time".to_owned();
-                peers::journal_refusal(self, None, &address, &reason);
+                let reason = format!(
+                    "the handshake did not finish within {} s",
+                    options.handshake_timeout.as_secs_f64()
+                );
+                shared.metrics.handshake_failed(&address, &reason);
                 return Err(PeerError::Refused {
                     peer: address,
                     reason,
                 });
             }
         };
+        // Past the handshake: the peer leaves the unauthenticated and needs
+        // a peer slot (its key is checked next, before anything else).
+        drop(admission);
+        let slot = shared.slots.clone().try_acquire_owned();
+        let turn_away = slot.is_err().then(|| {
+            let reason = format!(
+                "the hub already serves its limit of {} peers; try again later",
+                options.max_peers
+            );
+            shared.metrics.turned_away(&address, &reason);
+            reason
+        });
         let cfg = Config {
             max_skew_ms: options.max_clock_skew.as_millis() as i64,
             max_message: options.max_message_bytes,
             filter: Vec::new(),
             live: true,
             poll: options.poll_interval,
-            idle_timeout: options.handshake_timeout,
+            hello_timeout: options.handshake_timeout,
+            idle_timeout: options.idle_timeout,
+            keepalive: None,
+            limits: options.limits.clone(),
+            create: Some(CreatePolicy {
+                allow: options.allow_create.clone(),
+                any: options.allow_create_any,
+                quota: options.create_quota,
+            }),
+            budget: Some(shared.budget.clone()),
+            metrics: Some(shared.metrics.clone()),
             progress: None,
         };
         let accept = Accept::Hub {
-            allow: options.allow.clone(),
+            allow: options
+                .allow
+                .iter()
+                .chain(&options.allow_create)
+                .copied()
+                .collect(),
             any: options.allow_any,
+            turn_away,
         };
-        session::run(
+        let outcome = session::run(
             self.clone(),
             channel,
             false,
@@ -606,7 +778,9 @@ impl Replica {
             shutdown,
             on_connected,
         )
-        .await
+        .await;
+        drop(slot);
+        outcome
     }
 
     /// Listens on `address` (`host:port`; port 0 picks a free one) and
@@ -627,7 +801,8 @@ impl Replica {
         let (shutdown, stop) = watch::channel(false);
         let (events_tx, events) = mpsc::channel(EVENT_BACKLOG);
         let replica = self.clone();
-        let slots = Arc::new(tokio::sync::Semaphore::new(options.max_peers));
+        let shared = Arc::new(HubShared::new(&options));
+        let metrics = shared.metrics.clone();
         let options = Arc::new(options);
         let mut stop_accepting = stop.clone();
         tokio::spawn(async move {
@@ -644,26 +819,23 @@ impl Replica {
                         continue;
                     }
                 };
-                let Ok(permit) = slots.clone().try_acquire_owned() else {
-                    let _ = events_tx.try_send(HubEvent::Failed {
-                        address: addr.to_string(),
-                        error: PeerError::Connection {
-                            peer: addr.to_string(),
-                            reason: format!(
-                                "the hub already serves its limit of {} peers; try again later",
-                                options.max_peers
-                            ),
-                        },
-                    });
-                    continue;
+                let address = addr.to_string();
+                let admission = match shared.admissions.admit(addr.ip()) {
+                    Ok(admission) => admission,
+                    Err(reason) => {
+                        // Counted and logged at a limited rate only: a
+                        // flood of these must not flood the hub's owner.
+                        shared.metrics.turned_away(&address, &reason);
+                        continue;
+                    }
                 };
                 let _ = stream.set_nodelay(true);
                 let replica = replica.clone();
                 let options = options.clone();
+                let shared = shared.clone();
                 let events = events_tx.clone();
                 let stop = stop.clone();
                 tokio::spawn(async move {
-                    let address = addr.to_string();
                     let connected = {
                         let events = events.clone();
                         let address = address.clone();
@@ -677,7 +849,15 @@ impl Replica {
                         let address = address.clone();
                         tokio::spawn(async move {
                             replica
-                                .respond(stream, &options, address, Some(stop), Some(connected))
+                                .respond(
+                                    stream,
+                                    &options,
+                                    &shared,
+                                    address,
+                                    Some(admission),
+                                    Some(stop),
+                                    Some(connected),
+                                )
                                 .await
                         })
                     };
@@ -694,7 +874,6 @@ impl Replica {
                         }
                     };
                     let _ = events.try_send(event);
-                    drop(permit);
                 });
             }
         });
@@ -702,6 +881,7 @@ impl Replica {
             address: local,
             shutdown,
             events,
+            metrics,
         })
     }
 
@@ -722,15 +902,11 @@ impl Replica {
                 let started = std::time::Instant::now();
                 let outcome = match connect(&peer.address, options.timeout).await {
                     Ok(stream) => {
-                        let accept = match peer.key {
-                            Some(key) => Accept::Key(key),
-                            None => Accept::Tofu(peer.address.clone()),
-                        };
                         let events = events_tx.clone();
                         replica
                             .initiate(
                                 stream,
-                                accept,
+                                tofu(&peer),
                                 client_config(&options, true),
                                 peer.address.clone(),
                                 Some(stop.clone()),

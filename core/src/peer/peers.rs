@@ -5,7 +5,7 @@
 use crate::identity::PublicKey;
 use crate::ids::RegistryId;
 use crate::replica::Replica;
-use crate::store::StoreError;
+use crate::store::{PinOutcome, StoreError};
 
 type Result<T> = std::result::Result<T, StoreError>;
 
@@ -43,18 +43,34 @@ pub(crate) fn save_sync_states(
     replica.with_store(|store| store.save_peer_sync_states(peer, states, moved))
 }
 
-/// The key first seen at `address` (trust on first use).
+/// The key pinned for `address`.
 pub(crate) fn key_at(replica: &Replica, address: &str) -> Result<Option<PublicKey>> {
     replica.with_store(|store| store.peer_key_at(address))
 }
 
-/// Notes that `key` was seen (at `address`, when we dialled it).
+/// Notes that `key` was seen and, with the address we dialled, pins it
+/// there (moving an old pin only when the key was `given`).
 pub(crate) fn remember_peer(
     replica: &Replica,
     key: &PublicKey,
     address: Option<&str>,
+    given: bool,
+) -> Result<PinOutcome> {
+    replica.with_store(|store| store.remember_peer(key, address, given))
+}
+
+/// How many registries `peer` brought to this replica.
+pub(crate) fn registries_from(replica: &Replica, peer: &PublicKey) -> Result<u64> {
+    replica.with_store(|store| store.registries_from(peer))
+}
+
+/// Records that `peer` brought `registry` here.
+pub(crate) fn record_registry_origin(
+    replica: &Replica,
+    registry: &RegistryId,
+    peer: &PublicKey,
 ) -> Result<()> {
-    replica.with_store(|store| store.remember_peer(key, address))
+    replica.with_store(|store| store.record_registry_origin(registry, peer))
 }
 
 /// Journals a refusal concerning a peer. Best effort: the refusal stands

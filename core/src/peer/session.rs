@@ -10,7 +10,10 @@
 //! 3. Every `Sync` is answered by a `Sync` or an `Idle`; the responder
 //!    answers an `Idle` with a `Sync` or an `Idle`, and the initiator's
 //!    round for a registry is over when it has nothing to send after the
-//!    responder's `Idle`. A live session goes on pushing local changes.
+//!    responder's `Idle`. A live session goes on pushing local changes;
+//!    a live initiator with nothing to say sends an `Idle` now and then
+//!    (for a registry in sync, or for the connection if there is none), so
+//!    the hub, which closes silent connections, keeps it.
 //!
 //! Received changes go through [`Replica::import`]: verified (signatures,
 //! actor binding, roles as of each change's dependencies, record rule) and
@@ -31,8 +34,9 @@ use tokio::sync::{mpsc, watch};
 
 use super::envelope::{self, CONNECTION, Kind, Offer};
 use super::frame::{Channel, Counters, LinkError, SecureWriter};
+use super::limits::{Metrics, PeerBudget};
 use super::peers;
-use super::{PeerError, PeerRegistryReport, PeerReport, Progress};
+use super::{PeerError, PeerRegistryReport, PeerReport, Progress, SessionLimits};
 use crate::clock::now_ms;
 use crate::document::Layout;
 use crate::error::ImportError;
@@ -41,32 +45,50 @@ use crate::identity::PublicKey;
 use crate::ids::RegistryId;
 use crate::registry::{Registry, Role};
 use crate::replica::{RemoteChanges, Replica};
-use crate::store::StoreError;
+use crate::store::{PinOutcome, StoreError};
 use crate::trust::SignedChange;
 
 /// What a registry refusal says, the same whether the registry exists here
 /// or not, so a non-member learns nothing about it.
 const NOT_SHARED: &str = "this registry is not shared with your key here";
+/// What a push to a registry not shared with the peer gets when its key may
+/// not bring new registries here (the same whether the registry exists).
+const NOT_TAKEN: &str = "this registry is not shared with your key here, and this replica takes no new registries from your key; its operator can allow your key to create registries here";
+/// The same, for a key that has brought its quota of new registries.
+const OVER_QUOTA: &str = "this registry is not shared with your key here, and your key has brought as many new registries as this replica takes from one key; its operator can raise the quota";
 /// How long a closing side waits for the peer to close in turn.
 const LINGER: Duration = Duration::from_secs(2);
 /// How often a live session saves its sync states.
 const SAVE_EVERY: Duration = Duration::from_secs(5);
 /// How much a closing side reads and discards while it waits.
 const DRAIN_BUDGET: usize = 16 << 20;
-/// Received changes waiting for their dependencies, at most.
-const MAX_PENDING: usize = 100_000;
 
 /// Which peer keys a session accepts.
 #[derive(Clone, Debug)]
 pub(crate) enum Accept {
-    /// Exactly this key.
-    Key(PublicKey),
-    /// The key first seen at this address (trust on first use).
+    /// Exactly this key (pinned to the address dialled, if any).
+    Key(PublicKey, Option<String>),
+    /// The key pinned to this address, or, the first time, any key (trust
+    /// on first use).
     Tofu(String),
     /// Any key (the caller checks it).
     Any,
-    /// A hub: keys that are members of a registry held here, or allowed.
-    Hub { allow: Vec<PublicKey>, any: bool },
+    /// A hub: keys that are members of a registry held here, or allowed;
+    /// `turn_away` refuses the peer whatever its key (no slot for it).
+    Hub {
+        allow: Vec<PublicKey>,
+        any: bool,
+        turn_away: Option<String>,
+    },
+}
+
+/// Which peers a hub takes new registries from.
+#[derive(Clone, Debug)]
+pub(crate) struct CreatePolicy {
+    pub(crate) allow: Vec<PublicKey>,
+    pub(crate) any: bool,
+    /// New registries one key may bring, in all.
+    pub(crate) quota: u64,
 }
 
 /// How a session runs.
@@ -81,8 +103,22 @@ pub(crate) struct Config {
     pub(crate) live: bool,
     /// How often a live session looks for local changes.
     pub(crate) poll: Duration,
-    /// A one-shot round fails if the peer says nothing for this long.
+    /// The peer's hello must come within this time.
+    pub(crate) hello_timeout: Duration,
+    /// A one-shot round fails, and a responder closes the connection, if
+    /// the peer says nothing for this long.
     pub(crate) idle_timeout: Duration,
+    /// A live initiator with nothing to send says so this often.
+    pub(crate) keepalive: Option<Duration>,
+    pub(crate) limits: SessionLimits,
+    /// A hub's rule for new registries (`None`: take any that lists both
+    /// sides, as an initiator does from the peer it chose to dial).
+    pub(crate) create: Option<CreatePolicy>,
+    /// A hub's byte budget per peer, over all its connections.
+    pub(crate) budget: Option<Arc<PeerBudget>>,
+    /// A hub's counters: refusals of peers that proved no accepted key are
+    /// counted there instead of journaled.
+    pub(crate) metrics: Option<Arc<Metrics>>,
     pub(crate) progress: Option<super::ProgressFn>,
 }
 
@@ -97,8 +133,9 @@ enum Fault {
     RefusedByPeer(String),
     /// Our store failed.
     Store(StoreError),
-    /// Refuse this registry to the peer (journaled), keep the connection.
-    RefuseRegistry(RegistryId, String),
+    /// Refuse this registry to the peer (journaled), keep the connection:
+    /// the reason journaled, and what the peer is told.
+    RefuseRegistry(RegistryId, String, &'static str),
 }
 
 impl From<LinkError> for Fault {
@@ -142,6 +179,11 @@ struct Reg {
     last_heads: Vec<ChangeHash>,
     /// Held here, but the peer is not a member: answered as if absent.
     hidden: bool,
+    /// Bytes of `pending`, counted against the session's and the peer's
+    /// budgets.
+    held: usize,
+    /// How many of `pending` are counted in the session's total.
+    counted: usize,
 }
 
 impl Reg {
@@ -160,6 +202,8 @@ impl Reg {
             changes_out: 0,
             last_heads: Vec::new(),
             hidden: false,
+            held: 0,
+            counted: 0,
             attestations_sent: 0,
         }
     }
@@ -179,6 +223,15 @@ struct Session<W> {
     offered: Vec<Offer>,
     /// When the sync states were last saved.
     saved: Instant,
+    /// When the peer last said anything.
+    heard: Instant,
+    /// When we last sent anything.
+    said: Instant,
+    /// Bytes and changes held back over all registries.
+    held_bytes: usize,
+    held_changes: usize,
+    /// New registries the peer brought on this connection.
+    created: u64,
 }
 
 /// Runs a session over an established channel until the round ends (or,
@@ -206,13 +259,49 @@ where
         claimed,
     } = channel;
     let me = replica.public_key();
-    let verdict = peer.and_then(|key| check_key(&replica, &accept, &key).map(|_| key));
+    let proved = peer.is_ok();
+    let verdict = match &accept {
+        Accept::Hub {
+            turn_away: Some(reason),
+            ..
+        } => Err(reason.clone()),
+        _ => peer.and_then(|key| check_key(&replica, &accept, &key).map(|_| key)),
+    };
+    let accepted = verdict.is_ok();
+    let mut connected = None;
+    let verdict = verdict
+        .and_then(|key| pin(&replica, &accept, key))
+        .and_then(|key| match &cfg.budget {
+            Some(budget) => {
+                connected = Some(budget.connect(&key).map_err(|limit| {
+                    format!(
+                        "it already has {limit} connections open here (the limit per peer); close one, or wait for one to end"
+                    )
+                })?);
+                Ok(key)
+            }
+            None => Ok(key),
+        });
     let peer = match verdict {
         Ok(key) => key,
         Err(reason) => {
             let who = hex::encode(claimed);
-            tracing::warn!(peer = %address, key = %who, %reason, "refused a peer");
-            peers::journal_refusal(&replica, None, &format!("{address} ({who})"), &reason);
+            match &cfg.metrics {
+                // A hub journals nothing about connections that proved no
+                // key it accepts: anyone can open those, so they are only
+                // counted, and logged at a limited rate.
+                Some(metrics) if !accepted => match &accept {
+                    Accept::Hub {
+                        turn_away: Some(_), ..
+                    } => {}
+                    _ if proved => metrics.key_refused(&address, &reason),
+                    _ => metrics.handshake_failed(&address, &reason),
+                },
+                _ => {
+                    tracing::warn!(peer = %address, key = %who, %reason, "refused a peer");
+                    peers::journal_refusal(&replica, None, &format!("{address} ({who})"), &reason);
+                }
+            }
             let env = envelope::seal(
                 replica.identity(),
                 &claimed,
@@ -232,13 +321,6 @@ where
             });
         }
     };
-    if let Err(e) = peers::remember_peer(
-        &replica,
-        &peer,
-        matches!(accept, Accept::Tofu(_)).then_some(address.as_str()),
-    ) {
-        tracing::warn!(error = %e, "could not record the peer");
-    }
     let (tx, rx) = mpsc::channel(16);
     let reading = tokio::spawn(async move {
         let mut reader = reader;
@@ -267,10 +349,16 @@ where
         regs: BTreeMap::new(),
         offered: Vec::new(),
         saved: Instant::now(),
+        heard: Instant::now(),
+        said: Instant::now(),
+        held_bytes: 0,
+        held_changes: 0,
+        created: 0,
     };
     let mut rx = rx;
     let outcome = session.drive(&mut rx, shutdown).await;
     session.save_states();
+    session.release_all();
     let who = format!("{} ({})", session.address, session.peer);
     let result = match outcome {
         Ok(()) => Ok(session.report(started)),
@@ -280,7 +368,7 @@ where
             tracing::warn!(peer = %who, %reason, "the peer refused this replica");
             Err(PeerError::RefusedByPeer { peer: who, reason })
         }
-        Err(Fault::RefuseRegistry(registry, reason)) => {
+        Err(Fault::RefuseRegistry(registry, reason, _)) => {
             refuse_peer(&mut session, Some(registry), reason).await
         }
         Err(Fault::Violation(registry, reason)) => {
@@ -295,6 +383,7 @@ where
     })
     .await;
     reading.abort();
+    drop(connected);
     result
 }
 
@@ -328,8 +417,8 @@ fn said(payload: &[u8]) -> String {
 fn check_key(replica: &Replica, accept: &Accept, key: &PublicKey) -> Result<(), String> {
     match accept {
         Accept::Any => Ok(()),
-        Accept::Key(expected) if expected == key => Ok(()),
-        Accept::Key(expected) => Err(format!(
+        Accept::Key(expected, _) if expected == key => Ok(()),
+        Accept::Key(expected, _) => Err(format!(
             "it proved key {key}, but key {expected} was expected; check the peer's public key"
         )),
         Accept::Tofu(address) => match peers::key_at(replica, address) {
@@ -339,7 +428,7 @@ fn check_key(replica: &Replica, accept: &Accept, key: &PublicKey) -> Result<(), 
             Ok(_) => Ok(()),
             Err(e) => Err(format!("the pinned key could not be read: {e}")),
         },
-        Accept::Hub { allow, any } => {
+        Accept::Hub { allow, any, .. } => {
             if *any || allow.contains(key) {
                 return Ok(());
             }
@@ -364,6 +453,33 @@ fn check_key(replica: &Replica, accept: &Accept, key: &PublicKey) -> Result<(), 
     }
 }
 
+/// Records the peer's key once accepted and, for an address we dialled,
+/// pins it there (trust on first use, or the key given). `Err` says why
+/// the key is refused after all: another key was pinned to the address
+/// meanwhile.
+fn pin(replica: &Replica, accept: &Accept, key: PublicKey) -> Result<PublicKey, String> {
+    let (address, given) = match accept {
+        Accept::Key(_, address) => (address.as_deref(), true),
+        Accept::Tofu(address) => (Some(address.as_str()), false),
+        Accept::Any | Accept::Hub { .. } => (None, false),
+    };
+    match peers::remember_peer(replica, &key, address, given) {
+        Ok(PinOutcome::Conflict(pinned)) => Err(format!(
+            "it proved key {key}, but {} was pinned to key {pinned} on first use; if the peer's key really changed, sync with its new key given explicitly",
+            address.unwrap_or_default()
+        )),
+        Ok(_) => Ok(key),
+        // Trust on first use cannot go ahead without its pin.
+        Err(e) if !given && address.is_some() => {
+            Err(format!("the peer's key could not be pinned: {e}"))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not record the peer");
+            Ok(key)
+        }
+    }
+}
+
 impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
     async fn send(&mut self, registry: &[u8; 16], kind: Kind, payload: &[u8]) -> Result<(), Fault> {
         let env = envelope::seal(
@@ -374,6 +490,7 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
             payload,
         );
         self.writer.send(&env).await?;
+        self.said = Instant::now();
         Ok(())
     }
 
@@ -419,14 +536,14 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
             .await;
         // The peer's hello (or its refusal) comes first, and soon: a peer
         // that connects and says nothing does not hold the connection.
-        let hello = tokio::time::timeout(self.cfg.idle_timeout, self.next(rx))
+        let hello = tokio::time::timeout(self.cfg.hello_timeout, self.next(rx))
             .await
             .unwrap_or_else(|_| {
                 Err(Fault::Violation(
                     None,
                     format!(
                         "it said no hello within {} s",
-                        self.cfg.idle_timeout.as_secs()
+                        self.cfg.hello_timeout.as_secs_f64()
                     ),
                 ))
             });
@@ -442,6 +559,7 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
             }
             Err(e) => return Err(e),
         };
+        self.heard = Instant::now();
         let env = self.check(&first)?;
         match (env.kind, env.registry()) {
             (Kind::Hello, None) => {
@@ -467,6 +585,16 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
                     start.push((o.id, o.name.clone()));
                 }
             }
+            if start.len() > self.cfg.limits.max_registries {
+                return Err(Fault::Violation(
+                    None,
+                    format!(
+                        "it offered {} registries, over this replica's limit of {} per connection; sync fewer registries at once",
+                        start.len(),
+                        self.cfg.limits.max_registries
+                    ),
+                ));
+            }
             for (id, name) in start {
                 if let Some(reg) = self.activate(id, name)? {
                     self.regs.insert(id, reg);
@@ -484,15 +612,30 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
                 return Ok(());
             }
             let live = self.cfg.live || !self.initiator;
+            // A responder closes a connection whose peer stays silent (a
+            // live initiator with nothing to send says so now and then).
+            let silent = tokio::time::Instant::from_std(self.heard + self.cfg.idle_timeout);
             tokio::select! {
                 got = self.next(rx) => match got? {
-                    Some(bytes) => self.on_envelope(&bytes).await?,
+                    Some(bytes) => {
+                        self.heard = Instant::now();
+                        self.on_envelope(&bytes).await?
+                    }
                     None if self.initiator && !self.cfg.live => {
                         return Err(Fault::Io("the peer closed the connection before the round finished".into()));
                     }
                     None => return Ok(()),
                 },
                 _ = ticker.tick(), if live => self.push_local().await?,
+                _ = tokio::time::sleep_until(silent), if !self.initiator => {
+                    return Err(Fault::Violation(
+                        None,
+                        format!(
+                            "it said nothing for {} s; silent connections are closed (a live peer says it is still there every so often)",
+                            self.cfg.idle_timeout.as_secs_f64()
+                        ),
+                    ));
+                }
                 _ = stopped(&mut shutdown) => return Ok(()),
             }
         }
@@ -559,6 +702,8 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
         let Some(id) = env.registry() else {
             return match env.kind {
                 Kind::Refused => Err(Fault::RefusedByPeer(said(&env.payload))),
+                // The peer is still there.
+                Kind::Idle => Ok(()),
                 _ => Err(Fault::Violation(
                     None,
                     format!("it sent a {:?} envelope for no registry", env.kind),
@@ -577,6 +722,7 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
                 .map_or_else(String::new, |o| o.name.clone());
             match self.activate(id, name)? {
                 Some(reg) => {
+                    self.admit_registry(&reg)?;
                     self.regs.insert(id, reg);
                 }
                 None => return Ok(()),
@@ -604,7 +750,9 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
                 let received = self.receive(id, &env.payload);
                 self.progress();
                 match received {
-                    Err(Fault::RefuseRegistry(id, why)) => self.refuse_registry(id, &why).await,
+                    Err(Fault::RefuseRegistry(id, why, told)) => {
+                        self.refuse_registry(id, &why, told).await
+                    }
                     Err(e) => Err(e),
                     Ok(()) => self.reply(id, true).await.map(drop),
                 }
@@ -642,14 +790,10 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
                     return Ok(None);
                 }
                 // Answer as if the registry were not here, so a non-member
-                // learns nothing, and refuse whatever it pushes.
-                tracing::warn!(peer = %self.address, registry = %id, "a non-member asked for a registry");
-                peers::journal_refusal(
-                    &self.replica,
-                    Some(&id),
-                    &format!("{} ({})", self.address, self.peer),
-                    "not a member: envelope for a registry the peer may not access; answered as if absent",
-                );
+                // learns nothing (nor from the time taken: nothing is
+                // journaled here, as for an absent one), and refuse
+                // whatever it pushes.
+                tracing::debug!(peer = %self.address, registry = %id, "a non-member asked for a registry");
                 reg.handle = None;
                 reg.hidden = true;
                 reg.name = String::new();
@@ -670,7 +814,12 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
     }
 
     /// Refuses a registry to the peer without closing the connection.
-    async fn refuse_registry(&mut self, id: RegistryId, journal: &str) -> Result<(), Fault> {
+    async fn refuse_registry(
+        &mut self,
+        id: RegistryId,
+        journal: &str,
+        told: &str,
+    ) -> Result<(), Fault> {
         tracing::warn!(peer = %self.address, registry = %id, reason = journal, "refused a registry");
         peers::journal_refusal(
             &self.replica,
@@ -678,12 +827,119 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
             &format!("{} ({})", self.address, self.peer),
             journal,
         );
-        if let Some(reg) = self.regs.get_mut(&id) {
-            reg.refused = Some(NOT_SHARED.into());
+        if let Some(mut reg) = self.regs.remove(&id) {
+            reg.refused = Some(told.into());
             reg.pending.clear();
+            let _ = self.hold(&mut reg);
+            self.regs.insert(id, reg);
         }
-        self.send(id.as_bytes(), Kind::Refused, NOT_SHARED.as_bytes())
+        self.send(id.as_bytes(), Kind::Refused, told.as_bytes())
             .await
+    }
+
+    /// Checks that one more registry fits the connection's limits.
+    fn admit_registry(&self, reg: &Reg) -> Result<(), Fault> {
+        let limits = &self.cfg.limits;
+        if self.regs.len() >= limits.max_registries {
+            return Err(Fault::Violation(
+                None,
+                format!(
+                    "it asked for more than {} registries on one connection (this replica's limit); sync fewer registries per connection",
+                    limits.max_registries
+                ),
+            ));
+        }
+        let unshared = self.regs.values().filter(|r| r.handle.is_none()).count();
+        if reg.handle.is_none() && unshared >= limits.max_unshared_registries {
+            return Err(Fault::Violation(
+                None,
+                format!(
+                    "it asked about more than {} registries not shared with it here on one connection (this replica's limit)",
+                    limits.max_unshared_registries
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Counts what `reg` holds back (its pending changes) against the
+    /// connection's and the peer's budgets; `Err` refuses the peer when
+    /// that goes over either.
+    fn hold(&mut self, reg: &mut Reg) -> Result<(), Fault> {
+        let bytes: usize = reg.pending.iter().map(|c| c.change.raw_bytes().len()).sum();
+        let held_changes = self.held_changes - reg.counted + reg.pending.len();
+        let held_bytes = self.held_bytes - reg.held + bytes;
+        let limits = &self.cfg.limits;
+        let over = |what: String| {
+            violation(
+                reg.id,
+                format!("it sent {what} whose dependencies never came"),
+            )
+        };
+        if bytes > reg.held
+            && (held_bytes > limits.max_pending_bytes || held_changes > limits.max_pending_changes)
+        {
+            return Err(over(format!(
+                "{held_changes} changes ({held_bytes} bytes), over this replica's limit of {} changes or {} bytes per connection,",
+                limits.max_pending_changes, limits.max_pending_bytes
+            )));
+        }
+        if let Some(budget) = &self.cfg.budget
+            && let Err(limit) = budget.adjust(&self.peer, reg.held, bytes)
+        {
+            return Err(over(format!(
+                "more changes than this replica holds for one peer ({limit} bytes over all its connections)"
+            )));
+        }
+        self.held_bytes = held_bytes;
+        self.held_changes = held_changes;
+        reg.held = bytes;
+        reg.counted = reg.pending.len();
+        Ok(())
+    }
+
+    /// Gives back everything the session held against the peer's budget.
+    fn release_all(&mut self) {
+        if let Some(budget) = &self.cfg.budget {
+            let held: usize = self.regs.values().map(|r| r.held).sum();
+            let _ = budget.adjust(&self.peer, held, 0);
+        }
+        for reg in self.regs.values_mut() {
+            reg.held = 0;
+            reg.counted = 0;
+        }
+        self.held_bytes = 0;
+        self.held_changes = 0;
+    }
+
+    /// Whether the peer may bring a registry new to this replica: always
+    /// as an initiator (it chose the peer); on a hub, if its key is allowed
+    /// to create here and within its quota. `Err` is what to journal and
+    /// what to tell the peer. The answer depends on the key alone, never on
+    /// whether a registry exists here, so it tells the peer nothing.
+    fn may_create(&self) -> Result<(), (String, &'static str)> {
+        let Some(policy) = &self.cfg.create else {
+            return Ok(());
+        };
+        if !policy.any && !policy.allow.contains(&self.peer) {
+            return Err((
+                "not a member: it pushed changes to a registry not shared with it here, and its key may not create registries here".into(),
+                NOT_TAKEN,
+            ));
+        }
+        let brought = peers::registries_from(&self.replica, &self.peer)
+            .unwrap_or(u64::MAX)
+            .max(self.created);
+        if brought >= policy.quota {
+            return Err((
+                format!(
+                    "not a member: it pushed changes to a registry not shared with it here, and its key has brought its quota of {} new registries here",
+                    policy.quota
+                ),
+                OVER_QUOTA,
+            ));
+        }
+        Ok(())
     }
 
     /// Handles a received sync message: verifies and imports its changes,
@@ -716,6 +972,7 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
                             id,
                             "not a member: it pushed changes to a registry it may not access"
                                 .into(),
+                            NOT_SHARED,
                         ));
                     }
                     Some(role) if !self.initiator && !role.can_write() => {
@@ -728,6 +985,11 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
                     }
                     Some(_) => {}
                 }
+            } else {
+                // Absent here or hidden from the peer, alike: only a key
+                // that may bring new registries gets further.
+                self.may_create()
+                    .map_err(|(why, told)| Fault::RefuseRegistry(id, why, told))?;
             }
             reg.pending.extend(changes);
             self.import_pending(reg)?;
@@ -746,12 +1008,6 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
     /// Imports the pending changes once none lacks a dependency.
     fn import_pending(&mut self, reg: &mut Reg) -> Result<(), Fault> {
         let id = reg.id;
-        if reg.hidden {
-            return Err(Fault::RefuseRegistry(
-                id,
-                "not a member: it pushed changes to a registry it may not access".into(),
-            ));
-        }
         let batch: HashSet<ChangeHash> = reg.pending.iter().map(SignedChange::hash).collect();
         let deps: Vec<ChangeHash> = reg
             .pending
@@ -769,31 +1025,36 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
         };
         if !missing.is_empty() {
             // A bloom-filter false positive on the peer's side: ask for
-            // the missing changes by hash and keep these until they come.
-            let held: usize = reg.pending.iter().map(|c| c.change.raw_bytes().len()).sum();
-            if reg.pending.len() > MAX_PENDING || held > 4 * self.cfg.max_message {
-                return Err(violation(
-                    id,
-                    format!(
-                        "it sent {} changes ({held} bytes) whose dependencies never came",
-                        reg.pending.len()
-                    ),
-                ));
-            }
+            // the missing changes by hash and keep these until they come,
+            // within the connection's and the peer's budgets.
+            self.hold(reg)?;
             missing.sort();
             missing.dedup();
             reg.need = missing;
             return Ok(());
         }
-        if reg.handle.is_none() {
+        if reg.hidden {
+            return Err(Fault::RefuseRegistry(
+                id,
+                "not a member: it pushed changes to a registry it may not access".into(),
+                NOT_SHARED,
+            ));
+        }
+        let new = reg.handle.is_none();
+        if new {
             self.check_new_registry(reg)?;
         }
         let bundle = Bundle::new(id, std::mem::take(&mut reg.pending), Vec::new());
+        self.hold(reg)?;
         match self.replica.import(bundle) {
             Ok(report) => {
                 reg.need.clear();
                 reg.changes_in += report.applied;
-                if reg.handle.is_none() {
+                if new {
+                    self.created += 1;
+                    if let Err(e) = peers::record_registry_origin(&self.replica, &id, &self.peer) {
+                        tracing::warn!(error = %e, registry = %id, "could not record which peer brought a registry");
+                    }
                     reg.handle = Some(
                         self.replica
                             .registry_by_id(id)
@@ -845,6 +1106,7 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
                 id,
                 "not a member: it sent a registry that does not list both replicas as members (writers to push)"
                     .into(),
+                NOT_SHARED,
             ))
         }
     }
@@ -872,7 +1134,7 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
                 Ok(true)
             }
             Generated::Refuse(why) => {
-                self.refuse_registry(id, &why).await?;
+                self.refuse_registry(id, &why, NOT_SHARED).await?;
                 Ok(false)
             }
             Generated::Nothing => {
@@ -1006,6 +1268,21 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
         if self.saved.elapsed() >= SAVE_EVERY {
             self.saved = Instant::now();
             self.persist(false);
+            // Nonces only need to outlive the window in which timestamps
+            // are accepted: a long session forgets older ones as it goes.
+            let _ = peers::prune_nonces(&self.replica, now_ms() - 2 * self.cfg.max_skew_ms);
+        }
+        if let Some(every) = self.cfg.keepalive
+            && self.said.elapsed() >= every
+        {
+            // An `Idle` for a registry in sync, which any peer answers in
+            // kind; a connection-level one if there is none.
+            let synced = self
+                .regs
+                .values()
+                .find(|r| r.refused.is_none() && r.handle.is_some())
+                .map_or(CONNECTION, |r| *r.id.as_bytes());
+            self.send(&synced, Kind::Idle, &[]).await?;
         }
         let ids: Vec<RegistryId> = self
             .regs

@@ -208,6 +208,137 @@ async fn a_removed_member_receives_nothing_new_and_is_told_so() {
     assert!(server.await.unwrap().is_err());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_offering_more_registries_than_the_limit_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = open(dir.path(), "hub");
+    let laptop = open(dir.path(), "laptop");
+    for name in ["services", "incidents"] {
+        let reg = hub.create_registry(name, schema()).unwrap();
+        reg.set_member(laptop.public_key(), Role::Reader).unwrap();
+    }
+    let (a, b) = tokio::io::duplex(1 << 16);
+    let server = {
+        let hub = hub.clone();
+        tokio::spawn(async move { hub.serve_stream(b, &ServeOptions::default()).await })
+    };
+    let mut options = PeerOptions::default();
+    options.limits.max_registries = 1;
+    let err = laptop
+        .sync_peer_over(a, Some(hub.public_key()), &options)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, PeerError::Refused { reason, .. } if reason.contains("offered 2 registries")),
+        "{err}"
+    );
+    let _ = server.await.unwrap();
+    assert!(laptop.registries().unwrap().is_empty());
+}
+
+/// Serves `replica` at `address` once the address is free again.
+async fn serve_at(replica: &Replica, address: &str) -> Hub {
+    for _ in 0..600 {
+        if let Ok(hub) = replica.serve(address, ServeOptions::default()).await {
+            return hub;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("hang guard: {address} never came free");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_reached_at_a_new_address_leaves_the_old_address_pinned() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = open(dir.path(), "hub");
+    let laptop = open(dir.path(), "laptop");
+    let mallory = open(dir.path(), "mallory");
+    let services = hub.create_registry("services", schema()).unwrap();
+    services
+        .set_member(laptop.public_key(), Role::Writer)
+        .unwrap();
+    // The impostor's registry lists the victim, so an accepted impostor
+    // would get it stored.
+    let payroll = mallory.create_registry("payroll", schema()).unwrap();
+    payroll
+        .set_member(laptop.public_key(), Role::Writer)
+        .unwrap();
+
+    // The hub at A, reached with its key given; then the same hub at B,
+    // trusted on first use.
+    let at_a = hub
+        .serve("127.0.0.1:0", ServeOptions::default())
+        .await
+        .unwrap();
+    let a = at_a.local_addr().to_string();
+    let with_key = Peer::new(a.clone()).with_key(hub.public_key());
+    laptop
+        .sync_peer(&with_key, &PeerOptions::default())
+        .await
+        .unwrap();
+    let at_b = hub
+        .serve("127.0.0.1:0", ServeOptions::default())
+        .await
+        .unwrap();
+    let b = at_b.local_addr().to_string();
+    laptop
+        .sync_peer(&Peer::new(b.clone()), &PeerOptions::default())
+        .await
+        .unwrap();
+    let pinned = |address: &str| {
+        laptop.journal().unwrap().iter().any(|e| {
+            e.kind == "peer-pinned"
+                && e.detail["address"] == address
+                && e.detail["peer"] == hub.public_key().to_string()
+        })
+    };
+    assert!(pinned(&a), "a sync with the key given pins its address");
+    assert!(pinned(&b), "first use at a new address pins it too");
+
+    // Another key takes over A: the laptop refuses it, stores nothing from
+    // it, and journals the refusal.
+    drop(at_a);
+    let impostor = serve_at(&mallory, &a).await;
+    let err = laptop
+        .sync_peer(&Peer::new(a.clone()), &PeerOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, PeerError::Refused { reason, .. } if reason.contains("pinned to key")),
+        "{err}"
+    );
+    assert!(laptop.registry("payroll").is_err(), "nothing stored");
+    assert!(laptop.journal().unwrap().iter().any(|e| {
+        e.kind == "peer-refused"
+            && e.detail["peer"].as_str().unwrap_or("").contains(&a)
+            && e.detail["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("pinned to key")
+    }));
+    // B still belongs to the hub.
+    assert_eq!(peers::key_at(&laptop, &b).unwrap(), Some(hub.public_key()));
+    // Naming the new key moves A's pin, and says so in the journal.
+    laptop
+        .sync_peer(
+            &Peer::new(a.clone()).with_key(mallory.public_key()),
+            &PeerOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        laptop
+            .journal()
+            .unwrap()
+            .iter()
+            .any(|e| e.kind == "peer-pinned"
+                && e.detail["address"] == a.as_str()
+                && e.detail["peer"] == mallory.public_key().to_string()
+                && e.detail["previous"] == hex::encode(hub.public_key().as_bytes()))
+    );
+    drop(impostor);
+}
+
 mod adversarial {
     //! A hand-built malicious peer against a hub on loopback TCP. Every
     //! attack is refused, nothing from it is applied, the refusal is
@@ -493,7 +624,9 @@ mod adversarial {
                 .await
                 .contains("not a member of any registry")
         );
-        assert!(w.journaled("not a member of any registry"));
+        // Anyone can make a key: refusing one is counted, not journaled.
+        assert!(!w.journaled("not a member of any registry"));
+        assert_eq!(w.server.metrics().keys_refused, 1);
         w.good_syncs().await;
     }
 
@@ -546,7 +679,8 @@ mod adversarial {
         let told = String::from_utf8_lossy(&env.payload).into_owned();
         assert!(told.contains("wrong key binding"), "{told}");
         assert!(w.next_refusal().await.contains("wrong key binding"));
-        assert!(w.journaled("wrong key binding"));
+        assert!(!w.journaled("wrong key binding"), "no key was proven");
+        assert_eq!(w.server.metrics().handshakes_failed, 1);
         w.good_syncs().await;
     }
 
@@ -705,7 +839,10 @@ mod adversarial {
             .sync_peer(&peer, &PeerOptions::default())
             .await
             .unwrap_err();
-        assert!(matches!(err, PeerError::Connection { .. }), "{err}");
+        assert!(
+            matches!(&err, PeerError::RefusedByPeer { reason, .. } if reason.contains("limit of 1 peers")),
+            "{err}"
+        );
         drop(evil);
         let mut tries = 0;
         while w
@@ -791,6 +928,390 @@ mod adversarial {
         assert_eq!(w.services.heads(), heads, "nothing applied");
         assert!(w.journaled("not a member"));
         w.good_syncs().await;
+    }
+
+    /// Two changes to `reg` by `author`, the second depending on the first
+    /// and carrying `size` bytes of text.
+    fn craft_big_chain(
+        reg: &Registry,
+        author: &Identity,
+        size: usize,
+        seed: u64,
+    ) -> Vec<(Vec<u8>, ChangeHash, [u8; 64])> {
+        reg.with_state(|st, _| {
+            let mut doc = st.doc.fork();
+            doc.set_actor(automerge::ActorId::from(
+                &author.public_key().as_bytes()[..],
+            ));
+            let records = st.layout().records.clone();
+            (0..2)
+                .map(|i| {
+                    let rec = doc
+                        .put_object(&records, format!("big-{i}"), ObjType::Map)
+                        .unwrap();
+                    // Text that does not compress.
+                    let mut x = seed.wrapping_mul(2654435761).wrapping_add(1) | 1;
+                    let text: String = (0..size * i)
+                        .map(|_| {
+                            x ^= x << 13;
+                            x ^= x >> 7;
+                            x ^= x << 17;
+                            char::from(b'a' + (x % 26) as u8)
+                        })
+                        .collect();
+                    doc.put(&rec, "name", text).unwrap();
+                    let hash = doc.commit().unwrap();
+                    let mut change = doc.get_change_by_hash(&hash).unwrap();
+                    let sig = crate::trust::sign_change(author, &reg.id(), &hash);
+                    (change.bytes().into_owned(), hash, sig)
+                })
+                .collect()
+        })
+    }
+
+    /// A connection from another loopback address than the members'.
+    async fn connect_from(ip: [u8; 4], addr: SocketAddr) -> TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(SocketAddr::from((ip, 0)))
+            .expect("any 127.x.y.z address is loopback");
+        socket.connect(addr).await.unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failed_handshakes_are_counted_and_never_journaled() {
+        let mut w = world(Some(Role::Writer), ServeOptions::default()).await;
+        let before = w.hub.journal().unwrap().len();
+        // Strangers that send garbage, or connect and leave, prove no key.
+        let mut garbled = Vec::new();
+        for i in 0..20 {
+            let mut stream = TcpStream::connect(w.addr()).await.unwrap();
+            if i % 2 == 0 {
+                for _ in 0..2 {
+                    stream.write_all(&200u32.to_be_bytes()).await.unwrap();
+                    stream.write_all(&[0xAB; 200]).await.unwrap();
+                }
+                // Kept open until the hub has read it all.
+                garbled.push(stream);
+            }
+        }
+        for _ in 0..20 {
+            loop {
+                match tokio::time::timeout(PATIENCE, w.server.next_event())
+                    .await
+                    .expect("the hub reports every failed handshake")
+                    .expect("the hub runs")
+                {
+                    HubEvent::Failed { .. } => break,
+                    _ => continue,
+                }
+            }
+        }
+        drop(garbled);
+        assert_eq!(
+            w.hub.journal().unwrap().len(),
+            before,
+            "a connection that proved no key adds nothing to the journal"
+        );
+        assert_eq!(w.server.metrics().handshakes_failed, 20);
+        w.good_syncs().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_push_to_a_hidden_registry_is_answered_like_one_to_an_absent_registry() {
+        let w = world(Some(Role::Writer), ServeOptions::default()).await;
+        // `secret` exists here but does not list the (authenticated)
+        // member; the other id exists nowhere.
+        let secret = w.hub.create_registry("secret", schema()).unwrap();
+        let absent = RegistryId::from_bytes(&[9; 16]).unwrap();
+        let evil_id = Identity::from_secret_bytes(EVIL);
+        let chain = craft_chain(&secret, &evil_id);
+        let (second, _, second_sig) = chain[1].clone();
+        let mut evil = Evil::connect(w.addr()).await;
+        let mut answers = Vec::new();
+        for id in [secret.id(), absent] {
+            let journal = w.hub.journal().unwrap().len();
+            // A change whose dependency is not sent.
+            let payload = sync_payload(vec![second.clone()], vec![(evil_key(), second_sig)]);
+            let env = evil.seal(id.as_bytes(), Kind::Sync, &payload);
+            evil.send(&env).await;
+            let reply = evil.recv().await.unwrap();
+            assert_eq!(reply.registry(), Some(id));
+            answers.push((reply.kind, reply.payload));
+            // The same work on the hub's side too (a journal row each).
+            assert_eq!(w.hub.journal().unwrap().len(), journal + 1);
+        }
+        assert_eq!(answers[0], answers[1], "nothing tells the two apart");
+        assert_eq!(answers[0].0, Kind::Refused);
+        assert!(w.hub.registry_by_id(absent).is_err(), "nothing stored");
+        w.good_syncs().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hub_takes_new_registries_only_from_keys_allowed_to_create_within_a_quota() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = open(dir.path(), "hub");
+        let reader = open(dir.path(), "reader");
+        let services = hub.create_registry("services", schema()).unwrap();
+        services
+            .set_member(reader.public_key(), Role::Reader)
+            .unwrap();
+        for i in 0..3 {
+            let own = reader
+                .create_registry(&format!("spam-{i}"), schema())
+                .unwrap();
+            own.set_member(hub.public_key(), Role::Writer).unwrap();
+        }
+        let round = |options: ServeOptions| {
+            let (hub, reader) = (hub.clone(), reader.clone());
+            async move {
+                let (a, b) = tokio::io::duplex(1 << 16);
+                let key = hub.public_key();
+                let server =
+                    tokio::spawn(async move { hub.serve_stream(b, &options).await.unwrap() });
+                let report = reader
+                    .sync_peer_over(a, Some(key), &PeerOptions::default())
+                    .await
+                    .unwrap();
+                server.await.unwrap();
+                report
+            }
+        };
+        let held = || hub.registries().unwrap().len();
+
+        // By default a hub takes no new registry from a member's push.
+        let report = round(ServeOptions::default()).await;
+        assert_eq!(held(), 1, "the hub kept only its own registry");
+        let refused: Vec<_> = report
+            .registries
+            .iter()
+            .filter_map(|r| r.refused.clone())
+            .collect();
+        assert_eq!(refused.len(), 3, "{report:?}");
+        assert!(
+            refused[0].contains("takes no new registries from your key"),
+            "{refused:?}"
+        );
+        assert!(hub.journal().unwrap().iter().any(|e| {
+            e.kind == "peer-refused"
+                && e.detail["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("may not create")
+        }));
+
+        // Allowed to create: up to the quota, which later connections keep.
+        let allowed = ServeOptions {
+            allow_create: vec![reader.public_key()],
+            create_quota: 2,
+            ..ServeOptions::default()
+        };
+        let report = round(allowed.clone()).await;
+        assert_eq!(held(), 3);
+        let over: Vec<_> = report
+            .registries
+            .iter()
+            .filter_map(|r| r.refused.clone())
+            .collect();
+        assert_eq!(over.len(), 1, "{report:?}");
+        assert!(over[0].contains("as many new registries"), "{over:?}");
+        round(allowed).await;
+        assert_eq!(held(), 3, "the quota holds across connections");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idle_strangers_do_not_lock_members_out() {
+        let options = ServeOptions {
+            max_peers: 16,
+            // Long enough that only making way frees their places.
+            handshake_timeout: Duration::from_secs(60),
+            ..ServeOptions::default()
+        };
+        let w = world(Some(Role::Writer), options).await;
+        // Far more idle connections than peer slots, or places for
+        // connections in their handshake, from five other addresses: they
+        // connect and never say a word.
+        let mut idle = Vec::new();
+        for ip in 2..=6 {
+            for _ in 0..40 {
+                idle.push(connect_from([127, 0, 0, ip], w.addr()).await);
+            }
+        }
+        // Past the grace period, the oldest of them give way to newcomers.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        // A member still gets in, while they are all still open.
+        w.good_syncs().await;
+        let metrics = w.server.metrics();
+        assert!(metrics.turned_away >= 200 - 128, "{metrics:?}");
+        drop(idle);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn held_back_changes_are_bounded_per_connection() {
+        let options = ServeOptions {
+            limits: SessionLimits {
+                max_pending_bytes: 16 << 10,
+                ..SessionLimits::default()
+            },
+            ..ServeOptions::default()
+        };
+        let mut w = world(Some(Role::Writer), options).await;
+        let heads = w.services.heads();
+        let evil_id = Identity::from_secret_bytes(EVIL);
+        let mut evil = Evil::connect(w.addr()).await;
+        // Changes whose dependency never comes, 10 KiB each: the first is
+        // held and its dependency asked for; the second goes over budget.
+        for round in 0..2u64 {
+            let chain = craft_big_chain(&w.services, &evil_id, 10 << 10, round);
+            let (second, _, sig) = chain[1].clone();
+            let payload = sync_payload(vec![second], vec![(evil_key(), sig)]);
+            let env = evil.seal(w.services.id().as_bytes(), Kind::Sync, &payload);
+            evil.send(&env).await;
+            if round == 0 {
+                let reply = evil.recv().await.unwrap();
+                assert_eq!(reply.kind, Kind::Sync);
+            }
+        }
+        let told = evil.refusal().await;
+        assert!(
+            told.contains("dependencies never came") && told.contains("limit"),
+            "{told}"
+        );
+        assert!(w.next_refusal().await.contains("dependencies never came"));
+        assert!(w.journaled("dependencies never came"));
+        assert_eq!(w.services.heads(), heads, "nothing applied");
+        w.good_syncs().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn held_back_changes_are_bounded_per_peer_over_its_connections() {
+        let options = ServeOptions {
+            max_pending_bytes_per_peer: 16 << 10,
+            ..ServeOptions::default()
+        };
+        let mut w = world(Some(Role::Writer), options).await;
+        let evil_id = Identity::from_secret_bytes(EVIL);
+        // Two connections of the same peer, each well within its own
+        // budget, hold 10 KiB each: the second goes over the peer's.
+        let mut first = Evil::connect(w.addr()).await;
+        let mut second = Evil::connect(w.addr()).await;
+        for (seed, evil) in [(1, &mut first), (2, &mut second)] {
+            let chain = craft_big_chain(&w.services, &evil_id, 10 << 10, seed);
+            let (change, _, sig) = chain[1].clone();
+            let payload = sync_payload(vec![change], vec![(evil_key(), sig)]);
+            let env = evil.seal(w.services.id().as_bytes(), Kind::Sync, &payload);
+            evil.send(&env).await;
+        }
+        assert_eq!(first.recv().await.unwrap().kind, Kind::Sync, "held");
+        let told = second.refusal().await;
+        assert!(told.contains("holds for one peer"), "{told}");
+        assert!(w.next_refusal().await.contains("holds for one peer"));
+        // Once the first connection closes, what it held is given back.
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut third = Evil::connect(w.addr()).await;
+        let chain = craft_big_chain(&w.services, &evil_id, 10 << 10, 3);
+        let (change, _, sig) = chain[1].clone();
+        let payload = sync_payload(vec![change], vec![(evil_key(), sig)]);
+        let env = third.seal(w.services.id().as_bytes(), Kind::Sync, &payload);
+        third.send(&env).await;
+        assert_eq!(third.recv().await.unwrap().kind, Kind::Sync, "held");
+        w.good_syncs().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_peer_may_hold_only_so_many_connections() {
+        let options = ServeOptions {
+            max_connections_per_peer: 2,
+            ..ServeOptions::default()
+        };
+        let mut w = world(Some(Role::Writer), options).await;
+        let _first = Evil::connect(w.addr()).await;
+        let _second = Evil::connect(w.addr()).await;
+        // The third is refused, and told why, right after its handshake.
+        let stream = TcpStream::connect(w.addr()).await.unwrap();
+        let id = Identity::from_secret_bytes(EVIL);
+        let mut ch = frame::handshake(stream, &id, true, 1 << 24, Arc::default())
+            .await
+            .unwrap();
+        let env = envelope::open(&ch.reader.recv().await.unwrap().unwrap()).unwrap();
+        assert_eq!(env.kind, Kind::Refused);
+        let told = String::from_utf8_lossy(&env.payload).into_owned();
+        assert!(told.contains("2 connections open here"), "{told}");
+        assert!(w.next_refusal().await.contains("connections open here"));
+        // Its key was accepted: the refusal is journaled.
+        assert!(w.journaled("connections open here"));
+        w.good_syncs().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn asking_about_many_unshared_registries_is_refused() {
+        let mut w = world(Some(Role::Writer), ServeOptions::default()).await;
+        let mut evil = Evil::connect(w.addr()).await;
+        let limit = SessionLimits::default().max_unshared_registries;
+        let mut empty = AutoCommit::new();
+        let ask = empty
+            .sync()
+            .generate_sync_message(&mut automerge::sync::State::new())
+            .unwrap();
+        for i in 0..=limit {
+            let mut id = [7u8; 16];
+            id[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            let id = RegistryId::from_bytes(&id).unwrap();
+            let env = evil.seal(
+                id.as_bytes(),
+                Kind::Sync,
+                &envelope::encode_sync(&ask.clone().encode(), &[]),
+            );
+            evil.send(&env).await;
+            if i < limit {
+                assert_eq!(evil.recv().await.unwrap().kind, Kind::Sync);
+            }
+        }
+        let told = evil.refusal().await;
+        assert!(
+            told.contains("registries not shared with it here"),
+            "{told}"
+        );
+        assert!(w.next_refusal().await.contains("not shared with it here"));
+        w.good_syncs().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_silent_live_connection_is_closed_and_a_live_watcher_is_kept() {
+        let options = ServeOptions {
+            idle_timeout: Duration::from_millis(1500),
+            ..ServeOptions::default()
+        };
+        let mut w = world(Some(Role::Writer), options).await;
+        // A watcher that says it is still there more often than that.
+        let peer = Peer::new(w.addr().to_string()).with_key(w.hub.public_key());
+        let mut watch = w.good.watch(
+            peer,
+            PeerOptions {
+                keepalive: Duration::from_millis(300),
+                ..PeerOptions::default()
+            },
+        );
+        match tokio::time::timeout(PATIENCE, watch.next_event())
+            .await
+            .unwrap()
+        {
+            Some(WatchEvent::Connected(_)) => {}
+            other => panic!("{other:?}"),
+        }
+        let mut evil = Evil::connect(w.addr()).await;
+        let told = evil.refusal().await;
+        assert!(told.contains("said nothing"), "{told}");
+        assert!(w.next_refusal().await.contains("said nothing"));
+        // The watcher outlived the silent peer.
+        assert!(
+            tokio::time::timeout(Duration::from_secs(2), watch.next_event())
+                .await
+                .is_err(),
+            "the watcher stayed connected"
+        );
+        watch.close().await;
     }
 }
 

@@ -210,6 +210,35 @@ impl Writer<'_> {
     pub fn delete(&mut self, id: &str) -> Result<(), WriteError> {
         self.state.delete_record(id, &self.author)
     }
+
+    /// A record as this batch has left it so far.
+    pub fn get(&mut self, id: &str) -> Option<Record> {
+        self.state.read_record(id)
+    }
+
+    /// The registry's heads as this batch began: compare them with heads a
+    /// caller read earlier to refuse a write based on a stale read
+    /// ([`WriteError::Stale`]).
+    pub fn heads(&mut self) -> Vec<ChangeHash> {
+        self.state.heads()
+    }
+
+    /// Fails with [`WriteError::Stale`] unless the registry's heads are
+    /// `expected` (in any order): a compare-and-set for callers that must
+    /// not overwrite what they never read.
+    pub fn expect_heads(&mut self, expected: &[ChangeHash]) -> Result<(), WriteError> {
+        let mut now = self.state.heads();
+        let mut expected = expected.to_vec();
+        now.sort();
+        expected.sort();
+        if now == expected {
+            Ok(())
+        } else {
+            Err(WriteError::Stale {
+                registry: self.state.name.clone(),
+            })
+        }
+    }
 }
 
 /// A registry in a replica: read and write its records, members and schema.
@@ -338,6 +367,11 @@ impl Registry {
         heads: &[ChangeHash],
     ) -> Option<std::collections::BTreeSet<String>> {
         self.fresh().records_touched_since(heads)
+    }
+
+    /// The live record holding `value` in unique field `field`, if any.
+    pub(crate) fn unique_holder(&self, field: &str, value: &Value) -> Option<String> {
+        self.with_state(|state, _| state.unique_holder(field, &value.to_string()))
     }
 
     /// When a field of a record was last written (the latest hybrid clock

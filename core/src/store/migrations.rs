@@ -143,4 +143,78 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (peer, registry_id)
     ) STRICT;
     "#,
+    // 7: API tokens of the HTTP service — a hash of each bearer secret (never
+    //    the secret), the token's own key (a member of its registries) and
+    //    its scope.
+    r#"
+    CREATE TABLE api_tokens (
+        name         TEXT PRIMARY KEY,
+        key          BLOB NOT NULL,          -- the token's ed25519 public key
+        secret_hash  BLOB NOT NULL UNIQUE,   -- sha256 of the bearer secret
+        role         TEXT NOT NULL,
+        registries   TEXT NOT NULL,          -- JSON array of registry ids (hex)
+        created_at   INTEGER NOT NULL,
+        expires_at   INTEGER,                -- ms since the epoch; NULL: never
+        last_used_at INTEGER
+    ) STRICT;
+    "#,
+    // 8: mirror runs — each run of a binding (by hand, by a schedule or
+    //    through the API): when, how long, how it ended, what it did.
+    r#"
+    CREATE TABLE mirror_runs (
+        seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+        binding      TEXT NOT NULL REFERENCES adapter_bindings(name) ON DELETE CASCADE,
+        started_at   INTEGER NOT NULL,
+        duration_ms  INTEGER NOT NULL,
+        outcome      TEXT NOT NULL,          -- ok | partial | failed | dry-run
+        applied      INTEGER NOT NULL,
+        failed       INTEGER NOT NULL,
+        invalid      INTEGER NOT NULL,
+        conflicts    INTEGER NOT NULL,
+        error        TEXT
+    ) STRICT;
+    CREATE INDEX mirror_runs_binding ON mirror_runs(binding, seq);
+    "#,
+    // 9: trust on first use per address — each address dialled is pinned
+    //    to the key first proven there, and a key seen at a new address gets
+    //    a pin of its own without moving the old one (the `peers.address`
+    //    column only ever held the latest address per key; its pins carry
+    //    over) — and which peer brought each registry to this replica (a
+    //    hub's quota of new registries per key).
+    r#"
+    CREATE TABLE peer_pins (
+        address     TEXT PRIMARY KEY,       -- host:port as dialled
+        key         BLOB NOT NULL,          -- the key that address must prove
+        pinned_at   INTEGER NOT NULL,
+        last_seen   INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX peer_pins_key ON peer_pins(key);
+    INSERT OR IGNORE INTO peer_pins (address, key, pinned_at, last_seen)
+        SELECT address, key, first_seen, last_seen FROM peers
+        WHERE address IS NOT NULL ORDER BY first_seen;
+
+    CREATE TABLE registry_origins (
+        registry_id BLOB PRIMARY KEY,
+        peer        BLOB NOT NULL,          -- the key that pushed it here first
+        added_at    INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX registry_origins_peer ON registry_origins(peer);
+    "#,
+    // 10: rows a mirror run could not settle: remote rows that break the
+    //    schema, and rows whose write failed on either side. Each run
+    //    retries them and reports them until they are applied or gone, so
+    //    nothing is dropped when the change cursor moves on.
+    r#"
+    CREATE TABLE adapter_pending (
+        binding     TEXT NOT NULL REFERENCES adapter_bindings(name) ON DELETE CASCADE,
+        remote_id   TEXT NOT NULL,
+        record_id   TEXT,                   -- the bound record, if there is one
+        state       TEXT NOT NULL,          -- invalid | local | remote (the side a write failed on)
+        reason      TEXT NOT NULL,
+        retryable   INTEGER NOT NULL,
+        row         TEXT,                   -- the remote row as last fetched (JSON), to retry a pull
+        since       INTEGER NOT NULL,       -- ms since the epoch: first seen pending
+        PRIMARY KEY (binding, remote_id)
+    ) STRICT;
+    "#,
 ];

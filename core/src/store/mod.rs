@@ -2,7 +2,8 @@
 //! snapshots and admin-change index; the hash-chained journal and signed
 //! log checkpoints; attestations; mirror bindings and merge bases
 //! (`adapter_bindings`, `adapter_rows`); and the peer tables (`peers`,
-//! `peer_nonces`, `peer_sync_states`, see `peers.rs`). The schema is in
+//! `peer_pins`, `peer_nonces`, `peer_sync_states`, `registry_origins`, see
+//! `peers.rs`). The schema is in
 //! `migrations.rs`.
 //!
 //! Every acknowledged write is one `IMMEDIATE` transaction with
@@ -12,6 +13,12 @@
 mod bindings;
 mod migrations;
 mod peers;
+mod tokens;
+
+pub(crate) use bindings::MirrorRunRow;
+pub(crate) use tokens::TokenRow;
+
+pub(crate) use peers::PinOutcome;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -552,6 +559,12 @@ impl JournalRow {
 }
 
 /// Every journal row, in order.
+pub(crate) fn journal_len(conn: &Connection, path: &str) -> Result<u64> {
+    conn.query_row("SELECT count(*) FROM journal", [], |r| r.get::<_, i64>(0))
+        .map(|n| n.max(0) as u64)
+        .map_err(sql(path, "count journal entries"))
+}
+
 pub(crate) fn journal(conn: &Connection, path: &str) -> Result<Vec<JournalRow>> {
     let mut stmt = conn
         .prepare_cached(

@@ -351,6 +351,16 @@ impl DocState {
         Ok(())
     }
 
+    /// The live record holding `value` (as text) in unique field `field`.
+    pub(crate) fn unique_holder(&mut self, field: &str, value: &str) -> Option<String> {
+        self.ensure_unique_index();
+        let index = self.unique.as_ref().expect("built above");
+        index
+            .by_value
+            .get(&(field.to_owned(), value.to_owned()))
+            .cloned()
+    }
+
     pub(super) fn ensure_unique_index(&mut self) {
         if self.unique.is_some() {
             return;
