@@ -31,6 +31,9 @@ pub(crate) fn of(e: &(dyn Error + 'static)) -> Option<String> {
     } else if let Some(e) = e.downcast_ref::<VerifyError>() {
         match e {
             VerifyError::Lookup(e) => lookup(e),
+            VerifyError::InvalidRecords { registry, .. } => Some(format!(
+                "`chittysync conflicts {registry}` lists them; `chittysync put` a valid value, or change the schema with `chittysync registry set-schema`"
+            )),
             _ => None,
         }
     } else if let Some(e) = e.downcast_ref::<AdapterError>() {
@@ -63,6 +66,9 @@ fn write(e: &WriteError) -> Option<String> {
         } => Some(format!(
             "an admin can run `chittysync members add {registry} {key} --role {needed}`"
         )),
+        WriteError::BadRecordId { .. } | WriteError::NotFound { .. } => Some(
+            "`chittysync ls REGISTRY` lists the records' ids; `chittysync put REGISTRY field=value` without an id creates a record with a new one".into(),
+        ),
         WriteError::Store(e) => store(e),
         _ => None,
     }

@@ -230,3 +230,40 @@ fn a_tampered_signature_shows_as_invalid_on_that_change_only() {
     );
     let _ = &s.dir;
 }
+
+#[test]
+fn the_table_shows_where_a_mirror_run_brought_a_change_from() {
+    use chittysync::{AdapterBinding, MemoryAdapter, MirrorOptions, Replica};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.db");
+    {
+        let replica = Replica::open(&path).unwrap();
+        let schema = chittysync::Schema::new().field(chittysync::FieldDef::new(
+            "name",
+            chittysync::FieldKind::Text,
+        ));
+        replica.create_registry("services", schema).unwrap();
+        replica
+            .add_binding(&AdapterBinding::new("m", "services", "memory", "t"))
+            .unwrap();
+        let table = MemoryAdapter::new("t");
+        table.insert("row-7", [("name", "from the table")]);
+        let options = MirrorOptions::sync();
+        let run = replica.run_mirror("m", &table, &options, &());
+        let report = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(run)
+            .unwrap();
+        assert_eq!(report.applied, 1);
+    }
+    let out = ok(&path, &["audit", "services"]);
+    let line = out
+        .lines()
+        .find(|l| l.contains("via sync from memory table t, rows row-7"))
+        .unwrap_or_else(|| panic!("no provenance in\n{out}"));
+    assert!(line.contains('✓'), "{line}");
+    // Ordinary writes say nothing more than what they did.
+    assert_eq!(out.matches("via ").count(), 1, "{out}");
+}

@@ -161,6 +161,53 @@ fn invalid_input_is_refused_with_a_clear_message_and_nothing_written() {
 }
 
 #[test]
+fn record_ids_are_checked_and_a_mistyped_one_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.db");
+    let schema = setup(dir.path());
+    ok(
+        &a,
+        &[
+            "registry",
+            "create",
+            "services",
+            "--schema",
+            schema.to_str().unwrap(),
+        ],
+    );
+    let made = ok(&a, &["put", "services", "name=api"]).trim().to_owned();
+    ok(&a, &["put", "services", "billing", "name=billing"]);
+    let before = json(&a, &["registry", "show", "services"]);
+    for bad in ["../../etc", "a/b", "two words"] {
+        let run = chittysync(&a, &["put", "services", bad, "name=x"]);
+        assert_eq!(run.code, 1, "{}", run.stderr);
+        assert!(
+            run.stderr
+                .contains(&format!("'{bad}' is not a usable record id")),
+            "{}",
+            run.stderr
+        );
+        let get = chittysync(&a, &["get", "services", bad]);
+        assert_eq!(get.code, 1);
+        assert!(
+            get.stderr.contains("not a usable record id"),
+            "{}",
+            get.stderr
+        );
+    }
+    // One digit off the id the registry made: not found, nothing created.
+    let last = if made.ends_with('0') { '1' } else { '0' };
+    let typo = format!("{}{last}", &made[..made.len() - 1]);
+    let run = chittysync(&a, &["put", "services", &typo, "port=1"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("no record"), "{}", run.stderr);
+    let after = json(&a, &["registry", "show", "services"]);
+    assert_eq!(before["heads"], after["heads"]);
+    ok(&a, &["put", "services", &made, "port=8080"]);
+    assert!(ok(&a, &["get", "services", "billing"]).contains("billing"));
+}
+
+#[test]
 fn two_replicas_exchange_bundles_converge_and_settle_conflicts() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));

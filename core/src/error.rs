@@ -59,8 +59,11 @@ pub enum WriteError {
     /// A schema is inconsistent, or a change to it is not allowed.
     #[error(transparent)]
     Schema(#[from] SchemaError),
-    /// The record does not exist.
-    #[error("registry '{registry}': no record {record}")]
+    /// The record does not exist (a UUID names only records the registry
+    /// made, so writing to one that names none creates nothing).
+    #[error(
+        "registry '{registry}': no record {record}; check the id against the registry's records (a new record gets its id from the registry when written without one)"
+    )]
     NotFound {
         /// The registry's name.
         registry: String,
@@ -75,9 +78,9 @@ pub enum WriteError {
         /// The record id.
         record: String,
     },
-    /// A record id the caller chose is not usable.
+    /// A record id the registry could never have made.
     #[error(
-        "'{id}' is not a usable record id: use 1–128 characters without spaces, not starting with '_'"
+        "'{id}' is not a usable record id: use the UUID the registry made, or a name of 1–128 ASCII letters, digits and . _ - : @ that starts with a letter or digit and has no '..'"
     )]
     BadRecordId {
         /// The id.
@@ -178,6 +181,21 @@ pub enum ImportError {
         author: String,
         /// Why.
         reason: String,
+    },
+    /// A change writes a value that breaks the schema as of its own
+    /// dependencies (its type, min/max, options, pattern, url or email
+    /// form, or a field the schema did not have): refused like a forged
+    /// change, the same on every replica.
+    #[error(
+        "change {change} by {author} breaks the schema as of its dependencies: {error}; the bundle is refused whole — its author must write a valid value and send it again"
+    )]
+    InvalidValue {
+        /// The change's hash.
+        change: String,
+        /// Its author's key.
+        author: String,
+        /// The record, field, value and rule.
+        error: Box<ValidationError>,
     },
     /// Changes depend on history neither the bundle nor this replica has.
     #[error("registry {registry}: the bundle depends on {} change(s) this replica lacks (first: {}); export again from those heads or with all changes", missing.len(), missing.first().map(String::as_str).unwrap_or("?"))]

@@ -215,6 +215,7 @@ impl From<ImportError> for ChittyError {
             | ImportError::BadSignature { .. }
             | ImportError::ForgedActor { .. }
             | ImportError::NotAuthorised { .. }
+            | ImportError::InvalidValue { .. }
             | ImportError::MissingDependencies { .. }
             | ImportError::UnknownRegistry { .. } => ChittyError::Refused { message },
             ImportError::File { .. } => ChittyError::Store { message },
@@ -273,7 +274,8 @@ impl From<VerifyError> for ChittyError {
             | VerifyError::AdminIndex { .. }
             | VerifyError::Journal { .. }
             | VerifyError::Checkpoint { .. }
-            | VerifyError::Attestation { .. } => ChittyError::Verify { message },
+            | VerifyError::Attestation { .. }
+            | VerifyError::InvalidRecords { .. } => ChittyError::Verify { message },
             VerifyError::Lookup(l) => l.into(),
             VerifyError::Store(s) => s.into(),
             other => ChittyError::unknown(other),

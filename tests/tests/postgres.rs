@@ -488,9 +488,25 @@ async fn hostile_table_and_column_names_cannot_inject_sql() {
         .await
         .unwrap();
     let reg = b.replica.registry("services").unwrap();
-    reg.put(Some("a'b"), [("name", "it's \"quoted\"; --")])
+    reg.put(None, [("name", "it's \"quoted\"; --")]).unwrap();
+    // A row id with a quote: its record gets an id of its own (a quote has
+    // no place in a record id), and the row keeps its id.
+    b.sql
+        .execute(
+            &format!(
+                "INSERT INTO {} (id, {}) VALUES ('a''b', 'from the table')",
+                b.table,
+                ident(nasty_column)
+            ),
+            &[],
+        )
+        .await
         .unwrap();
     b.sync().await;
+    let quoted = reg.list(&Query::all().filter("name", "from the table"));
+    assert_eq!(quoted.len(), 1);
+    let record = quoted[0].id.clone();
+    assert!(record.starts_with("r-"), "{record}");
     b.sql
         .execute(
             &format!(
@@ -504,8 +520,13 @@ async fn hostile_table_and_column_names_cannot_inject_sql() {
         .unwrap();
     b.sync().await;
     assert_eq!(
-        reg.get("a'b").unwrap().get("name"),
+        reg.get(&record).unwrap().get("name"),
         Some(&Value::from("changed' remotely"))
+    );
+    assert_eq!(
+        reg.list(&Query::all().filter("name", "it's \"quoted\"; --"))
+            .len(),
+        1
     );
     let canary = b
         .sql

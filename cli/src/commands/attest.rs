@@ -56,8 +56,10 @@ pub(crate) fn status(globals: &Globals, args: StatusArgs) -> Result<()> {
             mirrors.push((b, pending));
         }
     }
+    let invalid = reg.invalid_records();
     if globals.json {
         output::json(&json!({
+            "invalid_records": invalid.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "digest": status.digest, "change_count": status.change_count,
             "heads": status.heads.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "attested_by": status.attested_by.iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -106,6 +108,13 @@ pub(crate) fn status(globals: &Globals, args: StatusArgs) -> Result<()> {
                     b.name
                 ),
             }
+        )?;
+    }
+    if !invalid.is_empty() {
+        outln!(
+            "invalid      {} value(s) break the schema; `chittysync conflicts {}` lists them",
+            invalid.len(),
+            reg.name()
         )?;
     }
     Ok(())

@@ -83,6 +83,9 @@ fn table(entries: &[AuditEntry]) -> Result<(), StdoutError> {
         if what.is_empty() {
             what.push("(no change)".into());
         }
+        if let Some(from) = provenance(e) {
+            what.insert(0, output::clip(&format!("via {from}"), 80));
+        }
         if let Some(by) = e.revoked_by {
             let by = by.to_string();
             what.insert(
@@ -114,6 +117,23 @@ fn table(entries: &[AuditEntry]) -> Result<(), StdoutError> {
         }
     }
     output::table(&["pos", "time (UTC)", "author", "sig", "what"], &rows)
+}
+
+/// Where a change came from, when its message says more than the kind of
+/// write: a mirror run's "sync from postgres table …, rows …", or what a
+/// program writing with its own key recorded.
+fn provenance(e: &AuditEntry) -> Option<&str> {
+    const ROUTINE: [&str; 5] = [
+        "write",
+        "change members",
+        "change aliases",
+        "change schema",
+        "create registry",
+    ];
+    e.message
+        .as_deref()
+        .map(str::trim)
+        .filter(|m| !m.is_empty() && !ROUTINE.contains(m))
 }
 
 /// `2026-11-23T10:00:00Z` (to the second).

@@ -34,7 +34,9 @@ pub(crate) struct ResolveArgs {
 /// Lists fields with concurrent values and what the conflict policy picks.
 pub(crate) fn list(globals: &Globals, args: ConflictsArgs) -> Result<()> {
     let replica = globals.open()?;
-    let conflicts = registry(&replica, &args.registry)?.conflicts();
+    let reg = registry(&replica, &args.registry)?;
+    let conflicts = reg.conflicts();
+    let invalid = reg.invalid_records();
     if globals.json {
         let items: Vec<_> = conflicts
             .iter()
@@ -57,6 +59,25 @@ pub(crate) fn list(globals: &Globals, args: ConflictsArgs) -> Result<()> {
             &rows(&conflicts),
         )?;
         outln!("{} conflicting field(s)", conflicts.len())?;
+        if !invalid.is_empty() {
+            let rows: Vec<Vec<String>> = invalid
+                .iter()
+                .map(|e| {
+                    vec![
+                        e.record.clone(),
+                        e.field.clone(),
+                        output::clip(&e.value, 30),
+                        e.rule.to_string(),
+                    ]
+                })
+                .collect();
+            outln!()?;
+            output::table(&["record", "field", "value", "breaks"], &rows)?;
+            outln!(
+                "{} value(s) break the schema (validation conflicts): `chittysync put` a valid value, or change the schema",
+                invalid.len()
+            )?;
+        }
     }
     Ok(())
 }

@@ -99,7 +99,7 @@ pub(crate) fn get(globals: &Globals, args: GetArgs) -> Result<()> {
     let replica = globals.open()?;
     let GetArgs { registry: name, id } = args;
     let reg = registry(&replica, &name)?;
-    let record = reg.get(&id).ok_or_else(|| {
+    let record = reg.find(&id)?.ok_or_else(|| {
         anyhow!("registry '{name}' has no record {id}; `chittysync ls {name}` lists them")
     })?;
     if globals.json {

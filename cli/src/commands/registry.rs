@@ -101,8 +101,26 @@ fn read_schema(file: &Path) -> Result<Schema> {
 fn list(replica: &Replica, as_json: bool) -> Result<()> {
     let mut rows = Vec::new();
     let mut items = Vec::new();
+    let mut damaged = Vec::new();
     for info in replica.registries()? {
-        let reg = replica.registry_by_id(info.id)?;
+        // A registry that does not load is listed as damaged; the others
+        // are listed as usual, and the command fails at the end.
+        let reg = match replica.registry_by_id(info.id) {
+            Ok(reg) => reg,
+            Err(e) => {
+                items.push(
+                    json!({ "id": info.id.to_string(), "name": info.name, "error": e.to_string() }),
+                );
+                rows.push(vec![
+                    info.name,
+                    info.id.to_string(),
+                    "damaged".into(),
+                    "-".into(),
+                ]);
+                damaged.push(e);
+                continue;
+            }
+        };
         let (records, changes) = (reg.len(), reg.change_count());
         items.push(json!({ "id": info.id.to_string(), "name": info.name, "records": records, "changes": changes }));
         rows.push(vec![
@@ -117,7 +135,10 @@ fn list(replica: &Replica, as_json: bool) -> Result<()> {
     } else {
         output::table(&["name", "id", "records", "changes"], &rows)?;
     }
-    Ok(())
+    match damaged.into_iter().next() {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
 }
 
 fn show(replica: &Replica, name: &str, as_json: bool) -> Result<()> {

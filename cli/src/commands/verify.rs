@@ -42,12 +42,14 @@ pub(crate) fn verify(globals: &Globals, args: VerifyArgs) -> Result<()> {
                 })
             })
             .collect();
+        let ok = report.require_valid().is_ok();
         output::json(
-            &json!({ "ok": true, "registries": items, "journal_rows": report.journal_rows }),
+            &json!({ "ok": ok, "registries": items, "journal_rows": report.journal_rows }),
         )?;
     } else {
         print_report(&report)?;
     }
+    report.require_valid()?;
     Ok(())
 }
 
@@ -79,7 +81,7 @@ fn print_report(report: &VerifyReport) -> Result<()> {
     )?;
     for r in &report.registries {
         for e in &r.invalid_records {
-            outln!("note: {e}")?;
+            outln!("invalid: {e}")?;
         }
     }
     outln!(

@@ -17,6 +17,7 @@
 
 pub(crate) mod policy;
 pub(crate) mod revoke;
+pub(crate) mod values;
 
 use std::collections::BTreeSet;
 
@@ -115,17 +116,7 @@ impl Layout {
     /// Reads the schema. Unparseable field definitions (from a newer
     /// version) are skipped rather than failing the whole registry.
     pub(crate) fn read_schema(&self, doc: &AutoCommit) -> Schema {
-        // map_range is ordered by name; restore the schema's own order.
-        let mut positioned: Vec<(i64, FieldDef)> = doc
-            .map_range(&self.fields, ..)
-            .filter_map(|item| {
-                let text = scalar_str(&item.value)?;
-                let stored = serde_json::from_str::<StoredField>(&text).ok()?;
-                Some((stored.position, stored.def))
-            })
-            .collect();
-        positioned.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.name.cmp(&b.1.name)));
-        let fields = positioned.into_iter().map(|(_, d)| d).collect();
+        let fields = self.fields_at(doc, None);
         let display_field = str_at(doc, &self.schema, "display_field");
         let conflict_policy = str_at(doc, &self.schema, "conflict_policy")
             .and_then(|p| p.parse().ok())
@@ -148,6 +139,32 @@ impl Layout {
             record_rule,
             quorum,
         }
+    }
+
+    /// The field definitions at `heads` (`None`: now), in the schema's order.
+    pub(crate) fn fields_at(
+        &self,
+        doc: &AutoCommit,
+        heads: Option<&[ChangeHash]>,
+    ) -> Vec<FieldDef> {
+        let parse = |value: &automerge::ValueRef<'_>| {
+            let text = scalar_str(value)?;
+            let stored = serde_json::from_str::<StoredField>(&text).ok()?;
+            Some((stored.position, stored.def))
+        };
+        // map_range is ordered by name; restore the schema's own order.
+        let mut positioned: Vec<(i64, FieldDef)> = match heads {
+            None => doc
+                .map_range(&self.fields, ..)
+                .filter_map(|item| parse(&item.value))
+                .collect(),
+            Some(heads) => doc
+                .map_range_at(&self.fields, .., heads)
+                .filter_map(|item| parse(&item.value))
+                .collect(),
+        };
+        positioned.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.name.cmp(&b.1.name)));
+        positioned.into_iter().map(|(_, d)| d).collect()
     }
 
     /// Writes only what differs between `old` and `new`, so concurrent schema

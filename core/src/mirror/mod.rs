@@ -167,6 +167,102 @@ mod tests {
     /// After a run that left nothing behind, the next run reads only the
     /// records changed since (and still gets everything right); a run that
     /// leaves work behind makes the next one compare every record.
+    /// A value that breaks the schema (kept because it was valid as of its
+    /// own dependencies: the schema tightened concurrently) is never
+    /// pushed: new rows go without it, bound rows hold it as a conflict.
+    #[tokio::test]
+    async fn values_that_break_the_schema_are_never_pushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Replica::open(dir.path().join("a.db")).unwrap();
+        let b = Replica::open(dir.path().join("b.db")).unwrap();
+        let schema = |max: f64| {
+            Schema::new()
+                .field(FieldDef::new("name", FieldKind::Text))
+                .field(FieldDef::new("port", FieldKind::Integer).range(None, Some(max)))
+        };
+        let ra = a.create_registry("r", schema(65535.0)).unwrap();
+        ra.set_member(b.public_key(), crate::Role::Writer).unwrap();
+        ra.put(Some("bound"), [("name", "bound")]).unwrap();
+        a.add_binding(&AdapterBinding::new("m", "r", "memory", "t"))
+            .unwrap();
+        let table = MemoryAdapter::new("t");
+        a.run_mirror("m", &table, &MirrorOptions::sync(), &())
+            .await
+            .unwrap();
+        b.import(ra.export(&[]).unwrap()).unwrap();
+        let rb = b.registry("r").unwrap();
+        ra.set_schema(schema(1000.0)).unwrap();
+        rb.put(
+            Some("new"),
+            [("name", Value::from("new")), ("port", 8080.into())],
+        )
+        .unwrap();
+        rb.put(Some("bound"), [("port", 9090)]).unwrap();
+        a.import(rb.export(&ra.heads()).unwrap()).unwrap();
+        assert_eq!(ra.invalid_records().len(), 2);
+
+        let report = a
+            .run_mirror("m", &table, &MirrorOptions::sync(), &())
+            .await
+            .unwrap();
+        assert_eq!(table.row("new").unwrap().get("port"), None);
+        assert_eq!(table.row("new").unwrap()["name"], Value::from("new"));
+        assert_eq!(table.row("bound").unwrap().get("port"), None);
+        let held: Vec<_> = report
+            .plan
+            .rows
+            .iter()
+            .flat_map(|r| &r.conflicts)
+            .filter(|c| c.note.contains("breaks the schema"))
+            .collect();
+        assert_eq!(held.len(), 1, "{:?}", report.plan.rows);
+        assert_eq!(held[0].field, "port");
+    }
+
+    /// Rows keep their own ids as record ids when those are a record id's
+    /// form (a UUID, or a name); any other id gets a derived `r-` id.
+    #[tokio::test]
+    async fn rows_bring_their_ids_when_they_are_record_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = Replica::open(dir.path().join("r.db")).unwrap();
+        let schema = Schema::new().field(FieldDef::new("name", FieldKind::Text));
+        let reg = replica.create_registry("r", schema).unwrap();
+        replica
+            .add_binding(&AdapterBinding::new("m", "r", "memory", "t"))
+            .unwrap();
+        let table = MemoryAdapter::new("t");
+        let page = "0192f8a4-5c3e-7b1a-9d2e-3f4a5b6c7d8e";
+        table.insert(page, [("name", "a page")]);
+        table.insert("42", [("name", "a number")]);
+        table.insert("../x y", [("name", "a path")]);
+        let report = replica
+            .run_mirror("m", &table, &MirrorOptions::sync(), &())
+            .await
+            .unwrap();
+        assert_eq!(report.applied, 3, "{report:?}");
+        assert_eq!(
+            reg.get(page).unwrap().get("name"),
+            Some(&Value::from("a page"))
+        );
+        assert_eq!(
+            reg.get("42").unwrap().get("name"),
+            Some(&Value::from("a number"))
+        );
+        let path = reg.list(&crate::registry::Query::all().filter("name", "a path"));
+        assert!(
+            path[0].id.starts_with("r-") && path[0].id.len() == 34,
+            "{}",
+            path[0].id
+        );
+        // Edits flow both ways on all three.
+        reg.put(Some(&path[0].id), [("name", "edited")]).unwrap();
+        replica
+            .run_mirror("m", &table, &MirrorOptions::sync(), &())
+            .await
+            .unwrap();
+        assert_eq!(table.row("../x y").unwrap()["name"], Value::from("edited"));
+    }
+
     #[tokio::test]
     async fn later_runs_read_only_what_changed_unless_work_was_left() {
         let dir = tempfile::tempdir().unwrap();

@@ -31,6 +31,9 @@ pub(crate) struct LocalRec {
     /// Fields with concurrent values in the registry left open under the
     /// `manual` policy: neither pushed nor overwritten until resolved.
     pub(crate) open: std::collections::BTreeSet<String>,
+    /// Fields whose registry value breaks the schema (a validation
+    /// conflict), with the rule: never pushed, and held like `open` ones.
+    pub(crate) invalid: BTreeMap<String, String>,
 }
 
 /// What to store for a row once all of its writes succeeded.
@@ -69,16 +72,11 @@ pub(crate) struct Planned {
 }
 
 /// A record id for a row first seen remotely: its own id when that is a
-/// valid record id, else one derived from it — the same on every run, so
-/// a create that is retried after a crash finds the record it made.
+/// record id's form (a UUID or a name, see [`crate::Registry::put`]), else
+/// `r-` and 32 hex digits derived from it — the same on every run, so a
+/// create that is retried after a crash finds the record it made.
 pub(crate) fn record_id_for(remote_id: &str) -> String {
-    let ok = !remote_id.is_empty()
-        && remote_id.len() <= 128
-        && !remote_id.starts_with('_')
-        && remote_id
-            .chars()
-            .all(|c| !c.is_control() && !c.is_whitespace());
-    if ok {
+    if crate::ids::record_id_form(remote_id).is_some() {
         remote_id.to_owned()
     } else {
         format!(
@@ -331,7 +329,10 @@ fn first_seen_rows(
     if inputs.direction.pushes() {
         for (record, l) in unbound_local {
             if !matched.contains(record) {
-                rows.push(new_remote_row(record, &l.fields));
+                // Values that break the schema stay in the registry.
+                let mut fields = l.fields.clone();
+                fields.retain(|f, _| !l.invalid.contains_key(f));
+                rows.push(new_remote_row(record, &fields));
             }
         }
     }
@@ -542,6 +543,17 @@ fn bound_row(
                         policy: ConflictPolicy::Manual,
                         winner: None,
                         note: "concurrent values in the registry; resolve the conflict in the registry and the next run pushes the result".into(),
+                    });
+                    continue;
+                }
+                if let Some(rule) = inputs.local.get(record).and_then(|l| l.invalid.get(f)) {
+                    row.conflicts.push(FieldConflict {
+                        field: f.clone(),
+                        local: lv.cloned(),
+                        remote: rv.cloned(),
+                        policy: ConflictPolicy::Manual,
+                        winner: None,
+                        note: format!("the registry's value breaks the schema ({rule}); write a valid value in the registry and the next run pushes it"),
                     });
                     continue;
                 }

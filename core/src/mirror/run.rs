@@ -687,12 +687,20 @@ fn local_rec(schema: &CompiledSchema, r: Record) -> (String, LocalRec) {
         .into_iter()
         .filter(|(k, _)| schema.schema.get(k).is_some())
         .collect();
+    let invalid = fields
+        .iter()
+        .filter_map(|(k, v)| {
+            let rule = schema.check_value(k, v.clone()).err()?;
+            Some((k.clone(), rule.to_string()))
+        })
+        .collect();
     (
         r.id,
         LocalRec {
             fields,
             deleted: r.deleted.is_some(),
             open,
+            invalid,
         },
     )
 }
@@ -752,7 +760,9 @@ fn apply_local(
                         .filter(|c| c.new.is_none())
                         .map(|c| c.field.clone())
                         .collect();
-                    if !set.is_empty() || *action == Action::Create {
+                    if *action == Action::Create {
+                        w.put_from_target(&row.record, set)?;
+                    } else if !set.is_empty() {
                         w.put(Some(&row.record), set)?;
                     }
                     if !unset.is_empty() {

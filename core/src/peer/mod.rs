@@ -845,20 +845,35 @@ impl Replica {
                             let _ = events.try_send(HubEvent::Connected { address, peer });
                         }) as Box<dyn FnOnce(PublicKey) + Send>
                     };
-                    let outcome = replica
-                        .respond(
-                            stream,
-                            &options,
-                            &shared,
-                            address.clone(),
-                            Some(admission),
-                            Some(stop),
-                            Some(connected),
-                        )
-                        .await;
-                    let event = match outcome {
-                        Ok(report) => HubEvent::Closed { address, report },
-                        Err(error) => HubEvent::Failed { address, error },
+                    // Its own task, so a panic serving one peer is caught
+                    // here, logged and reported; the hub serves on.
+                    let serving = {
+                        let address = address.clone();
+                        tokio::spawn(async move {
+                            replica
+                                .respond(
+                                    stream,
+                                    &options,
+                                    &shared,
+                                    address,
+                                    Some(admission),
+                                    Some(stop),
+                                    Some(connected),
+                                )
+                                .await
+                        })
+                    };
+                    let event = match serving.await {
+                        Ok(Ok(report)) => HubEvent::Closed { address, report },
+                        Ok(Err(error)) => HubEvent::Failed { address, error },
+                        Err(e) => {
+                            tracing::error!(peer = %address, error = %e, "serving a peer failed unexpectedly");
+                            let error = PeerError::Connection {
+                                peer: address.clone(),
+                                reason: "internal error while serving this peer; the hub serves on, and the event is logged".into(),
+                            };
+                            HubEvent::Failed { address, error }
+                        }
                     };
                     let _ = events.try_send(event);
                 });

@@ -186,6 +186,29 @@ struct Reg {
     counted: usize,
 }
 
+impl Reg {
+    fn new(id: RegistryId, name: String, handle: Option<Registry>) -> Self {
+        Reg {
+            id,
+            name,
+            handle,
+            scratch: AutoCommit::new(),
+            state: automerge::sync::State::new(),
+            pending: Vec::new(),
+            need: Vec::new(),
+            done: false,
+            refused: None,
+            changes_in: 0,
+            changes_out: 0,
+            last_heads: Vec::new(),
+            hidden: false,
+            held: 0,
+            counted: 0,
+            attestations_sent: 0,
+        }
+    }
+}
+
 struct Session<W> {
     replica: Replica,
     me: PublicKey,
@@ -746,27 +769,19 @@ impl<W: AsyncRead + AsyncWrite + Send + 'static> Session<W> {
         let handle = match self.replica.registry_by_id(id) {
             Ok(reg) => Some(reg),
             Err(crate::error::LookupError::NotFound { .. }) => None,
+            Err(crate::error::LookupError::Store(e @ StoreError::Corrupt { .. })) => {
+                // Its data does not load here (the load logged and journaled
+                // why): answer as if it were absent, as to a non-member, so
+                // the peer learns nothing and other registries sync on.
+                tracing::warn!(peer = %self.address, registry = %id, error = %e, "a peer asked for a registry that does not load");
+                let mut reg = Reg::new(id, String::new(), None);
+                reg.hidden = true;
+                return Ok(Some(reg));
+            }
             Err(crate::error::LookupError::Store(e)) => return Err(e.into()),
             Err(e) => return Err(Fault::Io(e.to_string())),
         };
-        let mut reg = Reg {
-            id,
-            name,
-            handle,
-            scratch: AutoCommit::new(),
-            state: automerge::sync::State::new(),
-            pending: Vec::new(),
-            need: Vec::new(),
-            done: false,
-            refused: None,
-            changes_in: 0,
-            changes_out: 0,
-            last_heads: Vec::new(),
-            hidden: false,
-            held: 0,
-            counted: 0,
-            attestations_sent: 0,
-        };
+        let mut reg = Reg::new(id, name, handle);
         if let Some(handle) = &reg.handle {
             reg.name = handle.name();
             if self.peer_role(handle).is_none() {

@@ -1314,3 +1314,55 @@ mod adversarial {
         watch.close().await;
     }
 }
+
+/// A hub whose store holds one damaged registry keeps serving the others:
+/// the damaged one is answered as if absent, the peer's session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_registry_on_the_hub_does_not_turn_peers_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let alice = open(dir.path(), "alice");
+    let bob = open(dir.path(), "bob");
+    for name in ["damaged", "fine"] {
+        let reg = alice.create_registry(name, schema()).unwrap();
+        reg.set_member(bob.public_key(), Role::Writer).unwrap();
+        reg.put(None, [("name", "first")]).unwrap();
+    }
+    round(&bob, &alice).await;
+    let damaged = alice.registry("damaged").unwrap();
+    damaged.put(None, [("name", "second")]).unwrap();
+    alice
+        .registry("fine")
+        .unwrap()
+        .put(None, [("name", "second")])
+        .unwrap();
+    let conn = rusqlite::Connection::open(dir.path().join("alice.db")).unwrap();
+    let (mut bytes, pos): (Vec<u8>, i64) = conn
+        .query_row(
+            "SELECT bytes, pos FROM changes WHERE registry_id = ?1 ORDER BY pos DESC LIMIT 1",
+            [damaged.id().as_bytes()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    bytes[50] ^= 0x04;
+    conn.execute(
+        "UPDATE changes SET bytes = ?1 WHERE pos = ?2",
+        rusqlite::params![bytes, pos],
+    )
+    .unwrap();
+    drop((damaged, alice));
+
+    let alice = open(dir.path(), "alice");
+    let (a, b) = tokio::io::duplex(1 << 16);
+    let server = {
+        let hub = alice.clone();
+        tokio::spawn(async move { hub.serve_stream(b, &ServeOptions::default()).await })
+    };
+    let report = bob
+        .sync_peer_over(a, Some(alice.public_key()), &PeerOptions::default())
+        .await;
+    let served = server.await.expect("the hub's task does not panic");
+    assert!(report.is_ok() && served.is_ok(), "{report:?} {served:?}");
+    assert_eq!(bob.registry("fine").unwrap().len(), 2);
+    assert_eq!(bob.registry("damaged").unwrap().len(), 1);
+    assert!(bob.verify(None).is_ok());
+}

@@ -13,7 +13,7 @@ use automerge::ChangeHash;
 pub use crate::document::Role;
 
 pub(crate) use shared::Shared;
-pub(crate) use state::{DocState, import_new};
+pub(crate) use state::{DocState, NewId, import_new};
 
 use crate::error::{ExportError, StoreError, WriteError};
 use crate::exchange::Bundle;
@@ -164,9 +164,38 @@ impl<'a> Writer<'a> {
 }
 
 impl Writer<'_> {
-    /// Creates a record (with `id`, or a new UUIDv7 if `None`) or updates
-    /// one. Returns the record's id.
+    /// Creates or updates a record; returns its id. See [`Registry::put`]
+    /// for which ids create a record.
     pub fn put<I, K, V>(&mut self, id: Option<&str>, fields: I) -> Result<String, WriteError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<Value>,
+    {
+        self.put_new(id, fields, NewId::Named)
+    }
+
+    /// [`Writer::put`] for a record a mirror brings from its target, whose
+    /// id may be the target's UUID.
+    pub(crate) fn put_from_target<I, K, V>(
+        &mut self,
+        id: &str,
+        fields: I,
+    ) -> Result<String, WriteError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<Value>,
+    {
+        self.put_new(Some(id), fields, NewId::AnyForm)
+    }
+
+    fn put_new<I, K, V>(
+        &mut self,
+        id: Option<&str>,
+        fields: I,
+        create: NewId,
+    ) -> Result<String, WriteError>
     where
         I: IntoIterator<Item = (K, V)>,
         K: Into<String>,
@@ -176,7 +205,7 @@ impl Writer<'_> {
             .into_iter()
             .map(|(k, v)| (k.into(), Some(v.into())))
             .collect();
-        self.state.write_record(id, fields, &self.author)
+        self.state.write_record(id, fields, &self.author, create)
     }
 
     /// Removes fields' values from a record.
@@ -187,7 +216,7 @@ impl Writer<'_> {
     {
         let fields = fields.into_iter().map(|k| (k.into(), None)).collect();
         self.state
-            .write_record(Some(id), fields, &self.author)
+            .write_record(Some(id), fields, &self.author, NewId::Named)
             .map(drop)
     }
 
@@ -365,7 +394,16 @@ impl Registry {
         self.fresh().field_time(id, field)
     }
 
-    /// Creates or updates one record; see [`Writer::put`].
+    /// Creates or updates one record; returns its id.
+    ///
+    /// Without an id, a record is created with a new UUIDv7. With the id of
+    /// a record, that record is updated. An id no record has creates a
+    /// record only if it is a *name*: 1–128 ASCII letters, digits and
+    /// `.` `_` `-` `:` `@`, starting with a letter or digit, without `..`
+    /// (`billing`, `svc-7`). A UUID names only records the registry made,
+    /// so one that names no record is refused as not found rather than
+    /// creating a record; any other id (a path, spaces, quotes) is refused
+    /// as [`WriteError::BadRecordId`].
     pub fn put<I, K, V>(&self, id: Option<&str>, fields: I) -> Result<String, WriteError>
     where
         I: IntoIterator<Item = (K, V)>,
@@ -405,6 +443,20 @@ impl Registry {
         self.fresh().read_record(id)
     }
 
+    /// [`Registry::get`], telling a missing record from an id no record can
+    /// have: `Ok(None)` when no record has a usable id,
+    /// [`WriteError::BadRecordId`] for an id the registry could never have
+    /// made (see [`Registry::put`]).
+    pub fn find(&self, id: &str) -> Result<Option<Record>, WriteError> {
+        match self.get(id) {
+            Some(record) => Ok(Some(record)),
+            None if crate::ids::record_id_form(id).is_none() => {
+                Err(WriteError::BadRecordId { id: id.to_owned() })
+            }
+            None => Ok(None),
+        }
+    }
+
     /// Records matching `query`, ordered by id (so by creation time for UUIDv7).
     pub fn list(&self, query: &Query) -> Vec<Record> {
         self.fresh().list(query)
@@ -423,6 +475,17 @@ impl Registry {
     /// Every field that holds concurrent values, with the policy's choice.
     pub fn conflicts(&self) -> Vec<Conflict> {
         self.fresh().conflicts()
+    }
+
+    /// Validation conflicts: live records' values that break the current
+    /// schema. A change whose value breaks a rule of the value alone is
+    /// refused at import, so these come from changes each valid as of its
+    /// own dependencies: a schema change made concurrently, or concurrent
+    /// edits that together break a unique or required rule. They stay
+    /// until a member writes valid values or an admin changes the schema;
+    /// mirrors do not push them.
+    pub fn invalid_records(&self) -> Vec<crate::schema::ValidationError> {
+        self.fresh().invalid_records()
     }
 
     /// The members and their roles.
@@ -765,6 +828,93 @@ mod tests {
     }
 
     #[test]
+    fn record_ids_are_uuids_the_registry_made_or_names_never_paths_or_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Replica::open(dir.path().join("a.db")).unwrap();
+        let reg = a.create_registry("r", schema()).unwrap();
+        for bad in ["../../etc", "a/b", "not a uuid", "", "_deleted", "it's"] {
+            let err = reg.put(Some(bad), [("name", bad)]).unwrap_err();
+            assert!(
+                matches!(err, WriteError::BadRecordId { .. }),
+                "{bad:?}: {err}"
+            );
+            assert!(err.to_string().contains("not a usable record id"), "{err}");
+            assert!(matches!(reg.find(bad), Err(WriteError::BadRecordId { .. })));
+            assert!(matches!(
+                reg.delete(bad),
+                Err(WriteError::BadRecordId { .. })
+            ));
+        }
+        // A UUID names only records the registry made: a mistyped one is
+        // not found, and creates nothing.
+        let made = reg.put(None, [("name", "made")]).unwrap();
+        let typo = format!("{}0", &made[..35]);
+        assert_ne!(typo, made);
+        let err = reg.put(Some(&typo), [("name", "typo")]).unwrap_err();
+        assert!(matches!(err, WriteError::NotFound { .. }), "{err}");
+        assert!(err.to_string().contains("no record"), "{err}");
+        assert!(reg.find(&typo).unwrap().is_none());
+        // The UUID it made, and chosen names, work as before.
+        reg.put(Some(&made), [("name", "made, edited")]).unwrap();
+        let named = reg.put(Some("svc-7"), [("name", "named")]).unwrap();
+        assert_eq!(named, "svc-7");
+        assert!(reg.find("svc-7").unwrap().is_some());
+        assert!(reg.find("nothing-here").unwrap().is_none());
+        assert_eq!(reg.len(), 2);
+    }
+
+    #[test]
+    fn a_bad_signature_on_a_known_or_repeated_change_refuses_the_bundle() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Replica::open(dir.path().join("a.db")).unwrap();
+        let b = Replica::open(dir.path().join("b.db")).unwrap();
+        let ra = a.create_registry("r", schema()).unwrap();
+        ra.put(None, [("name", "x")]).unwrap();
+        b.import(ra.export(&[]).unwrap()).unwrap();
+        let refusals = || {
+            b.journal()
+                .unwrap()
+                .iter()
+                .filter(|e| e.kind == "refused")
+                .count()
+        };
+
+        // B holds every change; one of them now carries a bad signature.
+        let mut known = ra.export(&[]).unwrap().changes().to_vec();
+        known[1].signature[0] ^= 1;
+        let err = b
+            .import(crate::Bundle::new(ra.id(), known, vec![]))
+            .unwrap_err();
+        assert!(
+            matches!(err, crate::ImportError::BadSignature { .. }),
+            "{err}"
+        );
+        assert_eq!(refusals(), 1);
+
+        // A new change listed twice, the copy badly signed: refused too,
+        // and nothing of it is applied.
+        ra.put(None, [("name", "y")]).unwrap();
+        let mut fresh = ra
+            .export(&b.registry("r").unwrap().heads())
+            .unwrap()
+            .changes()
+            .to_vec();
+        assert_eq!(fresh.len(), 1);
+        let mut copy = fresh[0].clone();
+        copy.signature[5] ^= 1;
+        fresh.push(copy);
+        let err = b
+            .import(crate::Bundle::new(ra.id(), fresh, vec![]))
+            .unwrap_err();
+        assert!(
+            matches!(err, crate::ImportError::BadSignature { .. }),
+            "{err}"
+        );
+        assert_eq!(b.registry("r").unwrap().len(), 1);
+        assert_eq!(refusals(), 2);
+    }
+
+    #[test]
     fn under_creator_or_admin_only_the_creator_or_an_admin_changes_a_record() {
         use crate::schema::RecordRule;
         let dir = tempfile::tempdir().unwrap();
@@ -807,6 +957,133 @@ mod tests {
         assert!(err.to_string().contains("only by its creator"), "{err}");
         assert_eq!(ra.heads(), before);
         assert!(a.verify(None).is_ok());
+    }
+
+    #[test]
+    fn a_member_signed_value_that_breaks_the_schema_is_refused_at_import() {
+        let dir = tempfile::tempdir().unwrap();
+        let w_seed = [9u8; 32];
+        let a = Replica::open(dir.path().join("a.db")).unwrap();
+        let w = Replica::open_with_identity(
+            dir.path().join("w.db"),
+            Identity::from_secret_bytes(w_seed),
+        )
+        .unwrap();
+        let schema = Schema::new()
+            .field(FieldDef::new("name", FieldKind::Text).required())
+            .field(FieldDef::new("port", FieldKind::Integer).range(Some(1.0), Some(65535.0)))
+            .field(FieldDef::new("tags", FieldKind::MultiSelect).options(["a", "b"]))
+            .field(FieldDef::new("notes", FieldKind::LongText).range(None, Some(10.0)))
+            .field(FieldDef::new("mail", FieldKind::Email));
+        let ra = a.create_registry("r", schema).unwrap();
+        ra.set_member(w.public_key(), Role::Writer).unwrap();
+        let id = ra.put(None, [("name", "svc")]).unwrap();
+        w.import(ra.export(&[]).unwrap()).unwrap();
+        let rw = w.registry("r").unwrap();
+        let record = |doc: &automerge::AutoCommit, layout: &crate::document::Layout| {
+            automerge::ReadDoc::get(doc, &layout.records, id.as_str())
+                .unwrap()
+                .unwrap()
+                .1
+        };
+        use automerge::transaction::Transactable;
+        type Edit = Box<dyn Fn(&mut automerge::AutoCommit, &automerge::ObjId)>;
+        let cases: Vec<(&str, Edit)> = vec![
+            ("max", Box::new(|d, r| d.put(r, "port", 70_000i64).unwrap())),
+            (
+                "type integer",
+                Box::new(|d, r| d.put(r, "port", "1.5").unwrap()),
+            ),
+            (
+                "type integer",
+                Box::new(|d, r| d.put(r, "port", "80").unwrap()),
+            ),
+            (
+                "unknown field",
+                Box::new(|d, r| d.put(r, "rogue", "x").unwrap()),
+            ),
+            (
+                "email",
+                Box::new(|d, r| d.put(r, "mail", "not an address").unwrap()),
+            ),
+            (
+                "options",
+                Box::new(|d, r| {
+                    let tags = d.put_object(r, "tags", automerge::ObjType::Map).unwrap();
+                    d.put(&tags, "z", true).unwrap();
+                }),
+            ),
+            (
+                "max",
+                Box::new(|d, r| {
+                    let notes = d.put_object(r, "notes", automerge::ObjType::Text).unwrap();
+                    d.splice_text(&notes, 0, 0, "far more than ten characters")
+                        .unwrap();
+                }),
+            ),
+        ];
+        for (rule, edit) in cases {
+            let forged = forge(&rw, w_seed, |doc, layout| {
+                let r = record(doc, layout);
+                edit(doc, &r);
+            });
+            let before = ra.heads();
+            let err = a.import(forged).unwrap_err();
+            assert!(
+                matches!(err, crate::ImportError::InvalidValue { .. }),
+                "{rule}: {err}"
+            );
+            let text = err.to_string();
+            assert!(text.contains(rule) && text.contains(&id), "{rule}: {text}");
+            assert_eq!(ra.heads(), before);
+            assert_eq!(ra.get(&id).unwrap().get("port"), None);
+        }
+        // A valid value, forged the same way, is accepted.
+        let fine = forge(&rw, w_seed, |doc, layout| {
+            let r = record(doc, layout);
+            doc.put(&r, "port", 8080i64).unwrap();
+        });
+        a.import(fine).unwrap();
+        assert_eq!(
+            ra.get(&id).unwrap().get("port"),
+            Some(&Value::Integer(8080))
+        );
+        assert!(a.verify(None).is_ok());
+    }
+
+    #[test]
+    fn a_value_valid_as_of_its_dependencies_is_kept_when_the_schema_tightens_concurrently() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Replica::open(dir.path().join("a.db")).unwrap();
+        let b = Replica::open(dir.path().join("b.db")).unwrap();
+        let schema = || {
+            Schema::new()
+                .field(FieldDef::new("name", FieldKind::Text))
+                .field(FieldDef::new("port", FieldKind::Integer).range(None, Some(65535.0)))
+        };
+        let ra = a.create_registry("r", schema()).unwrap();
+        ra.set_member(b.public_key(), Role::Writer).unwrap();
+        b.import(ra.export(&[]).unwrap()).unwrap();
+        let rb = b.registry("r").unwrap();
+        // Concurrently: A lowers the maximum; B writes a value valid before.
+        ra.set_schema(
+            Schema::new()
+                .field(FieldDef::new("name", FieldKind::Text))
+                .field(FieldDef::new("port", FieldKind::Integer).range(None, Some(1000.0))),
+        )
+        .unwrap();
+        let id = rb.put(None, [("port", 8080)]).unwrap();
+        a.import(rb.export(&ra.heads()).unwrap()).unwrap();
+        b.import(ra.export(&rb.heads()).unwrap()).unwrap();
+        for (r, reg) in [(&a, &ra), (&b, &rb)] {
+            assert_eq!(
+                reg.get(&id).unwrap().get("port"),
+                Some(&Value::Integer(8080))
+            );
+            let report = r.verify(None).unwrap();
+            assert_eq!(report.registries[0].invalid_records.len(), 1);
+            assert_eq!(report.registries[0].invalid_records[0].record, id);
+        }
     }
 
     /// A change made with `seed`'s key on a copy of `reg`'s document,

@@ -118,10 +118,18 @@ pub(crate) struct RegistryRow {
     pub(crate) created_at: i64,
 }
 
+/// A stored change outside the snapshot: its position, its recorded hash
+/// and its bytes (which a load checks against the hash before applying).
+pub(crate) struct TailRow {
+    pub(crate) pos: i64,
+    pub(crate) hash: [u8; 32],
+    pub(crate) bytes: Vec<u8>,
+}
+
 /// What is needed to rebuild a registry's document.
 pub(crate) struct Stored {
     pub(crate) snapshot: Option<Vec<u8>>,
-    pub(crate) tail: Vec<(i64, Vec<u8>)>,
+    pub(crate) tail: Vec<TailRow>,
     pub(crate) max_pos: i64,
     pub(crate) max_time: i64,
     pub(crate) total: i64,
@@ -447,6 +455,31 @@ pub(crate) fn catch_up(
     })
 }
 
+/// The kind and detail of the last journal entry about `id`.
+pub(crate) fn last_journal_entry(
+    conn: &Connection,
+    path: &str,
+    id: &RegistryId,
+) -> Result<Option<(String, String)>> {
+    conn.query_row(
+        "SELECT kind, detail FROM journal WHERE registry_id = ?1 ORDER BY seq DESC LIMIT 1",
+        [id.as_bytes()],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()
+    .map_err(sql(path, "read journal"))
+}
+
+/// A registry's name as listed in the store, if it can be read.
+pub(crate) fn registry_name(conn: &Connection, id: &RegistryId) -> Option<String> {
+    conn.query_row(
+        "SELECT name FROM registries WHERE id = ?1",
+        [id.as_bytes()],
+        |r| r.get(0),
+    )
+    .ok()
+}
+
 /// Reads what is needed to rebuild a registry's document.
 pub(crate) fn load(conn: &Connection, path: &str, id: &RegistryId) -> Result<Stored> {
     let snapshot: Option<(i64, Vec<u8>)> = conn
@@ -475,17 +508,21 @@ pub(crate) fn load(conn: &Connection, path: &str, id: &RegistryId) -> Result<Sto
     })
 }
 
-fn tail_since(
-    conn: &Connection,
-    id: &RegistryId,
-    pos: i64,
-) -> rusqlite::Result<Vec<(i64, Vec<u8>)>> {
+fn tail_since(conn: &Connection, id: &RegistryId, pos: i64) -> rusqlite::Result<Vec<TailRow>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT pos, bytes FROM changes
+        "SELECT pos, hash, bytes FROM changes
          WHERE registry_id = ?1 AND pos > ?2 AND bytes IS NOT NULL ORDER BY pos",
     )?;
-    stmt.query_map(params![id.as_bytes(), pos], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect()
+    stmt.query_map(params![id.as_bytes(), pos], |r| {
+        let hash: Vec<u8> = r.get(1)?;
+        Ok(TailRow {
+            pos: r.get(0)?,
+            // A hash of another length matches no change: the load says so.
+            hash: hash.try_into().unwrap_or([0; 32]),
+            bytes: r.get(2)?,
+        })
+    })?
+    .collect()
 }
 
 /// Domain tag of journal row hashes.
@@ -552,8 +589,8 @@ pub(crate) fn journal(conn: &Connection, path: &str) -> Result<Vec<JournalRow>> 
 /// How to bring an in-memory document up to date with the store.
 pub(crate) enum CatchUp {
     UpToDate,
-    /// Apply these (pos, change bytes) in order.
-    Apply(Vec<(i64, Vec<u8>)>),
+    /// Apply these in order.
+    Apply(Vec<TailRow>),
     /// Load the registry again from its snapshot.
     Reload,
 }

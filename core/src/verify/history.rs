@@ -593,6 +593,8 @@ fn schema_report(doc: &AutoCommit, layout: &Layout) -> (String, usize, Vec<Valid
     let name = layout.name(doc);
     let mut invalid_records = Vec::new();
     let mut records = 0;
+    // Unique values seen, with the record that holds each.
+    let mut taken: HashMap<(String, String), String> = HashMap::new();
     // Each record and each record's fields read in one pass (a `get` per
     // record and per field costs a look-up each).
     for item in doc.map_range(&layout.records, ..) {
@@ -625,10 +627,20 @@ fn schema_report(doc: &AutoCommit, layout: &Layout) -> (String, usize, Vec<Valid
             let broken = match value {
                 None if def.required => Some((String::new(), Rule::Required)),
                 None => None,
-                Some(v) => compiled
-                    .check_value(&def.name, v.clone())
-                    .err()
-                    .map(|rule| (v.to_string(), rule)),
+                Some(v) => match compiled.check_value(&def.name, v.clone()) {
+                    Err(rule) => Some((v.to_string(), rule)),
+                    Ok(_) if def.unique => taken
+                        .insert((def.name.clone(), v.to_string()), record.clone())
+                        .map(|other| {
+                            (
+                                v.to_string(),
+                                Rule::Unique {
+                                    other_record: other,
+                                },
+                            )
+                        }),
+                    Ok(_) => None,
+                },
             };
             if let Some((value, rule)) = broken {
                 invalid_records.push(ValidationError {

@@ -24,6 +24,26 @@ pub struct VerifyReport {
     pub checkpoints: usize,
 }
 
+impl VerifyReport {
+    /// The report, unless a registry holds validation conflicts (values
+    /// that break its schema, see [`RegistryReport::invalid_records`]):
+    /// then an error naming the first registry with some.
+    pub fn require_valid(&self) -> Result<&Self, VerifyError> {
+        match self
+            .registries
+            .iter()
+            .find(|r| !r.invalid_records.is_empty())
+        {
+            Some(r) => Err(VerifyError::InvalidRecords {
+                registry: r.name.clone(),
+                count: r.invalid_records.len(),
+                first: r.invalid_records[0].to_string(),
+            }),
+            None => Ok(self),
+        }
+    }
+}
+
 /// What was checked in one registry.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RegistryReport {
@@ -37,9 +57,12 @@ pub struct RegistryReport {
     pub authors: usize,
     /// Live records.
     pub records: usize,
-    /// Records that break the current schema. They were validly signed (a
-    /// concurrent schema change can cause this), so they are reported, not
-    /// failures.
+    /// Values that break the current schema: validation conflicts. Each
+    /// change was valid as of its own dependencies (values breaking a rule
+    /// of the value alone are refused at import), so they come from a
+    /// concurrent schema change or from unique and required rules that
+    /// concurrent edits broke. They are kept and reported;
+    /// [`VerifyReport::require_valid`] turns them into an error.
     pub invalid_records: Vec<ValidationError>,
     /// Changes revoked because their author was removed concurrently
     /// (strong removal): validly signed and kept in the history, but
@@ -194,6 +217,21 @@ pub enum VerifyError {
         member: String,
         /// The attested change count.
         changes: u64,
+    },
+    /// Records hold values that break the schema: validation conflicts,
+    /// from signed changes that were each valid as of their dependencies
+    /// (a concurrent schema change, or a unique or required rule that
+    /// concurrent edits broke). See [`VerifyReport::require_valid`].
+    #[error(
+        "registry '{registry}': {count} record value(s) break the schema (first: {first}); these validation conflicts stay until a member writes valid values or an admin changes the schema"
+    )]
+    InvalidRecords {
+        /// The registry's name.
+        registry: String,
+        /// How many values break the schema.
+        count: usize,
+        /// The first of them.
+        first: String,
     },
     /// The registry named is not in this replica.
     #[error(transparent)]

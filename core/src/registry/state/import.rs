@@ -8,12 +8,13 @@ use automerge::{AutoCommit, Change, ChangeHash, ReadDoc};
 
 use super::{DocState, History, PARALLEL_CHECKS_FROM, actor_of};
 use crate::document::policy::Guard;
+use crate::document::values::ValueCheck;
 use crate::document::{Layout, Role};
 use crate::error::{ExportError, ImportError};
 use crate::exchange::{Bundle, ImportReport};
 use crate::identity::PublicKey;
 use crate::ids::RegistryId;
-use crate::schema::CompiledSchema;
+use crate::schema::{CompiledSchema, ValidationError};
 use crate::store::{ChangeRow, Store, StoreTx};
 use crate::trust::{self, Distrust, SignedChange};
 
@@ -95,10 +96,12 @@ impl DocState {
         let offered = changes.len();
         // A change listed twice is one change: keep it once.
         let mut seen = HashSet::new();
-        let fresh: Vec<SignedChange> = changes
+        let (fresh, others): (Vec<SignedChange>, Vec<SignedChange>) = changes
             .into_iter()
-            .filter(|c| !self.knows(&c.hash()) && seen.insert(c.hash()))
-            .collect();
+            .partition(|c| !self.knows(&c.hash()) && seen.insert(c.hash()));
+        // A bundle is refused whole: a bad signature refuses it even when
+        // it sits on a change this replica already holds, or on a copy.
+        verify(&self.id, &others)?;
         let report = ImportReport {
             registry: self.id,
             name: self.name.clone(),
@@ -164,15 +167,39 @@ impl DocState {
         // visible; on any failure the document is rebuilt from the store.
         let guard = Guard::new(&self.layout);
         let id = self.id;
-        let checks = || -> Result<Vec<Option<&'static str>>, ImportError> {
+        type Checked = Vec<(Option<&'static str>, Vec<automerge::legacy::Op>)>;
+        let checks = || -> Result<Checked, ImportError> {
             verify(&id, fresh)?;
-            Ok(fresh.iter().map(|c| guard.admin_only(&c.change)).collect())
+            // Decoding a change's operations panics on some malformed
+            // ones: that refuses the bundle, like any malformed change.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                fresh
+                    .iter()
+                    .map(|c| {
+                        let ops = c.change.decode().operations;
+                        (guard.admin_only_ops(&ops), ops)
+                    })
+                    .collect()
+            }))
+            .map_err(|_| ImportError::Malformed {
+                reason: "a change's operations do not decode".into(),
+            })
         };
         let apply = |doc: &mut AutoCommit| {
-            doc.apply_changes(fresh.iter().map(|c| c.change.clone()))
-                .map_err(|e| ImportError::Malformed {
+            // A signed change can still be one Automerge panics on: that is
+            // a malformed change, refused like any other (the document is
+            // rebuilt from the store below), never a panic of the caller.
+            let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                doc.apply_changes(fresh.iter().map(|c| c.change.clone()))
+            }));
+            match applied {
+                Ok(result) => result.map_err(|e| ImportError::Malformed {
                     reason: format!("a change does not apply: {e}"),
-                })
+                }),
+                Err(_) => Err(ImportError::Malformed {
+                    reason: "a change does not apply: the document rejected it".into(),
+                }),
+            }
         };
         let (checked, applied) = if fresh.len() >= PARALLEL_CHECKS_FROM {
             std::thread::scope(|scope| {
@@ -194,12 +221,18 @@ impl DocState {
         let mut admin_changes = Vec::new();
         let outcome = checked.and_then(|checked| {
             applied?;
-            fresh.iter().zip(checked).try_for_each(|(c, admin_only)| {
-                if admin_only.is_some() {
-                    admin_changes.push(c.hash());
-                }
-                self.authorise(c, admin_only)
-            })
+            let mut decoded = Vec::with_capacity(checked.len());
+            fresh
+                .iter()
+                .zip(checked)
+                .try_for_each(|(c, (admin_only, ops))| {
+                    if admin_only.is_some() {
+                        admin_changes.push(c.hash());
+                    }
+                    decoded.push((admin_only.is_some(), ops));
+                    self.authorise(c, admin_only)
+                })?;
+            self.check_values(fresh, &decoded)
         });
         if let Err(e) = outcome {
             // Nothing was stored; rebuild the document as it was.
@@ -207,6 +240,38 @@ impl DocState {
             return Err(e);
         }
         Ok(admin_changes)
+    }
+
+    /// Checks the values each change writes against the schema as of its
+    /// own dependencies (`doc` already holds the changes).
+    fn check_values(
+        &self,
+        fresh: &[SignedChange],
+        decoded: &[(bool, Vec<automerge::legacy::Op>)],
+    ) -> Result<(), ImportError> {
+        let mut check = ValueCheck::new(&self.layout);
+        for (c, (admin, ops)) in fresh.iter().zip(decoded) {
+            let broken = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                check.broken_value(&self.doc, &c.change, ops, *admin)
+            }))
+            .map_err(|_| ImportError::Malformed {
+                reason: format!("change {}: its operations do not decode", c.hash()),
+            })?;
+            if let Some(b) = broken {
+                return Err(ImportError::InvalidValue {
+                    change: c.hash().to_string(),
+                    author: c.author.to_string(),
+                    error: Box::new(ValidationError {
+                        registry: self.name.clone(),
+                        record: b.record,
+                        field: b.field,
+                        value: b.value,
+                        rule: b.rule,
+                    }),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Stores the verified, applied `fresh` changes with their signatures

@@ -8,6 +8,7 @@ mod read;
 mod write;
 
 pub(crate) use import::import_new;
+pub(crate) use write::NewId;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use crate::error::WriteError;
 use crate::identity::{Identity, PublicKey};
 use crate::ids::RegistryId;
 use crate::schema::{CompiledSchema, Schema};
-use crate::store::{CatchUp, ChangeRow, Store, StoreError, StoreTx};
+use crate::store::{CatchUp, ChangeRow, Store, StoreError, StoreTx, TailRow};
 
 /// Compact when the uncompressed changes outside the snapshot reach this
 /// size and twice the snapshot's (bulk writes make few, large changes).
@@ -123,6 +124,60 @@ fn internal(e: automerge::AutomergeError) -> WriteError {
     WriteError::Internal(e.to_string())
 }
 
+/// Decodes stored changes, each checked against its recorded hash (and its
+/// own checksum) first: a damaged row must be reported, never applied.
+fn decode_stored(rows: &[TailRow]) -> Result<Vec<Change>, String> {
+    rows.iter()
+        .map(|row| {
+            let at = row.pos;
+            let change = Change::from_bytes(row.bytes.clone())
+                .map_err(|e| format!("the change stored at position {at} does not decode ({e})"))?;
+            // Automerge checks neither the checksum (the hash's first bytes,
+            // after the magic; the hash does not cover it) nor the hash.
+            let checksum_ok = row.bytes.get(4..8) == Some(&change.hash().0[..4]);
+            if change.hash().0 != row.hash || !checksum_ok {
+                return Err(format!(
+                    "the change stored at position {at} does not match its recorded hash {}",
+                    hex::encode(row.hash)
+                ));
+            }
+            Ok(change)
+        })
+        .collect()
+}
+
+/// The error for a registry whose stored data does not load, naming it.
+fn damaged(conn: &rusqlite::Connection, path: &str, id: &RegistryId, what: String) -> StoreError {
+    let who = match crate::store::registry_name(conn, id) {
+        Some(name) => format!("registry '{name}' ({id})"),
+        None => format!("registry {id}"),
+    };
+    StoreError::corrupt(path, format!("{who} does not load: {what}"))
+}
+
+/// Applies checked stored changes. Automerge may panic on changes that
+/// hash right yet are inconsistent (written by a faulty build): that is
+/// reported as damage too, never passed on as a panic.
+fn apply_stored(doc: &mut AutoCommit, changes: Vec<Change>) -> Result<(), String> {
+    let applied =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| doc.apply_changes(changes)));
+    match applied {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("stored changes do not apply: {e}")),
+        Err(_) => Err("stored changes do not apply: the document rejected them".into()),
+    }
+}
+
+/// Loads a stored snapshot; like [`apply_stored`], a panic in Automerge on
+/// damaged bytes is reported as damage.
+fn load_snapshot(data: &[u8]) -> Result<AutoCommit, String> {
+    match std::panic::catch_unwind(|| AutoCommit::load(data)) {
+        Ok(Ok(doc)) => Ok(doc),
+        Ok(Err(e)) => Err(format!("its snapshot does not load ({e})")),
+        Err(_) => Err("its snapshot does not load".into()),
+    }
+}
+
 fn actor_of(key: &PublicKey) -> ActorId {
     ActorId::from(&key.as_bytes()[..])
 }
@@ -136,22 +191,13 @@ impl DocState {
     ) -> Result<DocState, StoreError> {
         let seen_version = crate::store::data_version(conn, store_path)?;
         let stored = crate::store::load(conn, store_path, &id)?;
-        let corrupt =
-            |what: String| StoreError::corrupt(store_path, format!("registry {id}: {what}"));
+        let corrupt = |what: String| damaged(conn, store_path, &id, what);
         let mut doc = match &stored.snapshot {
-            Some(data) => AutoCommit::load(data).map_err(|e| corrupt(format!("snapshot: {e}")))?,
+            Some(data) => load_snapshot(data).map_err(corrupt)?,
             None => AutoCommit::new(),
         };
-        let tail = stored
-            .tail
-            .iter()
-            .map(|(pos, bytes)| {
-                Change::from_bytes(bytes.clone())
-                    .map_err(|e| corrupt(format!("change at position {pos}: {e}")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        doc.apply_changes(tail)
-            .map_err(|e| corrupt(format!("applying stored changes: {e}")))?;
+        let tail = decode_stored(&stored.tail).map_err(corrupt)?;
+        apply_stored(&mut doc, tail).map_err(corrupt)?;
         doc.set_actor(actor_of(me));
         let layout =
             Layout::find(&doc).ok_or_else(|| corrupt("the document is not a registry".into()))?;
@@ -184,7 +230,7 @@ impl DocState {
             clock: stored.max_time,
             history: History {
                 tail_len: stored.tail.len() as i64,
-                tail_bytes: stored.tail.iter().map(|(_, b)| b.len() as i64).sum(),
+                tail_bytes: stored.tail.iter().map(|r| r.bytes.len() as i64).sum(),
                 total: stored.total,
                 snapshot_bytes: stored.snapshot.as_ref().map_or(0, |d| d.len() as i64),
             },
@@ -285,20 +331,19 @@ impl DocState {
             CatchUp::UpToDate => Ok(()),
             CatchUp::Reload => self.reload(conn, path),
             CatchUp::Apply(rows) => {
-                let mut changes = Vec::with_capacity(rows.len());
-                for (pos, bytes) in &rows {
-                    changes.push(Change::from_bytes(bytes.clone()).map_err(|e| {
-                        StoreError::corrupt(path, format!("change at position {pos}: {e}"))
-                    })?);
-                }
+                let changes =
+                    decode_stored(&rows).map_err(|what| damaged(conn, path, &self.id, what))?;
                 self.clock = self
                     .clock
                     .max(changes.iter().map(Change::timestamp).max().unwrap_or(0));
-                self.doc.apply_changes(changes).map_err(|e| {
-                    StoreError::corrupt(path, format!("applying stored changes: {e}"))
-                })?;
-                self.loaded_pos = rows.last().map_or(self.loaded_pos, |r| r.0);
-                let bytes = rows.iter().map(|(_, b)| b.len() as i64).sum();
+                if let Err(what) = apply_stored(&mut self.doc, changes) {
+                    // The document may be half-applied: never answer from
+                    // it; the next use loads the registry again.
+                    self.reload(conn, path)?;
+                    return Err(damaged(conn, path, &self.id, what));
+                }
+                self.loaded_pos = rows.last().map_or(self.loaded_pos, |r| r.pos);
+                let bytes = rows.iter().map(|r| r.bytes.len() as i64).sum();
                 self.history.added(rows.len() as i64, bytes);
                 self.admin_changes = crate::store::admin_changes(conn, path, &self.id)?;
                 self.refresh_derived();

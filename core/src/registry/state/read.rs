@@ -11,7 +11,7 @@ use crate::document::policy::{Holder, legacy_obj, record_holder};
 use crate::document::{self as doc, DELETED};
 use crate::identity::PublicKey;
 use crate::registry::{Candidate, Conflict, Member, Query, Record, Tombstone};
-use crate::schema::{ConflictPolicy, FieldKind};
+use crate::schema::{ConflictPolicy, FieldKind, Rule, ValidationError};
 use crate::store::{Store, StoreError};
 use crate::value::Value;
 
@@ -279,6 +279,48 @@ impl DocState {
             .iter()
             .filter(|(_, copies)| !self.is_deleted(copies))
             .count()
+    }
+
+    /// Live records' values that break the current schema (validation
+    /// conflicts): each came from a change valid as of its dependencies,
+    /// so a concurrent schema change, or concurrent edits that broke a
+    /// unique or required rule.
+    pub(crate) fn invalid_records(&mut self) -> Vec<ValidationError> {
+        let schema = self.schema.clone();
+        let mut taken: HashMap<(String, String), String> = HashMap::new();
+        let mut out = Vec::new();
+        for record in self.list(&Query::all()) {
+            for def in &schema.schema.fields {
+                let broken = match record.fields.get(&def.name) {
+                    None if def.required => Some((String::new(), Rule::Required)),
+                    None => None,
+                    Some(v) => match schema.check_value(&def.name, v.clone()) {
+                        Err(rule) => Some((v.to_string(), rule)),
+                        Ok(_) if def.unique => taken
+                            .insert((def.name.clone(), v.to_string()), record.id.clone())
+                            .map(|other| {
+                                (
+                                    v.to_string(),
+                                    Rule::Unique {
+                                        other_record: other,
+                                    },
+                                )
+                            }),
+                        Ok(_) => None,
+                    },
+                };
+                if let Some((value, rule)) = broken {
+                    out.push(ValidationError {
+                        registry: self.name.clone(),
+                        record: record.id.clone(),
+                        field: def.name.clone(),
+                        value,
+                        rule,
+                    });
+                }
+            }
+        }
+        out
     }
 
     pub(crate) fn conflicts(&mut self) -> Vec<Conflict> {

@@ -10,9 +10,11 @@ use automerge::{ChangeHash, ObjId, ObjType, ReadDoc};
 use super::import::row_of;
 use super::{DocState, UniqueIndex, actor_of, internal};
 use crate::clock::now_ms;
+use crate::document::values::ValueCheck;
 use crate::document::{self as doc, DELETED, Role};
 use crate::error::WriteError;
 use crate::identity::{Identity, PublicKey};
+use crate::ids::RecordIdForm;
 use crate::registry::{Query, Shared};
 use crate::schema::{CompiledSchema, FieldKind, Rule, Schema};
 use crate::store::ChangeRow;
@@ -78,6 +80,10 @@ impl DocState {
         ) else {
             return Ok(out); // nothing changed: nothing to sign or store
         };
+        if let Some(e) = self.breaks_schema_at_deps(hash) {
+            self.reload(tx.conn(), tx.path())?;
+            return Err(e);
+        }
         let persisted = (|| -> Result<(i64, usize), WriteError> {
             let row = self.signed_row(identity, hash)?;
             let pos = tx.insert_changes(&self.id, std::slice::from_ref(&row))?;
@@ -115,6 +121,21 @@ impl DocState {
         }
     }
 
+    /// Writes are checked against the schema as the registry reads it,
+    /// with revoked changes masked; importers check against the schema of
+    /// the document itself (as of the change's dependencies), which differs
+    /// only when a schema change was revoked. Then check that one too, so
+    /// no replica refuses what this one wrote.
+    fn breaks_schema_at_deps(&mut self, hash: ChangeHash) -> Option<WriteError> {
+        // No view: nothing is revoked, the two schemas are one.
+        self.view.as_ref()?;
+        let change = self.doc.get_change_by_hash(&hash)?;
+        let operations = change.decode().operations;
+        let broken =
+            ValueCheck::new(&self.layout).broken_value(&self.doc, &change, &operations, true)?;
+        Some(self.invalid(&broken.record, &broken.field, broken.value, broken.rule))
+    }
+
     /// Next hybrid-logical-clock time: wall clock, but never behind any
     /// change seen, so causally later writes always have later times.
     pub(super) fn tick(&mut self) -> i64 {
@@ -145,13 +166,18 @@ impl DocState {
         id: Option<&str>,
         fields: Vec<(String, Option<Value>)>,
         author: &PublicKey,
+        create: NewId,
     ) -> Result<String, WriteError> {
         let schema = self.schema.clone();
+        let chosen = id.is_some();
         let id = match id {
-            Some(id) => check_record_id(id)?,
+            Some(id) => id.to_owned(),
             None => uuid::Uuid::now_v7().to_string(),
         };
         let existing = self.copies(&id);
+        if existing.is_empty() && chosen {
+            self.check_new_record_id(&id, create)?;
+        }
         self.require_owner(&id, &existing, author)?;
         if self.is_deleted(&existing) {
             return Err(WriteError::Deleted {
@@ -294,6 +320,9 @@ impl DocState {
         let copies = self.copies(id);
         self.require_owner(id, &copies, author)?;
         if copies.is_empty() {
+            if crate::ids::record_id_form(id).is_none() {
+                return Err(WriteError::BadRecordId { id: id.to_owned() });
+            }
             return Err(WriteError::NotFound {
                 registry: self.name.clone(),
                 record: id.to_owned(),
@@ -507,15 +536,26 @@ impl DocState {
     }
 }
 
-/// Content hash of a value for the `hash` policy: type tag and canonical JSON.
-pub(super) fn check_record_id(id: &str) -> Result<String, WriteError> {
-    let ok = !id.is_empty()
-        && id.len() <= 128
-        && !id.starts_with('_')
-        && id.chars().all(|c| !c.is_control() && !c.is_whitespace());
-    if ok {
-        Ok(id.to_owned())
-    } else {
-        Err(WriteError::BadRecordId { id: id.to_owned() })
+/// Which ids a write may create a record with, besides a name.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NewId {
+    /// A name only: a UUID the registry did not make names no record.
+    Named,
+    /// Also a UUID: a mirror brings records with their target's UUIDs.
+    AnyForm,
+}
+
+impl DocState {
+    /// Refuses an id no record has that cannot be a new record's: one the
+    /// registry could never have made, or a UUID it did not make.
+    pub(super) fn check_new_record_id(&self, id: &str, create: NewId) -> Result<(), WriteError> {
+        match crate::ids::record_id_form(id) {
+            None => Err(WriteError::BadRecordId { id: id.to_owned() }),
+            Some(RecordIdForm::Uuid) if create == NewId::Named => Err(WriteError::NotFound {
+                registry: self.name.clone(),
+                record: id.to_owned(),
+            }),
+            Some(_) => Ok(()),
+        }
     }
 }
