@@ -75,7 +75,10 @@ async fn measure(options: &Options) -> Result<Vec<Figure>> {
     let services = replica.create_registry("services", schema)?;
     let id = services.put(
         None,
-        [("name", Value::from("billing")), ("port", Value::from(8080))],
+        [
+            ("name", Value::from("billing")),
+            ("port", Value::from(8080)),
+        ],
     )?;
     let secret = replica
         .add_token(&TokenSpec {
@@ -141,7 +144,15 @@ async fn measure(options: &Options) -> Result<Vec<Figure>> {
     // Writes: each HTTP PUT replaces one of `writes` records; the baseline
     // puts the same records through the library, one durable write each.
     let ids: Vec<String> = (0..writes)
-        .map(|i| services.put(None, [("name", Value::from(format!("s{i}"))), ("port", Value::from(1))]))
+        .map(|i| {
+            services.put(
+                None,
+                [
+                    ("name", Value::from(format!("s{i}"))),
+                    ("port", Value::from(1)),
+                ],
+            )
+        })
         .collect::<std::result::Result<_, _>>()?;
     let ids = Arc::new(ids);
     let mut put_latencies = Vec::new();

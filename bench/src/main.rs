@@ -173,11 +173,7 @@ const BENCHES: &[Bench] = &[
         "Sheets adapter: write batching, request budget, calls per change",
         sheets::run,
     ),
-    (
-        "http",
-        "HTTP API vs bare axum and the library",
-        http::run,
-    ),
+    ("http", "HTTP API vs bare axum and the library", http::run),
 ];
 
 fn run(options: &Options) -> Result<Vec<Figure>> {

@@ -612,7 +612,7 @@ mod tests {
         let replica = Replica::open(&path).unwrap();
         let reg = replica.create_registry("r", schema()).unwrap();
         let before = reg.heads();
-        let (changes, id) = (reg.change_count(), "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b");
+        let (changes, id) = (reg.change_count(), "first-record");
         reg.write(|w| {
             w.put(Some(id), [("name", "first")])?;
             // Reading midway must not close the batch.
