@@ -1168,6 +1168,56 @@ async fn a_created_table_gives_ids_and_enforces_required_and_unique() {
     assert_eq!(report.applied, 2);
 }
 
+/// Two replicas bound to one table: what one pushes reaches the other's
+/// incremental sync (a sync's own writes are logged for the other binding).
+#[tokio::test]
+async fn what_one_binding_pushes_reaches_another_binding_of_the_table() {
+    let a = bound("services", |b| b).await;
+    let dir = tempfile::tempdir().unwrap();
+    let other = Replica::open(dir.path().join("b.db")).unwrap();
+    other.create_registry("services", schema()).unwrap();
+    let qualified = format!("{}.services", a._scratch.schema);
+    let binding = AdapterBinding::new("pg", "services", "postgres", &qualified);
+    other.add_binding(&binding).unwrap();
+    let adapter = PostgresAdapter::connect(
+        &url(),
+        binding.table_spec(&schema()),
+        PostgresOptions::new("binding-other"),
+    )
+    .await
+    .unwrap();
+    adapter.prepare(false).await.unwrap();
+    let sync_other = || async {
+        other
+            .run_mirror("pg", &adapter, &MirrorOptions::sync(), &())
+            .await
+            .unwrap()
+    };
+
+    let reg = a.replica.registry("services").unwrap();
+    reg.put(Some("svc"), [("name", "billing")]).unwrap();
+    a.sync().await;
+    sync_other().await; // the first run reads the whole table
+    let theirs = other.registry("services").unwrap();
+    assert_eq!(
+        theirs.get("svc").unwrap().get("name"),
+        Some(&"billing".into())
+    );
+
+    // Now incremental: A's next push must reach B through the change log.
+    reg.put(Some("svc"), [("name", "ledger")]).unwrap();
+    a.sync().await;
+    sync_other().await;
+    assert_eq!(
+        theirs.get("svc").unwrap().get("name"),
+        Some(&"ledger".into())
+    );
+    reg.delete("svc").unwrap();
+    a.sync().await;
+    sync_other().await;
+    assert!(theirs.get("svc").is_none_or(|r| r.deleted.is_some()));
+}
+
 /// The change log keeps only what a binding has yet to read: after 100
 /// syncs with edits on both sides it holds no more than a run's worth.
 #[tokio::test]

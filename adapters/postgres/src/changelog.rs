@@ -101,11 +101,10 @@ impl PostgresAdapter {
                 log text := 'INSERT INTO chittysync_changelog (table_name, row_id, op) ';
                 id text := format('%I', TG_ARGV[0]);
             BEGIN
-                -- A sync's own writes are not logged: no binding needs them
-                -- (its registry has them already).
-                IF coalesce(current_setting('app.sync_origin', true), '') <> '' THEN
-                    RETURN NULL;
-                END IF;
+                -- A sync's own writes are logged too, tagged with its origin
+                -- (the column's default): its own binding skips them, and
+                -- every other binding of the table needs them. Pruning
+                -- deletes them once every binding has read past them.
                 IF TG_OP = 'INSERT' THEN
                     EXECUTE log || 'SELECT $1, n.' || id || '::text, ''I'' FROM chittysync_new n'
                     USING TG_TABLE_NAME;
