@@ -449,6 +449,20 @@ export class Registry {
   }
 }
 
+/** How a replica serves its registries to peers (`Replica.serve`). */
+export interface ServeOptions {
+  /** Keys accepted even if they are members of no registry here. */
+  allow?: string[];
+  /** Accept any key; registries are still served only to their members. */
+  allowAny?: boolean;
+  /** Keys that may bring registries new to this hub (they are accepted as peers too). */
+  allowCreate?: string[];
+  /** Any accepted key may bring new registries, within `createQuota`. */
+  allowCreateAny?: boolean;
+  /** New registries one key may bring to this hub, in all (default 10). */
+  createQuota?: number;
+}
+
 /** A local replica: one file holding many registries, with this replica's signing key beside it. */
 export class Replica {
   /** The generated low-level object. */
@@ -551,10 +565,22 @@ export class Replica {
     }
   }
 
-  /** Serves this replica's registries to peers (a hub); each peer gets only the registries it is a member of. `hub.address()` tells the port; `hub.shutdown()` stops it. */
-  async serve(address = "127.0.0.1:0", opts: { allow?: string[]; allowAny?: boolean } = {}): Promise<HubLike> {
+  /**
+   * Serves this replica's registries to peers (a hub); each peer gets only the registries it is a member of.
+   * A registry new to this hub is taken only from keys in `allowCreate` (or any accepted key with
+   * `allowCreateAny`), at most `createQuota` per key (default 10). `hub.address()` tells the port;
+   * `hub.shutdown()` stops it.
+   */
+  async serve(address = "127.0.0.1:0", opts: ServeOptions = {}): Promise<HubLike> {
     try {
-      return await this.native.serve(address, opts.allow ?? [], opts.allowAny ?? false);
+      return await this.native.serve(
+        address,
+        opts.allow ?? [],
+        opts.allowAny ?? false,
+        opts.allowCreate ?? [],
+        opts.allowCreateAny ?? false,
+        opts.createQuota === undefined ? undefined : BigInt(opts.createQuota),
+      );
     } catch (e) {
       throw translate(e);
     }

@@ -464,12 +464,23 @@ class Replica:
         return await self._inner.sync_peer(address, key, list(registries), timeout)
 
     async def serve(
-        self, address: str = "127.0.0.1:0", *, allow: Sequence[str] = (), allow_any: bool = False
+        self,
+        address: str = "127.0.0.1:0",
+        *,
+        allow: Sequence[str] = (),
+        allow_any: bool = False,
+        allow_create: Sequence[str] = (),
+        allow_create_any: bool = False,
+        create_quota: Optional[int] = None,
     ) -> "native.Hub":
         """Serves this replica's registries to peers (a hub); each peer gets
-        only the registries it is a member of. ``hub.address()`` tells the
-        port; ``hub.shutdown()`` stops it."""
-        return await self._inner.serve(address, list(allow), allow_any)
+        only the registries it is a member of. A registry new to this hub is
+        taken only from keys in ``allow_create`` (or any accepted key with
+        ``allow_create_any``), at most ``create_quota`` per key (default 10).
+        ``hub.address()`` tells the port; ``hub.shutdown()`` stops it."""
+        return await self._inner.serve(
+            address, list(allow), allow_any, list(allow_create), allow_create_any, create_quota
+        )
 
     def changes(self) -> "ChangeStream":
         """The changes peers deliver from now on: ``async for c in
