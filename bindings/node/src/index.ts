@@ -34,6 +34,8 @@ import type {
   RegistryInfo,
   RegistryLike,
   ReplicaLike,
+  TokenAdded,
+  TokenInfo,
   VerifySummary,
 } from "./generated/index";
 
@@ -51,6 +53,8 @@ export type {
   ImportSummary,
   Member,
   RegistryInfo,
+  TokenAdded,
+  TokenInfo,
   VerifySummary,
 };
 
@@ -546,6 +550,27 @@ export class Replica {
 
   removeBinding(name: string): void {
     call(() => this.native.removeBinding(name));
+  }
+
+  /**
+   * Adds an API token that may use `registries` with `role` (default "writer"), valid for
+   * `expiresInSeconds` (none: until removed). Its own key is made a member of each registry (this
+   * replica must be an admin of each). `.secret` is shown once, never stored.
+   */
+  addToken(name: string, registries: string[], opts: { role?: string | Role; expiresInSeconds?: number } = {}): TokenAdded {
+    const r = role(opts.role ?? "writer");
+    const expires = opts.expiresInSeconds === undefined ? undefined : BigInt(opts.expiresInSeconds);
+    return call(() => this.native.addToken(name, registries, r, expires));
+  }
+
+  /** Every token, by name (never their secrets). */
+  tokens(): TokenInfo[] {
+    return call(() => this.native.tokens());
+  }
+
+  /** Removes a token: its key leaves its registries and its secret stops working. Returns what it was. */
+  removeToken(name: string): TokenInfo {
+    return call(() => this.native.removeToken(name));
   }
 
   /** One round with the peer at `address` (`host:port`). With `key` the peer must prove it; without, the key it proves first is pinned for the address (trust on first use). */

@@ -24,6 +24,7 @@ The generated low-level API is available as ``chittysync.native``.
 
 from __future__ import annotations
 
+import datetime
 import decimal
 import json
 from dataclasses import dataclass, field as _dc_field
@@ -46,6 +47,8 @@ from ._native.chittysync_ffi import (  # noqa: F401  (re-exported)
     PeerReport,
     RegistryInfo,
     Role,
+    TokenAdded,
+    TokenInfo,
     VerifySummary,
 )
 
@@ -78,6 +81,8 @@ __all__ = [
     "ImportSummary",
     "VerifySummary",
     "AttestationStatus",
+    "TokenAdded",
+    "TokenInfo",
     "native",
 ]
 
@@ -449,6 +454,31 @@ class Replica:
 
     def remove_binding(self, name: str) -> None:
         self._inner.remove_binding(name)
+
+    def add_token(
+        self,
+        name: str,
+        registries: Sequence[str],
+        *,
+        role: Union[str, Role] = "writer",
+        expires_in: Union[datetime.timedelta, int, None] = None,
+    ) -> TokenAdded:
+        """Adds an API token that may use ``registries`` with ``role``, valid
+        for ``expires_in`` (a ``timedelta`` or seconds; None: until removed).
+        Its own key is made a member of each registry (this replica must be
+        an admin of each). ``.secret`` is shown once, never stored."""
+        if isinstance(expires_in, datetime.timedelta):
+            expires_in = int(expires_in.total_seconds())
+        return self._inner.add_token(name, list(registries), _role(role), expires_in)
+
+    def tokens(self) -> List[TokenInfo]:
+        """Every token, by name (never their secrets)."""
+        return self._inner.tokens()
+
+    def remove_token(self, name: str) -> TokenInfo:
+        """Removes a token: its key leaves its registries and its secret stops
+        working. Returns what it was."""
+        return self._inner.remove_token(name)
 
     async def sync_peer(
         self,
