@@ -21,6 +21,8 @@ import type {
   ChangeStreamLike,
   HubLike,
   InvalidRow,
+  MirrorRunInfo,
+  PendingRow,
   PeerReport,
   RemoteChange,
   RemoteTableInfo,
@@ -43,6 +45,8 @@ export { native, FieldKind, Role };
 export type {
   HubLike as Hub,
   InvalidRow,
+  MirrorRunInfo,
+  PendingRow,
   PeerReport,
   RemoteChange,
   RemoteTableInfo,
@@ -527,6 +531,8 @@ export class Replica {
     settings?: { [key: string]: string };
     secretEnv?: string;
     conflictPolicy?: string;
+    /** Run it every so many seconds while the replica is served over HTTP. */
+    everySecs?: number;
   }): BindingAdded {
     const native_ = BindingSpec.create({
       name: spec.name,
@@ -540,6 +546,7 @@ export class Replica {
       settings: new Map(Object.entries(spec.settings ?? {})),
       secretEnv: spec.secretEnv,
       conflictPolicy: spec.conflictPolicy,
+      everySecs: spec.everySecs === undefined ? undefined : BigInt(spec.everySecs),
     });
     return call(() => this.native.addBinding(native_));
   }
@@ -550,6 +557,17 @@ export class Replica {
 
   removeBinding(name: string): void {
     call(() => this.native.removeBinding(name));
+  }
+
+  /** Runs binding `name` every `everySecs` seconds while the replica is served over HTTP, or only when asked (undefined). Returns the binding as stored. */
+  setBindingSchedule(name: string, everySecs?: number): BindingSpec {
+    const every = everySecs === undefined ? undefined : BigInt(everySecs);
+    return call(() => this.native.setBindingSchedule(name, every));
+  }
+
+  /** The last `limit` recorded runs of binding `name`, newest first: `outcome` ("ok", "partial", "failed", "dry-run"), `applied`, `failed`, `invalid`, `conflicts`, `error`. */
+  mirrorRuns(name: string, limit = 20): MirrorRunInfo[] {
+    return call(() => this.native.mirrorRuns(name, limit));
   }
 
   /**
@@ -657,6 +675,7 @@ export class Replica {
       invalid: [...out.invalid],
       openConflicts: Number(out.openConflicts),
       plan: JSON.parse(out.reportJson),
+      pending: out.pending,
     };
   }
 }
@@ -697,6 +716,8 @@ export interface MirrorReport {
   invalid: InvalidRow[];
   openConflicts: number;
   plan: { [key: string]: unknown };
+  /** Every row still not applied after the run (`id`, `record`, `state`, `reason`, `retryable`, `since`): the next run retries them. */
+  pending: PendingRow[];
 }
 
 /**

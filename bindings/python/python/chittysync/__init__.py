@@ -38,6 +38,8 @@ from ._native.chittysync_ffi import (  # noqa: F401  (re-exported)
     BindingSpec,
     InvalidRow,
     MirrorDirection,
+    MirrorRunInfo,
+    PendingRow,
     AuditEffect,
     AuditEntry,
     ChittyError,
@@ -64,6 +66,8 @@ __all__ = [
     "MemoryTable",
     "MirrorReport",
     "InvalidRow",
+    "PendingRow",
+    "MirrorRunInfo",
     "PeerReport",
     "Replica",
     "Registry",
@@ -131,6 +135,13 @@ def _dumps(fields: Mapping[str, Any]) -> str:
 
 def _fields(wire: Mapping[str, Any]) -> Dict[str, Any]:
     return {k: _decode(v) for k, v in wire.items()}
+
+
+def _seconds(d: Union[datetime.timedelta, int, None]) -> Optional[int]:
+    """A duration given as a ``timedelta`` or seconds, in whole seconds."""
+    if isinstance(d, datetime.timedelta):
+        return int(d.total_seconds())
+    return None if d is None else int(d)
 
 
 def _role(role: Union[str, Role]) -> Role:
@@ -428,11 +439,13 @@ class Replica:
         settings: Optional[Mapping[str, str]] = None,
         secret_env: Optional[str] = None,
         conflict_policy: Optional[str] = None,
+        every: Union[datetime.timedelta, int, None] = None,
     ) -> BindingAdded:
         """Binds a registry to an external target (a table); the binding gets
         its own signing key (made a writer when this replica is an admin).
         Secrets only by reference: ``secret_env`` names an environment
-        variable."""
+        variable. ``every`` (a ``timedelta`` or seconds) runs it on that
+        schedule while the replica is served over HTTP."""
         return self._inner.add_binding(
             BindingSpec(
                 name=name,
@@ -446,6 +459,7 @@ class Replica:
                 settings=dict(settings or {}),
                 secret_env=secret_env,
                 conflict_policy=conflict_policy,
+                every_secs=_seconds(every),
             )
         )
 
@@ -454,6 +468,20 @@ class Replica:
 
     def remove_binding(self, name: str) -> None:
         self._inner.remove_binding(name)
+
+    def set_binding_schedule(
+        self, name: str, every: Union[datetime.timedelta, int, None]
+    ) -> BindingSpec:
+        """Runs binding ``name`` every ``every`` (a ``timedelta`` or seconds)
+        while the replica is served over HTTP, or only when asked (None).
+        Returns the binding as stored."""
+        return self._inner.set_binding_schedule(name, _seconds(every))
+
+    def mirror_runs(self, name: str, limit: int = 20) -> List[MirrorRunInfo]:
+        """The last ``limit`` recorded runs of binding ``name``, newest first:
+        ``outcome`` (``ok``, ``partial``, ``failed``, ``dry-run``),
+        ``applied``, ``failed``, ``invalid``, ``conflicts``, ``error``."""
+        return self._inner.mirror_runs(name, limit)
 
     def add_token(
         self,
@@ -467,9 +495,7 @@ class Replica:
         for ``expires_in`` (a ``timedelta`` or seconds; None: until removed).
         Its own key is made a member of each registry (this replica must be
         an admin of each). ``.secret`` is shown once, never stored."""
-        if isinstance(expires_in, datetime.timedelta):
-            expires_in = int(expires_in.total_seconds())
-        return self._inner.add_token(name, list(registries), _role(role), expires_in)
+        return self._inner.add_token(name, list(registries), _role(role), _seconds(expires_in))
 
     def tokens(self) -> List[TokenInfo]:
         """Every token, by name (never their secrets)."""
@@ -559,6 +585,7 @@ class Replica:
             invalid=list(out.invalid),
             open_conflicts=out.open_conflicts,
             plan=json.loads(out.report_json),
+            pending=list(out.pending),
         )
 
 
@@ -756,7 +783,10 @@ class MirrorReport:
     """What a mirror run planned and did. ``invalid`` lists the remote rows
     that could not be taken (``id``, ``record``, ``field``, ``reason``);
     ``plan`` is the whole plan as a dict: per row the action, side, fields
-    old → new; conflicts; invalid rows; a summary of counts."""
+    old → new; conflicts; invalid rows; a summary of counts. ``pending``
+    lists every row still not applied after the run (``id``, ``record``,
+    ``state``, ``reason``, ``retryable``, ``since``): the next run retries
+    them."""
 
     dry_run: bool
     applied: int
@@ -764,6 +794,7 @@ class MirrorReport:
     invalid: List[InvalidRow]
     open_conflicts: int
     plan: Dict[str, Any]
+    pending: List[PendingRow] = _dc_field(default_factory=list)
 
 
 class MemoryTable:
