@@ -84,6 +84,10 @@ pub struct BindingSpec {
     /// `last-write-wins`, `hash`, `manual`).
     #[uniffi(default = None)]
     pub conflict_policy: Option<String>,
+    /// Run it on this schedule, every so many seconds, while the replica is
+    /// served over HTTP (none: only when asked).
+    #[uniffi(default = None)]
+    pub every_secs: Option<u64>,
 }
 
 impl BindingSpec {
@@ -109,6 +113,9 @@ impl BindingSpec {
                 .map_err(|e| ChittyError::argument(e.to_string()))?;
             b = b.conflict_policy(policy);
         }
+        if let Some(secs) = self.every_secs {
+            b = b.every(std::time::Duration::from_secs(secs));
+        }
         Ok(b)
     }
 
@@ -125,6 +132,7 @@ impl BindingSpec {
             settings: b.settings.into_iter().collect(),
             secret_env: b.secret_env,
             conflict_policy: b.conflict_policy.map(|p| p.name().to_owned()),
+            every_secs: b.every_secs,
         }
     }
 }
@@ -193,6 +201,9 @@ pub struct MirrorReport {
     /// neither mirrored nor taken as deleted, and are reported on every run
     /// until fixed.
     pub invalid: Vec<InvalidRow>,
+    /// Every row still not applied after this run (failed or invalid, in
+    /// this run or an earlier one): the next run retries them.
+    pub pending: Vec<PendingRow>,
     /// The whole plan and outcome as JSON: per row the action, side,
     /// fields old → new, conflicts, invalid rows and a summary of counts.
     pub report_json: String,
@@ -209,6 +220,78 @@ pub struct InvalidRow {
     pub field: String,
     /// Why.
     pub reason: String,
+}
+
+/// A row not yet applied, retried on every run until it is applied or gone.
+#[derive(Clone, Debug, PartialEq, uniffi::Record)]
+pub struct PendingRow {
+    /// The row's id in the target.
+    pub id: String,
+    /// The record it is bound to, if any.
+    pub record: Option<String>,
+    /// Why it is pending: `invalid` (the row breaks the schema), or `local`
+    /// or `remote` (the side whose write failed).
+    pub state: String,
+    /// What went wrong, as last seen, and what to do.
+    pub reason: String,
+    /// Whether simply running again may settle it (a transient fault), as
+    /// opposed to data that must be fixed first.
+    pub retryable: bool,
+    /// When it first became pending (ms since the epoch).
+    pub since: i64,
+}
+
+impl From<&core::PendingRow> for PendingRow {
+    fn from(p: &core::PendingRow) -> Self {
+        PendingRow {
+            id: p.remote_id.clone(),
+            record: p.record.clone(),
+            state: p.state.name().to_owned(),
+            reason: p.reason.clone(),
+            retryable: p.retryable,
+            since: p.since,
+        }
+    }
+}
+
+/// One recorded run of a binding.
+#[derive(Clone, Debug, PartialEq, uniffi::Record)]
+pub struct MirrorRunInfo {
+    /// The binding.
+    pub binding: String,
+    /// When it started (ms since the epoch).
+    pub started_at: i64,
+    /// How long it took (ms).
+    pub duration_ms: u64,
+    /// How it ended: `ok`, `partial` (some rows failed), `failed` or
+    /// `dry-run`.
+    pub outcome: String,
+    /// Rows applied.
+    pub applied: u64,
+    /// Rows that failed.
+    pub failed: u64,
+    /// Remote rows that could not be taken.
+    pub invalid: u64,
+    /// Fields left in conflict for someone to settle.
+    pub conflicts: u64,
+    /// Why it failed, if it did (never a secret).
+    pub error: Option<String>,
+}
+
+impl From<core::MirrorRun> for MirrorRunInfo {
+    fn from(r: core::MirrorRun) -> Self {
+        MirrorRunInfo {
+            binding: r.binding,
+            started_at: r.started_at,
+            duration_ms: u64::try_from(r.duration.as_millis()).unwrap_or(u64::MAX),
+            outcome: r.outcome.name().to_owned(),
+            applied: r.applied,
+            failed: r.failed,
+            invalid: r.invalid,
+            conflicts: r.conflicts,
+            error: r.error,
+        }
+    }
 }
 
 impl From<core::MirrorReport> for MirrorReport {
@@ -233,6 +316,7 @@ impl From<core::MirrorReport> for MirrorReport {
                     reason: i.reason.clone(),
                 })
                 .collect(),
+            pending: r.pending.iter().map(PendingRow::from).collect(),
             report_json: r.to_json().to_string(),
         }
     }
@@ -668,6 +752,30 @@ impl Replica {
     pub fn remove_binding(&self, name: String) -> Result<(), ChittyError> {
         self.core().remove_binding(&name)?;
         Ok(())
+    }
+
+    /// Sets binding `name` to run every `every_secs` seconds while the
+    /// replica is served over HTTP, or only when asked (none). Returns the
+    /// binding as stored.
+    pub fn set_binding_schedule(
+        &self,
+        name: String,
+        every_secs: Option<u64>,
+    ) -> Result<BindingSpec, ChittyError> {
+        let every = every_secs.map(std::time::Duration::from_secs);
+        Ok(BindingSpec::from_core(
+            self.core().set_binding_schedule(&name, every)?,
+        ))
+    }
+
+    /// The last `limit` recorded runs of binding `name`, newest first.
+    pub fn mirror_runs(&self, name: String, limit: u32) -> Result<Vec<MirrorRunInfo>, ChittyError> {
+        Ok(self
+            .core()
+            .mirror_runs(&name, limit)?
+            .into_iter()
+            .map(MirrorRunInfo::from)
+            .collect())
     }
 }
 

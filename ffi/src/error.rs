@@ -11,7 +11,7 @@
 
 use chittysync::{
     AdapterError, ExportError, IdentityError, ImportError, LookupError, MirrorError, OpenError,
-    PeerError, SchemaError, StoreError, VerifyError, WriteError,
+    PeerError, SchemaError, StoreError, TokenError, VerifyError, WriteError,
 };
 
 /// What went wrong in a ChittySync call.
@@ -112,6 +112,25 @@ impl ChittyError {
         ChittyError::Argument {
             message: message.into(),
         }
+    }
+
+    /// The same error, its message preceded by `context`.
+    fn context(mut self, context: &str) -> Self {
+        match &mut self {
+            ChittyError::Invalid { message, .. }
+            | ChittyError::Schema { message }
+            | ChittyError::NotFound { message }
+            | ChittyError::NotPermitted { message }
+            | ChittyError::Refused { message }
+            | ChittyError::Verify { message }
+            | ChittyError::Argument { message }
+            | ChittyError::Adapter { message }
+            | ChittyError::TooManyDeletes { message }
+            | ChittyError::Network { message }
+            | ChittyError::Store { message }
+            | ChittyError::Internal { message } => *message = format!("{context}: {message}"),
+        }
+        self
     }
 
     fn unknown(e: impl std::fmt::Display) -> Self {
@@ -352,6 +371,36 @@ impl From<PeerError> for ChittyError {
                 ChittyError::Refused { message }
             }
             PeerError::Store(s) => s.into(),
+            other => ChittyError::unknown(other),
+        }
+    }
+}
+
+impl From<TokenError> for ChittyError {
+    fn from(e: TokenError) -> Self {
+        let message = e.to_string();
+        match e {
+            TokenError::BadName { .. } | TokenError::Exists { .. } | TokenError::NoRegistries => {
+                ChittyError::Argument { message }
+            }
+            TokenError::NotFound { name } => ChittyError::NotFound {
+                message: format!("no token named '{name}' on this replica; tokens lists them"),
+            },
+            TokenError::Unknown | TokenError::Expired { .. } => {
+                ChittyError::NotPermitted { message }
+            }
+            TokenError::Registry(l) => l.into(),
+            // The write's own kind (e.g. this replica is not an admin of the
+            // registry), said of the token.
+            TokenError::Member {
+                name,
+                registry,
+                source,
+            } => ChittyError::from(*source).context(&format!(
+                "making token '{name}' a member of registry '{registry}'"
+            )),
+            TokenError::Key { .. } => ChittyError::Store { message },
+            TokenError::Store(s) => s.into(),
             other => ChittyError::unknown(other),
         }
     }

@@ -19,6 +19,7 @@ mod error;
 mod peers;
 mod registry;
 mod replica;
+mod tokens;
 mod types;
 mod wire;
 
@@ -27,6 +28,7 @@ pub use error::ChittyError;
 pub use peers::*;
 pub use registry::Registry;
 pub use replica::Replica;
+pub use tokens::*;
 pub use types::*;
 
 uniffi::setup_scaffolding!();

@@ -161,20 +161,30 @@ impl Replica {
     /// Serves this replica's registries at `address` (`host:port`; port 0
     /// picks a free one): each peer gets only the registries it is a
     /// member of. Keys that are members of no registry here are refused
-    /// unless listed in `allow`, or `allow_any`.
+    /// unless listed in `allow` or `allow_create`, or `allow_any`. A peer's
+    /// push of a registry new to this replica is taken only from keys in
+    /// `allow_create` (or any accepted key with `allow_create_any`), at most
+    /// `create_quota` new registries per key (default 10).
     pub async fn serve(
         &self,
         address: String,
         allow: Vec<String>,
         allow_any: bool,
+        allow_create: Vec<String>,
+        allow_create_any: bool,
+        create_quota: Option<u64>,
     ) -> Result<Arc<Hub>, ChittyError> {
+        let keys = |keys: &[String]| -> Result<Vec<_>, ChittyError> {
+            keys.iter().map(|k| public_key(k)).collect()
+        };
+        let defaults = core::ServeOptions::default();
         let options = core::ServeOptions {
-            allow: allow
-                .iter()
-                .map(|k| public_key(k))
-                .collect::<Result<_, _>>()?,
+            allow: keys(&allow)?,
             allow_any,
-            ..core::ServeOptions::default()
+            allow_create: keys(&allow_create)?,
+            allow_create_any,
+            create_quota: create_quota.unwrap_or(defaults.create_quota),
+            ..defaults
         };
         let hub = self.core().serve(&address, options).await?;
         Ok(Arc::new(Hub {

@@ -21,6 +21,8 @@ import type {
   ChangeStreamLike,
   HubLike,
   InvalidRow,
+  MirrorRunInfo,
+  PendingRow,
   PeerReport,
   RemoteChange,
   RemoteTableInfo,
@@ -34,6 +36,8 @@ import type {
   RegistryInfo,
   RegistryLike,
   ReplicaLike,
+  TokenAdded,
+  TokenInfo,
   VerifySummary,
 } from "./generated/index";
 
@@ -41,6 +45,8 @@ export { native, FieldKind, Role };
 export type {
   HubLike as Hub,
   InvalidRow,
+  MirrorRunInfo,
+  PendingRow,
   PeerReport,
   RemoteChange,
   RemoteTableInfo,
@@ -51,6 +57,8 @@ export type {
   ImportSummary,
   Member,
   RegistryInfo,
+  TokenAdded,
+  TokenInfo,
   VerifySummary,
 };
 
@@ -449,6 +457,20 @@ export class Registry {
   }
 }
 
+/** How a replica serves its registries to peers (`Replica.serve`). */
+export interface ServeOptions {
+  /** Keys accepted even if they are members of no registry here. */
+  allow?: string[];
+  /** Accept any key; registries are still served only to their members. */
+  allowAny?: boolean;
+  /** Keys that may bring registries new to this hub (they are accepted as peers too). */
+  allowCreate?: string[];
+  /** Any accepted key may bring new registries, within `createQuota`. */
+  allowCreateAny?: boolean;
+  /** New registries one key may bring to this hub, in all (default 10). */
+  createQuota?: number;
+}
+
 /** A local replica: one file holding many registries, with this replica's signing key beside it. */
 export class Replica {
   /** The generated low-level object. */
@@ -509,6 +531,8 @@ export class Replica {
     settings?: { [key: string]: string };
     secretEnv?: string;
     conflictPolicy?: string;
+    /** Run it every so many seconds while the replica is served over HTTP. */
+    everySecs?: number;
   }): BindingAdded {
     const native_ = BindingSpec.create({
       name: spec.name,
@@ -522,6 +546,7 @@ export class Replica {
       settings: new Map(Object.entries(spec.settings ?? {})),
       secretEnv: spec.secretEnv,
       conflictPolicy: spec.conflictPolicy,
+      everySecs: spec.everySecs === undefined ? undefined : BigInt(spec.everySecs),
     });
     return call(() => this.native.addBinding(native_));
   }
@@ -532,6 +557,38 @@ export class Replica {
 
   removeBinding(name: string): void {
     call(() => this.native.removeBinding(name));
+  }
+
+  /** Runs binding `name` every `everySecs` seconds while the replica is served over HTTP, or only when asked (undefined). Returns the binding as stored. */
+  setBindingSchedule(name: string, everySecs?: number): BindingSpec {
+    const every = everySecs === undefined ? undefined : BigInt(everySecs);
+    return call(() => this.native.setBindingSchedule(name, every));
+  }
+
+  /** The last `limit` recorded runs of binding `name`, newest first: `outcome` ("ok", "partial", "failed", "dry-run"), `applied`, `failed`, `invalid`, `conflicts`, `error`. */
+  mirrorRuns(name: string, limit = 20): MirrorRunInfo[] {
+    return call(() => this.native.mirrorRuns(name, limit));
+  }
+
+  /**
+   * Adds an API token that may use `registries` with `role` (default "writer"), valid for
+   * `expiresInSeconds` (none: until removed). Its own key is made a member of each registry (this
+   * replica must be an admin of each). `.secret` is shown once, never stored.
+   */
+  addToken(name: string, registries: string[], opts: { role?: string | Role; expiresInSeconds?: number } = {}): TokenAdded {
+    const r = role(opts.role ?? "writer");
+    const expires = opts.expiresInSeconds === undefined ? undefined : BigInt(opts.expiresInSeconds);
+    return call(() => this.native.addToken(name, registries, r, expires));
+  }
+
+  /** Every token, by name (never their secrets). */
+  tokens(): TokenInfo[] {
+    return call(() => this.native.tokens());
+  }
+
+  /** Removes a token: its key leaves its registries and its secret stops working. Returns what it was. */
+  removeToken(name: string): TokenInfo {
+    return call(() => this.native.removeToken(name));
   }
 
   /** One round with the peer at `address` (`host:port`). With `key` the peer must prove it; without, the key it proves first is pinned for the address (trust on first use). */
@@ -551,10 +608,22 @@ export class Replica {
     }
   }
 
-  /** Serves this replica's registries to peers (a hub); each peer gets only the registries it is a member of. `hub.address()` tells the port; `hub.shutdown()` stops it. */
-  async serve(address = "127.0.0.1:0", opts: { allow?: string[]; allowAny?: boolean } = {}): Promise<HubLike> {
+  /**
+   * Serves this replica's registries to peers (a hub); each peer gets only the registries it is a member of.
+   * A registry new to this hub is taken only from keys in `allowCreate` (or any accepted key with
+   * `allowCreateAny`), at most `createQuota` per key (default 10). `hub.address()` tells the port;
+   * `hub.shutdown()` stops it.
+   */
+  async serve(address = "127.0.0.1:0", opts: ServeOptions = {}): Promise<HubLike> {
     try {
-      return await this.native.serve(address, opts.allow ?? [], opts.allowAny ?? false);
+      return await this.native.serve(
+        address,
+        opts.allow ?? [],
+        opts.allowAny ?? false,
+        opts.allowCreate ?? [],
+        opts.allowCreateAny ?? false,
+        opts.createQuota === undefined ? undefined : BigInt(opts.createQuota),
+      );
     } catch (e) {
       throw translate(e);
     }
@@ -606,6 +675,7 @@ export class Replica {
       invalid: [...out.invalid],
       openConflicts: Number(out.openConflicts),
       plan: JSON.parse(out.reportJson),
+      pending: out.pending,
     };
   }
 }
@@ -646,6 +716,8 @@ export interface MirrorReport {
   invalid: InvalidRow[];
   openConflicts: number;
   plan: { [key: string]: unknown };
+  /** Every row still not applied after the run (`id`, `record`, `state`, `reason`, `retryable`, `since`): the next run retries them. */
+  pending: PendingRow[];
 }
 
 /**

@@ -240,3 +240,31 @@ test("an adapter with the old `table` property still names its table; one with n
   delete nameless.target;
   await assert.rejects(replica.runMirror("mirror", nameless), (e) => e instanceof TypeError && e.message.includes("no `target`"));
 });
+
+test("a scheduled binding records its runs", async () => {
+  const replica = Replica.open(join(dir(), "a.db"));
+  const reg = replica.createRegistry("services", [field("name", "text", { required: true })]);
+  replica.addBinding({ name: "mirror", registry: "services", kind: "memory", target: "services", everySecs: 300 });
+  assert.deepEqual(replica.bindings().map((b) => b.everySecs), [300n]);
+
+  const table = new MemoryTable("services");
+  reg.put({ name: "billing" }, "r1");
+  table.insert("x1", { name: "mail" });
+  table.insert("bad", {}); // breaks the schema: no name
+  const result = await replica.runMirror("mirror", table);
+  assert.ok(result.applied >= 2);
+  assert.deepEqual(result.pending.map((p) => [p.id, p.state]), [["bad", "invalid"]]);
+
+  const runs = replica.mirrorRuns("mirror");
+  assert.equal(runs.length, 1);
+  assert.equal(runs[0].outcome, "ok");
+  assert.equal(runs[0].error, undefined);
+  assert.equal(Number(runs[0].applied), result.applied);
+  assert.equal(runs[0].invalid, 1n);
+
+  const off = replica.setBindingSchedule("mirror");
+  assert.equal(off.everySecs, undefined);
+  assert.deepEqual(replica.bindings().map((b) => b.everySecs), [undefined]);
+  assert.equal(replica.setBindingSchedule("mirror", 60).everySecs, 60n);
+  assert.throws(() => replica.setBindingSchedule("no-such-binding"), (e) => e.kind === "NotFound");
+});

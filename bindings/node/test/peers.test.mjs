@@ -45,3 +45,35 @@ test("two replicas sync over loopback, and changes stream in", async () => {
   }
   await assert.rejects(b.syncPeer(hub.address(), { key: a.publicKey, timeoutSecs: 5 }), (e) => e.kind === "Network");
 });
+
+test("a hub takes a new registry only from keys allowed to create", async () => {
+  const d = mkdtempSync(join(tmpdir(), "chittysync-node-"));
+  const hubReplica = Replica.open(join(d, "hub.db"));
+  const client = Replica.open(join(d, "client.db"));
+  const notes = client.createRegistry("notes", [field("text", "text")]);
+  notes.setMember(hubReplica.publicKey, "writer");
+  notes.put({ text: "from the client" }, "n1");
+
+  // Accepted as a peer, but not allowed to create: the push is refused.
+  let hub = await hubReplica.serve("127.0.0.1:0", { allow: [client.publicKey] });
+  try {
+    const report = await client.syncPeer(hub.address(), { key: hubReplica.publicKey });
+    const refused = report.registries.filter((r) => r.refused !== undefined);
+    assert.deepEqual(refused.map((r) => r.name), ["notes"]);
+    assert.match(refused[0].refused, /takes no new registries/);
+    assert.deepEqual(hubReplica.registries(), []);
+  } finally {
+    hub.shutdown();
+  }
+
+  // Allowed to create: the hub takes it.
+  hub = await hubReplica.serve("127.0.0.1:0", { allowCreate: [client.publicKey] });
+  try {
+    const report = await client.syncPeer(hub.address(), { key: hubReplica.publicKey });
+    assert.ok(report.registries.every((r) => r.refused === undefined));
+    assert.deepEqual(hubReplica.registries().map((r) => r.name), ["notes"]);
+    assert.equal(hubReplica.registry("notes").get("n1").fields.text, "from the client");
+  } finally {
+    hub.shutdown();
+  }
+});

@@ -4,6 +4,7 @@ scenario, dry runs that write nothing, progress, and failures."""
 
 import asyncio
 import os
+from datetime import timedelta
 
 import pytest
 
@@ -189,10 +190,11 @@ def test_an_adapter_that_raises_fails_its_rows_and_loses_nothing(tmp_path):
     reg = replica.create_registry("services", [cs.field("name", "text", required=True)])
     replica.add_binding("mirror", "services", "python-dict", "services")
     reg.put("r1", name="billing")
-    broken = Broken()
-    result = asyncio.run(replica.run_mirror("mirror", broken))
-    assert result.applied == 0
-    assert len(result.failed) == 1 and "the remote went away" in result.failed[0]
+    # A whole write call that fails stops the run; what it did not write is
+    # retried by the next run.
+    with pytest.raises(cs.ChittyError.Adapter) as caught:
+        asyncio.run(replica.run_mirror("mirror", Broken()))
+    assert "the remote went away" in str(caught.value)
     # A working adapter then syncs everything, with no duplicates.
     good = DictAdapter()
     asyncio.run(replica.run_mirror("mirror", good))
@@ -276,7 +278,7 @@ def test_an_adapter_with_the_old_table_attribute_names_its_table_and_one_with_no
     replica = cs.Replica(os.fspath(tmp_path / "a.db"))
     reg = replica.create_registry("services", [cs.field("name", "text", required=True)])
     replica.add_binding("mirror", "services", "python-dict", "services")
-    reg.put({"name": "billing"}, "r1")
+    reg.put("r1", name="billing")
 
     class Old(DictAdapter):
         target = None
@@ -293,3 +295,30 @@ def test_an_adapter_with_the_old_table_attribute_names_its_table_and_one_with_no
 
     with pytest.raises(ValueError, match="no `target`"):
         asyncio.run(replica.run_mirror("mirror", Nameless()))
+
+
+def test_a_scheduled_binding_records_its_runs(tmp_path):
+    replica = cs.Replica(os.fspath(tmp_path / "a.db"))
+    reg = replica.create_registry("services", [cs.field("name", "text", required=True)])
+    replica.add_binding("mirror", "services", "memory", "services", every=timedelta(minutes=5))
+    assert [b.every_secs for b in replica.bindings()] == [300]
+
+    table = cs.MemoryTable("services")
+    reg.put("r1", name="billing")
+    table.insert("x1", name="mail")
+    table.insert("bad", {})  # breaks the schema: no name
+    result = asyncio.run(replica.run_mirror("mirror", table))
+    assert result.applied >= 2
+    assert [(p.id, p.state) for p in result.pending] == [("bad", "invalid")]
+
+    runs = replica.mirror_runs("mirror")
+    assert len(runs) == 1
+    assert runs[0].outcome == "ok" and runs[0].error is None
+    assert runs[0].applied == result.applied and runs[0].invalid == 1
+
+    off = replica.set_binding_schedule("mirror", None)
+    assert off.every_secs is None
+    assert [b.every_secs for b in replica.bindings()] == [None]
+    assert replica.set_binding_schedule("mirror", 60).every_secs == 60
+    with pytest.raises(cs.ChittyError.NotFound):
+        replica.set_binding_schedule("no-such-binding", None)

@@ -44,3 +44,35 @@ def test_two_replicas_sync_over_loopback_and_changes_stream_in(tmp_path):
             await b.sync_peer(hub.address(), key=a.public_key, timeout=5)
 
     asyncio.run(main())
+
+
+def test_a_hub_takes_a_new_registry_only_from_keys_allowed_to_create(tmp_path):
+    async def main():
+        hub_replica = cs.Replica(os.fspath(tmp_path / "hub.db"))
+        client = cs.Replica(os.fspath(tmp_path / "client.db"))
+        notes = client.create_registry("notes", [cs.field("text", "text")])
+        notes.set_member(hub_replica.public_key, "writer")
+        notes.put("n1", text="from the client")
+
+        # Accepted as a peer, but not allowed to create: the push is refused.
+        hub = await hub_replica.serve("127.0.0.1:0", allow=[client.public_key])
+        try:
+            report = await client.sync_peer(hub.address(), key=hub_replica.public_key)
+            refused = [r for r in report.registries if r.refused]
+            assert [r.name for r in refused] == ["notes"], report
+            assert "takes no new registries" in refused[0].refused
+            assert [r.name for r in hub_replica.registries()] == []
+        finally:
+            hub.shutdown()
+
+        # Allowed to create: the hub takes it.
+        hub = await hub_replica.serve("127.0.0.1:0", allow_create=[client.public_key])
+        try:
+            report = await client.sync_peer(hub.address(), key=hub_replica.public_key)
+            assert all(r.refused is None for r in report.registries), report
+            assert [r.name for r in hub_replica.registries()] == ["notes"]
+            assert hub_replica.registry("notes").get("n1")["text"] == "from the client"
+        finally:
+            hub.shutdown()
+
+    asyncio.run(main())

@@ -24,6 +24,7 @@ The generated low-level API is available as ``chittysync.native``.
 
 from __future__ import annotations
 
+import datetime
 import decimal
 import json
 from dataclasses import dataclass, field as _dc_field
@@ -37,6 +38,8 @@ from ._native.chittysync_ffi import (  # noqa: F401  (re-exported)
     BindingSpec,
     InvalidRow,
     MirrorDirection,
+    MirrorRunInfo,
+    PendingRow,
     AuditEffect,
     AuditEntry,
     ChittyError,
@@ -46,6 +49,8 @@ from ._native.chittysync_ffi import (  # noqa: F401  (re-exported)
     PeerReport,
     RegistryInfo,
     Role,
+    TokenAdded,
+    TokenInfo,
     VerifySummary,
 )
 
@@ -61,6 +66,8 @@ __all__ = [
     "MemoryTable",
     "MirrorReport",
     "InvalidRow",
+    "PendingRow",
+    "MirrorRunInfo",
     "PeerReport",
     "Replica",
     "Registry",
@@ -78,6 +85,8 @@ __all__ = [
     "ImportSummary",
     "VerifySummary",
     "AttestationStatus",
+    "TokenAdded",
+    "TokenInfo",
     "native",
 ]
 
@@ -126,6 +135,13 @@ def _dumps(fields: Mapping[str, Any]) -> str:
 
 def _fields(wire: Mapping[str, Any]) -> Dict[str, Any]:
     return {k: _decode(v) for k, v in wire.items()}
+
+
+def _seconds(d: Union[datetime.timedelta, int, None]) -> Optional[int]:
+    """A duration given as a ``timedelta`` or seconds, in whole seconds."""
+    if isinstance(d, datetime.timedelta):
+        return int(d.total_seconds())
+    return None if d is None else int(d)
 
 
 def _role(role: Union[str, Role]) -> Role:
@@ -423,11 +439,13 @@ class Replica:
         settings: Optional[Mapping[str, str]] = None,
         secret_env: Optional[str] = None,
         conflict_policy: Optional[str] = None,
+        every: Union[datetime.timedelta, int, None] = None,
     ) -> BindingAdded:
         """Binds a registry to an external target (a table); the binding gets
         its own signing key (made a writer when this replica is an admin).
         Secrets only by reference: ``secret_env`` names an environment
-        variable."""
+        variable. ``every`` (a ``timedelta`` or seconds) runs it on that
+        schedule while the replica is served over HTTP."""
         return self._inner.add_binding(
             BindingSpec(
                 name=name,
@@ -441,6 +459,7 @@ class Replica:
                 settings=dict(settings or {}),
                 secret_env=secret_env,
                 conflict_policy=conflict_policy,
+                every_secs=_seconds(every),
             )
         )
 
@@ -449,6 +468,43 @@ class Replica:
 
     def remove_binding(self, name: str) -> None:
         self._inner.remove_binding(name)
+
+    def set_binding_schedule(
+        self, name: str, every: Union[datetime.timedelta, int, None]
+    ) -> BindingSpec:
+        """Runs binding ``name`` every ``every`` (a ``timedelta`` or seconds)
+        while the replica is served over HTTP, or only when asked (None).
+        Returns the binding as stored."""
+        return self._inner.set_binding_schedule(name, _seconds(every))
+
+    def mirror_runs(self, name: str, limit: int = 20) -> List[MirrorRunInfo]:
+        """The last ``limit`` recorded runs of binding ``name``, newest first:
+        ``outcome`` (``ok``, ``partial``, ``failed``, ``dry-run``),
+        ``applied``, ``failed``, ``invalid``, ``conflicts``, ``error``."""
+        return self._inner.mirror_runs(name, limit)
+
+    def add_token(
+        self,
+        name: str,
+        registries: Sequence[str],
+        *,
+        role: Union[str, Role] = "writer",
+        expires_in: Union[datetime.timedelta, int, None] = None,
+    ) -> TokenAdded:
+        """Adds an API token that may use ``registries`` with ``role``, valid
+        for ``expires_in`` (a ``timedelta`` or seconds; None: until removed).
+        Its own key is made a member of each registry (this replica must be
+        an admin of each). ``.secret`` is shown once, never stored."""
+        return self._inner.add_token(name, list(registries), _role(role), _seconds(expires_in))
+
+    def tokens(self) -> List[TokenInfo]:
+        """Every token, by name (never their secrets)."""
+        return self._inner.tokens()
+
+    def remove_token(self, name: str) -> TokenInfo:
+        """Removes a token: its key leaves its registries and its secret stops
+        working. Returns what it was."""
+        return self._inner.remove_token(name)
 
     async def sync_peer(
         self,
@@ -464,12 +520,23 @@ class Replica:
         return await self._inner.sync_peer(address, key, list(registries), timeout)
 
     async def serve(
-        self, address: str = "127.0.0.1:0", *, allow: Sequence[str] = (), allow_any: bool = False
+        self,
+        address: str = "127.0.0.1:0",
+        *,
+        allow: Sequence[str] = (),
+        allow_any: bool = False,
+        allow_create: Sequence[str] = (),
+        allow_create_any: bool = False,
+        create_quota: Optional[int] = None,
     ) -> "native.Hub":
         """Serves this replica's registries to peers (a hub); each peer gets
-        only the registries it is a member of. ``hub.address()`` tells the
-        port; ``hub.shutdown()`` stops it."""
-        return await self._inner.serve(address, list(allow), allow_any)
+        only the registries it is a member of. A registry new to this hub is
+        taken only from keys in ``allow_create`` (or any accepted key with
+        ``allow_create_any``), at most ``create_quota`` per key (default 10).
+        ``hub.address()`` tells the port; ``hub.shutdown()`` stops it."""
+        return await self._inner.serve(
+            address, list(allow), allow_any, list(allow_create), allow_create_any, create_quota
+        )
 
     def changes(self) -> "ChangeStream":
         """The changes peers deliver from now on: ``async for c in
@@ -518,6 +585,7 @@ class Replica:
             invalid=list(out.invalid),
             open_conflicts=out.open_conflicts,
             plan=json.loads(out.report_json),
+            pending=list(out.pending),
         )
 
 
@@ -715,7 +783,10 @@ class MirrorReport:
     """What a mirror run planned and did. ``invalid`` lists the remote rows
     that could not be taken (``id``, ``record``, ``field``, ``reason``);
     ``plan`` is the whole plan as a dict: per row the action, side, fields
-    old → new; conflicts; invalid rows; a summary of counts."""
+    old → new; conflicts; invalid rows; a summary of counts. ``pending``
+    lists every row still not applied after the run (``id``, ``record``,
+    ``state``, ``reason``, ``retryable``, ``since``): the next run retries
+    them."""
 
     dry_run: bool
     applied: int
@@ -723,6 +794,7 @@ class MirrorReport:
     invalid: List[InvalidRow]
     open_conflicts: int
     plan: Dict[str, Any]
+    pending: List[PendingRow] = _dc_field(default_factory=list)
 
 
 class MemoryTable:
