@@ -16,12 +16,15 @@ use crate::{Options, Result};
 const BENCH: &str = "HTTP API vs bare axum and the library";
 const CLIENTS: usize = 64;
 
+/// Builds request `i` of a load.
+type MakeRequest = Arc<dyn Fn(&reqwest::Client, usize) -> reqwest::RequestBuilder + Send + Sync>;
+
 /// Answers `requests` requests made by [`CLIENTS`] clients at once; returns
 /// the total time and each request's latency.
 async fn load(
     client: &reqwest::Client,
     requests: usize,
-    make: Arc<dyn Fn(&reqwest::Client, usize) -> reqwest::RequestBuilder + Send + Sync>,
+    make: MakeRequest,
 ) -> Result<(Duration, Vec<f64>)> {
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -116,12 +119,11 @@ async fn measure(options: &Options) -> Result<Vec<Figure>> {
         .pool_max_idle_per_host(CLIENTS)
         .build()?;
     let record_url = format!("{ours_url}/v1/registries/services/records/{id}");
-    let get_ours: Arc<dyn Fn(&reqwest::Client, usize) -> reqwest::RequestBuilder + Send + Sync> = {
+    let get_ours: MakeRequest = {
         let (url, secret) = (record_url.clone(), secret.clone());
         Arc::new(move |c, _| c.get(&url).bearer_auth(&secret))
     };
-    let get_base: Arc<dyn Fn(&reqwest::Client, usize) -> reqwest::RequestBuilder + Send + Sync> =
-        Arc::new(move |c, _| c.get(&base_url));
+    let get_base: MakeRequest = Arc::new(move |c, _| c.get(&base_url));
 
     let mut get_latencies = Vec::new();
     let mut get_pairs = crate::measure::Pairs::default();
@@ -161,7 +163,7 @@ async fn measure(options: &Options) -> Result<Vec<Figure>> {
         let mut pairs = crate::measure::Pairs::default();
         for i in 0..warmup + iterations {
             let port = round.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let put: Arc<dyn Fn(&reqwest::Client, usize) -> reqwest::RequestBuilder + Send + Sync> = {
+            let put: MakeRequest = {
                 let (url, secret, ids) = (ours_url.clone(), secret.clone(), ids.clone());
                 Arc::new(move |c, k| {
                     c.put(format!("{url}/v1/registries/services/records/{}", ids[k]))
