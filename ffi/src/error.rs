@@ -323,6 +323,7 @@ impl From<MirrorError> for ChittyError {
                 message: format!("no adapter binding named '{name}'; bindings lists them"),
             },
             MirrorError::BadBinding { .. }
+            | MirrorError::Busy { .. }
             | MirrorError::UnknownKind { .. }
             | MirrorError::MissingSecret { .. }
             | MirrorError::Adapter { .. }

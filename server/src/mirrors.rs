@@ -257,12 +257,15 @@ async fn run_now(
         claim.finish(true);
         outcome
     });
-    let (run, report) = running.await.map_err(|_| {
+    let outcome = running.await.map_err(|_| {
         Problem::internal("the mirror run failed inside the service; it was logged")
     })?;
-    match report {
-        Some(report) => Ok(axum::Json(report.to_json())),
-        None => Err(Problem::new(
+    match outcome.map_err(|failed| *failed) {
+        Ok((_, report)) => Ok(axum::Json(report.to_json())),
+        Err((_, e @ chittysync::MirrorError::Busy { .. })) => {
+            Err(Problem::new(StatusCode::CONFLICT, "running", e.to_string()))
+        }
+        Err((run, _)) => Err(Problem::new(
             StatusCode::BAD_GATEWAY,
             "mirror-failed",
             run.error

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use std::time::{Duration, Instant};
 
-use chittysync::{AdapterKinds, MirrorOptions, MirrorOutcome, MirrorRun, Replica};
+use chittysync::{AdapterKinds, MirrorError, MirrorOptions, MirrorOutcome, MirrorRun, Replica};
 
 use crate::metrics::Metrics;
 
@@ -168,7 +168,7 @@ pub(crate) async fn run_once(
     name: &str,
     options: &MirrorOptions,
     metrics: &Metrics,
-) -> (MirrorRun, Option<chittysync::MirrorReport>) {
+) -> Result<(MirrorRun, chittysync::MirrorReport), Box<(MirrorRun, MirrorError)>> {
     let started_at = now_ms();
     let clock = Instant::now();
     let result = match replica.connect_binding(name, kinds).await {
@@ -185,33 +185,35 @@ pub(crate) async fn run_once(
             Err(e)
         }
     };
-    let (run, report) = match result {
-        Ok(report) => (
-            MirrorRun::from_report(started_at, clock.elapsed(), &report),
-            Some(report),
-        ),
-        Err(e) => (
-            MirrorRun::failure(name, started_at, clock.elapsed(), &e.to_string()),
-            None,
-        ),
-    };
-    metrics.mirror_run(&run);
-    match run.outcome {
-        MirrorOutcome::Failed => tracing::warn!(
-            binding = name,
-            error = run.error.as_deref().unwrap_or(""),
-            "mirror run failed"
-        ),
-        _ => tracing::info!(
-            binding = name,
-            outcome = run.outcome.name(),
-            applied = run.applied,
-            failed = run.failed,
-            invalid = run.invalid,
-            "mirror run"
-        ),
+    match result {
+        Ok(report) => {
+            let run = MirrorRun::from_report(started_at, clock.elapsed(), &report);
+            metrics.mirror_run(&run);
+            tracing::info!(
+                binding = name,
+                outcome = run.outcome.name(),
+                applied = run.applied,
+                failed = run.failed,
+                invalid = run.invalid,
+                "mirror run"
+            );
+            Ok((run, report))
+        }
+        Err(e) => {
+            let run = MirrorRun::failure(name, started_at, clock.elapsed(), &e.to_string());
+            if matches!(e, MirrorError::Busy { .. }) {
+                // Another process is running it: not a run of ours.
+                tracing::info!(
+                    binding = name,
+                    "mirror run skipped: it is running elsewhere"
+                );
+            } else {
+                metrics.mirror_run(&run);
+                tracing::warn!(binding = name, error = %e, "mirror run failed");
+            }
+            Err(Box::new((run, e)))
+        }
     }
-    (run, report)
 }
 
 /// Runs scheduled bindings until the task is dropped.
@@ -288,14 +290,19 @@ pub(crate) async fn run(state: crate::Shared, kinds: Arc<AdapterKinds>) {
             // Runs write the store synchronously: on a blocking thread, so
             // the API and the peers keep answering.
             tokio::task::spawn_blocking(move || {
-                let (run, _) = tokio::runtime::Handle::current().block_on(run_once(
+                let outcome = tokio::runtime::Handle::current().block_on(run_once(
                     &state.replica,
                     &kinds,
                     &b.name,
                     &MirrorOptions::default(),
                     &state.metrics,
                 ));
-                claim.finish(run.outcome != MirrorOutcome::Failed);
+                // Running elsewhere is no failure: try again on schedule.
+                let ok = match &outcome {
+                    Ok((run, _)) => run.outcome != MirrorOutcome::Failed,
+                    Err(failed) => matches!(failed.1, MirrorError::Busy { .. }),
+                };
+                claim.finish(ok);
             });
         }
         tokio::time::sleep(TICK).await;

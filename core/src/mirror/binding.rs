@@ -322,6 +322,43 @@ impl Replica {
         self.path().with_extension(format!("binding-{name}.key"))
     }
 
+    /// Where the run lock of binding `name` lives: beside the store.
+    fn binding_lock_path(&self, name: &str) -> PathBuf {
+        self.path().with_extension(format!("binding-{name}.lock"))
+    }
+
+    /// Takes binding `name`'s run lock (an exclusive lock on a file beside
+    /// the store, which the system lets go when its process ends), or fails
+    /// with [`MirrorError::Busy`] while another run holds it.
+    pub(crate) fn lock_binding(&self, name: &str) -> Result<std::fs::File, MirrorError> {
+        let path = self.binding_lock_path(name);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| MirrorError::BadBinding {
+                binding: name.to_owned(),
+                reason: format!(
+                    "its run lock {} cannot be opened ({e}); check the directory's permissions",
+                    path.display()
+                ),
+            })?;
+        match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => Err(MirrorError::Busy {
+                binding: name.to_owned(),
+            }),
+            Err(std::fs::TryLockError::Error(e)) => Err(MirrorError::BadBinding {
+                binding: name.to_owned(),
+                reason: format!(
+                    "its run lock {} cannot be taken ({e}); check the file system supports locks",
+                    path.display()
+                ),
+            }),
+        }
+    }
+
     /// The key that signs what binding `name` brings into its registry.
     /// Made by [`Replica::add_binding`]; a missing key file is an error
     /// (a new key would not be the member the registry knows).
@@ -391,6 +428,7 @@ impl Replica {
         let registry_id = self.registry(&binding.registry).ok().map(|r| r.id());
         let detail = serde_json::json!({ "binding": name, "target": binding.target });
         self.with_store(|store| store.remove_binding(name, registry_id.as_ref(), &detail))?;
+        let _ = std::fs::remove_file(self.binding_lock_path(name));
         let key_file = self.binding_key_path(name);
         if key_file.exists() {
             std::fs::remove_file(&key_file).map_err(|e| MirrorError::BadBinding {

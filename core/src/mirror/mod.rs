@@ -49,6 +49,15 @@ use crate::store::StoreError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MirrorError {
+    /// Another run of the binding is under way (in this process or another
+    /// one using the same replica); nothing was done.
+    #[error(
+        "adapter binding '{binding}' is running now (in this or another process); run it again when that run has finished"
+    )]
+    Busy {
+        /// The binding.
+        binding: String,
+    },
     /// No binding of that name.
     #[error("no adapter binding named '{name}' in this replica")]
     NoBinding {
@@ -221,6 +230,35 @@ mod tests {
 
     /// Rows keep their own ids as record ids when those are a record id's
     /// form (a UUID, or a name); any other id gets a derived `r-` id.
+    #[tokio::test]
+    async fn a_binding_runs_once_at_a_time_across_handles_and_processes() {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = Replica::open(dir.path().join("r.db")).unwrap();
+        let schema = Schema::new().field(FieldDef::new("name", FieldKind::Text));
+        let reg = replica.create_registry("r", schema).unwrap();
+        replica
+            .add_binding(&AdapterBinding::new("m", "r", "memory", "t"))
+            .unwrap();
+        reg.put(None, [("name", "a")]).unwrap();
+        let table = MemoryAdapter::new("t");
+        // Another handle on the same file (as another process would open it)
+        // holds the binding's run lock.
+        let other = Replica::open(dir.path().join("r.db")).unwrap();
+        let held = other.lock_binding("m").unwrap();
+        let busy = replica
+            .run_mirror("m", &table, &MirrorOptions::sync(), &())
+            .await;
+        assert!(matches!(busy, Err(MirrorError::Busy { .. })), "{busy:?}");
+        assert_eq!(table.mutating_calls(), 0, "a refused run wrote nothing");
+        assert!(replica.mirror_runs("m", 10).unwrap().is_empty());
+        drop(held);
+        let report = replica
+            .run_mirror("m", &table, &MirrorOptions::sync(), &())
+            .await
+            .unwrap();
+        assert_eq!(report.applied, 1);
+    }
+
     #[tokio::test]
     async fn rows_bring_their_ids_when_they_are_record_ids() {
         let dir = tempfile::tempdir().unwrap();

@@ -49,6 +49,10 @@ impl Replica {
             options,
             progress,
         };
+        // One run per binding at a time, across processes too: two runs
+        // reading the same cursor and merge bases would write rows twice.
+        // The lock goes with the run, and with its process if it dies.
+        let _running = self.lock_binding(name)?;
         let (started_at, clock) = (crate::clock::now_ms(), std::time::Instant::now());
         let result = run.run().await;
         let record = match &result {
