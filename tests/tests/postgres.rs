@@ -1443,11 +1443,12 @@ async fn pruning_waits_for_other_bindings_and_a_silent_one_reads_everything() {
         insert(format!("q{i}")).await;
         a.sync().await;
     }
-    // Waiting, it would hold p0…p9 and q0…q4; a transaction elsewhere on
-    // the server may hold back the last entry or two.
+    // Waiting, it would hold p0…p9 and q0…q4 (15); transactions elsewhere
+    // on the server (other tests) may hold back the last few entries.
+    let left = a.count(&log).await;
     assert!(
-        a.count(&log).await < 5,
-        "no longer waits for a silent binding"
+        left < 10,
+        "no longer waits for a silent binding: {left} left"
     );
     sync_b().await;
     let theirs = other.registry("services").unwrap();
