@@ -44,7 +44,9 @@ pub use problem::{Problem, ProblemDetails};
 pub struct HttpOptions {
     /// Largest request body accepted (bytes); larger ones get 413.
     pub max_body_bytes: usize,
-    /// A request that takes longer is answered with 503.
+    /// A read (`GET`, `HEAD`) that takes longer is answered with 503.
+    /// Writes are never cut short: their answer must say whether they were
+    /// made (the store's own lock timeout bounds them).
     pub request_timeout: Duration,
     /// Requests each token may make per minute; more get 429.
     pub requests_per_minute: u32,
@@ -155,13 +157,13 @@ impl Service {
             .fallback(|| async { Problem::not_found("no such resource; see /v1/openapi.json") })
             .layer(axum::middleware::from_fn_with_state(
                 state.clone(),
+                limit_reads,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
                 metrics::record,
             ))
             .layer(DefaultBodyLimit::max(state.options.max_body_bytes))
-            .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                state.options.request_timeout,
-            ))
             .with_state(state)
     }
 
@@ -180,6 +182,33 @@ impl Service {
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(|source| ServeError { address, source })
+    }
+}
+
+/// Answers a read that takes longer than the limit with 503. Writes run to
+/// their end: a write answered 503 while it went on to commit would be
+/// repeated by a client that retries, writing twice.
+async fn limit_reads(
+    axum::extract::State(state): axum::extract::State<Shared>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let read = matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    if !read {
+        return next.run(request).await;
+    }
+    match tokio::time::timeout(state.options.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => Problem::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "the service took too long to answer; try again",
+        )
+        .into_response(),
     }
 }
 
