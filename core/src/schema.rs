@@ -459,6 +459,24 @@ pub enum Rule {
     UnknownField,
 }
 
+impl Rule {
+    /// The rule's short name, as errors name it to programs (`required`,
+    /// `unique`, `type`, `options`, `pattern`, `min`, `max`,
+    /// `unknown-field`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Rule::Required => "required",
+            Rule::Unique { .. } => "unique",
+            Rule::Type { .. } => "type",
+            Rule::Options { .. } => "options",
+            Rule::Pattern(_) => "pattern",
+            Rule::Min(_) => "min",
+            Rule::Max(_) => "max",
+            Rule::UnknownField => "unknown-field",
+        }
+    }
+}
+
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -196,7 +196,7 @@ impl From<WriteError> for ChittyError {
                 record: v.record,
                 field: v.field,
                 value: v.value,
-                rule: crate::types::rule_name(&v.rule).to_owned(),
+                rule: v.rule.name().to_owned(),
             },
             WriteError::Schema(s) => s.into(),
             WriteError::BadRecordId { .. } => ChittyError::Argument { message },

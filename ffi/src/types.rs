@@ -596,17 +596,3 @@ pub(crate) fn change_hash(hex: &str) -> Result<core::ChangeHash, ChittyError> {
         ))
     })
 }
-
-pub(crate) fn rule_name(rule: &core::Rule) -> &'static str {
-    match rule {
-        core::Rule::Required => "required",
-        core::Rule::Unique { .. } => "unique",
-        core::Rule::Type { .. } => "type",
-        core::Rule::Options { .. } => "options",
-        core::Rule::Pattern(_) => "pattern",
-        core::Rule::Min(_) => "min",
-        core::Rule::Max(_) => "max",
-        core::Rule::UnknownField => "unknown_field",
-        _ => "other",
-    }
-}

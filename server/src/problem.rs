@@ -131,7 +131,7 @@ impl From<WriteError> for Problem {
         let detail = e.to_string();
         match e {
             WriteError::Invalid(v) => {
-                let rule = rule_name(&v.rule);
+                let rule = v.rule.name();
                 let value = v.value.clone();
                 Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-value", detail)
                     .with_field(&v.field, value, rule)
@@ -183,22 +183,6 @@ impl From<TokenError> for Problem {
             TokenError::Store(s) => s.into(),
             other => Problem::internal(other.to_string()),
         }
-    }
-}
-
-/// The name of the rule a value breaks, as the CLI and bindings spell it.
-fn rule_name(rule: &chittysync::Rule) -> &'static str {
-    use chittysync::Rule;
-    match rule {
-        Rule::Required => "required",
-        Rule::Unique { .. } => "unique",
-        Rule::Type { .. } => "type",
-        Rule::Options { .. } => "options",
-        Rule::Pattern(_) => "pattern",
-        Rule::Min(_) => "min",
-        Rule::Max(_) => "max",
-        Rule::UnknownField => "unknown-field",
-        _ => "rule",
     }
 }
 
