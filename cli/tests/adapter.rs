@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{chittysync, chittysync_env, json, ok};
+use common::{chittysync, chittysync_env, json, ok, psql};
 
 const SCHEMA: &str = r#"
 [[fields]]
@@ -20,29 +20,10 @@ name = "port"
 type = "integer"
 "#;
 
-const URL_VAR: &str = "CHITTYSYNC_TEST_PG_URL";
+const URL_VAR: &str = common::PG_URL_VAR;
 
 fn url() -> String {
-    std::env::var(URL_VAR).unwrap_or_else(|_| {
-        panic!(
-            "{URL_VAR} is not set: these tests need a PostgreSQL server. Run `export {URL_VAR}=\"$(scripts/pg-up)\"` (as root), or run scripts/test"
-        )
-    })
-}
-
-/// Plain SQL from "another application".
-fn psql(sql: &str) -> String {
-    let out = Command::new("psql")
-        .arg(url())
-        .args(["-v", "ON_ERROR_STOP=1", "-Atc", sql])
-        .output()
-        .expect("psql runs");
-    assert!(
-        out.status.success(),
-        "psql failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    common::pg_url()
 }
 
 fn password() -> String {

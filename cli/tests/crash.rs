@@ -17,7 +17,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use chittysync::{FieldDef, FieldKind, Replica, Role, Schema, Value};
-use common::{chittysync, json, ok};
+use common::{PG_URL_VAR, chittysync, json, ok, pg_url, psql};
 
 /// How long each campaign keeps killing.
 fn budget() -> Duration {
@@ -465,31 +465,6 @@ fn a_peer_sync_killed_midway_converges_when_run_again() {
     eprintln!(
         "peer sync: {rounds} rounds, {clients_killed} syncs and {hubs_killed} hubs killed mid-sync, {total} records on both"
     );
-}
-
-const PG_URL_VAR: &str = "CHITTYSYNC_TEST_PG_URL";
-
-fn pg_url() -> String {
-    std::env::var(PG_URL_VAR).unwrap_or_else(|_| {
-        panic!(
-            "{PG_URL_VAR} is not set: this test needs a PostgreSQL server. Run `export {PG_URL_VAR}=\"$(scripts/pg-up NAME)\"` (as root), or run scripts/test"
-        )
-    })
-}
-
-/// Plain SQL from "another application".
-fn psql(sql: &str) -> String {
-    let out = Command::new("psql")
-        .arg(pg_url())
-        .args(["-v", "ON_ERROR_STOP=1", "-Atc", sql])
-        .output()
-        .expect("psql runs");
-    assert!(
-        out.status.success(),
-        "psql failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 const SERVICES_SCHEMA: &str = r#"

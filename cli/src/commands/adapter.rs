@@ -257,7 +257,7 @@ fn runs(replica: &Replica, name: &str, last: u32, as_json: bool) -> Result<()> {
         .iter()
         .map(|r| {
             vec![
-                super::token::time_text(Some(r.started_at)),
+                super::audit::time_text(r.started_at),
                 r.outcome.name().to_owned(),
                 humanize(r.duration),
                 r.applied.to_string(),

@@ -137,7 +137,7 @@ fn provenance(e: &AuditEntry) -> Option<&str> {
 }
 
 /// `2026-11-23T10:00:00Z` (to the second).
-fn time_text(ms: i64) -> String {
+pub(crate) fn time_text(ms: i64) -> String {
     OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())

@@ -97,8 +97,7 @@ pub(crate) fn run(globals: &Globals, cmd: TokenCmd) -> Result<()> {
                             registry_names(&replica, t).join(","),
                             t.role.to_string(),
                             time_text(Some(t.created_at)),
-                            t.expires_at
-                                .map_or_else(|| "never".into(), |at| time_text(Some(at))),
+                            time_text(t.expires_at),
                             time_text(t.last_used_at),
                         ]
                     })
@@ -156,19 +155,9 @@ fn token_json(replica: &chittysync::Replica, t: &Token) -> serde_json::Value {
     })
 }
 
-pub(crate) fn time_text(ms: Option<i64>) -> String {
-    let Some(ms) = ms else {
-        return "never".into();
-    };
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(time::macros::format_description!(
-                "[year]-[month]-[day] [hour]:[minute]Z"
-            ))
-            .ok()
-        })
-        .unwrap_or_else(|| ms.to_string())
+/// A time, or `never`.
+fn time_text(ms: Option<i64>) -> String {
+    ms.map_or_else(|| "never".into(), super::audit::time_text)
 }
 
 /// `chittysync health URL`: exit 0 when the service answers healthy.

@@ -68,3 +68,30 @@ pub(crate) fn services_replica(dir: &Path, schema: &str) -> std::path::PathBuf {
     );
     replica
 }
+
+/// The variable naming the PostgreSQL server the Postgres tests use.
+pub(crate) const PG_URL_VAR: &str = "CHITTYSYNC_TEST_PG_URL";
+
+/// The test server's URL; without it the Postgres tests fail (never skip).
+pub(crate) fn pg_url() -> String {
+    std::env::var(PG_URL_VAR).unwrap_or_else(|_| {
+        panic!(
+            "{PG_URL_VAR} is not set: these tests need a PostgreSQL server. Run `export {PG_URL_VAR}=\"$(scripts/pg-up NAME)\"` (as root), or run scripts/test"
+        )
+    })
+}
+
+/// Plain SQL from "another application"; returns what it printed.
+pub(crate) fn psql(sql: &str) -> String {
+    let out = Command::new("psql")
+        .arg(pg_url())
+        .args(["-v", "ON_ERROR_STOP=1", "-Atc", sql])
+        .output()
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "psql failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
