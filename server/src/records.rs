@@ -549,33 +549,7 @@ pub(crate) async fn replace(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, Problem> {
-    let input: RecordInput = json_body(&body)?;
-    if input.id.as_ref().is_some_and(|given| *given != id) {
-        return Err(Problem::bad_request(
-            "the body's id differs from the id in the path; a record's id cannot change",
-        ));
-    }
-    let expected = if_match(&headers)?;
-    blocking(move || {
-        let registry = caller.registry(&state, &name)?;
-        caller.require_writer(&registry)?;
-        live(&registry, &id)?;
-        let fields = values(&input.fields);
-        registry.write_as(
-            &caller.0.identity,
-            &caller.message("replace a record"),
-            |w| {
-                if let Some(heads) = &expected {
-                    w.expect_heads(heads)?;
-                }
-                write_fields(w, Some(&id), fields, true)
-            },
-        )?;
-        let heads = registry.heads();
-        let record = live(&registry, &id)?;
-        Ok(record_response(StatusCode::OK, &record, &heads, None))
-    })
-    .await
+    update(state, caller, name, id, &headers, &body, true).await
 }
 
 /// Changes some fields (JSON Merge Patch of `{"fields": {…}}`: a value sets
@@ -608,41 +582,65 @@ pub(crate) async fn patch(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, Problem> {
-    let input: RecordInput = json_body(&body)?;
+    update(state, caller, name, id, &headers, &body, false).await
+}
+
+/// `PUT` (`replace`: fields not given are emptied) or `PATCH` of live
+/// record `id`.
+async fn update(
+    state: Shared,
+    caller: Caller,
+    name: String,
+    id: String,
+    headers: &HeaderMap,
+    body: &[u8],
+    replace: bool,
+) -> Result<Response, Problem> {
+    let input: RecordInput = json_body(body)?;
     if input.id.as_ref().is_some_and(|given| *given != id) {
         return Err(Problem::bad_request(
             "the body's id differs from the id in the path; a record's id cannot change",
         ));
     }
-    let expected = if_match(&headers)?;
+    let expected = if_match(headers)?;
     blocking(move || {
         let registry = caller.registry(&state, &name)?;
         caller.require_writer(&registry)?;
         live(&registry, &id)?;
-        patch_record(&caller, &registry, &id, &input, expected.as_deref())
+        write_record(
+            &caller,
+            &registry,
+            &id,
+            &input,
+            expected.as_deref(),
+            replace,
+        )
     })
     .await
 }
 
-/// Writes a merge patch's fields to live record `id`.
-fn patch_record(
+/// Writes the body's fields to live record `id` as the token: a merge
+/// patch, or with `replace` a whole new set of fields.
+fn write_record(
     caller: &Caller,
     registry: &Registry,
     id: &str,
     input: &RecordInput,
     expected: Option<&[ChangeHash]>,
+    replace: bool,
 ) -> Result<Response, Problem> {
     let fields = values(&input.fields);
-    registry.write_as(
-        &caller.0.identity,
-        &caller.message("change a record"),
-        |w| {
-            if let Some(heads) = expected {
-                w.expect_heads(heads)?;
-            }
-            write_fields(w, Some(id), fields, false)
-        },
-    )?;
+    let what = if replace {
+        "replace a record"
+    } else {
+        "change a record"
+    };
+    registry.write_as(&caller.0.identity, &caller.message(what), |w| {
+        if let Some(heads) = expected {
+            w.expect_heads(heads)?;
+        }
+        write_fields(w, Some(id), fields, replace)
+    })?;
     let heads = registry.heads();
     let record = live(registry, id)?;
     Ok(record_response(StatusCode::OK, &record, &heads, None))
@@ -697,7 +695,14 @@ pub(crate) async fn patch_by(
                 registry.name()
             ))
         })?;
-        patch_record(&caller, &registry, &record.id, &input, expected.as_deref())
+        write_record(
+            &caller,
+            &registry,
+            &record.id,
+            &input,
+            expected.as_deref(),
+            false,
+        )
     })
     .await
 }
