@@ -26,7 +26,6 @@ pub(crate) struct Slot {
     pub(crate) running: bool,
     pub(crate) failures: u32,
     pub(crate) next_due: Option<Instant>,
-    pub(crate) next_due_ms: Option<i64>,
 }
 
 /// The schedule's state, shared with the API (next runs).
@@ -38,7 +37,9 @@ pub(crate) struct Schedule {
 impl Schedule {
     /// When binding `name` runs next (ms since the epoch), if scheduled.
     pub(crate) fn next_run(&self, name: &str) -> Option<i64> {
-        self.lock().get(name).and_then(|s| s.next_due_ms)
+        let due = self.lock().get(name).and_then(|s| s.next_due)?;
+        let wait = due.saturating_duration_since(Instant::now());
+        Some(now_ms().saturating_add(wait.as_millis() as i64))
     }
 
     /// Whether binding `name` is running now.
@@ -92,13 +93,23 @@ impl Schedule {
                     backoff(every, slot.failures)
                 };
                 slot.next_due = Some(Instant::now() + wait);
-                slot.next_due_ms = Some(now_ms().saturating_add(wait.as_millis() as i64));
             }
             None => {
                 slot.next_due = None;
-                slot.next_due_ms = None;
             }
         }
+    }
+
+    /// Schedules binding `name` every `every`, next due one interval after
+    /// its last run started (ms since the epoch), or now.
+    fn seed(&self, name: &str, every: Duration, last_started: Option<i64>) {
+        let since =
+            last_started.map(|at| Duration::from_millis(now_ms().saturating_sub(at).max(0) as u64));
+        let wait = since.map_or(Duration::ZERO, |d| every.saturating_sub(d));
+        let mut slots = self.lock();
+        let slot = slots.entry(name.to_owned()).or_default();
+        slot.every = Some(every);
+        slot.next_due = Some(Instant::now() + wait);
     }
 
     /// Releases a claim made for a run that did not start.
@@ -223,21 +234,10 @@ pub(crate) async fn run(state: crate::Shared, kinds: Arc<AdapterKinds>) {
     loop {
         let listed = {
             let replica = replica.clone();
-            tokio::task::spawn_blocking(move || {
-                let bindings = replica.bindings()?;
-                // When each scheduled binding last started a run.
-                let mut last = HashMap::new();
-                for b in bindings.iter().filter(|b| b.every_secs.is_some()) {
-                    if let Some(run) = replica.mirror_runs(&b.name, 1)?.first() {
-                        last.insert(b.name.clone(), run.started_at);
-                    }
-                }
-                Ok::<_, chittysync::MirrorError>((bindings, last))
-            })
-            .await
+            tokio::task::spawn_blocking(move || replica.bindings()).await
         };
-        let (bindings, last_runs) = match listed {
-            Ok(Ok(listed)) => listed,
+        let bindings = match listed {
+            Ok(Ok(bindings)) => bindings,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot read the bindings; trying again");
                 tokio::time::sleep(Duration::from_secs(5)).await;
@@ -245,8 +245,8 @@ pub(crate) async fn run(state: crate::Shared, kinds: Arc<AdapterKinds>) {
             }
             Err(_) => return,
         };
-        let now = Instant::now();
-        {
+        // Bindings newly scheduled, or whose schedule changed.
+        let unseeded: Vec<(String, Duration)> = {
             let mut slots = schedule.lock();
             slots.retain(|name, slot| {
                 slot.running
@@ -254,24 +254,33 @@ pub(crate) async fn run(state: crate::Shared, kinds: Arc<AdapterKinds>) {
                         .iter()
                         .any(|b| &b.name == name && b.every_secs.is_some())
             });
-            for b in &bindings {
-                let Some(every) = b.every_secs.map(Duration::from_secs) else {
-                    continue;
-                };
-                let slot = slots.entry(b.name.clone()).or_default();
-                if slot.every != Some(every) {
-                    // Newly scheduled, or its schedule changed: due one
-                    // interval after its last run, or now.
-                    slot.every = Some(every);
-                    let since_last = last_runs.get(&b.name).map(|at| {
-                        Duration::from_millis(now_ms().saturating_sub(*at).max(0) as u64)
-                    });
-                    let wait = since_last.map_or(Duration::ZERO, |d| every.saturating_sub(d));
-                    slot.next_due = Some(now + wait);
-                    slot.next_due_ms = Some(now_ms().saturating_add(wait.as_millis() as i64));
-                }
+            bindings
+                .iter()
+                .filter_map(|b| Some((b.name.clone(), Duration::from_secs(b.every_secs?))))
+                .filter(|(name, every)| slots.get(name).is_none_or(|s| s.every != Some(*every)))
+                .collect()
+        };
+        if !unseeded.is_empty() {
+            // Due one interval after the last run (this service's or any
+            // other's), or now: a restart does not run every binding at once.
+            let replica = replica.clone();
+            let seeds = tokio::task::spawn_blocking(move || {
+                unseeded
+                    .into_iter()
+                    .map(|(name, every)| {
+                        let last = replica.mirror_runs(&name, 1).ok();
+                        let started = last.and_then(|runs| runs.first().map(|r| r.started_at));
+                        (name, every, started)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_default();
+            for (name, every, started) in seeds {
+                schedule.seed(&name, every, started);
             }
         }
+        let now = Instant::now();
         for b in bindings {
             let Some(every) = b.every_secs.map(Duration::from_secs) else {
                 continue;
