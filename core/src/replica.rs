@@ -35,6 +35,19 @@ pub struct JournalEntry {
     pub hash: String,
 }
 
+impl JournalEntry {
+    fn from_row(row: crate::store::JournalRow) -> Self {
+        JournalEntry {
+            seq: row.seq,
+            at: row.at,
+            registry: row.registry.as_deref().and_then(RegistryId::from_bytes),
+            kind: row.kind,
+            detail: serde_json::from_str(&row.detail).unwrap_or(serde_json::Value::Null),
+            hash: hex::encode(&row.hash),
+        }
+    }
+}
+
 /// What every clone of a replica shares: what its registry handles share,
 /// and the channel that tells subscribers about changes from peers.
 struct Inner {
@@ -435,17 +448,20 @@ impl Replica {
     /// the one before (checked by [`Replica::verify`]).
     pub fn journal(&self) -> Result<Vec<JournalEntry>, StoreError> {
         let store = self.shared.store();
-        Ok(crate::store::journal(store.conn(), store.path())?
-            .into_iter()
-            .map(|row| JournalEntry {
-                seq: row.seq,
-                at: row.at,
-                registry: row.registry.as_deref().and_then(RegistryId::from_bytes),
-                kind: row.kind,
-                detail: serde_json::from_str(&row.detail).unwrap_or(serde_json::Value::Null),
-                hash: hex::encode(&row.hash),
-            })
-            .collect())
+        let rows = crate::store::journal(store.conn(), store.path())?;
+        Ok(rows.into_iter().map(JournalEntry::from_row).collect())
+    }
+
+    /// The last `limit` journal entries about registry `id`, oldest first
+    /// (one indexed query, however long the journal).
+    pub fn journal_of(
+        &self,
+        id: RegistryId,
+        limit: usize,
+    ) -> Result<Vec<JournalEntry>, StoreError> {
+        let store = self.shared.store();
+        let rows = crate::store::journal_of(store.conn(), store.path(), &id, limit)?;
+        Ok(rows.into_iter().map(JournalEntry::from_row).collect())
     }
 
     /// Whether the store can be written now: takes the write lock and lets

@@ -366,11 +366,10 @@ pub(crate) async fn journal(
     blocking(move || {
         let registry = caller.registry(&state, &name)?;
         let id = registry.id();
-        let mut entries: Vec<serde_json::Value> = state
+        let entries = state
             .replica
-            .journal()?
+            .journal_of(id, 1_000)?
             .into_iter()
-            .filter(|e| e.registry == Some(id))
             .map(|e| {
                 let mut detail = e.detail;
                 // A token's entry lists all its registries; show none of
@@ -383,8 +382,6 @@ pub(crate) async fn journal(
                 })
             })
             .collect();
-        let keep = entries.len().saturating_sub(1_000);
-        entries.drain(..keep);
         Ok(axum::Json(JournalPage { entries }))
     })
     .await

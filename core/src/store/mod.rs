@@ -565,25 +565,48 @@ pub(crate) fn journal_len(conn: &Connection, path: &str) -> Result<u64> {
         .map_err(sql(path, "count journal entries"))
 }
 
+fn journal_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JournalRow> {
+    Ok(JournalRow {
+        seq: r.get(0)?,
+        at: r.get(1)?,
+        registry: r.get(2)?,
+        kind: r.get(3)?,
+        detail: r.get(4)?,
+        prev: r.get(5)?,
+        hash: r.get(6)?,
+    })
+}
+
 pub(crate) fn journal(conn: &Connection, path: &str) -> Result<Vec<JournalRow>> {
     let mut stmt = conn
         .prepare_cached(
             "SELECT seq, at, registry_id, kind, detail, prev, hash FROM journal ORDER BY seq",
         )
         .map_err(sql(path, "read journal"))?;
-    stmt.query_map([], |r| {
-        Ok(JournalRow {
-            seq: r.get(0)?,
-            at: r.get(1)?,
-            registry: r.get(2)?,
-            kind: r.get(3)?,
-            detail: r.get(4)?,
-            prev: r.get(5)?,
-            hash: r.get(6)?,
-        })
-    })
-    .and_then(|rows| rows.collect())
-    .map_err(sql(path, "read journal"))
+    stmt.query_map([], journal_row)
+        .and_then(|rows| rows.collect())
+        .map_err(sql(path, "read journal"))
+}
+
+/// The last `limit` journal entries about `registry`, oldest first.
+pub(crate) fn journal_of(
+    conn: &Connection,
+    path: &str,
+    registry: &RegistryId,
+    limit: usize,
+) -> Result<Vec<JournalRow>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT * FROM (
+                SELECT seq, at, registry_id, kind, detail, prev, hash FROM journal
+                WHERE registry_id = ?1 ORDER BY seq DESC LIMIT ?2
+             ) ORDER BY seq",
+        )
+        .map_err(sql(path, "read journal"))?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    stmt.query_map(params![registry.as_bytes().as_slice(), limit], journal_row)
+        .and_then(|rows| rows.collect())
+        .map_err(sql(path, "read journal"))
 }
 
 /// How to bring an in-memory document up to date with the store.
