@@ -168,6 +168,17 @@ mod tests {
     use crate::schema::{ConflictPolicy, FieldDef, FieldKind, Schema};
     use crate::value::Value;
 
+    /// A replica with registry `r` of `schema`, bound as `m` to an
+    /// in-memory table `t`.
+    fn bound_to_memory(dir: &std::path::Path, schema: Schema) -> (Replica, crate::Registry) {
+        let replica = Replica::open(dir.join("r.db")).unwrap();
+        let reg = replica.create_registry("r", schema).unwrap();
+        replica
+            .add_binding(&AdapterBinding::new("m", "r", "memory", "t"))
+            .unwrap();
+        (replica, reg)
+    }
+
     fn heads_saved(replica: &Replica) -> Option<Vec<automerge::ChangeHash>> {
         replica
             .with_store(|store| merge_base::local_heads(store.conn(), store.path(), "m").unwrap())
@@ -233,12 +244,10 @@ mod tests {
     #[tokio::test]
     async fn a_binding_runs_once_at_a_time_across_handles_and_processes() {
         let dir = tempfile::tempdir().unwrap();
-        let replica = Replica::open(dir.path().join("r.db")).unwrap();
-        let schema = Schema::new().field(FieldDef::new("name", FieldKind::Text));
-        let reg = replica.create_registry("r", schema).unwrap();
-        replica
-            .add_binding(&AdapterBinding::new("m", "r", "memory", "t"))
-            .unwrap();
+        let (replica, reg) = bound_to_memory(
+            dir.path(),
+            Schema::new().field(FieldDef::new("name", FieldKind::Text)),
+        );
         reg.put(None, [("name", "a")]).unwrap();
         let table = MemoryAdapter::new("t");
         // Another handle on the same file (as another process would open it)
@@ -262,12 +271,10 @@ mod tests {
     #[tokio::test]
     async fn rows_bring_their_ids_when_they_are_record_ids() {
         let dir = tempfile::tempdir().unwrap();
-        let replica = Replica::open(dir.path().join("r.db")).unwrap();
-        let schema = Schema::new().field(FieldDef::new("name", FieldKind::Text));
-        let reg = replica.create_registry("r", schema).unwrap();
-        replica
-            .add_binding(&AdapterBinding::new("m", "r", "memory", "t"))
-            .unwrap();
+        let (replica, reg) = bound_to_memory(
+            dir.path(),
+            Schema::new().field(FieldDef::new("name", FieldKind::Text)),
+        );
         let table = MemoryAdapter::new("t");
         let page = "0192f8a4-5c3e-7b1a-9d2e-3f4a5b6c7d8e";
         table.insert(page, [("name", "a page")]);
@@ -304,12 +311,10 @@ mod tests {
     #[tokio::test]
     async fn later_runs_read_only_what_changed_unless_work_was_left() {
         let dir = tempfile::tempdir().unwrap();
-        let replica = Replica::open(dir.path().join("r.db")).unwrap();
-        let schema = Schema::new().field(FieldDef::new("name", FieldKind::Text));
-        let reg = replica.create_registry("r", schema).unwrap();
-        replica
-            .add_binding(&AdapterBinding::new("m", "r", "memory", "t"))
-            .unwrap();
+        let (replica, reg) = bound_to_memory(
+            dir.path(),
+            Schema::new().field(FieldDef::new("name", FieldKind::Text)),
+        );
         let table = MemoryAdapter::new("t");
         let adapter = table.another_client();
         for i in 0..20 {
@@ -405,12 +410,10 @@ mod tests {
     #[tokio::test]
     async fn a_pull_that_takes_a_unique_value_waits_until_it_is_free() {
         let dir = tempfile::tempdir().unwrap();
-        let replica = Replica::open(dir.path().join("r.db")).unwrap();
-        let schema = Schema::new().field(FieldDef::new("name", FieldKind::Text).unique());
-        let reg = replica.create_registry("r", schema).unwrap();
-        replica
-            .add_binding(&AdapterBinding::new("m", "r", "memory", "t"))
-            .unwrap();
+        let (replica, reg) = bound_to_memory(
+            dir.path(),
+            Schema::new().field(FieldDef::new("name", FieldKind::Text).unique()),
+        );
         let table = MemoryAdapter::new("t");
         let adapter = table.another_client();
         let run = |options: MirrorOptions| {
@@ -523,12 +526,10 @@ mod tests {
     #[tokio::test]
     async fn a_pulled_row_refused_at_write_time_is_retried_every_run() {
         let dir = tempfile::tempdir().unwrap();
-        let replica = Replica::open(dir.path().join("r.db")).unwrap();
-        let schema = Schema::new().field(FieldDef::new("name", FieldKind::Text).unique());
-        let reg = replica.create_registry("r", schema).unwrap();
-        replica
-            .add_binding(&AdapterBinding::new("m", "r", "memory", "t"))
-            .unwrap();
+        let (replica, reg) = bound_to_memory(
+            dir.path(),
+            Schema::new().field(FieldDef::new("name", FieldKind::Text).unique()),
+        );
         let table = MemoryAdapter::new("t");
         let adapter = table.another_client();
         let run = || {
@@ -623,12 +624,10 @@ mod tests {
     async fn a_remote_that_fails_as_a_whole_stops_the_run_with_one_error() {
         use std::sync::atomic::Ordering::SeqCst;
         let dir = tempfile::tempdir().unwrap();
-        let replica = Replica::open(dir.path().join("r.db")).unwrap();
-        let schema = Schema::new().field(FieldDef::new("name", FieldKind::Text));
-        let reg = replica.create_registry("r", schema).unwrap();
-        replica
-            .add_binding(&AdapterBinding::new("m", "r", "memory", "t"))
-            .unwrap();
+        let (replica, reg) = bound_to_memory(
+            dir.path(),
+            Schema::new().field(FieldDef::new("name", FieldKind::Text)),
+        );
         let table = MemoryAdapter::new("t");
         for i in 0..30 {
             reg.put(Some(&format!("r{i:02}")), [("name", format!("n{i}"))])
