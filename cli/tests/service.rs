@@ -163,7 +163,7 @@ fn health_fails_for_a_service_that_does_not_answer() {
 }
 
 #[test]
-fn a_token_for_a_registry_this_replica_does_not_administer_is_refused_and_leaves_nothing() {
+fn a_token_for_a_registry_that_does_not_exist_is_refused_and_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let replica = services_replica(dir.path(), SCHEMA);
     let run = chittysync(
